@@ -1,0 +1,53 @@
+//! fetch: HEAD and GET of a linked blob. Small blobs come inline and verified; large ones (or
+//! `?redirect=1`) as a 307 to a short-lived presigned GET.
+
+use helix_core::App;
+use helix_core::blobs::{self, Fetched};
+use helix_core::http::{self, Ctx, Function, Request, Response, Route};
+
+pub async fn handle(app: &App, req: Request) -> Response {
+    let ctx = Ctx::begin(&req);
+    let result = async {
+        let route = ctx.route(&req, Function::Fetch)?;
+        dispatch(app, &ctx, route, &req).await
+    }
+    .await;
+    ctx.finish(result)
+}
+
+fn blob_response(status: u16, digest: &str, size: u64, body: lambda_http::Body) -> Response {
+    lambda_http::http::Response::builder()
+        .status(status)
+        .header("content-type", "application/octet-stream")
+        .header("content-length", size)
+        .header("etag", format!("\"{digest}\""))
+        .header("x-helix-digest", digest)
+        .header("cache-control", "private, max-age=31536000, immutable")
+        .body(body)
+        .expect("valid response")
+}
+
+async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_core::Result<Response> {
+    ctx.authorize(app, req, &route).await?;
+    match &route {
+        Route::HeadBlob { ws, digest } => {
+            let link = blobs::linked(app, ws, digest).await?;
+            Ok(blob_response(200, &digest.to_string(), link.size, lambda_http::Body::Empty))
+        }
+        Route::GetBlob { ws, digest } => {
+            let redirect = http::query_param(req, "redirect").is_some_and(|v| v == "1" || v == "true");
+            match blobs::fetch(app, ws, digest, redirect).await? {
+                Fetched::Inline { bytes } => {
+                    Ok(blob_response(200, &digest.to_string(), bytes.len() as u64, lambda_http::Body::Binary(bytes.to_vec())))
+                }
+                Fetched::Redirect(presigned) => Ok(lambda_http::http::Response::builder()
+                    .status(307)
+                    .header("location", presigned.url)
+                    .header("cache-control", "no-store")
+                    .body(lambda_http::Body::Empty)
+                    .expect("valid response")),
+            }
+        }
+        _ => Err(helix_core::Error::NotFound),
+    }
+}

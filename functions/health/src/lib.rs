@@ -1,0 +1,30 @@
+//! health: liveness (never touches a dependency), readiness (probes each one), posture (viewer).
+
+use helix_core::http::{self, Ctx, Function, Request, Response, Route};
+use helix_core::{App, posture};
+use serde_json::json;
+
+pub async fn handle(app: &App, req: Request) -> Response {
+    let ctx = Ctx::begin(&req);
+    let result = async {
+        let route = ctx.route(&req, Function::Health)?;
+        dispatch(app, &ctx, route, &req).await
+    }
+    .await;
+    ctx.finish(result)
+}
+
+async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_core::Result<Response> {
+    match route {
+        Route::Healthz => Ok(http::json(200, &json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))),
+        Route::Readyz => {
+            let r = posture::readiness(app).await;
+            Ok(http::json(if r.ready { 200 } else { 503 }, &r))
+        }
+        Route::Status => {
+            ctx.authorize(app, req, &route).await?;
+            Ok(http::json(200, &posture::status(app).await?))
+        }
+        _ => Err(helix_core::Error::NotFound),
+    }
+}

@@ -1,0 +1,351 @@
+//! DynamoDB MetaStore and AuditLog. Meta table: `pk`/`sk` strings (tokens `TOKEN#{sha256}`, token
+//! ids `TOKENID#{id}`, links `WS#{ws}`/`BLOB#{digest}`, counters `COUNTER#{name}`/`SHARD#{n}`).
+//! Audit table: `stream` (S) / `seq` (N), the canonical event in `event`.
+//!
+//! Append never overwrites: every audit put is conditional on `attribute_not_exists(seq)`. A meta
+//! change and its event go in one TransactWriteItems; when the transaction is cancelled, the
+//! cancellation reasons say whether the change was already in effect (done, nothing written) or the
+//! audit seq was taken by a concurrent writer (re-read the head, retry).
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+
+use crate::domain::time::now_rfc3339_ms;
+use crate::domain::{AuditDraft, AuditEvent, Digest, Scope, TokenRecord, WorkspaceId};
+use crate::error::{Dependency, Error, Result};
+use crate::ports::{AuditLog, AuditQuery, BlobLink, Change, Commit, MetaStore};
+
+type Item = HashMap<String, AttributeValue>;
+
+/// Attempts at claiming an audit seq before giving up with 503 (each loss means another writer won).
+const APPEND_ATTEMPTS: u32 = 200;
+const COUNTER_SHARDS: u8 = 8;
+
+pub struct DynamoStore {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+    audit_table: String,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn get_s(item: &Item, k: &str) -> Result<String> {
+    match item.get(k) {
+        Some(AttributeValue::S(v)) => Ok(v.clone()),
+        _ => Err(Error::Internal(format!("stored item lacks string {k}"))),
+    }
+}
+
+fn get_n(item: &Item, k: &str) -> Result<Option<i64>> {
+    match item.get(k) {
+        Some(AttributeValue::N(v)) => v.parse().map(Some).map_err(|_| Error::Internal(format!("bad number {k}"))),
+        None | Some(AttributeValue::Null(_)) => Ok(None),
+        _ => Err(Error::Internal(format!("stored item has non-number {k}"))),
+    }
+}
+
+fn err<E: std::error::Error + 'static, R: std::fmt::Debug>(dep: Dependency) -> impl Fn(SdkError<E, R>) -> Error {
+    move |e| Error::unavailable(dep, DisplayErrorContext(e))
+}
+
+fn build<T, E: std::fmt::Display>(r: std::result::Result<T, E>) -> Result<T> {
+    r.map_err(|e| Error::Internal(format!("request builder: {e}")))
+}
+
+fn token_item(t: &TokenRecord) -> Item {
+    let mut item = Item::from([
+        ("pk".into(), s(format!("TOKEN#{}", t.sha256))),
+        ("sk".into(), s("TOKEN")),
+        ("id".into(), s(&t.id)),
+        ("sha256".into(), s(&t.sha256)),
+        ("user".into(), s(&t.user)),
+        ("role".into(), s(t.role.as_str())),
+        ("workspace_id".into(), s(t.workspace_id.as_str())),
+        ("created_at".into(), n(t.created_at)),
+        ("disabled".into(), AttributeValue::Bool(t.disabled)),
+        ("created_by".into(), s(&t.created_by)),
+    ]);
+    if let Some(exp) = t.expires_at {
+        item.insert("expires_at".into(), n(exp));
+    }
+    if let Some(d) = &t.description {
+        item.insert("description".into(), s(d));
+    }
+    item
+}
+
+fn token_from_item(item: &Item) -> Result<TokenRecord> {
+    Ok(TokenRecord {
+        id: get_s(item, "id")?,
+        sha256: get_s(item, "sha256")?,
+        user: get_s(item, "user")?,
+        role: get_s(item, "role")?.parse()?,
+        workspace_id: Scope::parse(&get_s(item, "workspace_id")?)?,
+        created_at: get_n(item, "created_at")?.unwrap_or(0),
+        expires_at: get_n(item, "expires_at")?,
+        disabled: matches!(item.get("disabled"), Some(AttributeValue::Bool(true))),
+        created_by: get_s(item, "created_by")?,
+        description: get_s(item, "description").ok(),
+    })
+}
+
+fn event_from_item(item: &Item) -> Result<AuditEvent> {
+    AuditEvent::from_canonical(&get_s(item, "event")?)
+}
+
+impl DynamoStore {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: String, audit_table: String) -> DynamoStore {
+        DynamoStore { client, table, audit_table }
+    }
+
+    fn put(&self, table: &str, item: Item, condition: &str) -> Result<TransactWriteItem> {
+        let put = build(Put::builder().table_name(table).set_item(Some(item)).condition_expression(condition).build())?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// The meta-table writes of a change; the first one carries the "not yet done" condition.
+    fn change_items(&self, change: &Change) -> Result<Vec<TransactWriteItem>> {
+        let absent = "attribute_not_exists(pk)";
+        match change {
+            Change::IssueToken(t) => {
+                let pointer = Item::from([
+                    ("pk".into(), s(format!("TOKENID#{}", t.id))),
+                    ("sk".into(), s("TOKENID")),
+                    ("sha256".into(), s(&t.sha256)),
+                ]);
+                Ok(vec![self.put(&self.table, token_item(t), absent)?, self.put(&self.table, pointer, absent)?])
+            }
+            Change::LinkBlob(l) => {
+                let item = Item::from([
+                    ("pk".into(), s(format!("WS#{}", l.workspace_id))),
+                    ("sk".into(), s(format!("BLOB#{}", l.digest))),
+                    ("size".into(), n(l.size)),
+                    ("linked_at".into(), n(l.linked_at)),
+                    ("linked_by".into(), s(&l.linked_by)),
+                ]);
+                Ok(vec![self.put(&self.table, item, absent)?])
+            }
+        }
+    }
+
+    fn event_item(event: &AuditEvent) -> Result<Item> {
+        Ok(Item::from([
+            ("stream".into(), s(&event.stream)),
+            ("seq".into(), n(event.seq)),
+            ("ts".into(), s(&event.ts)),
+            ("action".into(), s(&event.action)),
+            ("actor".into(), s(&event.actor)),
+            ("hash".into(), s(&event.hash)),
+            ("event".into(), s(event.canonical()?)),
+        ]))
+    }
+
+    async fn get_meta(&self, pk: String, sk: &str) -> Result<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(err(Dependency::MetaStore))?;
+        Ok(out.item)
+    }
+}
+
+#[async_trait]
+impl MetaStore for DynamoStore {
+    fn backend(&self) -> &'static str {
+        "dynamodb"
+    }
+
+    async fn token_by_sha256(&self, sha256: &str) -> Result<Option<TokenRecord>> {
+        self.get_meta(format!("TOKEN#{sha256}"), "TOKEN").await?.as_ref().map(token_from_item).transpose()
+    }
+
+    async fn blob_link(&self, ws: &WorkspaceId, digest: &Digest) -> Result<Option<BlobLink>> {
+        let Some(item) = self.get_meta(format!("WS#{ws}"), &format!("BLOB#{digest}")).await? else {
+            return Ok(None);
+        };
+        Ok(Some(BlobLink {
+            workspace_id: ws.to_string(),
+            digest: digest.clone(),
+            size: get_n(&item, "size")?.unwrap_or(0) as u64,
+            linked_at: get_n(&item, "linked_at")?.unwrap_or(0),
+            linked_by: get_s(&item, "linked_by")?,
+        }))
+    }
+
+    async fn commit(&self, change: Change, draft: AuditDraft) -> Result<Commit> {
+        let change_items = self.change_items(&change)?;
+        for attempt in 0..APPEND_ATTEMPTS {
+            let head = self.head(&draft.stream).await?;
+            let event = draft.clone().seal(head.as_ref(), now_rfc3339_ms())?;
+            let mut items = change_items.clone();
+            items.push(self.put(&self.audit_table, Self::event_item(&event)?, "attribute_not_exists(seq)")?);
+            match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+                Ok(_) => return Ok(Commit::Applied(event)),
+                Err(e) => {
+                    let reasons: Vec<Option<String>> = match e.as_service_error() {
+                        Some(TransactWriteItemsError::TransactionCanceledException(tc)) => tc
+                            .cancellation_reasons()
+                            .iter()
+                            .map(|r| r.code().map(str::to_owned))
+                            .collect(),
+                        _ => return Err(err(Dependency::MetaStore)(e)),
+                    };
+                    let failed = |i: usize| reasons.get(i).and_then(|c| c.as_deref()) == Some("ConditionalCheckFailed");
+                    if (0..change_items.len()).any(failed) {
+                        return Ok(Commit::AlreadyDone);
+                    }
+                    // Lost the audit seq to another writer, or a transaction conflict: retry.
+                    crate::adapters::backoff(attempt.min(4)).await;
+                }
+            }
+        }
+        Err(Error::unavailable(Dependency::AuditLog, "could not claim an audit sequence number"))
+    }
+
+    async fn add_to_counter(&self, name: &str, delta: i64) -> Result<()> {
+        let mut r = [0u8; 1];
+        let _ = getrandom::fill(&mut r);
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("COUNTER#{name}")))
+            .key("sk", s(format!("SHARD#{}", r[0] % COUNTER_SHARDS)))
+            .update_expression("ADD #v :d")
+            .expression_attribute_names("#v", "value")
+            .expression_attribute_values(":d", n(delta))
+            .send()
+            .await
+            .map_err(err(Dependency::MetaStore))?;
+        Ok(())
+    }
+
+    async fn counter(&self, name: &str) -> Result<i64> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(format!("COUNTER#{name}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(err(Dependency::MetaStore))?;
+        out.items().iter().map(|i| get_n(i, "value").map(|v| v.unwrap_or(0))).sum()
+    }
+
+    async fn check(&self) -> Result<()> {
+        self.get_meta("HEALTH#probe".into(), "HEALTH").await.map(|_| ())
+    }
+}
+
+#[async_trait]
+impl AuditLog for DynamoStore {
+    async fn append(&self, draft: AuditDraft) -> Result<AuditEvent> {
+        for attempt in 0..APPEND_ATTEMPTS {
+            let head = self.head(&draft.stream).await?;
+            let event = draft.clone().seal(head.as_ref(), now_rfc3339_ms())?;
+            let out = self
+                .client
+                .put_item()
+                .table_name(&self.audit_table)
+                .set_item(Some(Self::event_item(&event)?))
+                .condition_expression("attribute_not_exists(seq)")
+                .send()
+                .await;
+            match out {
+                Ok(_) => return Ok(event),
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
+                    crate::adapters::backoff(attempt.min(4)).await;
+                }
+                Err(e) => return Err(err(Dependency::AuditLog)(e)),
+            }
+        }
+        Err(Error::unavailable(Dependency::AuditLog, "could not claim an audit sequence number"))
+    }
+
+    async fn head(&self, stream: &str) -> Result<Option<AuditEvent>> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.audit_table)
+            .key_condition_expression("#s = :s")
+            .expression_attribute_names("#s", "stream")
+            .expression_attribute_values(":s", s(stream))
+            .scan_index_forward(false)
+            .limit(1)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(err(Dependency::AuditLog))?;
+        out.items().first().map(event_from_item).transpose()
+    }
+
+    async fn query(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
+        let mut events = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut req = self
+                .client
+                .query()
+                .table_name(&self.audit_table)
+                .key_condition_expression("#s = :s AND #q > :after")
+                .expression_attribute_names("#s", "stream")
+                .expression_attribute_names("#q", "seq")
+                .expression_attribute_values(":s", s(&q.stream))
+                .expression_attribute_values(":after", n(q.after_seq.unwrap_or(0)))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take());
+            let mut filters = Vec::new();
+            if let Some(since) = &q.since {
+                filters.push("ts >= :since");
+                req = req.expression_attribute_values(":since", s(since));
+            }
+            if let Some(until) = &q.until {
+                filters.push("ts < :until");
+                req = req.expression_attribute_values(":until", s(until));
+            }
+            if !filters.is_empty() {
+                req = req.filter_expression(filters.join(" AND "));
+            }
+            let out = req.send().await.map_err(err(Dependency::AuditLog))?;
+            for item in out.items() {
+                if events.len() == q.limit {
+                    return Ok(events);
+                }
+                events.push(event_from_item(item)?);
+            }
+            match out.last_evaluated_key {
+                Some(k) if events.len() < q.limit => start = Some(k),
+                _ => return Ok(events),
+            }
+        }
+    }
+
+    async fn check(&self) -> Result<()> {
+        self.client
+            .get_item()
+            .table_name(&self.audit_table)
+            .key("stream", s("~probe"))
+            .key("seq", n(0))
+            .send()
+            .await
+            .map_err(err(Dependency::AuditLog))?;
+        Ok(())
+    }
+}

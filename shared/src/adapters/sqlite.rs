@@ -1,0 +1,238 @@
+//! SQLite MetaStore and AuditLog in one database file (WAL, busy timeout), so a state change and
+//! its audit event commit in one transaction. Writes take the write lock up front (BEGIN
+//! IMMEDIATE), so the audit head read inside a transaction cannot go stale; the audit table's
+//! primary key (stream, seq) is the same guard the DynamoDB adapter gets from its condition.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::domain::time::now_rfc3339_ms;
+use crate::domain::{AuditDraft, AuditEvent, Digest, Scope, TokenRecord, WorkspaceId};
+use crate::error::{Dependency, Error, Result};
+use crate::ports::{AuditLog, AuditQuery, BlobLink, Change, Commit, MetaStore};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tokens (
+  sha256 TEXT PRIMARY KEY, id TEXT NOT NULL UNIQUE, user TEXT NOT NULL, role TEXT NOT NULL,
+  workspace_id TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER,
+  disabled INTEGER NOT NULL DEFAULT 0, created_by TEXT NOT NULL, description TEXT);
+CREATE TABLE IF NOT EXISTS blob_links (
+  workspace_id TEXT NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL,
+  linked_at INTEGER NOT NULL, linked_by TEXT NOT NULL, PRIMARY KEY (workspace_id, digest));
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS audit_events (
+  stream TEXT NOT NULL, seq INTEGER NOT NULL, ts TEXT NOT NULL, event TEXT NOT NULL,
+  hash TEXT NOT NULL, PRIMARY KEY (stream, seq));
+";
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn meta_err(e: impl std::fmt::Display) -> Error {
+    Error::unavailable(Dependency::MetaStore, e)
+}
+
+fn audit_err(e: impl std::fmt::Display) -> Error {
+    Error::unavailable(Dependency::AuditLog, e)
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        let conn = Connection::open(path).map_err(meta_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(meta_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(meta_err)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(meta_err)?;
+        conn.execute_batch(SCHEMA).map_err(meta_err)?;
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    /// Run `f` on the connection off the async runtime.
+    async fn with<T: Send + 'static>(
+        &self,
+        on_err: fn(rusqlite::Error) -> Error,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard).map_err(on_err)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+    }
+}
+
+fn head_in(conn: &Connection, stream: &str) -> rusqlite::Result<Option<AuditEvent>> {
+    let line: Option<String> = conn
+        .query_row(
+            "SELECT event FROM audit_events WHERE stream = ?1 ORDER BY seq DESC LIMIT 1",
+            params![stream],
+            |r| r.get(0),
+        )
+        .optional()?;
+    line.map(|l| AuditEvent::from_canonical(&l).map_err(|e| rusqlite::Error::InvalidParameterName(e.to_string())))
+        .transpose()
+}
+
+fn append_in(conn: &Connection, draft: AuditDraft) -> rusqlite::Result<AuditEvent> {
+    let head = head_in(conn, &draft.stream)?;
+    let to_sql = |e: Error| rusqlite::Error::InvalidParameterName(e.to_string());
+    let event = draft.seal(head.as_ref(), now_rfc3339_ms()).map_err(to_sql)?;
+    let line = event.canonical().map_err(to_sql)?;
+    conn.execute(
+        "INSERT INTO audit_events (stream, seq, ts, event, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![event.stream, event.seq as i64, event.ts, line, event.hash],
+    )?;
+    Ok(event)
+}
+
+fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
+    let bad = |e: Error| rusqlite::Error::InvalidParameterName(e.to_string());
+    let role: String = r.get("role")?;
+    let ws: String = r.get("workspace_id")?;
+    Ok(TokenRecord {
+        id: r.get("id")?,
+        sha256: r.get("sha256")?,
+        user: r.get("user")?,
+        role: role.parse().map_err(bad)?,
+        workspace_id: Scope::parse(&ws).map_err(bad)?,
+        created_at: r.get("created_at")?,
+        expires_at: r.get("expires_at")?,
+        disabled: r.get::<_, i64>("disabled")? != 0,
+        created_by: r.get("created_by")?,
+        description: r.get("description")?,
+    })
+}
+
+#[async_trait]
+impl MetaStore for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn token_by_sha256(&self, sha256: &str) -> Result<Option<TokenRecord>> {
+        let sha = sha256.to_owned();
+        self.with(meta_err, move |c| {
+            c.query_row("SELECT * FROM tokens WHERE sha256 = ?1", params![sha], token_from_row).optional()
+        })
+        .await
+    }
+
+    async fn blob_link(&self, ws: &WorkspaceId, digest: &Digest) -> Result<Option<BlobLink>> {
+        let (ws, digest) = (ws.to_string(), digest.clone());
+        self.with(meta_err, move |c| {
+            c.query_row(
+                "SELECT size, linked_at, linked_by FROM blob_links WHERE workspace_id = ?1 AND digest = ?2",
+                params![ws, digest.to_string()],
+                |r| {
+                    Ok(BlobLink {
+                        workspace_id: ws.clone(),
+                        digest: digest.clone(),
+                        size: r.get::<_, i64>(0)? as u64,
+                        linked_at: r.get(1)?,
+                        linked_by: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn commit(&self, change: Change, event: AuditDraft) -> Result<Commit> {
+        self.with(meta_err, move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let applied = match &change {
+                Change::IssueToken(t) => tx.execute(
+                    "INSERT OR IGNORE INTO tokens (sha256, id, user, role, workspace_id, created_at, expires_at, disabled, created_by, description)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    params![t.sha256, t.id, t.user, t.role.as_str(), t.workspace_id.as_str(), t.created_at, t.expires_at, t.disabled as i64, t.created_by, t.description],
+                )?,
+                Change::LinkBlob(l) => tx.execute(
+                    "INSERT OR IGNORE INTO blob_links (workspace_id, digest, size, linked_at, linked_by) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![l.workspace_id, l.digest.to_string(), l.size as i64, l.linked_at, l.linked_by],
+                )?,
+            };
+            if applied == 0 {
+                return Ok(Commit::AlreadyDone);
+            }
+            let sealed = append_in(&tx, event)?;
+            tx.commit()?;
+            Ok(Commit::Applied(sealed))
+        })
+        .await
+    }
+
+    async fn add_to_counter(&self, name: &str, delta: i64) -> Result<()> {
+        let name = name.to_owned();
+        self.with(meta_err, move |c| {
+            c.execute(
+                "INSERT INTO counters (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                params![name, delta],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn counter(&self, name: &str) -> Result<i64> {
+        let name = name.to_owned();
+        self.with(meta_err, move |c| {
+            c.query_row("SELECT value FROM counters WHERE name = ?1", params![name], |r| r.get(0))
+                .optional()
+                .map(|v| v.unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn check(&self) -> Result<()> {
+        self.with(meta_err, |c| c.query_row("SELECT count(*) FROM tokens WHERE sha256 = ''", [], |_| Ok(()))).await
+    }
+}
+
+#[async_trait]
+impl AuditLog for SqliteStore {
+    async fn append(&self, draft: AuditDraft) -> Result<AuditEvent> {
+        self.with(audit_err, move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let event = append_in(&tx, draft)?;
+            tx.commit()?;
+            Ok(event)
+        })
+        .await
+    }
+
+    async fn head(&self, stream: &str) -> Result<Option<AuditEvent>> {
+        let stream = stream.to_owned();
+        self.with(audit_err, move |c| head_in(c, &stream)).await
+    }
+
+    async fn query(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
+        let q = q.clone();
+        let lines = self
+            .with(audit_err, move |c| {
+                let mut stmt = c.prepare(
+                    "SELECT event FROM audit_events WHERE stream = ?1 AND seq > ?2
+                       AND (?3 IS NULL OR ts >= ?3) AND (?4 IS NULL OR ts < ?4)
+                     ORDER BY seq LIMIT ?5",
+                )?;
+                let rows = stmt.query_map(
+                    params![q.stream, q.after_seq.unwrap_or(0) as i64, q.since, q.until, q.limit as i64],
+                    |r| r.get::<_, String>(0),
+                )?;
+                rows.collect::<rusqlite::Result<Vec<String>>>()
+            })
+            .await?;
+        lines.iter().map(|l| AuditEvent::from_canonical(l)).collect()
+    }
+
+    async fn check(&self) -> Result<()> {
+        self.with(audit_err, |c| c.query_row("SELECT count(*) FROM audit_events WHERE stream = ''", [], |_| Ok(()))).await
+    }
+}
+

@@ -1,0 +1,115 @@
+//! The state a function builds once, outside its handler, and reuses across warm invocations:
+//! configuration and one adapter per port, chosen by configuration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+
+use crate::adapters::dynamo::DynamoStore;
+use crate::adapters::fs::{FsBlobStore, LocalPresigner};
+use crate::adapters::kms::KmsSigner;
+use crate::adapters::local_key::LocalKeySigner;
+use crate::adapters::s3::S3BlobStore;
+use crate::adapters::sqlite::SqliteStore;
+use crate::auth::Authenticator;
+use crate::config::{BlobBackend, Config, MetaBackend, SignerBackend};
+use crate::error::{Dependency, Error, Result};
+use crate::ports::{AuditLog, BlobStore, MetaStore, Signer};
+
+pub struct App {
+    pub config: Config,
+    pub blobs: Arc<dyn BlobStore>,
+    pub meta: Arc<dyn MetaStore>,
+    pub audit: Arc<dyn AuditLog>,
+    pub signer: Arc<dyn Signer>,
+    pub auth: Authenticator,
+    /// The embedded blob store, when it is the one in use (the local server streams uploads to it).
+    pub fs_blobs: Option<Arc<FsBlobStore>>,
+}
+
+/// File names inside HELIX_DATA_DIR.
+pub const SQLITE_FILE: &str = "helix.db";
+pub const SIGNING_KEY_FILE: &str = "signing-key.pem";
+pub const PRESIGN_SECRET_FILE: &str = "presign.key";
+pub const BLOB_DIR: &str = "blobs";
+
+impl App {
+    pub async fn build(config: Config) -> Result<App> {
+        if !config.uses_aws() || config.blob_backend == BlobBackend::Fs {
+            std::fs::create_dir_all(&config.data_dir)
+                .map_err(|e| Error::unavailable(Dependency::BlobStore, format!("{}: {e}", config.data_dir.display())))?;
+        }
+        let sdk = if config.uses_aws() { Some(aws_sdk_config(&config).await) } else { None };
+        let dir = &config.data_dir;
+
+        let (blobs, fs_blobs): (Arc<dyn BlobStore>, _) = match config.blob_backend {
+            BlobBackend::S3 => {
+                let sdk = sdk.as_ref().expect("aws config");
+                let mut b = aws_sdk_s3::config::Builder::from(sdk);
+                if let Some(ep) = &config.s3_endpoint_url {
+                    b = b.endpoint_url(ep).force_path_style(true);
+                }
+                let client = aws_sdk_s3::Client::from_conf(b.build());
+                let store = S3BlobStore::new(client, config.s3_bucket.clone(), config.s3_prefix.clone(), config.s3_strict_no_overwrite);
+                (Arc::new(store), None)
+            }
+            BlobBackend::Fs => {
+                let unavailable = |e: std::io::Error| Error::unavailable(Dependency::BlobStore, e);
+                let presigner = LocalPresigner::load_or_create(config.public_url.clone(), &dir.join(PRESIGN_SECRET_FILE)).map_err(unavailable)?;
+                let store = Arc::new(FsBlobStore::open(&dir.join(BLOB_DIR), presigner).map_err(unavailable)?);
+                (store.clone() as Arc<dyn BlobStore>, Some(store))
+            }
+        };
+
+        let (meta, audit): (Arc<dyn MetaStore>, Arc<dyn AuditLog>) = match config.meta_backend {
+            MetaBackend::DynamoDb => {
+                let sdk = sdk.as_ref().expect("aws config");
+                let mut b = aws_sdk_dynamodb::config::Builder::from(sdk);
+                if let Some(ep) = &config.dynamodb_endpoint_url {
+                    b = b.endpoint_url(ep);
+                }
+                let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(b.build()), config.table.clone(), config.audit_table.clone()));
+                (store.clone(), store)
+            }
+            MetaBackend::Sqlite => {
+                let store = Arc::new(SqliteStore::open(&dir.join(SQLITE_FILE))?);
+                (store.clone(), store)
+            }
+        };
+
+        let signer: Arc<dyn Signer> = match config.signer_backend {
+            SignerBackend::Kms => {
+                let sdk = sdk.as_ref().expect("aws config");
+                let mut b = aws_sdk_kms::config::Builder::from(sdk);
+                if let Some(ep) = &config.kms_endpoint_url {
+                    b = b.endpoint_url(ep);
+                }
+                Arc::new(KmsSigner::new(aws_sdk_kms::Client::from_conf(b.build()), config.kms_key_id.clone()))
+            }
+            SignerBackend::Local => Arc::new(LocalKeySigner::load_or_create(&dir.join(SIGNING_KEY_FILE))?),
+        };
+
+        Ok(App { auth: Authenticator::new(meta.clone()), config, blobs, meta, audit, signer, fs_blobs })
+    }
+}
+
+/// One SDK configuration for every client: region and credentials from the standard chain, short
+/// timeouts and few retries so an outage becomes a prompt 503 rather than a hung request.
+async fn aws_sdk_config(config: &Config) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .operation_attempt_timeout(Duration::from_secs(10))
+                .operation_timeout(Duration::from_secs(25))
+                .build(),
+        )
+        .retry_config(RetryConfig::standard().with_max_attempts(3));
+    if let Some(region) = &config.aws_region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    loader.load().await
+}

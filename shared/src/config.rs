@@ -1,0 +1,272 @@
+//! Configuration, read once at start into a typed struct (SPEC §6). Nothing reads the environment
+//! inside a handler. Bad configuration is one clear line naming the variable, at start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::domain::Role;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// A function in AWS Lambda: AWS adapters by default.
+    Lambda,
+    /// `helix serve` and the operator commands: embedded adapters by default.
+    Serve,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlobBackend {
+    S3,
+    Fs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetaBackend {
+    DynamoDb,
+    Sqlite,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignerBackend {
+    Kms,
+    Local,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GovernanceMode {
+    Enforce,
+    Warn,
+    Off,
+}
+
+impl GovernanceMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GovernanceMode::Enforce => "enforce",
+            GovernanceMode::Warn => "warn",
+            GovernanceMode::Off => "off",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub mode: Mode,
+    pub blob_backend: BlobBackend,
+    pub meta_backend: MetaBackend,
+    pub signer_backend: SignerBackend,
+    pub s3_bucket: String,
+    pub s3_prefix: String,
+    pub s3_strict_no_overwrite: bool,
+    pub s3_endpoint_url: Option<String>,
+    pub dynamodb_endpoint_url: Option<String>,
+    pub kms_endpoint_url: Option<String>,
+    pub aws_region: Option<String>,
+    pub table: String,
+    pub audit_table: String,
+    pub kms_key_id: String,
+    pub data_dir: PathBuf,
+    pub governance_mode: GovernanceMode,
+    pub metrics_min_role: Option<Role>,
+    pub inline_max: u64,
+    pub listen: SocketAddr,
+    /// Base URL that local presigned URLs point at (embedded blob store only).
+    pub public_url: String,
+    pub oidc_issuer: Option<String>,
+    pub oidc_audience: Option<String>,
+    pub oidc_jwks: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {var}: {msg}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub msg: String,
+}
+
+fn err(var: &'static str, msg: impl Into<String>) -> ConfigError {
+    ConfigError { var, msg: msg.into() }
+}
+
+pub const DEFAULT_INLINE_MAX: u64 = 4 * 1024 * 1024;
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+impl Config {
+    pub fn from_env(mode: Mode) -> Result<Config, ConfigError> {
+        Config::from_lookup(mode, |k| std::env::var(k).ok())
+    }
+
+    /// Build from any variable source (tests pass a map; nothing here touches the process env).
+    pub fn from_lookup(
+        mode: Mode,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
+        let aws_endpoint = get("AWS_ENDPOINT_URL");
+
+        let blob_backend = match get("HELIX_BLOB_BACKEND").as_deref() {
+            Some("s3") => BlobBackend::S3,
+            Some("fs") => BlobBackend::Fs,
+            None if mode == Mode::Lambda => BlobBackend::S3,
+            None => BlobBackend::Fs,
+            Some(other) => return Err(err("HELIX_BLOB_BACKEND", format!("{other:?} is not s3 or fs"))),
+        };
+        let meta_backend = match get("HELIX_META_BACKEND").as_deref() {
+            Some("dynamodb") => MetaBackend::DynamoDb,
+            Some("sqlite") => MetaBackend::Sqlite,
+            None if mode == Mode::Lambda => MetaBackend::DynamoDb,
+            None => MetaBackend::Sqlite,
+            Some(other) => {
+                return Err(err("HELIX_META_BACKEND", format!("{other:?} is not dynamodb or sqlite")));
+            }
+        };
+        let signer_backend = match get("HELIX_SIGNER_BACKEND").as_deref() {
+            Some("kms") => SignerBackend::Kms,
+            Some("local") => SignerBackend::Local,
+            None if mode == Mode::Lambda => SignerBackend::Kms,
+            None => SignerBackend::Local,
+            Some(other) => return Err(err("HELIX_SIGNER_BACKEND", format!("{other:?} is not kms or local"))),
+        };
+
+        let require = |var: &'static str, needed: bool| -> Result<String, ConfigError> {
+            match get(var) {
+                Some(v) => Ok(v),
+                None if needed => Err(err(var, "must be set for the configured backend")),
+                None => Ok(String::new()),
+            }
+        };
+        let s3_bucket = require("HELIX_S3_BUCKET", blob_backend == BlobBackend::S3)?;
+        let table = require("HELIX_TABLE", meta_backend == MetaBackend::DynamoDb)?;
+        let audit_table = require("HELIX_AUDIT_TABLE", meta_backend == MetaBackend::DynamoDb)?;
+        let kms_key_id = require("HELIX_KMS_KEY_ID", signer_backend == SignerBackend::Kms)?;
+
+        let s3_prefix = get("HELIX_S3_PREFIX").unwrap_or_default();
+        if s3_prefix.starts_with('/') || (!s3_prefix.is_empty() && !s3_prefix.ends_with('/')) {
+            return Err(err("HELIX_S3_PREFIX", "a prefix ends with '/' and does not start with one"));
+        }
+        let s3_strict_no_overwrite = match get("HELIX_S3_STRICT_NO_OVERWRITE").as_deref() {
+            None | Some("1") | Some("true") => true,
+            Some("0") | Some("false") => false,
+            Some(other) => return Err(err("HELIX_S3_STRICT_NO_OVERWRITE", format!("{other:?} is not 0 or 1"))),
+        };
+
+        let governance_mode = match get("HELIX_GOVERNANCE_MODE").as_deref() {
+            None | Some("enforce") => GovernanceMode::Enforce,
+            Some("warn") => GovernanceMode::Warn,
+            Some("off") => GovernanceMode::Off,
+            Some(other) => {
+                return Err(err("HELIX_GOVERNANCE_MODE", format!("{other:?} is not enforce, warn or off")));
+            }
+        };
+        let metrics_min_role = match get("HELIX_METRICS_MIN_ROLE").or_else(|| get("HELIX_TEAMS_METRICS_MIN_ROLE")) {
+            None => None,
+            Some(v) if v == "none" => None,
+            Some(v) => Some(v.parse::<Role>().map_err(|e| err("HELIX_METRICS_MIN_ROLE", e.to_string()))?),
+        };
+        let inline_max = match get("HELIX_INLINE_MAX") {
+            None => DEFAULT_INLINE_MAX,
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (1..=64 * 1024 * 1024).contains(n))
+                .ok_or_else(|| err("HELIX_INLINE_MAX", format!("{v:?} is not a byte count in 1..=67108864")))?,
+        };
+        let listen_raw = get("HELIX_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen: SocketAddr = listen_raw
+            .parse()
+            .map_err(|_| err("HELIX_LISTEN", format!("{listen_raw:?} is not host:port")))?;
+        let public_url = get("HELIX_PUBLIC_URL")
+            .unwrap_or_else(|| format!("http://{listen}"))
+            .trim_end_matches('/')
+            .to_owned();
+
+        let oidc_issuer = get("HELIX_OIDC_ISSUER");
+        let oidc_audience = get("HELIX_OIDC_AUDIENCE");
+        if oidc_issuer.is_some() != oidc_audience.is_some() {
+            return Err(err("HELIX_OIDC_AUDIENCE", "HELIX_OIDC_ISSUER and HELIX_OIDC_AUDIENCE are set together"));
+        }
+
+        Ok(Config {
+            mode,
+            blob_backend,
+            meta_backend,
+            signer_backend,
+            s3_bucket,
+            s3_prefix,
+            s3_strict_no_overwrite,
+            s3_endpoint_url: get("HELIX_S3_ENDPOINT_URL")
+                .or_else(|| get("AWS_ENDPOINT_URL_S3"))
+                .or_else(|| aws_endpoint.clone()),
+            dynamodb_endpoint_url: get("AWS_ENDPOINT_URL_DYNAMODB").or_else(|| aws_endpoint.clone()),
+            kms_endpoint_url: get("AWS_ENDPOINT_URL_KMS").or_else(|| aws_endpoint.clone()),
+            aws_region: get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION")),
+            table,
+            audit_table,
+            kms_key_id,
+            data_dir: PathBuf::from(get("HELIX_DATA_DIR").unwrap_or_else(|| "./.helix".into())),
+            governance_mode,
+            metrics_min_role,
+            inline_max,
+            listen,
+            public_url,
+            oidc_issuer,
+            oidc_audience,
+            oidc_jwks: get("HELIX_OIDC_JWKS"),
+        })
+    }
+
+    pub fn uses_aws(&self) -> bool {
+        self.blob_backend == BlobBackend::S3
+            || self.meta_backend == MetaBackend::DynamoDb
+            || self.signer_backend == SignerBackend::Kms
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(mode: Mode, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(mode, |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn serve_defaults_to_the_embedded_backend() {
+        let c = cfg(Mode::Serve, &[]).unwrap();
+        assert_eq!((c.blob_backend, c.meta_backend, c.signer_backend), (BlobBackend::Fs, MetaBackend::Sqlite, SignerBackend::Local));
+        assert_eq!(c.inline_max, DEFAULT_INLINE_MAX);
+        assert_eq!(c.public_url, "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn lambda_needs_its_aws_resources_named() {
+        let e = cfg(Mode::Lambda, &[]).unwrap_err();
+        assert_eq!(e.var, "HELIX_S3_BUCKET");
+        let e = cfg(Mode::Lambda, &[("HELIX_S3_BUCKET", "b")]).unwrap_err();
+        assert_eq!(e.var, "HELIX_TABLE");
+        let ok = cfg(
+            Mode::Lambda,
+            &[("HELIX_S3_BUCKET", "b"), ("HELIX_TABLE", "t"), ("HELIX_AUDIT_TABLE", "a"), ("HELIX_KMS_KEY_ID", "k"), ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")],
+        )
+        .unwrap();
+        assert_eq!(ok.s3_endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, val) in [
+            ("HELIX_BLOB_BACKEND", "gcs"),
+            ("HELIX_GOVERNANCE_MODE", "maybe"),
+            ("HELIX_INLINE_MAX", "-1"),
+            ("HELIX_LISTEN", "nowhere"),
+            ("HELIX_S3_PREFIX", "/abs/"),
+            ("HELIX_METRICS_MIN_ROLE", "root"),
+        ] {
+            let e = cfg(Mode::Serve, &[(var, val)]).unwrap_err();
+            assert_eq!(e.var, var, "{e}");
+            assert!(e.to_string().contains(var));
+        }
+    }
+}

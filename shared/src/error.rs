@@ -1,0 +1,78 @@
+//! The one error type of helix-core. Every variant has exactly one HTTP status and one stable
+//! `reason`, assigned in `http::problem::classify` (the single place to read the table of reasons).
+
+use std::fmt;
+
+use crate::domain::Role;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The dependencies a request can find unavailable; each has its own `*_unavailable` reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dependency {
+    BlobStore,
+    MetaStore,
+    AuditLog,
+    Signer,
+}
+
+impl Dependency {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dependency::BlobStore => "blob_store",
+            Dependency::MetaStore => "meta_store",
+            Dependency::AuditLog => "audit_log",
+            Dependency::Signer => "signer",
+        }
+    }
+}
+
+impl fmt::Display for Dependency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    InvalidDigest(String),
+    #[error("{0}")]
+    InvalidWorkspace(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the bytes hash to {actual}, not to the digest {expected}")]
+    DigestMismatch { expected: String, actual: String },
+    #[error("the body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: u64 },
+    #[error("no blob {0} in this workspace or store")]
+    BlobMissing(String),
+    #[error("stored object does not match its digest: {0}")]
+    BlobIntegrity(String),
+    #[error("no such route")]
+    NotFound,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    #[error("no bearer token was sent")]
+    TokenMissing,
+    #[error("the bearer token is malformed or unknown")]
+    TokenInvalid,
+    #[error("the token has expired")]
+    TokenExpired,
+    #[error("the token has been revoked")]
+    TokenRevoked,
+    #[error("this route needs role {need} or higher; the token has {have}")]
+    InsufficientRole { need: Role, have: Role },
+    #[error("the token is not valid for this workspace")]
+    ForbiddenWorkspace,
+    #[error("{dep} unavailable: {detail}")]
+    Unavailable { dep: Dependency, detail: String },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn unavailable(dep: Dependency, detail: impl fmt::Display) -> Error {
+        Error::Unavailable { dep, detail: detail.to_string() }
+    }
+}

@@ -1,0 +1,95 @@
+//! Per-request context: the request id (API Gateway's, else Lambda's, else the local server's),
+//! route matching for the function that owns the route, authorization, and the one JSON log line
+//! per request (request id, route, status, latency, principal id — never a token).
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use lambda_http::RequestExt;
+use lambda_http::request::RequestContext;
+
+use super::route::{Function, Route};
+use super::{Request, Response, problem};
+use crate::App;
+use crate::auth::Principal;
+use crate::error::Result;
+
+/// Set by the local server on each request it forwards (Lambda requests carry their own ids).
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+pub struct Ctx {
+    pub request_id: String,
+    lambda_request_id: Option<String>,
+    method: String,
+    started: Instant,
+    route_key: OnceLock<String>,
+    principal: OnceLock<String>,
+}
+
+fn new_request_id() -> String {
+    let mut raw = [0u8; 12];
+    getrandom::fill(&mut raw).expect("OS random source");
+    hex::encode(raw)
+}
+
+impl Ctx {
+    pub fn begin(req: &Request) -> Ctx {
+        let apigw = match req.request_context_ref() {
+            Some(RequestContext::ApiGatewayV2(c)) => c.request_id.clone(),
+            _ => None,
+        };
+        let lambda_request_id = req.lambda_context_ref().map(|c| c.request_id.clone());
+        let local = req.extensions().get::<RequestId>().map(|r| r.0.clone());
+        Ctx {
+            request_id: apigw.or(local).or_else(|| lambda_request_id.clone()).unwrap_or_else(new_request_id),
+            lambda_request_id,
+            method: req.method().to_string(),
+            started: Instant::now(),
+            route_key: OnceLock::new(),
+            principal: OnceLock::new(),
+        }
+    }
+
+    /// The route of this request, if `owner` serves it (a route of another function is a 404).
+    pub fn route(&self, req: &Request, owner: Function) -> Result<Route> {
+        let route = Route::parse(req.method(), req.uri().path())?;
+        let _ = self.route_key.set(route.key());
+        if route.function() != owner {
+            return Err(crate::Error::NotFound);
+        }
+        Ok(route)
+    }
+
+    /// Authenticate and authorize for `route`'s minimum role and workspace.
+    pub async fn authorize(&self, app: &App, req: &Request, route: &Route) -> Result<Principal> {
+        let header = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let principal = app.auth.authenticate(header).await?;
+        let _ = self.principal.set(principal.credential_id.clone());
+        let min = route.spec().min_role.unwrap_or(crate::domain::Role::Viewer);
+        principal.authorize(min, route.workspace())?;
+        Ok(principal)
+    }
+
+    /// Map an error to problem+json, stamp the request id, and log the request's one line.
+    pub fn finish(&self, result: Result<Response>) -> Response {
+        let (mut response, error) = match result {
+            Ok(r) => (r, None),
+            Err(e) => (problem::problem(&e, &self.request_id), Some(e)),
+        };
+        if let Ok(v) = http::HeaderValue::from_str(&self.request_id) {
+            response.headers_mut().insert("x-request-id", v);
+        }
+        let status = response.status().as_u16();
+        let latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let route = self.route_key.get().map(String::as_str).unwrap_or("-");
+        let principal = self.principal.get().map(String::as_str).unwrap_or("-");
+        let lambda_request_id = self.lambda_request_id.as_deref().unwrap_or("-");
+        match &error {
+            Some(e) if status >= 500 => tracing::error!(request_id = %self.request_id, method = %self.method, route, status, latency_ms, principal, lambda_request_id, error = %e, "request"),
+            Some(e) => tracing::info!(request_id = %self.request_id, method = %self.method, route, status, latency_ms, principal, lambda_request_id, reason = problem::classify(e).1, "request"),
+            None => tracing::info!(request_id = %self.request_id, method = %self.method, route, status, latency_ms, principal, lambda_request_id, "request"),
+        }
+        response
+    }
+}

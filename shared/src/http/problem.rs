@@ -1,0 +1,73 @@
+//! problem+json (RFC 9457). `classify` is the single table from error to HTTP status and stable
+//! `reason`. The body carries the error's own message except for dependency and internal failures,
+//! whose details (endpoints, AWS error text) go to the log only, under the request id.
+
+use serde_json::json;
+
+use super::Response;
+use crate::error::{Dependency, Error};
+
+pub fn classify(e: &Error) -> (u16, &'static str) {
+    match e {
+        Error::InvalidDigest(_) => (400, "invalid_digest"),
+        Error::InvalidWorkspace(_) => (400, "invalid_workspace"),
+        Error::BadRequest(_) => (400, "invalid_request"),
+        Error::DigestMismatch { .. } => (400, "digest_mismatch"),
+        Error::PayloadTooLarge { .. } => (413, "payload_too_large"),
+        Error::BlobMissing(_) => (404, "blob_missing"),
+        Error::BlobIntegrity(_) => (500, "blob_integrity_error"),
+        Error::NotFound => (404, "not_found"),
+        Error::MethodNotAllowed => (405, "method_not_allowed"),
+        Error::TokenMissing => (401, "token_missing"),
+        Error::TokenInvalid => (401, "token_invalid"),
+        Error::TokenExpired => (401, "token_expired"),
+        Error::TokenRevoked => (401, "token_revoked"),
+        Error::InsufficientRole { .. } => (403, "insufficient_role"),
+        Error::ForbiddenWorkspace => (403, "forbidden_workspace"),
+        Error::Unavailable { dep: Dependency::BlobStore, .. } => (503, "blob_store_unavailable"),
+        Error::Unavailable { dep: Dependency::MetaStore, .. } => (503, "meta_store_unavailable"),
+        Error::Unavailable { dep: Dependency::AuditLog, .. } => (503, "audit_log_unavailable"),
+        Error::Unavailable { dep: Dependency::Signer, .. } => (503, "signer_unavailable"),
+        Error::Internal(_) => (500, "internal_error"),
+    }
+}
+
+fn title(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        413 => "Content Too Large",
+        503 => "Service Unavailable",
+        _ => "Internal Server Error",
+    }
+}
+
+/// The detail a caller may see.
+fn public_detail(e: &Error) -> String {
+    match e {
+        Error::Unavailable { dep, .. } => format!("the {} could not be reached; nothing was changed", dep.as_str().replace('_', " ")),
+        Error::Internal(_) | Error::BlobIntegrity(_) => "the registry found an inconsistency; see the logs under this request id".into(),
+        other => other.to_string(),
+    }
+}
+
+pub fn problem(e: &Error, request_id: &str) -> Response {
+    let (status, reason) = classify(e);
+    let body = json!({
+        "type": format!("https://helix.dev/problems/{reason}"),
+        "title": title(status),
+        "status": status,
+        "detail": public_detail(e),
+        "reason": reason,
+        "request_id": request_id,
+    });
+    let mut builder = http::Response::builder().status(status).header("content-type", "application/problem+json");
+    if status == 401 {
+        builder = builder.header("www-authenticate", "Bearer");
+    }
+    builder.body(lambda_http::Body::Text(body.to_string())).expect("valid response")
+}

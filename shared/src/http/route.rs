@@ -1,0 +1,165 @@
+//! The route table of SPEC §2 (the routes that exist so far), in one place: path shape, method,
+//! owning function and minimum role. Path parameters are validated here, so a malformed workspace
+//! id or digest is a 400 before any handler or store is reached.
+
+use http::Method;
+
+use crate::domain::{Digest, Role, WorkspaceId};
+use crate::error::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Function {
+    Publish,
+    Fetch,
+    Health,
+}
+
+impl Function {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Function::Publish => "publish",
+            Function::Fetch => "fetch",
+            Function::Health => "health",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Route {
+    Healthz,
+    Readyz,
+    Status,
+    PutBlob { ws: WorkspaceId, digest: Digest },
+    CreateUpload { ws: WorkspaceId },
+    CompleteUpload { ws: WorkspaceId, digest: Digest },
+    GetBlob { ws: WorkspaceId, digest: Digest },
+    HeadBlob { ws: WorkspaceId, digest: Digest },
+}
+
+/// One row of the route table: documentation, the RBAC matrix and the IaC wiring read it.
+pub struct RouteSpec {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub function: Function,
+    pub min_role: Option<Role>,
+}
+
+pub const ROUTES: &[RouteSpec] = &[
+    RouteSpec { method: "GET", path: "/healthz", function: Function::Health, min_role: None },
+    RouteSpec { method: "GET", path: "/readyz", function: Function::Health, min_role: None },
+    RouteSpec { method: "GET", path: "/v1/status", function: Function::Health, min_role: Some(Role::Viewer) },
+    RouteSpec { method: "PUT", path: "/v1/workspaces/{ws}/blobs/{digest}", function: Function::Publish, min_role: Some(Role::Publisher) },
+    RouteSpec { method: "POST", path: "/v1/workspaces/{ws}/uploads", function: Function::Publish, min_role: Some(Role::Publisher) },
+    RouteSpec { method: "POST", path: "/v1/workspaces/{ws}/uploads/{digest}/complete", function: Function::Publish, min_role: Some(Role::Publisher) },
+    RouteSpec { method: "GET", path: "/v1/workspaces/{ws}/blobs/{digest}", function: Function::Fetch, min_role: Some(Role::Viewer) },
+    RouteSpec { method: "HEAD", path: "/v1/workspaces/{ws}/blobs/{digest}", function: Function::Fetch, min_role: Some(Role::Viewer) },
+];
+
+fn decode(segment: &str) -> Result<String> {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| Error::BadRequest("path is not valid UTF-8".into()))
+}
+
+impl Route {
+    /// Match `method` and `path`: 404 for an unknown path, 405 for a known path with another
+    /// method, 400 for a malformed parameter.
+    pub fn parse(method: &Method, path: &str) -> Result<Route> {
+        let segs: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+        let m = method.as_str();
+        let allow = |ok: &[&str], route: Route| if ok.contains(&m) { Ok(route) } else { Err(Error::MethodNotAllowed) };
+        match segs.as_slice() {
+            ["healthz"] => allow(&["GET"], Route::Healthz),
+            ["readyz"] => allow(&["GET"], Route::Readyz),
+            ["v1", "status"] => allow(&["GET"], Route::Status),
+            ["v1", "workspaces", ws, "blobs", digest] => {
+                if !["GET", "HEAD", "PUT"].contains(&m) {
+                    return Err(Error::MethodNotAllowed);
+                }
+                let ws = WorkspaceId::parse(&decode(ws)?)?;
+                let digest = Digest::parse(&decode(digest)?)?;
+                Ok(match m {
+                    "PUT" => Route::PutBlob { ws, digest },
+                    "HEAD" => Route::HeadBlob { ws, digest },
+                    _ => Route::GetBlob { ws, digest },
+                })
+            }
+            ["v1", "workspaces", ws, "uploads"] => {
+                if m != "POST" {
+                    return Err(Error::MethodNotAllowed);
+                }
+                Ok(Route::CreateUpload { ws: WorkspaceId::parse(&decode(ws)?)? })
+            }
+            ["v1", "workspaces", ws, "uploads", digest, "complete"] => {
+                if m != "POST" {
+                    return Err(Error::MethodNotAllowed);
+                }
+                let ws = WorkspaceId::parse(&decode(ws)?)?;
+                Ok(Route::CompleteUpload { ws, digest: Digest::parse(&decode(digest)?)? })
+            }
+            _ => Err(Error::NotFound),
+        }
+    }
+
+    pub fn spec(&self) -> &'static RouteSpec {
+        let i = match self {
+            Route::Healthz => 0,
+            Route::Readyz => 1,
+            Route::Status => 2,
+            Route::PutBlob { .. } => 3,
+            Route::CreateUpload { .. } => 4,
+            Route::CompleteUpload { .. } => 5,
+            Route::GetBlob { .. } => 6,
+            Route::HeadBlob { .. } => 7,
+        };
+        &ROUTES[i]
+    }
+
+    pub fn function(&self) -> Function {
+        self.spec().function
+    }
+
+    /// `GET /v1/workspaces/{ws}/blobs/{digest}`: the route key API Gateway would log.
+    pub fn key(&self) -> String {
+        format!("{} {}", self.spec().method, self.spec().path)
+    }
+
+    pub fn workspace(&self) -> Option<&WorkspaceId> {
+        match self {
+            Route::Healthz | Route::Readyz | Route::Status => None,
+            Route::PutBlob { ws, .. }
+            | Route::CreateUpload { ws }
+            | Route::CompleteUpload { ws, .. }
+            | Route::GetBlob { ws, .. }
+            | Route::HeadBlob { ws, .. } => Some(ws),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
+
+    #[test]
+    fn every_route_in_the_table_parses_to_itself() {
+        for spec in ROUTES {
+            let path = spec.path.replace("{ws}", "team-a").replace("{digest}", D);
+            let route = Route::parse(&spec.method.parse().unwrap(), &path).unwrap();
+            assert_eq!(route.key(), format!("{} {}", spec.method, spec.path));
+        }
+    }
+
+    #[test]
+    fn parameters_are_validated_and_percent_decoded() {
+        let get = Method::GET;
+        assert!(Route::parse(&get, &format!("/v1/workspaces/team-a/blobs/{}", D.replace(':', "%3A"))).is_ok());
+        assert!(matches!(Route::parse(&get, &format!("/v1/workspaces/Team/blobs/{D}")), Err(Error::InvalidWorkspace(_))));
+        assert!(matches!(Route::parse(&get, "/v1/workspaces/a/blobs/sha256:..%2F..%2Fetc"), Err(Error::InvalidDigest(_))));
+        assert!(matches!(Route::parse(&get, "/v1/nothing"), Err(Error::NotFound)));
+        assert!(matches!(Route::parse(&Method::DELETE, &format!("/v1/workspaces/a/blobs/{D}")), Err(Error::MethodNotAllowed)));
+        assert!(matches!(Route::parse(&get, "/v1/workspaces/a/uploads"), Err(Error::MethodNotAllowed)));
+    }
+}

@@ -1,0 +1,21 @@
+//! helix-core: everything the Helix functions share.
+//!
+//! `domain` holds pure types and rules (no I/O), `ports` the four storage/signing traits, `adapters`
+//! their AWS and embedded implementations, `http` the request/response plumbing every handler uses,
+//! `config` the typed environment read once at start, and `app` the state a function builds once.
+
+pub mod adapters;
+pub mod app;
+pub mod auth;
+pub mod blobs;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod ports;
+pub mod posture;
+pub mod telemetry;
+
+pub use app::App;
+pub use config::{Config, Mode};
+pub use error::{Error, Result};
