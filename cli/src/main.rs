@@ -1,1 +1,135 @@
-fn main(){}
+//! `helix`: the local server and the operator commands.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use helix_core::config::MetaBackend;
+use helix_core::domain::token::parse_ttl;
+use helix_core::domain::{Role, Scope};
+use helix_core::tokens::{self, Grant};
+use helix_core::{App, Config, Mode};
+use helix_cli::serve::Server;
+
+#[derive(Parser)]
+#[command(name = "helix", version, about = "Helix Registry: local server and operator commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve every route in one process (embedded backend unless the environment names AWS).
+    Serve {
+        /// Address to listen on (env HELIX_LISTEN; default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Teams and credentials.
+    Teams {
+        #[command(subcommand)]
+        command: TeamsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TeamsCommand {
+    /// Issue an API token straight into the configured store and print it once.
+    Token {
+        #[arg(long)]
+        user: String,
+        /// viewer, publisher, approver, safety_reviewer or admin.
+        #[arg(long)]
+        role: String,
+        /// A workspace id, or '*' for every workspace.
+        #[arg(long = "workspace-id")]
+        workspace_id: String,
+        /// Lifetime: 90s, 45m, 12h, 30d. No expiry if omitted.
+        #[arg(long)]
+        ttl: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+}
+
+fn operator() -> String {
+    format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    helix_core::telemetry::init();
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("helix: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    let mut config = Config::from_env(Mode::Serve)?;
+    match cli.command {
+        Command::Serve { listen } => {
+            let listener = tokio::net::TcpListener::bind(listen.unwrap_or(config.listen))
+                .await
+                .map_err(|e| format!("cannot listen on {}: {e}", listen.unwrap_or(config.listen)))?;
+            config.listen = listener.local_addr()?;
+            if std::env::var("HELIX_PUBLIC_URL").is_err() {
+                config.public_url = format!("http://{}", config.listen);
+            }
+            let fresh = config.meta_backend == MetaBackend::Sqlite
+                && !config.data_dir.join(helix_core::app::SQLITE_FILE).exists();
+            let app = Arc::new(App::build(config).await?);
+            let server = Server::start(app.clone(), listener);
+            let url = server.url();
+            println!("Helix Registry listening on {url}");
+            println!("  blobs: {}  meta: {}  signer: {}", app.blobs.info().backend, app.meta.backend(), app.signer.backend());
+            if fresh {
+                let grant = Grant { user: "admin".into(), role: Role::Admin, workspace_id: Scope::All, ttl_seconds: None, description: Some("first-start admin token".into()) };
+                let (secret, record) = tokens::issue(app.meta.as_ref(), grant, "helix-serve:bootstrap", "bootstrap").await?;
+                print_first_start(&url, secret.expose(), &record.id, &app.config.data_dir.display().to_string());
+            } else {
+                println!("  data dir: {} (existing; issue tokens with `helix teams token`)", app.config.data_dir.display());
+            }
+            tokio::signal::ctrl_c().await?;
+            drop(server);
+            Ok(())
+        }
+        Command::Teams { command: TeamsCommand::Token { user, role, workspace_id, ttl, description } } => {
+            let grant = Grant {
+                user,
+                role: role.parse::<Role>()?,
+                workspace_id: Scope::parse(&workspace_id)?,
+                ttl_seconds: ttl.as_deref().map(parse_ttl).transpose()?,
+                description,
+            };
+            let (meta, _audit) = helix_core::app::meta_store(&config).await?;
+            let (secret, record) = tokens::issue(meta.as_ref(), grant, &operator(), "cli").await?;
+            eprintln!("issued {} for {} ({} on {}); the secret is shown once:", record.id, record.user, record.role, record.workspace_id);
+            println!("{}", secret.expose());
+            Ok(())
+        }
+    }
+}
+
+fn print_first_start(url: &str, token: &str, id: &str, data_dir: &str) {
+    println!();
+    println!("First start: created data dir {data_dir} and an admin token ({id}). It is shown only now:");
+    println!();
+    println!("admin token: {token}");
+    println!();
+    println!("Try it:");
+    println!("  export HELIX_URL={url} HELIX_TOKEN={token}");
+    println!("  curl -s $HELIX_URL/readyz");
+    println!("  curl -s -H \"Authorization: Bearer $HELIX_TOKEN\" $HELIX_URL/v1/status");
+    println!("  printf 'hello helix' > hello.txt");
+    println!("  DIGEST=sha256:$(sha256sum hello.txt | cut -d' ' -f1)");
+    println!("  curl -s -X PUT -H \"Authorization: Bearer $HELIX_TOKEN\" --data-binary @hello.txt $HELIX_URL/v1/workspaces/demo/blobs/$DIGEST");
+    println!("  curl -s -H \"Authorization: Bearer $HELIX_TOKEN\" $HELIX_URL/v1/workspaces/demo/blobs/$DIGEST");
+    println!();
+    println!("Stop with Ctrl-C; data stays in {data_dir}.");
+}

@@ -64,21 +64,7 @@ impl App {
             }
         };
 
-        let (meta, audit): (Arc<dyn MetaStore>, Arc<dyn AuditLog>) = match config.meta_backend {
-            MetaBackend::DynamoDb => {
-                let sdk = sdk.as_ref().expect("aws config");
-                let mut b = aws_sdk_dynamodb::config::Builder::from(sdk);
-                if let Some(ep) = &config.dynamodb_endpoint_url {
-                    b = b.endpoint_url(ep);
-                }
-                let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(b.build()), config.table.clone(), config.audit_table.clone()));
-                (store.clone(), store)
-            }
-            MetaBackend::Sqlite => {
-                let store = Arc::new(SqliteStore::open(&dir.join(SQLITE_FILE))?);
-                (store.clone(), store)
-            }
-        };
+        let (meta, audit) = build_meta(&config, sdk.as_ref())?;
 
         let signer: Arc<dyn Signer> = match config.signer_backend {
             SignerBackend::Kms => {
@@ -94,6 +80,37 @@ impl App {
 
         Ok(App { auth: Authenticator::new(meta.clone()), config, blobs, meta, audit, signer, fs_blobs })
     }
+}
+
+/// The meta store and audit log alone (operator commands need nothing else).
+pub async fn meta_store(config: &Config) -> Result<(Arc<dyn MetaStore>, Arc<dyn AuditLog>)> {
+    let sdk = match config.meta_backend {
+        MetaBackend::DynamoDb => Some(aws_sdk_config(config).await),
+        MetaBackend::Sqlite => {
+            std::fs::create_dir_all(&config.data_dir)
+                .map_err(|e| Error::unavailable(Dependency::MetaStore, format!("{}: {e}", config.data_dir.display())))?;
+            None
+        }
+    };
+    build_meta(config, sdk.as_ref())
+}
+
+fn build_meta(config: &Config, sdk: Option<&aws_config::SdkConfig>) -> Result<(Arc<dyn MetaStore>, Arc<dyn AuditLog>)> {
+    Ok(match config.meta_backend {
+        MetaBackend::DynamoDb => {
+            let mut b = aws_sdk_dynamodb::config::Builder::from(sdk.expect("aws config"));
+            if let Some(ep) = &config.dynamodb_endpoint_url {
+                b = b.endpoint_url(ep);
+            }
+            let client = aws_sdk_dynamodb::Client::from_conf(b.build());
+            let store = Arc::new(DynamoStore::new(client, config.table.clone(), config.audit_table.clone()));
+            (store.clone(), store)
+        }
+        MetaBackend::Sqlite => {
+            let store = Arc::new(SqliteStore::open(&config.data_dir.join(SQLITE_FILE))?);
+            (store.clone(), store)
+        }
+    })
 }
 
 /// One SDK configuration for every client: region and credentials from the standard chain, short

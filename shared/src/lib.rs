@@ -15,6 +15,7 @@ pub mod http;
 pub mod ports;
 pub mod posture;
 pub mod telemetry;
+pub mod tokens;
 
 pub use app::App;
 pub use config::{Config, Mode};

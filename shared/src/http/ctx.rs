@@ -27,7 +27,7 @@ pub struct Ctx {
     principal: OnceLock<String>,
 }
 
-fn new_request_id() -> String {
+pub fn new_request_id() -> String {
     let mut raw = [0u8; 12];
     getrandom::fill(&mut raw).expect("OS random source");
     hex::encode(raw)

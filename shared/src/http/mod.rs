@@ -5,7 +5,7 @@ pub mod ctx;
 pub mod problem;
 pub mod route;
 
-pub use ctx::{Ctx, RequestId};
+pub use ctx::{Ctx, RequestId, new_request_id};
 pub use route::{Function, Route};
 
 pub type Request = lambda_http::Request;

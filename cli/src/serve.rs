@@ -1,0 +1,142 @@
+//! `helix serve`: every route of every function in one process. Each request is handed, unchanged
+//! but for a request id, to the same `handle` function Lambda runs. The only routes of its own are
+//! `/_local/blobs/{digest}`, the stand-in for S3 presigned URLs on the embedded backend: HMAC-signed
+//! and expiring, uploads streamed to disk while hashed (memory flat in blob size).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::put;
+use helix_core::domain::Digest;
+use helix_core::http::problem::problem;
+use helix_core::http::{Ctx, Function, RequestId, Route, new_request_id};
+use helix_core::ports::PutOutcome;
+use helix_core::{App, Error};
+use http_body_util::BodyExt;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/_local/blobs/{digest}", put(local_put).get(local_get))
+        .fallback(dispatch)
+        .with_state(app)
+}
+
+/// A server running in the background until dropped.
+pub struct Server {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    pub fn start(app: Arc<App>, listener: TcpListener) -> Server {
+        let addr = listener.local_addr().expect("bound listener");
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router(app)).await {
+                tracing::error!(error = %e, "server stopped");
+            }
+        });
+        Server { addr, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn into_axum(resp: helix_core::http::Response) -> Response {
+    let (parts, body) = resp.into_parts();
+    let bytes = match body {
+        lambda_http::Body::Empty => Vec::new(),
+        lambda_http::Body::Text(s) => s.into_bytes(),
+        lambda_http::Body::Binary(b) => b,
+        _ => Vec::new(),
+    };
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// Every API route: buffer the body (bounded by HELIX_INLINE_MAX, as API Gateway bounds Lambda's),
+/// then call the owning function's handler.
+async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
+    let (mut parts, body) = req.into_parts();
+    parts.extensions.insert(RequestId(new_request_id()));
+    let limit = app.config.inline_max;
+    let bytes = match http_body_util::Limited::new(body, limit as usize).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(_) => {
+            let req = lambda_http::Request::from_parts(parts, lambda_http::Body::Empty);
+            let ctx = Ctx::begin(&req);
+            return into_axum(ctx.finish(Err(Error::PayloadTooLarge { limit })));
+        }
+    };
+    let body = if bytes.is_empty() { lambda_http::Body::Empty } else { lambda_http::Body::Binary(bytes.to_vec()) };
+    let req = lambda_http::Request::from_parts(parts, body);
+    let function = Route::parse(req.method(), req.uri().path()).map(|r| r.function()).unwrap_or(Function::Health);
+    let resp = match function {
+        Function::Publish => publish::handle(&app, req).await,
+        Function::Fetch => fetch::handle(&app, req).await,
+        Function::Health => health::handle(&app, req).await,
+    };
+    into_axum(resp)
+}
+
+#[derive(Deserialize)]
+struct Signed {
+    size: u64,
+    expires: i64,
+    sig: String,
+}
+
+fn local_problem(e: Error) -> Response {
+    let id = new_request_id();
+    if matches!(e, Error::Unavailable { .. } | Error::Internal(_)) {
+        tracing::error!(request_id = %id, error = %e, "local blob endpoint");
+    }
+    into_axum(problem(&e, &id))
+}
+
+async fn local_put(State(app): State<Arc<App>>, Path(digest): Path<String>, Query(q): Query<Signed>, req: Request) -> Response {
+    let result = async {
+        let digest = Digest::parse(&digest)?;
+        let store = app.fs_blobs.as_ref().ok_or(Error::NotFound)?;
+        store.presigner().verify("PUT", &digest, q.size, q.expires, &q.sig)?;
+        store.put_stream(&digest, Some(q.size), req.into_body().into_data_stream()).await
+    }
+    .await;
+    match result {
+        Ok(PutOutcome::Created) => axum::http::StatusCode::CREATED.into_response(),
+        Ok(PutOutcome::Existed) => axum::http::StatusCode::OK.into_response(),
+        Err(e) => local_problem(e),
+    }
+}
+
+async fn local_get(State(app): State<Arc<App>>, Path(digest): Path<String>, Query(q): Query<Signed>) -> Response {
+    let result = async {
+        let digest = Digest::parse(&digest)?;
+        let store = app.fs_blobs.as_ref().ok_or(Error::NotFound)?;
+        store.presigner().verify("GET", &digest, q.size, q.expires, &q.sig)?;
+        let reader = helix_core::ports::BlobStore::get(store.as_ref(), &digest).await?.ok_or_else(|| Error::BlobMissing(digest.to_string()))?;
+        Ok::<_, Error>((reader, digest))
+    }
+    .await;
+    match result {
+        Ok((reader, digest)) => Response::builder()
+            .header("content-type", "application/octet-stream")
+            .header("content-length", reader.size)
+            .header("x-helix-digest", digest.to_string())
+            .body(Body::from_stream(tokio_util::io::ReaderStream::new(reader.body)))
+            .expect("valid response"),
+        Err(e) => local_problem(e),
+    }
+}
