@@ -70,6 +70,9 @@ fn credential(header: Option<&str>) -> Result<Credential<'_>> {
     if header.len() > MAX_AUTHORIZATION_LEN {
         return Err(Error::TokenInvalid);
     }
+    if header.trim().eq_ignore_ascii_case("bearer") {
+        return Err(Error::TokenMissing);
+    }
     let (scheme, value) = header.split_once(' ').ok_or(Error::TokenInvalid)?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(Error::TokenInvalid);
@@ -148,6 +151,7 @@ mod tests {
     fn authorization_headers_are_classified_before_any_lookup() {
         assert!(matches!(credential(None), Err(Error::TokenMissing)));
         assert!(matches!(credential(Some("Bearer ")), Err(Error::TokenMissing)));
+        assert!(matches!(credential(Some("Bearer")), Err(Error::TokenMissing)));
         assert!(matches!(credential(Some("Basic dXNlcjpwYXNz")), Err(Error::TokenInvalid)));
         assert!(matches!(credential(Some("Bearer garbage")), Err(Error::TokenInvalid)));
         let long = format!("Bearer hlx_{}", "a".repeat(MAX_AUTHORIZATION_LEN));

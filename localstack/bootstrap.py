@@ -1,0 +1,48 @@
+"""Create what Helix needs in an AWS API (moto, LocalStack, or a sandbox account) and print the
+environment that points Helix at it. Schema mirrors infra/ and the DynamoDB adapter:
+  meta table  pk (S) / sk (S)          audit table  stream (S) / seq (N)
+  bucket      versioning on            key          ECC_NIST_P256, SIGN_VERIFY
+Usage: bootstrap.py ENDPOINT_URL [NAME_PREFIX]"""
+import sys
+
+import boto3
+
+endpoint = sys.argv[1]
+prefix = sys.argv[2] if len(sys.argv) > 2 else "helix"
+kw = dict(endpoint_url=endpoint, region_name="us-east-1")
+s3 = boto3.client("s3", **kw)
+ddb = boto3.client("dynamodb", **kw)
+kms = boto3.client("kms", **kw)
+
+bucket = f"{prefix}-blobs"
+s3.create_bucket(Bucket=bucket)
+s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+
+def table(name, keys):
+    ddb.create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": k, "AttributeType": t} for k, t, _ in keys],
+        KeySchema=[{"AttributeName": k, "KeyType": kt} for k, _, kt in keys],
+    )
+
+table(f"{prefix}-meta", [("pk", "S", "HASH"), ("sk", "S", "RANGE")])
+table(f"{prefix}-audit", [("stream", "S", "HASH"), ("seq", "N", "RANGE")])
+key = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY", Description="helix signer")
+key_id = key["KeyMetadata"]["KeyId"]
+
+for k, v in [
+    ("HELIX_TEST_AWS_ENDPOINT", endpoint),
+    ("AWS_ENDPOINT_URL", endpoint),
+    ("AWS_ACCESS_KEY_ID", "testing"),
+    ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ("AWS_REGION", "us-east-1"),
+    ("HELIX_BLOB_BACKEND", "s3"),
+    ("HELIX_META_BACKEND", "dynamodb"),
+    ("HELIX_SIGNER_BACKEND", "kms"),
+    ("HELIX_S3_BUCKET", bucket),
+    ("HELIX_TABLE", f"{prefix}-meta"),
+    ("HELIX_AUDIT_TABLE", f"{prefix}-audit"),
+    ("HELIX_KMS_KEY_ID", key_id),
+]:
+    print(f"export {k}={v}")

@@ -1,0 +1,46 @@
+//! The test cases, each an `async fn(Backend)`, expanded into `#[tokio::test]`s for each backend by
+//! `common_suite!` / `cases!`. `contract` exercises the ports directly; `api` drives the registry
+//! over HTTP through `helix serve`'s router (the same handlers Lambda runs); `faults` breaks things.
+
+mod api;
+mod contract;
+mod faults;
+
+pub use api::*;
+pub use contract::*;
+pub use faults::*;
+
+use helix_core::domain::Digest;
+
+/// Some bytes unique to this call, and their digest.
+pub fn unique_blob(len: usize) -> (Vec<u8>, Digest) {
+    let seed = helix_core::domain::BearerToken::generate().sha256();
+    let bytes: Vec<u8> = seed.bytes().cycle().take(len).collect();
+    let digest = Digest::of(&bytes);
+    (bytes, digest)
+}
+
+/// A 127.0.0.1 port nothing listens on.
+pub fn closed_port_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    format!("http://127.0.0.1:{port}")
+}
+
+pub async fn problem(resp: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = resp.status().as_u16();
+    let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+    let body: serde_json::Value = resp.json().await.expect("json body");
+    assert_eq!(ct.as_deref(), Some("application/problem+json"), "{body}");
+    assert!(body["request_id"].as_str().is_some_and(|r| !r.is_empty()), "{body}");
+    assert_eq!(body["status"].as_u64(), Some(u64::from(status)));
+    (status, body)
+}
+
+/// Asserts a problem response with this status and reason.
+pub async fn expect_problem(resp: reqwest::Response, status: u16, reason: &str) -> serde_json::Value {
+    let (got, body) = problem(resp).await;
+    assert_eq!((got, body["reason"].as_str().unwrap_or("")), (status, reason), "{body}");
+    body
+}

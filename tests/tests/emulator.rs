@@ -1,0 +1,11 @@
+//! Every contract and end-to-end case on the AWS adapters against the local emulator (moto).
+//! Run through `make test` (or localstack/with-emulator.sh): without the emulator every test fails.
+
+use helix_tests::Backend;
+
+helix_tests::common_suite!(Backend::Emulator);
+
+helix_tests::cases!(Backend::Emulator;
+    meta_store_outage_is_503_and_changes_nothing,
+    signer_outage_fails_readiness_and_status,
+);
