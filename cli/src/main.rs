@@ -5,12 +5,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use helix_cli::serve::Server;
 use helix_core::config::MetaBackend;
 use helix_core::domain::token::parse_ttl;
 use helix_core::domain::{Role, Scope};
 use helix_core::tokens::{self, Grant};
 use helix_core::{App, Config, Mode};
-use helix_cli::serve::Server;
 
 #[derive(Parser)]
 #[command(name = "helix", version, about = "Helix Registry: local server and operator commands")]
@@ -87,13 +87,28 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let server = Server::start(app.clone(), listener);
             let url = server.url();
             println!("Helix Registry listening on {url}");
-            println!("  blobs: {}  meta: {}  signer: {}", app.blobs.info().backend, app.meta.backend(), app.signer.backend());
+            println!(
+                "  blobs: {}  meta: {}  signer: {}",
+                app.blobs.info().backend,
+                app.meta.backend(),
+                app.signer.backend()
+            );
             if fresh {
-                let grant = Grant { user: "admin".into(), role: Role::Admin, workspace_id: Scope::All, ttl_seconds: None, description: Some("first-start admin token".into()) };
-                let (secret, record) = tokens::issue(app.meta.as_ref(), grant, "helix-serve:bootstrap", "bootstrap").await?;
+                let grant = Grant {
+                    user: "admin".into(),
+                    role: Role::Admin,
+                    workspace_id: Scope::All,
+                    ttl_seconds: None,
+                    description: Some("first-start admin token".into()),
+                };
+                let (secret, record) =
+                    tokens::issue(app.meta.as_ref(), grant, "helix-serve:bootstrap", "bootstrap").await?;
                 print_first_start(&url, secret.expose(), &record.id, &app.config.data_dir.display().to_string());
             } else {
-                println!("  data dir: {} (existing; issue tokens with `helix teams token`)", app.config.data_dir.display());
+                println!(
+                    "  data dir: {} (existing; issue tokens with `helix teams token`)",
+                    app.config.data_dir.display()
+                );
             }
             tokio::signal::ctrl_c().await?;
             drop(server);
@@ -109,7 +124,10 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             };
             let (meta, _audit) = helix_core::app::meta_store(&config).await?;
             let (secret, record) = tokens::issue(meta.as_ref(), grant, &operator(), "cli").await?;
-            eprintln!("issued {} for {} ({} on {}); the secret is shown once:", record.id, record.user, record.role, record.workspace_id);
+            eprintln!(
+                "issued {} for {} ({} on {}); the secret is shown once:",
+                record.id, record.user, record.role, record.workspace_id
+            );
             println!("{}", secret.expose());
             Ok(())
         }
@@ -128,7 +146,9 @@ fn print_first_start(url: &str, token: &str, id: &str, data_dir: &str) {
     println!("  curl -s -H \"Authorization: Bearer $HELIX_TOKEN\" $HELIX_URL/v1/status");
     println!("  printf 'hello helix' > hello.txt");
     println!("  DIGEST=sha256:$(sha256sum hello.txt | cut -d' ' -f1)");
-    println!("  curl -s -X PUT -H \"Authorization: Bearer $HELIX_TOKEN\" --data-binary @hello.txt $HELIX_URL/v1/workspaces/demo/blobs/$DIGEST");
+    println!(
+        "  curl -s -X PUT -H \"Authorization: Bearer $HELIX_TOKEN\" --data-binary @hello.txt $HELIX_URL/v1/workspaces/demo/blobs/$DIGEST"
+    );
     println!("  curl -s -H \"Authorization: Bearer $HELIX_TOKEN\" $HELIX_URL/v1/workspaces/demo/blobs/$DIGEST");
     println!();
     println!("Stop with Ctrl-C; data stays in {data_dir}.");

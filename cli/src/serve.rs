@@ -21,10 +21,7 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/_local/blobs/{digest}", put(local_put).get(local_get))
-        .fallback(dispatch)
-        .with_state(app)
+    Router::new().route("/_local/blobs/{digest}", put(local_put).get(local_get)).fallback(dispatch).with_state(app)
 }
 
 /// A server running in the background until dropped.
@@ -106,7 +103,12 @@ fn local_problem(e: Error) -> Response {
     into_axum(problem(&e, &id))
 }
 
-async fn local_put(State(app): State<Arc<App>>, Path(digest): Path<String>, Query(q): Query<Signed>, req: Request) -> Response {
+async fn local_put(
+    State(app): State<Arc<App>>,
+    Path(digest): Path<String>,
+    Query(q): Query<Signed>,
+    req: Request,
+) -> Response {
     let result = async {
         let digest = Digest::parse(&digest)?;
         let store = app.fs_blobs.as_ref().ok_or(Error::NotFound)?;
@@ -126,7 +128,9 @@ async fn local_get(State(app): State<Arc<App>>, Path(digest): Path<String>, Quer
         let digest = Digest::parse(&digest)?;
         let store = app.fs_blobs.as_ref().ok_or(Error::NotFound)?;
         store.presigner().verify("GET", &digest, q.size, q.expires, &q.sig)?;
-        let reader = helix_core::ports::BlobStore::get(store.as_ref(), &digest).await?.ok_or_else(|| Error::BlobMissing(digest.to_string()))?;
+        let reader = helix_core::ports::BlobStore::get(store.as_ref(), &digest)
+            .await?
+            .ok_or_else(|| Error::BlobMissing(digest.to_string()))?;
         Ok::<_, Error>((reader, digest))
     }
     .await;

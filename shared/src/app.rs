@@ -39,8 +39,9 @@ pub const BLOB_DIR: &str = "blobs";
 impl App {
     pub async fn build(config: Config) -> Result<App> {
         if !config.uses_aws() || config.blob_backend == BlobBackend::Fs {
-            std::fs::create_dir_all(&config.data_dir)
-                .map_err(|e| Error::unavailable(Dependency::BlobStore, format!("{}: {e}", config.data_dir.display())))?;
+            std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+                Error::unavailable(Dependency::BlobStore, format!("{}: {e}", config.data_dir.display()))
+            })?;
         }
         let sdk = if config.uses_aws() { Some(aws_sdk_config(&config).await) } else { None };
         let dir = &config.data_dir;
@@ -53,12 +54,19 @@ impl App {
                     b = b.endpoint_url(ep).force_path_style(true);
                 }
                 let client = aws_sdk_s3::Client::from_conf(b.build());
-                let store = S3BlobStore::new(client, config.s3_bucket.clone(), config.s3_prefix.clone(), config.s3_strict_no_overwrite);
+                let store = S3BlobStore::new(
+                    client,
+                    config.s3_bucket.clone(),
+                    config.s3_prefix.clone(),
+                    config.s3_strict_no_overwrite,
+                );
                 (Arc::new(store), None)
             }
             BlobBackend::Fs => {
                 let unavailable = |e: std::io::Error| Error::unavailable(Dependency::BlobStore, e);
-                let presigner = LocalPresigner::load_or_create(config.public_url.clone(), &dir.join(PRESIGN_SECRET_FILE)).map_err(unavailable)?;
+                let presigner =
+                    LocalPresigner::load_or_create(config.public_url.clone(), &dir.join(PRESIGN_SECRET_FILE))
+                        .map_err(unavailable)?;
                 let store = Arc::new(FsBlobStore::open(&dir.join(BLOB_DIR), presigner).map_err(unavailable)?);
                 (store.clone() as Arc<dyn BlobStore>, Some(store))
             }
@@ -87,8 +95,9 @@ pub async fn meta_store(config: &Config) -> Result<(Arc<dyn MetaStore>, Arc<dyn 
     let sdk = match config.meta_backend {
         MetaBackend::DynamoDb => Some(aws_sdk_config(config).await),
         MetaBackend::Sqlite => {
-            std::fs::create_dir_all(&config.data_dir)
-                .map_err(|e| Error::unavailable(Dependency::MetaStore, format!("{}: {e}", config.data_dir.display())))?;
+            std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+                Error::unavailable(Dependency::MetaStore, format!("{}: {e}", config.data_dir.display()))
+            })?;
             None
         }
     };

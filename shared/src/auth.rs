@@ -41,10 +41,10 @@ fn scope_str<S: serde::Serializer>(s: &Scope, ser: S) -> std::result::Result<S::
 impl Principal {
     /// At least `min` role, and (for a workspace route) a scope that covers the workspace.
     pub fn authorize(&self, min: Role, ws: Option<&WorkspaceId>) -> Result<()> {
-        if let Some(ws) = ws {
-            if !self.workspace_id.covers(ws) {
-                return Err(Error::ForbiddenWorkspace);
-            }
+        if let Some(ws) = ws
+            && !self.workspace_id.covers(ws)
+        {
+            return Err(Error::ForbiddenWorkspace);
         }
         if !self.role.at_least(min) {
             return Err(Error::InsufficientRole { need: min, have: self.role });
@@ -142,7 +142,10 @@ mod tests {
         let b = WorkspaceId::parse("b").unwrap();
         assert!(p(Role::Publisher, "a").authorize(Role::Publisher, Some(&a)).is_ok());
         assert!(matches!(p(Role::Publisher, "a").authorize(Role::Publisher, Some(&b)), Err(Error::ForbiddenWorkspace)));
-        assert!(matches!(p(Role::Viewer, "a").authorize(Role::Publisher, Some(&a)), Err(Error::InsufficientRole { .. })));
+        assert!(matches!(
+            p(Role::Viewer, "a").authorize(Role::Publisher, Some(&a)),
+            Err(Error::InsufficientRole { .. })
+        ));
         assert!(p(Role::Viewer, "*").authorize(Role::Viewer, Some(&b)).is_ok());
         assert!(p(Role::Viewer, "a").authorize(Role::Viewer, None).is_ok());
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 
 use crate::App;
@@ -47,7 +47,8 @@ pub async fn verify_object(store: &dyn BlobStore, digest: &Digest) -> Result<Ver
     let mut hasher = DigestWriter::default();
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
-        let n = reader.body.read(&mut buf).await.map_err(|e| Error::unavailable(crate::error::Dependency::BlobStore, e))?;
+        let n =
+            reader.body.read(&mut buf).await.map_err(|e| Error::unavailable(crate::error::Dependency::BlobStore, e))?;
         if n == 0 {
             break;
         }
@@ -71,33 +72,57 @@ pub struct Linked {
     pub created: bool,
 }
 
-fn draft(principal: &Principal, request_id: &str, ws: &WorkspaceId, action: &str, digest: &Digest, details: serde_json::Value) -> AuditDraft {
-    AuditDraft {
-        stream: ws.to_string(),
-        actor: principal.actor(),
-        action: action.into(),
-        entity_type: "blob".into(),
-        entity_id: digest.to_string(),
-        outcome: Outcome::Success,
-        request_id: request_id.into(),
-        details,
-    }
+/// Who is acting and under which request id: what every audit event of a use case records.
+#[derive(Clone, Copy)]
+pub struct Caller<'a> {
+    pub principal: &'a Principal,
+    pub request_id: &'a str,
 }
 
-async fn link(app: &App, principal: &Principal, request_id: &str, ws: &WorkspaceId, digest: &Digest, size: u64, action: &str, details: serde_json::Value) -> Result<Linked> {
+/// Link a verified blob into `ws`, with its audit event in the same commit.
+async fn link(
+    app: &App,
+    caller: Caller<'_>,
+    ws: &WorkspaceId,
+    digest: &Digest,
+    size: u64,
+    action: &str,
+    details: Value,
+) -> Result<Linked> {
     let change = Change::LinkBlob(BlobLink {
         workspace_id: ws.to_string(),
         digest: digest.clone(),
         size,
         linked_at: now_unix(),
-        linked_by: principal.actor(),
+        linked_by: caller.principal.actor(),
     });
-    let commit = app.meta.commit(change, draft(principal, request_id, ws, action, digest, details)).await?;
-    Ok(Linked { digest: digest.clone(), workspace_id: ws.to_string(), size, created: matches!(commit, Commit::Applied(_)) })
+    let event = AuditDraft {
+        stream: ws.to_string(),
+        actor: caller.principal.actor(),
+        action: action.into(),
+        entity_type: "blob".into(),
+        entity_id: digest.to_string(),
+        outcome: Outcome::Success,
+        request_id: caller.request_id.into(),
+        details,
+    };
+    let commit = app.meta.commit(change, event).await?;
+    Ok(Linked {
+        digest: digest.clone(),
+        workspace_id: ws.to_string(),
+        size,
+        created: matches!(commit, Commit::Applied(_)),
+    })
 }
 
 /// PUT of a whole blob in the request body.
-pub async fn put_inline(app: &App, principal: &Principal, request_id: &str, ws: &WorkspaceId, digest: &Digest, body: Bytes) -> Result<Linked> {
+pub async fn put_inline(
+    app: &App,
+    caller: Caller<'_>,
+    ws: &WorkspaceId,
+    digest: &Digest,
+    body: Bytes,
+) -> Result<Linked> {
     let limit = app.config.inline_max;
     if body.len() as u64 > limit {
         return Err(Error::PayloadTooLarge { limit });
@@ -114,7 +139,7 @@ pub async fn put_inline(app: &App, principal: &Principal, request_id: &str, ws: 
         PutOutcome::Created => "created",
         PutOutcome::Existed => "existing",
     };
-    link(app, principal, request_id, ws, digest, size, "blob.link", json!({"size": size, "object": object, "via": "inline"})).await
+    link(app, caller, ws, digest, size, "blob.link", json!({"size": size, "object": object, "via": "inline"})).await
 }
 
 #[derive(Debug, Serialize)]
@@ -132,19 +157,24 @@ pub async fn start_upload(app: &App, digest: &Digest, size: u64) -> Result<Uploa
     if size == 0 || size > MAX_UPLOAD_SIZE {
         return Err(Error::BadRequest(format!("size must be in 1..={MAX_UPLOAD_SIZE}")));
     }
-    if let Some(head) = app.blobs.head(digest).await? {
-        if head.size == size {
-            return Ok(UploadPlan { digest: digest.clone(), size, exists: true, upload: None });
-        }
+    if let Some(head) = app.blobs.head(digest).await?
+        && head.size == size
+    {
+        return Ok(UploadPlan { digest: digest.clone(), size, exists: true, upload: None });
     }
     let upload = app.blobs.presign_put(digest, size, UPLOAD_URL_TTL).await?;
     Ok(UploadPlan { digest: digest.clone(), size, exists: false, upload: Some(upload) })
 }
 
 /// POST uploads/{digest}/complete: verify the stored object, then link it.
-pub async fn complete_upload(app: &App, principal: &Principal, request_id: &str, ws: &WorkspaceId, digest: &Digest) -> Result<Linked> {
+pub async fn complete_upload(app: &App, caller: Caller<'_>, ws: &WorkspaceId, digest: &Digest) -> Result<Linked> {
     if let Some(existing) = app.meta.blob_link(ws, digest).await? {
-        return Ok(Linked { digest: digest.clone(), workspace_id: ws.to_string(), size: existing.size, created: false });
+        return Ok(Linked {
+            digest: digest.clone(),
+            workspace_id: ws.to_string(),
+            size: existing.size,
+            created: false,
+        });
     }
     let verified = match verify_object(app.blobs.as_ref(), digest).await {
         // The uploaded bytes are not the digest's: the client's upload was wrong; nothing is linked.
@@ -154,7 +184,7 @@ pub async fn complete_upload(app: &App, principal: &Principal, request_id: &str,
         other => other?,
     };
     let details = json!({"size": verified.size, "verified_by": if verified.by_store_checksum { "store_checksum" } else { "rehash" }});
-    link(app, principal, request_id, ws, digest, verified.size, "upload.complete", details).await
+    link(app, caller, ws, digest, verified.size, "upload.complete", details).await
 }
 
 pub enum Fetched {
@@ -173,7 +203,11 @@ pub async fn fetch(app: &App, ws: &WorkspaceId, digest: &Digest, redirect: bool)
     if redirect || link.size > app.config.inline_max {
         return Ok(Fetched::Redirect(app.blobs.presign_get(digest, DOWNLOAD_URL_TTL).await?));
     }
-    let mut reader = app.blobs.get(digest).await?.ok_or_else(|| Error::BlobIntegrity(format!("{digest} is linked but its object is gone")))?;
+    let mut reader = app
+        .blobs
+        .get(digest)
+        .await?
+        .ok_or_else(|| Error::BlobIntegrity(format!("{digest} is linked but its object is gone")))?;
     let mut bytes = Vec::with_capacity(link.size as usize);
     (&mut reader.body)
         .take(app.config.inline_max + 1)

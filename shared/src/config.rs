@@ -97,10 +97,7 @@ impl Config {
     }
 
     /// Build from any variable source (tests pass a map; nothing here touches the process env).
-    pub fn from_lookup(
-        mode: Mode,
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
+    pub fn from_lookup(mode: Mode, lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
         let aws_endpoint = get("AWS_ENDPOINT_URL");
 
@@ -172,13 +169,10 @@ impl Config {
                 .ok_or_else(|| err("HELIX_INLINE_MAX", format!("{v:?} is not a byte count in 1..=67108864")))?,
         };
         let listen_raw = get("HELIX_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.into());
-        let listen: SocketAddr = listen_raw
-            .parse()
-            .map_err(|_| err("HELIX_LISTEN", format!("{listen_raw:?} is not host:port")))?;
-        let public_url = get("HELIX_PUBLIC_URL")
-            .unwrap_or_else(|| format!("http://{listen}"))
-            .trim_end_matches('/')
-            .to_owned();
+        let listen: SocketAddr =
+            listen_raw.parse().map_err(|_| err("HELIX_LISTEN", format!("{listen_raw:?} is not host:port")))?;
+        let public_url =
+            get("HELIX_PUBLIC_URL").unwrap_or_else(|| format!("http://{listen}")).trim_end_matches('/').to_owned();
 
         let oidc_issuer = get("HELIX_OIDC_ISSUER");
         let oidc_audience = get("HELIX_OIDC_AUDIENCE");
@@ -235,7 +229,10 @@ mod tests {
     #[test]
     fn serve_defaults_to_the_embedded_backend() {
         let c = cfg(Mode::Serve, &[]).unwrap();
-        assert_eq!((c.blob_backend, c.meta_backend, c.signer_backend), (BlobBackend::Fs, MetaBackend::Sqlite, SignerBackend::Local));
+        assert_eq!(
+            (c.blob_backend, c.meta_backend, c.signer_backend),
+            (BlobBackend::Fs, MetaBackend::Sqlite, SignerBackend::Local)
+        );
         assert_eq!(c.inline_max, DEFAULT_INLINE_MAX);
         assert_eq!(c.public_url, "http://127.0.0.1:8080");
     }
@@ -248,7 +245,13 @@ mod tests {
         assert_eq!(e.var, "HELIX_TABLE");
         let ok = cfg(
             Mode::Lambda,
-            &[("HELIX_S3_BUCKET", "b"), ("HELIX_TABLE", "t"), ("HELIX_AUDIT_TABLE", "a"), ("HELIX_KMS_KEY_ID", "k"), ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")],
+            &[
+                ("HELIX_S3_BUCKET", "b"),
+                ("HELIX_TABLE", "t"),
+                ("HELIX_AUDIT_TABLE", "a"),
+                ("HELIX_KMS_KEY_ID", "k"),
+                ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
+            ],
         )
         .unwrap();
         assert_eq!(ok.s3_endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));

@@ -103,7 +103,7 @@ pub enum Change {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Commit {
     /// The change and its audit event were written together.
-    Applied(AuditEvent),
+    Applied(Box<AuditEvent>),
     /// The condition failed because the change is already in effect; nothing was written.
     AlreadyDone,
 }
@@ -187,7 +187,9 @@ impl PublicKeyInfo {
     /// `sha256:` of the DER, so it names the key itself whatever holds it (KMS or a local file).
     pub fn from_spki_der(der: &[u8]) -> Result<PublicKeyInfo> {
         use p256::pkcs8::{DecodePublicKey, EncodePublicKey, LineEnding};
-        let bad = |e: &dyn std::fmt::Display| crate::Error::unavailable(crate::error::Dependency::Signer, format!("public key: {e}"));
+        let bad = |e: &dyn std::fmt::Display| {
+            crate::Error::unavailable(crate::error::Dependency::Signer, format!("public key: {e}"))
+        };
         let key = p256::PublicKey::from_public_key_der(der).map_err(|e| bad(&e))?;
         let pem = key.to_public_key_pem(LineEnding::LF).map_err(|e| bad(&e))?;
         Ok(PublicKeyInfo { key_id: Digest::of(der).to_string(), spki_der: der.to_vec(), pem })

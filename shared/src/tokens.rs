@@ -17,12 +17,25 @@ pub struct Grant {
 }
 
 /// Issue a token; the returned secret is the only copy there will ever be.
-pub async fn issue(meta: &dyn MetaStore, grant: Grant, actor: &str, request_id: &str) -> Result<(BearerToken, TokenRecord)> {
+pub async fn issue(
+    meta: &dyn MetaStore,
+    grant: Grant,
+    actor: &str,
+    request_id: &str,
+) -> Result<(BearerToken, TokenRecord)> {
     if grant.user.trim().is_empty() || grant.user.len() > 256 {
         return Err(Error::BadRequest("user must be 1 to 256 characters".into()));
     }
     let secret = BearerToken::generate();
-    let record = TokenRecord::new(&secret, grant.user, grant.role, grant.workspace_id, grant.ttl_seconds, actor.to_owned(), grant.description);
+    let record = TokenRecord::new(
+        &secret,
+        grant.user,
+        grant.role,
+        grant.workspace_id,
+        grant.ttl_seconds,
+        actor.to_owned(),
+        grant.description,
+    );
     let event = AuditDraft {
         stream: record.workspace_id.as_str().to_owned(),
         actor: actor.to_owned(),

@@ -59,24 +59,33 @@ impl AwsFixture {
         let ddb = aws_sdk_dynamodb::Client::new(&sdk);
         let kms = aws_sdk_kms::Client::new(&sdk);
         let id = suffix();
-        let (bucket, table, audit_table) = (format!("helix-{id}"), format!("helix-meta-{id}"), format!("helix-audit-{id}"));
+        let (bucket, table, audit_table) =
+            (format!("helix-{id}"), format!("helix-meta-{id}"), format!("helix-audit-{id}"));
 
         s3.create_bucket().bucket(&bucket).send().await.expect("create bucket");
         s3.put_bucket_versioning()
             .bucket(&bucket)
             .versioning_configuration(
-                aws_sdk_s3::types::VersioningConfiguration::builder().status(aws_sdk_s3::types::BucketVersioningStatus::Enabled).build(),
+                aws_sdk_s3::types::VersioningConfiguration::builder()
+                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                    .build(),
             )
             .send()
             .await
             .expect("versioning");
-        use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType as T};
+        use aws_sdk_dynamodb::types::{
+            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType as T,
+        };
         for (name, hash, range, range_type) in [(&table, "pk", "sk", T::S), (&audit_table, "stream", "seq", T::N)] {
             ddb.create_table()
                 .table_name(name.as_str())
                 .billing_mode(BillingMode::PayPerRequest)
-                .attribute_definitions(AttributeDefinition::builder().attribute_name(hash).attribute_type(T::S).build().unwrap())
-                .attribute_definitions(AttributeDefinition::builder().attribute_name(range).attribute_type(range_type).build().unwrap())
+                .attribute_definitions(
+                    AttributeDefinition::builder().attribute_name(hash).attribute_type(T::S).build().unwrap(),
+                )
+                .attribute_definitions(
+                    AttributeDefinition::builder().attribute_name(range).attribute_type(range_type).build().unwrap(),
+                )
                 .key_schema(KeySchemaElement::builder().attribute_name(hash).key_type(KeyType::Hash).build().unwrap())
                 .key_schema(KeySchemaElement::builder().attribute_name(range).key_type(KeyType::Range).build().unwrap())
                 .send()
@@ -165,7 +174,13 @@ impl TestEnv {
     }
 
     pub async fn token_with(&self, role: Role, scope: &str, ttl_seconds: Option<i64>) -> String {
-        let grant = Grant { user: format!("{role}-user"), role, workspace_id: Scope::parse(scope).unwrap(), ttl_seconds, description: None };
+        let grant = Grant {
+            user: format!("{role}-user"),
+            role,
+            workspace_id: Scope::parse(scope).unwrap(),
+            ttl_seconds,
+            description: None,
+        };
         let (secret, _) = tokens::issue(self.app.meta.as_ref(), grant, "tests", "tests").await.expect("issue token");
         secret.expose().to_owned()
     }
@@ -210,7 +225,13 @@ impl TestEnv {
             }
             Some(f) => {
                 let key = format!("blobs/sha256/{}/{}", &digest.hex()[..2], digest.hex());
-                f.s3.put_object().bucket(&f.bucket).key(key).body(bytes.to_vec().into()).send().await.expect("plant object");
+                f.s3.put_object()
+                    .bucket(&f.bucket)
+                    .key(key)
+                    .body(bytes.to_vec().into())
+                    .send()
+                    .await
+                    .expect("plant object");
             }
         }
     }
@@ -218,10 +239,7 @@ impl TestEnv {
 
 fn walk_files(dir: &std::path::Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries
-        .flatten()
-        .map(|e| if e.path().is_dir() { walk_files(&e.path()) } else { 1 })
-        .sum()
+    entries.flatten().map(|e| if e.path().is_dir() { walk_files(&e.path()) } else { 1 }).sum()
 }
 
 async fn build_app(vars: &HashMap<String, String>) -> helix_core::Result<App> {

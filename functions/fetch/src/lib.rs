@@ -37,9 +37,12 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
         Route::GetBlob { ws, digest } => {
             let redirect = http::query_param(req, "redirect").is_some_and(|v| v == "1" || v == "true");
             match blobs::fetch(app, ws, digest, redirect).await? {
-                Fetched::Inline { bytes } => {
-                    Ok(blob_response(200, &digest.to_string(), bytes.len() as u64, lambda_http::Body::Binary(bytes.to_vec())))
-                }
+                Fetched::Inline { bytes } => Ok(blob_response(
+                    200,
+                    &digest.to_string(),
+                    bytes.len() as u64,
+                    lambda_http::Body::Binary(bytes.to_vec()),
+                )),
                 Fetched::Redirect(presigned) => Ok(lambda_http::http::Response::builder()
                     .status(307)
                     .header("location", presigned.url)

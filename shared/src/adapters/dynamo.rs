@@ -196,14 +196,12 @@ impl MetaStore for DynamoStore {
             let mut items = change_items.clone();
             items.push(self.put(&self.audit_table, Self::event_item(&event)?, "attribute_not_exists(seq)")?);
             match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-                Ok(_) => return Ok(Commit::Applied(event)),
+                Ok(_) => return Ok(Commit::Applied(Box::new(event))),
                 Err(e) => {
                     let reasons: Vec<Option<String>> = match e.as_service_error() {
-                        Some(TransactWriteItemsError::TransactionCanceledException(tc)) => tc
-                            .cancellation_reasons()
-                            .iter()
-                            .map(|r| r.code().map(str::to_owned))
-                            .collect(),
+                        Some(TransactWriteItemsError::TransactionCanceledException(tc)) => {
+                            tc.cancellation_reasons().iter().map(|r| r.code().map(str::to_owned)).collect()
+                        }
                         _ => return Err(err(Dependency::MetaStore)(e)),
                     };
                     let failed = |i: usize| reasons.get(i).and_then(|c| c.as_deref()) == Some("ConditionalCheckFailed");

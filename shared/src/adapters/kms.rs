@@ -30,7 +30,8 @@ impl KmsSigner {
             .send()
             .await
             .map_err(|e| Error::unavailable(Dependency::Signer, DisplayErrorContext(e)))?;
-        let der = out.public_key().ok_or_else(|| Error::unavailable(Dependency::Signer, "GetPublicKey returned no key"))?;
+        let der =
+            out.public_key().ok_or_else(|| Error::unavailable(Dependency::Signer, "GetPublicKey returned no key"))?;
         PublicKeyInfo::from_spki_der(der.as_ref())
     }
 }
@@ -55,7 +56,8 @@ impl Signer for KmsSigner {
             .send()
             .await
             .map_err(|e| Error::unavailable(Dependency::Signer, DisplayErrorContext(e)))?;
-        let sig = out.signature().ok_or_else(|| Error::unavailable(Dependency::Signer, "Sign returned no signature"))?;
+        let sig =
+            out.signature().ok_or_else(|| Error::unavailable(Dependency::Signer, "Sign returned no signature"))?;
         Ok(sig.as_ref().to_vec())
     }
 

@@ -34,7 +34,8 @@ pub struct LocalKeySigner {
 
 impl LocalKeySigner {
     pub fn load_or_create(path: &Path) -> Result<LocalKeySigner> {
-        let unavailable = |e: &dyn std::fmt::Display| Error::unavailable(Dependency::Signer, format!("{}: {e}", path.display()));
+        let unavailable =
+            |e: &dyn std::fmt::Display| Error::unavailable(Dependency::Signer, format!("{}: {e}", path.display()));
         let pem = read_or_create_secret_file(path, || {
             let key = loop {
                 let mut raw = [0u8; 32];

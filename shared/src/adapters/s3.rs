@@ -13,8 +13,8 @@ use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode};
 use bytes::Bytes;
 
 use crate::blobs::verify_object;
-use crate::domain::time::now_unix;
 use crate::domain::Digest;
+use crate::domain::time::now_unix;
 use crate::error::{Dependency, Error, Result};
 use crate::ports::{BlobBackendInfo, BlobHead, BlobReader, BlobStore, Presigned, PutOutcome};
 
@@ -30,7 +30,6 @@ pub struct S3BlobStore {
 fn status_of<E>(e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Option<u16> {
     e.raw_response().map(|r| r.status().as_u16())
 }
-
 
 fn unavailable<E: std::error::Error + 'static>(e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Error {
     Error::unavailable(Dependency::BlobStore, aws_sdk_s3::error::DisplayErrorContext(e))

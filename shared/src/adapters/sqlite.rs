@@ -69,11 +69,9 @@ impl SqliteStore {
 
 fn head_in(conn: &Connection, stream: &str) -> rusqlite::Result<Option<AuditEvent>> {
     let line: Option<String> = conn
-        .query_row(
-            "SELECT event FROM audit_events WHERE stream = ?1 ORDER BY seq DESC LIMIT 1",
-            params![stream],
-            |r| r.get(0),
-        )
+        .query_row("SELECT event FROM audit_events WHERE stream = ?1 ORDER BY seq DESC LIMIT 1", params![stream], |r| {
+            r.get(0)
+        })
         .optional()?;
     line.map(|l| AuditEvent::from_canonical(&l).map_err(|e| rusqlite::Error::InvalidParameterName(e.to_string())))
         .transpose()
@@ -163,7 +161,7 @@ impl MetaStore for SqliteStore {
             }
             let sealed = append_in(&tx, event)?;
             tx.commit()?;
-            Ok(Commit::Applied(sealed))
+            Ok(Commit::Applied(Box::new(sealed)))
         })
         .await
     }
@@ -232,7 +230,7 @@ impl AuditLog for SqliteStore {
     }
 
     async fn check(&self) -> Result<()> {
-        self.with(audit_err, |c| c.query_row("SELECT count(*) FROM audit_events WHERE stream = ''", [], |_| Ok(()))).await
+        self.with(audit_err, |c| c.query_row("SELECT count(*) FROM audit_events WHERE stream = ''", [], |_| Ok(())))
+            .await
     }
 }
-

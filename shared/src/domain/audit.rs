@@ -100,10 +100,7 @@ impl AuditEvent {
         let expect_seq = prev_event.map_or(1, |p| p.seq + 1);
         let expect_prev = prev_event.map(|p| p.hash.clone());
         if self.seq != expect_seq || self.prev != expect_prev {
-            return Err(Error::Internal(format!(
-                "audit chain broken at {}#{}",
-                self.stream, self.seq
-            )));
+            return Err(Error::Internal(format!("audit chain broken at {}#{}", self.stream, self.seq)));
         }
         if self.compute_hash()? != self.hash {
             return Err(Error::Internal(format!("audit hash mismatch at {}#{}", self.stream, self.seq)));

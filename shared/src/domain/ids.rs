@@ -18,9 +18,7 @@ impl WorkspaceId {
         if ok {
             Ok(WorkspaceId(s.to_owned()))
         } else {
-            Err(Error::InvalidWorkspace(
-                "a workspace id matches [a-z0-9][a-z0-9-]{0,62}".into(),
-            ))
+            Err(Error::InvalidWorkspace("a workspace id matches [a-z0-9][a-z0-9-]{0,62}".into()))
         }
     }
 

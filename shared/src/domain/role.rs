@@ -15,8 +15,7 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 5] =
-        [Role::Viewer, Role::Publisher, Role::Approver, Role::SafetyReviewer, Role::Admin];
+    pub const ALL: [Role; 5] = [Role::Viewer, Role::Publisher, Role::Approver, Role::SafetyReviewer, Role::Admin];
 
     pub fn at_least(self, min: Role) -> bool {
         self >= min
@@ -36,16 +35,19 @@ impl Role {
 impl FromStr for Role {
     type Err = Error;
     fn from_str(s: &str) -> Result<Role, Error> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| Error::BadRequest(format!("unknown role {s:?}")))
+        Role::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| Error::BadRequest(format!("unknown role {s:?}")))
     }
 }
 
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Role {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -63,11 +65,5 @@ mod tests {
             assert_eq!(r.as_str().parse::<Role>().unwrap(), r);
         }
         assert!("root".parse::<Role>().is_err());
-    }
-}
-
-impl serde::Serialize for Role {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
     }
 }

@@ -21,17 +21,14 @@ impl BearerToken {
     pub fn generate() -> BearerToken {
         let mut raw = [0u8; 32];
         getrandom::fill(&mut raw).expect("OS random source");
-        BearerToken(format!(
-            "{TOKEN_PREFIX}{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-        ))
+        BearerToken(format!("{TOKEN_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)))
     }
 
     /// Accepts only the exact API token shape; anything else is `token_invalid`.
     pub fn parse(s: &str) -> Result<BearerToken> {
         let body = s.strip_prefix(TOKEN_PREFIX).ok_or(Error::TokenInvalid)?;
-        let ok = body.len() == TOKEN_BODY_LEN
-            && body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let ok =
+            body.len() == TOKEN_BODY_LEN && body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if ok { Ok(BearerToken(s.to_owned())) } else { Err(Error::TokenInvalid) }
     }
 
@@ -148,7 +145,9 @@ mod tests {
     #[test]
     fn malformed_tokens_are_invalid() {
         let t = BearerToken::generate();
-        for bad in ["", "hlx_", "Bearer x", &t.expose()[1..], &format!("{}A", t.expose()), &t.expose().replace("hlx_", "hlx-")] {
+        for bad in
+            ["", "hlx_", "Bearer x", &t.expose()[1..], &format!("{}A", t.expose()), &t.expose().replace("hlx_", "hlx-")]
+        {
             assert!(matches!(BearerToken::parse(bad), Err(Error::TokenInvalid)), "{bad}");
         }
     }

@@ -86,9 +86,15 @@ impl Ctx {
         let principal = self.principal.get().map(String::as_str).unwrap_or("-");
         let lambda_request_id = self.lambda_request_id.as_deref().unwrap_or("-");
         match &error {
-            Some(e) if status >= 500 => tracing::error!(request_id = %self.request_id, method = %self.method, route, status, latency_ms, principal, lambda_request_id, error = %e, "request"),
-            Some(e) => tracing::info!(request_id = %self.request_id, method = %self.method, route, status, latency_ms, principal, lambda_request_id, reason = problem::classify(e).1, "request"),
-            None => tracing::info!(request_id = %self.request_id, method = %self.method, route, status, latency_ms, principal, lambda_request_id, "request"),
+            Some(e) if status >= 500 => {
+                tracing::error!(request_id = %self.request_id, method = %self.method, route, status, latency_ms, principal, lambda_request_id, error = %e, "request")
+            }
+            Some(e) => {
+                tracing::info!(request_id = %self.request_id, method = %self.method, route, status, latency_ms, principal, lambda_request_id, reason = problem::classify(e).1, "request")
+            }
+            None => {
+                tracing::info!(request_id = %self.request_id, method = %self.method, route, status, latency_ms, principal, lambda_request_id, "request")
+            }
         }
         response
     }

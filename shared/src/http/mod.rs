@@ -34,7 +34,5 @@ pub fn json_body<T: serde::de::DeserializeOwned>(req: &Request) -> crate::Result
 
 /// Value of a query-string parameter (from the URI, identical in Lambda and locally).
 pub fn query_param(req: &Request, name: &str) -> Option<String> {
-    url::form_urlencoded::parse(req.uri().query()?.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
+    url::form_urlencoded::parse(req.uri().query()?.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }

@@ -49,8 +49,12 @@ fn title(status: u16) -> &'static str {
 /// The detail a caller may see.
 fn public_detail(e: &Error) -> String {
     match e {
-        Error::Unavailable { dep, .. } => format!("the {} could not be reached; nothing was changed", dep.as_str().replace('_', " ")),
-        Error::Internal(_) | Error::BlobIntegrity(_) => "the registry found an inconsistency; see the logs under this request id".into(),
+        Error::Unavailable { dep, .. } => {
+            format!("the {} could not be reached; nothing was changed", dep.as_str().replace('_', " "))
+        }
+        Error::Internal(_) | Error::BlobIntegrity(_) => {
+            "the registry found an inconsistency; see the logs under this request id".into()
+        }
         other => other.to_string(),
     }
 }

@@ -48,11 +48,36 @@ pub const ROUTES: &[RouteSpec] = &[
     RouteSpec { method: "GET", path: "/healthz", function: Function::Health, min_role: None },
     RouteSpec { method: "GET", path: "/readyz", function: Function::Health, min_role: None },
     RouteSpec { method: "GET", path: "/v1/status", function: Function::Health, min_role: Some(Role::Viewer) },
-    RouteSpec { method: "PUT", path: "/v1/workspaces/{ws}/blobs/{digest}", function: Function::Publish, min_role: Some(Role::Publisher) },
-    RouteSpec { method: "POST", path: "/v1/workspaces/{ws}/uploads", function: Function::Publish, min_role: Some(Role::Publisher) },
-    RouteSpec { method: "POST", path: "/v1/workspaces/{ws}/uploads/{digest}/complete", function: Function::Publish, min_role: Some(Role::Publisher) },
-    RouteSpec { method: "GET", path: "/v1/workspaces/{ws}/blobs/{digest}", function: Function::Fetch, min_role: Some(Role::Viewer) },
-    RouteSpec { method: "HEAD", path: "/v1/workspaces/{ws}/blobs/{digest}", function: Function::Fetch, min_role: Some(Role::Viewer) },
+    RouteSpec {
+        method: "PUT",
+        path: "/v1/workspaces/{ws}/blobs/{digest}",
+        function: Function::Publish,
+        min_role: Some(Role::Publisher),
+    },
+    RouteSpec {
+        method: "POST",
+        path: "/v1/workspaces/{ws}/uploads",
+        function: Function::Publish,
+        min_role: Some(Role::Publisher),
+    },
+    RouteSpec {
+        method: "POST",
+        path: "/v1/workspaces/{ws}/uploads/{digest}/complete",
+        function: Function::Publish,
+        min_role: Some(Role::Publisher),
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/v1/workspaces/{ws}/blobs/{digest}",
+        function: Function::Fetch,
+        min_role: Some(Role::Viewer),
+    },
+    RouteSpec {
+        method: "HEAD",
+        path: "/v1/workspaces/{ws}/blobs/{digest}",
+        function: Function::Fetch,
+        min_role: Some(Role::Viewer),
+    },
 ];
 
 fn decode(segment: &str) -> Result<String> {
@@ -156,10 +181,19 @@ mod tests {
     fn parameters_are_validated_and_percent_decoded() {
         let get = Method::GET;
         assert!(Route::parse(&get, &format!("/v1/workspaces/team-a/blobs/{}", D.replace(':', "%3A"))).is_ok());
-        assert!(matches!(Route::parse(&get, &format!("/v1/workspaces/Team/blobs/{D}")), Err(Error::InvalidWorkspace(_))));
-        assert!(matches!(Route::parse(&get, "/v1/workspaces/a/blobs/sha256:..%2F..%2Fetc"), Err(Error::InvalidDigest(_))));
+        assert!(matches!(
+            Route::parse(&get, &format!("/v1/workspaces/Team/blobs/{D}")),
+            Err(Error::InvalidWorkspace(_))
+        ));
+        assert!(matches!(
+            Route::parse(&get, "/v1/workspaces/a/blobs/sha256:..%2F..%2Fetc"),
+            Err(Error::InvalidDigest(_))
+        ));
         assert!(matches!(Route::parse(&get, "/v1/nothing"), Err(Error::NotFound)));
-        assert!(matches!(Route::parse(&Method::DELETE, &format!("/v1/workspaces/a/blobs/{D}")), Err(Error::MethodNotAllowed)));
+        assert!(matches!(
+            Route::parse(&Method::DELETE, &format!("/v1/workspaces/a/blobs/{D}")),
+            Err(Error::MethodNotAllowed)
+        ));
         assert!(matches!(Route::parse(&get, "/v1/workspaces/a/uploads"), Err(Error::MethodNotAllowed)));
     }
 }

@@ -40,7 +40,9 @@ pub async fn upload_to(env: &TestEnv, plan: &Value, bytes: Vec<u8>, keep_checksu
     let mut req = env.http.put(upload["url"].as_str().unwrap()).body(bytes);
     for pair in upload["headers"].as_array().unwrap() {
         let (k, v) = (pair[0].as_str().unwrap(), pair[1].as_str().unwrap());
-        let skip = k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("host") || (!keep_checksum && k.starts_with("x-amz-checksum"));
+        let skip = k.eq_ignore_ascii_case("content-length")
+            || k.eq_ignore_ascii_case("host")
+            || (!keep_checksum && k.starts_with("x-amz-checksum"));
         if !skip {
             req = req.header(k, v);
         }
@@ -56,7 +58,8 @@ pub async fn healthz_and_readyz_report_every_dependency(b: Backend) {
     assert_eq!(resp.status(), 200);
     let ready: Value = resp.json().await.unwrap();
     assert_eq!(ready["ready"], true);
-    let names: Vec<&str> = ready["dependencies"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        ready["dependencies"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["blob_store", "meta_store", "audit_log", "signer"]);
     assert!(ready["dependencies"].as_array().unwrap().iter().all(|d| d["ok"] == true && d["ms"].is_number()));
 }
@@ -76,7 +79,8 @@ pub async fn status_needs_a_viewer_token_and_shows_no_secret(b: Backend) {
     assert!(status["signer_key_id"].as_str().unwrap().starts_with("sha256:"));
     assert!(!text.contains(&token) && !text.contains("hlx_"), "{text}");
     if b == Backend::Embedded {
-        let presign_secret = std::fs::read_to_string(env.dir.path().join(helix_core::app::PRESIGN_SECRET_FILE)).unwrap();
+        let presign_secret =
+            std::fs::read_to_string(env.dir.path().join(helix_core::app::PRESIGN_SECRET_FILE)).unwrap();
         assert!(!text.contains(presign_secret.trim()));
     }
 }
@@ -101,7 +105,13 @@ pub async fn publish_then_fetch_round_trips_and_second_put_is_idempotent(b: Back
     assert_eq!(got.headers()["x-helix-digest"], digest.as_str());
     assert_eq!(got.bytes().await.unwrap().to_vec(), bytes);
 
-    let head = env.http.head(env.url(&format!("/v1/workspaces/team-a/blobs/{digest}"))).header("authorization", bearer(&viewer)).send().await.unwrap();
+    let head = env
+        .http
+        .head(env.url(&format!("/v1/workspaces/team-a/blobs/{digest}")))
+        .header("authorization", bearer(&viewer))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(head.status(), 200);
     assert_eq!(head.headers()["content-length"], "5000");
 
@@ -129,7 +139,12 @@ pub async fn large_blob_is_fetched_through_a_presigned_redirect(b: Backend) {
     let env = TestEnv::start_with(b, &[("HELIX_INLINE_MAX", "1024")]).await;
     let publisher = env.token(Role::Publisher, "team-a").await;
     let (bytes, d) = unique_blob(5000);
-    let plan: Value = post_json(&env, &publisher, "/v1/workspaces/team-a/uploads", json!({"digest": d.to_string(), "size": 5000})).await.json().await.unwrap();
+    let plan: Value =
+        post_json(&env, &publisher, "/v1/workspaces/team-a/uploads", json!({"digest": d.to_string(), "size": 5000}))
+            .await
+            .json()
+            .await
+            .unwrap();
     assert!(upload_to(&env, &plan, bytes.clone(), true).await.status().is_success());
     let done = post_json(&env, &publisher, &format!("/v1/workspaces/team-a/uploads/{d}/complete"), json!({})).await;
     assert_eq!(done.status(), 201);
@@ -160,7 +175,8 @@ pub async fn direct_upload_links_only_after_verification(b: Backend) {
     assert_eq!(done.status(), 201);
     assert_eq!(get_blob(&env, &publisher, "team-a", &d.to_string(), "").await.bytes().await.unwrap().to_vec(), bytes);
 
-    let again: Value = post_json(&env, &publisher, path, json!({"digest": d.to_string(), "size": 70_000})).await.json().await.unwrap();
+    let again: Value =
+        post_json(&env, &publisher, path, json!({"digest": d.to_string(), "size": 70_000})).await.json().await.unwrap();
     assert_eq!(again["exists"], true);
     assert!(again.get("upload").is_none());
     assert_eq!(post_json(&env, &publisher, &complete, json!({})).await.status(), 200);
@@ -176,7 +192,12 @@ pub async fn tampered_upload_is_refused_at_complete_and_leaves_no_link(b: Backen
     let publisher = env.token(Role::Publisher, "team-a").await;
     let (good, d) = unique_blob(4096);
     let (evil, _) = unique_blob(4096);
-    let plan: Value = post_json(&env, &publisher, "/v1/workspaces/team-a/uploads", json!({"digest": d.to_string(), "size": 4096})).await.json().await.unwrap();
+    let plan: Value =
+        post_json(&env, &publisher, "/v1/workspaces/team-a/uploads", json!({"digest": d.to_string(), "size": 4096}))
+            .await
+            .json()
+            .await
+            .unwrap();
     // The attacker sends other bytes of the same size, without the checksum header S3 would check.
     let up = upload_to(&env, &plan, evil.clone(), false).await;
     if b == Backend::Embedded {
@@ -197,8 +218,11 @@ pub async fn concurrent_puts_of_one_new_blob_create_one_object_and_one_event(b: 
     let publisher = env.token(Role::Publisher, "team-a").await;
     let (bytes, d) = unique_blob(100_000);
     let puts = (0..64).map(|_| {
-        let (http, url, auth, body) = (env.http.clone(), env.url(&format!("/v1/workspaces/team-a/blobs/{d}")), bearer(&publisher), bytes.clone());
-        tokio::spawn(async move { http.put(url).header("authorization", auth).body(body).send().await.unwrap().status().as_u16() })
+        let (http, url, auth, body) =
+            (env.http.clone(), env.url(&format!("/v1/workspaces/team-a/blobs/{d}")), bearer(&publisher), bytes.clone());
+        tokio::spawn(async move {
+            http.put(url).header("authorization", auth).body(body).send().await.unwrap().status().as_u16()
+        })
     });
     let statuses: Vec<u16> = futures_util::future::join_all(puts).await.into_iter().map(Result::unwrap).collect();
     assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "{statuses:?}");
@@ -212,7 +236,8 @@ pub async fn concurrent_puts_of_one_new_blob_create_one_object_and_one_event(b: 
 
 pub async fn lambda_fixture_events_are_served_by_the_handlers(b: Backend) {
     let env = TestEnv::start(b).await;
-    let fixture = |name: &str| std::fs::read_to_string(format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let fixture =
+        |name: &str| std::fs::read_to_string(format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let placeholder = "hlx_EXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPL";
 
     // As shipped, the fixture's token has the right shape but is unknown.
@@ -222,7 +247,8 @@ pub async fn lambda_fixture_events_are_served_by_the_handlers(b: Backend) {
     assert_eq!(resp.headers()["x-request-id"], "JKJaYnPLvHcESHB=", "API Gateway's request id is the request id");
 
     let token = env.token(Role::Publisher, "team-a").await;
-    let req = lambda_http::request::from_str(&fixture("apigw-http-v2-put-blob.json").replace(placeholder, &token)).unwrap();
+    let req =
+        lambda_http::request::from_str(&fixture("apigw-http-v2-put-blob.json").replace(placeholder, &token)).unwrap();
     let resp = publish::handle(&env.app, req).await;
     assert_eq!(resp.status(), 201, "{:?}", resp.body());
     let events = env.blob_events("team-a").await;
@@ -230,11 +256,13 @@ pub async fn lambda_fixture_events_are_served_by_the_handlers(b: Backend) {
     assert_eq!(events[0].request_id, "JKJaYnPLvHcESHB=");
     assert_eq!(events[0].details["size"], 3, "the base64 body was decoded: 'foo'");
 
-    let req = lambda_http::request::from_str(&fixture("apigw-http-v2-get-blob.json").replace(placeholder, &token)).unwrap();
+    let req =
+        lambda_http::request::from_str(&fixture("apigw-http-v2-get-blob.json").replace(placeholder, &token)).unwrap();
     let resp = fetch::handle(&env.app, req).await;
     assert_eq!(resp.status(), 307, "?redirect=1 from rawQueryString");
 
     // A route that belongs to another function is not served by this one.
-    let req = lambda_http::request::from_str(&fixture("apigw-http-v2-get-blob.json").replace(placeholder, &token)).unwrap();
+    let req =
+        lambda_http::request::from_str(&fixture("apigw-http-v2-get-blob.json").replace(placeholder, &token)).unwrap();
     assert_eq!(publish::handle(&env.app, req).await.status(), 404);
 }

@@ -58,7 +58,8 @@ pub async fn blob_store_concurrent_puts_create_exactly_one_object(b: Backend) {
         let (store, d, bytes) = (env.app.blobs.clone(), d.clone(), Bytes::from(bytes.clone()));
         tokio::spawn(async move { store.put_if_absent(&d, bytes).await })
     });
-    let outcomes: Vec<PutOutcome> = futures_util::future::join_all(puts).await.into_iter().map(|r| r.unwrap().unwrap()).collect();
+    let outcomes: Vec<PutOutcome> =
+        futures_util::future::join_all(puts).await.into_iter().map(|r| r.unwrap().unwrap()).collect();
     assert_eq!(outcomes.iter().filter(|o| **o == PutOutcome::Created).count(), 1, "{outcomes:?}");
     assert_eq!(env.stored_objects().await, 1);
     assert_eq!(env.temp_files(), 0);
@@ -70,6 +71,13 @@ pub async fn blob_store_presigned_put_and_get_round_trip(b: Backend) {
     let store = env.app.blobs.as_ref();
     let put = store.presign_put(&d, bytes.len() as u64, Duration::from_secs(60)).await.unwrap();
     assert_eq!(put.method, "PUT");
+    if b == Backend::Emulator {
+        // Checksum and no-overwrite condition are signed into the URL, so S3 enforces both.
+        let signed = put.url.split("X-Amz-SignedHeaders=").nth(1).unwrap_or("").split('&').next().unwrap_or("");
+        assert!(signed.contains("if-none-match") && signed.contains("x-amz-checksum-sha256"), "{}", put.url);
+        let names: Vec<String> = put.headers.iter().map(|(k, _)| k.to_ascii_lowercase()).collect();
+        assert!(names.contains(&"x-amz-checksum-sha256".to_owned()), "{:?}", put.headers);
+    }
     let mut req = env.http.put(&put.url).body(bytes.clone());
     for (k, v) in &put.headers {
         if !k.eq_ignore_ascii_case("content-length") && !k.eq_ignore_ascii_case("host") {
@@ -99,12 +107,24 @@ fn draft(stream: &str, n: usize) -> AuditDraft {
 }
 
 fn link(ws: &str, d: &Digest) -> Change {
-    Change::LinkBlob(BlobLink { workspace_id: ws.into(), digest: d.clone(), size: 1, linked_at: 1, linked_by: "tests".into() })
+    Change::LinkBlob(BlobLink {
+        workspace_id: ws.into(),
+        digest: d.clone(),
+        size: 1,
+        linked_at: 1,
+        linked_by: "tests".into(),
+    })
 }
 
 pub async fn meta_store_issued_token_round_trips_and_a_duplicate_is_already_done(b: Backend) {
     let env = TestEnv::start(b).await;
-    let grant = Grant { user: "ada".into(), role: Role::Approver, workspace_id: Scope::parse("team-a").unwrap(), ttl_seconds: Some(3600), description: Some("d".into()) };
+    let grant = Grant {
+        user: "ada".into(),
+        role: Role::Approver,
+        workspace_id: Scope::parse("team-a").unwrap(),
+        ttl_seconds: Some(3600),
+        description: Some("d".into()),
+    };
     let (secret, record) = tokens::issue(env.app.meta.as_ref(), grant, "tests", "r1").await.unwrap();
     let stored = env.app.meta.token_by_sha256(&secret.sha256()).await.unwrap().expect("stored");
     assert_eq!(stored, record);
@@ -129,7 +149,7 @@ pub async fn meta_store_link_commits_with_its_audit_event_and_only_once(b: Backe
     assert_eq!((event.seq, event.prev.as_deref()), (1, None));
     assert_eq!(env.app.meta.blob_link(&ws, &d).await.unwrap().unwrap().digest, d);
     assert_eq!(env.app.meta.commit(link("team-a", &d), draft("team-a", 2)).await.unwrap(), Commit::AlreadyDone);
-    assert_eq!(env.app.audit.head("team-a").await.unwrap().unwrap(), event);
+    assert_eq!(env.app.audit.head("team-a").await.unwrap().unwrap(), *event);
     assert!(env.app.meta.blob_link(&WorkspaceId::parse("team-b").unwrap(), &d).await.unwrap().is_none());
 }
 

@@ -37,24 +37,53 @@ pub async fn malformed_input_is_refused_with_reason_and_changes_nothing(b: Backe
         expect_problem(get_blob(&env, &token, "team-a", &bad, "").await, 400, "invalid_digest").await;
     }
     for bad_ws in ["Team-A", "-team", "team_a", "a%2Fb", &"a".repeat(64)] {
-        expect_problem(put_blob(&env, &token, bad_ws, &d.to_string(), bytes.clone()).await, 400, "invalid_workspace").await;
+        expect_problem(put_blob(&env, &token, bad_ws, &d.to_string(), bytes.clone()).await, 400, "invalid_workspace")
+            .await;
     }
     let (other, _) = unique_blob(100);
-    let body = expect_problem(put_blob(&env, &token, "team-a", &d.to_string(), other).await, 400, "digest_mismatch").await;
+    let body =
+        expect_problem(put_blob(&env, &token, "team-a", &d.to_string(), other).await, 400, "digest_mismatch").await;
     assert!(body["detail"].as_str().unwrap().contains(&d.to_string()));
 
     let (big, big_d) = unique_blob(2000);
     expect_problem(put_blob(&env, &token, "team-a", &big_d.to_string(), big).await, 413, "payload_too_large").await;
 
     let uploads = "/v1/workspaces/team-a/uploads";
-    expect_problem(post_json(&env, &token, uploads, json!({"digest": "sha256:nope", "size": 3})).await, 400, "invalid_digest").await;
-    expect_problem(post_json(&env, &token, uploads, json!({"digest": d.to_string(), "size": 0})).await, 400, "invalid_request").await;
-    let raw = env.http.post(env.url(uploads)).header("authorization", format!("Bearer {token}")).body("{not json").send().await.unwrap();
+    expect_problem(
+        post_json(&env, &token, uploads, json!({"digest": "sha256:nope", "size": 3})).await,
+        400,
+        "invalid_digest",
+    )
+    .await;
+    expect_problem(
+        post_json(&env, &token, uploads, json!({"digest": d.to_string(), "size": 0})).await,
+        400,
+        "invalid_request",
+    )
+    .await;
+    let raw = env
+        .http
+        .post(env.url(uploads))
+        .header("authorization", format!("Bearer {token}"))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     expect_problem(raw, 400, "invalid_request").await;
-    expect_problem(post_json(&env, &token, &format!("/v1/workspaces/team-a/uploads/{d}/complete"), json!({})).await, 404, "blob_missing").await;
+    expect_problem(
+        post_json(&env, &token, &format!("/v1/workspaces/team-a/uploads/{d}/complete"), json!({})).await,
+        404,
+        "blob_missing",
+    )
+    .await;
 
     expect_problem(env.http.get(env.url("/v1/nowhere")).send().await.unwrap(), 404, "not_found").await;
-    expect_problem(env.http.delete(env.url(&format!("/v1/workspaces/team-a/blobs/{d}"))).send().await.unwrap(), 405, "method_not_allowed").await;
+    expect_problem(
+        env.http.delete(env.url(&format!("/v1/workspaces/team-a/blobs/{d}"))).send().await.unwrap(),
+        405,
+        "method_not_allowed",
+    )
+    .await;
     assert_unchanged(&env, "team-a").await;
 }
 
@@ -127,7 +156,14 @@ pub async fn blob_store_outage_is_503_and_changes_nothing(b: Backend) {
         Backend::Emulator => Some(serve(env.app_with(&[("HELIX_S3_ENDPOINT_URL", &closed_port_url())]).await.unwrap())),
     };
     let base = broken.as_ref().map(|s| s.url()).unwrap_or_else(|| env.url(""));
-    let put = env.http.put(format!("{base}/v1/workspaces/team-a/blobs/{d}")).header("authorization", format!("Bearer {token}")).body(bytes).send().await.unwrap();
+    let put = env
+        .http
+        .put(format!("{base}/v1/workspaces/team-a/blobs/{d}"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
     let body = expect_problem(put, 503, "blob_store_unavailable").await;
     assert!(!body["detail"].as_str().unwrap().contains("127.0.0.1"), "no endpoint in the body: {body}");
     assert!(env.blob_events("team-a").await.is_empty(), "nothing reported as done");
@@ -149,7 +185,14 @@ pub async fn meta_store_outage_is_503_and_changes_nothing(b: Backend) {
     let token = env.token(Role::Publisher, "team-a").await;
     let broken = serve(env.app_with(&[("AWS_ENDPOINT_URL_DYNAMODB", &closed_port_url())]).await.unwrap());
     let (bytes, d) = unique_blob(100);
-    let put = env.http.put(format!("{}/v1/workspaces/team-a/blobs/{d}", broken.url())).header("authorization", format!("Bearer {token}")).body(bytes).send().await.unwrap();
+    let put = env
+        .http
+        .put(format!("{}/v1/workspaces/team-a/blobs/{d}", broken.url()))
+        .header("authorization", format!("Bearer {token}"))
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
     expect_problem(put, 503, "meta_store_unavailable").await;
     assert_eq!(env.stored_objects().await, 0, "authorization failed closed before any write");
     let ready: Value = env.http.get(format!("{}/readyz", broken.url())).send().await.unwrap().json().await.unwrap();
@@ -162,7 +205,13 @@ pub async fn signer_outage_fails_readiness_and_status(b: Backend) {
     let env = TestEnv::start(b).await;
     let token = env.token(Role::Viewer, "team-a").await;
     let broken = serve(env.app_with(&[("AWS_ENDPOINT_URL_KMS", &closed_port_url())]).await.unwrap());
-    let status = env.http.get(format!("{}/v1/status", broken.url())).header("authorization", format!("Bearer {token}")).send().await.unwrap();
+    let status = env
+        .http
+        .get(format!("{}/v1/status", broken.url()))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
     expect_problem(status, 503, "signer_unavailable").await;
     let ready: Value = env.http.get(format!("{}/readyz", broken.url())).send().await.unwrap().json().await.unwrap();
     assert_eq!(ready["ready"], false);
