@@ -77,3 +77,34 @@ impl Signer for LocalKeySigner {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[tokio::test]
+    async fn key_file_is_created_once_with_mode_0600_and_reloads_to_the_same_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signing-key.pem");
+        let first = LocalKeySigner::load_or_create(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let again = LocalKeySigner::load_or_create(&path).unwrap();
+        assert_eq!(first.public_key().await.unwrap().key_id, again.public_key().await.unwrap().key_id);
+        let sig = first.sign(b"m").await.unwrap();
+        assert!(again.public_key().await.unwrap().verify(b"m", &sig));
+    }
+
+    #[test]
+    fn a_corrupt_key_file_is_an_unavailable_signer_not_a_new_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signing-key.pem");
+        std::fs::write(&path, "garbage").unwrap();
+        assert!(matches!(
+            LocalKeySigner::load_or_create(&path),
+            Err(Error::Unavailable { dep: Dependency::Signer, .. })
+        ));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "garbage", "never overwritten");
+    }
+}

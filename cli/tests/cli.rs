@@ -1,0 +1,101 @@
+//! The `helix` binary as an operator uses it: first start prints an admin token once; `teams token`
+//! writes into the same data dir while the server runs; bad configuration fails at start, naming
+//! the variable.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn helix(data_dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_helix"));
+    cmd.env_clear().env("HELIX_DATA_DIR", data_dir).env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd
+}
+
+/// Start `helix serve` on a free port; returns the process, its URL and every stdout line up to the hint.
+fn serve(data_dir: &std::path::Path) -> (Serve, String, Vec<String>) {
+    let mut child = helix(data_dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        let done = line.starts_with("Stop with Ctrl-C") || line.contains("(existing;");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    let url = lines[0].rsplit(' ').next().unwrap().to_owned();
+    (Serve(child), url, lines)
+}
+
+fn curl_status(args: &[&str]) -> String {
+    let out = Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}"]).args(args).output().unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn first_start_prints_an_admin_token_once_and_teams_token_writes_to_the_same_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, url, lines) = serve(dir.path());
+    let token_line = lines.iter().find(|l| l.starts_with("admin token: hlx_")).expect("admin token line");
+    let admin = token_line.trim_start_matches("admin token: ");
+    assert_eq!(admin.len(), 47);
+    assert_eq!(curl_status(&["-H", &format!("Authorization: Bearer {admin}"), &format!("{url}/v1/status")]), "200");
+
+    let out = helix(dir.path())
+        .args(["teams", "token", "--user", "ada", "--role", "publisher", "--workspace-id", "demo", "--ttl", "1h"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let publisher = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(publisher.starts_with("hlx_"));
+    let digest = "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
+    let auth = format!("Authorization: Bearer {publisher}");
+    let blob_url = format!("{url}/v1/workspaces/demo/blobs/{digest}");
+    assert_eq!(curl_status(&["-X", "PUT", "-H", &auth, "--data-binary", "foo", &blob_url]), "201");
+    assert_eq!(
+        curl_status(&[
+            "-X",
+            "PUT",
+            "-H",
+            &auth,
+            "--data-binary",
+            "foo",
+            &format!("{url}/v1/workspaces/other/blobs/{digest}")
+        ]),
+        "403"
+    );
+    drop(server);
+
+    let (_server, _, lines) = serve(dir.path());
+    assert!(!lines.iter().any(|l| l.contains("hlx_")), "a restart prints no token: {lines:?}");
+}
+
+#[test]
+fn bad_configuration_fails_at_start_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = helix(dir.path()).env("HELIX_GOVERNANCE_MODE", "sometimes").args(["serve"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("HELIX_GOVERNANCE_MODE"), "{err}");
+    let out = helix(dir.path())
+        .args(["teams", "token", "--user", "u", "--role", "root", "--workspace-id", "*"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8(out.stderr).unwrap().contains("unknown role"));
+}
