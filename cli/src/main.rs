@@ -9,7 +9,7 @@ use helix_cli::serve::Server;
 use helix_core::config::MetaBackend;
 use helix_core::domain::token::parse_ttl;
 use helix_core::domain::{Role, Scope};
-use helix_core::tokens::{self, Grant};
+use helix_core::tokens::{self, Grant, TokenRef};
 use helix_core::{App, Config, Mode};
 
 #[derive(Parser)]
@@ -52,6 +52,17 @@ enum TeamsCommand {
         #[arg(long)]
         description: Option<String>,
     },
+    /// Disable a token now (incident response): refused from its very next request, on every function.
+    Revoke {
+        /// The token id (tok_…).
+        #[arg(long, conflicts_with = "sha256", required_unless_present = "sha256")]
+        id: Option<String>,
+        /// The hex SHA-256 of the secret (what logs and audit events show).
+        #[arg(long)]
+        sha256: Option<String>,
+    },
+    /// List tokens (never secrets), one per line.
+    List,
 }
 
 fn operator() -> String {
@@ -114,7 +125,14 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             drop(server);
             Ok(())
         }
-        Command::Teams { command: TeamsCommand::Token { user, role, workspace_id, ttl, description } } => {
+        Command::Teams { command } => teams(&config, command).await,
+    }
+}
+
+async fn teams(config: &Config, command: TeamsCommand) -> Result<(), Box<dyn std::error::Error>> {
+    let (meta, _audit) = helix_core::app::meta_store(config).await?;
+    match command {
+        TeamsCommand::Token { user, role, workspace_id, ttl, description } => {
             let grant = Grant {
                 user,
                 role: role.parse::<Role>()?,
@@ -122,16 +140,45 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 ttl_seconds: ttl.as_deref().map(parse_ttl).transpose()?,
                 description,
             };
-            let (meta, _audit) = helix_core::app::meta_store(&config).await?;
             let (secret, record) = tokens::issue(meta.as_ref(), grant, &operator(), "cli").await?;
             eprintln!(
                 "issued {} for {} ({} on {}); the secret is shown once:",
                 record.id, record.user, record.role, record.workspace_id
             );
             println!("{}", secret.expose());
-            Ok(())
+        }
+        TeamsCommand::Revoke { id, sha256 } => {
+            let target = match (id, sha256) {
+                (Some(id), _) => TokenRef::Id(id),
+                (None, Some(sha)) => TokenRef::Sha256(sha),
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let (record, changed) = tokens::revoke(meta.as_ref(), target, None, &operator(), "cli").await?;
+            let what = if changed { "revoked" } else { "was already revoked:" };
+            println!("{what} {} ({} {} on {})", record.id, record.user, record.role, record.workspace_id);
+        }
+        TeamsCommand::List => {
+            println!(
+                "{:<21} {:<16} {:<15} {:<20} {:<9} {:<20} sha256",
+                "id", "user", "role", "workspace", "state", "expires"
+            );
+            for t in tokens::list(meta.as_ref(), None).await? {
+                let now = helix_core::domain::time::now_unix();
+                let state = match t.refusal(now) {
+                    Some(helix_core::Error::TokenRevoked) => "revoked",
+                    Some(_) => "expired",
+                    None => "active",
+                };
+                let expires =
+                    t.expires_at.map(helix_core::domain::time::unix_to_rfc3339).unwrap_or_else(|| "never".into());
+                println!(
+                    "{:<21} {:<16} {:<15} {:<20} {:<9} {:<20} {}",
+                    t.id, t.user, t.role, t.workspace_id, state, expires, t.sha256
+                );
+            }
         }
     }
+    Ok(())
 }
 
 fn print_first_start(url: &str, token: &str, id: &str, data_dir: &str) {

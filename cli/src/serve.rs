@@ -84,6 +84,7 @@ async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
         Function::Publish => publish::handle(&app, req).await,
         Function::Fetch => fetch::handle(&app, req).await,
         Function::Health => health::handle(&app, req).await,
+        Function::Token => token::handle(&app, req).await,
     };
     into_axum(resp)
 }

@@ -79,6 +79,20 @@ fn first_start_prints_an_admin_token_once_and_teams_token_writes_to_the_same_sto
         ]),
         "403"
     );
+
+    let list = helix(dir.path()).args(["teams", "list"]).output().unwrap();
+    let list = String::from_utf8(list.stdout).unwrap();
+    assert!(list.contains("ada") && list.contains("active"), "{list}");
+    assert!(!list.contains(&publisher) && !list.contains(admin), "no secret in the listing");
+    let sha = helix_core::domain::BearerToken::parse(&publisher).unwrap().sha256();
+    let out = helix(dir.path()).args(["teams", "revoke", "--sha256", &sha]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8(out.stdout).unwrap().starts_with("revoked tok_"));
+    assert_eq!(
+        curl_status(&["-X", "PUT", "-H", &auth, "--data-binary", "foo", &blob_url]),
+        "401",
+        "refused on its next request"
+    );
     drop(server);
 
     let (_server, _, lines) = serve(dir.path());

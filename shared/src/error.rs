@@ -14,6 +14,8 @@ pub enum Dependency {
     MetaStore,
     AuditLog,
     Signer,
+    /// The OIDC identity provider's keys (JWKS).
+    IdentityProvider,
 }
 
 impl Dependency {
@@ -23,6 +25,7 @@ impl Dependency {
             Dependency::MetaStore => "meta_store",
             Dependency::AuditLog => "audit_log",
             Dependency::Signer => "signer",
+            Dependency::IdentityProvider => "idp",
         }
     }
 }
@@ -49,6 +52,8 @@ pub enum Error {
     BlobMissing(String),
     #[error("stored object does not match its digest: {0}")]
     BlobIntegrity(String),
+    #[error("no such token")]
+    TokenNotFound,
     #[error("no such route")]
     NotFound,
     #[error("method not allowed on this route")]

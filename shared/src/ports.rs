@@ -98,6 +98,10 @@ pub enum Change {
     IssueToken(TokenRecord),
     /// Link a verified blob into a workspace (condition: not linked yet).
     LinkBlob(BlobLink),
+    /// Disable a token (condition: it exists and is not disabled yet).
+    RevokeToken { sha256: String },
+    /// Disable `old_sha256` and create `new` with the same grant, at once (conditions of both).
+    RotateToken { old_sha256: String, new: TokenRecord },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -113,6 +117,11 @@ pub trait MetaStore: Send + Sync {
     fn backend(&self) -> &'static str;
 
     async fn token_by_sha256(&self, sha256: &str) -> Result<Option<TokenRecord>>;
+
+    async fn token_by_id(&self, id: &str) -> Result<Option<TokenRecord>>;
+
+    /// Every token record (never a secret: none is stored), in no particular order.
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>>;
 
     async fn blob_link(&self, ws: &WorkspaceId, digest: &Digest) -> Result<Option<BlobLink>>;
 

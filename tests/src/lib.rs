@@ -287,6 +287,9 @@ macro_rules! common_suite {
             concurrent_puts_of_one_new_blob_create_one_object_and_one_event,
             blob_store_outage_is_503_and_changes_nothing,
             lambda_fixture_events_are_served_by_the_handlers,
+            token_lifecycle_issue_rotate_revoke_over_http,
+            workspace_admin_manages_only_its_own_workspace_tokens,
+            revocation_by_sha256_takes_effect_on_the_next_request,
         );
     };
 }

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 
 use crate::domain::time::now_rfc3339_ms;
 use crate::domain::{AuditDraft, AuditEvent, Digest, Scope, TokenRecord, WorkspaceId};
@@ -113,17 +113,42 @@ impl DynamoStore {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
-    /// The meta-table writes of a change; the first one carries the "not yet done" condition.
+    /// Disable a token, on condition that it exists and is still enabled.
+    fn disable(&self, sha256: &str) -> Result<TransactWriteItem> {
+        let update = build(
+            Update::builder()
+                .table_name(&self.table)
+                .key("pk", s(format!("TOKEN#{sha256}")))
+                .key("sk", s("TOKEN"))
+                .update_expression("SET disabled = :t")
+                .condition_expression("attribute_exists(pk) AND disabled = :f")
+                .expression_attribute_values(":t", AttributeValue::Bool(true))
+                .expression_attribute_values(":f", AttributeValue::Bool(false))
+                .build(),
+        )?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    fn issue_items(&self, t: &TokenRecord) -> Result<Vec<TransactWriteItem>> {
+        let absent = "attribute_not_exists(pk)";
+        let pointer = Item::from([
+            ("pk".into(), s(format!("TOKENID#{}", t.id))),
+            ("sk".into(), s("TOKENID")),
+            ("sha256".into(), s(&t.sha256)),
+        ]);
+        Ok(vec![self.put(&self.table, token_item(t), absent)?, self.put(&self.table, pointer, absent)?])
+    }
+
+    /// The meta-table writes of a change, each conditional on the change not being in effect yet.
     fn change_items(&self, change: &Change) -> Result<Vec<TransactWriteItem>> {
         let absent = "attribute_not_exists(pk)";
         match change {
-            Change::IssueToken(t) => {
-                let pointer = Item::from([
-                    ("pk".into(), s(format!("TOKENID#{}", t.id))),
-                    ("sk".into(), s("TOKENID")),
-                    ("sha256".into(), s(&t.sha256)),
-                ]);
-                Ok(vec![self.put(&self.table, token_item(t), absent)?, self.put(&self.table, pointer, absent)?])
+            Change::IssueToken(t) => self.issue_items(t),
+            Change::RevokeToken { sha256 } => Ok(vec![self.disable(sha256)?]),
+            Change::RotateToken { old_sha256, new } => {
+                let mut items = vec![self.disable(old_sha256)?];
+                items.extend(self.issue_items(new)?);
+                Ok(items)
             }
             Change::LinkBlob(l) => {
                 let item = Item::from([
@@ -173,6 +198,41 @@ impl MetaStore for DynamoStore {
 
     async fn token_by_sha256(&self, sha256: &str) -> Result<Option<TokenRecord>> {
         self.get_meta(format!("TOKEN#{sha256}"), "TOKEN").await?.as_ref().map(token_from_item).transpose()
+    }
+
+    async fn token_by_id(&self, id: &str) -> Result<Option<TokenRecord>> {
+        let Some(pointer) = self.get_meta(format!("TOKENID#{id}"), "TOKENID").await? else {
+            return Ok(None);
+        };
+        self.token_by_sha256(&get_s(&pointer, "sha256")?).await
+    }
+
+    /// A filtered Scan: token listing is an admin action over a small set of items.
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        let mut tokens = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("sk = :sk")
+                .expression_attribute_values(":sk", s("TOKEN"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(err(Dependency::MetaStore))?;
+            for item in out.items() {
+                tokens.push(token_from_item(item)?);
+            }
+            match out.last_evaluated_key {
+                Some(k) => start = Some(k),
+                None => break,
+            }
+        }
+        tokens.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(tokens)
     }
 
     async fn blob_link(&self, ws: &WorkspaceId, digest: &Digest) -> Result<Option<BlobLink>> {

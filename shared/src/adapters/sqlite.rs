@@ -89,6 +89,29 @@ fn append_in(conn: &Connection, draft: AuditDraft) -> rusqlite::Result<AuditEven
     Ok(event)
 }
 
+fn insert_token(conn: &Connection, t: &TokenRecord) -> rusqlite::Result<usize> {
+    conn.execute(
+        "INSERT OR IGNORE INTO tokens (sha256, id, user, role, workspace_id, created_at, expires_at, disabled, created_by, description)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            t.sha256,
+            t.id,
+            t.user,
+            t.role.as_str(),
+            t.workspace_id.as_str(),
+            t.created_at,
+            t.expires_at,
+            t.disabled as i64,
+            t.created_by,
+            t.description
+        ],
+    )
+}
+
+fn disable_token(conn: &Connection, sha256: &str) -> rusqlite::Result<usize> {
+    conn.execute("UPDATE tokens SET disabled = 1 WHERE sha256 = ?1 AND disabled = 0", params![sha256])
+}
+
 fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
     let bad = |e: Error| rusqlite::Error::InvalidParameterName(e.to_string());
     let role: String = r.get("role")?;
@@ -121,6 +144,23 @@ impl MetaStore for SqliteStore {
         .await
     }
 
+    async fn token_by_id(&self, id: &str) -> Result<Option<TokenRecord>> {
+        let id = id.to_owned();
+        self.with(meta_err, move |c| {
+            c.query_row("SELECT * FROM tokens WHERE id = ?1", params![id], token_from_row).optional()
+        })
+        .await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.with(meta_err, |c| {
+            let mut stmt = c.prepare("SELECT * FROM tokens ORDER BY created_at, id")?;
+            let rows = stmt.query_map([], token_from_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
     async fn blob_link(&self, ws: &WorkspaceId, digest: &Digest) -> Result<Option<BlobLink>> {
         let (ws, digest) = (ws.to_string(), digest.clone());
         self.with(meta_err, move |c| {
@@ -146,15 +186,16 @@ impl MetaStore for SqliteStore {
         self.with(meta_err, move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let applied = match &change {
-                Change::IssueToken(t) => tx.execute(
-                    "INSERT OR IGNORE INTO tokens (sha256, id, user, role, workspace_id, created_at, expires_at, disabled, created_by, description)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                    params![t.sha256, t.id, t.user, t.role.as_str(), t.workspace_id.as_str(), t.created_at, t.expires_at, t.disabled as i64, t.created_by, t.description],
-                )?,
+                Change::IssueToken(t) => insert_token(&tx, t)?,
                 Change::LinkBlob(l) => tx.execute(
                     "INSERT OR IGNORE INTO blob_links (workspace_id, digest, size, linked_at, linked_by) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![l.workspace_id, l.digest.to_string(), l.size as i64, l.linked_at, l.linked_by],
                 )?,
+                Change::RevokeToken { sha256 } => disable_token(&tx, sha256)?,
+                Change::RotateToken { old_sha256, new } => {
+                    // Both or neither: a rotation that cannot disable the old token creates nothing.
+                    if disable_token(&tx, old_sha256)? == 1 && insert_token(&tx, new)? == 1 { 1 } else { 0 }
+                }
             };
             if applied == 0 {
                 return Ok(Commit::AlreadyDone);

@@ -16,6 +16,7 @@ pub fn classify(e: &Error) -> (u16, &'static str) {
         Error::PayloadTooLarge { .. } => (413, "payload_too_large"),
         Error::BlobMissing(_) => (404, "blob_missing"),
         Error::BlobIntegrity(_) => (500, "blob_integrity_error"),
+        Error::TokenNotFound => (404, "token_not_found"),
         Error::NotFound => (404, "not_found"),
         Error::MethodNotAllowed => (405, "method_not_allowed"),
         Error::TokenMissing => (401, "token_missing"),
@@ -28,6 +29,7 @@ pub fn classify(e: &Error) -> (u16, &'static str) {
         Error::Unavailable { dep: Dependency::MetaStore, .. } => (503, "meta_store_unavailable"),
         Error::Unavailable { dep: Dependency::AuditLog, .. } => (503, "audit_log_unavailable"),
         Error::Unavailable { dep: Dependency::Signer, .. } => (503, "signer_unavailable"),
+        Error::Unavailable { dep: Dependency::IdentityProvider, .. } => (503, "idp_unavailable"),
         Error::Internal(_) => (500, "internal_error"),
     }
 }

@@ -12,6 +12,7 @@ pub enum Function {
     Publish,
     Fetch,
     Health,
+    Token,
 }
 
 impl Function {
@@ -20,6 +21,7 @@ impl Function {
             Function::Publish => "publish",
             Function::Fetch => "fetch",
             Function::Health => "health",
+            Function::Token => "token",
         }
     }
 }
@@ -34,6 +36,11 @@ pub enum Route {
     CompleteUpload { ws: WorkspaceId, digest: Digest },
     GetBlob { ws: WorkspaceId, digest: Digest },
     HeadBlob { ws: WorkspaceId, digest: Digest },
+    IssueToken,
+    ListTokens,
+    RevokeToken { id: String },
+    RotateToken,
+    Whoami,
 }
 
 /// One row of the route table: documentation, the RBAC matrix and the IaC wiring read it.
@@ -78,7 +85,25 @@ pub const ROUTES: &[RouteSpec] = &[
         function: Function::Fetch,
         min_role: Some(Role::Viewer),
     },
+    RouteSpec { method: "POST", path: "/v1/tokens", function: Function::Token, min_role: Some(Role::Admin) },
+    RouteSpec { method: "GET", path: "/v1/tokens", function: Function::Token, min_role: Some(Role::Admin) },
+    RouteSpec {
+        method: "POST",
+        path: "/v1/tokens/{id}/revoke",
+        function: Function::Token,
+        min_role: Some(Role::Admin),
+    },
+    RouteSpec { method: "POST", path: "/v1/tokens/rotate", function: Function::Token, min_role: Some(Role::Viewer) },
+    RouteSpec { method: "GET", path: "/v1/whoami", function: Function::Token, min_role: Some(Role::Viewer) },
 ];
+
+/// Token ids are `tok_` + 16 lowercase hex.
+fn token_id(segment: &str) -> Result<String> {
+    let ok = segment
+        .strip_prefix("tok_")
+        .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+    if ok { Ok(segment.to_owned()) } else { Err(Error::BadRequest("a token id is tok_ + 16 lowercase hex".into())) }
+}
 
 fn decode(segment: &str) -> Result<String> {
     percent_encoding::percent_decode_str(segment)
@@ -123,6 +148,19 @@ impl Route {
                 let ws = WorkspaceId::parse(&decode(ws)?)?;
                 Ok(Route::CompleteUpload { ws, digest: Digest::parse(&decode(digest)?)? })
             }
+            ["v1", "tokens"] => match m {
+                "POST" => Ok(Route::IssueToken),
+                "GET" => Ok(Route::ListTokens),
+                _ => Err(Error::MethodNotAllowed),
+            },
+            ["v1", "tokens", "rotate"] => allow(&["POST"], Route::RotateToken),
+            ["v1", "tokens", id, "revoke"] => {
+                if m != "POST" {
+                    return Err(Error::MethodNotAllowed);
+                }
+                Ok(Route::RevokeToken { id: token_id(&decode(id)?)? })
+            }
+            ["v1", "whoami"] => allow(&["GET"], Route::Whoami),
             _ => Err(Error::NotFound),
         }
     }
@@ -137,6 +175,11 @@ impl Route {
             Route::CompleteUpload { .. } => 5,
             Route::GetBlob { .. } => 6,
             Route::HeadBlob { .. } => 7,
+            Route::IssueToken => 8,
+            Route::ListTokens => 9,
+            Route::RevokeToken { .. } => 10,
+            Route::RotateToken => 11,
+            Route::Whoami => 12,
         };
         &ROUTES[i]
     }
@@ -152,7 +195,14 @@ impl Route {
 
     pub fn workspace(&self) -> Option<&WorkspaceId> {
         match self {
-            Route::Healthz | Route::Readyz | Route::Status => None,
+            Route::Healthz
+            | Route::Readyz
+            | Route::Status
+            | Route::IssueToken
+            | Route::ListTokens
+            | Route::RevokeToken { .. }
+            | Route::RotateToken
+            | Route::Whoami => None,
             Route::PutBlob { ws, .. }
             | Route::CreateUpload { ws }
             | Route::CompleteUpload { ws, .. }
@@ -171,7 +221,8 @@ mod tests {
     #[test]
     fn every_route_in_the_table_parses_to_itself() {
         for spec in ROUTES {
-            let path = spec.path.replace("{ws}", "team-a").replace("{digest}", D);
+            let path =
+                spec.path.replace("{ws}", "team-a").replace("{digest}", D).replace("{id}", "tok_0123456789abcdef");
             let route = Route::parse(&spec.method.parse().unwrap(), &path).unwrap();
             assert_eq!(route.key(), format!("{} {}", spec.method, spec.path));
         }

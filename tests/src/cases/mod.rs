@@ -5,10 +5,12 @@
 mod api;
 mod contract;
 mod faults;
+mod tokens;
 
 pub use api::*;
 pub use contract::*;
 pub use faults::*;
+pub use tokens::*;
 
 use helix_core::domain::Digest;
 

@@ -1,0 +1,87 @@
+//! token: issue, list, revoke and rotate API tokens; whoami. Secrets appear in exactly one response
+//! (the one that creates them) and nowhere else: not in lists, logs, audit events or errors.
+
+use helix_core::App;
+use helix_core::domain::token::parse_ttl;
+use helix_core::domain::{Role, Scope};
+use helix_core::http::{self, Ctx, Function, Request, Response, Route};
+use helix_core::tokens::{self, Grant, TokenRef};
+use serde::Deserialize;
+use serde_json::json;
+
+pub async fn handle(app: &App, req: Request) -> Response {
+    let ctx = Ctx::begin(&req);
+    let result = async {
+        let route = ctx.route(&req, Function::Token)?;
+        dispatch(app, &ctx, route, &req).await
+    }
+    .await;
+    ctx.finish(result)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssueRequest {
+    user: String,
+    role: String,
+    workspace_id: String,
+    ttl_seconds: Option<i64>,
+    /// `30d`, `12h`…: the CLI's form, accepted here too.
+    ttl: Option<String>,
+    description: Option<String>,
+}
+
+/// A response that carries a secret: never cached.
+fn secret_response(status: u16, secret: &str, record: &helix_core::domain::TokenRecord) -> Response {
+    let mut body = serde_json::to_value(record).expect("serializable");
+    body["token"] = json!(secret);
+    let mut resp = http::json(status, &body);
+    resp.headers_mut().insert("cache-control", lambda_http::http::HeaderValue::from_static("no-store"));
+    resp
+}
+
+async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_core::Result<Response> {
+    let principal = ctx.authorize(app, req, &route).await?;
+    let actor = principal.actor();
+    match route {
+        Route::IssueToken => {
+            let body: IssueRequest = http::json_body(req)?;
+            let ttl_seconds = match (body.ttl_seconds, body.ttl.as_deref()) {
+                (Some(_), Some(_)) => {
+                    return Err(helix_core::Error::BadRequest("give ttl_seconds or ttl, not both".into()));
+                }
+                (Some(n), None) if n <= 0 => {
+                    return Err(helix_core::Error::BadRequest("ttl_seconds must be positive".into()));
+                }
+                (Some(n), None) => Some(n),
+                (None, Some(t)) => Some(parse_ttl(t)?),
+                (None, None) => None,
+            };
+            let grant = Grant {
+                user: body.user,
+                role: body.role.parse::<Role>()?,
+                workspace_id: Scope::parse(&body.workspace_id)?,
+                ttl_seconds,
+                description: body.description,
+            };
+            tokens::may_manage(&principal, &grant.workspace_id)?;
+            let (secret, record) = tokens::issue(app.meta.as_ref(), grant, &actor, &ctx.request_id).await?;
+            Ok(secret_response(201, secret.expose(), &record))
+        }
+        Route::ListTokens => {
+            let list = tokens::list(app.meta.as_ref(), Some(&principal)).await?;
+            Ok(http::json(200, &json!({ "tokens": list })))
+        }
+        Route::RevokeToken { id } => {
+            let (record, changed) =
+                tokens::revoke(app.meta.as_ref(), TokenRef::Id(id), Some(&principal), &actor, &ctx.request_id).await?;
+            Ok(http::json(200, &json!({ "token": record, "changed": changed })))
+        }
+        Route::RotateToken => {
+            let (secret, record) = tokens::rotate(app.meta.as_ref(), &principal, &ctx.request_id).await?;
+            Ok(secret_response(201, secret.expose(), &record))
+        }
+        Route::Whoami => Ok(http::json(200, &principal)),
+        _ => Err(helix_core::Error::NotFound),
+    }
+}
