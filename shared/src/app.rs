@@ -17,6 +17,7 @@ use crate::adapters::sqlite::SqliteStore;
 use crate::auth::Authenticator;
 use crate::config::{BlobBackend, Config, MetaBackend, SignerBackend};
 use crate::error::{Dependency, Error, Result};
+use crate::oidc::OidcVerifier;
 use crate::ports::{AuditLog, BlobStore, MetaStore, Signer};
 
 pub struct App {
@@ -86,7 +87,8 @@ impl App {
             SignerBackend::Local => Arc::new(LocalKeySigner::load_or_create(&dir.join(SIGNING_KEY_FILE))?),
         };
 
-        Ok(App { auth: Authenticator::new(meta.clone()), config, blobs, meta, audit, signer, fs_blobs })
+        let oidc = config.oidc.clone().map(OidcVerifier::new);
+        Ok(App { auth: Authenticator::new(meta.clone(), oidc), config, blobs, meta, audit, signer, fs_blobs })
     }
 }
 

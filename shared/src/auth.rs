@@ -1,7 +1,7 @@
 //! Authentication and authorization, shared by every function. A bearer credential becomes a
 //! `Principal`; `Principal::authorize` is the one place the role order and workspace scope are
-//! enforced. API tokens are looked up by SHA-256. OIDC JWTs plug in at `Authenticator::authenticate`
-//! (the `Credential::Jwt` arm) without changing any handler: they yield the same `Principal`.
+//! enforced. API tokens are looked up by SHA-256; OIDC JWTs are verified by `oidc::OidcVerifier`;
+//! both yield the same `Principal`, so no handler knows which kind of credential it was given.
 
 use std::sync::Arc;
 
@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::domain::time::now_unix;
 use crate::domain::{BearerToken, Role, Scope, WorkspaceId};
 use crate::error::{Error, Result};
+use crate::oidc::OidcVerifier;
 use crate::ports::MetaStore;
 
 /// Longest Authorization header we look at; anything longer is refused unparsed.
@@ -60,8 +61,6 @@ impl Principal {
 
 enum Credential<'a> {
     ApiToken(&'a str),
-    // The compact JWT, for the OIDC verifier to check (not configured yet: refused).
-    #[allow(dead_code)]
     Jwt(&'a str),
 }
 
@@ -92,11 +91,12 @@ fn credential(header: Option<&str>) -> Result<Credential<'_>> {
 
 pub struct Authenticator {
     meta: Arc<dyn MetaStore>,
+    oidc: Option<OidcVerifier>,
 }
 
 impl Authenticator {
-    pub fn new(meta: Arc<dyn MetaStore>) -> Authenticator {
-        Authenticator { meta }
+    pub fn new(meta: Arc<dyn MetaStore>, oidc: Option<OidcVerifier>) -> Authenticator {
+        Authenticator { meta, oidc }
     }
 
     /// Turn an Authorization header into a principal, or the reason it cannot be one.
@@ -116,8 +116,11 @@ impl Authenticator {
                     kind: PrincipalKind::ApiToken,
                 })
             }
-            // OIDC is not configured in this build: a JWT is refused, never accepted unverified.
-            Credential::Jwt(_) => Err(Error::TokenInvalid),
+            Credential::Jwt(jwt) => match &self.oidc {
+                Some(oidc) => oidc.verify(jwt).await,
+                // OIDC not configured: a JWT is refused, never accepted unverified.
+                None => Err(Error::TokenInvalid),
+            },
         }
     }
 }

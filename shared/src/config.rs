@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::domain::Role;
+use crate::oidc::{OidcConfig, check_url};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -72,9 +73,7 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Base URL that local presigned URLs point at (embedded blob store only).
     pub public_url: String,
-    pub oidc_issuer: Option<String>,
-    pub oidc_audience: Option<String>,
-    pub oidc_jwks: Option<String>,
+    pub oidc: Option<OidcConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -174,11 +173,39 @@ impl Config {
         let public_url =
             get("HELIX_PUBLIC_URL").unwrap_or_else(|| format!("http://{listen}")).trim_end_matches('/').to_owned();
 
-        let oidc_issuer = get("HELIX_OIDC_ISSUER");
-        let oidc_audience = get("HELIX_OIDC_AUDIENCE");
-        if oidc_issuer.is_some() != oidc_audience.is_some() {
-            return Err(err("HELIX_OIDC_AUDIENCE", "HELIX_OIDC_ISSUER and HELIX_OIDC_AUDIENCE are set together"));
-        }
+        let oidc = match (get("HELIX_OIDC_ISSUER"), get("HELIX_OIDC_AUDIENCE")) {
+            (None, None) => None,
+            (Some(issuer), Some(audience)) => {
+                check_url(&issuer).map_err(|m| err("HELIX_OIDC_ISSUER", m))?;
+                let jwks = get("HELIX_OIDC_JWKS");
+                match jwks.as_deref() {
+                    Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
+                        check_url(u).map_err(|m| err("HELIX_OIDC_JWKS", m))?
+                    }
+                    Some(path) if !std::path::Path::new(path).is_file() => {
+                        return Err(err("HELIX_OIDC_JWKS", format!("{path:?} is neither an http(s) URL nor a file")));
+                    }
+                    _ => {}
+                }
+                let refetch = match get("HELIX_OIDC_REFETCH_SECONDS") {
+                    None => 60,
+                    Some(v) => v
+                        .parse::<u64>()
+                        .map_err(|_| err("HELIX_OIDC_REFETCH_SECONDS", format!("{v:?} is not seconds")))?,
+                };
+                Some(OidcConfig {
+                    issuer,
+                    audience,
+                    jwks,
+                    user_claim: get("HELIX_OIDC_USER_CLAIM").unwrap_or_else(|| "sub".into()),
+                    role_claim: get("HELIX_OIDC_ROLE_CLAIM").unwrap_or_else(|| "helix_role".into()),
+                    workspace_claim: get("HELIX_OIDC_WORKSPACE_CLAIM").unwrap_or_else(|| "helix_workspace".into()),
+                    refetch_interval: std::time::Duration::from_secs(refetch),
+                })
+            }
+            (None, Some(_)) => return Err(err("HELIX_OIDC_ISSUER", "must be set with HELIX_OIDC_AUDIENCE")),
+            (Some(_), None) => return Err(err("HELIX_OIDC_AUDIENCE", "must be set with HELIX_OIDC_ISSUER")),
+        };
 
         Ok(Config {
             mode,
@@ -203,9 +230,7 @@ impl Config {
             inline_max,
             listen,
             public_url,
-            oidc_issuer,
-            oidc_audience,
-            oidc_jwks: get("HELIX_OIDC_JWKS"),
+            oidc,
         })
     }
 

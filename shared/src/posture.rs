@@ -65,7 +65,7 @@ pub async fn status(app: &App) -> Result<Value> {
         "signer_backend": app.signer.backend(),
         "signer_key_id": key.key_id,
         "inline_max": app.config.inline_max,
-        "oidc": app.config.oidc_issuer.is_some(),
+        "oidc": app.config.oidc.as_ref().map(|o| o.issuer.clone()),
         // Freezing arrives with governance; until then the registry is never frozen.
         "frozen": false,
     }))

@@ -290,6 +290,10 @@ macro_rules! common_suite {
             token_lifecycle_issue_rotate_revoke_over_http,
             workspace_admin_manages_only_its_own_workspace_tokens,
             revocation_by_sha256_takes_effect_on_the_next_request,
+            oidc_tokens_from_a_local_issuer_drive_the_registry,
+            jwt_attacks_are_refused_with_reason,
+            unknown_kids_refetch_the_jwks_at_most_once_per_interval,
+            idp_outage_refuses_jwts_with_503_and_api_tokens_still_work,
         );
     };
 }

@@ -5,11 +5,13 @@
 mod api;
 mod contract;
 mod faults;
+mod oidc;
 mod tokens;
 
 pub use api::*;
 pub use contract::*;
 pub use faults::*;
+pub use oidc::*;
 pub use tokens::*;
 
 use helix_core::domain::Digest;

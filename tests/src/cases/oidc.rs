@@ -1,0 +1,236 @@
+//! OIDC end to end with an independent issuer: an RSA key generated here, JWKS and discovery
+//! served from 127.0.0.1, tokens signed here; and the attacks a JWT verifier must refuse.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rsa::{KeyPair, KeySize};
+use aws_lc_rs::signature::KeyPair as _;
+use base64::Engine;
+use helix_core::domain::Role;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+use super::{closed_port_url, expect_problem, unique_blob};
+use crate::{Backend, TestEnv};
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn now() -> i64 {
+    helix_core::domain::time::now_unix()
+}
+
+/// An RSA signing key with its JWK.
+pub struct SigningKey {
+    pub kid: String,
+    pub encoding: EncodingKey,
+    pub jwk: Value,
+    pub spki_der: Vec<u8>,
+}
+
+impl SigningKey {
+    pub fn generate(kid: &str) -> SigningKey {
+        let pair = KeyPair::generate(KeySize::Rsa2048).unwrap();
+        let pkcs8_der = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&pair).unwrap();
+        let info = pkcs8::PrivateKeyInfoRef::try_from(pkcs8_der.as_ref()).unwrap();
+        let encoding = EncodingKey::from_rsa_der(info.private_key.as_bytes());
+        let public = pair.public_key();
+        let jwk = json!({
+            "kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
+            "n": b64(public.modulus().big_endian_without_leading_zero()),
+            "e": b64(public.exponent().big_endian_without_leading_zero()),
+        });
+        let spki_der = AsDer::<aws_lc_rs::encoding::PublicKeyX509Der>::as_der(public).unwrap().as_ref().to_vec();
+        SigningKey { kid: kid.into(), encoding, jwk, spki_der }
+    }
+}
+
+/// A minimal OIDC issuer on 127.0.0.1: discovery document and JWKS, counting JWKS fetches.
+pub struct Issuer {
+    pub url: String,
+    pub key: SigningKey,
+    pub keys: Arc<std::sync::Mutex<Vec<Value>>>,
+    pub jwks_fetches: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Issuer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Issuer {
+    pub async fn start() -> Issuer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let key = SigningKey::generate("key-1");
+        let keys = Arc::new(std::sync::Mutex::new(vec![key.jwk.clone()]));
+        let jwks_fetches = Arc::new(AtomicUsize::new(0));
+        let discovery = json!({"issuer": url, "jwks_uri": format!("{url}/jwks.json")});
+        let (k, f) = (keys.clone(), jwks_fetches.clone());
+        let discovery = discovery.to_string();
+        let json = |body: String| ([(axum::http::header::CONTENT_TYPE, "application/json")], body);
+        let app = axum::Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                axum::routing::get(move || {
+                    let body = discovery.clone();
+                    async move { json(body) }
+                }),
+            )
+            .route(
+                "/jwks.json",
+                axum::routing::get(move || {
+                    f.fetch_add(1, Ordering::SeqCst);
+                    let body = json!({"keys": k.lock().unwrap().clone()}).to_string();
+                    async move { json(body) }
+                }),
+            );
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Issuer { url, key, keys, jwks_fetches, task }
+    }
+
+    pub fn claims(&self, role: &str, ws: &str) -> Value {
+        json!({
+            "iss": self.url, "aud": "helix", "sub": "oidc-user-1", "exp": now() + 300, "nbf": now() - 5,
+            "iat": now(), "helix_role": role, "helix_workspace": ws,
+        })
+    }
+
+    pub fn sign_with(&self, key: &SigningKey, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, claims, &key.encoding).unwrap()
+    }
+
+    pub fn sign(&self, claims: &Value) -> String {
+        self.sign_with(&self.key, claims)
+    }
+}
+
+async fn oidc_env(b: Backend, issuer: &Issuer, extra: &[(&str, &str)]) -> TestEnv {
+    let mut vars = vec![("HELIX_OIDC_ISSUER", issuer.url.as_str()), ("HELIX_OIDC_AUDIENCE", "helix")];
+    vars.extend_from_slice(extra);
+    TestEnv::start_with(b, &vars).await
+}
+
+async fn whoami(env: &TestEnv, bearer: &str) -> reqwest::Response {
+    env.http.get(env.url("/v1/whoami")).header("authorization", format!("Bearer {bearer}")).send().await.unwrap()
+}
+
+pub async fn oidc_tokens_from_a_local_issuer_drive_the_registry(b: Backend) {
+    let issuer = Issuer::start().await;
+    let env = oidc_env(b, &issuer, &[]).await;
+    let publisher = issuer.sign(&issuer.claims("publisher", "team-a"));
+    let me: Value = whoami(&env, &publisher).await.json().await.unwrap();
+    assert_eq!(
+        (me["kind"].as_str(), me["role"].as_str(), me["workspace_id"].as_str()),
+        (Some("oidc"), Some("publisher"), Some("team-a"))
+    );
+
+    let (bytes, d) = unique_blob(64);
+    let put = |bearer: String, ws: &'static str| {
+        let (http, url, body) = (env.http.clone(), env.url(&format!("/v1/workspaces/{ws}/blobs/{d}")), bytes.clone());
+        async move { http.put(url).header("authorization", format!("Bearer {bearer}")).body(body).send().await.unwrap() }
+    };
+    assert_eq!(put(publisher.clone(), "team-a").await.status(), 201);
+    let events = env.blob_events("team-a").await;
+    assert_eq!(events[0].actor, "oidc-user-1@oidc:oidc-user-1");
+
+    let viewer = issuer.sign(&issuer.claims("viewer", "team-a"));
+    expect_problem(put(viewer, "team-a").await, 403, "insufficient_role").await;
+    expect_problem(put(publisher.clone(), "team-b").await, 403, "forbidden_workspace").await;
+    let rotate = env
+        .http
+        .post(env.url("/v1/tokens/rotate"))
+        .header("authorization", format!("Bearer {publisher}"))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(rotate, 400, "invalid_request").await;
+    let api = env.token(Role::Viewer, "team-a").await;
+    assert_eq!(whoami(&env, &api).await.status(), 200, "API tokens work beside OIDC");
+}
+
+pub async fn jwt_attacks_are_refused_with_reason(b: Backend) {
+    let issuer = Issuer::start().await;
+    let env = oidc_env(b, &issuer, &[]).await;
+    let good = issuer.claims("admin", "*");
+    let with = |k: &str, v: Value| {
+        let mut c = good.clone();
+        c[k] = v;
+        c
+    };
+    let header_b64 = |h: Value| b64(h.to_string().as_bytes());
+    let payload = b64(good.to_string().as_bytes());
+    let valid = issuer.sign(&good);
+    let mut parts: Vec<&str> = valid.split('.').collect();
+    let admin_payload = b64(with("sub", json!("mallory")).to_string().as_bytes());
+    parts[1] = &admin_payload;
+    let tampered = parts.join(".");
+    let mut hs = Header::new(Algorithm::HS256);
+    hs.kid = Some(issuer.key.kid.clone());
+    let hs256_with_public_key =
+        jsonwebtoken::encode(&hs, &good, &EncodingKey::from_secret(&issuer.key.spki_der)).unwrap();
+    let impostor = SigningKey::generate("key-1");
+
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("alg none", format!("{}.{payload}.", header_b64(json!({"alg": "none", "kid": "key-1"}))), "token_invalid"),
+        ("HS256 keyed with the RSA public key", hs256_with_public_key, "token_invalid"),
+        ("wrong iss", issuer.sign(&with("iss", json!("https://evil.example"))), "token_invalid"),
+        ("wrong aud", issuer.sign(&with("aud", json!("someone-else"))), "token_invalid"),
+        ("expired beyond leeway", issuer.sign(&with("exp", json!(now() - 120))), "token_expired"),
+        ("nbf in the future", issuer.sign(&with("nbf", json!(now() + 600))), "token_invalid"),
+        ("unknown kid", issuer.sign_with(&SigningKey::generate("key-unknown"), &good), "token_invalid"),
+        ("same kid, another key", issuer.sign_with(&impostor, &good), "token_invalid"),
+        ("tampered payload", tampered, "token_invalid"),
+        ("role claim not a role", issuer.sign(&with("helix_role", json!("root"))), "token_invalid"),
+        ("no workspace claim", issuer.sign(&with("helix_workspace", Value::Null)), "token_invalid"),
+        ("garbage", "a.b.c".into(), "token_invalid"),
+    ];
+    for (name, jwt, reason) in cases {
+        let body = expect_problem(whoami(&env, &jwt).await, 401, reason).await;
+        assert!(!body.to_string().contains(&jwt), "{name}: the JWT is not echoed");
+    }
+    assert_eq!(whoami(&env, &issuer.sign(&with("exp", json!(now() - 30)))).await.status(), 200, "within 60 s leeway");
+    assert_eq!(whoami(&env, &valid).await.status(), 200);
+}
+
+pub async fn unknown_kids_refetch_the_jwks_at_most_once_per_interval(b: Backend) {
+    let issuer = Issuer::start().await;
+    let env = oidc_env(b, &issuer, &[]).await;
+    assert_eq!(whoami(&env, &issuer.sign(&issuer.claims("viewer", "team-a"))).await.status(), 200);
+    assert_eq!(issuer.jwks_fetches.load(Ordering::SeqCst), 1);
+    let stranger = SigningKey::generate("key-2");
+    for _ in 0..5 {
+        expect_problem(
+            whoami(&env, &issuer.sign_with(&stranger, &issuer.claims("viewer", "team-a"))).await,
+            401,
+            "token_invalid",
+        )
+        .await;
+    }
+    assert_eq!(issuer.jwks_fetches.load(Ordering::SeqCst), 1, "cached across requests; no refetch within the interval");
+
+    // With no interval, a key the issuer has just published is picked up on first sight.
+    let eager = oidc_env(b, &issuer, &[("HELIX_OIDC_REFETCH_SECONDS", "0")]).await;
+    issuer.keys.lock().unwrap().push(stranger.jwk.clone());
+    assert_eq!(whoami(&eager, &issuer.sign_with(&stranger, &issuer.claims("viewer", "team-a"))).await.status(), 200);
+}
+
+pub async fn idp_outage_refuses_jwts_with_503_and_api_tokens_still_work(b: Backend) {
+    let issuer = Issuer::start().await;
+    let dead = closed_port_url();
+    let env = TestEnv::start_with(b, &[("HELIX_OIDC_ISSUER", &dead), ("HELIX_OIDC_AUDIENCE", "helix")]).await;
+    let mut claims = issuer.claims("viewer", "team-a");
+    claims["iss"] = json!(dead);
+    expect_problem(whoami(&env, &issuer.sign(&claims)).await, 503, "idp_unavailable").await;
+    let api = env.token(Role::Viewer, "team-a").await;
+    assert_eq!(whoami(&env, &api).await.status(), 200);
+}
