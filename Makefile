@@ -8,12 +8,13 @@ SHELL := /bin/bash
 CARGO ?= cargo
 LOGS := target/test-logs
 
-.PHONY: help run test test-unit test-embedded test-emulator emulator-start emulator-stop lint release clean-data
+.PHONY: docs help run test test-unit test-embedded test-emulator emulator-start emulator-stop lint release clean-data
 
 help:
 	@echo "make run            start helix serve on 127.0.0.1:8080 (data in ./.helix)"
 	@echo "make test           unit tests, embedded suite, emulator suite (moto on 127.0.0.1)"
 	@echo "make lint           cargo fmt --check and cargo clippy -D warnings"
+	@echo "make docs           regenerate the RBAC matrix in docs/security.md"
 	@echo "make release        release build of the Lambda functions and the CLI"
 	@echo "make emulator-start / emulator-stop   a long-lived moto for manual use"
 
@@ -55,6 +56,10 @@ lint:
 
 release:
 	$(CARGO) build --release -p publish -p fetch -p health -p helix-cli
+
+# Regenerate the RBAC matrix in docs/security.md from the code (a test fails when they differ).
+docs:
+	$(CARGO) run -q -p helix-tests --bin rbac-matrix docs/security.md
 
 clean-data:
 	rm -rf .helix

@@ -4,6 +4,35 @@
 //! test gets fresh, isolated resources (a temp dir; or a bucket, two tables and a key of its own).
 
 pub mod cases;
+pub mod rbac;
+
+/// Every log line this test process writes, in the production JSON format.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&log_buffer().lock().unwrap()).into_owned()
+}
+
+fn log_buffer() -> &'static Arc<std::sync::Mutex<Vec<u8>>> {
+    static BUFFER: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    BUFFER.get_or_init(|| {
+        let buf = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        helix_core::telemetry::init_with_writer(move || LogSink(sink.clone()));
+        buf
+    })
+}
+
+struct LogSink(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -121,6 +150,7 @@ impl TestEnv {
     }
 
     pub async fn start_with(backend: Backend, overrides: &[(&str, &str)]) -> TestEnv {
+        log_buffer();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut vars: HashMap<String, String> = HashMap::new();
         vars.insert("HELIX_DATA_DIR".into(), dir.path().display().to_string());
@@ -294,6 +324,8 @@ macro_rules! common_suite {
             jwt_attacks_are_refused_with_reason,
             unknown_kids_refetch_the_jwks_at_most_once_per_interval,
             idp_outage_refuses_jwts_with_503_and_api_tokens_still_work,
+            logs_and_error_bodies_never_contain_a_secret_or_jwt,
+            rbac_matrix_holds_over_http,
         );
     };
 }

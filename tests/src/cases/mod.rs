@@ -2,12 +2,13 @@
 //! `common_suite!` / `cases!`. `contract` exercises the ports directly; `api` drives the registry
 //! over HTTP through `helix serve`'s router (the same handlers Lambda runs); `faults` breaks things.
 
-mod api;
+pub mod api;
 mod contract;
 mod faults;
 mod oidc;
 mod tokens;
 
+pub use crate::rbac::rbac_matrix_holds_over_http;
 pub use api::*;
 pub use contract::*;
 pub use faults::*;

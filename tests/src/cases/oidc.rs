@@ -234,3 +234,70 @@ pub async fn idp_outage_refuses_jwts_with_503_and_api_tokens_still_work(b: Backe
     let api = env.token(Role::Viewer, "team-a").await;
     assert_eq!(whoami(&env, &api).await.status(), 200);
 }
+
+/// A full run with every kind of credential, good and bad; then not one secret or JWT may appear in
+/// any log line (of the whole test process) or error body.
+pub async fn logs_and_error_bodies_never_contain_a_secret_or_jwt(b: Backend) {
+    let issuer = Issuer::start().await;
+    let env = oidc_env(b, &issuer, &[]).await;
+    let admin = env.token(Role::Admin, "*").await;
+    let mut secrets = vec![admin.clone()];
+    let mut bodies = Vec::new();
+    let call = |method: &str, path: &str, bearer: &str, body: Option<Value>| {
+        let mut req = env
+            .http
+            .request(method.parse().unwrap(), env.url(path))
+            .header("authorization", format!("Bearer {bearer}"));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send()
+    };
+    let issued: Value =
+        call("POST", "/v1/tokens", &admin, Some(json!({"user": "ada", "role": "publisher", "workspace_id": "team-a"})))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let ada = issued["token"].as_str().unwrap().to_owned();
+    secrets.push(ada.clone());
+    let rotated: Value = call("POST", "/v1/tokens/rotate", &ada, None).await.unwrap().json().await.unwrap();
+    let ada2 = rotated["token"].as_str().unwrap().to_owned();
+    secrets.push(ada2.clone());
+    let mut flipped = ada2.clone();
+    flipped.replace_range(10..11, if &ada2[10..11] == "A" { "B" } else { "A" });
+    let jwt = issuer.sign(&issuer.claims("publisher", "team-a"));
+    let expired = issuer.sign(&json!({"iss": issuer.url, "aud": "helix", "sub": "x", "exp": now() - 600}));
+    let wrong_ws = issuer.sign(&issuer.claims("publisher", "team-b"));
+    secrets.extend([flipped.clone(), jwt.clone(), expired.clone(), wrong_ws.clone()]);
+    let (bytes, d) = unique_blob(32);
+    for bearer in [&ada, &ada2, &flipped, &jwt, &expired, &wrong_ws, &"hlx_short".to_owned()] {
+        let resp = env
+            .http
+            .put(env.url(&format!("/v1/workspaces/team-a/blobs/{d}")))
+            .header("authorization", format!("Bearer {bearer}"))
+            .body(bytes.clone())
+            .send()
+            .await
+            .unwrap();
+        bodies.push(resp.text().await.unwrap());
+        bodies.push(call("GET", "/v1/whoami", bearer, None).await.unwrap().text().await.unwrap());
+    }
+    let resp = call("GET", "/v1/tokens", &admin, None).await.unwrap();
+    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    bodies.push(resp.text().await.unwrap());
+
+    let logs = crate::captured_logs();
+    assert!(logs.contains(&request_id), "the capture sees this test's request lines");
+    for secret in &secrets {
+        assert!(!logs.contains(secret.as_str()), "a secret reached the logs");
+        for body in &bodies {
+            assert!(!body.contains(secret.as_str()), "a secret reached an error or list body: {body}");
+        }
+        // Not even a recognisable part of a JWT (its signature segment).
+        if let Some(sig) = secret.rsplit('.').next().filter(|s| s.len() > 20) {
+            assert!(!logs.contains(sig), "a JWT signature reached the logs");
+        }
+    }
+}
