@@ -12,6 +12,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod lambda;
 pub mod oidc;
 pub mod ports;
 pub mod posture;

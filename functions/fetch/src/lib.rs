@@ -6,13 +6,7 @@ use helix_core::blobs::{self, Fetched};
 use helix_core::http::{self, Ctx, Function, Request, Response, Route};
 
 pub async fn handle(app: &App, req: Request) -> Response {
-    let ctx = Ctx::begin(&req);
-    let result = async {
-        let route = ctx.route(&req, Function::Fetch)?;
-        dispatch(app, &ctx, route, &req).await
-    }
-    .await;
-    ctx.finish(result)
+    http::serve(app, req, Function::Fetch, dispatch).await
 }
 
 fn blob_response(status: u16, digest: &str, size: u64, body: lambda_http::Body) -> Response {

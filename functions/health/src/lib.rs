@@ -5,13 +5,7 @@ use helix_core::{App, posture};
 use serde_json::json;
 
 pub async fn handle(app: &App, req: Request) -> Response {
-    let ctx = Ctx::begin(&req);
-    let result = async {
-        let route = ctx.route(&req, Function::Health)?;
-        dispatch(app, &ctx, route, &req).await
-    }
-    .await;
-    ctx.finish(result)
+    http::serve(app, req, Function::Health, dispatch).await
 }
 
 async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_core::Result<Response> {

@@ -1,17 +1,6 @@
-//! Lambda entry for health: build the app once, serve every invocation with it.
-
-use std::sync::Arc;
-
-use helix_core::{App, Config, Mode};
-use lambda_http::{Error, service_fn};
+//! Lambda entry for health: everything is built once by `run_http`; each invocation calls the handler.
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    helix_core::telemetry::init();
-    let app = Arc::new(App::build(Config::from_env(Mode::Lambda)?).await?);
-    lambda_http::run(service_fn(move |req| {
-        let app = app.clone();
-        async move { Ok::<_, std::convert::Infallible>(health::handle(&app, req).await) }
-    }))
-    .await
+async fn main() -> Result<(), lambda_http::Error> {
+    helix_core::lambda::run_http(|app, req| async move { health::handle(&app, req).await }).await
 }

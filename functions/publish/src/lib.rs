@@ -8,13 +8,7 @@ use helix_core::http::{self, Ctx, Function, Request, Response, Route};
 use serde::Deserialize;
 
 pub async fn handle(app: &App, req: Request) -> Response {
-    let ctx = Ctx::begin(&req);
-    let result = async {
-        let route = ctx.route(&req, Function::Publish)?;
-        dispatch(app, &ctx, route, &req).await
-    }
-    .await;
-    ctx.finish(result)
+    http::serve(app, req, Function::Publish, dispatch).await
 }
 
 #[derive(Deserialize)]

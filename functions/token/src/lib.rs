@@ -10,13 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 pub async fn handle(app: &App, req: Request) -> Response {
-    let ctx = Ctx::begin(&req);
-    let result = async {
-        let route = ctx.route(&req, Function::Token)?;
-        dispatch(app, &ctx, route, &req).await
-    }
-    .await;
-    ctx.finish(result)
+    http::serve(app, req, Function::Token, dispatch).await
 }
 
 #[derive(Deserialize)]

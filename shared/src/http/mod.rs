@@ -13,6 +13,20 @@ pub type Response = lambda_http::Response<lambda_http::Body>;
 
 use serde::Serialize;
 
+/// The whole life of one request in one function: context, route (404 if another function owns
+/// it), the function's `dispatch`, then problem+json mapping and the log line.
+pub async fn serve<F>(app: &crate::App, req: Request, owner: Function, dispatch: F) -> Response
+where
+    F: AsyncFn(&crate::App, &Ctx, Route, &Request) -> crate::Result<Response>,
+{
+    let ctx = Ctx::begin(&req);
+    let result = match ctx.route(&req, owner) {
+        Ok(route) => dispatch(app, &ctx, route, &req).await,
+        Err(e) => Err(e),
+    };
+    ctx.finish(result)
+}
+
 pub fn json(status: u16, value: &impl Serialize) -> Response {
     let body = serde_json::to_string(value).expect("serializable response");
     http::Response::builder()
