@@ -35,7 +35,7 @@ test-unit:
 
 test-embedded:
 	@mkdir -p $(LOGS)
-	$(CARGO) test -p helix-tests --test embedded 2>&1 | tee $(LOGS)/embedded.log
+	$(CARGO) test -p helix-tests --lib --bins --test embedded 2>&1 | tee $(LOGS)/embedded.log
 
 # The emulator suite fails (never skips) if the emulator cannot be installed or started.
 test-emulator:
