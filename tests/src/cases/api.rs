@@ -190,7 +190,7 @@ pub async fn direct_upload_links_only_after_verification(b: Backend) {
 pub async fn tampered_upload_is_refused_at_complete_and_leaves_no_link(b: Backend) {
     let env = TestEnv::start(b).await;
     let publisher = env.token(Role::Publisher, "team-a").await;
-    let (good, d) = unique_blob(4096);
+    let (_, d) = unique_blob(4096);
     let (evil, _) = unique_blob(4096);
     let plan: Value =
         post_json(&env, &publisher, "/v1/workspaces/team-a/uploads", json!({"digest": d.to_string(), "size": 4096}))
@@ -210,7 +210,6 @@ pub async fn tampered_upload_is_refused_at_complete_and_leaves_no_link(b: Backen
     expect_problem(post_json(&env, &publisher, &complete, json!({})).await, 400, "digest_mismatch").await;
     expect_problem(get_blob(&env, &publisher, "team-a", &d.to_string(), "").await, 404, "blob_missing").await;
     assert!(env.blob_events("team-a").await.is_empty(), "no link, no event");
-    let _ = good;
 }
 
 pub async fn concurrent_puts_of_one_new_blob_create_one_object_and_one_event(b: Backend) {
