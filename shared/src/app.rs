@@ -39,10 +39,13 @@ pub const BLOB_DIR: &str = "blobs";
 
 impl App {
     pub async fn build(config: Config) -> Result<App> {
-        if !config.uses_aws() || config.blob_backend == BlobBackend::Fs {
-            std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-                Error::unavailable(Dependency::BlobStore, format!("{}: {e}", config.data_dir.display()))
-            })?;
+        let embedded = [
+            (config.blob_backend == BlobBackend::Fs, Dependency::BlobStore),
+            (config.meta_backend == MetaBackend::Sqlite, Dependency::MetaStore),
+            (config.signer_backend == SignerBackend::Local, Dependency::Signer),
+        ];
+        if let Some((_, dep)) = embedded.into_iter().find(|(used, _)| *used) {
+            ensure_data_dir(&config, dep)?;
         }
         let sdk = if config.uses_aws() { Some(aws_sdk_config(&config).await) } else { None };
         let dir = &config.data_dir;
@@ -90,6 +93,12 @@ impl App {
         let oidc = config.oidc.clone().map(OidcVerifier::new);
         Ok(App { auth: Authenticator::new(meta.clone(), oidc), config, blobs, meta, audit, signer, fs_blobs })
     }
+}
+
+/// HELIX_DATA_DIR holds every embedded adapter's files; a failure names the first one that needs it.
+fn ensure_data_dir(config: &Config, dep: Dependency) -> Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| Error::unavailable(dep, format!("{}: {e}", config.data_dir.display())))
 }
 
 /// The meta store and audit log alone (operator commands need nothing else).

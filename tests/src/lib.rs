@@ -153,7 +153,8 @@ impl TestEnv {
         log_buffer();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut vars: HashMap<String, String> = HashMap::new();
-        vars.insert("HELIX_DATA_DIR".into(), dir.path().display().to_string());
+        // Not created here: App::build must create it for whichever embedded adapter is in use.
+        vars.insert("HELIX_DATA_DIR".into(), dir.path().join("data").display().to_string());
         let aws = match backend {
             Backend::Embedded => None,
             Backend::Emulator => {
@@ -183,6 +184,11 @@ impl TestEnv {
         let server = Server::start(app.clone(), listener);
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
         TestEnv { backend, app, server, http, dir, aws, vars }
+    }
+
+    /// HELIX_DATA_DIR of this environment.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
     }
 
     /// Another App on the same resources, with some variables changed (e.g. a dead endpoint).
@@ -229,7 +235,7 @@ impl TestEnv {
     /// How many blob objects (object versions, on S3) the store holds.
     pub async fn stored_objects(&self) -> usize {
         match &self.aws {
-            None => walk_files(&self.dir.path().join(helix_core::app::BLOB_DIR).join("sha256")),
+            None => walk_files(&self.data_dir().join(helix_core::app::BLOB_DIR).join("sha256")),
             Some(f) => {
                 let out = f.s3.list_object_versions().bucket(&f.bucket).send().await.expect("list versions");
                 out.versions().len()
@@ -240,7 +246,7 @@ impl TestEnv {
     /// Files left in the embedded store's temp folder (always 0 on S3).
     pub fn temp_files(&self) -> usize {
         match &self.aws {
-            None => walk_files(&self.dir.path().join(helix_core::app::BLOB_DIR).join("tmp")),
+            None => walk_files(&self.data_dir().join(helix_core::app::BLOB_DIR).join("tmp")),
             Some(_) => 0,
         }
     }

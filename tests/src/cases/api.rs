@@ -80,7 +80,7 @@ pub async fn status_needs_a_viewer_token_and_shows_no_secret(b: Backend) {
     assert!(!text.contains(&token) && !text.contains("hlx_"), "{text}");
     if b == Backend::Embedded {
         let presign_secret =
-            std::fs::read_to_string(env.dir.path().join(helix_core::app::PRESIGN_SECRET_FILE)).unwrap();
+            std::fs::read_to_string(env.data_dir().join(helix_core::app::PRESIGN_SECRET_FILE)).unwrap();
         assert!(!text.contains(presign_secret.trim()));
     }
 }
@@ -264,4 +264,17 @@ pub async fn lambda_fixture_events_are_served_by_the_handlers(b: Backend) {
     let req =
         lambda_http::request::from_str(&fixture("apigw-http-v2-get-blob.json").replace(placeholder, &token)).unwrap();
     assert_eq!(publish::handle(&env.app, req).await.status(), 404);
+}
+
+/// `helix serve` on any mix of adapters: S3 blobs with SQLite and a local key in a data dir that does
+/// not exist yet.
+pub async fn mixed_backends_s3_blobs_with_embedded_meta_and_key_serve_together(b: Backend) {
+    let env = TestEnv::start_with(b, &[("HELIX_META_BACKEND", "sqlite"), ("HELIX_SIGNER_BACKEND", "local")]).await;
+    assert!(env.data_dir().join(helix_core::app::SQLITE_FILE).is_file());
+    assert_eq!(env.http.get(env.url("/readyz")).send().await.unwrap().status(), 200);
+    let publisher = env.token(Role::Publisher, "team-a").await;
+    let (bytes, d) = unique_blob(100);
+    assert_eq!(put_blob(&env, &publisher, "team-a", &d.to_string(), bytes.clone()).await.status(), 201);
+    assert_eq!(env.stored_objects().await, 1, "the object went to S3");
+    assert_eq!(get_blob(&env, &publisher, "team-a", &d.to_string(), "").await.bytes().await.unwrap().to_vec(), bytes);
 }

@@ -148,8 +148,8 @@ pub async fn blob_store_outage_is_503_and_changes_nothing(b: Backend) {
     let broken = match b {
         Backend::Embedded => {
             // The blob folder disappears and something else takes its name.
-            let blobs = env.dir.path().join(helix_core::app::BLOB_DIR);
-            std::fs::rename(&blobs, env.dir.path().join("blobs.lost")).unwrap();
+            let blobs = env.data_dir().join(helix_core::app::BLOB_DIR);
+            std::fs::rename(&blobs, env.data_dir().join("blobs.lost")).unwrap();
             std::fs::write(&blobs, b"not a directory").unwrap();
             None
         }
