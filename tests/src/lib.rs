@@ -260,7 +260,7 @@ impl TestEnv {
                 std::fs::write(path, bytes).unwrap();
             }
             Some(f) => {
-                let key = format!("blobs/sha256/{}/{}", &digest.hex()[..2], digest.hex());
+                let key = format!("blobs/{}", digest.storage_key());
                 f.s3.put_object()
                     .bucket(&f.bucket)
                     .key(key)

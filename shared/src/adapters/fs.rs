@@ -98,7 +98,7 @@ impl FsBlobStore {
     }
 
     pub fn path_of(&self, digest: &Digest) -> PathBuf {
-        self.root.join("sha256").join(&digest.hex()[..2]).join(digest.hex())
+        self.root.join(digest.storage_key())
     }
 
     /// Stream `body` to disk while hashing; publish only if it hashes to `digest` (and has

@@ -41,7 +41,7 @@ impl S3BlobStore {
     }
 
     pub fn key_of(&self, digest: &Digest) -> String {
-        format!("{}blobs/sha256/{}/{}", self.prefix, &digest.hex()[..2], digest.hex())
+        format!("{}blobs/{}", self.prefix, digest.storage_key())
     }
 
     fn presigned(method: &'static str, req: PresignedRequest, ttl: Duration) -> Presigned {
@@ -70,9 +70,12 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn put_if_absent(&self, digest: &Digest, bytes: Bytes) -> Result<PutOutcome> {
-        if !self.strict_no_overwrite && self.head(digest).await?.is_some() {
-            verify_object(self, digest).await?;
-            return Ok(PutOutcome::Existed);
+        if !self.strict_no_overwrite {
+            match verify_object(self, digest).await {
+                Ok(_) => return Ok(PutOutcome::Existed),
+                Err(Error::BlobMissing(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
         let mut attempt = 0;
         loop {

@@ -54,6 +54,12 @@ impl Digest {
         out
     }
 
+    /// Where the blob lives below a store's `blobs/` root: `sha256/{hex[0..2]}/{hex}`, the same on S3
+    /// and on disk.
+    pub fn storage_key(&self) -> String {
+        format!("sha256/{}/{}", &self.hex[..2], self.hex)
+    }
+
     /// The form S3 uses for `x-amz-checksum-sha256`.
     pub fn base64(&self) -> String {
         base64::engine::general_purpose::STANDARD.encode(self.raw())

@@ -246,3 +246,18 @@ pub async fn store_token_record(env: &TestEnv, mutate: impl FnOnce(&mut TokenRec
     env.app.meta.commit(Change::IssueToken(record), draft("*", 0)).await.unwrap();
     secret.expose().to_owned()
 }
+
+/// With HELIX_S3_STRICT_NO_OVERWRITE=0 the S3 adapter checks before it writes instead of relying on
+/// If-None-Match; the answers must be the same as in strict mode.
+pub async fn s3_without_strict_no_overwrite_still_verifies_existing_objects(b: Backend) {
+    let env = TestEnv::start_with(b, &[("HELIX_S3_STRICT_NO_OVERWRITE", "0")]).await;
+    assert!(!env.app.blobs.info().strict_no_overwrite);
+    let (bytes, d) = unique_blob(500);
+    assert_eq!(env.app.blobs.put_if_absent(&d, Bytes::from(bytes.clone())).await.unwrap(), PutOutcome::Created);
+    assert_eq!(env.app.blobs.put_if_absent(&d, Bytes::from(bytes)).await.unwrap(), PutOutcome::Existed);
+    assert_eq!(env.stored_objects().await, 1, "an existing object is not written again");
+    let (good, bad) = unique_blob(50);
+    env.plant_object(&bad, b"other bytes").await;
+    let err = env.app.blobs.put_if_absent(&bad, Bytes::from(good)).await.unwrap_err();
+    assert!(matches!(err, Error::BlobIntegrity(_)), "{err:?}");
+}
