@@ -118,49 +118,36 @@ impl Route {
     pub fn parse(method: &Method, path: &str) -> Result<Route> {
         let segs: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
         let m = method.as_str();
-        let allow = |ok: &[&str], route: Route| if ok.contains(&m) { Ok(route) } else { Err(Error::MethodNotAllowed) };
+        // The method is checked before any parameter, so a wrong method is 405 whatever the path holds.
+        let allow = |ok: &[&str], build: &dyn Fn() -> Result<Route>| {
+            if ok.contains(&m) { build() } else { Err(Error::MethodNotAllowed) }
+        };
+        let ws = |seg: &str| WorkspaceId::parse(&decode(seg)?);
+        let digest = |seg: &str| Digest::parse(&decode(seg)?);
         match segs.as_slice() {
-            ["healthz"] => allow(&["GET"], Route::Healthz),
-            ["readyz"] => allow(&["GET"], Route::Readyz),
-            ["v1", "status"] => allow(&["GET"], Route::Status),
-            ["v1", "workspaces", ws, "blobs", digest] => {
-                if !["GET", "HEAD", "PUT"].contains(&m) {
-                    return Err(Error::MethodNotAllowed);
-                }
-                let ws = WorkspaceId::parse(&decode(ws)?)?;
-                let digest = Digest::parse(&decode(digest)?)?;
+            ["healthz"] => allow(&["GET"], &|| Ok(Route::Healthz)),
+            ["readyz"] => allow(&["GET"], &|| Ok(Route::Readyz)),
+            ["v1", "status"] => allow(&["GET"], &|| Ok(Route::Status)),
+            ["v1", "workspaces", w, "blobs", d] => allow(&["GET", "HEAD", "PUT"], &|| {
+                let (ws, digest) = (ws(w)?, digest(d)?);
                 Ok(match m {
                     "PUT" => Route::PutBlob { ws, digest },
                     "HEAD" => Route::HeadBlob { ws, digest },
                     _ => Route::GetBlob { ws, digest },
                 })
+            }),
+            ["v1", "workspaces", w, "uploads"] => allow(&["POST"], &|| Ok(Route::CreateUpload { ws: ws(w)? })),
+            ["v1", "workspaces", w, "uploads", d, "complete"] => {
+                allow(&["POST"], &|| Ok(Route::CompleteUpload { ws: ws(w)?, digest: digest(d)? }))
             }
-            ["v1", "workspaces", ws, "uploads"] => {
-                if m != "POST" {
-                    return Err(Error::MethodNotAllowed);
-                }
-                Ok(Route::CreateUpload { ws: WorkspaceId::parse(&decode(ws)?)? })
+            ["v1", "tokens"] => {
+                allow(&["GET", "POST"], &|| Ok(if m == "POST" { Route::IssueToken } else { Route::ListTokens }))
             }
-            ["v1", "workspaces", ws, "uploads", digest, "complete"] => {
-                if m != "POST" {
-                    return Err(Error::MethodNotAllowed);
-                }
-                let ws = WorkspaceId::parse(&decode(ws)?)?;
-                Ok(Route::CompleteUpload { ws, digest: Digest::parse(&decode(digest)?)? })
-            }
-            ["v1", "tokens"] => match m {
-                "POST" => Ok(Route::IssueToken),
-                "GET" => Ok(Route::ListTokens),
-                _ => Err(Error::MethodNotAllowed),
-            },
-            ["v1", "tokens", "rotate"] => allow(&["POST"], Route::RotateToken),
+            ["v1", "tokens", "rotate"] => allow(&["POST"], &|| Ok(Route::RotateToken)),
             ["v1", "tokens", id, "revoke"] => {
-                if m != "POST" {
-                    return Err(Error::MethodNotAllowed);
-                }
-                Ok(Route::RevokeToken { id: token_id(&decode(id)?)? })
+                allow(&["POST"], &|| Ok(Route::RevokeToken { id: token_id(&decode(id)?)? }))
             }
-            ["v1", "whoami"] => allow(&["GET"], Route::Whoami),
+            ["v1", "whoami"] => allow(&["GET"], &|| Ok(Route::Whoami)),
             _ => Err(Error::NotFound),
         }
     }
@@ -246,5 +233,7 @@ mod tests {
             Err(Error::MethodNotAllowed)
         ));
         assert!(matches!(Route::parse(&get, "/v1/workspaces/a/uploads"), Err(Error::MethodNotAllowed)));
+        assert!(matches!(Route::parse(&Method::DELETE, "/v1/workspaces/BAD/blobs/x"), Err(Error::MethodNotAllowed)));
+        assert!(matches!(Route::parse(&get, "/v1/tokens/nope/revoke"), Err(Error::MethodNotAllowed)));
     }
 }
