@@ -7,13 +7,26 @@ SHELL := /bin/bash
 
 CARGO ?= cargo
 LOGS := target/test-logs
+FUNCTIONS := publish fetch health token
+# Lambda architecture for build-lambda/deploy: arm64 (default) or x86_64 (the fallback; see docs/deploy.md).
+ARCH ?= arm64
+STACK ?= helix-registry
+# Extra `sam deploy --parameter-overrides`, e.g. PARAMS="GovernanceMode=warn OidcIssuer=https://idp.example"
+PARAMS ?=
+SAM := SAM_CLI_TELEMETRY=0 ../.venv-infra/bin/sam
+VENV_BIN := $(CURDIR)/.venv/bin
 
-.PHONY: docs help run test test-unit test-embedded test-emulator emulator-start emulator-stop lint release clean-data
+.PHONY: docs help run test test-unit test-embedded test-emulator emulator-start emulator-stop lint lint-rust \
+	lint-iac build-lambda deploy watch bench release clean-data
 
 help:
 	@echo "make run            start helix serve on 127.0.0.1:8080 (data in ./.helix)"
 	@echo "make test           unit tests, embedded suite, emulator suite (moto on 127.0.0.1)"
-	@echo "make lint           cargo fmt --check and cargo clippy -D warnings"
+	@echo "make lint           cargo fmt --check, clippy -D warnings, cfn-lint, sam validate --lint, checkov"
+	@echo "make build-lambda   zipped bootstrap per function in infra/build/ (ARCH=arm64|x86_64)"
+	@echo "make deploy         sam deploy infra/template.yaml (STACK=..., PARAMS=..., AWS credentials)"
+	@echo "make watch          cargo lambda watch against a local emulator (moto)"
+	@echo "make bench          Lambda cold start and package size vs Python/boto3 (docs/performance.md)"
 	@echo "make docs           regenerate the RBAC matrix in docs/security.md"
 	@echo "make release        release build of the Lambda functions and the CLI"
 	@echo "make emulator-start / emulator-stop   a long-lived moto for manual use"
@@ -37,11 +50,13 @@ test-embedded:
 	@mkdir -p $(LOGS)
 	$(CARGO) test -p helix-tests --lib --bins --test embedded 2>&1 | tee $(LOGS)/embedded.log
 
-# The emulator suite fails (never skips) if the emulator cannot be installed or started.
+# The emulator suite fails (never skips) if the emulator cannot be installed or started. It includes
+# the Lambda conformance cases, which run the function binaries (built here, as the test would).
 test-emulator:
 	@mkdir -p $(LOGS)
 	localstack/venv.sh
 	$(CARGO) build -p helix-tests --tests
+	$(CARGO) build --quiet $(addprefix -p ,$(FUNCTIONS))
 	localstack/with-emulator.sh $(CARGO) test -p helix-tests --test emulator 2>&1 | tee $(LOGS)/emulator.log
 
 emulator-start:
@@ -50,12 +65,55 @@ emulator-start:
 emulator-stop:
 	localstack/stop.sh
 
-lint:
+lint: lint-rust lint-iac
+
+lint-rust:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# The IaC tools live in their own venv (they pin a boto3 moto does not want); all run offline.
+lint-iac:
+	scripts/venv.sh .venv-infra infra/requirements-lint.txt
+	cd infra && ../.venv-infra/bin/cfn-lint template.yaml
+	cd infra && $(SAM) validate --lint -t template.yaml --region us-east-1
+	cd infra && BC_SKIP_MAPPING=TRUE ../.venv-infra/bin/checkov -f template.yaml --framework cloudformation \
+	  --quiet --compact --skip-download
+
+# cargo-lambda and zig come from PyPI into the project venv; zig links for the Lambda target.
+build-lambda:
+	scripts/venv.sh .venv infra/requirements-build.txt
+	rustup target list --installed | grep -q '^$(if $(filter arm64,$(ARCH)),aarch64,x86_64)-unknown-linux-gnu$$' || \
+	  rustup target add $(if $(filter arm64,$(ARCH)),aarch64,x86_64)-unknown-linux-gnu
+	PATH="$(VENV_BIN):$$PATH" $(CARGO) lambda build --release --$(ARCH) --output-format zip \
+	  --lambda-dir infra/build $(addprefix -p ,$(FUNCTIONS))
+	@ls -l infra/build/*/bootstrap.zip
+
+deploy: build-lambda
+	scripts/venv.sh .venv-infra infra/requirements-lint.txt
+	cd infra && $(SAM) deploy --template-file template.yaml --stack-name $(STACK) --resolve-s3 \
+	  --capabilities CAPABILITY_IAM --no-fail-on-empty-changeset \
+	  --parameter-overrides Architecture=$(ARCH) $(PARAMS)
+
+# Functions as Lambdas on http://127.0.0.1:9000/lambda-url/<function>/..., AWS adapters on a
+# long-lived moto (stop it with `make emulator-stop`).
+watch:
+	scripts/venv.sh .venv infra/requirements-build.txt
+	localstack/start.sh >/dev/null
+	set -a && . localstack/.state/env && set +a && PATH="$(VENV_BIN):$$PATH" $(CARGO) lambda watch \
+	  --invoke-address 127.0.0.1 --invoke-port 9000
+
+# Cold start of each release binary under the Runtime API emulator, against moto, beside Python/boto3.
+# (The harness itself is the test build; only the functions it measures are release builds.)
+bench:
+	localstack/venv.sh
+	$(CARGO) build --release $(addprefix -p ,$(FUNCTIONS))
+	$(CARGO) build -p helix-tests --bin lambda-bench
+	localstack/with-emulator.sh $(or $(CARGO_TARGET_DIR),target)/debug/lambda-bench \
+	  --bin-dir $(or $(CARGO_TARGET_DIR),target)/release --python .venv/bin/python --runs 20 \
+	  --out target/bench/lambda.md
+
 release:
-	$(CARGO) build --release -p publish -p fetch -p health -p helix-cli
+	$(CARGO) build --release $(addprefix -p ,$(FUNCTIONS)) -p helix-cli
 
 # Regenerate the RBAC matrix in docs/security.md from the code (a test fails when they differ).
 docs:

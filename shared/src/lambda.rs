@@ -12,7 +12,19 @@ where
     Fut: Future<Output = Response> + Send + 'static,
 {
     crate::telemetry::init();
-    let app = Arc::new(App::build(Config::from_env(Mode::Lambda)?).await?);
+    // A failed start is one log line naming the cause (the variable, or the dependency) and a non-zero
+    // exit before the first poll: Lambda reports an init failure and never routes a request here.
+    let app = match Config::from_env(Mode::Lambda) {
+        Ok(config) => App::build(config).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let app = match app {
+        Ok(app) => Arc::new(app),
+        Err(e) => {
+            tracing::error!(error = %e, "init failed");
+            return Err(e.into());
+        }
+    };
     let handle = Arc::new(handle);
     lambda_http::run(lambda_http::service_fn(move |req| {
         let (app, handle) = (app.clone(), handle.clone());

@@ -5,6 +5,8 @@
 
 pub mod cases;
 pub mod rbac;
+pub mod runtime_api;
+pub mod template;
 
 /// Every log line this test process writes, in the production JSON format.
 pub fn captured_logs() -> String {
@@ -184,6 +186,15 @@ impl TestEnv {
         let server = Server::start(app.clone(), listener);
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
         TestEnv { backend, app, server, http, dir, aws, vars }
+    }
+
+    /// The variables a Lambda function needs to run on this environment's resources.
+    pub fn lambda_env(&self) -> Vec<(String, String)> {
+        self.vars
+            .iter()
+            .filter(|(k, _)| k.starts_with("HELIX_") || k.starts_with("AWS_"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// HELIX_DATA_DIR of this environment.

@@ -10,4 +10,6 @@ helix_tests::cases!(Backend::Emulator;
     signer_outage_fails_readiness_and_status,
     mixed_backends_s3_blobs_with_embedded_meta_and_key_serve_together,
     s3_without_strict_no_overwrite_still_verifies_existing_objects,
+    function_binaries_serve_api_gateway_events_as_lambdas,
+    function_binary_with_bad_configuration_fails_at_init_naming_the_variable,
 );

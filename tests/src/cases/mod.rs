@@ -3,6 +3,7 @@
 //! over HTTP through `helix serve`'s router (the same handlers Lambda runs); `faults` breaks things.
 
 pub mod api;
+mod conformance;
 mod contract;
 mod faults;
 mod oidc;
@@ -10,6 +11,7 @@ mod tokens;
 
 pub use crate::rbac::rbac_matrix_holds_over_http;
 pub use api::*;
+pub use conformance::*;
 pub use contract::*;
 pub use faults::*;
 pub use oidc::*;

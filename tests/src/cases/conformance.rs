@@ -1,0 +1,193 @@
+//! Lambda conformance: each function *binary* runs as a real process against the Runtime API
+//! emulator (crate::runtime_api), with the AWS adapters on the emulator, and answers real-shaped
+//! API Gateway v2 events. This proves the binaries work as Lambdas, not only as libraries.
+
+use std::time::Duration;
+
+use helix_core::domain::Role;
+use serde_json::{Value, json};
+
+use crate::runtime_api::{FunctionProcess, Outcome, RuntimeApi, function_binaries};
+use crate::{Backend, TestEnv};
+
+const PLACEHOLDER: &str = "hlx_EXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPL";
+const INIT_TIMEOUT: Duration = Duration::from_secs(20);
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// An API Gateway HTTP API (payload 2.0) event for `method path?query`, shaped like the fixtures.
+fn event(method: &str, route: &str, path: &str, query: &str, bearer: Option<&str>) -> Value {
+    let mut e = fixture("apigw-http-v2-get-blob.json");
+    e["routeKey"] = json!(format!("{method} {route}"));
+    e["requestContext"]["routeKey"] = e["routeKey"].clone();
+    e["rawPath"] = json!(path);
+    e["requestContext"]["http"]["path"] = json!(path);
+    e["requestContext"]["http"]["method"] = json!(method);
+    e["rawQueryString"] = json!(query);
+    if query.is_empty() {
+        e.as_object_mut().unwrap().remove("queryStringParameters");
+    }
+    e.as_object_mut().unwrap().remove("pathParameters");
+    let headers = e["headers"].as_object_mut().unwrap();
+    match bearer {
+        Some(t) => headers.insert("authorization".into(), json!(format!("Bearer {t}"))),
+        None => headers.remove("authorization"),
+    };
+    e
+}
+
+/// A function binary started against its own Runtime API, with the test environment's variables.
+async fn start(env: &TestEnv, function: &str, extra: &[(&str, &str)]) -> (RuntimeApi, FunctionProcess) {
+    let dir = tokio::task::spawn_blocking(|| function_binaries().clone()).await.unwrap();
+    let api = RuntimeApi::start().await;
+    let mut vars = env.lambda_env();
+    vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    let process = FunctionProcess::spawn(&dir.join(function), &[], &api, &vars);
+    (api, process)
+}
+
+async fn ready(api: &RuntimeApi, process: &FunctionProcess, function: &str) {
+    if api.first_poll(INIT_TIMEOUT).await.is_none() {
+        panic!("{function}: never polled the Runtime API; output:\n{}", process.output());
+    }
+}
+
+/// The API Gateway response a function posted, or a panic with its output.
+async fn call(api: &RuntimeApi, process: &FunctionProcess, event: &Value) -> Value {
+    match api.invoke(event, CALL_TIMEOUT).await {
+        Outcome::Response(r) => r,
+        Outcome::Error(e) => panic!("function reported an error: {e}\noutput:\n{}", process.output()),
+    }
+}
+
+fn body_json(resp: &Value) -> Value {
+    let body = resp["body"].as_str().unwrap_or_else(|| panic!("no body: {resp}"));
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {resp}"))
+}
+
+pub async fn function_binaries_serve_api_gateway_events_as_lambdas(b: Backend) {
+    assert_eq!(b, Backend::Emulator, "the binaries run in Lambda mode: AWS adapters only");
+    let env = TestEnv::start(b).await;
+    let publisher = env.token(Role::Publisher, "team-a").await;
+    let admin = env.token(Role::Admin, "*").await;
+
+    // Start all four at once: each polls its own Runtime API.
+    let mut running = Vec::new();
+    for f in crate::runtime_api::FUNCTIONS {
+        let (api, process) = start(&env, f, &[]).await;
+        running.push((*f, api, process));
+    }
+    for (f, api, process) in &running {
+        ready(api, process, f).await;
+    }
+    let get = |name: &str| running.iter().find(|(f, _, _)| *f == name).map(|(_, a, p)| (a, p)).unwrap();
+
+    // health: liveness, readiness with every dependency reached over the network.
+    let (api, p) = get("health");
+    let r = call(api, p, &event("GET", "/healthz", "/healthz", "", None)).await;
+    assert_eq!(r["statusCode"], 200, "{r}");
+    let r = call(api, p, &event("GET", "/readyz", "/readyz", "", None)).await;
+    assert_eq!(r["statusCode"], 200, "{r}");
+    let ready = body_json(&r);
+    let deps = ready["dependencies"].as_array().unwrap();
+    assert_eq!(deps.len(), 4, "{ready}");
+    assert!(deps.iter().all(|d| d["ok"] == true), "every dependency reached: {ready}");
+
+    // publish: the put-blob fixture as shipped (unknown token), then with a real one.
+    let (api, p) = get("publish");
+    let put = fixture("apigw-http-v2-put-blob.json");
+    let r = call(api, p, &put).await;
+    assert_eq!(r["statusCode"], 401, "{r}");
+    assert_eq!(r["headers"]["content-type"], "application/problem+json");
+    assert_eq!(body_json(&r)["reason"], "token_invalid");
+    let put: Value = serde_json::from_str(&put.to_string().replace(PLACEHOLDER, &publisher)).unwrap();
+    let r = call(api, p, &put).await;
+    assert_eq!(r["statusCode"], 201, "{r}");
+    assert_eq!(env.stored_objects().await, 1, "the object is in the emulator's bucket");
+    let events = env.blob_events("team-a").await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].request_id, "JKJaYnPLvHcESHB=", "API Gateway's request id reaches the audit event");
+    let r = call(api, p, &put).await;
+    assert_eq!(r["statusCode"], 200, "a second put of the same bytes: {r}");
+
+    // fetch: inline bytes come back base64-encoded, as API Gateway expects binary bodies.
+    let (api, p) = get("fetch");
+    let digest = put["pathParameters"]["digest"].as_str().unwrap().to_owned();
+    let path = format!("/v1/workspaces/team-a/blobs/{digest}");
+    let route = "/v1/workspaces/{ws}/blobs/{digest}";
+    let r = call(api, p, &event("GET", route, &path, "", Some(&publisher))).await;
+    assert_eq!(r["statusCode"], 200, "{r}");
+    assert_eq!(r["isBase64Encoded"], true, "{r}");
+    assert_eq!(r["body"], "Zm9v", "the bytes of 'foo'");
+    let get_fixture: Value =
+        serde_json::from_str(&fixture("apigw-http-v2-get-blob.json").to_string().replace(PLACEHOLDER, &publisher))
+            .unwrap();
+    let r = call(api, p, &get_fixture).await;
+    assert_eq!(r["statusCode"], 307, "?redirect=1: {r}");
+    let location = r["headers"]["location"].as_str().unwrap();
+    assert!(location.starts_with(&env.aws.as_ref().unwrap().endpoint), "presigned on the emulator: {location}");
+    let r = call(api, p, &event("GET", route, "/v1/workspaces/Team_A/blobs/x", "", Some(&publisher))).await;
+    assert_eq!(r["statusCode"], 400, "{r}");
+
+    // token: whoami for the admin, then an issue that lands in DynamoDB with its audit event.
+    let (api, p) = get("token");
+    let r = call(api, p, &event("GET", "/v1/whoami", "/v1/whoami", "", Some(&admin))).await;
+    assert_eq!(r["statusCode"], 200, "{r}");
+    assert_eq!(body_json(&r)["role"], "admin");
+    let mut issue = event("POST", "/v1/tokens", "/v1/tokens", "", Some(&admin));
+    issue["headers"]["content-type"] = json!("application/json");
+    issue["body"] = json!(json!({"user": "ci-bot", "role": "viewer", "workspace_id": "team-a"}).to_string());
+    issue["isBase64Encoded"] = json!(false);
+    let r = call(api, p, &issue).await;
+    assert_eq!(r["statusCode"], 201, "{r}");
+    let secret = body_json(&r)["token"].as_str().unwrap().to_owned();
+    let r = call(api, p, &event("GET", "/v1/whoami", "/v1/whoami", "", Some(&secret))).await;
+    assert_eq!(body_json(&r)["user"], "ci-bot", "{r}");
+
+    // An event that is not an API Gateway request is reported on /error, and the process goes on.
+    match api.invoke(&json!({"not": "an api gateway event"}), CALL_TIMEOUT).await {
+        Outcome::Error(e) => assert!(e["errorType"].is_string(), "{e}"),
+        Outcome::Response(r) => panic!("a malformed event was answered: {r}"),
+    }
+    let r = call(api, p, &event("GET", "/v1/whoami", "/v1/whoami", "", Some(&admin))).await;
+    assert_eq!(r["statusCode"], 200, "still serving after a bad event: {r}");
+
+    // One JSON log line per request, carrying the Lambda request id, never the token.
+    for (f, _, process) in &running {
+        let out = process.output();
+        let lines: Vec<Value> = out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l["fields"]["lambda_request_id"].as_str().is_some_and(|id| id.starts_with("00000000-"))),
+            "{f}: no request log line with the Lambda request id:\n{out}"
+        );
+        for secret in [&publisher, &admin, &secret] {
+            assert!(!out.contains(secret.as_str()), "{f}: a token reached the logs");
+        }
+    }
+}
+
+/// Bad configuration fails at start with one line naming the variable, before the first poll.
+pub async fn function_binary_with_bad_configuration_fails_at_init_naming_the_variable(b: Backend) {
+    let env = TestEnv::start(b).await;
+    for f in crate::runtime_api::FUNCTIONS {
+        let (api, mut process) = start(&env, f, &[("HELIX_TABLE", "")]).await;
+        let status = process.exit(INIT_TIMEOUT).await.unwrap_or_else(|| panic!("{f}: still running"));
+        assert!(!status.success(), "{f}: exited 0");
+        assert!(api.first_poll(Duration::from_millis(1)).await.is_none(), "{f}: polled with a bad configuration");
+        let out = process.output();
+        let line = out
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| l["fields"]["message"] == "init failed")
+            .unwrap_or_else(|| panic!("{f}: no JSON 'init failed' line:\n{out}"));
+        assert_eq!(line["level"], "ERROR");
+        let error = line["fields"]["error"].as_str().unwrap();
+        assert!(error.starts_with("configuration error: HELIX_TABLE:"), "{f}: the variable is named: {error}");
+    }
+}

@@ -1,0 +1,339 @@
+//! The SAM template (infra/template.yaml) checked against the code and the API document:
+//! every route wired to the function that serves it, every function's environment enough for
+//! `Config::from_lookup(Mode::Lambda)`, and IAM that never grants update or delete on the audit
+//! table, delete on blobs, or any action a function's code does not call.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use serde_yaml_ng::Value;
+
+/// Repository root (this crate lives in tests/).
+fn repo_file(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+/// Parse a YAML file, turning CloudFormation short forms (`!Ref X`, `!GetAtt A.B`, `!Sub s`) into the
+/// plain strings "!Ref X", "!GetAtt A.B", "!Sub s" so they can be compared.
+pub fn load_yaml(rel: &str) -> Value {
+    let text = std::fs::read_to_string(repo_file(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    untag(serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{rel}: {e}")))
+}
+
+fn untag(v: Value) -> Value {
+    match v {
+        Value::Tagged(t) => match t.value {
+            Value::String(s) => Value::String(format!("{} {s}", t.tag)),
+            other => untag(other),
+        },
+        Value::Sequence(s) => Value::Sequence(s.into_iter().map(untag).collect()),
+        Value::Mapping(m) => Value::Mapping(m.into_iter().map(|(k, v)| (k, untag(v))).collect()),
+        other => other,
+    }
+}
+
+fn str_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => panic!("expected a scalar, got {other:?}"),
+    }
+}
+
+/// A string or a list of strings (IAM `Action` and `Resource` take both forms).
+fn strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::Sequence(items) => items.iter().map(str_of).collect(),
+        other => vec![str_of(other)],
+    }
+}
+
+/// One `AWS::Serverless::Function` of the template, named by its code directory (`build/<name>/`).
+pub struct TemplateFunction {
+    pub name: String,
+    pub logical_id: String,
+    pub env: BTreeMap<String, String>,
+    /// (method, path) of every HttpApi event.
+    pub routes: BTreeSet<(String, String)>,
+    /// (actions, resources) of every policy statement.
+    pub statements: Vec<(Vec<String>, Vec<String>)>,
+}
+
+pub struct Template {
+    pub doc: Value,
+}
+
+impl Template {
+    pub fn load() -> Template {
+        Template { doc: load_yaml("infra/template.yaml") }
+    }
+
+    pub fn resources(&self) -> impl Iterator<Item = (String, &Value)> {
+        self.doc["Resources"].as_mapping().expect("Resources").iter().map(|(k, v)| (str_of(k), v))
+    }
+
+    pub fn resource(&self, id: &str) -> &Value {
+        &self.doc["Resources"][id]
+    }
+
+    /// The default of a parameter, as the functions would see it.
+    fn parameter_default(&self, name: &str) -> Option<String> {
+        self.doc["Parameters"].get(name).map(|p| str_of(&p["Default"]))
+    }
+
+    pub fn functions(&self) -> Vec<TemplateFunction> {
+        let globals = &self.doc["Globals"]["Function"]["Environment"]["Variables"];
+        self.resources()
+            .filter(|(_, r)| r["Type"].as_str() == Some("AWS::Serverless::Function"))
+            .map(|(logical_id, r)| {
+                let p = &r["Properties"];
+                let code = p["CodeUri"].as_str().expect("CodeUri");
+                let name = code
+                    .strip_prefix("build/")
+                    .and_then(|c| c.strip_suffix("/bootstrap.zip"))
+                    .unwrap_or_else(|| panic!("{logical_id}: CodeUri {code} is not build/<function>/bootstrap.zip"))
+                    .to_owned();
+                let mut env = BTreeMap::new();
+                for vars in [globals, &p["Environment"]["Variables"]] {
+                    for (k, v) in vars.as_mapping().into_iter().flatten() {
+                        env.insert(str_of(k), str_of(v));
+                    }
+                }
+                let routes = p["Events"]
+                    .as_mapping()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(_, e)| e["Type"].as_str() == Some("HttpApi"))
+                    .map(|(id, e)| {
+                        let ep = &e["Properties"];
+                        assert_eq!(ep["ApiId"].as_str(), Some("!Ref HttpApi"), "{logical_id}.{id:?}: not on HttpApi");
+                        assert_eq!(ep["PayloadFormatVersion"].as_str(), Some("2.0"), "{logical_id}.{id:?}: payload");
+                        (str_of(&ep["Method"]), str_of(&ep["Path"]))
+                    })
+                    .collect();
+                let statements = p["Policies"]
+                    .as_sequence()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|policy| policy["Statement"].as_sequence().expect("inline Statement list").iter())
+                    .map(|s| {
+                        assert_eq!(s["Effect"].as_str(), Some("Allow"), "{logical_id}: only Allow statements");
+                        (strings(&s["Action"]), strings(&s["Resource"]))
+                    })
+                    .collect();
+                TemplateFunction { name, logical_id, env, routes, statements }
+            })
+            .collect()
+    }
+
+    /// A function's environment as Lambda would hand it over: references become recognisable
+    /// placeholders ("<BlobBucket>"), parameter references their defaults.
+    pub fn resolved_env(&self, f: &TemplateFunction) -> BTreeMap<String, String> {
+        f.env
+            .iter()
+            .map(|(k, v)| {
+                let value = if let Some(target) = v.strip_prefix("!Ref ") {
+                    self.parameter_default(target).unwrap_or_else(|| format!("<{target}>"))
+                } else if let Some(target) = v.strip_prefix("!GetAtt ") {
+                    format!("<{target}>")
+                } else {
+                    v.clone()
+                };
+                (k.clone(), value)
+            })
+            .collect()
+    }
+}
+
+/// Every (method, path) → function pair in docs/openapi.yaml that Lambda serves (the `/_local`
+/// paths exist only in `helix serve`), from each operation's `x-helix-function`.
+pub fn openapi_routes() -> BTreeSet<(String, String, String)> {
+    let doc = load_yaml("docs/openapi.yaml");
+    let mut out = BTreeSet::new();
+    for (path, item) in doc["paths"].as_mapping().expect("paths") {
+        let path = str_of(path);
+        if path.starts_with("/_local") {
+            continue;
+        }
+        for (method, op) in item.as_mapping().expect("path item") {
+            let method = str_of(method);
+            if !["get", "put", "post", "head", "delete", "patch"].contains(&method.as_str()) {
+                continue;
+            }
+            let function = op["x-helix-function"]
+                .as_str()
+                .unwrap_or_else(|| panic!("docs/openapi.yaml: {method} {path} has no x-helix-function"));
+            out.insert((method.to_uppercase(), path.clone(), function.to_owned()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use helix_core::config::{BlobBackend, Config, MetaBackend, Mode, SignerBackend};
+    use helix_core::http::route::ROUTES;
+
+    fn code_routes() -> BTreeSet<(String, String, String)> {
+        ROUTES.iter().map(|r| (r.method.to_owned(), r.path.to_owned(), r.function.as_str().to_owned())).collect()
+    }
+
+    fn template_routes(t: &Template) -> BTreeSet<(String, String, String)> {
+        t.functions().into_iter().flat_map(|f| f.routes.into_iter().map(move |(m, p)| (m, p, f.name.clone()))).collect()
+    }
+
+    #[test]
+    fn every_route_is_wired_to_the_function_that_serves_it() {
+        let t = Template::load();
+        let wired = template_routes(&t);
+        assert_eq!(wired, code_routes(), "template routes differ from the route table (left: template)");
+        assert_eq!(openapi_routes(), code_routes(), "docs/openapi.yaml differs from the route table (left: doc)");
+        // Exactly one HTTP API, and every function crate of the workspace is deployed.
+        let apis = t.resources().filter(|(_, r)| r["Type"].as_str() == Some("AWS::Serverless::HttpApi")).count();
+        assert_eq!(apis, 1);
+        let crates: BTreeSet<String> = std::fs::read_dir(repo_file("functions"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        let deployed: BTreeSet<String> = t.functions().into_iter().map(|f| f.name).collect();
+        assert_eq!(deployed, crates, "every functions/<name> crate has one template function");
+    }
+
+    #[test]
+    fn every_function_environment_is_a_complete_lambda_configuration() {
+        let t = Template::load();
+        for f in t.functions() {
+            let env = t.resolved_env(&f);
+            let config = Config::from_lookup(Mode::Lambda, |k| env.get(k).cloned())
+                .unwrap_or_else(|e| panic!("{}: environment is not a valid configuration: {e}", f.logical_id));
+            assert_eq!(config.blob_backend, BlobBackend::S3, "{}", f.name);
+            assert_eq!(config.meta_backend, MetaBackend::DynamoDb, "{}", f.name);
+            assert_eq!(config.signer_backend, SignerBackend::Kms, "{}", f.name);
+            assert_eq!(config.s3_bucket, "<BlobBucket>", "{}", f.name);
+            assert_eq!(config.table, "<MetaTable>", "{}", f.name);
+            assert_eq!(config.audit_table, "<AuditTable>", "{}", f.name);
+            assert_eq!(config.kms_key_id, "<SigningKey.Arn>", "{}", f.name);
+            assert!(config.s3_strict_no_overwrite, "{}: the bucket policy requires If-None-Match", f.name);
+            assert!(config.oidc.is_none(), "{}: OIDC is off by default", f.name);
+            // Names and references only: nothing secret-shaped is ever put in the environment.
+            for (k, v) in &f.env {
+                let upper = k.to_uppercase();
+                assert!(!upper.contains("SECRET") && !upper.contains("PASSWORD"), "{}: {k}", f.name);
+                assert!(!v.starts_with("hlx_") && !v.contains("BEGIN"), "{}: {k} holds a secret", f.name);
+            }
+        }
+    }
+
+    /// What each function's code calls, per resource; the template may grant exactly this.
+    fn expected_grants(function: &str) -> BTreeSet<(&'static str, &'static str)> {
+        let blobs = "!Sub ${BlobBucket.Arn}/${S3Prefix}blobs/*";
+        let bucket = "!GetAtt BlobBucket.Arn";
+        let meta = "!GetAtt MetaTable.Arn";
+        let audit = "!GetAtt AuditTable.Arn";
+        let key = "!GetAtt SigningKey.Arn";
+        let grants: &[(&str, &str)] = match function {
+            "publish" => &[
+                ("s3:PutObject", blobs),
+                ("s3:GetObject", blobs),
+                ("s3:ListBucket", bucket),
+                ("dynamodb:GetItem", meta),
+                ("dynamodb:PutItem", meta),
+                ("dynamodb:PutItem", audit),
+                ("dynamodb:Query", audit),
+            ],
+            "fetch" => &[("s3:GetObject", blobs), ("s3:ListBucket", bucket), ("dynamodb:GetItem", meta)],
+            "health" => &[
+                ("s3:ListBucket", bucket),
+                ("dynamodb:GetItem", meta),
+                ("dynamodb:GetItem", audit),
+                ("kms:GetPublicKey", key),
+            ],
+            "token" => &[
+                ("dynamodb:GetItem", meta),
+                ("dynamodb:PutItem", meta),
+                ("dynamodb:UpdateItem", meta),
+                ("dynamodb:Scan", meta),
+                ("dynamodb:PutItem", audit),
+                ("dynamodb:Query", audit),
+            ],
+            other => panic!("no expected grants for function {other}: add them here after reading its code"),
+        };
+        grants.iter().copied().collect()
+    }
+
+    #[test]
+    fn each_role_grants_only_what_its_function_calls_and_never_audit_rewrites_or_blob_deletes() {
+        let t = Template::load();
+        let audit_ok = ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query"];
+        for f in t.functions() {
+            let mut granted = BTreeSet::new();
+            for (actions, resources) in &f.statements {
+                for a in actions {
+                    assert!(!a.contains('*'), "{}: wildcard action {a}", f.name);
+                    assert!(!a.to_lowercase().starts_with("s3:deleteobject"), "{}: {a} on blobs", f.name);
+                    for r in resources {
+                        assert_ne!(r, "*", "{}: {a} on every resource", f.name);
+                        if r.contains("AuditTable") {
+                            assert!(audit_ok.contains(&a.as_str()), "{}: {a} on the audit table", f.name);
+                        }
+                        granted.insert((a.clone(), r.clone()));
+                    }
+                }
+            }
+            let expected: BTreeSet<(String, String)> =
+                expected_grants(&f.name).into_iter().map(|(a, r)| (a.to_owned(), r.to_owned())).collect();
+            assert_eq!(granted, expected, "{}: grants differ from what its code calls (left: template)", f.name);
+        }
+    }
+
+    #[test]
+    fn storage_is_hardened_and_the_audit_table_is_append_only() {
+        let t = Template::load();
+        let bucket = &t.resource("BlobBucket")["Properties"];
+        assert_eq!(bucket["VersioningConfiguration"]["Status"].as_str(), Some("Enabled"));
+        let bpa = &bucket["PublicAccessBlockConfiguration"];
+        for k in ["BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"] {
+            assert_eq!(bpa[k].as_bool(), Some(true), "{k}");
+        }
+        let statements =
+            t.resource("BlobBucketPolicy")["Properties"]["PolicyDocument"]["Statement"].as_sequence().unwrap().clone();
+        let deny = |sid: &str| statements.iter().find(|s| s["Sid"].as_str() == Some(sid)).cloned().expect(sid);
+        let tls = deny("DenyInsecureTransport");
+        assert_eq!(tls["Condition"]["Bool"]["aws:SecureTransport"].as_str(), Some("false"));
+        let inm = deny("DenyBlobPutWithoutIfNoneMatch");
+        assert_eq!(inm["Effect"].as_str(), Some("Deny"));
+        assert_eq!(strings(&inm["Action"]), ["s3:PutObject"]);
+        assert_eq!(strings(&inm["Resource"]), ["!Sub ${BlobBucket.Arn}/${S3Prefix}blobs/*"]);
+        assert_eq!(inm["Condition"]["Null"]["s3:if-none-match"].as_str(), Some("true"));
+
+        for table in ["MetaTable", "AuditTable"] {
+            let p = &t.resource(table)["Properties"];
+            assert_eq!(p["BillingMode"].as_str(), Some("PAY_PER_REQUEST"), "{table}");
+            assert_eq!(p["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"].as_bool(), Some(true));
+            assert_eq!(p["SSESpecification"]["SSEEnabled"].as_bool(), Some(true), "{table}");
+            assert_eq!(t.resource(table)["DeletionPolicy"].as_str(), Some("Retain"), "{table}");
+        }
+        let audit = &t.resource("AuditTable")["Properties"];
+        assert!(audit.get("TimeToLiveSpecification").is_none(), "audit events never expire");
+        let rp = &audit["ResourcePolicy"]["PolicyDocument"]["Statement"][0];
+        assert_eq!(rp["Effect"].as_str(), Some("Deny"));
+        let denied = strings(&rp["Action"]);
+        for a in ["dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"] {
+            assert!(denied.iter().any(|d| d == a), "audit table resource policy must deny {a}");
+        }
+
+        let key = &t.resource("SigningKey")["Properties"];
+        assert_eq!(key["KeySpec"].as_str(), Some("ECC_NIST_P256"));
+        assert_eq!(key["KeyUsage"].as_str(), Some("SIGN_VERIFY"));
+        for f in t.functions() {
+            let logs = &f.logical_id.replace("Function", "Logs");
+            assert_eq!(
+                t.resource(&f.logical_id)["Properties"]["LoggingConfig"]["LogGroup"].as_str(),
+                Some(&*format!("!Ref {logs}"))
+            );
+            assert!(t.resource(logs)["Properties"]["RetentionInDays"].as_str().is_some(), "{logs}: retention");
+        }
+    }
+}
