@@ -63,6 +63,8 @@ pub struct Config {
     pub dynamodb_endpoint_url: Option<String>,
     pub kms_endpoint_url: Option<String>,
     pub aws_region: Option<String>,
+    /// Trust the system CA store (SSL_CERT_FILE or SSL_CERT_DIR set) instead of the compiled-in roots.
+    pub tls_native_roots: bool,
     pub table: String,
     pub audit_table: String,
     pub kms_key_id: String,
@@ -116,6 +118,9 @@ impl Config {
                 return Err(err("HELIX_META_BACKEND", format!("{other:?} is not dynamodb or sqlite")));
             }
         };
+        if meta_backend == MetaBackend::Sqlite && !cfg!(feature = "sqlite") {
+            return Err(err("HELIX_META_BACKEND", "sqlite is not built into this binary (cargo feature `sqlite`)"));
+        }
         let signer_backend = match get("HELIX_SIGNER_BACKEND").as_deref() {
             Some("kms") => SignerBackend::Kms,
             Some("local") => SignerBackend::Local,
@@ -221,6 +226,7 @@ impl Config {
             dynamodb_endpoint_url: get("AWS_ENDPOINT_URL_DYNAMODB").or_else(|| aws_endpoint.clone()),
             kms_endpoint_url: get("AWS_ENDPOINT_URL_KMS").or_else(|| aws_endpoint.clone()),
             aws_region: get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION")),
+            tls_native_roots: get("SSL_CERT_FILE").is_some() || get("SSL_CERT_DIR").is_some(),
             table,
             audit_table,
             kms_key_id,

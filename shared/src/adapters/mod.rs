@@ -6,12 +6,15 @@
 //! | MetaStore | `dynamo`       | `sqlite`                |
 //! | AuditLog  | `dynamo`       | `sqlite`                |
 //! | Signer    | `kms`          | `local_key`             |
+//!
+//! `sqlite` is behind the `sqlite` cargo feature, so Lambda binaries do not carry SQLite.
 
 pub mod dynamo;
 pub mod fs;
 pub mod kms;
 pub mod local_key;
 pub mod s3;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 /// Bounded retry with jitter for optimistic writes that lost a race (audit seq, S3 409).
