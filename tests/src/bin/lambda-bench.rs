@@ -163,8 +163,9 @@ async fn main() {
         rows.push((name.clone(), median(inits.clone()), stats(&inits), stats(&firsts), size, zipped));
     }
 
-    let mut md = format!(
-        "| function | init ms, median (min–max) | first invocation ms | × faster init than Python | binary | zipped |\n|---|---|---|---|---|---|\n"
+    let mut md = String::from(
+        "| function | init ms, median (min–max) | first invocation ms | × faster init than Python | binary | zipped |\n\
+         |---|---|---|---|---|---|\n",
     );
     for (name, init_median, init, first, size, zipped) in &rows {
         let speedup = if name.starts_with("python") { "1".into() } else { format!("{:.0}", python_init / init_median) };
