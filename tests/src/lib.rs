@@ -7,6 +7,7 @@ pub mod cases;
 pub mod rbac;
 pub mod runtime_api;
 pub mod template;
+pub mod tls_stub;
 
 /// Every log line this test process writes, in the production JSON format.
 pub fn captured_logs() -> String {

@@ -42,11 +42,15 @@ fn event(method: &str, route: &str, path: &str, query: &str, bearer: Option<&str
 
 /// A function binary started against its own Runtime API, with the test environment's variables.
 async fn start(env: &TestEnv, function: &str, extra: &[(&str, &str)]) -> (RuntimeApi, FunctionProcess) {
-    let dir = tokio::task::spawn_blocking(|| function_binaries().clone()).await.unwrap();
-    let api = RuntimeApi::start().await;
     let mut vars = env.lambda_env();
     vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-    let process = FunctionProcess::spawn(&dir.join(function), &[], &api, &vars);
+    start_with(function, &vars).await
+}
+
+async fn start_with(function: &str, vars: &[(String, String)]) -> (RuntimeApi, FunctionProcess) {
+    let dir = tokio::task::spawn_blocking(|| function_binaries().clone()).await.unwrap();
+    let api = RuntimeApi::start().await;
+    let process = FunctionProcess::spawn(&dir.join(function), &[], &api, vars);
     (api, process)
 }
 
@@ -190,4 +194,47 @@ pub async fn function_binary_with_bad_configuration_fails_at_init_naming_the_var
         let error = line["fields"]["error"].as_str().unwrap();
         assert!(error.starts_with("configuration error: HELIX_TABLE:"), "{f}: the variable is named: {error}");
     }
+}
+
+/// AWS calls verify the server certificate against the compiled-in roots: a self-signed endpoint is
+/// refused. Naming its certificate in SSL_CERT_FILE (the operator's explicit choice of trust store)
+/// makes the same binary trust it. Run through the health binary's `/readyz` (S3 HeadBucket).
+pub async fn aws_tls_verifies_certificates_and_honours_ssl_cert_file(_b: Backend) {
+    let stub = crate::tls_stub::TlsStub::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("stub-ca.pem");
+    std::fs::write(&ca, &stub.cert_pem).unwrap();
+    let base: Vec<(String, String)> = [
+        ("HELIX_S3_BUCKET", "helix-tls"),
+        ("HELIX_TABLE", "helix-meta"),
+        ("HELIX_AUDIT_TABLE", "helix-audit"),
+        ("HELIX_KMS_KEY_ID", "alias/helix"),
+        ("AWS_ENDPOINT_URL", stub.url.as_str()),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    let blob_store = |r: &Value| {
+        let deps = body_json(r)["dependencies"].as_array().unwrap().clone();
+        deps.into_iter().find(|d| d["name"] == "blob_store").unwrap()
+    };
+    let readyz = event("GET", "/readyz", "/readyz", "", None);
+
+    let (api, p) = start_with("health", &base).await;
+    ready(&api, &p, "health").await;
+    let r = call(&api, &p, &readyz).await;
+    assert_eq!(r["statusCode"], 503, "{r}");
+    let dep = blob_store(&r);
+    assert_eq!(dep["ok"], false, "a self-signed certificate is refused: {dep}");
+    assert_eq!(dep["reason"], "blob_store_unavailable");
+    assert_eq!(stub.requests(), 0, "no request got past the handshake");
+    assert!(p.output().contains("certificate"), "the refusal is logged as a certificate error:\n{}", p.output());
+
+    let mut trusted = base.clone();
+    trusted.push(("SSL_CERT_FILE".into(), ca.display().to_string()));
+    let (api, p) = start_with("health", &trusted).await;
+    ready(&api, &p, "health").await;
+    let r = call(&api, &p, &readyz).await;
+    assert_eq!(blob_store(&r)["ok"], true, "trusted through SSL_CERT_FILE: {r}\n{}", p.output());
+    assert!(stub.requests() >= 1, "HeadBucket reached the endpoint over TLS");
 }
