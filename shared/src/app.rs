@@ -138,16 +138,18 @@ fn build_meta(config: &Config, sdk: Option<&aws_config::SdkConfig>) -> Result<(A
 }
 
 /// The HTTPS client every SDK client shares. Server certificates are always verified (rustls with
-/// aws-lc, as the SDK's default client); the trust anchors are the Mozilla roots compiled into the
-/// binary (webpki-root-certs), so nothing is read from disk at start: loading the system store cost
-/// ~6 ms of a ~10 ms cold start here (docs/performance.md). Setting SSL_CERT_FILE or SSL_CERT_DIR
-/// chooses the system store instead (a private CA, a TLS-terminating proxy).
+/// aws-lc, as the SDK's default client), against the roots of Amazon Trust Services, the CA of every
+/// AWS service endpoint, compiled into the binary (from webpki-root-certs, Mozilla's set). Nothing is
+/// read from disk at start and no other CA can vouch for an AWS endpoint. Reading and parsing the
+/// system store cost ~6 ms of a ~10 ms cold start here, parsing Mozilla's ~150 roots ~2 ms
+/// (docs/performance.md). Setting SSL_CERT_FILE or SSL_CERT_DIR chooses the system store instead
+/// (a private CA, a TLS-terminating proxy, an emulator behind TLS).
 fn https_client(native_roots: bool) -> aws_sdk_s3::config::SharedHttpClient {
     use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
     let trust = if native_roots {
         TrustStore::default()
     } else {
-        TrustStore::empty().with_native_roots(false).with_pem_certificate(compiled_in_roots_pem())
+        TrustStore::empty().with_native_roots(false).with_pem_certificate(pem(&aws_roots()))
     };
     let context = TlsContext::builder().with_trust_store(trust).build().expect("a trust store without files is valid");
     aws_smithy_http_client::Builder::new()
@@ -156,13 +158,35 @@ fn https_client(native_roots: bool) -> aws_sdk_s3::config::SharedHttpClient {
         .build_https()
 }
 
-/// The compiled-in roots as one PEM bundle (the form the SDK's trust store takes).
-fn compiled_in_roots_pem() -> Vec<u8> {
+/// Subjects of the Amazon Trust Services roots (https://www.amazontrust.com/repository/): Amazon Root
+/// CA 1-4, and the Starfield root that cross-signs them for older clients.
+const AWS_ROOT_SUBJECTS: [&str; 5] = [
+    "Amazon Root CA 1",
+    "Amazon Root CA 2",
+    "Amazon Root CA 3",
+    "Amazon Root CA 4",
+    "Starfield Services Root Certificate Authority - G2",
+];
+
+/// The compiled-in Mozilla roots whose subject is one of AWS_ROOT_SUBJECTS (a root's DER holds its
+/// common name verbatim; "Amazon Root CA 1" is not a prefix of another root's name in the set).
+/// A SIMD substring search: a naive scan of the ~200 KB of roots cost ~2 ms of cold start.
+fn aws_roots() -> Vec<&'static [u8]> {
+    let finders: Vec<memchr::memmem::Finder> = AWS_ROOT_SUBJECTS.iter().map(memchr::memmem::Finder::new).collect();
+    webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .map(|c| -> &'static [u8] { c.as_ref() })
+        .filter(|der| finders.iter().any(|f| f.find(der).is_some()))
+        .collect()
+}
+
+/// DER certificates as one PEM bundle (the form the SDK's trust store takes).
+fn pem(ders: &[&[u8]]) -> Vec<u8> {
     use base64::Engine;
-    let mut pem = String::with_capacity(webpki_root_certs::TLS_SERVER_ROOT_CERTS.len() * 2100);
-    for cert in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
+    let mut pem = String::new();
+    for der in ders {
         pem.push_str("-----BEGIN CERTIFICATE-----\n");
-        let b64 = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
         for line in b64.as_bytes().chunks(64) {
             pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
             pem.push('\n');
@@ -172,8 +196,11 @@ fn compiled_in_roots_pem() -> Vec<u8> {
     pem.into_bytes()
 }
 
-/// One SDK configuration for every client: region and credentials from the standard chain, short
-/// timeouts and few retries so an outage becomes a prompt 503 rather than a hung request.
+/// One SDK configuration for every client: region and credentials from the standard chain (in Lambda,
+/// from the environment, where the Lambda service puts the function role's credentials: the chain's
+/// other providers, profile files, web identity with its STS client, ECS, IMDS, are never used there
+/// and cost a share of the cold start), short timeouts and few retries so an outage becomes a prompt
+/// 503 rather than a hung request.
 async fn aws_sdk_config(config: &Config) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .http_client(https_client(config.tls_native_roots))
@@ -188,5 +215,26 @@ async fn aws_sdk_config(config: &Config) -> aws_config::SdkConfig {
     if let Some(region) = &config.aws_region {
         loader = loader.region(aws_config::Region::new(region.clone()));
     }
+    if config.mode == crate::Mode::Lambda {
+        loader = loader
+            .credentials_provider(aws_config::environment::credentials::EnvironmentVariableCredentialsProvider::new());
+    }
     loader.load().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aws_trust_anchors_are_exactly_the_five_amazon_trust_services_roots() {
+        let roots = aws_roots();
+        assert_eq!(roots.len(), AWS_ROOT_SUBJECTS.len(), "one root per subject, no more");
+        for subject in AWS_ROOT_SUBJECTS {
+            let n = roots.iter().filter(|d| memchr::memmem::find(d, subject.as_bytes()).is_some()).count();
+            assert_eq!(n, 1, "{subject}");
+        }
+        // Whole certificates (the SDK parses them into trust anchors), not just names.
+        assert!(roots.iter().all(|d| d.len() > 400), "whole certificates, not names");
+    }
 }
