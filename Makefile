@@ -7,7 +7,7 @@ SHELL := /bin/bash
 
 CARGO ?= cargo
 LOGS := target/test-logs
-FUNCTIONS := publish fetch health token
+FUNCTIONS := publish fetch health token audit-export
 # Lambda architecture for build-lambda/deploy: arm64 (default) or x86_64 (the fallback; see docs/deploy.md).
 ARCH ?= arm64
 STACK ?= helix-registry

@@ -1,6 +1,6 @@
 """Create what Helix needs in an AWS API (moto, LocalStack, or a sandbox account) and print the
 environment that points Helix at it. Schema mirrors infra/ and the DynamoDB adapter:
-  meta table  pk (S) / sk (S)          audit table  stream (S) / seq (N)
+  meta table  pk (S) / sk (S)          audit table  stream (S) / seq (N), index by-day: day (S) / ts (S)
   bucket      versioning on            key          ECC_NIST_P256, SIGN_VERIFY
 Usage: bootstrap.py ENDPOINT_URL [NAME_PREFIX]"""
 import sys
@@ -18,16 +18,25 @@ bucket = f"{prefix}-blobs"
 s3.create_bucket(Bucket=bucket)
 s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
 
-def table(name, keys):
+def table(name, keys, **extra):
     ddb.create_table(
         TableName=name,
         BillingMode="PAY_PER_REQUEST",
         AttributeDefinitions=[{"AttributeName": k, "AttributeType": t} for k, t, _ in keys],
-        KeySchema=[{"AttributeName": k, "KeyType": kt} for k, _, kt in keys],
+        KeySchema=[{"AttributeName": k, "KeyType": kt} for k, _, kt in keys if kt],
+        **extra,
     )
 
 table(f"{prefix}-meta", [("pk", "S", "HASH"), ("sk", "S", "RANGE")])
-table(f"{prefix}-audit", [("stream", "S", "HASH"), ("seq", "N", "RANGE")])
+table(
+    f"{prefix}-audit",
+    [("stream", "S", "HASH"), ("seq", "N", "RANGE"), ("day", "S", None), ("ts", "S", None)],
+    GlobalSecondaryIndexes=[{
+        "IndexName": "by-day",
+        "KeySchema": [{"AttributeName": "day", "KeyType": "HASH"}, {"AttributeName": "ts", "KeyType": "RANGE"}],
+        "Projection": {"ProjectionType": "ALL"},
+    }],
+)
 key = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY", Description="helix signer")
 key_id = key["KeyMetadata"]["KeyId"]
 

@@ -74,6 +74,8 @@ pub enum Error {
     Unavailable { dep: Dependency, detail: String },
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("a stored audit export file differs from what the audit log yields: {0}")]
+    AuditExportMismatch(String),
 }
 
 impl Error {

@@ -6,6 +6,7 @@
 
 pub mod adapters;
 pub mod app;
+pub mod audit_export;
 pub mod auth;
 pub mod blobs;
 pub mod config;

@@ -75,6 +75,14 @@ pub trait BlobStore: Send + Sync {
 
     async fn presign_get(&self, digest: &Digest, ttl: Duration) -> Result<Presigned>;
 
+    /// Store a small document (the audit exports) at `key` (relative to the store's prefix, e.g.
+    /// `audit/2026/11/22/manifest.json`) unless something is already there: `Existed` leaves the
+    /// stored bytes untouched for the caller to compare. Two writers never both get `Created`.
+    async fn put_document_if_absent(&self, key: &str, bytes: Bytes) -> Result<PutOutcome>;
+
+    /// A document's bytes, or None when there is none at `key`.
+    async fn get_document(&self, key: &str) -> Result<Option<Bytes>>;
+
     /// Readiness probe: cheap, touches the backing service.
     async fn check(&self) -> Result<()>;
 }
@@ -161,6 +169,10 @@ pub trait AuditLog: Send + Sync {
 
     /// Events of one stream in seq order.
     async fn query(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>>;
+
+    /// Every event whose `ts` falls on `day` (UTC, `YYYY-MM-DD`), of every stream, ordered by
+    /// (stream, seq): what the daily export writes.
+    async fn read_day(&self, day: &str) -> Result<Vec<AuditEvent>>;
 
     async fn check(&self) -> Result<()>;
 }

@@ -108,21 +108,36 @@ impl AwsFixture {
         use aws_sdk_dynamodb::types::{
             AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType as T,
         };
+        let attr = |n: &str, t: T| AttributeDefinition::builder().attribute_name(n).attribute_type(t).build().unwrap();
+        let key = |n: &str, k: KeyType| KeySchemaElement::builder().attribute_name(n).key_type(k).build().unwrap();
         for (name, hash, range, range_type) in [(&table, "pk", "sk", T::S), (&audit_table, "stream", "seq", T::N)] {
-            ddb.create_table()
+            let mut create = ddb
+                .create_table()
                 .table_name(name.as_str())
                 .billing_mode(BillingMode::PayPerRequest)
-                .attribute_definitions(
-                    AttributeDefinition::builder().attribute_name(hash).attribute_type(T::S).build().unwrap(),
-                )
-                .attribute_definitions(
-                    AttributeDefinition::builder().attribute_name(range).attribute_type(range_type).build().unwrap(),
-                )
-                .key_schema(KeySchemaElement::builder().attribute_name(hash).key_type(KeyType::Hash).build().unwrap())
-                .key_schema(KeySchemaElement::builder().attribute_name(range).key_type(KeyType::Range).build().unwrap())
-                .send()
-                .await
-                .expect("create table");
+                .attribute_definitions(attr(hash, T::S))
+                .attribute_definitions(attr(range, range_type))
+                .key_schema(key(hash, KeyType::Hash))
+                .key_schema(key(range, KeyType::Range));
+            if name == &audit_table {
+                // The daily export's index (helix_core::adapters::dynamo::AUDIT_DAY_INDEX), as in infra/.
+                let index = aws_sdk_dynamodb::types::GlobalSecondaryIndex::builder()
+                    .index_name(helix_core::adapters::dynamo::AUDIT_DAY_INDEX)
+                    .key_schema(key("day", KeyType::Hash))
+                    .key_schema(key("ts", KeyType::Range))
+                    .projection(
+                        aws_sdk_dynamodb::types::Projection::builder()
+                            .projection_type(aws_sdk_dynamodb::types::ProjectionType::All)
+                            .build(),
+                    )
+                    .build()
+                    .unwrap();
+                create = create
+                    .attribute_definitions(attr("day", T::S))
+                    .attribute_definitions(attr("ts", T::S))
+                    .global_secondary_indexes(index);
+            }
+            create.send().await.expect("create table");
         }
         let key = kms
             .create_key()
@@ -263,6 +278,20 @@ impl TestEnv {
         }
     }
 
+    /// Overwrite a document (an audit export file) behind the registry's back.
+    pub async fn plant_document(&self, key: &str, bytes: &[u8]) {
+        match &self.aws {
+            None => {
+                let path = self.data_dir().join(helix_core::app::BLOB_DIR).join(key);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, bytes).unwrap();
+            }
+            Some(f) => {
+                f.s3.put_object().bucket(&f.bucket).key(key).body(bytes.to_vec().into()).send().await.expect("plant");
+            }
+        }
+    }
+
     /// Write `bytes` under `digest`'s key behind the registry's back (corruption, tampering).
     pub async fn plant_object(&self, digest: &helix_core::domain::Digest, bytes: &[u8]) {
         match &self.aws {
@@ -323,6 +352,9 @@ macro_rules! common_suite {
             meta_store_counters_add_atomically,
             audit_log_concurrent_appends_form_a_gapless_verified_chain,
             audit_log_query_filters_by_time_and_cursor,
+            audit_log_read_day_returns_that_days_events_of_every_stream_in_order,
+            blob_store_documents_are_put_once_and_read_back,
+            audit_export_writes_a_day_once_chains_days_and_detects_tampering,
             signer_signatures_verify_with_the_published_public_key,
             healthz_and_readyz_report_every_dependency,
             status_needs_a_viewer_token_and_shows_no_secret,

@@ -268,4 +268,7 @@ pub fn function_binaries() -> &'static PathBuf {
 }
 
 /// Every Lambda function crate (its binary has the crate's name).
-pub const FUNCTIONS: &[&str] = &["publish", "fetch", "health", "token"];
+pub const FUNCTIONS: &[&str] = &["publish", "fetch", "health", "token", "audit-export"];
+
+/// The functions behind API Gateway (the rest are invoked with JSON events).
+pub const HTTP_FUNCTIONS: &[&str] = &["publish", "fetch", "health", "token"];

@@ -199,6 +199,16 @@ mod tests {
             .collect();
         let deployed: BTreeSet<String> = t.functions().into_iter().map(|f| f.name).collect();
         assert_eq!(deployed, crates, "every functions/<name> crate has one template function");
+        // audit-export has no route: EventBridge Scheduler runs it daily, after midnight UTC, with the
+        // scheduled time as `time` (the function exports the day before it).
+        let export = t.functions().into_iter().find(|f| f.name == "audit-export").expect("audit-export");
+        assert!(export.routes.is_empty());
+        let schedule = &t.resource(&export.logical_id)["Properties"]["Events"]["Daily"];
+        assert_eq!(schedule["Type"].as_str(), Some("ScheduleV2"));
+        assert_eq!(schedule["Properties"]["ScheduleExpression"].as_str(), Some("cron(15 0 * * ? *)"));
+        assert_eq!(schedule["Properties"]["ScheduleExpressionTimezone"].as_str(), Some("UTC"));
+        let input: serde_json::Value = serde_json::from_str(schedule["Properties"]["Input"].as_str().unwrap()).unwrap();
+        assert_eq!(input["time"], "<aws.scheduler.scheduled-time>");
     }
 
     #[test]
@@ -257,6 +267,16 @@ mod tests {
                 ("dynamodb:Scan", meta),
                 ("dynamodb:PutItem", audit),
                 ("dynamodb:Query", audit),
+            ],
+            "audit-export" => &[
+                ("dynamodb:Query", "!Sub ${AuditTable.Arn}/index/by-day"),
+                ("dynamodb:Query", audit),
+                ("dynamodb:PutItem", audit),
+                ("s3:PutObject", "!Sub ${BlobBucket.Arn}/${S3Prefix}audit/*"),
+                ("s3:GetObject", "!Sub ${BlobBucket.Arn}/${S3Prefix}audit/*"),
+                ("s3:ListBucket", bucket),
+                ("kms:Sign", key),
+                ("kms:GetPublicKey", key),
             ],
             other => panic!("no expected grants for function {other}: add them here after reading its code"),
         };
@@ -317,6 +337,9 @@ mod tests {
         }
         let audit = &t.resource("AuditTable")["Properties"];
         assert!(audit.get("TimeToLiveSpecification").is_none(), "audit events never expire");
+        let index = &audit["GlobalSecondaryIndexes"][0];
+        assert_eq!(index["IndexName"].as_str(), Some(helix_core::adapters::dynamo::AUDIT_DAY_INDEX));
+        assert_eq!(index["KeySchema"][0]["AttributeName"].as_str(), Some("day"));
         let rp = &audit["ResourcePolicy"]["PolicyDocument"]["Statement"][0];
         assert_eq!(rp["Effect"].as_str(), Some("Deny"));
         let denied = strings(&rp["Action"]);

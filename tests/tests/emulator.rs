@@ -13,4 +13,5 @@ helix_tests::cases!(Backend::Emulator;
     function_binaries_serve_api_gateway_events_as_lambdas,
     function_binary_with_bad_configuration_fails_at_init_naming_the_variable,
     aws_tls_verifies_certificates_and_honours_ssl_cert_file,
+    audit_export_binary_answers_the_scheduled_event,
 );

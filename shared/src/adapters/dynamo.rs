@@ -99,6 +99,9 @@ fn token_from_item(item: &Item) -> Result<TokenRecord> {
     })
 }
 
+/// Global secondary index of the audit table: hash key `day` (S), range key `ts` (S), all attributes.
+pub const AUDIT_DAY_INDEX: &str = "by-day";
+
 fn event_from_item(item: &Item) -> Result<AuditEvent> {
     AuditEvent::from_canonical(&get_s(item, "event")?)
 }
@@ -171,6 +174,8 @@ impl DynamoStore {
             ("action".into(), s(&event.action)),
             ("actor".into(), s(&event.actor)),
             ("hash".into(), s(&event.hash)),
+            // Partition key of the `by-day` index the daily export queries (UTC date of `ts`).
+            ("day".into(), s(event.ts.get(..10).unwrap_or(&event.ts))),
             ("event".into(), s(event.canonical()?)),
         ]))
     }
@@ -393,6 +398,34 @@ impl AuditLog for DynamoStore {
                 _ => return Ok(events),
             }
         }
+    }
+
+    async fn read_day(&self, day: &str) -> Result<Vec<AuditEvent>> {
+        let mut events = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.audit_table)
+                .index_name(AUDIT_DAY_INDEX)
+                .key_condition_expression("#d = :d")
+                .expression_attribute_names("#d", "day")
+                .expression_attribute_values(":d", s(day))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(err(Dependency::AuditLog))?;
+            for item in out.items() {
+                events.push(event_from_item(item)?);
+            }
+            match out.last_evaluated_key {
+                Some(k) => start = Some(k),
+                None => break,
+            }
+        }
+        events.sort_by(|a, b| (&a.stream, a.seq).cmp(&(&b.stream, b.seq)));
+        Ok(events)
     }
 
     async fn check(&self) -> Result<()> {

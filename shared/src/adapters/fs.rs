@@ -166,6 +166,12 @@ impl FsBlobStore {
         .map_err(io_err)
     }
 
+    /// Where a document lives: under the store's root, next to `sha256/` (keys are ours, never a caller's).
+    fn document_path(&self, key: &str) -> Result<PathBuf> {
+        let ok = !key.is_empty() && key.split('/').all(|s| !s.is_empty() && s != "." && s != "..");
+        if ok { Ok(self.root.join(key)) } else { Err(Error::Internal(format!("bad document key {key:?}"))) }
+    }
+
     async fn existing(&self, digest: &Digest) -> Result<PutOutcome> {
         verify_object(self, digest).await?;
         Ok(PutOutcome::Existed)
@@ -193,6 +199,30 @@ impl BlobStore for FsBlobStore {
         let size = bytes.len() as u64;
         let body = futures_util::stream::iter([Ok::<_, io::Error>(bytes)]);
         self.put_stream(digest, Some(size), body).await
+    }
+
+    async fn put_document_if_absent(&self, key: &str, bytes: Bytes) -> Result<PutOutcome> {
+        let final_path = self.document_path(key)?;
+        let tmp_path = self.tmp.join(format!("document.{}", random_suffix()));
+        tokio::fs::write(&tmp_path, &bytes).await.map_err(io_err)?;
+        let synced = async {
+            tokio::fs::File::open(&tmp_path).await?.sync_all().await?;
+            Ok::<_, io::Error>(())
+        };
+        let outcome = match synced.await {
+            Ok(()) => self.publish(&tmp_path, &final_path).await,
+            Err(e) => Err(io_err(e)),
+        };
+        let _ = tokio::fs::remove_file(&tmp_path).await;
+        outcome
+    }
+
+    async fn get_document(&self, key: &str) -> Result<Option<Bytes>> {
+        match tokio::fs::read(self.document_path(key)?).await {
+            Ok(b) => Ok(Some(Bytes::from(b))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(e)),
+        }
     }
 
     async fn head(&self, digest: &Digest) -> Result<Option<BlobHead>> {

@@ -137,6 +137,48 @@ impl BlobStore for S3BlobStore {
         }
     }
 
+    async fn put_document_if_absent(&self, key: &str, bytes: Bytes) -> Result<PutOutcome> {
+        let key = format!("{}{key}", self.prefix);
+        if !self.strict_no_overwrite && self.client.head_object().bucket(&self.bucket).key(&key).send().await.is_ok() {
+            return Ok(PutOutcome::Existed);
+        }
+        let mut attempt = 0;
+        loop {
+            let mut put = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .content_type("application/json")
+                .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                .body(ByteStream::from(bytes.clone()));
+            if self.strict_no_overwrite {
+                put = put.if_none_match("*");
+            }
+            match put.send().await {
+                Ok(_) => return Ok(PutOutcome::Created),
+                Err(e) if status_of(&e) == Some(412) => return Ok(PutOutcome::Existed),
+                Err(e) if status_of(&e) == Some(409) && attempt < CONFLICT_RETRIES => {
+                    attempt += 1;
+                    crate::adapters::backoff(attempt).await;
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+    }
+
+    async fn get_document(&self, key: &str) -> Result<Option<Bytes>> {
+        let key = format!("{}{key}", self.prefix);
+        match self.client.get_object().bucket(&self.bucket).key(&key).send().await {
+            Ok(o) => {
+                let body = o.body.collect().await.map_err(|e| Error::unavailable(Dependency::BlobStore, e))?;
+                Ok(Some(body.into_bytes()))
+            }
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     async fn presign_put(&self, digest: &Digest, size: u64, ttl: Duration) -> Result<Presigned> {
         let checksum = digest.base64();
         let mut put = self

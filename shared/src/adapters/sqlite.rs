@@ -270,6 +270,19 @@ impl AuditLog for SqliteStore {
         lines.iter().map(|l| AuditEvent::from_canonical(l)).collect()
     }
 
+    async fn read_day(&self, day: &str) -> Result<Vec<AuditEvent>> {
+        let day = day.to_owned();
+        let lines = self
+            .with(audit_err, move |c| {
+                let mut stmt =
+                    c.prepare("SELECT event FROM audit_events WHERE substr(ts, 1, 10) = ?1 ORDER BY stream, seq")?;
+                let rows = stmt.query_map(params![day], |r| r.get::<_, String>(0))?;
+                rows.collect::<rusqlite::Result<Vec<String>>>()
+            })
+            .await?;
+        lines.iter().map(|l| AuditEvent::from_canonical(l)).collect()
+    }
+
     async fn check(&self) -> Result<()> {
         self.with(audit_err, |c| c.query_row("SELECT count(*) FROM audit_events WHERE stream = ''", [], |_| Ok(())))
             .await

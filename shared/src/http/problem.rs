@@ -16,6 +16,7 @@ pub fn classify(e: &Error) -> (u16, &'static str) {
         Error::PayloadTooLarge { .. } => (413, "payload_too_large"),
         Error::BlobMissing(_) => (404, "blob_missing"),
         Error::BlobIntegrity(_) => (500, "blob_integrity_error"),
+        Error::AuditExportMismatch(_) => (500, "audit_export_mismatch"),
         Error::TokenNotFound => (404, "token_not_found"),
         Error::NotFound => (404, "not_found"),
         Error::MethodNotAllowed => (405, "method_not_allowed"),
@@ -54,7 +55,7 @@ fn public_detail(e: &Error) -> String {
         Error::Unavailable { dep, .. } => {
             format!("the {} could not be reached; nothing was changed", dep.as_str().replace('_', " "))
         }
-        Error::Internal(_) | Error::BlobIntegrity(_) => {
+        Error::Internal(_) | Error::BlobIntegrity(_) | Error::AuditExportMismatch(_) => {
             "the registry found an inconsistency; see the logs under this request id".into()
         }
         other => other.to_string(),

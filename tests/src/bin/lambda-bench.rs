@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use helix_core::domain::Role;
-use helix_tests::runtime_api::{FUNCTIONS, FunctionProcess, Outcome, RuntimeApi};
+use helix_tests::runtime_api::{FunctionProcess, HTTP_FUNCTIONS, Outcome, RuntimeApi};
 use helix_tests::{Backend, TestEnv};
 use serde_json::{Value, json};
 
@@ -123,7 +123,7 @@ async fn main() {
         ("fetch", event("GET", blob_route, &blob, Some(&admin), None)),
         ("token", event("GET", "/v1/whoami", "/v1/whoami", Some(&admin), None)),
     ];
-    assert_eq!(plan.len(), FUNCTIONS.len());
+    assert_eq!(plan.len(), HTTP_FUNCTIONS.len());
 
     let mut rows = Vec::new();
     let mut python_init = 0.0;

@@ -81,7 +81,7 @@ pub async fn function_binaries_serve_api_gateway_events_as_lambdas(b: Backend) {
 
     // Start all four at once: each polls its own Runtime API.
     let mut running = Vec::new();
-    for f in crate::runtime_api::FUNCTIONS {
+    for f in crate::runtime_api::HTTP_FUNCTIONS {
         let (api, process) = start(&env, f, &[]).await;
         running.push((*f, api, process));
     }
@@ -237,4 +237,40 @@ pub async fn aws_tls_verifies_certificates_and_honours_ssl_cert_file(_b: Backend
     let r = call(&api, &p, &readyz).await;
     assert_eq!(blob_store(&r)["ok"], true, "trusted through SSL_CERT_FILE: {r}\n{}", p.output());
     assert!(stub.requests() >= 1, "HeadBucket reached the endpoint over TLS");
+}
+
+/// The audit-export binary answers the EventBridge scheduled event (tests/fixtures) by exporting the
+/// UTC day before its `time` to the bucket, signed with the KMS key; a re-run changes nothing; a day
+/// that is not over is refused on /error.
+pub async fn audit_export_binary_answers_the_scheduled_event(b: Backend) {
+    let env = TestEnv::start(b).await;
+    let (api, p) = start(&env, "audit-export", &[]).await;
+    ready(&api, &p, "audit-export").await;
+    let today = time::OffsetDateTime::now_utc().date();
+    let yesterday = today.previous_day().unwrap();
+    let mut scheduled = fixture("eventbridge-scheduled.json");
+    scheduled["time"] = json!(format!("{}T00:15:00Z", helix_core::audit_export::day_string(today)));
+
+    let r = call(&api, &p, &scheduled).await;
+    assert_eq!(r["day"], helix_core::audit_export::day_string(yesterday), "{r}");
+    assert_eq!(r["written"], json!(["events.jsonl", "manifest.json", "checkpoint.json"]), "{r}");
+    let f = env.aws.as_ref().unwrap();
+    let checkpoint_key = helix_core::audit_export::key(yesterday, "checkpoint.json");
+    let stored = f.s3.get_object().bucket(&f.bucket).key(&checkpoint_key).send().await.expect("checkpoint in S3");
+    let stored = stored.body.collect().await.unwrap().into_bytes();
+    let kms_key = env.app.signer.public_key().await.unwrap();
+    let statement = helix_core::audit_export::verify_checkpoint(&stored, &kms_key).expect("signed by the KMS key");
+    assert!(statement.contains(&helix_core::audit_export::day_string(yesterday)));
+
+    let r = call(&api, &p, &scheduled).await;
+    assert_eq!(r["written"], json!([]), "a re-run writes nothing: {r}");
+    assert_eq!(r["unchanged"].as_array().unwrap().len(), 3);
+
+    let today_event = json!({"day": helix_core::audit_export::day_string(today)});
+    match api.invoke(&today_event, CALL_TIMEOUT).await {
+        Outcome::Error(e) => assert!(e["errorMessage"].as_str().unwrap_or_default().contains("not over"), "{e}"),
+        Outcome::Response(r) => panic!("today was exported: {r}"),
+    }
+    let out = p.output();
+    assert!(out.contains("\"message\":\"event\""), "one log line per event:\n{out}");
 }

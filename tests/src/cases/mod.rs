@@ -5,6 +5,7 @@
 pub mod api;
 mod conformance;
 mod contract;
+mod export;
 mod faults;
 mod oidc;
 mod tokens;
@@ -13,6 +14,7 @@ pub use crate::rbac::rbac_matrix_holds_over_http;
 pub use api::*;
 pub use conformance::*;
 pub use contract::*;
+pub use export::*;
 pub use faults::*;
 pub use oidc::*;
 pub use tokens::*;
