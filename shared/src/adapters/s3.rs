@@ -36,6 +36,42 @@ fn unavailable<E: std::error::Error + 'static>(e: SdkError<E, aws_sdk_s3::config
 }
 
 impl S3BlobStore {
+    /// One PutObject with `If-None-Match: *` (in strict mode) and a SHA-256 checksum (signed in when
+    /// the digest is known), retrying S3's 409 on concurrent conditional writes. `Existed` is S3's 412.
+    async fn put(
+        &self,
+        key: String,
+        bytes: Bytes,
+        digest: Option<&Digest>,
+        content_type: Option<&str>,
+    ) -> Result<PutOutcome> {
+        let mut attempt = 0;
+        loop {
+            let mut put = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .content_length(bytes.len() as i64)
+                .set_content_type(content_type.map(str::to_owned))
+                .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                .set_checksum_sha256(digest.map(Digest::base64))
+                .body(ByteStream::from(bytes.clone()));
+            if self.strict_no_overwrite {
+                put = put.if_none_match("*");
+            }
+            match put.send().await {
+                Ok(_) => return Ok(PutOutcome::Created),
+                Err(e) if status_of(&e) == Some(412) => return Ok(PutOutcome::Existed),
+                Err(e) if status_of(&e) == Some(409) && attempt < CONFLICT_RETRIES => {
+                    attempt += 1;
+                    crate::adapters::backoff(attempt).await;
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+    }
+
     pub fn new(client: aws_sdk_s3::Client, bucket: String, prefix: String, strict_no_overwrite: bool) -> S3BlobStore {
         S3BlobStore { client, bucket, prefix, strict_no_overwrite }
     }
@@ -77,31 +113,11 @@ impl BlobStore for S3BlobStore {
                 Err(e) => return Err(e),
             }
         }
-        let mut attempt = 0;
-        loop {
-            let mut put = self
-                .client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(self.key_of(digest))
-                .content_length(bytes.len() as i64)
-                .checksum_algorithm(ChecksumAlgorithm::Sha256)
-                .checksum_sha256(digest.base64())
-                .body(ByteStream::from(bytes.clone()));
-            if self.strict_no_overwrite {
-                put = put.if_none_match("*");
-            }
-            match put.send().await {
-                Ok(_) => return Ok(PutOutcome::Created),
-                Err(e) if status_of(&e) == Some(412) => {
-                    verify_object(self, digest).await?;
-                    return Ok(PutOutcome::Existed);
-                }
-                Err(e) if status_of(&e) == Some(409) && attempt < CONFLICT_RETRIES => {
-                    attempt += 1;
-                    crate::adapters::backoff(attempt).await;
-                }
-                Err(e) => return Err(unavailable(e)),
+        match self.put(self.key_of(digest), bytes, Some(digest), None).await? {
+            PutOutcome::Created => Ok(PutOutcome::Created),
+            PutOutcome::Existed => {
+                verify_object(self, digest).await?;
+                Ok(PutOutcome::Existed)
             }
         }
     }
@@ -142,29 +158,7 @@ impl BlobStore for S3BlobStore {
         if !self.strict_no_overwrite && self.client.head_object().bucket(&self.bucket).key(&key).send().await.is_ok() {
             return Ok(PutOutcome::Existed);
         }
-        let mut attempt = 0;
-        loop {
-            let mut put = self
-                .client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(&key)
-                .content_type("application/json")
-                .checksum_algorithm(ChecksumAlgorithm::Sha256)
-                .body(ByteStream::from(bytes.clone()));
-            if self.strict_no_overwrite {
-                put = put.if_none_match("*");
-            }
-            match put.send().await {
-                Ok(_) => return Ok(PutOutcome::Created),
-                Err(e) if status_of(&e) == Some(412) => return Ok(PutOutcome::Existed),
-                Err(e) if status_of(&e) == Some(409) && attempt < CONFLICT_RETRIES => {
-                    attempt += 1;
-                    crate::adapters::backoff(attempt).await;
-                }
-                Err(e) => return Err(unavailable(e)),
-            }
-        }
+        self.put(key, bytes, None, Some("application/json")).await
     }
 
     async fn get_document(&self, key: &str) -> Result<Option<Bytes>> {

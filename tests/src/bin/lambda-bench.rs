@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use helix_core::domain::Role;
-use helix_tests::runtime_api::{FunctionProcess, HTTP_FUNCTIONS, Outcome, RuntimeApi};
+use helix_tests::runtime_api::{FUNCTIONS, FunctionProcess, HTTP_FUNCTIONS, Outcome, RuntimeApi};
 use helix_tests::{Backend, TestEnv};
 use serde_json::{Value, json};
 
@@ -78,7 +78,8 @@ async fn run_once(cmd: &Path, args: &[&str], env: &[(String, String)], event: &V
     let outcome = api.invoke(event, Duration::from_secs(30)).await;
     let first = t.elapsed();
     match outcome {
-        Outcome::Response(r) if r["statusCode"].as_u64().is_some_and(|s| s < 300) => {}
+        // An HTTP function answers 2xx; audit-export answers its report (no statusCode).
+        Outcome::Response(r) if r["statusCode"].as_u64().is_none_or(|s| s < 300) => {}
         other => panic!("{}: {other:?}\n{}", cmd.display(), process.output()),
     }
     let _ = process.child.kill().await;
@@ -124,7 +125,12 @@ async fn main() {
         ("token", event("GET", "/v1/whoami", "/v1/whoami", Some(&admin), None)),
     ];
     assert_eq!(plan.len(), HTTP_FUNCTIONS.len());
+    // audit-export: the first run exports yesterday (empty on a fresh emulator), later runs re-check it.
+    let yesterday = time::OffsetDateTime::now_utc().date().previous_day().unwrap();
+    let mut plan = plan;
+    plan.push(("audit-export", json!({"day": helix_core::audit_export::day_string(yesterday)})));
 
+    assert_eq!(plan.len(), FUNCTIONS.len(), "every function is measured");
     let mut rows = Vec::new();
     let mut python_init = 0.0;
     let python_script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/python_function.py");
