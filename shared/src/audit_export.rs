@@ -20,7 +20,8 @@ use crate::ports::PutOutcome;
 
 pub const PAYLOAD_TYPE: &str = "application/vnd.helix.audit-checkpoint.v1+json";
 const ACTOR: &str = "audit-export";
-const FILES: [&str; 3] = ["events.jsonl", "manifest.json", "checkpoint.json"];
+/// The files of one exported day, in the order they are written.
+pub const FILES: [&str; 3] = ["events.jsonl", "manifest.json", "checkpoint.json"];
 
 /// What one run did.
 #[derive(Debug, serde::Serialize)]
@@ -40,6 +41,12 @@ pub fn key(day: Date, file: &str) -> String {
 
 pub fn day_string(day: Date) -> String {
     format!("{:04}-{:02}-{:02}", day.year(), u8::from(day.month()), day.day())
+}
+
+/// A day written `YYYY-MM-DD`, as `day_string` writes it.
+pub fn parse_day(s: &str) -> Result<Date> {
+    Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"))
+        .map_err(|_| Error::BadRequest(format!("day {s:?} is not YYYY-MM-DD")))
 }
 
 /// DSSE pre-authentication encoding: what is signed.
@@ -103,8 +110,8 @@ pub async fn export_day(app: &App, day: Date, now: time::OffsetDateTime, request
     for (file, bytes) in [(FILES[0], jsonl.into_bytes()), (FILES[1], manifest.into_bytes())] {
         store(app, day, file, Bytes::from(bytes), request_id, &mut report, |stored, ours| stored == ours).await?;
     }
-    let checkpoint = checkpoint(app, &statement).await?;
     let key_info = app.signer.public_key().await?;
+    let checkpoint = checkpoint(app, &key_info, &statement).await?;
     let same_statement = |stored: &[u8], _: &[u8]| verify_checkpoint(stored, &key_info).as_deref() == Ok(&statement);
     store(app, day, FILES[2], Bytes::from(checkpoint), request_id, &mut report, same_statement).await?;
     Ok(report)
@@ -150,9 +157,8 @@ fn mismatch(day: &str, request_id: &str, details: Value) -> AuditDraft {
 }
 
 /// The DSSE envelope over `statement`, signed with the registry's key.
-async fn checkpoint(app: &App, statement: &str) -> Result<Vec<u8>> {
+async fn checkpoint(app: &App, key: &crate::ports::PublicKeyInfo, statement: &str) -> Result<Vec<u8>> {
     let b64 = base64::engine::general_purpose::STANDARD;
-    let key = app.signer.public_key().await?;
     let sig = app.signer.sign(&pae(PAYLOAD_TYPE, statement.as_bytes())).await?;
     let envelope = json!({
         "payloadType": PAYLOAD_TYPE,

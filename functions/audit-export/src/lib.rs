@@ -3,7 +3,7 @@
 //! an operator can invoke it with `{"day": "YYYY-MM-DD"}` to export (or re-check) a given day.
 
 use helix_core::App;
-use helix_core::audit_export::export_day;
+use helix_core::audit_export::{export_day, parse_day};
 use helix_core::error::{Error, Result};
 use serde_json::Value;
 use time::Date;
@@ -19,9 +19,7 @@ pub async fn handle(app: &App, event: &Value, request_id: &str) -> Result<Value>
 /// or an EventBridge scheduled event's).
 pub fn day_of(event: &Value) -> Result<Date> {
     if let Some(day) = event.get("day") {
-        let day = day.as_str().ok_or_else(|| Error::BadRequest("day is a string YYYY-MM-DD".into()))?;
-        let format = time::macros::format_description!("[year]-[month]-[day]");
-        return Date::parse(day, format).map_err(|_| Error::BadRequest(format!("day {day:?} is not YYYY-MM-DD")));
+        return parse_day(day.as_str().ok_or_else(|| Error::BadRequest("day is a string YYYY-MM-DD".into()))?);
     }
     if let Some(at) = event.get("time").and_then(Value::as_str) {
         let at = time::OffsetDateTime::parse(at, &Rfc3339)
@@ -39,7 +37,7 @@ mod tests {
 
     #[test]
     fn a_scheduled_event_exports_the_previous_utc_day_and_a_day_is_taken_as_is() {
-        let d = |s: &str| Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")).unwrap();
+        let d = |s: &str| parse_day(s).unwrap();
         let fixture = include_str!("../../../tests/fixtures/eventbridge-scheduled.json");
         let event: Value = serde_json::from_str(fixture).unwrap();
         assert_eq!(day_of(&event).unwrap(), d("2026-11-22"), "fixture time 2026-11-23T00:15:00Z");

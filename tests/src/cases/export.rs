@@ -3,14 +3,12 @@
 
 use base64::Engine;
 use helix_core::Error;
-use helix_core::audit_export::{self, export_day};
+use helix_core::audit_export::{self, FILES, export_day};
 use helix_core::domain::{Digest, Role};
 use serde_json::Value;
 use time::{Date, OffsetDateTime};
 
 use crate::{Backend, TestEnv};
-
-const FILES: [&str; 3] = ["events.jsonl", "manifest.json", "checkpoint.json"];
 
 async fn stored(env: &TestEnv, day: Date) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
@@ -33,8 +31,7 @@ pub async fn audit_export_writes_a_day_once_chains_days_and_detects_tampering(b:
     env.token(Role::Admin, "*").await;
     env.token(Role::Viewer, "team-a").await;
     let today_s = env.audit("team-a").await[0].ts[..10].to_owned();
-    let format = time::macros::format_description!("[year]-[month]-[day]");
-    let today = Date::parse(&today_s, format).unwrap();
+    let today = audit_export::parse_day(&today_s).unwrap();
     let yesterday = today.previous_day().unwrap();
     // The export only takes days that are over: pretend it is tomorrow, 00:15 UTC.
     let tomorrow = OffsetDateTime::new_utc(today.next_day().unwrap(), time::Time::from_hms(0, 15, 0).unwrap());
