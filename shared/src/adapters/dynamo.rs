@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 
@@ -162,6 +163,26 @@ impl DynamoStore {
                     ("linked_by".into(), s(&l.linked_by)),
                 ]);
                 Ok(vec![self.put(&self.table, item, absent)?])
+            }
+        }
+    }
+
+    /// Every audit event a query yields, page after page, up to `limit`.
+    async fn events(&self, req: QueryFluentBuilder, limit: usize) -> Result<Vec<AuditEvent>> {
+        let mut events = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out =
+                req.clone().set_exclusive_start_key(start.take()).send().await.map_err(err(Dependency::AuditLog))?;
+            for item in out.items() {
+                if events.len() == limit {
+                    return Ok(events);
+                }
+                events.push(event_from_item(item)?);
+            }
+            match out.last_evaluated_key {
+                Some(k) if events.len() < limit => start = Some(k),
+                _ => return Ok(events),
             }
         }
     }
@@ -360,70 +381,41 @@ impl AuditLog for DynamoStore {
     }
 
     async fn query(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
-        let mut events = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let mut req = self
-                .client
-                .query()
-                .table_name(&self.audit_table)
-                .key_condition_expression("#s = :s AND #q > :after")
-                .expression_attribute_names("#s", "stream")
-                .expression_attribute_names("#q", "seq")
-                .expression_attribute_values(":s", s(&q.stream))
-                .expression_attribute_values(":after", n(q.after_seq.unwrap_or(0)))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take());
-            let mut filters = Vec::new();
-            if let Some(since) = &q.since {
-                filters.push("ts >= :since");
-                req = req.expression_attribute_values(":since", s(since));
-            }
-            if let Some(until) = &q.until {
-                filters.push("ts < :until");
-                req = req.expression_attribute_values(":until", s(until));
-            }
-            if !filters.is_empty() {
-                req = req.filter_expression(filters.join(" AND "));
-            }
-            let out = req.send().await.map_err(err(Dependency::AuditLog))?;
-            for item in out.items() {
-                if events.len() == q.limit {
-                    return Ok(events);
-                }
-                events.push(event_from_item(item)?);
-            }
-            match out.last_evaluated_key {
-                Some(k) if events.len() < q.limit => start = Some(k),
-                _ => return Ok(events),
-            }
+        let mut req = self
+            .client
+            .query()
+            .table_name(&self.audit_table)
+            .key_condition_expression("#s = :s AND #q > :after")
+            .expression_attribute_names("#s", "stream")
+            .expression_attribute_names("#q", "seq")
+            .expression_attribute_values(":s", s(&q.stream))
+            .expression_attribute_values(":after", n(q.after_seq.unwrap_or(0)))
+            .consistent_read(true);
+        let mut filters = Vec::new();
+        if let Some(since) = &q.since {
+            filters.push("ts >= :since");
+            req = req.expression_attribute_values(":since", s(since));
         }
+        if let Some(until) = &q.until {
+            filters.push("ts < :until");
+            req = req.expression_attribute_values(":until", s(until));
+        }
+        if !filters.is_empty() {
+            req = req.filter_expression(filters.join(" AND "));
+        }
+        self.events(req, q.limit).await
     }
 
     async fn read_day(&self, day: &str) -> Result<Vec<AuditEvent>> {
-        let mut events = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.audit_table)
-                .index_name(AUDIT_DAY_INDEX)
-                .key_condition_expression("#d = :d")
-                .expression_attribute_names("#d", "day")
-                .expression_attribute_values(":d", s(day))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(err(Dependency::AuditLog))?;
-            for item in out.items() {
-                events.push(event_from_item(item)?);
-            }
-            match out.last_evaluated_key {
-                Some(k) => start = Some(k),
-                None => break,
-            }
-        }
+        let req = self
+            .client
+            .query()
+            .table_name(&self.audit_table)
+            .index_name(AUDIT_DAY_INDEX)
+            .key_condition_expression("#d = :d")
+            .expression_attribute_names("#d", "day")
+            .expression_attribute_values(":d", s(day));
+        let mut events = self.events(req, usize::MAX).await?;
         events.sort_by(|a, b| (&a.stream, a.seq).cmp(&(&b.stream, b.seq)));
         Ok(events)
     }
