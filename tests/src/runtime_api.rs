@@ -16,14 +16,15 @@ use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
+use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 /// What a function answered to one invocation.
 #[derive(Debug)]
 pub enum Outcome {
-    Response(serde_json::Value),
+    Response(Value),
     /// `/error`: the function reported a failure (errorType, errorMessage).
-    Error(serde_json::Value),
+    Error(Value),
 }
 
 struct Invocation {
@@ -37,7 +38,7 @@ struct Shared {
     pending: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
     first_poll: Mutex<Option<Instant>>,
     polled: Notify,
-    init_error: Mutex<Option<serde_json::Value>>,
+    init_error: Mutex<Option<Value>>,
 }
 
 pub struct RuntimeApi {
@@ -95,12 +96,12 @@ impl RuntimeApi {
     }
 
     /// What the function posted to /runtime/init/error, if anything.
-    pub fn init_error(&self) -> Option<serde_json::Value> {
+    pub fn init_error(&self) -> Option<Value> {
         self.shared.init_error.lock().unwrap().clone()
     }
 
     /// Hand the function one event and wait for its answer.
-    pub async fn invoke(&self, event: &serde_json::Value, timeout: Duration) -> Outcome {
+    pub async fn invoke(&self, event: &Value, timeout: Duration) -> Outcome {
         let id = {
             let mut n = self.next_id.lock().unwrap();
             *n += 1;
@@ -154,8 +155,8 @@ fn deliver(s: &Shared, id: &str, outcome: Outcome) -> StatusCode {
     }
 }
 
-fn json_or_text(body: &Bytes) -> serde_json::Value {
-    serde_json::from_slice(body).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(body).into()))
+fn json_or_text(body: &Bytes) -> Value {
+    serde_json::from_slice(body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into()))
 }
 
 async fn response(State(s): State<Arc<Shared>>, UrlPath(id): UrlPath<String>, body: Bytes) -> StatusCode {
@@ -258,8 +259,8 @@ pub fn function_binaries() -> &'static PathBuf {
         if profile != "debug" {
             cmd.args(["--profile", &profile]);
         }
-        for f in FUNCTIONS {
-            cmd.args(["-p", f]);
+        for f in functions() {
+            cmd.args(["-p", f.as_str()]);
         }
         let status = cmd.status().expect("run cargo build for the function binaries");
         assert!(status.success(), "cargo build of the function binaries failed");
@@ -267,8 +268,49 @@ pub fn function_binaries() -> &'static PathBuf {
     })
 }
 
-/// Every Lambda function crate (its binary has the crate's name).
-pub const FUNCTIONS: &[&str] = &["publish", "fetch", "health", "token", "audit-export"];
+/// Every Lambda function: the crates under functions/ (each binary has its crate's name).
+pub fn functions() -> Vec<String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../functions");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
 
-/// The functions behind API Gateway (the rest are invoked with JSON events).
-pub const HTTP_FUNCTIONS: &[&str] = &["publish", "fetch", "health", "token"];
+/// The functions behind API Gateway: those the route table names (the rest take JSON events).
+pub fn http_functions() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = helix_core::http::route::ROUTES.iter().map(|r| r.function.as_str()).collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// A JSON fixture from tests/fixtures (real-shaped API Gateway and EventBridge events).
+pub fn fixture(name: &str) -> Value {
+    let path = format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// An API Gateway HTTP API (payload 2.0) event for `method path?query`, shaped like the fixtures
+/// (the get-blob fixture with its method, route, path, query and bearer replaced).
+pub fn apigw_event(method: &str, route: &str, path: &str, query: &str, bearer: Option<&str>) -> Value {
+    let mut e = fixture("apigw-http-v2-get-blob.json");
+    e["routeKey"] = json!(format!("{method} {route}"));
+    e["requestContext"]["routeKey"] = e["routeKey"].clone();
+    e["rawPath"] = json!(path);
+    e["requestContext"]["http"]["path"] = json!(path);
+    e["requestContext"]["http"]["method"] = json!(method);
+    e["rawQueryString"] = json!(query);
+    if query.is_empty() {
+        e.as_object_mut().unwrap().remove("queryStringParameters");
+    }
+    e.as_object_mut().unwrap().remove("pathParameters");
+    let headers = e["headers"].as_object_mut().unwrap();
+    match bearer {
+        Some(t) => headers.insert("authorization".into(), json!(format!("Bearer {t}"))),
+        None => headers.remove("authorization"),
+    };
+    e
+}
