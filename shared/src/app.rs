@@ -107,9 +107,7 @@ pub async fn meta_store(config: &Config) -> Result<(Arc<dyn MetaStore>, Arc<dyn 
     let sdk = match config.meta_backend {
         MetaBackend::DynamoDb => Some(aws_sdk_config(config).await),
         MetaBackend::Sqlite => {
-            std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-                Error::unavailable(Dependency::MetaStore, format!("{}: {e}", config.data_dir.display()))
-            })?;
+            ensure_data_dir(config, Dependency::MetaStore)?;
             None
         }
     };

@@ -204,12 +204,12 @@ impl BlobStore for FsBlobStore {
     async fn put_document_if_absent(&self, key: &str, bytes: Bytes) -> Result<PutOutcome> {
         let final_path = self.document_path(key)?;
         let tmp_path = self.tmp.join(format!("document.{}", random_suffix()));
-        tokio::fs::write(&tmp_path, &bytes).await.map_err(io_err)?;
-        let synced = async {
-            tokio::fs::File::open(&tmp_path).await?.sync_all().await?;
-            Ok::<_, io::Error>(())
+        let written = async {
+            let mut file = tokio::fs::File::create_new(&tmp_path).await?;
+            file.write_all(&bytes).await?;
+            file.sync_all().await
         };
-        let outcome = match synced.await {
+        let outcome = match written.await {
             Ok(()) => self.publish(&tmp_path, &final_path).await,
             Err(e) => Err(io_err(e)),
         };
