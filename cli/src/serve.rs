@@ -1,27 +1,32 @@
 //! `helix serve`: every route of every function in one process. Each request is handed, unchanged
 //! but for a request id, to the same `handle` function Lambda runs. The only routes of its own are
-//! `/_local/blobs/{digest}`, the stand-in for S3 presigned URLs on the embedded backend: HMAC-signed
-//! and expiring, uploads streamed to disk while hashed (memory flat in blob size).
+//! `/_local/blobs/{digest}` and `/_local/uploads/{ws}/{id}`, the stand-ins for S3 presigned URLs on
+//! the embedded backend: HMAC-signed and expiring, uploads streamed to disk while hashed (memory
+//! flat in blob size).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::put;
-use helix_core::domain::Digest;
+use axum::routing::{get, put};
+use helix_core::adapters::fs::LocalGrant;
+use helix_core::domain::{Digest, WorkspaceId};
 use helix_core::http::problem::problem;
 use helix_core::http::{Ctx, Function, RequestId, Route, new_request_id};
-use helix_core::ports::PutOutcome;
+use helix_core::ports::{BlobKey, UploadRef};
 use helix_core::{App, Error};
 use http_body_util::BodyExt;
-use serde::Deserialize;
 use tokio::net::TcpListener;
 
 pub fn router(app: Arc<App>) -> Router {
-    Router::new().route("/_local/blobs/{digest}", put(local_put).get(local_get)).fallback(dispatch).with_state(app)
+    Router::new()
+        .route("/_local/blobs/{digest}", get(local_get))
+        .route("/_local/uploads/{ws}/{id}", put(local_upload))
+        .fallback(dispatch)
+        .with_state(app)
 }
 
 /// A server running in the background until dropped.
@@ -89,11 +94,25 @@ async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
     into_axum(resp)
 }
 
-#[derive(Deserialize)]
-struct Signed {
-    size: u64,
-    expires: i64,
-    sig: String,
+/// The query of a local presigned URL; anything missing or malformed is a 400 problem.
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn of(uri: &axum::http::Uri) -> Query {
+        Query(url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).into_owned().collect())
+    }
+
+    fn get(&self, name: &str) -> Result<&str, Error> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .ok_or_else(|| Error::BadRequest(format!("the presigned URL lacks `{name}`")))
+    }
+
+    fn number<T: std::str::FromStr>(&self, name: &str) -> Result<T, Error> {
+        self.get(name)?.parse().map_err(|_| Error::BadRequest(format!("`{name}` is not a number")))
+    }
 }
 
 fn local_problem(e: Error) -> Response {
@@ -104,35 +123,48 @@ fn local_problem(e: Error) -> Response {
     into_axum(problem(&e, &id))
 }
 
-async fn local_put(
-    State(app): State<Arc<App>>,
-    Path(digest): Path<String>,
-    Query(q): Query<Signed>,
-    req: Request,
-) -> Response {
+/// Stand-in for a presigned S3 PUT to an upload's staging key (checksum and If-None-Match signed in).
+async fn local_upload(State(app): State<Arc<App>>, Path((ws, id)): Path<(String, String)>, req: Request) -> Response {
     let result = async {
-        let digest = Digest::parse(&digest)?;
+        let q = Query::of(req.uri());
+        let upload = UploadRef::parse(&WorkspaceId::parse(&ws)?, &id)?;
+        let digest = Digest::parse(q.get("digest")?)?;
+        let grant = LocalGrant {
+            method: "PUT",
+            resource: upload.storage_key(),
+            digest: digest.to_string(),
+            size: q.number("size")?,
+            expires: q.number("expires")?,
+        };
         let store = app.fs_blobs.as_ref().ok_or(Error::NotFound)?;
-        store.presigner().verify("PUT", &digest, q.size, q.expires, &q.sig)?;
-        store.put_stream(&digest, Some(q.size), req.into_body().into_data_stream()).await
+        store.presigner().verify(&grant, q.get("sig")?)?;
+        store.receive_upload(&upload, &digest, grant.size, req.into_body().into_data_stream()).await
     }
     .await;
     match result {
-        Ok(PutOutcome::Created) => axum::http::StatusCode::CREATED.into_response(),
-        Ok(PutOutcome::Existed) => axum::http::StatusCode::OK.into_response(),
+        Ok(_) => axum::http::StatusCode::CREATED.into_response(),
         Err(e) => local_problem(e),
     }
 }
 
-async fn local_get(State(app): State<Arc<App>>, Path(digest): Path<String>, Query(q): Query<Signed>) -> Response {
+/// Stand-in for a presigned S3 GET of a blob's object (one slot of one digest).
+async fn local_get(State(app): State<Arc<App>>, Path(digest): Path<String>, uri: axum::http::Uri) -> Response {
+    let q = Query::of(&uri);
     let result = async {
-        let digest = Digest::parse(&digest)?;
+        let key = BlobKey { digest: Digest::parse(&digest)?, slot: q.number("slot")? };
+        let grant = LocalGrant {
+            method: "GET",
+            resource: format!("blobs/{}", key.storage_key()),
+            digest: String::new(),
+            size: 0,
+            expires: q.number("expires")?,
+        };
         let store = app.fs_blobs.as_ref().ok_or(Error::NotFound)?;
-        store.presigner().verify("GET", &digest, q.size, q.expires, &q.sig)?;
-        let reader = helix_core::ports::BlobStore::get(store.as_ref(), &digest)
+        store.presigner().verify(&grant, q.get("sig")?)?;
+        let reader = helix_core::ports::BlobStore::get(store.as_ref(), &key)
             .await?
-            .ok_or_else(|| Error::BlobMissing(digest.to_string()))?;
-        Ok::<_, Error>((reader, digest))
+            .ok_or_else(|| Error::BlobMissing(key.digest.to_string()))?;
+        Ok::<_, Error>((reader, key.digest))
     }
     .await;
     match result {

@@ -64,6 +64,7 @@ impl App {
                     config.s3_bucket.clone(),
                     config.s3_prefix.clone(),
                     config.s3_strict_no_overwrite,
+                    config.s3_checksums_verified,
                 );
                 (Arc::new(store), None)
             }

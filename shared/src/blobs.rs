@@ -1,6 +1,11 @@
 //! Blob use cases shared by the publish and fetch functions: verify stored bytes, inline put,
 //! direct-upload start and completion, fetch. A blob is visible in a workspace only once it is
 //! linked there, and it is linked only after its bytes were verified against its digest.
+//!
+//! Proof of possession (docs/decisions.md): objects are global and deduplicated, links are per
+//! workspace, and a link is made only from bytes the caller delivered (inline, or a staged upload
+//! bound to the workspace) or from a link in a workspace the caller's grant covers (a mount). No
+//! answer depends on what another workspace holds, and no object is trusted by its key alone.
 
 use std::time::Duration;
 
@@ -13,8 +18,10 @@ use crate::App;
 use crate::auth::Principal;
 use crate::domain::time::now_unix;
 use crate::domain::{AuditDraft, Digest, DigestWriter, Outcome, WorkspaceId};
-use crate::error::{Error, Result};
-use crate::ports::{BlobLink, BlobStore, Change, Commit, Presigned, PutOutcome};
+use crate::error::{Dependency, Error, Result};
+use crate::ports::{
+    BLOB_SLOTS, BlobKey, BlobLink, BlobReader, BlobStore, Change, Commit, Presigned, PutOutcome, Staged, UploadRef,
+};
 
 /// How long a presigned upload URL lives.
 pub const UPLOAD_URL_TTL: Duration = Duration::from_secs(900);
@@ -25,7 +32,7 @@ pub const MAX_UPLOAD_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 
 const READ_CHUNK: usize = 64 * 1024;
 
-/// Proof that the object stored under `digest` has that SHA-256.
+/// Proof that the object stored at a key has the digest's SHA-256.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verified {
     pub size: u64,
@@ -33,33 +40,117 @@ pub struct Verified {
     pub by_store_checksum: bool,
 }
 
-/// Verify the stored object: the store's own full-object SHA-256 when it has one, otherwise a
-/// streaming re-hash (never trusting that the store checked bytes it cannot show a checksum for).
-pub async fn verify_object(store: &dyn BlobStore, digest: &Digest) -> Result<Verified> {
-    let head = store.head(digest).await?.ok_or_else(|| Error::BlobMissing(digest.to_string()))?;
-    if let Some(stored) = head.stored_sha256 {
-        if &stored != digest {
-            return Err(Error::BlobIntegrity(format!("store checksum {stored} for {digest}")));
-        }
-        return Ok(Verified { size: head.size, by_store_checksum: true });
+impl Verified {
+    fn method(&self) -> &'static str {
+        if self.by_store_checksum { "store_checksum" } else { "rehash" }
     }
-    let mut reader = store.get(digest).await?.ok_or_else(|| Error::BlobMissing(digest.to_string()))?;
+}
+
+/// SHA-256 and length of everything `reader` yields, read in chunks (memory flat in the size).
+async fn hash_reader(reader: BlobReader) -> Result<(Digest, u64)> {
+    let mut body = reader.body;
     let mut hasher = DigestWriter::default();
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
-        let n =
-            reader.body.read(&mut buf).await.map_err(|e| Error::unavailable(crate::error::Dependency::BlobStore, e))?;
+        let n = body.read(&mut buf).await.map_err(|e| Error::unavailable(Dependency::BlobStore, e))?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
     }
     let size = hasher.len();
-    let actual = hasher.finish();
+    Ok((hasher.finish(), size))
+}
+
+/// The store's checksum when the store itself verified it; otherwise None (the caller re-hashes).
+fn trusted_checksum(store: &dyn BlobStore, stored: Option<Digest>) -> Option<Digest> {
+    stored.filter(|_| store.checksums_verified())
+}
+
+/// Verify the object at `key`: the store's own full-object SHA-256 when the store verifies
+/// checksums, otherwise a streaming re-hash. `BlobIntegrity` when the bytes are not the digest's.
+pub async fn verify_object(store: &dyn BlobStore, key: &BlobKey) -> Result<Verified> {
+    let digest = &key.digest;
+    let missing = || Error::BlobMissing(digest.to_string());
+    let head = store.head(key).await?.ok_or_else(missing)?;
+    if let Some(stored) = trusted_checksum(store, head.stored_sha256) {
+        if &stored != digest {
+            return Err(Error::BlobIntegrity(format!("{} holds a store checksum of {stored}", key.storage_key())));
+        }
+        return Ok(Verified { size: head.size, by_store_checksum: true });
+    }
+    let (actual, size) = hash_reader(store.get(key).await?.ok_or_else(missing)?).await?;
     if &actual != digest {
-        return Err(Error::BlobIntegrity(format!("stored bytes hash to {actual}, not {digest}")));
+        return Err(Error::BlobIntegrity(format!("{} holds bytes that hash to {actual}", key.storage_key())));
     }
     Ok(Verified { size, by_store_checksum: false })
+}
+
+/// Verify a staged upload against the digest it was started for: its bytes (or, on a store that
+/// verifies checksums, its checksum) must be the digest's. A mismatch is the client's fault: 400.
+async fn verify_staged(
+    store: &dyn BlobStore,
+    upload: &UploadRef,
+    staged: &Staged,
+    digest: &Digest,
+) -> Result<Verified> {
+    let (actual, verified) = match trusted_checksum(store, staged.stored_sha256.clone()) {
+        Some(stored) => (stored, Verified { size: staged.size, by_store_checksum: true }),
+        None => {
+            let (actual, size) = hash_reader(store.read_staged(upload, staged).await?).await?;
+            (actual, Verified { size, by_store_checksum: false })
+        }
+    };
+    if &actual != digest {
+        return Err(Error::DigestMismatch { expected: digest.to_string(), actual: actual.to_string() });
+    }
+    Ok(verified)
+}
+
+/// Verified bytes on their way to a blob key.
+enum Source<'a> {
+    Bytes(&'a Bytes),
+    Staged(&'a UploadRef, &'a Staged),
+}
+
+/// Write verified bytes for `digest`, slot after slot: the first slot that is empty (written now)
+/// or already holds the digest's bytes (verified now) is the blob's key. A slot whose object is
+/// wrong is reported (error log and a `blob.integrity_failure` event in the global stream, for an
+/// operator to heal) and skipped, so it never blocks a correct upload.
+async fn place(app: &App, digest: &Digest, source: Source<'_>) -> Result<BlobKey> {
+    for slot in 0..BLOB_SLOTS {
+        let key = BlobKey { digest: digest.clone(), slot };
+        let written = match source {
+            Source::Bytes(bytes) => app.blobs.put_if_absent(&key, bytes.clone()).await?,
+            Source::Staged(upload, staged) => app.blobs.promote(upload, staged, &key).await?,
+        };
+        if written == PutOutcome::Created {
+            return Ok(key);
+        }
+        match verify_object(app.blobs.as_ref(), &key).await {
+            Ok(_) => return Ok(key),
+            Err(Error::BlobIntegrity(detail)) => report_poisoned(app, &key, &detail).await,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::BlobIntegrity(format!("every slot of {digest} holds wrong bytes")))
+}
+
+async fn report_poisoned(app: &App, key: &BlobKey, detail: &str) {
+    tracing::error!(digest = %key.digest, slot = key.slot, detail, "wrong object under a blob key; skipped (docs/runbook.md)");
+    let event = AuditDraft {
+        stream: "*".into(),
+        actor: "registry".into(),
+        action: "blob.integrity_failure".into(),
+        entity_type: "blob".into(),
+        entity_id: key.digest.to_string(),
+        outcome: Outcome::Failed,
+        request_id: String::new(),
+        details: json!({"slot": key.slot, "key": key.storage_key(), "detail": detail}),
+    };
+    if let Err(e) = app.audit.append(event).await {
+        tracing::error!(error = %e, "could not audit a wrong blob object");
+    }
 }
 
 /// Result of linking a blob into a workspace.
@@ -72,6 +163,12 @@ pub struct Linked {
     pub created: bool,
 }
 
+impl Linked {
+    fn existing(link: BlobLink) -> Linked {
+        Linked { digest: link.digest, workspace_id: link.workspace_id, size: link.size, created: false }
+    }
+}
+
 /// Who is acting and under which request id: what every audit event of a use case records.
 #[derive(Clone, Copy)]
 pub struct Caller<'a> {
@@ -79,43 +176,45 @@ pub struct Caller<'a> {
     pub request_id: &'a str,
 }
 
-/// Link a verified blob into `ws`, with its audit event in the same commit.
+/// Link verified bytes at `key` into `ws`, with its audit event in the same commit. The event says
+/// nothing of whether the object was new to the store: that would tell `ws` what others hold.
 async fn link(
     app: &App,
     caller: Caller<'_>,
     ws: &WorkspaceId,
-    digest: &Digest,
+    key: &BlobKey,
     size: u64,
     action: &str,
     details: Value,
 ) -> Result<Linked> {
     let change = Change::LinkBlob(BlobLink {
         workspace_id: ws.to_string(),
-        digest: digest.clone(),
+        digest: key.digest.clone(),
         size,
         linked_at: now_unix(),
         linked_by: caller.principal.actor(),
+        slot: key.slot,
     });
     let event = AuditDraft {
         stream: ws.to_string(),
         actor: caller.principal.actor(),
         action: action.into(),
         entity_type: "blob".into(),
-        entity_id: digest.to_string(),
+        entity_id: key.digest.to_string(),
         outcome: Outcome::Success,
         request_id: caller.request_id.into(),
         details,
     };
     let commit = app.meta.commit(change, event).await?;
     Ok(Linked {
-        digest: digest.clone(),
+        digest: key.digest.clone(),
         workspace_id: ws.to_string(),
         size,
         created: matches!(commit, Commit::Applied(_)),
     })
 }
 
-/// PUT of a whole blob in the request body.
+/// PUT of a whole blob in the request body: the bytes are the proof of possession.
 pub async fn put_inline(
     app: &App,
     caller: Caller<'_>,
@@ -132,59 +231,121 @@ pub async fn put_inline(
         return Err(Error::DigestMismatch { expected: digest.to_string(), actual: actual.to_string() });
     }
     let size = body.len() as u64;
-    if app.meta.blob_link(ws, digest).await?.is_some() {
-        return Ok(Linked { digest: digest.clone(), workspace_id: ws.to_string(), size, created: false });
+    if let Some(existing) = app.meta.blob_link(ws, digest).await? {
+        return Ok(Linked::existing(existing));
     }
-    let object = match app.blobs.put_if_absent(digest, body).await? {
-        PutOutcome::Created => "created",
-        PutOutcome::Existed => "existing",
-    };
-    link(app, caller, ws, digest, size, "blob.link", json!({"size": size, "object": object, "via": "inline"})).await
+    let key = place(app, digest, Source::Bytes(&body)).await?;
+    link(app, caller, ws, &key, size, "blob.link", json!({"size": size, "via": "inline"})).await
 }
 
 #[derive(Debug, Serialize)]
 pub struct UploadPlan {
     pub digest: Digest,
     pub size: u64,
-    /// True if the store already holds this object: call complete to link it, no upload needed.
+    /// True if the blob is already linked in this workspace (before, or now by `mount_from`):
+    /// nothing to upload, nothing to complete.
     pub exists: bool,
+    /// The workspace a mount linked it from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mounted_from: Option<String>,
+    /// Pass it to `.../uploads/{digest}/complete` after the upload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upload: Option<Presigned>,
 }
 
-/// POST uploads: a presigned PUT for a blob the store does not have yet.
-pub async fn start_upload(app: &App, digest: &Digest, size: u64) -> Result<UploadPlan> {
+/// POST uploads. Proof of possession: `exists: true` only when the digest is linked in `ws`, or
+/// linked in `mount_from` and the caller's grant covers `mount_from` (the OCI cross-repository
+/// mount); otherwise a presigned upload of the bytes, bound to `ws` and a fresh upload id. What
+/// other workspaces hold never changes the answer.
+pub async fn start_upload(
+    app: &App,
+    caller: Caller<'_>,
+    ws: &WorkspaceId,
+    digest: &Digest,
+    size: u64,
+    mount_from: Option<&WorkspaceId>,
+) -> Result<UploadPlan> {
     if size == 0 || size > MAX_UPLOAD_SIZE {
-        return Err(Error::BadRequest(format!("size must be in 1..={MAX_UPLOAD_SIZE}")));
+        return Err(Error::BadRequest(format!("size must be an integer in 1..={MAX_UPLOAD_SIZE}")));
     }
-    if let Some(head) = app.blobs.head(digest).await?
-        && head.size == size
-    {
-        return Ok(UploadPlan { digest: digest.clone(), size, exists: true, upload: None });
+    let plan = |exists, mounted_from: Option<&WorkspaceId>| UploadPlan {
+        digest: digest.clone(),
+        size,
+        exists,
+        mounted_from: mounted_from.map(ToString::to_string),
+        upload_id: None,
+        upload: None,
+    };
+    if let Some(existing) = app.meta.blob_link(ws, digest).await? {
+        check_size(&existing, size)?;
+        return Ok(plan(true, None));
     }
-    let upload = app.blobs.presign_put(digest, size, UPLOAD_URL_TTL).await?;
-    Ok(UploadPlan { digest: digest.clone(), size, exists: false, upload: Some(upload) })
+    if let Some(source) = mount_from.filter(|source| *source != ws) {
+        if !caller.principal.workspace_id.covers(source) {
+            return Err(Error::ForbiddenWorkspace);
+        }
+        if let Some(found) = app.meta.blob_link(source, digest).await? {
+            check_size(&found, size)?;
+            let details = json!({"size": found.size, "via": "mount", "from": source.to_string()});
+            link(app, caller, ws, &found.key(), found.size, "blob.mount", details).await?;
+            return Ok(plan(true, Some(source)));
+        }
+    }
+    let upload = UploadRef::new(ws);
+    let presigned = app.blobs.presign_upload(&upload, digest, size, UPLOAD_URL_TTL).await?;
+    Ok(UploadPlan { upload_id: Some(upload.id), upload: Some(presigned), ..plan(false, None) })
 }
 
-/// POST uploads/{digest}/complete: verify the stored object, then link it.
-pub async fn complete_upload(app: &App, caller: Caller<'_>, ws: &WorkspaceId, digest: &Digest) -> Result<Linked> {
-    if let Some(existing) = app.meta.blob_link(ws, digest).await? {
-        return Ok(Linked {
-            digest: digest.clone(),
-            workspace_id: ws.to_string(),
-            size: existing.size,
-            created: false,
-        });
+/// A digest's size is fixed: a request naming another size for a linked blob is a client error.
+fn check_size(link: &BlobLink, size: u64) -> Result<()> {
+    if link.size != size {
+        return Err(Error::BadRequest(format!("{} has {} bytes, not {size}", link.digest, link.size)));
     }
-    let verified = match verify_object(app.blobs.as_ref(), digest).await {
-        // The uploaded bytes are not the digest's: the client's upload was wrong; nothing is linked.
-        Err(Error::BlobIntegrity(detail)) => {
-            return Err(Error::DigestMismatch { expected: digest.to_string(), actual: detail });
+    Ok(())
+}
+
+/// POST uploads/{digest}/complete: verify the staged bytes of this workspace's upload, promote them
+/// to the blob's key (deduplicated: an existing correct object is reused), then link.
+pub async fn complete_upload(
+    app: &App,
+    caller: Caller<'_>,
+    ws: &WorkspaceId,
+    digest: &Digest,
+    upload_id: Option<&str>,
+) -> Result<Linked> {
+    let upload = upload_id.map(|id| UploadRef::parse(ws, id)).transpose()?;
+    if let Some(existing) = app.meta.blob_link(ws, digest).await? {
+        if let Some(upload) = &upload {
+            discard(app, upload).await;
         }
-        other => other?,
+        return Ok(Linked::existing(existing));
+    }
+    let upload = upload.ok_or_else(|| {
+        Error::BadRequest("upload_id is required: send the upload_id that POST .../uploads returned".into())
+    })?;
+    let staged = app.blobs.staged(&upload).await?.ok_or(Error::UploadMissing)?;
+    let verified = match verify_staged(app.blobs.as_ref(), &upload, &staged, digest).await {
+        Ok(v) => v,
+        Err(e @ Error::DigestMismatch { .. }) => {
+            discard(app, &upload).await;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
     };
-    let details = json!({"size": verified.size, "verified_by": if verified.by_store_checksum { "store_checksum" } else { "rehash" }});
-    link(app, caller, ws, digest, verified.size, "upload.complete", details).await
+    let key = place(app, digest, Source::Staged(&upload, &staged)).await?;
+    let details = json!({"size": verified.size, "verified_by": verified.method(), "upload_id": upload.id});
+    let linked = link(app, caller, ws, &key, verified.size, "upload.complete", details).await?;
+    discard(app, &upload).await;
+    Ok(linked)
+}
+
+/// Staging objects are disposable (a lifecycle rule expires them too): a failed removal is logged.
+async fn discard(app: &App, upload: &UploadRef) {
+    if let Err(e) = app.blobs.discard(upload).await {
+        tracing::warn!(error = %e, upload = %upload.storage_key(), "could not remove a staging object");
+    }
 }
 
 pub enum Fetched {
@@ -201,11 +362,11 @@ pub async fn linked(app: &App, ws: &WorkspaceId, digest: &Digest) -> Result<Blob
 pub async fn fetch(app: &App, ws: &WorkspaceId, digest: &Digest, redirect: bool) -> Result<Fetched> {
     let link = linked(app, ws, digest).await?;
     if redirect || link.size > app.config.inline_max {
-        return Ok(Fetched::Redirect(app.blobs.presign_get(digest, DOWNLOAD_URL_TTL).await?));
+        return Ok(Fetched::Redirect(app.blobs.presign_get(&link.key(), DOWNLOAD_URL_TTL).await?));
     }
     let mut reader = app
         .blobs
-        .get(digest)
+        .get(&link.key())
         .await?
         .ok_or_else(|| Error::BlobIntegrity(format!("{digest} is linked but its object is gone")))?;
     let mut bytes = Vec::with_capacity(link.size as usize);
@@ -213,10 +374,10 @@ pub async fn fetch(app: &App, ws: &WorkspaceId, digest: &Digest, redirect: bool)
         .take(app.config.inline_max + 1)
         .read_to_end(&mut bytes)
         .await
-        .map_err(|e| Error::unavailable(crate::error::Dependency::BlobStore, e))?;
+        .map_err(|e| Error::unavailable(Dependency::BlobStore, e))?;
     let actual = Digest::of(&bytes);
     if &actual != digest {
-        return Err(Error::BlobIntegrity(format!("stored bytes hash to {actual}")));
+        return Err(Error::BlobIntegrity(format!("{} holds bytes that hash to {actual}", link.key().storage_key())));
     }
     Ok(Fetched::Inline { bytes: bytes.into() })
 }

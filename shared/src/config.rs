@@ -60,6 +60,9 @@ pub struct Config {
     pub s3_prefix: String,
     pub s3_strict_no_overwrite: bool,
     pub s3_endpoint_url: Option<String>,
+    /// The S3 store refuses bytes that do not match a signed SHA-256 checksum, so its stored
+    /// checksum proves the bytes (AWS S3). Off by default for a custom endpoint: re-hash instead.
+    pub s3_checksums_verified: bool,
     pub dynamodb_endpoint_url: Option<String>,
     pub kms_endpoint_url: Option<String>,
     pub aws_region: Option<String>,
@@ -151,6 +154,15 @@ impl Config {
             Some(other) => return Err(err("HELIX_S3_STRICT_NO_OVERWRITE", format!("{other:?} is not 0 or 1"))),
         };
 
+        let s3_endpoint_url =
+            get("HELIX_S3_ENDPOINT_URL").or_else(|| get("AWS_ENDPOINT_URL_S3")).or_else(|| aws_endpoint.clone());
+        let s3_checksums_verified = match get("HELIX_S3_VERIFIES_CHECKSUMS").as_deref() {
+            None => s3_endpoint_url.is_none(),
+            Some("1") | Some("true") => true,
+            Some("0") | Some("false") => false,
+            Some(other) => return Err(err("HELIX_S3_VERIFIES_CHECKSUMS", format!("{other:?} is not 0 or 1"))),
+        };
+
         let governance_mode = match get("HELIX_GOVERNANCE_MODE").as_deref() {
             None | Some("enforce") => GovernanceMode::Enforce,
             Some("warn") => GovernanceMode::Warn,
@@ -220,9 +232,8 @@ impl Config {
             s3_bucket,
             s3_prefix,
             s3_strict_no_overwrite,
-            s3_endpoint_url: get("HELIX_S3_ENDPOINT_URL")
-                .or_else(|| get("AWS_ENDPOINT_URL_S3"))
-                .or_else(|| aws_endpoint.clone()),
+            s3_endpoint_url,
+            s3_checksums_verified,
             dynamodb_endpoint_url: get("AWS_ENDPOINT_URL_DYNAMODB").or_else(|| aws_endpoint.clone()),
             kms_endpoint_url: get("AWS_ENDPOINT_URL_KMS").or_else(|| aws_endpoint.clone()),
             aws_region: get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION")),
@@ -286,6 +297,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.s3_endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
+        assert!(!ok.s3_checksums_verified, "a custom S3 endpoint is re-hashed unless it is declared to verify");
+        let aws = cfg(
+            Mode::Lambda,
+            &[("HELIX_S3_BUCKET", "b"), ("HELIX_TABLE", "t"), ("HELIX_AUDIT_TABLE", "a"), ("HELIX_KMS_KEY_ID", "k")],
+        )
+        .unwrap();
+        assert!(aws.s3_checksums_verified, "AWS S3 verifies the checksums it stores");
     }
 
     #[test]
@@ -297,6 +315,7 @@ mod tests {
             ("HELIX_LISTEN", "nowhere"),
             ("HELIX_S3_PREFIX", "/abs/"),
             ("HELIX_METRICS_MIN_ROLE", "root"),
+            ("HELIX_S3_VERIFIES_CHECKSUMS", "maybe"),
         ] {
             let e = cfg(Mode::Serve, &[(var, val)]).unwrap_err();
             assert_eq!(e.var, var, "{e}");

@@ -50,6 +50,10 @@ pub enum Error {
     PayloadTooLarge { limit: u64 },
     #[error("no blob {0} in this workspace or store")]
     BlobMissing(String),
+    #[error("{0}")]
+    PreconditionFailed(String),
+    #[error("no such upload in this workspace: start one with POST .../uploads and PUT the bytes to its URL")]
+    UploadMissing,
     #[error("stored object does not match its digest: {0}")]
     BlobIntegrity(String),
     #[error("no such token")]

@@ -56,24 +56,111 @@ pub struct BlobBackendInfo {
     pub strict_no_overwrite: bool,
 }
 
+/// Where a blob's bytes live: its digest and a slot. Slot 0 is the digest's own key
+/// (`sha256/ab/<hex>`); slot n > 0 (`sha256/ab/<hex>.n`) is used only when every lower slot holds
+/// bytes that do not hash to the digest, so a wrong object under a digest's key is never served or
+/// linked and never blocks a correct upload (docs/decisions.md, "Proof of possession").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobKey {
+    pub digest: Digest,
+    pub slot: u8,
+}
+
+/// Slots tried before a blob is refused as unstorable (each failed one is a poisoned object an
+/// operator must remove; docs/runbook.md).
+pub const BLOB_SLOTS: u8 = 4;
+
+impl BlobKey {
+    pub fn primary(digest: &Digest) -> BlobKey {
+        BlobKey { digest: digest.clone(), slot: 0 }
+    }
+
+    /// Below a store's `blobs/` root, the same on S3 and on disk.
+    pub fn storage_key(&self) -> String {
+        match self.slot {
+            0 => self.digest.storage_key(),
+            n => format!("{}.{n}", self.digest.storage_key()),
+        }
+    }
+}
+
+/// A direct upload's staging object: written by the client through a presigned PUT bound to one
+/// workspace and one upload id, verified by the registry, then promoted to a `BlobKey`. Key
+/// `uploads/{ws}/{id}`: a caller can only complete uploads of a workspace it may publish to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadRef {
+    pub workspace: WorkspaceId,
+    pub id: String,
+}
+
+impl UploadRef {
+    /// A new upload of `workspace` with a random id (32 lowercase hex).
+    pub fn new(workspace: &WorkspaceId) -> UploadRef {
+        let mut raw = [0u8; 16];
+        getrandom::fill(&mut raw).expect("OS random source");
+        UploadRef { workspace: workspace.clone(), id: hex::encode(raw) }
+    }
+
+    pub fn parse(workspace: &WorkspaceId, id: &str) -> Result<UploadRef> {
+        let ok = id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !ok {
+            return Err(crate::Error::BadRequest("upload_id is 32 lowercase hex, as POST .../uploads returned".into()));
+        }
+        Ok(UploadRef { workspace: workspace.clone(), id: id.to_owned() })
+    }
+
+    /// Below a store's `blobs/`-sibling root: `uploads/{ws}/{id}`.
+    pub fn storage_key(&self) -> String {
+        format!("uploads/{}/{}", self.workspace, self.id)
+    }
+}
+
+/// What the store holds for an upload, pinned: the version (or ETag) read here is the one verified
+/// and the one promoted, even if the client writes the staging key again in between.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Staged {
+    pub size: u64,
+    /// The store's own full-object SHA-256, when it has one (trusted only if the store verifies).
+    pub stored_sha256: Option<Digest>,
+    pub version_id: Option<String>,
+    pub etag: Option<String>,
+}
+
 #[async_trait]
 pub trait BlobStore: Send + Sync {
     fn info(&self) -> BlobBackendInfo;
 
-    /// Store `bytes` under `digest` unless an object is already there. The caller has checked that
-    /// `bytes` hash to `digest`; when an object exists, the adapter checks that it does too and
-    /// otherwise fails with `BlobIntegrity`. Two concurrent writers never both get `Created`.
-    async fn put_if_absent(&self, digest: &Digest, bytes: Bytes) -> Result<PutOutcome>;
+    /// True when the store itself verifies `x-amz-checksum-sha256` on write and refuses bytes that
+    /// do not match, so its stored checksum is proof of the bytes (AWS S3). False for stores that
+    /// may keep a checksum they never checked (some S3-compatibles, moto): the registry re-hashes.
+    fn checksums_verified(&self) -> bool;
 
-    async fn head(&self, digest: &Digest) -> Result<Option<BlobHead>>;
+    /// Store `bytes` at `key` unless an object is already there (`Existed`: the caller verifies it,
+    /// the adapter never does). Two concurrent writers never both get `Created`.
+    async fn put_if_absent(&self, key: &BlobKey, bytes: Bytes) -> Result<PutOutcome>;
+
+    async fn head(&self, key: &BlobKey) -> Result<Option<BlobHead>>;
 
     /// Streaming read; memory stays flat in the blob size.
-    async fn get(&self, digest: &Digest) -> Result<Option<BlobReader>>;
+    async fn get(&self, key: &BlobKey) -> Result<Option<BlobReader>>;
 
-    /// A direct upload the client makes itself; the object still has to be verified at completion.
-    async fn presign_put(&self, digest: &Digest, size: u64, ttl: Duration) -> Result<Presigned>;
+    async fn presign_get(&self, key: &BlobKey, ttl: Duration) -> Result<Presigned>;
 
-    async fn presign_get(&self, digest: &Digest, ttl: Duration) -> Result<Presigned>;
+    /// A direct upload to `upload`'s staging key, with `digest` and `size` signed in where the
+    /// store can check them; the object is verified again at completion whatever the store did.
+    async fn presign_upload(&self, upload: &UploadRef, digest: &Digest, size: u64, ttl: Duration) -> Result<Presigned>;
+
+    async fn staged(&self, upload: &UploadRef) -> Result<Option<Staged>>;
+
+    /// The pinned bytes of a staged upload.
+    async fn read_staged(&self, upload: &UploadRef, staged: &Staged) -> Result<BlobReader>;
+
+    /// Copy the pinned, verified staging object to `key` unless an object is already there (the
+    /// same contract as `put_if_absent`).
+    async fn promote(&self, upload: &UploadRef, staged: &Staged, key: &BlobKey) -> Result<PutOutcome>;
+
+    /// Remove a staging object (done, or refused); a missing one is not an error.
+    async fn discard(&self, upload: &UploadRef) -> Result<()>;
 
     /// Store a small document (the audit exports) at `key` (relative to the store's prefix, e.g.
     /// `audit/2026/11/22/manifest.json`) unless something is already there: `Existed` leaves the
@@ -97,6 +184,14 @@ pub struct BlobLink {
     pub size: u64,
     pub linked_at: i64,
     pub linked_by: String,
+    /// The `BlobKey` slot holding the verified bytes (0 unless a lower slot was poisoned).
+    pub slot: u8,
+}
+
+impl BlobLink {
+    pub fn key(&self) -> BlobKey {
+        BlobKey { digest: self.digest.clone(), slot: self.slot }
+    }
 }
 
 /// A conditional state change. Each one fails its condition when its effect is already present.

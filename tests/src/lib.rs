@@ -259,13 +259,47 @@ impl TestEnv {
         self.audit(stream).await.into_iter().filter(|e| e.entity_type == "blob").collect()
     }
 
-    /// How many blob objects (object versions, on S3) the store holds.
+    /// How many blob objects (object versions, on S3) the store holds under `blobs/` (staging
+    /// objects of uploads are not blobs).
     pub async fn stored_objects(&self) -> usize {
         match &self.aws {
             None => walk_files(&self.data_dir().join(helix_core::app::BLOB_DIR).join("sha256")),
             Some(f) => {
-                let out = f.s3.list_object_versions().bucket(&f.bucket).send().await.expect("list versions");
+                let out =
+                    f.s3.list_object_versions().bucket(&f.bucket).prefix("blobs/").send().await.expect("list versions");
                 out.versions().len()
+            }
+        }
+    }
+
+    /// Staging objects of uploads still present (current versions).
+    pub async fn staged_uploads(&self) -> usize {
+        match &self.aws {
+            None => walk_files(&self.data_dir().join(helix_core::app::BLOB_DIR).join("uploads")),
+            Some(f) => {
+                let out = f.s3.list_objects_v2().bucket(&f.bucket).prefix("uploads/").send().await.expect("list");
+                out.contents().len()
+            }
+        }
+    }
+
+    /// Replace an upload's staging object behind the registry's back (a store that kept bytes it
+    /// should have refused).
+    pub async fn plant_staged(&self, upload: &helix_core::ports::UploadRef, bytes: &[u8]) {
+        match &self.aws {
+            None => {
+                let path = self.app.fs_blobs.as_ref().unwrap().upload_path(upload);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, bytes).unwrap();
+            }
+            Some(f) => {
+                f.s3.put_object()
+                    .bucket(&f.bucket)
+                    .key(upload.storage_key())
+                    .body(bytes.to_vec().into())
+                    .send()
+                    .await
+                    .expect("plant staged");
             }
         }
     }
@@ -292,16 +326,18 @@ impl TestEnv {
         }
     }
 
-    /// Write `bytes` under `digest`'s key behind the registry's back (corruption, tampering).
+    /// Write `bytes` under `digest`'s own key (slot 0) behind the registry's back (corruption,
+    /// tampering, a store that kept bytes it should have refused).
     pub async fn plant_object(&self, digest: &helix_core::domain::Digest, bytes: &[u8]) {
+        let key = helix_core::ports::BlobKey::primary(digest);
         match &self.aws {
             None => {
-                let path = self.app.fs_blobs.as_ref().unwrap().path_of(digest);
+                let path = self.app.fs_blobs.as_ref().unwrap().path_of(&key);
                 std::fs::create_dir_all(path.parent().unwrap()).unwrap();
                 std::fs::write(path, bytes).unwrap();
             }
             Some(f) => {
-                let key = format!("blobs/{}", digest.storage_key());
+                let key = format!("blobs/{}", key.storage_key());
                 f.s3.put_object()
                     .bucket(&f.bucket)
                     .key(key)
@@ -344,9 +380,9 @@ macro_rules! common_suite {
         $crate::cases!($backend;
             blob_store_put_if_absent_creates_once_then_reports_existing,
             blob_store_streams_exact_bytes_and_reports_missing_as_none,
-            blob_store_refuses_to_accept_an_existing_object_with_wrong_bytes,
+            blob_store_reports_an_existing_object_for_the_core_to_verify,
             blob_store_concurrent_puts_create_exactly_one_object,
-            blob_store_presigned_put_and_get_round_trip,
+            blob_store_staged_upload_promotes_and_presigned_get_round_trips,
             meta_store_issued_token_round_trips_and_a_duplicate_is_already_done,
             meta_store_link_commits_with_its_audit_event_and_only_once,
             meta_store_counters_add_atomically,
@@ -361,7 +397,10 @@ macro_rules! common_suite {
             publish_then_fetch_round_trips_and_second_put_is_idempotent,
             large_blob_is_fetched_through_a_presigned_redirect,
             direct_upload_links_only_after_verification,
-            tampered_upload_is_refused_at_complete_and_leaves_no_link,
+            tampered_upload_is_refused_at_complete_and_never_poisons_the_digest,
+            a_workspace_cannot_link_or_probe_another_workspaces_blob_by_digest,
+            mount_from_a_covered_workspace_links_without_upload,
+            a_wrong_object_under_a_digest_key_never_blocks_a_correct_upload,
             malformed_input_is_refused_with_reason_and_changes_nothing,
             bad_credentials_are_refused_with_reason_and_change_nothing,
             concurrent_puts_of_one_new_blob_create_one_object_and_one_event,

@@ -49,6 +49,15 @@ fn strings(v: &Value) -> Vec<String> {
     }
 }
 
+/// One Allow statement of a function's policy.
+pub struct Statement {
+    pub actions: Vec<String>,
+    pub resources: Vec<String>,
+    /// `ForAllValues:StringLike` `dynamodb:LeadingKeys`: the partition keys its item writes may touch
+    /// (empty: unscoped). Any other condition fails the test (it would not be checked here).
+    pub leading_keys: Vec<String>,
+}
+
 /// One `AWS::Serverless::Function` of the template, named by its code directory (`build/<name>/`).
 pub struct TemplateFunction {
     pub name: String,
@@ -56,8 +65,8 @@ pub struct TemplateFunction {
     pub env: BTreeMap<String, String>,
     /// (method, path) of every HttpApi event.
     pub routes: BTreeSet<(String, String)>,
-    /// (actions, resources) of every policy statement.
-    pub statements: Vec<(Vec<String>, Vec<String>)>,
+    /// Every policy statement.
+    pub statements: Vec<Statement>,
 }
 
 pub struct Template {
@@ -119,7 +128,15 @@ impl Template {
                     .flat_map(|policy| policy["Statement"].as_sequence().expect("inline Statement list").iter())
                     .map(|s| {
                         assert_eq!(s["Effect"].as_str(), Some("Allow"), "{logical_id}: only Allow statements");
-                        (strings(&s["Action"]), strings(&s["Resource"]))
+                        let leading_keys = match s.get("Condition") {
+                            None => Vec::new(),
+                            Some(c) => {
+                                let keys = c.as_mapping().map(|m| m.len());
+                                assert_eq!(keys, Some(1), "{logical_id}: only a LeadingKeys condition: {c:?}");
+                                strings(&c["ForAllValues:StringLike"]["dynamodb:LeadingKeys"])
+                            }
+                        };
+                        Statement { actions: strings(&s["Action"]), resources: strings(&s["Resource"]), leading_keys }
                     })
                     .collect();
                 TemplateFunction { name, logical_id, env, routes, statements }
@@ -233,47 +250,53 @@ mod tests {
         }
     }
 
-    /// What each function's code calls, per resource; the template may grant exactly this.
-    fn expected_grants(function: &str) -> BTreeSet<(&'static str, &'static str)> {
+    /// What each function's code calls, per resource and, for meta-table writes, per partition-key
+    /// prefix (`dynamodb:LeadingKeys`; "" = unscoped); the template may grant exactly this.
+    fn expected_grants(function: &str) -> BTreeSet<(&'static str, &'static str, &'static str)> {
         let blobs = "!Sub ${BlobBucket.Arn}/${S3Prefix}blobs/*";
+        let uploads = "!Sub ${BlobBucket.Arn}/${S3Prefix}uploads/*";
         let bucket = "!GetAtt BlobBucket.Arn";
         let meta = "!GetAtt MetaTable.Arn";
         let audit = "!GetAtt AuditTable.Arn";
         let key = "!GetAtt SigningKey.Arn";
-        let grants: &[(&str, &str)] = match function {
+        let grants: &[(&str, &str, &str)] = match function {
             "publish" => &[
-                ("s3:PutObject", blobs),
-                ("s3:GetObject", blobs),
-                ("s3:ListBucket", bucket),
-                ("dynamodb:GetItem", meta),
-                ("dynamodb:PutItem", meta),
-                ("dynamodb:PutItem", audit),
-                ("dynamodb:Query", audit),
+                ("s3:PutObject", blobs, ""),
+                ("s3:GetObject", blobs, ""),
+                ("s3:PutObject", uploads, ""),
+                ("s3:GetObject", uploads, ""),
+                ("s3:GetObjectVersion", uploads, ""),
+                ("s3:DeleteObject", uploads, ""),
+                ("s3:ListBucket", bucket, ""),
+                ("dynamodb:GetItem", meta, ""),
+                ("dynamodb:PutItem", meta, "WS#*"),
+                ("dynamodb:PutItem", audit, ""),
+                ("dynamodb:Query", audit, ""),
             ],
-            "fetch" => &[("s3:GetObject", blobs), ("s3:ListBucket", bucket), ("dynamodb:GetItem", meta)],
+            "fetch" => &[("s3:GetObject", blobs, ""), ("s3:ListBucket", bucket, ""), ("dynamodb:GetItem", meta, "")],
             "health" => &[
-                ("s3:ListBucket", bucket),
-                ("dynamodb:GetItem", meta),
-                ("dynamodb:GetItem", audit),
-                ("kms:GetPublicKey", key),
+                ("s3:ListBucket", bucket, ""),
+                ("dynamodb:GetItem", meta, ""),
+                ("dynamodb:GetItem", audit, ""),
+                ("kms:GetPublicKey", key, ""),
             ],
             "token" => &[
-                ("dynamodb:GetItem", meta),
-                ("dynamodb:PutItem", meta),
-                ("dynamodb:UpdateItem", meta),
-                ("dynamodb:Scan", meta),
-                ("dynamodb:PutItem", audit),
-                ("dynamodb:Query", audit),
+                ("dynamodb:GetItem", meta, ""),
+                ("dynamodb:Scan", meta, ""),
+                ("dynamodb:PutItem", meta, "TOKEN#*,TOKENID#*"),
+                ("dynamodb:UpdateItem", meta, "TOKEN#*,TOKENID#*"),
+                ("dynamodb:PutItem", audit, ""),
+                ("dynamodb:Query", audit, ""),
             ],
             "audit-export" => &[
-                ("dynamodb:Query", "!Sub ${AuditTable.Arn}/index/by-day"),
-                ("dynamodb:Query", audit),
-                ("dynamodb:PutItem", audit),
-                ("s3:PutObject", "!Sub ${BlobBucket.Arn}/${S3Prefix}audit/*"),
-                ("s3:GetObject", "!Sub ${BlobBucket.Arn}/${S3Prefix}audit/*"),
-                ("s3:ListBucket", bucket),
-                ("kms:Sign", key),
-                ("kms:GetPublicKey", key),
+                ("dynamodb:Query", "!Sub ${AuditTable.Arn}/index/by-day", ""),
+                ("dynamodb:Query", audit, ""),
+                ("dynamodb:PutItem", audit, ""),
+                ("s3:PutObject", "!Sub ${BlobBucket.Arn}/${S3Prefix}audit/*", ""),
+                ("s3:GetObject", "!Sub ${BlobBucket.Arn}/${S3Prefix}audit/*", ""),
+                ("s3:ListBucket", bucket, ""),
+                ("kms:Sign", key, ""),
+                ("kms:GetPublicKey", key, ""),
             ],
             other => panic!("no expected grants for function {other}: add them here after reading its code"),
         };
@@ -284,24 +307,46 @@ mod tests {
     fn each_role_grants_only_what_its_function_calls_and_never_audit_rewrites_or_blob_deletes() {
         let t = Template::load();
         let audit_ok = ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query"];
+        let item_writes = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"];
         for f in t.functions() {
             let mut granted = BTreeSet::new();
-            for (actions, resources) in &f.statements {
-                for a in actions {
+            for s in &f.statements {
+                for a in &s.actions {
                     assert!(!a.contains('*'), "{}: wildcard action {a}", f.name);
-                    assert!(!a.to_lowercase().starts_with("s3:deleteobject"), "{}: {a} on blobs", f.name);
-                    for r in resources {
+                    for r in &s.resources {
                         assert_ne!(r, "*", "{}: {a} on every resource", f.name);
+                        if a.to_lowercase().starts_with("s3:deleteobject") {
+                            assert!(r.ends_with("uploads/*"), "{}: {a} on {r}: deletes only staging objects", f.name);
+                        }
                         if r.contains("AuditTable") {
                             assert!(audit_ok.contains(&a.as_str()), "{}: {a} on the audit table", f.name);
                         }
-                        granted.insert((a.clone(), r.clone()));
+                        // Every item write on the meta table is scoped by partition key, and only the
+                        // token function may write token items.
+                        if r == "!GetAtt MetaTable.Arn" && item_writes.contains(&a.as_str()) {
+                            assert!(!s.leading_keys.is_empty(), "{}: {a} on the meta table is unscoped", f.name);
+                            assert!(!s.leading_keys.iter().any(|k| k == "*" || k == "#*"), "{}: {a}", f.name);
+                            let tokens = s.leading_keys.iter().any(|k| k.starts_with("TOKEN"));
+                            assert!(!tokens || f.name == "token", "{}: may write token items", f.name);
+                        }
+                        granted.insert((a.clone(), r.clone(), s.leading_keys.join(",")));
                     }
                 }
             }
-            let expected: BTreeSet<(String, String)> =
-                expected_grants(&f.name).into_iter().map(|(a, r)| (a.to_owned(), r.to_owned())).collect();
+            let expected: BTreeSet<(String, String, String)> = expected_grants(&f.name)
+                .into_iter()
+                .map(|(a, r, k)| (a.to_owned(), r.to_owned(), k.to_owned()))
+                .collect();
             assert_eq!(granted, expected, "{}: grants differ from what its code calls (left: template)", f.name);
+        }
+    }
+
+    /// The partition-key prefixes of the IAM scopes are the ones the DynamoDB adapter writes.
+    #[test]
+    fn leading_key_scopes_match_the_adapters_key_layout() {
+        let src = std::fs::read_to_string(repo_file("shared/src/adapters/dynamo.rs")).unwrap();
+        for prefix in ["\"WS#{}\"", "\"TOKEN#{}\"", "\"TOKENID#{}\""] {
+            assert!(src.contains(&format!("format!({prefix}")), "the adapter no longer writes {prefix} keys");
         }
     }
 
@@ -324,6 +369,10 @@ mod tests {
         assert_eq!(strings(&inm["Action"]), ["s3:PutObject"]);
         assert_eq!(strings(&inm["Resource"]), ["!Sub ${BlobBucket.Arn}/${S3Prefix}blobs/*"]);
         assert_eq!(inm["Condition"]["Null"]["s3:if-none-match"].as_str(), Some("true"));
+        let rules = bucket["LifecycleConfiguration"]["Rules"].as_sequence().unwrap();
+        let staged = rules.iter().find(|r| r["Id"].as_str() == Some("expire-staged-uploads")).expect("staging rule");
+        assert_eq!(staged["Prefix"].as_str(), Some("!Sub ${S3Prefix}uploads/"), "never a rule over blobs/");
+        assert_eq!(staged["ExpirationInDays"].as_u64(), Some(1));
 
         for table in ["MetaTable", "AuditTable"] {
             let p = &t.resource(table)["Properties"];

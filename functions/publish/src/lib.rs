@@ -3,7 +3,7 @@
 
 use helix_core::App;
 use helix_core::blobs::{self, Caller, Linked};
-use helix_core::domain::Digest;
+use helix_core::domain::{Digest, WorkspaceId};
 use helix_core::http::{self, Ctx, Function, Request, Response, Route};
 use serde::Deserialize;
 
@@ -12,9 +12,18 @@ pub async fn handle(app: &App, req: Request) -> Response {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct UploadRequest {
     digest: String,
     size: u64,
+    /// Link from this workspace instead of uploading (OCI cross-repository mount).
+    mount_from: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CompleteRequest {
+    upload_id: Option<String>,
 }
 
 fn linked(l: &Linked) -> Response {
@@ -29,12 +38,17 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
             let body = bytes::Bytes::copy_from_slice(http::body_bytes(req));
             Ok(linked(&blobs::put_inline(app, caller, ws, digest, body).await?))
         }
-        Route::CreateUpload { .. } => {
+        Route::CreateUpload { ws } => {
             let body: UploadRequest = http::json_body(req)?;
             let digest = Digest::parse(&body.digest)?;
-            Ok(http::json(200, &blobs::start_upload(app, &digest, body.size).await?))
+            let from = body.mount_from.as_deref().map(WorkspaceId::parse).transpose()?;
+            Ok(http::json(200, &blobs::start_upload(app, caller, ws, &digest, body.size, from.as_ref()).await?))
         }
-        Route::CompleteUpload { ws, digest } => Ok(linked(&blobs::complete_upload(app, caller, ws, digest).await?)),
+        Route::CompleteUpload { ws, digest } => {
+            let body: CompleteRequest =
+                if http::body_bytes(req).is_empty() { Default::default() } else { http::json_body(req)? };
+            Ok(linked(&blobs::complete_upload(app, caller, ws, digest, body.upload_id.as_deref()).await?))
+        }
         _ => Err(helix_core::Error::NotFound),
     }
 }

@@ -161,6 +161,7 @@ impl DynamoStore {
                     ("size".into(), n(l.size)),
                     ("linked_at".into(), n(l.linked_at)),
                     ("linked_by".into(), s(&l.linked_by)),
+                    ("slot".into(), n(l.slot)),
                 ]);
                 Ok(vec![self.put(&self.table, item, absent)?])
             }
@@ -271,6 +272,8 @@ impl MetaStore for DynamoStore {
             size: get_n(&item, "size")?.unwrap_or(0) as u64,
             linked_at: get_n(&item, "linked_at")?.unwrap_or(0),
             linked_by: get_s(&item, "linked_by")?,
+            slot: u8::try_from(get_n(&item, "slot")?.unwrap_or(0))
+                .map_err(|_| Error::Internal("stored link has a bad slot".into()))?,
         }))
     }
 

@@ -1,9 +1,9 @@
-//! Filesystem BlobStore. Layout `{root}/blobs/sha256/{hex[0..2]}/{hex}`, the same as S3's keys.
-//! A blob is written to a temp file, fsynced, and published with a create-only hard link, so two
-//! concurrent writers cannot both win and a reader never sees a partial file. Streamed uploads are
-//! hashed as they are written and never published if they do not match their digest.
-//! Presigned URLs point at the local server and carry an HMAC-SHA256 over method, digest, size and
-//! expiry with a secret kept in the data dir.
+//! Filesystem BlobStore. Layout `{root}/sha256/{hex[0..2]}/{hex}[.slot]` and staging files
+//! `{root}/uploads/{ws}/{id}`, the same as S3's keys. Every file is written to a temp file, fsynced,
+//! and published with a create-only hard link, so two concurrent writers cannot both win and a
+//! reader never sees a partial file. Streamed uploads are hashed as they are written and never
+//! published if they do not match their digest. Presigned URLs point at the local server and carry
+//! an HMAC-SHA256 with a secret kept in the data dir.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -16,23 +16,38 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use tokio::io::AsyncWriteExt;
 
-use crate::blobs::verify_object;
 use crate::domain::time::now_unix;
 use crate::domain::{Digest, DigestWriter};
 use crate::error::{Dependency, Error, Result};
-use crate::ports::{BlobBackendInfo, BlobHead, BlobReader, BlobStore, Presigned, PutOutcome};
+use crate::ports::{
+    BlobBackendInfo, BlobHead, BlobKey, BlobReader, BlobStore, Presigned, PutOutcome, Staged, UploadRef,
+};
 
 pub const LOCAL_BLOB_PATH: &str = "/_local/blobs/";
+pub const LOCAL_UPLOAD_PATH: &str = "/_local/uploads/";
 
 fn io_err(e: io::Error) -> Error {
     Error::unavailable(Dependency::BlobStore, e)
 }
 
-/// Signs and checks the local server's presigned URLs.
+/// Signs and checks the local server's presigned URLs: an HMAC-SHA256 over method, resource (the
+/// storage key), digest, size and expiry, so a URL works for exactly one object or one upload.
 #[derive(Clone)]
 pub struct LocalPresigner {
     base_url: String,
     secret: Vec<u8>,
+}
+
+/// What a local presigned URL grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalGrant {
+    pub method: &'static str,
+    /// `blobs/sha256/ab/<hex>[.n]` or `uploads/<ws>/<id>`.
+    pub resource: String,
+    /// The digest an upload must hash to (empty for GET).
+    pub digest: String,
+    pub size: u64,
+    pub expires: i64,
 }
 
 impl LocalPresigner {
@@ -50,28 +65,59 @@ impl LocalPresigner {
         Ok(LocalPresigner::new(base_url, secret))
     }
 
-    fn mac(&self, method: &str, digest: &Digest, size: u64, expires: i64) -> Hmac<Sha256> {
+    fn mac(&self, g: &LocalGrant) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).expect("any key length");
-        mac.update(format!("{method}\n{digest}\n{size}\n{expires}").as_bytes());
+        mac.update(format!("{}\n{}\n{}\n{}\n{}", g.method, g.resource, g.digest, g.size, g.expires).as_bytes());
         mac
     }
 
-    pub fn presign(&self, method: &'static str, digest: &Digest, size: u64, ttl: Duration) -> Presigned {
-        let expires = now_unix() + ttl.as_secs() as i64;
-        let sig = hex::encode(self.mac(method, digest, size, expires).finalize().into_bytes());
-        Presigned {
-            method,
-            url: format!("{}{LOCAL_BLOB_PATH}{digest}?size={size}&expires={expires}&sig={sig}", self.base_url),
-            headers: Vec::new(),
-            expires_at: expires,
-        }
+    fn sign(&self, g: &LocalGrant) -> String {
+        hex::encode(self.mac(g).finalize().into_bytes())
     }
 
-    /// Checks a presigned request; `size` is 0 for GET URLs.
-    pub fn verify(&self, method: &str, digest: &Digest, size: u64, expires: i64, sig_hex: &str) -> Result<()> {
+    fn get_url(&self, key: &BlobKey, ttl: Duration) -> Presigned {
+        let g = LocalGrant {
+            method: "GET",
+            resource: format!("blobs/{}", key.storage_key()),
+            digest: String::new(),
+            size: 0,
+            expires: now_unix() + ttl.as_secs() as i64,
+        };
+        let url = format!(
+            "{}{LOCAL_BLOB_PATH}{}?slot={}&expires={}&sig={}",
+            self.base_url,
+            key.digest,
+            key.slot,
+            g.expires,
+            self.sign(&g)
+        );
+        Presigned { method: "GET", url, headers: Vec::new(), expires_at: g.expires }
+    }
+
+    fn upload_url(&self, upload: &UploadRef, digest: &Digest, size: u64, ttl: Duration) -> Presigned {
+        let g = LocalGrant {
+            method: "PUT",
+            resource: upload.storage_key(),
+            digest: digest.to_string(),
+            size,
+            expires: now_unix() + ttl.as_secs() as i64,
+        };
+        let url = format!(
+            "{}{LOCAL_UPLOAD_PATH}{}/{}?digest={digest}&size={size}&expires={}&sig={}",
+            self.base_url,
+            upload.workspace,
+            upload.id,
+            g.expires,
+            self.sign(&g)
+        );
+        Presigned { method: "PUT", url, headers: Vec::new(), expires_at: g.expires }
+    }
+
+    /// Checks a presigned request's signature, then its expiry.
+    pub fn verify(&self, grant: &LocalGrant, sig_hex: &str) -> Result<()> {
         let sig = hex::decode(sig_hex).map_err(|_| Error::TokenInvalid)?;
-        self.mac(method, digest, size, expires).verify_slice(&sig).map_err(|_| Error::TokenInvalid)?;
-        if now_unix() >= expires {
+        self.mac(grant).verify_slice(&sig).map_err(|_| Error::TokenInvalid)?;
+        if now_unix() >= grant.expires {
             return Err(Error::TokenExpired);
         }
         Ok(())
@@ -85,11 +131,12 @@ pub struct FsBlobStore {
 }
 
 impl FsBlobStore {
-    /// `dir` is the data dir's blob folder; it and its temp folder are created if missing.
+    /// `dir` is the data dir's blob folder; it and its temp and upload folders are created if missing.
     pub fn open(dir: &Path, presigner: LocalPresigner) -> io::Result<FsBlobStore> {
         let tmp = dir.join("tmp");
-        std::fs::create_dir_all(dir.join("sha256"))?;
-        std::fs::create_dir_all(&tmp)?;
+        for sub in ["sha256", "tmp", "uploads"] {
+            std::fs::create_dir_all(dir.join(sub))?;
+        }
         Ok(FsBlobStore { root: dir.to_owned(), tmp, presigner })
     }
 
@@ -97,38 +144,71 @@ impl FsBlobStore {
         &self.presigner
     }
 
-    pub fn path_of(&self, digest: &Digest) -> PathBuf {
-        self.root.join(digest.storage_key())
+    pub fn path_of(&self, key: &BlobKey) -> PathBuf {
+        self.root.join(key.storage_key())
     }
 
-    /// Stream `body` to disk while hashing; publish only if it hashes to `digest` (and has
-    /// `expected_size` bytes, when given). Memory stays flat in the blob size.
-    pub async fn put_stream<S, E>(&self, digest: &Digest, expected_size: Option<u64>, mut body: S) -> Result<PutOutcome>
+    pub fn upload_path(&self, upload: &UploadRef) -> PathBuf {
+        self.root.join(upload.storage_key())
+    }
+
+    /// The local stand-in for a presigned PUT to S3 with a signed checksum and `If-None-Match: *`:
+    /// stream `body` to a temp file while hashing (memory flat in the size), and publish it at the
+    /// upload's staging key only if it has `size` bytes that hash to `digest`. A second PUT to the
+    /// same upload is refused (412), as S3 refuses it.
+    pub async fn receive_upload<S, E>(
+        &self,
+        upload: &UploadRef,
+        digest: &Digest,
+        size: u64,
+        body: S,
+    ) -> Result<PutOutcome>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let final_path = self.path_of(digest);
-        if tokio::fs::try_exists(&final_path).await.map_err(io_err)? {
-            return self.existing(digest).await;
+        let target = self.upload_path(upload);
+        if tokio::fs::try_exists(&target).await.map_err(io_err)? {
+            return Err(Error::PreconditionFailed("this upload has already been received".into()));
         }
-        let tmp_path = self.tmp.join(format!("{}.{}", digest.hex(), random_suffix()));
+        match self.write_new(&target, Some(digest), Some(size), body).await? {
+            PutOutcome::Created => Ok(PutOutcome::Created),
+            PutOutcome::Existed => Err(Error::PreconditionFailed("this upload has already been received".into())),
+        }
+    }
+
+    /// Stream `body` to a temp file while hashing, check it against `digest` and `size` when given,
+    /// fsync, and publish it at `target` create-only. Nothing is left in the temp folder.
+    async fn write_new<S, E>(
+        &self,
+        target: &Path,
+        digest: Option<&Digest>,
+        size: Option<u64>,
+        mut body: S,
+    ) -> Result<PutOutcome>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let tmp_path = self.tmp.join(format!("write.{}", random_suffix()));
         let written = async {
             let mut file = tokio::fs::File::create_new(&tmp_path).await.map_err(io_err)?;
             let mut hasher = DigestWriter::default();
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| Error::BadRequest(format!("upload interrupted: {e}")))?;
-                if expected_size.is_some_and(|max| hasher.len() + chunk.len() as u64 > max) {
+                if size.is_some_and(|max| hasher.len() + chunk.len() as u64 > max) {
                     return Err(Error::BadRequest("the upload is longer than its declared size".into()));
                 }
                 hasher.update(&chunk);
                 file.write_all(&chunk).await.map_err(io_err)?;
             }
-            if expected_size.is_some_and(|n| n != hasher.len()) {
+            if size.is_some_and(|n| n != hasher.len()) {
                 return Err(Error::BadRequest("the upload is shorter than its declared size".into()));
             }
             let actual = hasher.finish();
-            if &actual != digest {
+            if let Some(digest) = digest
+                && &actual != digest
+            {
                 return Err(Error::DigestMismatch { expected: digest.to_string(), actual: actual.to_string() });
             }
             file.sync_all().await.map_err(io_err)?;
@@ -136,14 +216,11 @@ impl FsBlobStore {
         }
         .await;
         let outcome = match written {
-            Ok(()) => self.publish(&tmp_path, &final_path).await,
+            Ok(()) => self.publish(&tmp_path, target).await,
             Err(e) => Err(e),
         };
         let _ = tokio::fs::remove_file(&tmp_path).await;
-        match outcome? {
-            PutOutcome::Created => Ok(PutOutcome::Created),
-            PutOutcome::Existed => self.existing(digest).await,
-        }
+        outcome
     }
 
     /// Create-only publish: a hard link fails if the name exists, so exactly one writer wins.
@@ -172,9 +249,18 @@ impl FsBlobStore {
         if ok { Ok(self.root.join(key)) } else { Err(Error::Internal(format!("bad document key {key:?}"))) }
     }
 
-    async fn existing(&self, digest: &Digest) -> Result<PutOutcome> {
-        verify_object(self, digest).await?;
-        Ok(PutOutcome::Existed)
+    async fn open_file(&self, path: &Path) -> Result<Option<BlobReader>> {
+        match tokio::fs::File::open(path).await {
+            Ok(file) => {
+                let size = file.metadata().await.map_err(io_err)?.len();
+                Ok(Some(BlobReader { size, body: Box::pin(file) }))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.check().await?;
+                Ok(None)
+            }
+            Err(e) => Err(io_err(e)),
+        }
     }
 }
 
@@ -195,26 +281,20 @@ impl BlobStore for FsBlobStore {
         }
     }
 
-    async fn put_if_absent(&self, digest: &Digest, bytes: Bytes) -> Result<PutOutcome> {
+    /// Files carry no checksum: every verification re-hashes.
+    fn checksums_verified(&self) -> bool {
+        false
+    }
+
+    async fn put_if_absent(&self, key: &BlobKey, bytes: Bytes) -> Result<PutOutcome> {
         let size = bytes.len() as u64;
         let body = futures_util::stream::iter([Ok::<_, io::Error>(bytes)]);
-        self.put_stream(digest, Some(size), body).await
+        self.write_new(&self.path_of(key), Some(&key.digest), Some(size), body).await
     }
 
     async fn put_document_if_absent(&self, key: &str, bytes: Bytes) -> Result<PutOutcome> {
-        let final_path = self.document_path(key)?;
-        let tmp_path = self.tmp.join(format!("document.{}", random_suffix()));
-        let written = async {
-            let mut file = tokio::fs::File::create_new(&tmp_path).await?;
-            file.write_all(&bytes).await?;
-            file.sync_all().await
-        };
-        let outcome = match written.await {
-            Ok(()) => self.publish(&tmp_path, &final_path).await,
-            Err(e) => Err(io_err(e)),
-        };
-        let _ = tokio::fs::remove_file(&tmp_path).await;
-        outcome
+        let body = futures_util::stream::iter([Ok::<_, io::Error>(bytes)]);
+        self.write_new(&self.document_path(key)?, None, None, body).await
     }
 
     async fn get_document(&self, key: &str) -> Result<Option<Bytes>> {
@@ -225,8 +305,8 @@ impl BlobStore for FsBlobStore {
         }
     }
 
-    async fn head(&self, digest: &Digest) -> Result<Option<BlobHead>> {
-        match tokio::fs::metadata(self.path_of(digest)).await {
+    async fn head(&self, key: &BlobKey) -> Result<Option<BlobHead>> {
+        match tokio::fs::metadata(self.path_of(key)).await {
             Ok(m) => Ok(Some(BlobHead { size: m.len(), stored_sha256: None })),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.check().await?;
@@ -236,12 +316,21 @@ impl BlobStore for FsBlobStore {
         }
     }
 
-    async fn get(&self, digest: &Digest) -> Result<Option<BlobReader>> {
-        match tokio::fs::File::open(self.path_of(digest)).await {
-            Ok(file) => {
-                let size = file.metadata().await.map_err(io_err)?.len();
-                Ok(Some(BlobReader { size, body: Box::pin(file) }))
-            }
+    async fn get(&self, key: &BlobKey) -> Result<Option<BlobReader>> {
+        self.open_file(&self.path_of(key)).await
+    }
+
+    async fn presign_get(&self, key: &BlobKey, ttl: Duration) -> Result<Presigned> {
+        Ok(self.presigner.get_url(key, ttl))
+    }
+
+    async fn presign_upload(&self, upload: &UploadRef, digest: &Digest, size: u64, ttl: Duration) -> Result<Presigned> {
+        Ok(self.presigner.upload_url(upload, digest, size, ttl))
+    }
+
+    async fn staged(&self, upload: &UploadRef) -> Result<Option<Staged>> {
+        match tokio::fs::metadata(self.upload_path(upload)).await {
+            Ok(m) => Ok(Some(Staged { size: m.len(), stored_sha256: None, version_id: None, etag: None })),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.check().await?;
                 Ok(None)
@@ -250,17 +339,29 @@ impl BlobStore for FsBlobStore {
         }
     }
 
-    async fn presign_put(&self, digest: &Digest, size: u64, ttl: Duration) -> Result<Presigned> {
-        Ok(self.presigner.presign("PUT", digest, size, ttl))
+    /// Staging files are published create-only and never rewritten, so the path is the pin.
+    async fn read_staged(&self, upload: &UploadRef, _staged: &Staged) -> Result<BlobReader> {
+        self.open_file(&self.upload_path(upload)).await?.ok_or(Error::UploadMissing)
     }
 
-    async fn presign_get(&self, digest: &Digest, ttl: Duration) -> Result<Presigned> {
-        Ok(self.presigner.presign("GET", digest, 0, ttl))
+    async fn promote(&self, upload: &UploadRef, _staged: &Staged, key: &BlobKey) -> Result<PutOutcome> {
+        match self.publish(&self.upload_path(upload), &self.path_of(key)).await {
+            Err(Error::Unavailable { .. }) if !self.upload_path(upload).exists() => Err(Error::UploadMissing),
+            other => other,
+        }
     }
 
-    /// The blob and temp folders must be directories we can reach.
+    async fn discard(&self, upload: &UploadRef) -> Result<()> {
+        match tokio::fs::remove_file(self.upload_path(upload)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(e)),
+        }
+    }
+
+    /// The blob, temp and upload folders must be directories we can reach.
     async fn check(&self) -> Result<()> {
-        for dir in [self.root.join("sha256"), self.tmp.clone()] {
+        for dir in [self.root.join("sha256"), self.tmp.clone(), self.root.join("uploads")] {
             let meta = tokio::fs::metadata(&dir).await.map_err(io_err)?;
             if !meta.is_dir() {
                 return Err(Error::unavailable(Dependency::BlobStore, format!("{} is not a directory", dir.display())));

@@ -1,7 +1,9 @@
-//! S3 BlobStore. Keys `{prefix}blobs/sha256/{hex[0..2]}/{hex}`. Puts are conditional
-//! (`If-None-Match: *`) and carry the SHA-256 checksum, so S3 refuses bytes that do not match and
-//! never overwrites: 412 means the object exists (then it is verified, else `blob_integrity_error`),
-//! 409 ConditionalRequestConflict means a concurrent write is in flight (retry).
+//! S3 BlobStore. Blob keys `{prefix}blobs/sha256/{hex[0..2]}/{hex}[.slot]`, staging keys
+//! `{prefix}uploads/{ws}/{upload_id}`. Blob writes (PutObject, and CopyObject from a verified
+//! staging version) are conditional (`If-None-Match: *`, which the bucket policy requires) and carry
+//! the SHA-256 checksum: 412 means the object exists (the caller verifies it), 409
+//! ConditionalRequestConflict means a concurrent write is in flight (retry). Clients only ever write
+//! staging keys, so no client bytes reach a blob key unverified, even on a store that ignores checksums.
 
 use std::time::Duration;
 
@@ -12,11 +14,12 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode};
 use bytes::Bytes;
 
-use crate::blobs::verify_object;
 use crate::domain::Digest;
 use crate::domain::time::now_unix;
 use crate::error::{Dependency, Error, Result};
-use crate::ports::{BlobBackendInfo, BlobHead, BlobReader, BlobStore, Presigned, PutOutcome};
+use crate::ports::{
+    BlobBackendInfo, BlobHead, BlobKey, BlobReader, BlobStore, Presigned, PutOutcome, Staged, UploadRef,
+};
 
 const CONFLICT_RETRIES: u32 = 8;
 
@@ -25,6 +28,14 @@ pub struct S3BlobStore {
     bucket: String,
     prefix: String,
     strict_no_overwrite: bool,
+    checksums_verified: bool,
+}
+
+/// What a conditional write writes: bytes (with the digest's checksum when known), or a copy of a
+/// pinned staging object (by version id, else by ETag).
+enum Write<'a> {
+    Put { bytes: &'a Bytes, checksum: Option<String>, content_type: Option<&'a str> },
+    Copy { source: String, if_match: Option<String> },
 }
 
 fn status_of<E>(e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Option<u16> {
@@ -36,48 +47,100 @@ fn unavailable<E: std::error::Error + 'static>(e: SdkError<E, aws_sdk_s3::config
 }
 
 impl S3BlobStore {
-    /// One PutObject with `If-None-Match: *` (in strict mode) and a SHA-256 checksum (signed in when
-    /// the digest is known), retrying S3's 409 on concurrent conditional writes. `Existed` is S3's 412.
-    async fn put(
-        &self,
-        key: String,
-        bytes: Bytes,
-        digest: Option<&Digest>,
-        content_type: Option<&str>,
-    ) -> Result<PutOutcome> {
+    /// One conditional write of `what` at `key` (`If-None-Match: *` in strict mode), retrying S3's 409
+    /// on concurrent conditional writes. `Existed` is S3's 412, or an object a HEAD found first: outside
+    /// strict mode, and before copies (moto ignores `If-None-Match` on CopyObject; S3 honours it).
+    async fn write_once(&self, key: &str, what: Write<'_>) -> Result<PutOutcome> {
+        let head_first = matches!(what, Write::Copy { .. }) || !self.strict_no_overwrite;
+        if head_first && self.exists(key).await? {
+            return Ok(PutOutcome::Existed);
+        }
+        let if_none_match = self.strict_no_overwrite.then(|| "*".to_owned());
         let mut attempt = 0;
         loop {
-            let mut put = self
-                .client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(&key)
-                .content_length(bytes.len() as i64)
-                .set_content_type(content_type.map(str::to_owned))
-                .checksum_algorithm(ChecksumAlgorithm::Sha256)
-                .set_checksum_sha256(digest.map(Digest::base64))
-                .body(ByteStream::from(bytes.clone()));
-            if self.strict_no_overwrite {
-                put = put.if_none_match("*");
-            }
-            match put.send().await {
-                Ok(_) => return Ok(PutOutcome::Created),
-                Err(e) if status_of(&e) == Some(412) => return Ok(PutOutcome::Existed),
-                Err(e) if status_of(&e) == Some(409) && attempt < CONFLICT_RETRIES => {
+            let status = match &what {
+                Write::Put { bytes, checksum, content_type } => self
+                    .client
+                    .put_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .content_length(bytes.len() as i64)
+                    .set_content_type(content_type.map(str::to_owned))
+                    .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                    .set_checksum_sha256(checksum.clone())
+                    .set_if_none_match(if_none_match.clone())
+                    .body(ByteStream::from((*bytes).clone()))
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| (status_of(&e), unavailable(e))),
+                Write::Copy { source, if_match } => self
+                    .client
+                    .copy_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .copy_source(source)
+                    .set_copy_source_if_match(if_match.clone())
+                    .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                    .set_if_none_match(if_none_match.clone())
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| (status_of(&e), unavailable(e))),
+            };
+            match status {
+                Ok(()) => return Ok(PutOutcome::Created),
+                Err((Some(412), _)) => return Ok(PutOutcome::Existed),
+                Err((Some(409), _)) if attempt < CONFLICT_RETRIES => {
                     attempt += 1;
                     crate::adapters::backoff(attempt).await;
                 }
-                Err(e) => return Err(unavailable(e)),
+                Err((_, e)) => return Err(e),
             }
         }
     }
 
-    pub fn new(client: aws_sdk_s3::Client, bucket: String, prefix: String, strict_no_overwrite: bool) -> S3BlobStore {
-        S3BlobStore { client, bucket, prefix, strict_no_overwrite }
+    async fn exists(&self, key: &str) -> Result<bool> {
+        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if status_of(&e) == Some(404) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
     }
 
-    pub fn key_of(&self, digest: &Digest) -> String {
-        format!("{}blobs/{}", self.prefix, digest.storage_key())
+    /// `checksums_verified`: whether this store refuses bytes that do not match a signed
+    /// `x-amz-checksum-sha256` (AWS S3 does; some S3-compatibles and moto do not).
+    pub fn new(
+        client: aws_sdk_s3::Client,
+        bucket: String,
+        prefix: String,
+        strict_no_overwrite: bool,
+        checksums_verified: bool,
+    ) -> S3BlobStore {
+        S3BlobStore { client, bucket, prefix, strict_no_overwrite, checksums_verified }
+    }
+
+    pub fn key_of(&self, key: &BlobKey) -> String {
+        format!("{}blobs/{}", self.prefix, key.storage_key())
+    }
+
+    fn upload_key(&self, upload: &UploadRef) -> String {
+        format!("{}{}", self.prefix, upload.storage_key())
+    }
+
+    async fn head_key(&self, key: &str) -> Result<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>> {
+        let out =
+            self.client.head_object().bucket(&self.bucket).key(key).checksum_mode(ChecksumMode::Enabled).send().await;
+        match out {
+            Ok(o) => Ok(Some(o)),
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    fn reader(o: aws_sdk_s3::operation::get_object::GetObjectOutput) -> BlobReader {
+        let size = o.content_length().unwrap_or(0).max(0) as u64;
+        BlobReader { size, body: Box::pin(o.body.into_async_read()) }
     }
 
     fn presigned(method: &'static str, req: PresignedRequest, ttl: Duration) -> Presigned {
@@ -105,60 +168,83 @@ impl BlobStore for S3BlobStore {
         }
     }
 
-    async fn put_if_absent(&self, digest: &Digest, bytes: Bytes) -> Result<PutOutcome> {
-        if !self.strict_no_overwrite {
-            match verify_object(self, digest).await {
-                Ok(_) => return Ok(PutOutcome::Existed),
-                Err(Error::BlobMissing(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        match self.put(self.key_of(digest), bytes, Some(digest), None).await? {
-            PutOutcome::Created => Ok(PutOutcome::Created),
-            PutOutcome::Existed => {
-                verify_object(self, digest).await?;
-                Ok(PutOutcome::Existed)
-            }
+    fn checksums_verified(&self) -> bool {
+        self.checksums_verified
+    }
+
+    async fn put_if_absent(&self, key: &BlobKey, bytes: Bytes) -> Result<PutOutcome> {
+        let what = Write::Put { bytes: &bytes, checksum: Some(key.digest.base64()), content_type: None };
+        self.write_once(&self.key_of(key), what).await
+    }
+
+    async fn head(&self, key: &BlobKey) -> Result<Option<BlobHead>> {
+        Ok(self.head_key(&self.key_of(key)).await?.map(|o| BlobHead {
+            size: o.content_length().unwrap_or(0).max(0) as u64,
+            // A multipart composite checksum ("…-N") is not a full-object SHA-256: ignored.
+            stored_sha256: o.checksum_sha256().and_then(Digest::from_base64),
+        }))
+    }
+
+    async fn get(&self, key: &BlobKey) -> Result<Option<BlobReader>> {
+        match self.client.get_object().bucket(&self.bucket).key(self.key_of(key)).send().await {
+            Ok(o) => Ok(Some(Self::reader(o))),
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(unavailable(e)),
         }
     }
 
-    async fn head(&self, digest: &Digest) -> Result<Option<BlobHead>> {
-        let out = self
+    async fn staged(&self, upload: &UploadRef) -> Result<Option<Staged>> {
+        Ok(self.head_key(&self.upload_key(upload)).await?.map(|o| Staged {
+            size: o.content_length().unwrap_or(0).max(0) as u64,
+            stored_sha256: o.checksum_sha256().and_then(Digest::from_base64),
+            version_id: o.version_id().filter(|v| *v != "null").map(str::to_owned),
+            etag: o.e_tag().map(str::to_owned),
+        }))
+    }
+
+    async fn read_staged(&self, upload: &UploadRef, staged: &Staged) -> Result<BlobReader> {
+        let get = self
             .client
-            .head_object()
+            .get_object()
             .bucket(&self.bucket)
-            .key(self.key_of(digest))
-            .checksum_mode(ChecksumMode::Enabled)
-            .send()
-            .await;
-        match out {
-            Ok(o) => Ok(Some(BlobHead {
-                size: o.content_length().unwrap_or(0).max(0) as u64,
-                // A multipart composite checksum ("…-N") is not a full-object SHA-256: ignored.
-                stored_sha256: o.checksum_sha256().and_then(Digest::from_base64),
-            })),
-            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            .key(self.upload_key(upload))
+            .set_version_id(staged.version_id.clone())
+            .set_if_match(staged.etag.clone().filter(|_| staged.version_id.is_none()));
+        match get.send().await {
+            Ok(o) => Ok(Self::reader(o)),
+            // Gone or replaced since it was pinned: the upload is no longer there to complete.
+            Err(e) if matches!(status_of(&e), Some(404 | 412)) => Err(crate::Error::UploadMissing),
             Err(e) => Err(unavailable(e)),
         }
     }
 
-    async fn get(&self, digest: &Digest) -> Result<Option<BlobReader>> {
-        match self.client.get_object().bucket(&self.bucket).key(self.key_of(digest)).send().await {
-            Ok(o) => {
-                let size = o.content_length().unwrap_or(0).max(0) as u64;
-                Ok(Some(BlobReader { size, body: Box::pin(o.body.into_async_read()) }))
-            }
-            Err(e) if status_of(&e) == Some(404) => Ok(None),
-            Err(e) => Err(unavailable(e)),
-        }
+    async fn promote(&self, upload: &UploadRef, staged: &Staged, key: &BlobKey) -> Result<PutOutcome> {
+        let source = format!("{}/{}", self.bucket, self.upload_key(upload));
+        let source = match &staged.version_id {
+            Some(v) => format!(
+                "{source}?versionId={}",
+                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+            ),
+            None => source,
+        };
+        let if_match = staged.etag.clone().filter(|_| staged.version_id.is_none());
+        self.write_once(&self.key_of(key), Write::Copy { source, if_match }).await
+    }
+
+    async fn discard(&self, upload: &UploadRef) -> Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.upload_key(upload))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn put_document_if_absent(&self, key: &str, bytes: Bytes) -> Result<PutOutcome> {
-        let key = format!("{}{key}", self.prefix);
-        if !self.strict_no_overwrite && self.client.head_object().bucket(&self.bucket).key(&key).send().await.is_ok() {
-            return Ok(PutOutcome::Existed);
-        }
-        self.put(key, bytes, None, Some("application/json")).await
+        let what = Write::Put { bytes: &bytes, checksum: None, content_type: Some("application/json") };
+        self.write_once(&format!("{}{key}", self.prefix), what).await
     }
 
     async fn get_document(&self, key: &str) -> Result<Option<Bytes>> {
@@ -173,13 +259,13 @@ impl BlobStore for S3BlobStore {
         }
     }
 
-    async fn presign_put(&self, digest: &Digest, size: u64, ttl: Duration) -> Result<Presigned> {
+    async fn presign_upload(&self, upload: &UploadRef, digest: &Digest, size: u64, ttl: Duration) -> Result<Presigned> {
         let checksum = digest.base64();
         let mut put = self
             .client
             .put_object()
             .bucket(&self.bucket)
-            .key(self.key_of(digest))
+            .key(self.upload_key(upload))
             .content_length(size as i64)
             .checksum_sha256(checksum.clone());
         if self.strict_no_overwrite {
@@ -198,12 +284,12 @@ impl BlobStore for S3BlobStore {
         Ok(Self::presigned("PUT", req, ttl))
     }
 
-    async fn presign_get(&self, digest: &Digest, ttl: Duration) -> Result<Presigned> {
+    async fn presign_get(&self, key: &BlobKey, ttl: Duration) -> Result<Presigned> {
         let req = self
             .client
             .get_object()
             .bucket(&self.bucket)
-            .key(self.key_of(digest))
+            .key(self.key_of(key))
             .presigned(Self::presigning(ttl)?)
             .await
             .map_err(unavailable)?;

@@ -21,7 +21,8 @@ CREATE TABLE IF NOT EXISTS tokens (
   disabled INTEGER NOT NULL DEFAULT 0, created_by TEXT NOT NULL, description TEXT);
 CREATE TABLE IF NOT EXISTS blob_links (
   workspace_id TEXT NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL,
-  linked_at INTEGER NOT NULL, linked_by TEXT NOT NULL, PRIMARY KEY (workspace_id, digest));
+  linked_at INTEGER NOT NULL, linked_by TEXT NOT NULL, slot INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (workspace_id, digest));
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS audit_events (
   stream TEXT NOT NULL, seq INTEGER NOT NULL, ts TEXT NOT NULL, event TEXT NOT NULL,
@@ -48,6 +49,7 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(meta_err)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(meta_err)?;
         conn.execute_batch(SCHEMA).map_err(meta_err)?;
+        upgrade(&conn).map_err(meta_err)?;
         Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
     }
 
@@ -65,6 +67,16 @@ impl SqliteStore {
         .await
         .map_err(|e| Error::Internal(e.to_string()))?
     }
+}
+
+/// Additive upgrades of a data dir written by an earlier version (columns added with defaults).
+fn upgrade(conn: &Connection) -> rusqlite::Result<()> {
+    let has_slot: bool =
+        conn.query_row("SELECT count(*) FROM pragma_table_info('blob_links') WHERE name = 'slot'", [], |r| r.get(0))?;
+    if !has_slot {
+        conn.execute_batch("ALTER TABLE blob_links ADD COLUMN slot INTEGER NOT NULL DEFAULT 0")?;
+    }
+    Ok(())
 }
 
 fn head_in(conn: &Connection, stream: &str) -> rusqlite::Result<Option<AuditEvent>> {
@@ -165,7 +177,7 @@ impl MetaStore for SqliteStore {
         let (ws, digest) = (ws.to_string(), digest.clone());
         self.with(meta_err, move |c| {
             c.query_row(
-                "SELECT size, linked_at, linked_by FROM blob_links WHERE workspace_id = ?1 AND digest = ?2",
+                "SELECT size, linked_at, linked_by, slot FROM blob_links WHERE workspace_id = ?1 AND digest = ?2",
                 params![ws, digest.to_string()],
                 |r| {
                     Ok(BlobLink {
@@ -174,6 +186,7 @@ impl MetaStore for SqliteStore {
                         size: r.get::<_, i64>(0)? as u64,
                         linked_at: r.get(1)?,
                         linked_by: r.get(2)?,
+                        slot: r.get(3)?,
                     })
                 },
             )
@@ -188,8 +201,8 @@ impl MetaStore for SqliteStore {
             let applied = match &change {
                 Change::IssueToken(t) => insert_token(&tx, t)?,
                 Change::LinkBlob(l) => tx.execute(
-                    "INSERT OR IGNORE INTO blob_links (workspace_id, digest, size, linked_at, linked_by) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![l.workspace_id, l.digest.to_string(), l.size as i64, l.linked_at, l.linked_by],
+                    "INSERT OR IGNORE INTO blob_links (workspace_id, digest, size, linked_at, linked_by, slot) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![l.workspace_id, l.digest.to_string(), l.size as i64, l.linked_at, l.linked_by, l.slot],
                 )?,
                 Change::RevokeToken { sha256 } => disable_token(&tx, sha256)?,
                 Change::RotateToken { old_sha256, new } => {

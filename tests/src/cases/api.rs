@@ -146,7 +146,7 @@ pub async fn large_blob_is_fetched_through_a_presigned_redirect(b: Backend) {
             .await
             .unwrap();
     assert!(upload_to(&env, &plan, bytes.clone(), true).await.status().is_success());
-    let done = post_json(&env, &publisher, &format!("/v1/workspaces/team-a/uploads/{d}/complete"), json!({})).await;
+    let done = complete(&env, &publisher, "team-a", &d.to_string(), &plan).await;
     assert_eq!(done.status(), 201);
     let got = get_blob(&env, &publisher, "team-a", &d.to_string(), "").await;
     assert_eq!(got.status(), 307, "larger than HELIX_INLINE_MAX is never inline");
@@ -170,46 +170,205 @@ pub async fn direct_upload_links_only_after_verification(b: Backend) {
     assert!(up.status().is_success(), "{}", up.status());
     expect_problem(get_blob(&env, &publisher, "team-a", &d.to_string(), "").await, 404, "blob_missing").await;
 
-    let complete = format!("/v1/workspaces/team-a/uploads/{d}/complete");
-    let done = post_json(&env, &publisher, &complete, json!({})).await;
+    assert_eq!(env.stored_objects().await, 0, "the bytes are staged, not under the blob's key");
+    let done = complete(&env, &publisher, "team-a", &d.to_string(), &plan).await;
     assert_eq!(done.status(), 201);
     assert_eq!(get_blob(&env, &publisher, "team-a", &d.to_string(), "").await.bytes().await.unwrap().to_vec(), bytes);
+    assert_eq!(env.stored_objects().await, 1);
+    assert_eq!(env.staged_uploads().await, 0, "the staging object is removed once promoted");
 
     let again: Value =
         post_json(&env, &publisher, path, json!({"digest": d.to_string(), "size": 70_000})).await.json().await.unwrap();
     assert_eq!(again["exists"], true);
     assert!(again.get("upload").is_none());
-    assert_eq!(post_json(&env, &publisher, &complete, json!({})).await.status(), 200);
+    // A retried complete (same upload id, or none) is idempotent.
+    assert_eq!(complete(&env, &publisher, "team-a", &d.to_string(), &plan).await.status(), 200);
+    let url = format!("/v1/workspaces/team-a/uploads/{d}/complete");
+    assert_eq!(post_json(&env, &publisher, &url, json!({})).await.status(), 200);
 
     let events = env.audit("team-a").await;
     let completes: Vec<_> = events.iter().filter(|e| e.action == "upload.complete").collect();
     assert_eq!(completes.len(), 1);
     assert_eq!(completes[0].details["size"], 70_000);
+    assert_eq!(completes[0].details["upload_id"], plan["upload_id"]);
 }
 
-pub async fn tampered_upload_is_refused_at_complete_and_leaves_no_link(b: Backend) {
+/// Start an upload of `d` (`size` bytes) in `ws`; the plan as JSON.
+pub async fn plan(env: &TestEnv, token: &str, ws: &str, d: &str, size: usize, extra: Value) -> (u16, Value) {
+    let mut body = json!({"digest": d, "size": size});
+    body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    let resp = post_json(env, token, &format!("/v1/workspaces/{ws}/uploads"), body).await;
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+/// Complete the upload a plan started.
+pub async fn complete(env: &TestEnv, token: &str, ws: &str, d: &str, plan: &Value) -> reqwest::Response {
+    let body = json!({"upload_id": plan["upload_id"]});
+    post_json(env, token, &format!("/v1/workspaces/{ws}/uploads/{d}/complete"), body).await
+}
+
+/// A client that sends other bytes than the digest's through its presigned upload, to a store that
+/// keeps them whatever checksum was signed (moto; a lax S3-compatible): complete re-hashes, refuses
+/// with one clean message, removes the staging object, links nothing, and the digest is not poisoned:
+/// the next correct upload of it succeeds.
+pub async fn tampered_upload_is_refused_at_complete_and_never_poisons_the_digest(b: Backend) {
     let env = TestEnv::start(b).await;
     let publisher = env.token(Role::Publisher, "team-a").await;
-    let (_, d) = unique_blob(4096);
+    let (good, d) = unique_blob(4096);
     let (evil, _) = unique_blob(4096);
-    let plan: Value =
-        post_json(&env, &publisher, "/v1/workspaces/team-a/uploads", json!({"digest": d.to_string(), "size": 4096}))
-            .await
-            .json()
-            .await
-            .unwrap();
-    // The attacker sends other bytes of the same size, without the checksum header S3 would check.
-    let up = upload_to(&env, &plan, evil.clone(), false).await;
+    let digest = d.to_string();
+    let (_, first) = plan(&env, &publisher, "team-a", &digest, 4096, json!({})).await;
+    // With the signed checksum header kept: a strict store refuses the bytes, moto keeps them.
+    let up = upload_to(&env, &first, evil.clone(), true).await;
     if b == Backend::Embedded {
         assert_eq!(up.status(), 400, "the local upload endpoint hashes while streaming");
-        assert_eq!(env.stored_objects().await, 0);
-        // Bytes that reach the store some other way are still caught at complete.
-        env.plant_object(&d, &evil).await;
+        // Bytes that reach the staging key some other way are still caught at complete.
+        let upload = helix_core::ports::UploadRef::parse(
+            &helix_core::domain::WorkspaceId::parse("team-a").unwrap(),
+            first["upload_id"].as_str().unwrap(),
+        )
+        .unwrap();
+        env.plant_staged(&upload, &evil).await;
     }
-    let complete = format!("/v1/workspaces/team-a/uploads/{d}/complete");
-    expect_problem(post_json(&env, &publisher, &complete, json!({})).await, 400, "digest_mismatch").await;
-    expect_problem(get_blob(&env, &publisher, "team-a", &d.to_string(), "").await, 404, "blob_missing").await;
+    let body =
+        expect_problem(complete(&env, &publisher, "team-a", &digest, &first).await, 400, "digest_mismatch").await;
+    let detail = body["detail"].as_str().unwrap();
+    assert_eq!(
+        detail,
+        format!("the bytes hash to {}, not to the digest {digest}", helix_core::domain::Digest::of(&evil))
+    );
+    expect_problem(get_blob(&env, &publisher, "team-a", &digest, "").await, 404, "blob_missing").await;
     assert!(env.blob_events("team-a").await.is_empty(), "no link, no event");
+    assert_eq!(env.stored_objects().await, 0, "nothing reached the blob's key");
+    assert_eq!(env.staged_uploads().await, 0, "the refused staging object is removed");
+    expect_problem(complete(&env, &publisher, "team-a", &digest, &first).await, 404, "upload_missing").await;
+
+    // Not poisoned: a fresh plan still asks for the bytes, and the correct bytes link.
+    let (_, second) = plan(&env, &publisher, "team-a", &digest, 4096, json!({})).await;
+    assert_eq!(second["exists"], false);
+    assert!(upload_to(&env, &second, good.clone(), true).await.status().is_success());
+    assert_eq!(complete(&env, &publisher, "team-a", &digest, &second).await.status(), 201);
+    assert_eq!(get_blob(&env, &publisher, "team-a", &digest, "").await.bytes().await.unwrap().to_vec(), good);
+}
+
+/// The cross-workspace attack: B knows a digest only A holds. Nothing B can send links it or reads
+/// it without the bytes, and every answer B gets is the one it would get for a digest nobody holds.
+pub async fn a_workspace_cannot_link_or_probe_another_workspaces_blob_by_digest(b: Backend) {
+    let env = TestEnv::start(b).await;
+    let a = env.token(Role::Publisher, "team-a").await;
+    let attacker = env.token(Role::Publisher, "team-b").await;
+    let (secret, held) = unique_blob(3000);
+    let (_, nobody) = unique_blob(3000);
+    assert_eq!(put_blob(&env, &a, "team-a", &held.to_string(), secret.clone()).await.status(), 201);
+
+    // Same answer for "held by A" and "held by nobody", route after route.
+    let mut answers = Vec::new();
+    for d in [held.to_string(), nobody.to_string()] {
+        let (status, p) = plan(&env, &attacker, "team-b", &d, 3000, json!({})).await;
+        assert_eq!((status, &p["exists"]), (200, &json!(false)), "{p}");
+        assert!(p["upload"]["url"].is_string() && p["upload_id"].is_string());
+        let fake = json!({"upload_id": "0123456789abcdef0123456789abcdef"});
+        let complete_url = format!("/v1/workspaces/team-b/uploads/{d}/complete");
+        let with_fake = post_json(&env, &attacker, &complete_url, fake).await;
+        let without_id = post_json(&env, &attacker, &complete_url, json!({})).await;
+        // Another workspace's upload id names a staging key of that workspace only: absent here.
+        let with_plan = complete(&env, &attacker, "team-b", &d, &p).await;
+        let (mount_status, _) = plan(&env, &attacker, "team-b", &d, 3000, json!({"mount_from": "team-a"})).await;
+        let fetched = get_blob(&env, &attacker, "team-b", &d, "").await.status().as_u16();
+        let mut reasons = Vec::new();
+        for r in [with_fake, without_id, with_plan] {
+            let (status, body) = super::problem(r).await;
+            reasons.push((status, body["reason"].as_str().unwrap().to_owned()));
+        }
+        answers.push((reasons, mount_status, fetched));
+    }
+    assert_eq!(answers[0], answers[1], "B learns nothing about what A holds");
+    let (reasons, mount_status, fetched) = &answers[0];
+    assert_eq!(
+        reasons,
+        &vec![
+            (404, "upload_missing".to_owned()),
+            (400, "invalid_request".to_owned()),
+            (404, "upload_missing".to_owned())
+        ]
+    );
+    assert_eq!((*mount_status, *fetched), (403, 404), "a mount needs a grant over the source; nothing is linked");
+    assert!(env.blob_events("team-b").await.is_empty(), "nothing linked in team-b");
+
+    // With the bytes (proof of possession), B links; the store stays deduplicated.
+    assert_eq!(put_blob(&env, &attacker, "team-b", &held.to_string(), secret.clone()).await.status(), 201);
+    assert_eq!(env.stored_objects().await, 1, "one object for both workspaces");
+    let events = env.blob_events("team-b").await;
+    assert_eq!(events.len(), 1);
+    assert!(events[0].details.get("object").is_none(), "the event does not say the object already existed");
+}
+
+/// OCI's cross-repository mount: a caller whose grant covers the source workspace links a blob into
+/// the target without uploading; the link is audited in the target with its source.
+pub async fn mount_from_a_covered_workspace_links_without_upload(b: Backend) {
+    let env = TestEnv::start(b).await;
+    let a = env.token(Role::Publisher, "team-a").await;
+    let global = env.token(Role::Publisher, "*").await;
+    let (bytes, d) = unique_blob(1500);
+    let digest = d.to_string();
+    assert_eq!(put_blob(&env, &a, "team-a", &digest, bytes.clone()).await.status(), 201);
+
+    let (status, p) = plan(&env, &global, "team-b", &digest, 1500, json!({"mount_from": "team-a"})).await;
+    assert_eq!(status, 200);
+    assert_eq!((&p["exists"], &p["mounted_from"]), (&json!(true), &json!("team-a")), "{p}");
+    assert!(p.get("upload").is_none());
+    assert_eq!(get_blob(&env, &global, "team-b", &digest, "").await.bytes().await.unwrap().to_vec(), bytes);
+    let events = env.blob_events("team-b").await;
+    assert_eq!(events.len(), 1);
+    assert_eq!((events[0].action.as_str(), &events[0].details["from"]), ("blob.mount", &json!("team-a")));
+    // Mounting again is a no-op; a mount from a workspace without the blob falls back to an upload.
+    let (_, again) = plan(&env, &global, "team-b", &digest, 1500, json!({"mount_from": "team-a"})).await;
+    assert_eq!(again["exists"], true);
+    assert_eq!(env.blob_events("team-b").await.len(), 1);
+    let (_, other) = unique_blob(10);
+    let (status, fallback) =
+        plan(&env, &global, "team-c", &other.to_string(), 10, json!({"mount_from": "team-a"})).await;
+    assert_eq!((status, &fallback["exists"]), (200, &json!(false)));
+    assert!(fallback["upload_id"].is_string());
+    // The size of a digest is fixed.
+    let (status, _) = plan(&env, &global, "team-c", &digest, 1499, json!({"mount_from": "team-a"})).await;
+    assert_eq!(status, 400);
+    assert_eq!(env.stored_objects().await, 1);
+}
+
+/// Wrong bytes already under a digest's own key (a lax store, an operator's mistake, an object from
+/// before uploads were staged) are detected, never served or linked, reported for an operator, and do
+/// not block correct uploads: the verified bytes go to the next slot.
+pub async fn a_wrong_object_under_a_digest_key_never_blocks_a_correct_upload(b: Backend) {
+    let env = TestEnv::start_with(b, &[("HELIX_INLINE_MAX", "2048")]).await;
+    let publisher = env.token(Role::Publisher, "team-a").await;
+    let (small, small_d) = unique_blob(1000);
+    let (large, large_d) = unique_blob(5000);
+    env.plant_object(&small_d, b"poison").await;
+    env.plant_object(&large_d, b"more poison").await;
+
+    assert_eq!(put_blob(&env, &publisher, "team-a", &small_d.to_string(), small.clone()).await.status(), 201);
+    assert_eq!(
+        get_blob(&env, &publisher, "team-a", &small_d.to_string(), "").await.bytes().await.unwrap().to_vec(),
+        small
+    );
+
+    let (_, p) = plan(&env, &publisher, "team-a", &large_d.to_string(), 5000, json!({})).await;
+    assert!(upload_to(&env, &p, large.clone(), true).await.status().is_success());
+    assert_eq!(complete(&env, &publisher, "team-a", &large_d.to_string(), &p).await.status(), 201);
+    let redirect = get_blob(&env, &publisher, "team-a", &large_d.to_string(), "").await;
+    assert_eq!(redirect.status(), 307);
+    let followed = env.http.get(redirect.headers()["location"].to_str().unwrap()).send().await.unwrap();
+    assert_eq!(followed.bytes().await.unwrap().to_vec(), large, "the redirect serves the verified slot");
+
+    let ws = helix_core::domain::WorkspaceId::parse("team-a").unwrap();
+    for d in [&small_d, &large_d] {
+        let link = env.app.meta.blob_link(&ws, d).await.unwrap().unwrap();
+        assert_eq!(link.slot, 1, "the poisoned slot 0 was skipped");
+    }
+    let failures: Vec<_> = env.audit("*").await.into_iter().filter(|e| e.action == "blob.integrity_failure").collect();
+    assert_eq!(failures.len(), 2, "each poisoned key is reported in the global stream");
+    assert!(env.audit("team-a").await.iter().all(|e| e.action != "blob.integrity_failure"), "not in the workspace's");
 }
 
 pub async fn concurrent_puts_of_one_new_blob_create_one_object_and_one_event(b: Backend) {

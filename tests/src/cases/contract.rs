@@ -6,7 +6,7 @@ use bytes::Bytes;
 use helix_core::Error;
 use helix_core::domain::audit::verify_chain;
 use helix_core::domain::{AuditDraft, BearerToken, Digest, Outcome, Role, Scope, TokenRecord, WorkspaceId};
-use helix_core::ports::{AuditQuery, BlobLink, Change, Commit, PutOutcome};
+use helix_core::ports::{AuditQuery, BlobKey, BlobLink, Change, Commit, PutOutcome, UploadRef};
 use helix_core::tokens::{self, Grant};
 use serde_json::json;
 use tokio::io::AsyncReadExt;
@@ -18,9 +18,10 @@ pub async fn blob_store_put_if_absent_creates_once_then_reports_existing(b: Back
     let env = TestEnv::start(b).await;
     let (bytes, d) = unique_blob(1000);
     let store = env.app.blobs.as_ref();
-    assert_eq!(store.put_if_absent(&d, Bytes::from(bytes.clone())).await.unwrap(), PutOutcome::Created);
-    assert_eq!(store.put_if_absent(&d, Bytes::from(bytes)).await.unwrap(), PutOutcome::Existed);
-    assert_eq!(store.head(&d).await.unwrap().unwrap().size, 1000);
+    let key = BlobKey::primary(&d);
+    assert_eq!(store.put_if_absent(&key, Bytes::from(bytes.clone())).await.unwrap(), PutOutcome::Created);
+    assert_eq!(store.put_if_absent(&key, Bytes::from(bytes)).await.unwrap(), PutOutcome::Existed);
+    assert_eq!(store.head(&key).await.unwrap().unwrap().size, 1000);
     assert_eq!(env.stored_objects().await, 1);
     assert_eq!(env.temp_files(), 0);
 }
@@ -29,34 +30,44 @@ pub async fn blob_store_streams_exact_bytes_and_reports_missing_as_none(b: Backe
     let env = TestEnv::start(b).await;
     let (bytes, d) = unique_blob(300_000);
     let store = env.app.blobs.as_ref();
-    store.put_if_absent(&d, Bytes::from(bytes.clone())).await.unwrap();
-    let mut reader = store.get(&d).await.unwrap().expect("stored");
+    store.put_if_absent(&BlobKey::primary(&d), Bytes::from(bytes.clone())).await.unwrap();
+    let mut reader = store.get(&BlobKey::primary(&d)).await.unwrap().expect("stored");
     assert_eq!(reader.size, 300_000);
     let mut back = Vec::new();
     reader.body.read_to_end(&mut back).await.unwrap();
     assert_eq!(back, bytes);
+    assert!(store.head(&BlobKey { digest: d.clone(), slot: 1 }).await.unwrap().is_none(), "slots are separate keys");
     let (_, missing) = unique_blob(10);
-    assert!(store.head(&missing).await.unwrap().is_none());
-    assert!(store.get(&missing).await.unwrap().is_none());
+    assert!(store.head(&BlobKey::primary(&missing)).await.unwrap().is_none());
+    assert!(store.get(&BlobKey::primary(&missing)).await.unwrap().is_none());
     store.check().await.unwrap();
 }
 
-pub async fn blob_store_refuses_to_accept_an_existing_object_with_wrong_bytes(b: Backend) {
+/// The adapter never vouches for an existing object: it reports `Existed`, leaves the stored bytes
+/// alone, and `verify_object` (the one verification, in helix-core) catches the wrong ones, even when
+/// the store kept a checksum that claims otherwise.
+pub async fn blob_store_reports_an_existing_object_for_the_core_to_verify(b: Backend) {
     let env = TestEnv::start(b).await;
     let (bytes, d) = unique_blob(64);
+    let key = BlobKey::primary(&d);
     env.plant_object(&d, b"not the bytes of that digest").await;
-    let err = env.app.blobs.put_if_absent(&d, Bytes::from(bytes)).await.unwrap_err();
+    assert_eq!(env.app.blobs.put_if_absent(&key, Bytes::from(bytes.clone())).await.unwrap(), PutOutcome::Existed);
+    let err = helix_core::blobs::verify_object(env.app.blobs.as_ref(), &key).await.unwrap_err();
     assert!(matches!(err, Error::BlobIntegrity(_)), "{err:?}");
-    let err = helix_core::blobs::verify_object(env.app.blobs.as_ref(), &d).await.unwrap_err();
-    assert!(matches!(err, Error::BlobIntegrity(_)), "{err:?}");
+    let mut back = Vec::new();
+    env.app.blobs.get(&key).await.unwrap().unwrap().body.read_to_end(&mut back).await.unwrap();
+    assert_eq!(back, b"not the bytes of that digest", "never overwritten");
+    let next = BlobKey { digest: d.clone(), slot: 1 };
+    assert_eq!(env.app.blobs.put_if_absent(&next, Bytes::from(bytes)).await.unwrap(), PutOutcome::Created);
+    assert!(helix_core::blobs::verify_object(env.app.blobs.as_ref(), &next).await.is_ok());
 }
 
 pub async fn blob_store_concurrent_puts_create_exactly_one_object(b: Backend) {
     let env = TestEnv::start(b).await;
     let (bytes, d) = unique_blob(50_000);
     let puts = (0..32).map(|_| {
-        let (store, d, bytes) = (env.app.blobs.clone(), d.clone(), Bytes::from(bytes.clone()));
-        tokio::spawn(async move { store.put_if_absent(&d, bytes).await })
+        let (store, key, bytes) = (env.app.blobs.clone(), BlobKey::primary(&d), Bytes::from(bytes.clone()));
+        tokio::spawn(async move { store.put_if_absent(&key, bytes).await })
     });
     let outcomes: Vec<PutOutcome> =
         futures_util::future::join_all(puts).await.into_iter().map(|r| r.unwrap().unwrap()).collect();
@@ -65,12 +76,29 @@ pub async fn blob_store_concurrent_puts_create_exactly_one_object(b: Backend) {
     assert_eq!(env.temp_files(), 0);
 }
 
-pub async fn blob_store_presigned_put_and_get_round_trip(b: Backend) {
+/// Send `bytes` to a presigned upload the way a client does: every header it names, but the ones
+/// the HTTP client sets itself.
+pub async fn send_presigned(env: &TestEnv, put: &helix_core::ports::Presigned, bytes: Vec<u8>) -> reqwest::Response {
+    let mut req = env.http.put(&put.url).body(bytes);
+    for (k, v) in &put.headers {
+        if !k.eq_ignore_ascii_case("content-length") && !k.eq_ignore_ascii_case("host") {
+            req = req.header(k, v);
+        }
+    }
+    req.send().await.unwrap()
+}
+
+/// A staged upload goes to its own key (never a blob key), is read back pinned, promoted to a blob
+/// key create-only, and discarded; a presigned GET then serves the blob.
+pub async fn blob_store_staged_upload_promotes_and_presigned_get_round_trips(b: Backend) {
     let env = TestEnv::start(b).await;
     let (bytes, d) = unique_blob(20_000);
     let store = env.app.blobs.as_ref();
-    let put = store.presign_put(&d, bytes.len() as u64, Duration::from_secs(60)).await.unwrap();
+    let ws = WorkspaceId::parse("team-a").unwrap();
+    let upload = UploadRef::new(&ws);
+    let put = store.presign_upload(&upload, &d, bytes.len() as u64, Duration::from_secs(60)).await.unwrap();
     assert_eq!(put.method, "PUT");
+    assert!(put.url.contains(&upload.id), "the URL is bound to this upload: {}", put.url);
     if b == Backend::Emulator {
         // Checksum and no-overwrite condition are signed into the URL, so S3 enforces both.
         let signed = put.url.split("X-Amz-SignedHeaders=").nth(1).unwrap_or("").split('&').next().unwrap_or("");
@@ -78,16 +106,23 @@ pub async fn blob_store_presigned_put_and_get_round_trip(b: Backend) {
         let names: Vec<String> = put.headers.iter().map(|(k, _)| k.to_ascii_lowercase()).collect();
         assert!(names.contains(&"x-amz-checksum-sha256".to_owned()), "{:?}", put.headers);
     }
-    let mut req = env.http.put(&put.url).body(bytes.clone());
-    for (k, v) in &put.headers {
-        if !k.eq_ignore_ascii_case("content-length") && !k.eq_ignore_ascii_case("host") {
-            req = req.header(k, v);
-        }
-    }
-    let resp = req.send().await.unwrap();
+    let resp = send_presigned(&env, &put, bytes.clone()).await;
     assert!(resp.status().is_success(), "{} {}", resp.status(), resp.text().await.unwrap());
-    assert_eq!(store.head(&d).await.unwrap().unwrap().size, 20_000);
-    let get = store.presign_get(&d, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(env.stored_objects().await, 0, "an upload never writes a blob key");
+    let staged = store.staged(&upload).await.unwrap().expect("staged");
+    assert_eq!(staged.size, 20_000);
+    let mut back = Vec::new();
+    store.read_staged(&upload, &staged).await.unwrap().body.read_to_end(&mut back).await.unwrap();
+    assert_eq!(back, bytes);
+    let key = BlobKey::primary(&d);
+    assert_eq!(store.promote(&upload, &staged, &key).await.unwrap(), PutOutcome::Created);
+    assert_eq!(store.promote(&upload, &staged, &key).await.unwrap(), PutOutcome::Existed, "create-only");
+    store.discard(&upload).await.unwrap();
+    store.discard(&upload).await.unwrap();
+    assert!(store.staged(&upload).await.unwrap().is_none());
+    assert_eq!(env.staged_uploads().await, 0);
+    assert_eq!(store.head(&key).await.unwrap().unwrap().size, 20_000);
+    let get = store.presign_get(&key, Duration::from_secs(60)).await.unwrap();
     let back = env.http.get(&get.url).send().await.unwrap();
     assert_eq!(back.status(), 200);
     assert_eq!(back.bytes().await.unwrap().to_vec(), bytes);
@@ -113,6 +148,7 @@ fn link(ws: &str, d: &Digest) -> Change {
         size: 1,
         linked_at: 1,
         linked_by: "tests".into(),
+        slot: 0,
     })
 }
 
@@ -281,11 +317,14 @@ pub async fn s3_without_strict_no_overwrite_still_verifies_existing_objects(b: B
     let env = TestEnv::start_with(b, &[("HELIX_S3_STRICT_NO_OVERWRITE", "0")]).await;
     assert!(!env.app.blobs.info().strict_no_overwrite);
     let (bytes, d) = unique_blob(500);
-    assert_eq!(env.app.blobs.put_if_absent(&d, Bytes::from(bytes.clone())).await.unwrap(), PutOutcome::Created);
-    assert_eq!(env.app.blobs.put_if_absent(&d, Bytes::from(bytes)).await.unwrap(), PutOutcome::Existed);
+    let key = BlobKey::primary(&d);
+    assert_eq!(env.app.blobs.put_if_absent(&key, Bytes::from(bytes.clone())).await.unwrap(), PutOutcome::Created);
+    assert_eq!(env.app.blobs.put_if_absent(&key, Bytes::from(bytes)).await.unwrap(), PutOutcome::Existed);
     assert_eq!(env.stored_objects().await, 1, "an existing object is not written again");
     let (good, bad) = unique_blob(50);
     env.plant_object(&bad, b"other bytes").await;
-    let err = env.app.blobs.put_if_absent(&bad, Bytes::from(good)).await.unwrap_err();
+    let bad_key = BlobKey::primary(&bad);
+    assert_eq!(env.app.blobs.put_if_absent(&bad_key, Bytes::from(good)).await.unwrap(), PutOutcome::Existed);
+    let err = helix_core::blobs::verify_object(env.app.blobs.as_ref(), &bad_key).await.unwrap_err();
     assert!(matches!(err, Error::BlobIntegrity(_)), "{err:?}");
 }

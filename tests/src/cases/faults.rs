@@ -70,10 +70,28 @@ pub async fn malformed_input_is_refused_with_reason_and_changes_nothing(b: Backe
         .await
         .unwrap();
     expect_problem(raw, 400, "invalid_request").await;
+    let complete = format!("/v1/workspaces/team-a/uploads/{d}/complete");
+    expect_problem(post_json(&env, &token, &complete, json!({})).await, 400, "invalid_request").await;
+    for bad_id in ["nope", "../../blobs/x", &"A".repeat(32), &"0".repeat(33)] {
+        expect_problem(post_json(&env, &token, &complete, json!({"upload_id": bad_id})).await, 400, "invalid_request")
+            .await;
+    }
     expect_problem(
-        post_json(&env, &token, &format!("/v1/workspaces/team-a/uploads/{d}/complete"), json!({})).await,
+        post_json(&env, &token, &complete, json!({"upload_id": "0".repeat(32)})).await,
         404,
-        "blob_missing",
+        "upload_missing",
+    )
+    .await;
+    expect_problem(
+        post_json(&env, &token, uploads, json!({"digest": d.to_string(), "size": 3, "mount_from": "Bad/ws"})).await,
+        400,
+        "invalid_workspace",
+    )
+    .await;
+    expect_problem(
+        post_json(&env, &token, uploads, json!({"digest": d.to_string(), "size": 3, "surprise": 1})).await,
+        400,
+        "invalid_request",
     )
     .await;
 
