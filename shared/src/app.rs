@@ -97,10 +97,20 @@ impl App {
     }
 }
 
-/// HELIX_DATA_DIR holds every embedded adapter's files; a failure names the first one that needs it.
+/// HELIX_DATA_DIR holds every embedded adapter's files (the signing key and the presign secret
+/// among them): created with mode 0700, and tightened to 0700 if it exists with group or other
+/// access. A failure names the first adapter that needs it.
 fn ensure_data_dir(config: &Config, dep: Dependency) -> Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| Error::unavailable(dep, format!("{}: {e}", config.data_dir.display())))
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let dir = &config.data_dir;
+    let fail = |e: std::io::Error| Error::unavailable(dep, format!("{}: {e}", dir.display()));
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(fail)?;
+    let mode = std::fs::metadata(dir).map_err(fail)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(dir = %dir.display(), mode = format!("{:o}", mode & 0o777), "data dir was open to others; set to 0700");
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
+    }
+    Ok(())
 }
 
 /// The meta store and audit log alone (operator commands need nothing else).

@@ -76,6 +76,12 @@ pub enum Error {
     ForbiddenWorkspace,
     #[error("{dep} unavailable: {detail}")]
     Unavailable { dep: Dependency, detail: String },
+    /// The store refused a change as invalid (e.g. an item over its size limit): the request's fault.
+    #[error("the store refused this change as invalid; nothing was changed")]
+    StoreRefused(String),
+    /// A commit that may or may not have happened (the store gave no definite answer in time).
+    #[error("the outcome of this change is unknown: {0}")]
+    OutcomeUnknown(String),
     #[error("internal error: {0}")]
     Internal(String),
     #[error("a stored audit export file differs from what the audit log yields: {0}")]

@@ -3,7 +3,8 @@
 //! user, role and workspace come from configurable claims. The key set is cached for the life of the
 //! process (warm Lambda invocations reuse it) and refetched on an unknown `kid` at most once per
 //! interval, so a flood of made-up kids cannot hammer the IdP. When no key set can be had, JWT callers
-//! get 503 `idp_unavailable`; API tokens never depend on the IdP.
+//! get 503 `idp_unavailable` (one fetch in flight at a time, and a failure is cached for a few
+//! seconds); API tokens never depend on the IdP.
 
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,8 @@ pub struct OidcConfig {
 struct Cache {
     keys: Option<JwkSet>,
     fetched_at: Option<Instant>,
+    /// When a fetch last failed while no key set was cached (the negative cache).
+    failed_at: Option<Instant>,
 }
 
 pub struct OidcVerifier {
@@ -44,6 +47,11 @@ pub struct OidcVerifier {
 
 /// Cached keys older than this are refreshed on use (a failed refresh keeps the old set).
 const MAX_KEY_AGE: Duration = Duration::from_secs(3600);
+
+/// With no key set cached, a failed fetch is remembered this long: JWTs are refused with 503 meanwhile
+/// without another outbound call, so a flood of (forged) JWTs during an IdP outage costs the IdP one
+/// request per window. Fetches are single-flight: the cache lock is held across the fetch.
+pub const NEGATIVE_CACHE: Duration = Duration::from_secs(5);
 
 fn idp(e: impl std::fmt::Display) -> Error {
     Error::unavailable(Dependency::IdentityProvider, e)
@@ -66,7 +74,7 @@ impl OidcVerifier {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("http client");
-        OidcVerifier { config, http, cache: Mutex::new(Cache { keys: None, fetched_at: None }) }
+        OidcVerifier { config, http, cache: Mutex::new(Cache { keys: None, fetched_at: None, failed_at: None }) }
     }
 
     async fn get_json(&self, url: &str) -> Result<Value> {
@@ -102,6 +110,9 @@ impl OidcVerifier {
     /// The key for `kid`: from the cache, or after a (rate-limited) refetch.
     async fn key(&self, kid: &str) -> Result<DecodingKey> {
         let mut cache = self.cache.lock().await;
+        if cache.keys.is_none() && cache.failed_at.is_some_and(|t| t.elapsed() < NEGATIVE_CACHE) {
+            return Err(idp("no key set: the last fetch failed moments ago"));
+        }
         let stale = cache.fetched_at.is_none_or(|t| t.elapsed() > MAX_KEY_AGE);
         let known = cache.keys.as_ref().and_then(|k| k.find(kid)).is_some();
         let may_refetch = cache.fetched_at.is_none_or(|t| t.elapsed() >= self.config.refetch_interval);
@@ -110,12 +121,16 @@ impl OidcVerifier {
                 Ok(keys) => {
                     cache.keys = Some(keys);
                     cache.fetched_at = Some(Instant::now());
+                    cache.failed_at = None;
                 }
                 Err(e) if cache.keys.is_some() => {
                     tracing::warn!(error = %e, "JWKS refresh failed; keeping the cached key set");
                     cache.fetched_at = Some(Instant::now());
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    cache.failed_at = Some(Instant::now());
+                    return Err(e);
+                }
             }
         }
         let jwk = cache.keys.as_ref().and_then(|k| k.find(kid)).ok_or(Error::TokenInvalid)?;

@@ -8,6 +8,7 @@
 use serde_json::json;
 
 use crate::auth::{Principal, PrincipalKind};
+use crate::domain::token::{MAX_DESCRIPTION_LEN, MAX_USER_LEN, check_ttl};
 use crate::domain::{AuditDraft, BearerToken, Outcome, Role, Scope, TokenRecord};
 use crate::error::{Error, Result};
 use crate::ports::{Change, Commit, MetaStore};
@@ -52,9 +53,13 @@ pub async fn issue(
     actor: &str,
     request_id: &str,
 ) -> Result<(BearerToken, TokenRecord)> {
-    if grant.user.trim().is_empty() || grant.user.len() > 256 {
-        return Err(Error::BadRequest("user must be 1 to 256 characters".into()));
+    if grant.user.trim().is_empty() || grant.user.len() > MAX_USER_LEN || grant.user.chars().any(char::is_control) {
+        return Err(Error::BadRequest(format!("user must be 1 to {MAX_USER_LEN} bytes without control characters")));
     }
+    if grant.description.as_ref().is_some_and(|d| d.len() > MAX_DESCRIPTION_LEN) {
+        return Err(Error::BadRequest(format!("description must be at most {MAX_DESCRIPTION_LEN} bytes")));
+    }
+    grant.ttl_seconds.map(check_ttl).transpose()?;
     let secret = BearerToken::generate();
     let record = TokenRecord::new(
         &secret,
@@ -134,9 +139,19 @@ pub async fn rotate(
     new.expires_at = old.expires_at;
     let mut draft = event(&new, "token.rotate", &principal.actor(), request_id);
     draft.details["replaces"] = json!(old.id);
-    match meta.commit(Change::RotateToken { old_sha256: old.sha256.clone(), new: new.clone() }, draft).await? {
-        Commit::Applied(_) => Ok((secret, new)),
-        // Revoked (or rotated) by someone else in the meantime.
-        Commit::AlreadyDone => Err(Error::TokenRevoked),
+    let refusal =
+        match meta.commit(Change::RotateToken { old_sha256: old.sha256.clone(), new: new.clone() }, draft).await {
+            Ok(Commit::Applied(_)) => return Ok((secret, new)),
+            // Revoked or rotated by someone else, or this very rotation committed and only its answer
+            // was lost (a store without idempotent re-sends reports the re-send as already done).
+            Ok(Commit::AlreadyDone) => Error::TokenRevoked,
+            Err(e @ Error::OutcomeUnknown(_)) => e,
+            Err(e) => return Err(e),
+        };
+    // The new token's hash is this request's own: if it is stored, the rotation committed, the old
+    // token is disabled, and the caller must get the new secret. Otherwise the old token still works.
+    match meta.token_by_sha256(&new.sha256).await {
+        Ok(Some(_)) => Ok((secret, new)),
+        _ => Err(refusal),
     }
 }

@@ -4,6 +4,7 @@
 //! test gets fresh, isolated resources (a temp dir; or a bucket, two tables and a key of its own).
 
 pub mod cases;
+pub mod fault_proxy;
 pub mod rbac;
 pub mod runtime_api;
 pub mod template;
@@ -402,6 +403,7 @@ macro_rules! common_suite {
             mount_from_a_covered_workspace_links_without_upload,
             a_wrong_object_under_a_digest_key_never_blocks_a_correct_upload,
             malformed_input_is_refused_with_reason_and_changes_nothing,
+            token_fields_are_bounded_and_refused_with_reason,
             bad_credentials_are_refused_with_reason_and_change_nothing,
             concurrent_puts_of_one_new_blob_create_one_object_and_one_event,
             blob_store_outage_is_503_and_changes_nothing,
@@ -413,6 +415,7 @@ macro_rules! common_suite {
             jwt_attacks_are_refused_with_reason,
             unknown_kids_refetch_the_jwks_at_most_once_per_interval,
             idp_outage_refuses_jwts_with_503_and_api_tokens_still_work,
+            forged_jwts_during_an_idp_outage_cause_one_outbound_fetch,
             logs_and_error_bodies_never_contain_a_secret_or_jwt,
             rbac_matrix_holds_over_http,
         );

@@ -3,3 +3,7 @@
 use helix_tests::Backend;
 
 helix_tests::common_suite!(Backend::Embedded);
+
+helix_tests::cases!(Backend::Embedded;
+    embedded_data_dir_is_private_and_its_secret_files_are_0600,
+);

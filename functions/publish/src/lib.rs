@@ -15,6 +15,7 @@ pub async fn handle(app: &App, req: Request) -> Response {
 #[serde(deny_unknown_fields)]
 struct UploadRequest {
     digest: String,
+    #[serde(deserialize_with = "http::whole_number")]
     size: u64,
     /// Link from this workspace instead of uploading (OCI cross-repository mount).
     mount_from: Option<String>,

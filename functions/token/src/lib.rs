@@ -19,6 +19,7 @@ struct IssueRequest {
     user: String,
     role: String,
     workspace_id: String,
+    #[serde(default, deserialize_with = "http::optional_whole_number")]
     ttl_seconds: Option<i64>,
     /// `30d`, `12h`…: the CLI's form, accepted here too.
     ttl: Option<String>,
@@ -43,9 +44,6 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
             let ttl_seconds = match (body.ttl_seconds, body.ttl.as_deref()) {
                 (Some(_), Some(_)) => {
                     return Err(helix_core::Error::BadRequest("give ttl_seconds or ttl, not both".into()));
-                }
-                (Some(n), None) if n <= 0 => {
-                    return Err(helix_core::Error::BadRequest("ttl_seconds must be positive".into()));
                 }
                 (Some(n), None) => Some(n),
                 (None, Some(t)) => Some(parse_ttl(t)?),

@@ -107,7 +107,82 @@ fn event_from_item(item: &Item) -> Result<AuditEvent> {
     AuditEvent::from_canonical(&get_s(item, "event")?)
 }
 
+/// How one TransactWriteItems ended, once its outcome is known.
+enum Transaction {
+    Committed,
+    /// Cancelled: nothing was written; the cancellation reason code of each item, in order.
+    Cancelled(Vec<Option<String>>),
+}
+
+/// Re-sends of a transaction whose outcome is unknown, and the time after which none is started:
+/// the API Gateway integration times out at 29 s, and one SDK operation may take 25 s.
+const AMBIGUOUS_RESENDS: u32 = 2;
+const RESEND_BUDGET: std::time::Duration = std::time::Duration::from_secs(12);
+
+/// DynamoDB refused the request itself (an item over 400 KB, a value too long): the input's fault,
+/// never an outage, and never retried.
+fn is_validation<E: aws_sdk_dynamodb::error::ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    e.as_service_error().and_then(|s| s.code()) == Some("ValidationException")
+}
+
+/// True when a failed call may nevertheless have been applied: no definite answer from DynamoDB
+/// (timeout, connection lost, unreadable response) or a server-side (5xx) error. A 4xx answer
+/// (throttled, not found, denied) is definite: nothing was written.
+fn is_ambiguous<E>(e: &SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>) -> bool {
+    match e {
+        SdkError::ConstructionFailure(_) => false,
+        SdkError::ServiceError(_) => e.raw_response().is_none_or(|r| r.status().as_u16() >= 500),
+        _ => true,
+    }
+}
+
 impl DynamoStore {
+    /// One TransactWriteItems with its own client request token, resolved. When the outcome is
+    /// unknown (see `is_ambiguous`), the same request is sent again with the same token: DynamoDB
+    /// makes that idempotent for ten minutes, answering success without writing again if the first
+    /// one committed. If no definite answer comes within the budget: `OutcomeUnknown`, never
+    /// "nothing changed".
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<Transaction> {
+        let mut raw = [0u8; 16];
+        getrandom::fill(&mut raw).expect("OS random source");
+        let token = hex::encode(raw);
+        let started = std::time::Instant::now();
+        let mut resend = 0;
+        loop {
+            let sent = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .client_request_token(&token)
+                .send()
+                .await;
+            let e = match sent {
+                Ok(_) => return Ok(Transaction::Committed),
+                Err(e) => e,
+            };
+            if let Some(TransactWriteItemsError::TransactionCanceledException(tc)) = e.as_service_error() {
+                return Ok(Transaction::Cancelled(
+                    tc.cancellation_reasons().iter().map(|r| r.code().map(str::to_owned)).collect(),
+                ));
+            }
+            if is_validation(&e) {
+                return Err(Error::StoreRefused(DisplayErrorContext(e).to_string()));
+            }
+            let in_progress =
+                matches!(e.as_service_error(), Some(TransactWriteItemsError::TransactionInProgressException(_)));
+            if !in_progress && !is_ambiguous(&e) {
+                return Err(err(Dependency::MetaStore)(e));
+            }
+            if resend == AMBIGUOUS_RESENDS || started.elapsed() > RESEND_BUDGET {
+                tracing::error!(error = %DisplayErrorContext(&e), token, "transaction outcome unknown");
+                return Err(Error::OutcomeUnknown(DisplayErrorContext(e).to_string()));
+            }
+            resend += 1;
+            tracing::warn!(error = %DisplayErrorContext(&e), resend, "transaction outcome unknown; re-sending with the same client request token");
+            crate::adapters::backoff(resend + 3).await;
+        }
+    }
+
     pub fn new(client: aws_sdk_dynamodb::Client, table: String, audit_table: String) -> DynamoStore {
         DynamoStore { client, table, audit_table }
     }
@@ -284,23 +359,19 @@ impl MetaStore for DynamoStore {
             let event = draft.clone().seal(head.as_ref(), now_rfc3339_ms())?;
             let mut items = change_items.clone();
             items.push(self.put(&self.audit_table, Self::event_item(&event)?, "attribute_not_exists(seq)")?);
-            match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-                Ok(_) => return Ok(Commit::Applied(Box::new(event))),
-                Err(e) => {
-                    let reasons: Vec<Option<String>> = match e.as_service_error() {
-                        Some(TransactWriteItemsError::TransactionCanceledException(tc)) => {
-                            tc.cancellation_reasons().iter().map(|r| r.code().map(str::to_owned)).collect()
-                        }
-                        _ => return Err(err(Dependency::MetaStore)(e)),
-                    };
-                    let failed = |i: usize| reasons.get(i).and_then(|c| c.as_deref()) == Some("ConditionalCheckFailed");
-                    if (0..change_items.len()).any(failed) {
-                        return Ok(Commit::AlreadyDone);
-                    }
-                    // Lost the audit seq to another writer, or a transaction conflict: retry.
-                    crate::adapters::backoff(attempt.min(4)).await;
-                }
+            let reasons = match self.transact(items).await? {
+                Transaction::Committed => return Ok(Commit::Applied(Box::new(event))),
+                Transaction::Cancelled(reasons) => reasons,
+            };
+            let code = |i: usize| reasons.get(i).and_then(|c| c.as_deref());
+            if (0..reasons.len()).any(|i| code(i) == Some("ValidationError")) {
+                return Err(Error::StoreRefused(format!("transaction cancelled: {reasons:?}")));
             }
+            if (0..change_items.len()).any(|i| code(i) == Some("ConditionalCheckFailed")) {
+                return Ok(Commit::AlreadyDone);
+            }
+            // Lost the audit seq to another writer, or a transaction conflict: retry.
+            crate::adapters::backoff(attempt.min(4)).await;
         }
         Err(Error::unavailable(Dependency::AuditLog, "could not claim an audit sequence number"))
     }
@@ -360,6 +431,7 @@ impl AuditLog for DynamoStore {
                 Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
                     crate::adapters::backoff(attempt.min(4)).await;
                 }
+                Err(e) if is_validation(&e) => return Err(Error::StoreRefused(DisplayErrorContext(e).to_string())),
                 Err(e) => return Err(err(Dependency::AuditLog)(e)),
             }
         }

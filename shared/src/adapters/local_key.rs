@@ -13,18 +13,36 @@ use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEndin
 use crate::error::{Dependency, Error, Result};
 use crate::ports::{MAX_SIGNED_MESSAGE, PublicKeyInfo, Signer};
 
-/// Read a secret file, or create it (mode 0600, create-only) with `make()` if it does not exist.
+/// Read a secret file, or create it with `make()` if it does not exist. Creation is atomic: the
+/// bytes are written and fsynced to a private temp file (mode 0600) in the same folder, which is then
+/// hard-linked to `path` create-only. A reader therefore never sees an empty or partial secret, and
+/// when two processes start at once exactly one secret wins and both load it.
 pub fn read_or_create_secret_file(path: &Path, make: impl FnOnce() -> Vec<u8>) -> io::Result<Vec<u8>> {
-    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
-        Ok(mut f) => {
-            let bytes = make();
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            Ok(bytes)
-        }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => std::fs::read(path),
-        Err(e) => Err(e),
+    if let Ok(bytes) = std::fs::read(path) {
+        return Ok(bytes);
     }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut raw = [0u8; 8];
+    getrandom::fill(&mut raw).map_err(io::Error::other)?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("secret"),
+        hex::encode(raw)
+    ));
+    let bytes = make();
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        match std::fs::hard_link(&tmp, path) {
+            Ok(()) => std::fs::File::open(dir)?.sync_all(),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e),
+        }
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    written?;
+    std::fs::read(path)
 }
 
 pub struct LocalKeySigner {
@@ -94,6 +112,32 @@ mod tests {
         assert_eq!(first.public_key().await.unwrap().key_id, again.public_key().await.unwrap().key_id);
         let sig = first.sign(b"m").await.unwrap();
         assert!(again.public_key().await.unwrap().verify(b"m", &sig));
+    }
+
+    #[test]
+    fn processes_starting_together_never_load_an_empty_or_different_secret() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("presign.key");
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+            let loaded: Vec<Vec<u8>> = (0..8u8)
+                .map(|i| {
+                    let (path, barrier) = (path.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        read_or_create_secret_file(&path, || vec![b'a' + i; 64]).unwrap()
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .collect();
+            assert!(loaded.iter().all(|s| s.len() == 64), "never empty or partial");
+            assert!(loaded.iter().all(|s| s == &loaded[0]), "one secret wins and every starter loads it");
+            assert_eq!(std::fs::read(&path).unwrap(), loaded[0]);
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left behind");
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
     }
 
     #[test]

@@ -110,6 +110,22 @@ impl TokenRecord {
 }
 
 /// `30d`, `12h`, `45m`, `90s` or plain seconds.
+/// Longest token lifetime: 3650 days.
+pub const MAX_TTL_SECONDS: i64 = 3650 * 86_400;
+/// Longest `user`, in bytes.
+pub const MAX_USER_LEN: usize = 256;
+/// Longest token `description`, in bytes.
+pub const MAX_DESCRIPTION_LEN: usize = 1024;
+
+/// A token lifetime in seconds, within 1..=MAX_TTL_SECONDS.
+pub fn check_ttl(seconds: i64) -> Result<i64> {
+    if (1..=MAX_TTL_SECONDS).contains(&seconds) {
+        Ok(seconds)
+    } else {
+        Err(Error::BadRequest(format!("a token lifetime is 1 to {MAX_TTL_SECONDS} seconds (3650 days)")))
+    }
+}
+
 pub fn parse_ttl(s: &str) -> Result<i64> {
     let (num, unit) = match s.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c),
@@ -123,10 +139,7 @@ pub fn parse_ttl(s: &str) -> Result<i64> {
         'd' => 86_400,
         _ => return Err(Error::BadRequest(format!("bad ttl unit in {s:?} (s, m, h, d)"))),
     };
-    if n <= 0 {
-        return Err(Error::BadRequest("ttl must be positive".into()));
-    }
-    n.checked_mul(mult).ok_or_else(|| Error::BadRequest("ttl too large".into()))
+    check_ttl(n.checked_mul(mult).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

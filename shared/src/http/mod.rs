@@ -50,3 +50,61 @@ pub fn json_body<T: serde::de::DeserializeOwned>(req: &Request) -> crate::Result
 pub fn query_param(req: &Request, name: &str) -> Option<String> {
     url::form_urlencoded::parse(req.uri().query()?.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
+
+/// Serde helper for integer body fields: a JSON integer, or a number with no fractional part (`3.0`),
+/// which JSON Schema's `integer` (and so the API description) also calls an integer. A fraction, or a
+/// value outside the field's type, is a 400 naming the field.
+pub fn whole_number<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i128>,
+{
+    use serde::Deserialize;
+    use serde::de::Error;
+    let n = serde_json::Number::deserialize(d)?;
+    let whole = match (n.as_i64(), n.as_u64(), n.as_f64()) {
+        (Some(i), _, _) => i128::from(i),
+        (_, Some(u), _) => i128::from(u),
+        (_, _, Some(f)) if f.fract() == 0.0 && f.abs() < 1e18 => f as i128,
+        _ => return Err(D::Error::custom(format!("{n} is not an integer"))),
+    };
+    T::try_from(whole).map_err(|_| D::Error::custom(format!("{n} is out of range")))
+}
+
+/// `whole_number` for an optional field (use with `#[serde(default)]`).
+pub fn optional_whole_number<'de, D, T>(d: D) -> std::result::Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i128>,
+{
+    whole_number(d).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(serde::Deserialize, Debug)]
+    struct Body {
+        #[serde(deserialize_with = "super::whole_number")]
+        size: u64,
+        #[serde(default, deserialize_with = "super::optional_whole_number")]
+        ttl: Option<i64>,
+    }
+
+    #[test]
+    fn integer_fields_take_whole_numbers_in_either_json_form_and_refuse_the_rest() {
+        let parse = |s: &str| serde_json::from_str::<Body>(s);
+        assert_eq!(parse(r#"{"size": 3}"#).unwrap().size, 3);
+        assert_eq!(parse(r#"{"size": 3.0, "ttl": 60.0}"#).unwrap().ttl, Some(60));
+        assert_eq!(parse(r#"{"size": 1e3}"#).unwrap().size, 1000);
+        assert!(parse(r#"{"size": 3}"#).unwrap().ttl.is_none());
+        for bad in [
+            r#"{"size": 3.5}"#,
+            r#"{"size": -1}"#,
+            r#"{"size": "3"}"#,
+            r#"{"size": 1e300}"#,
+            r#"{"size": 1, "ttl": 1e19}"#,
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -33,6 +33,8 @@ pub fn classify(e: &Error) -> (u16, &'static str) {
         Error::Unavailable { dep: Dependency::AuditLog, .. } => (503, "audit_log_unavailable"),
         Error::Unavailable { dep: Dependency::Signer, .. } => (503, "signer_unavailable"),
         Error::Unavailable { dep: Dependency::IdentityProvider, .. } => (503, "idp_unavailable"),
+        Error::StoreRefused(_) => (400, "invalid_request"),
+        Error::OutcomeUnknown(_) => (503, "outcome_unknown"),
         Error::Internal(_) => (500, "internal_error"),
     }
 }
@@ -57,6 +59,12 @@ fn public_detail(e: &Error) -> String {
     match e {
         Error::Unavailable { dep, .. } => {
             format!("the {} could not be reached; nothing was changed", dep.as_str().replace('_', " "))
+        }
+        Error::OutcomeUnknown(_) => "the store gave no definite answer: the change may or may not have been applied; \
+             repeating the same request is safe"
+            .into(),
+        Error::StoreRefused(_) => {
+            "the store refused this change as invalid (a value too large?); nothing was changed".into()
         }
         Error::Internal(_) | Error::BlobIntegrity(_) | Error::AuditExportMismatch(_) => {
             "the registry found an inconsistency; see the logs under this request id".into()

@@ -235,3 +235,139 @@ pub async fn signer_outage_fails_readiness_and_status(b: Backend) {
     assert_eq!(ready["ready"], false);
     assert_eq!(ready["dependencies"][3]["reason"], "signer_unavailable");
 }
+
+/// The data dir holds the signing key and the presign secret: it is created 0700 (and an existing
+/// one opened to others is tightened), its secret files are 0600.
+pub async fn embedded_data_dir_is_private_and_its_secret_files_are_0600(b: Backend) {
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(b, Backend::Embedded);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let env = TestEnv::start(b).await;
+    assert_eq!(mode(&env.data_dir()), 0o700);
+    for secret in [helix_core::app::SIGNING_KEY_FILE, helix_core::app::PRESIGN_SECRET_FILE] {
+        assert_eq!(mode(&env.data_dir().join(secret)), 0o600, "{secret}");
+    }
+    std::fs::set_permissions(env.data_dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.app_with(&[]).await.expect("restart on the same data dir");
+    assert_eq!(mode(&env.data_dir()), 0o700, "tightened at start");
+}
+
+/// A commit the store applied but whose answer was lost is resolved, never reported as "nothing
+/// changed": the adapter re-sends the transaction with the same client request token, a rotation
+/// hands its caller the new secret whatever the re-send says, and a change that may or may not have
+/// happened is a 503 `outcome_unknown`, not a `*_unavailable` that claims nothing changed.
+pub async fn a_commit_whose_answer_is_lost_is_resolved_or_reported_as_unknown(b: Backend) {
+    assert_eq!(b, Backend::Emulator, "needs a network between the registry and its store");
+    let env = TestEnv::start(b).await;
+    let endpoint = env.aws.as_ref().unwrap().endpoint.clone();
+    let proxy = crate::fault_proxy::FaultProxy::start(&endpoint, "TransactWriteItems", 3).await;
+    let server = serve(env.app_with(&[("AWS_ENDPOINT_URL_DYNAMODB", &proxy.url)]).await.unwrap());
+    let call = |method: reqwest::Method, path: &str, token: &str| {
+        env.http.request(method, format!("{}{path}", server.url())).header("authorization", format!("Bearer {token}"))
+    };
+
+    // The first answers are lost after the rotation committed.
+    let old = env.token(Role::Publisher, "team-a").await;
+    let rotated = call(reqwest::Method::POST, "/v1/tokens/rotate", &old).send().await.unwrap();
+    assert_eq!(rotated.status(), 201, "the caller gets the new secret");
+    let new = rotated.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
+    assert!(proxy.seen.load(std::sync::atomic::Ordering::SeqCst) > 3, "the transaction was sent again");
+    expect_problem(call(reqwest::Method::GET, "/v1/whoami", &old).send().await.unwrap(), 401, "token_revoked").await;
+    assert_eq!(call(reqwest::Method::GET, "/v1/whoami", &new).send().await.unwrap().status(), 200);
+    let rotations = env.audit("team-a").await.into_iter().filter(|e| e.action == "token.rotate").count();
+    assert_eq!(rotations, 1, "one rotation, one event");
+
+    // Every answer lost: a link that was in fact applied is reported as unknown, not as unchanged.
+    proxy.drops.store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
+    let (bytes, d) = unique_blob(100);
+    let put = call(reqwest::Method::PUT, &format!("/v1/workspaces/team-a/blobs/{d}"), &new).body(bytes.clone());
+    let body = expect_problem(put.send().await.unwrap(), 503, "outcome_unknown").await;
+    assert!(body["detail"].as_str().unwrap().contains("may or may not"), "{body}");
+    assert_eq!(get_blob(&env, &new, "team-a", &d.to_string(), "").await.bytes().await.unwrap().to_vec(), bytes);
+    // A rotation whose answers are all lost still hands out its secret: the new token is stored.
+    let rotated = call(reqwest::Method::POST, "/v1/tokens/rotate", &new).send().await.unwrap();
+    assert_eq!(rotated.status(), 201);
+    let newer = rotated.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
+    assert_eq!(whoami_status(&env, &newer).await, 200);
+    assert_eq!(whoami_status(&env, &new).await, 401);
+}
+
+async fn whoami_status(env: &TestEnv, token: &str) -> u16 {
+    env.http
+        .get(env.url("/v1/whoami"))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Every token body field has a limit, refused with 400 before any store is touched; JSON integers
+/// may come as whole floats. On DynamoDB an item the store itself refuses is a 400, not an outage,
+/// and is not retried.
+pub async fn token_fields_are_bounded_and_refused_with_reason(b: Backend) {
+    let env = TestEnv::start(b).await;
+    let admin = env.token(Role::Admin, "*").await;
+    let issue = |body: Value| post_json(&env, &admin, "/v1/tokens", body);
+    let base = || json!({"user": "u", "role": "viewer", "workspace_id": "team-a"});
+    let with = |k: &str, v: Value| {
+        let mut b = base();
+        b[k] = v;
+        b
+    };
+    for (body, what) in [
+        (with("ttl_seconds", json!(i64::MAX - 1)), "ttl near i64::MAX"),
+        (with("ttl_seconds", json!(0)), "zero ttl"),
+        (with("ttl_seconds", json!(3650 * 86_400 + 1)), "ttl over 3650 days"),
+        (with("ttl_seconds", json!(1.5)), "fractional ttl"),
+        (with("ttl", json!("99999999999999d")), "ttl string overflow"),
+        (with("description", json!("d".repeat(1025))), "description over 1024 bytes"),
+        (with("user", json!("u".repeat(257))), "user over 256 bytes"),
+        (with("user", json!("a\u{0}b")), "control character in user"),
+    ] {
+        let body = expect_problem(issue(body).await, 400, "invalid_request").await;
+        assert!(!body["detail"].as_str().unwrap().is_empty(), "{what}");
+    }
+    assert!(env.audit("team-a").await.is_empty(), "nothing issued");
+    let ok = issue(json!({"user": "u", "role": "viewer", "workspace_id": "team-a", "ttl_seconds": 3600.0,
+        "description": "d".repeat(1024)}))
+    .await;
+    assert_eq!(ok.status(), 201, "a whole float is an integer; 1024 bytes is within the limit");
+    let plan = post_json(
+        &env,
+        &admin,
+        "/v1/workspaces/team-a/uploads",
+        json!({"digest": unique_blob(3).1.to_string(), "size": 3.0}),
+    )
+    .await;
+    assert_eq!(plan.status(), 200);
+
+    if b == Backend::Emulator {
+        // Past the API's limits, straight at the store: DynamoDB refuses an item over 400 KB.
+        let started = std::time::Instant::now();
+        let secret = helix_core::domain::BearerToken::generate();
+        let record = helix_core::domain::TokenRecord::new(
+            &secret,
+            "big".into(),
+            Role::Viewer,
+            helix_core::domain::Scope::parse("team-a").unwrap(),
+            None,
+            "tests".into(),
+            Some("x".repeat(500_000)),
+        );
+        let draft = helix_core::domain::AuditDraft {
+            stream: "team-a".into(),
+            actor: "tests".into(),
+            action: "token.issue".into(),
+            entity_type: "token".into(),
+            entity_id: record.id.clone(),
+            outcome: helix_core::domain::Outcome::Success,
+            request_id: "r".into(),
+            details: json!({}),
+        };
+        let err = env.app.meta.commit(helix_core::ports::Change::IssueToken(record), draft).await.unwrap_err();
+        assert_eq!(helix_core::http::problem::classify(&err), (400, "invalid_request"), "{err:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "refused, not retried as an outage");
+    }
+}

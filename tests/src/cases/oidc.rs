@@ -54,6 +54,8 @@ pub struct Issuer {
     pub key: SigningKey,
     pub keys: Arc<std::sync::Mutex<Vec<Value>>>,
     pub jwks_fetches: Arc<AtomicUsize>,
+    /// While set, the JWKS endpoint answers 500 (an IdP outage).
+    pub failing: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -71,7 +73,8 @@ impl Issuer {
         let keys = Arc::new(std::sync::Mutex::new(vec![key.jwk.clone()]));
         let jwks_fetches = Arc::new(AtomicUsize::new(0));
         let discovery = json!({"issuer": url, "jwks_uri": format!("{url}/jwks.json")});
-        let (k, f) = (keys.clone(), jwks_fetches.clone());
+        let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (k, f, down) = (keys.clone(), jwks_fetches.clone(), failing.clone());
         let discovery = discovery.to_string();
         let json = |body: String| ([(axum::http::header::CONTENT_TYPE, "application/json")], body);
         let app = axum::Router::new()
@@ -86,14 +89,19 @@ impl Issuer {
                 "/jwks.json",
                 axum::routing::get(move || {
                     f.fetch_add(1, Ordering::SeqCst);
+                    let status = if down.load(Ordering::SeqCst) {
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        axum::http::StatusCode::OK
+                    };
                     let body = json!({"keys": k.lock().unwrap().clone()}).to_string();
-                    async move { json(body) }
+                    async move { (status, json(body)) }
                 }),
             );
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        Issuer { url, key, keys, jwks_fetches, task }
+        Issuer { url, key, keys, jwks_fetches, failing, task }
     }
 
     pub fn claims(&self, role: &str, ws: &str) -> Value {
@@ -300,4 +308,25 @@ pub async fn logs_and_error_bodies_never_contain_a_secret_or_jwt(b: Backend) {
             assert!(!logs.contains(sig), "a JWT signature reached the logs");
         }
     }
+}
+
+/// While no key set is cached and the IdP fails, a flood of (forged) JWTs costs the IdP one request:
+/// fetches are single-flight and a failure is cached for a few seconds.
+pub async fn forged_jwts_during_an_idp_outage_cause_one_outbound_fetch(b: Backend) {
+    let issuer = Issuer::start().await;
+    issuer.failing.store(true, Ordering::SeqCst);
+    let env = oidc_env(b, &issuer, &[("HELIX_OIDC_REFETCH_SECONDS", "0")]).await;
+    let forger = SigningKey::generate("forged");
+    let forged = issuer.sign_with(&forger, &issuer.claims("admin", "*"));
+    let flood = (0..32).map(|_| {
+        let (http, url, auth) = (env.http.clone(), env.url("/v1/whoami"), format!("Bearer {forged}"));
+        tokio::spawn(async move { http.get(url).header("authorization", auth).send().await.unwrap() })
+    });
+    for resp in futures_util::future::join_all(flood).await {
+        expect_problem(resp.unwrap(), 503, "idp_unavailable").await;
+    }
+    for _ in 0..8 {
+        expect_problem(whoami(&env, &forged).await, 503, "idp_unavailable").await;
+    }
+    assert_eq!(issuer.jwks_fetches.load(Ordering::SeqCst), 1, "one outbound fetch for 40 requests");
 }

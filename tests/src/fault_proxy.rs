@@ -1,0 +1,115 @@
+//! A fault-injecting HTTP/1.1 proxy on 127.0.0.1 for the AWS emulator: it forwards each request to
+//! the upstream and, for requests whose `x-amz-target` names a chosen operation, can drop the
+//! response after the upstream has applied the request (the ambiguous failure of a commit whose
+//! answer is lost). One request per connection (`connection: close` both ways), enough for the SDK.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub struct FaultProxy {
+    pub url: String,
+    /// Responses still to drop for the target operation (`usize::MAX`: all of them).
+    pub drops: Arc<AtomicUsize>,
+    /// Requests of the target operation seen so far.
+    pub seen: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FaultProxy {
+    /// Proxy to `upstream` (`http://host:port`), dropping the responses of the first `drops` requests
+    /// whose `x-amz-target` ends with `operation`.
+    pub async fn start(upstream: &str, operation: &'static str, drops: usize) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = upstream.trim_start_matches("http://").trim_end_matches('/').to_owned();
+        let (drops, seen) = (Arc::new(AtomicUsize::new(drops)), Arc::new(AtomicUsize::new(0)));
+        let (d, s) = (drops.clone(), seen.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (upstream, d, s) = (upstream.clone(), d.clone(), s.clone());
+                tokio::spawn(async move {
+                    let _ = relay(client, &upstream, operation, &d, &s).await;
+                });
+            }
+        });
+        FaultProxy { url, drops, seen, task }
+    }
+}
+
+async fn relay(
+    mut client: TcpStream,
+    upstream: &str,
+    operation: &str,
+    drops: &AtomicUsize,
+    seen: &AtomicUsize,
+) -> std::io::Result<()> {
+    let request = read_request(&mut client).await?;
+    let head = String::from_utf8_lossy(&request[..request.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0)])
+        .to_ascii_lowercase();
+    let targeted =
+        head.lines().any(|l| l.starts_with("x-amz-target:") && l.trim_end().ends_with(&operation.to_ascii_lowercase()));
+    let mut up = TcpStream::connect(upstream).await?;
+    up.write_all(&with_header(&request, b"connection: close\r\n")).await?;
+    let mut response = Vec::new();
+    up.read_to_end(&mut response).await?;
+    if targeted {
+        seen.fetch_add(1, Ordering::SeqCst);
+        let dropped = drops.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| match n {
+            0 => None,
+            usize::MAX => Some(usize::MAX),
+            n => Some(n - 1),
+        });
+        if dropped.is_ok() {
+            return Ok(()); // applied upstream; the client never hears of it
+        }
+    }
+    client.write_all(&with_header(&response, b"connection: close\r\n")).await?;
+    client.shutdown().await
+}
+
+/// One whole request: head up to the blank line, then `content-length` bytes of body.
+async fn read_request(client: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + length {
+                return Ok(buf);
+            }
+        }
+        let n = client.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// `message` with `header` added after its first line, and its own `connection:` header removed.
+fn with_header(message: &[u8], header: &[u8]) -> Vec<u8> {
+    let first = message.windows(2).position(|w| w == b"\r\n").map(|i| i + 2).unwrap_or(message.len());
+    let end = message.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 2).unwrap_or(first);
+    let mut out = message[..first].to_vec();
+    out.extend_from_slice(header);
+    for line in message[first..end].split_inclusive(|b| *b == b'\n') {
+        if !line.to_ascii_lowercase().starts_with(b"connection:") {
+            out.extend_from_slice(line);
+        }
+    }
+    out.extend_from_slice(&message[end..]);
+    out
+}
