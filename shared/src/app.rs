@@ -56,7 +56,7 @@ impl App {
                 let sdk = sdk.as_ref().expect("aws config");
                 let mut b = aws_sdk_s3::config::Builder::from(sdk);
                 if let Some(ep) = &config.s3_endpoint_url {
-                    b = b.endpoint_url(ep).force_path_style(true);
+                    b = b.endpoint_url(ep).force_path_style(true).http_client(host_trust_client(ep));
                 }
                 let client = aws_sdk_s3::Client::from_conf(b.build());
                 let store = S3BlobStore::new(
@@ -85,7 +85,7 @@ impl App {
                 let sdk = sdk.as_ref().expect("aws config");
                 let mut b = aws_sdk_kms::config::Builder::from(sdk);
                 if let Some(ep) = &config.kms_endpoint_url {
-                    b = b.endpoint_url(ep);
+                    b = b.endpoint_url(ep).http_client(host_trust_client(ep));
                 }
                 Arc::new(KmsSigner::new(aws_sdk_kms::Client::from_conf(b.build()), config.kms_key_id.clone()))
             }
@@ -130,7 +130,7 @@ fn build_meta(config: &Config, sdk: Option<&aws_config::SdkConfig>) -> Result<(A
         MetaBackend::DynamoDb => {
             let mut b = aws_sdk_dynamodb::config::Builder::from(sdk.expect("aws config"));
             if let Some(ep) = &config.dynamodb_endpoint_url {
-                b = b.endpoint_url(ep);
+                b = b.endpoint_url(ep).http_client(host_trust_client(ep));
             }
             let client = aws_sdk_dynamodb::Client::from_conf(b.build());
             let store = Arc::new(DynamoStore::new(client, config.table.clone(), config.audit_table.clone()));
@@ -146,13 +146,30 @@ fn build_meta(config: &Config, sdk: Option<&aws_config::SdkConfig>) -> Result<(A
     })
 }
 
-/// The HTTPS client every SDK client shares. Server certificates are always verified (rustls with
-/// aws-lc, as the SDK's default client), against the roots of Amazon Trust Services, the CA of every
-/// AWS service endpoint, compiled into the binary (from webpki-root-certs, Mozilla's set). Nothing is
-/// read from disk at start and no other CA can vouch for an AWS endpoint. Reading and parsing the
-/// system store cost ~6 ms of a ~10 ms cold start here, parsing Mozilla's ~150 roots ~2 ms
-/// (docs/performance.md). Setting SSL_CERT_FILE or SSL_CERT_DIR chooses the system store instead
-/// (a private CA, a TLS-terminating proxy, an emulator behind TLS).
+/// Whether AWS clients trust the host's CA store rather than the compiled-in Amazon roots: outside
+/// Lambda (`helix serve`, the CLI, where start-up cost does not matter and S3-compatible stores such
+/// as MinIO behind a private CA are common), or when SSL_CERT_FILE / SSL_CERT_DIR name a store.
+pub fn trusts_host_store(config: &Config) -> bool {
+    config.mode != crate::Mode::Lambda || config.tls_native_roots
+}
+
+/// The client for a custom endpoint (an S3-compatible store, an emulator, a proxy): always the host's
+/// CA store, which the endpoint's certificate is far likelier to chain to than Amazon's roots.
+/// Built once per process: S3, DynamoDB and KMS pointed at custom endpoints share it, so the host
+/// store is read once.
+fn host_trust_client(endpoint: &str) -> aws_sdk_s3::config::SharedHttpClient {
+    static CLIENT: std::sync::OnceLock<aws_sdk_s3::config::SharedHttpClient> = std::sync::OnceLock::new();
+    tracing::debug!(endpoint, "custom endpoint: host CA store");
+    CLIENT.get_or_init(|| https_client(true)).clone()
+}
+
+/// The HTTPS client of every SDK client. Server certificates are always verified (rustls with
+/// aws-lc, as the SDK's default client). In Lambda, for AWS's own endpoints, against the roots of
+/// Amazon Trust Services, the CA of every AWS service endpoint, compiled into the binary (from
+/// webpki-root-certs, Mozilla's set): nothing is read from disk at start and no other CA can vouch for
+/// an AWS endpoint. Reading and parsing the system store cost ~6 ms of a ~10 ms cold start here,
+/// parsing Mozilla's ~150 roots ~2 ms (docs/performance.md). Elsewhere (`trusts_host_store`, or a
+/// custom endpoint) the host's CA store, which honours SSL_CERT_FILE and SSL_CERT_DIR.
 fn https_client(native_roots: bool) -> aws_sdk_s3::config::SharedHttpClient {
     use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
     let trust = if native_roots {
@@ -212,7 +229,7 @@ fn pem(ders: &[&[u8]]) -> Vec<u8> {
 /// 503 rather than a hung request.
 async fn aws_sdk_config(config: &Config) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .http_client(https_client(config.tls_native_roots))
+        .http_client(https_client(trusts_host_store(config)))
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(2))
@@ -234,6 +251,26 @@ async fn aws_sdk_config(config: &Config) -> aws_config::SdkConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_lambda_without_a_named_store_pins_the_amazon_roots() {
+        let cfg = |mode, vars: &[(&str, &str)]| {
+            let mut all = vec![
+                ("HELIX_S3_BUCKET", "b"),
+                ("HELIX_TABLE", "t"),
+                ("HELIX_AUDIT_TABLE", "a"),
+                ("HELIX_KMS_KEY_ID", "k"),
+                ("HELIX_BLOB_BACKEND", "s3"),
+                ("HELIX_META_BACKEND", "dynamodb"),
+                ("HELIX_SIGNER_BACKEND", "kms"),
+            ];
+            all.extend_from_slice(vars);
+            Config::from_lookup(mode, |k| all.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())).unwrap()
+        };
+        assert!(!trusts_host_store(&cfg(crate::Mode::Lambda, &[])));
+        assert!(trusts_host_store(&cfg(crate::Mode::Lambda, &[("SSL_CERT_FILE", "/x.pem")])));
+        assert!(trusts_host_store(&cfg(crate::Mode::Serve, &[])), "helix serve and the CLI use the host store");
+    }
 
     #[test]
     fn aws_trust_anchors_are_exactly_the_five_amazon_trust_services_roots() {

@@ -182,8 +182,26 @@ pub struct FunctionProcess {
 
 impl FunctionProcess {
     pub fn spawn(bin: &Path, args: &[&str], api: &RuntimeApi, env: &[(String, String)]) -> FunctionProcess {
+        FunctionProcess::spawn_via(&[], bin, args, api, env)
+    }
+
+    /// `spawn`, with the binary started by a wrapper command (`wrapper` then `bin` then `args`).
+    pub fn spawn_via(
+        wrapper: &[&str],
+        bin: &Path,
+        args: &[&str],
+        api: &RuntimeApi,
+        env: &[(String, String)],
+    ) -> FunctionProcess {
         let name = bin.file_name().unwrap().to_string_lossy().into_owned();
-        let mut cmd = tokio::process::Command::new(bin);
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = tokio::process::Command::new(program);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => tokio::process::Command::new(bin),
+        };
         cmd.args(args)
             .env_clear()
             .env("AWS_LAMBDA_RUNTIME_API", api.addr.to_string())

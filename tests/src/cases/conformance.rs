@@ -173,7 +173,7 @@ pub async fn function_binary_with_bad_configuration_fails_at_init_naming_the_var
 /// AWS calls verify the server certificate against the compiled-in roots: a self-signed endpoint is
 /// refused. Naming its certificate in SSL_CERT_FILE (the operator's explicit choice of trust store)
 /// makes the same binary trust it. Run through the health binary's `/readyz` (S3 HeadBucket).
-pub async fn aws_tls_verifies_certificates_and_honours_ssl_cert_file(_b: Backend) {
+pub async fn aws_tls_verifies_certificates_and_trusts_the_host_store_for_custom_endpoints(_b: Backend) {
     let stub = crate::tls_stub::TlsStub::start();
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("stub-ca.pem");
@@ -211,7 +211,27 @@ pub async fn aws_tls_verifies_certificates_and_honours_ssl_cert_file(_b: Backend
     let r = call(&api, &p, &readyz).await;
     assert_eq!(blob_store(&r)["ok"], true, "trusted through SSL_CERT_FILE: {r}\n{}", p.output());
     assert!(stub.requests() >= 1, "HeadBucket reached the endpoint over TLS");
+
+    // A custom endpoint (an S3-compatible such as MinIO behind a private CA) is checked against the
+    // host's own trust store, with no variable set: the function runs in a mount namespace whose
+    // system bundle (/etc/ssl/certs/ca-certificates.crt) also holds the stub's CA.
+    let host_bundle = std::fs::read_to_string(HOST_BUNDLE).expect("the host's CA bundle");
+    let bundle = dir.path().join("ca-certificates.crt");
+    std::fs::write(&bundle, format!("{host_bundle}\n{}", stub.cert_pem)).unwrap();
+    let mount = format!("mount --bind {} {HOST_BUNDLE} && exec \"$0\"", bundle.display());
+    let wrapper = ["unshare", "--map-root-user", "--mount", "sh", "-c", mount.as_str()];
+    let before = stub.requests();
+    let bin = tokio::task::spawn_blocking(|| function_binaries().join("health")).await.unwrap();
+    let api = RuntimeApi::start().await;
+    let p = FunctionProcess::spawn_via(&wrapper, &bin, &[], &api, &base);
+    ready(&api, &p, "health").await;
+    let r = call(&api, &p, &readyz).await;
+    assert_eq!(blob_store(&r)["ok"], true, "trusted through the host store: {r}\n{}", p.output());
+    assert!(stub.requests() > before);
 }
+
+/// Where Debian (and the Lambda-like hosts we test on) keep the system CA bundle.
+const HOST_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// The audit-export binary answers the EventBridge scheduled event (tests/fixtures) by exporting the
 /// UTC day before its `time` to the bucket, signed with the KMS key; a re-run changes nothing; a day
