@@ -170,6 +170,7 @@ async fn local_get(State(app): State<Arc<App>>, Path(digest): Path<String>, uri:
     match result {
         Ok((reader, digest)) => Response::builder()
             .header("content-type", "application/octet-stream")
+            .header("content-disposition", format!("attachment; filename=\"{}\"", digest.hex()))
             .header("content-length", reader.size)
             .header("x-helix-digest", digest.to_string())
             .body(Body::from_stream(tokio_util::io::ReaderStream::new(reader.body)))

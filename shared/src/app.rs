@@ -54,7 +54,11 @@ impl App {
         let (blobs, fs_blobs): (Arc<dyn BlobStore>, _) = match config.blob_backend {
             BlobBackend::S3 => {
                 let sdk = sdk.as_ref().expect("aws config");
-                let mut b = aws_sdk_s3::config::Builder::from(sdk);
+                // Reads are verified by helix-core (`blobs::verify_object`, `blobs::fetch`), which knows
+                // a wrong object for what it is (`blob_integrity_error`, a poisoned slot skipped); the
+                // SDK's own check would turn it into an unreadable stream (a 503).
+                let mut b = aws_sdk_s3::config::Builder::from(sdk)
+                    .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired);
                 if let Some(ep) = &config.s3_endpoint_url {
                     b = b.endpoint_url(ep).force_path_style(true).http_client(host_trust_client(ep));
                 }
@@ -66,6 +70,17 @@ impl App {
                     config.s3_strict_no_overwrite,
                     config.s3_checksums_verified,
                 );
+                // An operator who declares a custom store checksum-verifying is taken at their word
+                // only if the store refuses a wrong checksum (AWS S3 is known to; nothing is probed).
+                if config.s3_checksums_verified
+                    && let Some(endpoint) = &config.s3_endpoint_url
+                    && store.refuses_wrong_checksums().await == Some(false)
+                {
+                    return Err(Error::Internal(format!(
+                        "configuration error: HELIX_S3_VERIFIES_CHECKSUMS: set to 1, but the store at {endpoint} \
+                         accepted an object whose x-amz-checksum-sha256 does not match its bytes; set it to 0"
+                    )));
+                }
                 (Arc::new(store), None)
             }
             BlobBackend::Fs => {

@@ -116,28 +116,44 @@ enum Source<'a> {
 /// Write verified bytes for `digest`, slot after slot: the first slot that is empty (written now)
 /// or already holds the digest's bytes (verified now) is the blob's key. A slot whose object is
 /// wrong is reported (error log and a `blob.integrity_failure` event in the global stream, for an
-/// operator to heal) and skipped, so it never blocks a correct upload.
-async fn place(app: &App, digest: &Digest, source: Source<'_>) -> Result<BlobKey> {
+/// operator to heal) and skipped, so it never blocks a correct upload. A copy of a staged upload is
+/// verified where it landed too: the pin (version id, else ETag) is only as good as the store's
+/// honouring of it, and bytes that were never checked at their key are never linked.
+async fn place(app: &App, request_id: &str, digest: &Digest, source: Source<'_>) -> Result<BlobKey> {
     for slot in 0..BLOB_SLOTS {
         let key = BlobKey { digest: digest.clone(), slot };
         let written = match source {
             Source::Bytes(bytes) => app.blobs.put_if_absent(&key, bytes.clone()).await?,
             Source::Staged(upload, staged) => app.blobs.promote(upload, staged, &key).await?,
         };
-        if written == PutOutcome::Created {
+        if written == PutOutcome::Created && matches!(source, Source::Bytes(_)) {
             return Ok(key);
         }
         match verify_object(app.blobs.as_ref(), &key).await {
             Ok(_) => return Ok(key),
-            Err(Error::BlobIntegrity(detail)) => report_poisoned(app, &key, &detail).await,
+            Err(Error::BlobIntegrity(detail)) => report_poisoned(app, request_id, &key, &detail).await,
             Err(e) => return Err(e),
         }
     }
     Err(Error::BlobIntegrity(format!("every slot of {digest} holds wrong bytes")))
 }
 
-async fn report_poisoned(app: &App, key: &BlobKey, detail: &str) {
-    tracing::error!(digest = %key.digest, slot = key.slot, detail, "wrong object under a blob key; skipped (docs/runbook.md)");
+/// Log a wrong object under a blob key and audit it in the global stream, once per key per process
+/// (a poisoned key met on every upload of its digest must not flood the `*` stream).
+async fn report_poisoned(app: &App, request_id: &str, key: &BlobKey, detail: &str) {
+    static REPORTED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    tracing::error!(request_id, digest = %key.digest, slot = key.slot, detail, "wrong object under a blob key; skipped (docs/decisions.md)");
+    {
+        let mut reported = REPORTED.lock().unwrap_or_else(|p| p.into_inner());
+        let id = format!("{}#{}", app.blobs.info().location, key.storage_key());
+        if reported.contains(&id) {
+            return;
+        }
+        if reported.len() >= 1024 {
+            reported.remove(0);
+        }
+        reported.push(id);
+    }
     let event = AuditDraft {
         stream: "*".into(),
         actor: "registry".into(),
@@ -145,7 +161,7 @@ async fn report_poisoned(app: &App, key: &BlobKey, detail: &str) {
         entity_type: "blob".into(),
         entity_id: key.digest.to_string(),
         outcome: Outcome::Failed,
-        request_id: String::new(),
+        request_id: request_id.into(),
         details: json!({"slot": key.slot, "key": key.storage_key(), "detail": detail}),
     };
     if let Err(e) = app.audit.append(event).await {
@@ -234,7 +250,7 @@ pub async fn put_inline(
     if let Some(existing) = app.meta.blob_link(ws, digest).await? {
         return Ok(Linked::existing(existing));
     }
-    let key = place(app, digest, Source::Bytes(&body)).await?;
+    let key = place(app, caller.request_id, digest, Source::Bytes(&body)).await?;
     link(app, caller, ws, &key, size, "blob.link", json!({"size": size, "via": "inline"})).await
 }
 
@@ -278,19 +294,27 @@ pub async fn start_upload(
         upload_id: None,
         upload: None,
     };
+    if mount_from.is_some_and(|source| !caller.principal.workspace_id.covers(source)) {
+        return Err(Error::ForbiddenWorkspace);
+    }
     if let Some(existing) = app.meta.blob_link(ws, digest).await? {
         check_size(&existing, size)?;
         return Ok(plan(true, None));
     }
-    if let Some(source) = mount_from.filter(|source| *source != ws) {
-        if !caller.principal.workspace_id.covers(source) {
-            return Err(Error::ForbiddenWorkspace);
-        }
-        if let Some(found) = app.meta.blob_link(source, digest).await? {
-            check_size(&found, size)?;
-            let details = json!({"size": found.size, "via": "mount", "from": source.to_string()});
-            link(app, caller, ws, &found.key(), found.size, "blob.mount", details).await?;
-            return Ok(plan(true, Some(source)));
+    if let Some(source) = mount_from.filter(|source| *source != ws)
+        && let Some(found) = app.meta.blob_link(source, digest).await?
+    {
+        check_size(&found, size)?;
+        // The source link's object is verified first (a HEAD on a store that verifies checksums):
+        // a link made before proof of possession, or a key damaged since, is never spread.
+        match verify_object(app.blobs.as_ref(), &found.key()).await {
+            Ok(_) => {
+                let details = json!({"size": found.size, "via": "mount", "from": source.to_string()});
+                link(app, caller, ws, &found.key(), found.size, "blob.mount", details).await?;
+                return Ok(plan(true, Some(source)));
+            }
+            Err(Error::BlobIntegrity(detail)) => report_poisoned(app, caller.request_id, &found.key(), &detail).await,
+            Err(e) => return Err(e),
         }
     }
     let upload = UploadRef::new(ws);
@@ -316,10 +340,8 @@ pub async fn complete_upload(
     upload_id: Option<&str>,
 ) -> Result<Linked> {
     let upload = upload_id.map(|id| UploadRef::parse(ws, id)).transpose()?;
+    // Already linked (a retry): the staging object, if any, is left to expire.
     if let Some(existing) = app.meta.blob_link(ws, digest).await? {
-        if let Some(upload) = &upload {
-            discard(app, upload).await;
-        }
         return Ok(Linked::existing(existing));
     }
     let upload = upload.ok_or_else(|| {
@@ -334,7 +356,7 @@ pub async fn complete_upload(
         }
         Err(e) => return Err(e),
     };
-    let key = place(app, digest, Source::Staged(&upload, &staged)).await?;
+    let key = place(app, caller.request_id, digest, Source::Staged(&upload, &staged)).await?;
     let details = json!({"size": verified.size, "verified_by": verified.method(), "upload_id": upload.id});
     let linked = link(app, caller, ws, &key, verified.size, "upload.complete", details).await?;
     discard(app, &upload).await;
@@ -358,10 +380,13 @@ pub async fn linked(app: &App, ws: &WorkspaceId, digest: &Digest) -> Result<Blob
     app.meta.blob_link(ws, digest).await?.ok_or_else(|| Error::BlobMissing(digest.to_string()))
 }
 
-/// GET: small blobs inline and verified; large ones (or on request) a short-lived presigned GET.
-pub async fn fetch(app: &App, ws: &WorkspaceId, digest: &Digest, redirect: bool) -> Result<Fetched> {
+/// GET: blobs up to HELIX_INLINE_MAX inline and verified; larger ones a short-lived presigned GET.
+/// Small blobs are never redirected: the store's answer to a presigned GET carries the shared
+/// object's `Last-Modified` and version id, which would tell a workspace when some workspace first
+/// stored the same bytes (docs/decisions.md, "Proof of possession").
+pub async fn fetch(app: &App, ws: &WorkspaceId, digest: &Digest) -> Result<Fetched> {
     let link = linked(app, ws, digest).await?;
-    if redirect || link.size > app.config.inline_max {
+    if link.size > app.config.inline_max {
         return Ok(Fetched::Redirect(app.blobs.presign_get(&link.key(), DOWNLOAD_URL_TTL).await?));
     }
     let mut reader = app

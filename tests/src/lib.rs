@@ -338,10 +338,13 @@ impl TestEnv {
                 std::fs::write(path, bytes).unwrap();
             }
             Some(f) => {
-                let key = format!("blobs/{}", key.storage_key());
+                // With a checksum header that claims the digest: a store that keeps whatever checksum
+                // it is sent (moto, some S3-compatibles) then vouches for the wrong bytes.
                 f.s3.put_object()
                     .bucket(&f.bucket)
-                    .key(key)
+                    .key(format!("blobs/{}", key.storage_key()))
+                    .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
+                    .checksum_sha256(digest.base64())
                     .body(bytes.to_vec().into())
                     .send()
                     .await
@@ -401,6 +404,7 @@ macro_rules! common_suite {
             tampered_upload_is_refused_at_complete_and_never_poisons_the_digest,
             a_workspace_cannot_link_or_probe_another_workspaces_blob_by_digest,
             mount_from_a_covered_workspace_links_without_upload,
+            a_blobs_download_headers_are_the_registrys_not_its_first_uploaders,
             a_wrong_object_under_a_digest_key_never_blocks_a_correct_upload,
             malformed_input_is_refused_with_reason_and_changes_nothing,
             token_fields_are_bounded_and_refused_with_reason,

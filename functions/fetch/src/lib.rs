@@ -1,5 +1,5 @@
-//! fetch: HEAD and GET of a linked blob. Small blobs come inline and verified; large ones (or
-//! `?redirect=1`) as a 307 to a short-lived presigned GET.
+//! fetch: HEAD and GET of a linked blob. Blobs up to HELIX_INLINE_MAX come inline and verified;
+//! larger ones as a 307 to a short-lived presigned GET.
 
 use helix_core::App;
 use helix_core::blobs::{self, Fetched};
@@ -28,23 +28,20 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
             let link = blobs::linked(app, ws, digest).await?;
             Ok(blob_response(200, &digest.to_string(), link.size, lambda_http::Body::Empty))
         }
-        Route::GetBlob { ws, digest } => {
-            let redirect = http::query_param(req, "redirect").is_some_and(|v| v == "1" || v == "true");
-            match blobs::fetch(app, ws, digest, redirect).await? {
-                Fetched::Inline { bytes } => Ok(blob_response(
-                    200,
-                    &digest.to_string(),
-                    bytes.len() as u64,
-                    lambda_http::Body::Binary(bytes.to_vec()),
-                )),
-                Fetched::Redirect(presigned) => Ok(lambda_http::http::Response::builder()
-                    .status(307)
-                    .header("location", presigned.url)
-                    .header("cache-control", "no-store")
-                    .body(lambda_http::Body::Empty)
-                    .expect("valid response")),
-            }
-        }
+        Route::GetBlob { ws, digest } => match blobs::fetch(app, ws, digest).await? {
+            Fetched::Inline { bytes } => Ok(blob_response(
+                200,
+                &digest.to_string(),
+                bytes.len() as u64,
+                lambda_http::Body::Binary(bytes.to_vec()),
+            )),
+            Fetched::Redirect(presigned) => Ok(lambda_http::http::Response::builder()
+                .status(307)
+                .header("location", presigned.url)
+                .header("cache-control", "no-store")
+                .body(lambda_http::Body::Empty)
+                .expect("valid response")),
+        },
         _ => Err(helix_core::Error::NotFound),
     }
 }

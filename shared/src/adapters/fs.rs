@@ -137,6 +137,7 @@ impl FsBlobStore {
         for sub in ["sha256", "tmp", "uploads"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
+        sweep(&dir.join("uploads"));
         Ok(FsBlobStore { root: dir.to_owned(), tmp, presigner })
     }
 
@@ -264,6 +265,24 @@ impl FsBlobStore {
     }
 }
 
+/// Staging files are kept as long as on S3 (the bucket's lifecycle rule): a day.
+pub const STAGED_LIFETIME: Duration = Duration::from_secs(86_400);
+
+/// Remove staging files older than `STAGED_LIFETIME` under `dir` (at start, and in a workspace's
+/// folder whenever it plans an upload), so abandoned uploads do not fill the disk for good.
+fn sweep(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() {
+            sweep(&path);
+        } else if meta.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age > STAGED_LIFETIME) {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
 fn random_suffix() -> String {
     let mut raw = [0u8; 8];
     getrandom::fill(&mut raw).expect("OS random source");
@@ -325,6 +344,8 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn presign_upload(&self, upload: &UploadRef, digest: &Digest, size: u64, ttl: Duration) -> Result<Presigned> {
+        let dir = self.root.join("uploads").join(upload.workspace.as_str());
+        tokio::task::spawn_blocking(move || sweep(&dir)).await.map_err(|e| Error::Internal(e.to_string()))?;
         Ok(self.presigner.upload_url(upload, digest, size, ttl))
     }
 

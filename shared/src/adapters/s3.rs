@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::presigning::{PresignedRequest, PresigningConfig};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode};
+use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, MetadataDirective};
 use bytes::Bytes;
 
 use crate::domain::Digest;
@@ -31,10 +31,13 @@ pub struct S3BlobStore {
     checksums_verified: bool,
 }
 
+/// The Content-Type of every blob object, whatever its uploader sent.
+const BLOB_CONTENT_TYPE: &str = "application/octet-stream";
+
 /// What a conditional write writes: bytes (with the digest's checksum when known), or a copy of a
 /// pinned staging object (by version id, else by ETag).
 enum Write<'a> {
-    Put { bytes: &'a Bytes, checksum: Option<String>, content_type: Option<&'a str> },
+    Put { bytes: &'a Bytes, checksum: Option<String>, content_type: &'a str },
     Copy { source: String, if_match: Option<String> },
 }
 
@@ -65,7 +68,7 @@ impl S3BlobStore {
                     .bucket(&self.bucket)
                     .key(key)
                     .content_length(bytes.len() as i64)
-                    .set_content_type(content_type.map(str::to_owned))
+                    .content_type(*content_type)
                     .checksum_algorithm(ChecksumAlgorithm::Sha256)
                     .set_checksum_sha256(checksum.clone())
                     .set_if_none_match(if_none_match.clone())
@@ -74,6 +77,8 @@ impl S3BlobStore {
                     .await
                     .map(|_| ())
                     .map_err(|e| (status_of(&e), unavailable(e))),
+                // The uploader's own headers (Content-Type, Content-Encoding, Content-Disposition…) are
+                // not the blob's: the object every workspace downloads gets the registry's metadata.
                 Write::Copy { source, if_match } => self
                     .client
                     .copy_object()
@@ -81,6 +86,8 @@ impl S3BlobStore {
                     .key(key)
                     .copy_source(source)
                     .set_copy_source_if_match(if_match.clone())
+                    .metadata_directive(MetadataDirective::Replace)
+                    .content_type(BLOB_CONTENT_TYPE)
                     .checksum_algorithm(ChecksumAlgorithm::Sha256)
                     .set_if_none_match(if_none_match.clone())
                     .send()
@@ -90,7 +97,13 @@ impl S3BlobStore {
             };
             match status {
                 Ok(()) => return Ok(PutOutcome::Created),
+                // On a copy, 412 is also the source's ETag pin failing: then the key is still empty.
+                Err((Some(412), _)) if matches!(what, Write::Copy { .. }) && !self.exists(key).await? => {
+                    return Err(Error::UploadMissing);
+                }
                 Err((Some(412), _)) => return Ok(PutOutcome::Existed),
+                // A pinned staging version that is gone (expired, removed): the upload is no longer there.
+                Err((Some(404), _)) if matches!(what, Write::Copy { .. }) => return Err(Error::UploadMissing),
                 Err((Some(409), _)) if attempt < CONFLICT_RETRIES => {
                     attempt += 1;
                     crate::adapters::backoff(attempt).await;
@@ -122,6 +135,36 @@ impl S3BlobStore {
 
     pub fn key_of(&self, key: &BlobKey) -> String {
         format!("{}blobs/{}", self.prefix, key.storage_key())
+    }
+
+    /// Whether the store refuses a PutObject whose `x-amz-checksum-sha256` does not match its bytes:
+    /// `Some(true)` refused, `Some(false)` accepted (the probe object is then removed), `None` when
+    /// the probe itself could not be made (no permission, an outage). The probe key is a staging key.
+    pub async fn refuses_wrong_checksums(&self) -> Option<bool> {
+        let mut raw = [0u8; 8];
+        getrandom::fill(&mut raw).ok()?;
+        let key = format!("{}uploads/.checksum-probe/{}", self.prefix, hex::encode(raw));
+        let sent = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_sha256(Digest::of(b"other bytes").base64())
+            .body(ByteStream::from_static(b"probe"))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => {
+                let _ = self.client.delete_object().bucket(&self.bucket).key(&key).send().await;
+                Some(false)
+            }
+            Err(e) if status_of(&e) == Some(400) => Some(true),
+            Err(e) => {
+                tracing::warn!(error = %aws_sdk_s3::error::DisplayErrorContext(e), "checksum probe failed");
+                None
+            }
+        }
     }
 
     fn upload_key(&self, upload: &UploadRef) -> String {
@@ -173,7 +216,7 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn put_if_absent(&self, key: &BlobKey, bytes: Bytes) -> Result<PutOutcome> {
-        let what = Write::Put { bytes: &bytes, checksum: Some(key.digest.base64()), content_type: None };
+        let what = Write::Put { bytes: &bytes, checksum: Some(key.digest.base64()), content_type: BLOB_CONTENT_TYPE };
         self.write_once(&self.key_of(key), what).await
     }
 
@@ -243,7 +286,7 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn put_document_if_absent(&self, key: &str, bytes: Bytes) -> Result<PutOutcome> {
-        let what = Write::Put { bytes: &bytes, checksum: None, content_type: Some("application/json") };
+        let what = Write::Put { bytes: &bytes, checksum: None, content_type: "application/json" };
         self.write_once(&format!("{}{key}", self.prefix), what).await
     }
 
@@ -284,12 +327,17 @@ impl BlobStore for S3BlobStore {
         Ok(Self::presigned("PUT", req, ttl))
     }
 
+    /// The response headers are the registry's, whatever the object carries (an object stored before
+    /// copies replaced metadata may still hold its uploader's): bytes, as an attachment, not encoded.
     async fn presign_get(&self, key: &BlobKey, ttl: Duration) -> Result<Presigned> {
         let req = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(self.key_of(key))
+            .response_content_type(BLOB_CONTENT_TYPE)
+            .response_content_disposition(format!("attachment; filename=\"{}\"", key.digest.hex()))
+            .response_content_encoding("identity")
             .presigned(Self::presigning(ttl)?)
             .await
             .map_err(unavailable)?;

@@ -115,12 +115,12 @@ pub async fn publish_then_fetch_round_trips_and_second_put_is_idempotent(b: Back
     assert_eq!(head.status(), 200);
     assert_eq!(head.headers()["content-length"], "5000");
 
-    let redirect = get_blob(&env, &viewer, "team-a", &digest, "?redirect=1").await;
-    assert_eq!(redirect.status(), 307);
-    let location = redirect.headers()["location"].to_str().unwrap().to_owned();
-    let followed = env.http.get(&location).send().await.unwrap();
-    assert_eq!(followed.status(), 200);
-    assert_eq!(followed.bytes().await.unwrap().to_vec(), bytes);
+    // A small blob is never redirected: a presigned GET of the shared object would carry its
+    // Last-Modified and version id, telling team-a when any workspace first stored these bytes.
+    let asked = get_blob(&env, &viewer, "team-a", &digest, "?redirect=1").await;
+    assert_eq!(asked.status(), 200);
+    assert!(asked.headers().get("last-modified").is_none() && asked.headers().get("x-amz-version-id").is_none());
+    assert_eq!(asked.bytes().await.unwrap().to_vec(), bytes);
 
     // Content is global but visibility is per workspace: not linked in team-b.
     let admin = env.token(Role::Admin, "*").await;
@@ -295,12 +295,61 @@ pub async fn a_workspace_cannot_link_or_probe_another_workspaces_blob_by_digest(
     assert_eq!((*mount_status, *fetched), (403, 404), "a mount needs a grant over the source; nothing is linked");
     assert!(env.blob_events("team-b").await.is_empty(), "nothing linked in team-b");
 
+    // A's real, staged upload id is A's alone: B completing it names a staging key of B's.
+    let (other, other_d) = unique_blob(2000);
+    let (_, a_plan) = plan(&env, &a, "team-a", &other_d.to_string(), 2000, json!({})).await;
+    assert!(upload_to(&env, &a_plan, other.clone(), true).await.status().is_success());
+    expect_problem(complete(&env, &attacker, "team-b", &other_d.to_string(), &a_plan).await, 404, "upload_missing")
+        .await;
+    assert_eq!(complete(&env, &a, "team-a", &other_d.to_string(), &a_plan).await.status(), 201, "A's upload is intact");
+    assert!(env.blob_events("team-b").await.is_empty());
+
     // With the bytes (proof of possession), B links; the store stays deduplicated.
     assert_eq!(put_blob(&env, &attacker, "team-b", &held.to_string(), secret.clone()).await.status(), 201);
-    assert_eq!(env.stored_objects().await, 1, "one object for both workspaces");
+    assert_eq!(env.stored_objects().await, 2, "one object per digest, shared by both workspaces");
     let events = env.blob_events("team-b").await;
     assert_eq!(events.len(), 1);
     assert!(events[0].details.get("object").is_none(), "the event does not say the object already existed");
+}
+
+/// The first workspace to upload some bytes does not choose how every later workspace receives
+/// them: headers its client sent with the upload (Content-Encoding, Content-Type, Content-Disposition)
+/// never reach the shared object's downloads.
+pub async fn a_blobs_download_headers_are_the_registrys_not_its_first_uploaders(b: Backend) {
+    let env = TestEnv::start_with(b, &[("HELIX_INLINE_MAX", "1024")]).await;
+    let a = env.token(Role::Publisher, "team-a").await;
+    let evil = env.token(Role::Publisher, "team-b").await;
+    let (bytes, d) = unique_blob(5000);
+    let digest = d.to_string();
+    let (_, first) = plan(&env, &evil, "team-b", &digest, 5000, json!({})).await;
+    let mut req = env.http.put(first["upload"]["url"].as_str().unwrap()).body(bytes.clone());
+    for pair in first["upload"]["headers"].as_array().unwrap() {
+        let (k, v) = (pair[0].as_str().unwrap(), pair[1].as_str().unwrap());
+        if !k.eq_ignore_ascii_case("content-length") && !k.eq_ignore_ascii_case("host") {
+            req = req.header(k, v);
+        }
+    }
+    let req = req
+        .header("content-encoding", "gzip")
+        .header("content-type", "text/html")
+        .header("content-disposition", "inline")
+        .header("cache-control", "public, max-age=999999");
+    assert!(req.send().await.unwrap().status().is_success());
+    assert_eq!(complete(&env, &evil, "team-b", &digest, &first).await.status(), 201);
+
+    let (_, second) = plan(&env, &a, "team-a", &digest, 5000, json!({})).await;
+    assert!(upload_to(&env, &second, bytes.clone(), true).await.status().is_success());
+    assert_eq!(complete(&env, &a, "team-a", &digest, &second).await.status(), 201);
+    assert_eq!(env.stored_objects().await, 1, "deduplicated");
+    let redirect = get_blob(&env, &a, "team-a", &digest, "").await;
+    assert_eq!(redirect.status(), 307);
+    let got = env.http.get(redirect.headers()["location"].to_str().unwrap()).send().await.unwrap();
+    let header = |name: &str| got.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(header("content-type").as_deref(), Some("application/octet-stream"));
+    assert!(header("content-encoding").is_none_or(|e| e == "identity"), "{:?}", header("content-encoding"));
+    assert!(header("content-disposition").is_some_and(|d| d.starts_with("attachment")), "{:?}", got.headers());
+    assert!(header("cache-control").is_none_or(|c| !c.contains("999999")), "{:?}", got.headers());
+    assert_eq!(got.bytes().await.unwrap().to_vec(), bytes);
 }
 
 /// OCI's cross-repository mount: a caller whose grant covers the source workspace links a blob into
@@ -368,7 +417,43 @@ pub async fn a_wrong_object_under_a_digest_key_never_blocks_a_correct_upload(b: 
     }
     let failures: Vec<_> = env.audit("*").await.into_iter().filter(|e| e.action == "blob.integrity_failure").collect();
     assert_eq!(failures.len(), 2, "each poisoned key is reported in the global stream");
+    assert!(failures.iter().all(|e| !e.request_id.is_empty()), "tied to the request that met it");
     assert!(env.audit("team-a").await.iter().all(|e| e.action != "blob.integrity_failure"), "not in the workspace's");
+
+    // A link to a wrong object (made before uploads were verified, or damaged since) is never
+    // spread by a mount: the source object is verified first, and the caller is asked for the bytes.
+    let (legacy, legacy_d) = unique_blob(500);
+    env.plant_object(&legacy_d, b"legacy poison").await;
+    let link = helix_core::ports::BlobLink {
+        workspace_id: "team-old".into(),
+        digest: legacy_d.clone(),
+        size: 500,
+        linked_at: 1,
+        linked_by: "before-proof-of-possession".into(),
+        slot: 0,
+    };
+    let draft = helix_core::domain::AuditDraft {
+        stream: "team-old".into(),
+        actor: "tests".into(),
+        action: "blob.link".into(),
+        entity_type: "blob".into(),
+        entity_id: legacy_d.to_string(),
+        outcome: helix_core::domain::Outcome::Success,
+        request_id: "legacy".into(),
+        details: json!({}),
+    };
+    env.app.meta.commit(helix_core::ports::Change::LinkBlob(link), draft).await.unwrap();
+    let global = env.token(Role::Publisher, "*").await;
+    let (status, p) =
+        plan(&env, &global, "team-c", &legacy_d.to_string(), 500, json!({"mount_from": "team-old"})).await;
+    assert_eq!((status, &p["exists"]), (200, &json!(false)), "{p}");
+    assert!(p["upload_id"].is_string(), "the bytes are asked for instead");
+    assert!(env.blob_events("team-c").await.is_empty());
+    assert_eq!(put_blob(&env, &global, "team-c", &legacy_d.to_string(), legacy.clone()).await.status(), 201);
+    assert_eq!(
+        get_blob(&env, &global, "team-c", &legacy_d.to_string(), "").await.bytes().await.unwrap().to_vec(),
+        legacy
+    );
 }
 
 pub async fn concurrent_puts_of_one_new_blob_create_one_object_and_one_event(b: Backend) {
@@ -417,7 +502,7 @@ pub async fn lambda_fixture_events_are_served_by_the_handlers(b: Backend) {
     let req =
         lambda_http::request::from_str(&fixture("apigw-http-v2-get-blob.json").replace(placeholder, &token)).unwrap();
     let resp = fetch::handle(&env.app, req).await;
-    assert_eq!(resp.status(), 307, "?redirect=1 from rawQueryString");
+    assert_eq!(resp.status(), 200, "a 3-byte blob is served inline, whatever the query asks");
 
     // A route that belongs to another function is not served by this one.
     let req =

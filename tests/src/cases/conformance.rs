@@ -56,7 +56,9 @@ pub async fn function_binaries_serve_api_gateway_events_as_lambdas(b: Backend) {
     // Start all four at once: each polls its own Runtime API.
     let mut running = Vec::new();
     for f in crate::runtime_api::http_functions() {
-        let (api, process) = start(&env, f, &[]).await;
+        // fetch with a tiny inline limit, so the 3-byte fixture blob is served by a presigned redirect.
+        let extra: &[(&str, &str)] = if f == "fetch" { &[("HELIX_INLINE_MAX", "2")] } else { &[] };
+        let (api, process) = start(&env, f, extra).await;
         running.push((f, api, process));
     }
     for (f, api, process) in &running {
@@ -70,10 +72,10 @@ pub async fn function_binaries_serve_api_gateway_events_as_lambdas(b: Backend) {
     assert_eq!(r["statusCode"], 200, "{r}");
     let r = call(api, p, &apigw_event("GET", "/readyz", "/readyz", "", None)).await;
     assert_eq!(r["statusCode"], 200, "{r}");
-    let ready = body_json(&r);
-    let deps = ready["dependencies"].as_array().unwrap();
-    assert_eq!(deps.len(), 4, "{ready}");
-    assert!(deps.iter().all(|d| d["ok"] == true), "every dependency reached: {ready}");
+    let readiness = body_json(&r);
+    let deps = readiness["dependencies"].as_array().unwrap();
+    assert_eq!(deps.len(), 4, "{readiness}");
+    assert!(deps.iter().all(|d| d["ok"] == true), "every dependency reached: {readiness}");
 
     // publish: the put-blob fixture as shipped (unknown token), then with a real one.
     let (api, p) = get("publish");
@@ -97,19 +99,22 @@ pub async fn function_binaries_serve_api_gateway_events_as_lambdas(b: Backend) {
     let digest = put["pathParameters"]["digest"].as_str().unwrap().to_owned();
     let path = format!("/v1/workspaces/team-a/blobs/{digest}");
     let route = "/v1/workspaces/{ws}/blobs/{digest}";
-    let r = call(api, p, &apigw_event("GET", route, &path, "", Some(&publisher))).await;
-    assert_eq!(r["statusCode"], 200, "{r}");
-    assert_eq!(r["isBase64Encoded"], true, "{r}");
-    assert_eq!(r["body"], "Zm9v", "the bytes of 'foo'");
     let get_fixture: Value =
         serde_json::from_str(&fixture("apigw-http-v2-get-blob.json").to_string().replace(PLACEHOLDER, &publisher))
             .unwrap();
     let r = call(api, p, &get_fixture).await;
-    assert_eq!(r["statusCode"], 307, "?redirect=1: {r}");
+    assert_eq!(r["statusCode"], 307, "larger than HELIX_INLINE_MAX (2 bytes here): {r}");
     let location = r["headers"]["location"].as_str().unwrap();
     assert!(location.starts_with(&env.aws.as_ref().unwrap().endpoint), "presigned on the emulator: {location}");
     let r = call(api, p, &apigw_event("GET", route, "/v1/workspaces/Team_A/blobs/x", "", Some(&publisher))).await;
     assert_eq!(r["statusCode"], 400, "{r}");
+    // Within the limit, inline: binary bodies go back base64-encoded, as API Gateway expects.
+    let (api, p) = start(&env, "fetch", &[]).await;
+    ready(&api, &p, "fetch").await;
+    let r = call(&api, &p, &apigw_event("GET", route, &path, "", Some(&publisher))).await;
+    assert_eq!(r["statusCode"], 200, "{r}");
+    assert_eq!(r["isBase64Encoded"], true, "{r}");
+    assert_eq!(r["body"], "Zm9v", "the bytes of 'foo'");
 
     // token: whoami for the admin, then an issue that lands in DynamoDB with its audit event.
     let (api, p) = get("token");

@@ -371,3 +371,17 @@ pub async fn token_fields_are_bounded_and_refused_with_reason(b: Backend) {
         assert!(started.elapsed() < std::time::Duration::from_secs(5), "refused, not retried as an outage");
     }
 }
+
+/// An operator who declares a custom S3 store checksum-verifying is taken at their word only if the
+/// store refuses a wrong checksum: moto keeps it, so the registry refuses to start, naming the variable.
+pub async fn declaring_a_lax_store_checksum_verifying_fails_at_start(b: Backend) {
+    assert_eq!(b, Backend::Emulator);
+    let env = TestEnv::start(b).await;
+    let err = match env.app_with(&[("HELIX_S3_VERIFIES_CHECKSUMS", "1")]).await {
+        Ok(_) => panic!("started on a store that accepts wrong checksums"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("HELIX_S3_VERIFIES_CHECKSUMS"), "{err}");
+    assert_eq!(env.staged_uploads().await, 0, "the probe object is removed");
+    env.app_with(&[("HELIX_S3_VERIFIES_CHECKSUMS", "0")]).await.expect("re-hashing works on any store");
+}
