@@ -17,12 +17,12 @@ PARAMS ?=
 SAM := SAM_CLI_TELEMETRY=0 ../.venv-infra/bin/sam
 VENV_BIN := $(CURDIR)/.venv/bin
 
-.PHONY: docs help run test test-unit test-embedded test-emulator emulator-start emulator-stop lint lint-rust \
+.PHONY: docs help run test test-unit test-embedded test-fuzz test-emulator emulator-start emulator-stop lint lint-rust \
 	lint-iac build-lambda deploy watch bench release clean-data
 
 help:
 	@echo "make run            start helix serve on 127.0.0.1:8080 (data in ./.helix)"
-	@echo "make test           unit tests, embedded suite, emulator suite (moto on 127.0.0.1)"
+	@echo "make test           unit tests, embedded suite, API fuzzing (schemathesis), emulator suite (moto on 127.0.0.1)"
 	@echo "make lint           cargo fmt --check, clippy -D warnings, cfn-lint, sam validate --lint, checkov"
 	@echo "make build-lambda   zipped bootstrap per function in infra/build/ (ARCH=arm64|x86_64)"
 	@echo "make deploy         sam deploy infra/template.yaml (STACK=..., PARAMS=..., AWS credentials)"
@@ -36,12 +36,13 @@ run:
 	$(CARGO) build -q -p helix-cli --bin helix
 	$(CARGO) run -q -p helix-cli --bin helix -- serve
 
-test: test-unit test-embedded test-emulator
+test: test-unit test-embedded test-fuzz test-emulator
 	@echo
 	@echo "== test summary =="
 	@for suite in unit embedded emulator; do \
 	  awk -v s=$$suite '/^test result:/ {p+=$$4; f+=$$6; n++} END {printf "%-9s %4d passed, %d failed (%d test binaries)\n", s, p, f, n; if (p == 0 || f > 0) exit 1}' $(LOGS)/$$suite.log; \
 	done
+	@awk '/ generated, / {g+=$$1; n++} END {printf "fuzz      %4d cases over docs/openapi.yaml, 0 failures (%d schemathesis runs)\n", g, n; if (n != 2) exit 1}' $(LOGS)/fuzz.log
 
 test-unit:
 	@mkdir -p $(LOGS)
@@ -50,6 +51,13 @@ test-unit:
 test-embedded:
 	@mkdir -p $(LOGS)
 	$(CARGO) test -p helix-tests --lib --bins --test embedded 2>&1 | tee $(LOGS)/embedded.log
+
+# Schemathesis over docs/openapi.yaml against a fresh `helix serve`: every check, a fixed seed, 200
+# examples per operation; any failure or 5xx fails (tests/fuzz/run.sh, tests/fuzz/schemathesis.toml).
+test-fuzz:
+	@mkdir -p $(LOGS)
+	$(CARGO) build -p helix-cli --bin helix
+	tests/fuzz/run.sh $(or $(CARGO_TARGET_DIR),target)/debug/helix 200 2>&1 | tee $(LOGS)/fuzz.log
 
 # The emulator suite fails (never skips) if the emulator cannot be installed or started. It includes
 # the Lambda conformance cases, which build the function binaries themselves (never a stale one).

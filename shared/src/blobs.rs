@@ -337,16 +337,13 @@ pub async fn complete_upload(
     caller: Caller<'_>,
     ws: &WorkspaceId,
     digest: &Digest,
-    upload_id: Option<&str>,
+    upload_id: &str,
 ) -> Result<Linked> {
-    let upload = upload_id.map(|id| UploadRef::parse(ws, id)).transpose()?;
+    let upload = UploadRef::parse(ws, upload_id)?;
     // Already linked (a retry): the staging object, if any, is left to expire.
     if let Some(existing) = app.meta.blob_link(ws, digest).await? {
         return Ok(Linked::existing(existing));
     }
-    let upload = upload.ok_or_else(|| {
-        Error::BadRequest("upload_id is required: send the upload_id that POST .../uploads returned".into())
-    })?;
     let staged = app.blobs.staged(&upload).await?.ok_or(Error::UploadMissing)?;
     let verified = match verify_staged(app.blobs.as_ref(), &upload, &staged, digest).await {
         Ok(v) => v,

@@ -60,8 +60,9 @@ pub enum Error {
     TokenNotFound,
     #[error("no such route")]
     NotFound,
+    /// The path exists with other methods: `allow` lists them (the `Allow` header of the 405).
     #[error("method not allowed on this route")]
-    MethodNotAllowed,
+    MethodNotAllowed { allow: &'static [&'static str] },
     #[error("no bearer token was sent")]
     TokenMissing,
     #[error("the bearer token is malformed or unknown")]

@@ -53,11 +53,14 @@ pub async fn issue(
     actor: &str,
     request_id: &str,
 ) -> Result<(BearerToken, TokenRecord)> {
-    if grant.user.trim().is_empty() || grant.user.len() > MAX_USER_LEN || grant.user.chars().any(char::is_control) {
-        return Err(Error::BadRequest(format!("user must be 1 to {MAX_USER_LEN} bytes without control characters")));
+    let chars = grant.user.chars().count();
+    if !(1..=MAX_USER_LEN).contains(&chars) || grant.user.chars().any(char::is_control) {
+        return Err(Error::BadRequest(format!(
+            "user must be 1 to {MAX_USER_LEN} characters, none of them control characters"
+        )));
     }
-    if grant.description.as_ref().is_some_and(|d| d.len() > MAX_DESCRIPTION_LEN) {
-        return Err(Error::BadRequest(format!("description must be at most {MAX_DESCRIPTION_LEN} bytes")));
+    if grant.description.as_ref().is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_LEN) {
+        return Err(Error::BadRequest(format!("description must be at most {MAX_DESCRIPTION_LEN} characters")));
     }
     grant.ttl_seconds.map(check_ttl).transpose()?;
     let secret = BearerToken::generate();

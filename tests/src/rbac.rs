@@ -126,6 +126,9 @@ pub async fn rbac_matrix_holds_over_http(b: Backend) {
                 req = match (spec.method, spec.path) {
                     ("PUT", _) => req.body(bytes.clone()),
                     ("POST", "/v1/workspaces/{ws}/uploads") => req.json(&json!({"digest": d.to_string(), "size": 64})),
+                    ("POST", "/v1/workspaces/{ws}/uploads/{digest}/complete") => {
+                        req.json(&json!({"upload_id": "0123456789abcdef0123456789abcdef"}))
+                    }
                     ("POST", "/v1/tokens") => req.json(&json!({"user": "new", "role": "viewer", "workspace_id": ws})),
                     _ => req,
                 };

@@ -21,10 +21,10 @@ struct UploadRequest {
     mount_from: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CompleteRequest {
-    upload_id: Option<String>,
+    upload_id: String,
 }
 
 fn linked(l: &Linked) -> Response {
@@ -46,9 +46,8 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
             Ok(http::json(200, &blobs::start_upload(app, caller, ws, &digest, body.size, from.as_ref()).await?))
         }
         Route::CompleteUpload { ws, digest } => {
-            let body: CompleteRequest =
-                if http::body_bytes(req).is_empty() { Default::default() } else { http::json_body(req)? };
-            Ok(linked(&blobs::complete_upload(app, caller, ws, digest, body.upload_id.as_deref()).await?))
+            let body: CompleteRequest = http::json_body(req)?;
+            Ok(linked(&blobs::complete_upload(app, caller, ws, digest, &body.upload_id).await?))
         }
         _ => Err(helix_core::Error::NotFound),
     }

@@ -2,7 +2,6 @@
 //! (the one that creates them) and nowhere else: not in lists, logs, audit events or errors.
 
 use helix_core::App;
-use helix_core::domain::token::parse_ttl;
 use helix_core::domain::{Role, Scope};
 use helix_core::http::{self, Ctx, Function, Request, Response, Route};
 use helix_core::tokens::{self, Grant, TokenRef};
@@ -21,8 +20,6 @@ struct IssueRequest {
     workspace_id: String,
     #[serde(default, deserialize_with = "http::optional_whole_number")]
     ttl_seconds: Option<i64>,
-    /// `30d`, `12h`…: the CLI's form, accepted here too.
-    ttl: Option<String>,
     description: Option<String>,
 }
 
@@ -41,19 +38,11 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
     match route {
         Route::IssueToken => {
             let body: IssueRequest = http::json_body(req)?;
-            let ttl_seconds = match (body.ttl_seconds, body.ttl.as_deref()) {
-                (Some(_), Some(_)) => {
-                    return Err(helix_core::Error::BadRequest("give ttl_seconds or ttl, not both".into()));
-                }
-                (Some(n), None) => Some(n),
-                (None, Some(t)) => Some(parse_ttl(t)?),
-                (None, None) => None,
-            };
             let grant = Grant {
                 user: body.user,
                 role: body.role.parse::<Role>()?,
                 workspace_id: Scope::parse(&body.workspace_id)?,
-                ttl_seconds,
+                ttl_seconds: body.ttl_seconds,
                 description: body.description,
             };
             tokens::may_manage(&principal, &grant.workspace_id)?;

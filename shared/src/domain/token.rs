@@ -112,9 +112,9 @@ impl TokenRecord {
 /// `30d`, `12h`, `45m`, `90s` or plain seconds.
 /// Longest token lifetime: 3650 days.
 pub const MAX_TTL_SECONDS: i64 = 3650 * 86_400;
-/// Longest `user`, in bytes.
+/// Longest `user`, in characters (Unicode scalar values, as JSON Schema's `maxLength` counts).
 pub const MAX_USER_LEN: usize = 256;
-/// Longest token `description`, in bytes.
+/// Longest token `description`, in characters.
 pub const MAX_DESCRIPTION_LEN: usize = 1024;
 
 /// A token lifetime in seconds, within 1..=MAX_TTL_SECONDS.

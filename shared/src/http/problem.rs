@@ -21,7 +21,7 @@ pub fn classify(e: &Error) -> (u16, &'static str) {
         Error::AuditExportMismatch(_) => (500, "audit_export_mismatch"),
         Error::TokenNotFound => (404, "token_not_found"),
         Error::NotFound => (404, "not_found"),
-        Error::MethodNotAllowed => (405, "method_not_allowed"),
+        Error::MethodNotAllowed { .. } => (405, "method_not_allowed"),
         Error::TokenMissing => (401, "token_missing"),
         Error::TokenInvalid => (401, "token_invalid"),
         Error::TokenExpired => (401, "token_expired"),
@@ -86,6 +86,9 @@ pub fn problem(e: &Error, request_id: &str) -> Response {
     let mut builder = http::Response::builder().status(status).header("content-type", "application/problem+json");
     if status == 401 {
         builder = builder.header("www-authenticate", "Bearer");
+    }
+    if let Error::MethodNotAllowed { allow } = e {
+        builder = builder.header("allow", allow.join(", "));
     }
     builder.body(lambda_http::Body::Text(body.to_string())).expect("valid response")
 }

@@ -119,8 +119,8 @@ impl Route {
         let segs: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
         let m = method.as_str();
         // The method is checked before any parameter, so a wrong method is 405 whatever the path holds.
-        let allow = |ok: &[&str], build: &dyn Fn() -> Result<Route>| {
-            if ok.contains(&m) { build() } else { Err(Error::MethodNotAllowed) }
+        let allow = |ok: &'static [&'static str], build: &dyn Fn() -> Result<Route>| {
+            if ok.contains(&m) { build() } else { Err(Error::MethodNotAllowed { allow: ok }) }
         };
         let ws = |seg: &str| WorkspaceId::parse(&decode(seg)?);
         let digest = |seg: &str| Digest::parse(&decode(seg)?);
@@ -230,10 +230,13 @@ mod tests {
         assert!(matches!(Route::parse(&get, "/v1/nothing"), Err(Error::NotFound)));
         assert!(matches!(
             Route::parse(&Method::DELETE, &format!("/v1/workspaces/a/blobs/{D}")),
-            Err(Error::MethodNotAllowed)
+            Err(Error::MethodNotAllowed { allow: ["GET", "HEAD", "PUT"] })
         ));
-        assert!(matches!(Route::parse(&get, "/v1/workspaces/a/uploads"), Err(Error::MethodNotAllowed)));
-        assert!(matches!(Route::parse(&Method::DELETE, "/v1/workspaces/BAD/blobs/x"), Err(Error::MethodNotAllowed)));
-        assert!(matches!(Route::parse(&get, "/v1/tokens/nope/revoke"), Err(Error::MethodNotAllowed)));
+        assert!(matches!(Route::parse(&get, "/v1/workspaces/a/uploads"), Err(Error::MethodNotAllowed { .. })));
+        assert!(matches!(
+            Route::parse(&Method::DELETE, "/v1/workspaces/BAD/blobs/x"),
+            Err(Error::MethodNotAllowed { .. })
+        ));
+        assert!(matches!(Route::parse(&get, "/v1/tokens/nope/revoke"), Err(Error::MethodNotAllowed { .. })));
     }
 }

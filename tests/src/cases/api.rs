@@ -181,10 +181,10 @@ pub async fn direct_upload_links_only_after_verification(b: Backend) {
         post_json(&env, &publisher, path, json!({"digest": d.to_string(), "size": 70_000})).await.json().await.unwrap();
     assert_eq!(again["exists"], true);
     assert!(again.get("upload").is_none());
-    // A retried complete (same upload id, or none) is idempotent.
+    // A retried complete is idempotent; the upload id is always required.
     assert_eq!(complete(&env, &publisher, "team-a", &d.to_string(), &plan).await.status(), 200);
     let url = format!("/v1/workspaces/team-a/uploads/{d}/complete");
-    assert_eq!(post_json(&env, &publisher, &url, json!({})).await.status(), 200);
+    expect_problem(post_json(&env, &publisher, &url, json!({})).await, 400, "invalid_request").await;
 
     let events = env.audit("team-a").await;
     let completes: Vec<_> = events.iter().filter(|e| e.action == "upload.complete").collect();

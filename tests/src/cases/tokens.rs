@@ -18,7 +18,8 @@ async fn call(env: &TestEnv, method: &str, path: &str, token: &str, body: Option
 pub async fn token_lifecycle_issue_rotate_revoke_over_http(b: Backend) {
     let env = TestEnv::start(b).await;
     let admin = env.token(Role::Admin, "*").await;
-    let grant = json!({"user": "ada", "role": "publisher", "workspace_id": "team-a", "ttl": "1h", "description": "ci"});
+    let grant =
+        json!({"user": "ada", "role": "publisher", "workspace_id": "team-a", "ttl_seconds": 3600, "description": "ci"});
     let resp = call(&env, "POST", "/v1/tokens", &admin, Some(grant)).await;
     assert_eq!(resp.status(), 201);
     assert_eq!(resp.headers()["cache-control"], "no-store");
