@@ -81,7 +81,11 @@ pub fn emulator_endpoint() -> String {
 
 impl AwsFixture {
     pub async fn create() -> AwsFixture {
-        let endpoint = emulator_endpoint();
+        AwsFixture::create_at(emulator_endpoint()).await
+    }
+
+    /// A private slice (bucket, tables, key) of the emulator at `endpoint`.
+    pub async fn create_at(endpoint: String) -> AwsFixture {
         let sdk = aws_config::defaults(BehaviorVersion::latest())
             .endpoint_url(&endpoint)
             .region(aws_config::Region::new("us-east-1"))
@@ -169,6 +173,15 @@ impl TestEnv {
     }
 
     pub async fn start_with(backend: Backend, overrides: &[(&str, &str)]) -> TestEnv {
+        TestEnv::start_full(backend, None, overrides).await
+    }
+
+    /// An emulator-backed registry on the emulator at `endpoint` (a private one, e.g. to pause it).
+    pub async fn start_at(endpoint: &str, overrides: &[(&str, &str)]) -> TestEnv {
+        TestEnv::start_full(Backend::Emulator, Some(endpoint.to_owned()), overrides).await
+    }
+
+    async fn start_full(backend: Backend, endpoint: Option<String>, overrides: &[(&str, &str)]) -> TestEnv {
         log_buffer();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut vars: HashMap<String, String> = HashMap::new();
@@ -177,7 +190,10 @@ impl TestEnv {
         let aws = match backend {
             Backend::Embedded => None,
             Backend::Emulator => {
-                let f = AwsFixture::create().await;
+                let f = match endpoint {
+                    Some(e) => AwsFixture::create_at(e).await,
+                    None => AwsFixture::create().await,
+                };
                 for (k, v) in [
                     ("HELIX_BLOB_BACKEND", "s3"),
                     ("HELIX_META_BACKEND", "dynamodb"),
@@ -351,6 +367,56 @@ impl TestEnv {
                     .expect("plant object");
             }
         }
+    }
+}
+
+/// A private moto server (from the project venv that `make test` installs) on a free 127.0.0.1 port,
+/// for drills that break the emulator itself (pause it, kill it) without touching other tests. It
+/// serves one request at a time (localstack/moto_serial.py): moto's transactions are not isolated
+/// between its threads, and a drill must not lose a write to the emulator.
+pub struct PrivateMoto {
+    pub endpoint: String,
+    child: std::process::Child,
+}
+
+impl PrivateMoto {
+    pub async fn start() -> PrivateMoto {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let bin = root.join(".venv/bin/python");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut child = std::process::Command::new(&bin)
+            .arg(root.join("localstack/moto_serial.py"))
+            .args(["127.0.0.1", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e} (run through `make test`, which installs the venv)", bin.display()));
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        for _ in 0..200 {
+            if http.get(format!("{endpoint}/moto-api/")).send().await.is_ok_and(|r| r.status().is_success()) {
+                return PrivateMoto { endpoint, child };
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("private moto on {endpoint} did not start");
+    }
+
+    /// Send the process a signal (`STOP`, `CONT`).
+    pub fn signal(&self, name: &str) {
+        let status =
+            std::process::Command::new("kill").args([format!("-{name}"), self.child.id().to_string()]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{name}");
+    }
+}
+
+impl Drop for PrivateMoto {
+    fn drop(&mut self) {
+        self.signal("CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

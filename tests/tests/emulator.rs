@@ -9,6 +9,7 @@ helix_tests::cases!(Backend::Emulator;
     meta_store_outage_is_503_and_changes_nothing,
     a_commit_whose_answer_is_lost_is_resolved_or_reported_as_unknown,
     declaring_a_lax_store_checksum_verifying_fails_at_start,
+    a_stalled_store_fails_requests_in_bounded_time_and_loses_no_acknowledged_write,
     signer_outage_fails_readiness_and_status,
     mixed_backends_s3_blobs_with_embedded_meta_and_key_serve_together,
     s3_without_strict_no_overwrite_still_verifies_existing_objects,

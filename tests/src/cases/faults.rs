@@ -383,3 +383,109 @@ pub async fn declaring_a_lax_store_checksum_verifying_fails_at_start(b: Backend)
     assert_eq!(env.staged_uploads().await, 0, "the probe object is removed");
     env.app_with(&[("HELIX_S3_VERIFIES_CHECKSUMS", "0")]).await.expect("re-hashing works on any store");
 }
+
+/// One request of the stall drill.
+struct Attempt {
+    digest: String,
+    bytes: Vec<u8>,
+    started: std::time::Instant,
+    took: std::time::Duration,
+    status: u16,
+    reason: String,
+}
+
+/// The store stalls under a publish load (moto paused with SIGSTOP for longer than the SDK's
+/// timeouts, then resumed): requests fail within a bounded time with 503 and never hang; nothing is
+/// acknowledged that is not there afterwards; a 503 that says "nothing was changed" changed nothing;
+/// the registry serves again once the store is back.
+pub async fn a_stalled_store_fails_requests_in_bounded_time_and_loses_no_acknowledged_write(b: Backend) {
+    use std::time::{Duration, Instant};
+    assert_eq!(b, Backend::Emulator);
+    let moto = crate::PrivateMoto::start().await;
+    let env = Arc::new(TestEnv::start_at(&moto.endpoint, &[]).await);
+    let token = env.token(Role::Publisher, "team-a").await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..6)
+        .map(|_| {
+            let (env, token, stop) = (env.clone(), token.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut attempts = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let (bytes, d) = unique_blob(1024);
+                    let started = Instant::now();
+                    let resp = put_blob(&env, &token, "team-a", &d.to_string(), bytes.clone()).await;
+                    let status = resp.status().as_u16();
+                    let body: Value = resp.json().await.unwrap_or(Value::Null);
+                    let reason = body["reason"].as_str().unwrap_or("").to_owned();
+                    attempts.push(Attempt {
+                        digest: d.to_string(),
+                        bytes,
+                        started,
+                        took: started.elapsed(),
+                        status,
+                        reason,
+                    });
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                attempts
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    moto.signal("STOP");
+    let paused = Instant::now();
+    tokio::time::sleep(Duration::from_secs(32)).await;
+    moto.signal("CONT");
+    let resumed = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut attempts = Vec::new();
+    for w in workers {
+        attempts.extend(w.await.unwrap());
+    }
+
+    let done = |a: &Attempt| a.started + a.took;
+    let mut tally = std::collections::BTreeMap::new();
+    for a in &attempts {
+        *tally.entry(format!("{} {}", a.status, a.reason)).or_insert(0) += 1;
+    }
+    let slowest = attempts.iter().map(|a| a.took).max().unwrap_or_default();
+    eprintln!("stall drill: {} requests, answers {tally:?}, slowest {slowest:?}", attempts.len());
+    for a in &attempts {
+        assert!(a.took < Duration::from_secs(40), "a request hung for {:?}", a.took);
+        match (a.status, a.reason.as_str()) {
+            (200 | 201, _) => {}
+            (
+                503,
+                "blob_store_unavailable" | "meta_store_unavailable" | "audit_log_unavailable" | "outcome_unknown",
+            ) => {}
+            other => panic!("unexpected answer during the drill: {other:?}"),
+        }
+        // Begun and answered while the store was paused: never a success.
+        if a.started > paused && done(a) < resumed {
+            assert_eq!(a.status, 503, "success reported while the store was stalled");
+        }
+    }
+    let during = attempts.iter().filter(|a| a.started > paused && a.started < resumed && a.status == 503).count();
+    assert!(during > 0, "the stall was felt");
+    assert!(attempts.iter().any(|a| a.started > resumed && a.status == 201), "publishing works again after the stall");
+    assert!(attempts.iter().any(|a| a.started < paused && a.status == 201), "publishing worked before it");
+
+    for a in &attempts {
+        let got = get_blob(&env, &token, "team-a", &a.digest, "").await;
+        match (a.status, a.reason.as_str()) {
+            (200 | 201, _) => {
+                assert_eq!(got.status(), 200, "an acknowledged write is present");
+                assert_eq!(got.bytes().await.unwrap().to_vec(), a.bytes);
+            }
+            // May or may not have been applied: either answer is honest.
+            (503, "outcome_unknown") => assert!(matches!(got.status().as_u16(), 200 | 404)),
+            // "Nothing was changed" must be true.
+            _ => assert_eq!(got.status(), 404, "a 503 {} left a link behind", a.reason),
+        }
+    }
+    let events = env.audit("team-a").await;
+    helix_core::domain::audit::verify_chain(&events).unwrap();
+    let acknowledged = attempts.iter().filter(|a| a.status / 100 == 2).count();
+    assert!(events.iter().filter(|e| e.action == "blob.link").count() >= acknowledged);
+}
