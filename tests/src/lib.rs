@@ -7,6 +7,7 @@ pub mod cases;
 pub mod fault_proxy;
 pub mod rbac;
 pub mod runtime_api;
+pub mod strict_s3;
 pub mod template;
 pub mod tls_stub;
 

@@ -138,8 +138,8 @@ impl S3BlobStore {
     }
 
     /// Whether the store refuses a PutObject whose `x-amz-checksum-sha256` does not match its bytes:
-    /// `Some(true)` refused, `Some(false)` accepted (the probe object is then removed), `None` when
-    /// the probe itself could not be made (no permission, an outage). The probe key is a staging key.
+    /// `Some(true)` refused, `Some(false)` accepted, `None` when the probe itself could not be made (no
+    /// permission, an outage). The probe key is a staging key, removed afterwards.
     pub async fn refuses_wrong_checksums(&self) -> Option<bool> {
         let mut raw = [0u8; 8];
         getrandom::fill(&mut raw).ok()?;
@@ -154,17 +154,17 @@ impl S3BlobStore {
             .body(ByteStream::from_static(b"probe"))
             .send()
             .await;
-        match sent {
-            Ok(_) => {
-                let _ = self.client.delete_object().bucket(&self.bucket).key(&key).send().await;
-                Some(false)
-            }
+        let refused = match sent {
+            Ok(_) => Some(false),
             Err(e) if status_of(&e) == Some(400) => Some(true),
             Err(e) => {
                 tracing::warn!(error = %aws_sdk_s3::error::DisplayErrorContext(e), "checksum probe failed");
                 None
             }
-        }
+        };
+        // Some stores keep the bytes they refused: the probe object goes either way.
+        let _ = self.client.delete_object().bucket(&self.bucket).key(&key).send().await;
+        refused
     }
 
     fn upload_key(&self, upload: &UploadRef) -> String {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use helix_cli::serve::Server;
 use helix_core::domain::Role;
+use helix_core::ports::BlobKey;
 use serde_json::{Value, json};
 
 use super::api::{get_blob, post_json, put_blob};
@@ -488,4 +489,89 @@ pub async fn a_stalled_store_fails_requests_in_bounded_time_and_loses_no_acknowl
     helix_core::domain::audit::verify_chain(&events).unwrap();
     let acknowledged = attempts.iter().filter(|a| a.status / 100 == 2).count();
     assert!(events.iter().filter(|e| e.action == "blob.link").count() >= acknowledged);
+}
+
+/// The tampered-upload and wrong-checksum cases against an S3 that, unlike moto, checks signed
+/// checksums and SigV4 presigned signatures (s3s-fs in process, tests/src/strict_s3.rs): the store
+/// refuses tampered bytes and forged URLs; bytes it refused but kept are still caught by the
+/// registry; correct uploads, copies (pinned by ETag: no versioning), presigned GETs and a declared
+/// checksum-verifying configuration all work against it.
+pub async fn a_strict_s3_refuses_tampered_uploads_and_forged_urls_and_the_registry_still_verifies(b: Backend) {
+    use super::api::{complete, plan, upload_to};
+    assert_eq!(b, Backend::Emulator);
+    let strict = crate::strict_s3::StrictS3::start("helix-strict").await;
+    let overrides = [
+        ("HELIX_S3_ENDPOINT_URL", strict.url.as_str()),
+        ("HELIX_S3_BUCKET", "helix-strict"),
+        ("HELIX_INLINE_MAX", "1024"),
+    ];
+    let env = TestEnv::start_with(b, &overrides).await;
+    let publisher = env.token(Role::Publisher, "team-a").await;
+    let (good, d) = unique_blob(5000);
+    let (evil, _) = unique_blob(5000);
+    let digest = d.to_string();
+
+    // Tampered bytes under the signed checksum: refused by the store itself.
+    let (_, first) = plan(&env, &publisher, "team-a", &digest, 5000, json!({})).await;
+    assert_eq!(upload_to(&env, &first, evil.clone(), true).await.status(), 400, "BadDigest from the store");
+    // A forged signature, and the signature of one upload used for another key: refused.
+    let url = first["upload"]["url"].as_str().unwrap().to_owned();
+    let forged_sig = {
+        let mut f = first.clone();
+        let last = url.chars().last().unwrap();
+        f["upload"]["url"] = json!(format!("{}{}", &url[..url.len() - 1], if last == '0' { '1' } else { '0' }));
+        f
+    };
+    assert_eq!(upload_to(&env, &forged_sig, good.clone(), true).await.status(), 403);
+    let other_key = {
+        let mut f = first.clone();
+        let id = first["upload_id"].as_str().unwrap();
+        f["upload"]["url"] = json!(url.replace(id, &"0".repeat(32)));
+        f
+    };
+    assert_eq!(upload_to(&env, &other_key, good.clone(), true).await.status(), 403);
+    // Whatever the store kept of the refused bytes, the registry links nothing.
+    let refused = complete(&env, &publisher, "team-a", &digest, &first).await;
+    let (status, body) = super::problem(refused).await;
+    eprintln!("strict S3: complete after a refused upload answers {status} {}", body["reason"]);
+    assert!(
+        matches!((status, body["reason"].as_str().unwrap()), (400, "digest_mismatch") | (404, "upload_missing")),
+        "{body}"
+    );
+    expect_problem(get_blob(&env, &publisher, "team-a", &digest, "").await, 404, "blob_missing").await;
+
+    // The correct upload goes through: staged, verified, copied (ETag-pinned), linked, served.
+    let (_, second) = plan(&env, &publisher, "team-a", &digest, 5000, json!({})).await;
+    let up = upload_to(&env, &second, good.clone(), true).await;
+    assert!(up.status().is_success(), "{}", up.status());
+    assert_eq!(complete(&env, &publisher, "team-a", &digest, &second).await.status(), 201);
+    let redirect = get_blob(&env, &publisher, "team-a", &digest, "").await;
+    assert_eq!(redirect.status(), 307);
+    let location = redirect.headers()["location"].to_str().unwrap().to_owned();
+    let got = env.http.get(&location).send().await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.bytes().await.unwrap().to_vec(), good);
+    let mut forged = location.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == '0' { '1' } else { '0' });
+    assert_eq!(env.http.get(&forged).send().await.unwrap().status(), 403, "a forged download URL is refused");
+
+    // Inline puts with their checksum, and a wrong object planted under a digest's own key.
+    let (small, small_d) = unique_blob(600);
+    let planted = strict.dir.path().join("helix-strict/blobs").join(BlobKey::primary(&small_d).storage_key());
+    std::fs::create_dir_all(planted.parent().unwrap()).unwrap();
+    std::fs::write(&planted, b"poison").unwrap();
+    assert_eq!(put_blob(&env, &publisher, "team-a", &small_d.to_string(), small.clone()).await.status(), 201);
+    assert_eq!(
+        get_blob(&env, &publisher, "team-a", &small_d.to_string(), "").await.bytes().await.unwrap().to_vec(),
+        small
+    );
+    let ws = helix_core::domain::WorkspaceId::parse("team-a").unwrap();
+    assert_eq!(env.app.meta.blob_link(&ws, &small_d).await.unwrap().unwrap().slot, 1);
+
+    // This store refuses wrong checksums: declaring so passes the start-up probe.
+    env.app_with(&[("HELIX_S3_VERIFIES_CHECKSUMS", "1")]).await.expect("a checksum-verifying store is accepted");
+    let probes = strict.dir.path().join("helix-strict/uploads/.checksum-probe");
+    let left = std::fs::read_dir(&probes).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "the refused probe object is removed too");
 }
