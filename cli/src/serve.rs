@@ -129,13 +129,7 @@ async fn local_upload(State(app): State<Arc<App>>, Path((ws, id)): Path<(String,
         let q = Query::of(req.uri());
         let upload = UploadRef::parse(&WorkspaceId::parse(&ws)?, &id)?;
         let digest = Digest::parse(q.get("digest")?)?;
-        let grant = LocalGrant {
-            method: "PUT",
-            resource: upload.storage_key(),
-            digest: digest.to_string(),
-            size: q.number("size")?,
-            expires: q.number("expires")?,
-        };
+        let grant = LocalGrant::upload(&upload, &digest, q.number("size")?, q.number("expires")?);
         let store = app.fs_blobs.as_ref().ok_or(Error::NotFound)?;
         store.presigner().verify(&grant, q.get("sig")?)?;
         store.receive_upload(&upload, &digest, grant.size, req.into_body().into_data_stream()).await
@@ -152,13 +146,7 @@ async fn local_get(State(app): State<Arc<App>>, Path(digest): Path<String>, uri:
     let q = Query::of(&uri);
     let result = async {
         let key = BlobKey { digest: Digest::parse(&digest)?, slot: q.number("slot")? };
-        let grant = LocalGrant {
-            method: "GET",
-            resource: format!("blobs/{}", key.storage_key()),
-            digest: String::new(),
-            size: 0,
-            expires: q.number("expires")?,
-        };
+        let grant = LocalGrant::get(&key, q.number("expires")?);
         let store = app.fs_blobs.as_ref().ok_or(Error::NotFound)?;
         store.presigner().verify(&grant, q.get("sig")?)?;
         let reader = helix_core::ports::BlobStore::get(store.as_ref(), &key)

@@ -50,6 +50,24 @@ pub struct LocalGrant {
     pub expires: i64,
 }
 
+impl LocalGrant {
+    /// A download of one slot of one blob.
+    pub fn get(key: &BlobKey, expires: i64) -> LocalGrant {
+        LocalGrant {
+            method: "GET",
+            resource: format!("blobs/{}", key.storage_key()),
+            digest: String::new(),
+            size: 0,
+            expires,
+        }
+    }
+
+    /// An upload to one staging key, of `size` bytes that hash to `digest`.
+    pub fn upload(upload: &UploadRef, digest: &Digest, size: u64, expires: i64) -> LocalGrant {
+        LocalGrant { method: "PUT", resource: upload.storage_key(), digest: digest.to_string(), size, expires }
+    }
+}
+
 impl LocalPresigner {
     pub fn new(base_url: String, secret: Vec<u8>) -> LocalPresigner {
         LocalPresigner { base_url, secret }
@@ -75,42 +93,21 @@ impl LocalPresigner {
         hex::encode(self.mac(g).finalize().into_bytes())
     }
 
+    /// A presigned request for `grant`, at `path_and_query` (which names what the grant covers).
+    fn presigned(&self, grant: &LocalGrant, path_and_query: String) -> Presigned {
+        let url = format!("{}{path_and_query}&expires={}&sig={}", self.base_url, grant.expires, self.sign(grant));
+        Presigned { method: grant.method, url, headers: Vec::new(), expires_at: grant.expires }
+    }
+
     fn get_url(&self, key: &BlobKey, ttl: Duration) -> Presigned {
-        let g = LocalGrant {
-            method: "GET",
-            resource: format!("blobs/{}", key.storage_key()),
-            digest: String::new(),
-            size: 0,
-            expires: now_unix() + ttl.as_secs() as i64,
-        };
-        let url = format!(
-            "{}{LOCAL_BLOB_PATH}{}?slot={}&expires={}&sig={}",
-            self.base_url,
-            key.digest,
-            key.slot,
-            g.expires,
-            self.sign(&g)
-        );
-        Presigned { method: "GET", url, headers: Vec::new(), expires_at: g.expires }
+        let grant = LocalGrant::get(key, now_unix() + ttl.as_secs() as i64);
+        self.presigned(&grant, format!("{LOCAL_BLOB_PATH}{}?slot={}", key.digest, key.slot))
     }
 
     fn upload_url(&self, upload: &UploadRef, digest: &Digest, size: u64, ttl: Duration) -> Presigned {
-        let g = LocalGrant {
-            method: "PUT",
-            resource: upload.storage_key(),
-            digest: digest.to_string(),
-            size,
-            expires: now_unix() + ttl.as_secs() as i64,
-        };
-        let url = format!(
-            "{}{LOCAL_UPLOAD_PATH}{}/{}?digest={digest}&size={size}&expires={}&sig={}",
-            self.base_url,
-            upload.workspace,
-            upload.id,
-            g.expires,
-            self.sign(&g)
-        );
-        Presigned { method: "PUT", url, headers: Vec::new(), expires_at: g.expires }
+        let grant = LocalGrant::upload(upload, digest, size, now_unix() + ttl.as_secs() as i64);
+        let path = format!("{LOCAL_UPLOAD_PATH}{}/{}?digest={digest}&size={size}", upload.workspace, upload.id);
+        self.presigned(&grant, path)
     }
 
     /// Checks a presigned request's signature, then its expiry.
