@@ -153,9 +153,13 @@ async fn teams(config: &Config, command: TeamsCommand) -> Result<(), Box<dyn std
                 (None, Some(sha)) => TokenRef::Sha256(sha),
                 (None, None) => unreachable!("clap requires one"),
             };
-            let (record, changed) = tokens::revoke(meta.as_ref(), target, None, &operator(), "cli").await?;
-            let what = if changed { "revoked" } else { "was already revoked:" };
+            let revoked = tokens::revoke(meta.as_ref(), target, None, &operator(), "cli").await?;
+            let record = &revoked.token;
+            let what = if revoked.changed { "revoked" } else { "was already revoked:" };
             println!("{what} {} ({} {} on {})", record.id, record.user, record.role, record.workspace_id);
+            for id in &revoked.successors {
+                println!("revoked {id} too: {} had been rotated into it", record.id);
+            }
         }
         TeamsCommand::List => {
             println!(

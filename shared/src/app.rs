@@ -60,7 +60,10 @@ impl App {
                 let mut b = aws_sdk_s3::config::Builder::from(sdk)
                     .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired);
                 if let Some(ep) = &config.s3_endpoint_url {
-                    b = b.endpoint_url(ep).force_path_style(true).http_client(host_trust_client(ep));
+                    b = b.endpoint_url(ep).force_path_style(true);
+                    if let Some(client) = endpoint_client(ep) {
+                        b = b.http_client(client);
+                    }
                 }
                 let client = aws_sdk_s3::Client::from_conf(b.build());
                 let store = S3BlobStore::new(
@@ -100,7 +103,10 @@ impl App {
                 let sdk = sdk.as_ref().expect("aws config");
                 let mut b = aws_sdk_kms::config::Builder::from(sdk);
                 if let Some(ep) = &config.kms_endpoint_url {
-                    b = b.endpoint_url(ep).http_client(host_trust_client(ep));
+                    b = b.endpoint_url(ep);
+                    if let Some(client) = endpoint_client(ep) {
+                        b = b.http_client(client);
+                    }
                 }
                 Arc::new(KmsSigner::new(aws_sdk_kms::Client::from_conf(b.build()), config.kms_key_id.clone()))
             }
@@ -145,7 +151,10 @@ fn build_meta(config: &Config, sdk: Option<&aws_config::SdkConfig>) -> Result<(A
         MetaBackend::DynamoDb => {
             let mut b = aws_sdk_dynamodb::config::Builder::from(sdk.expect("aws config"));
             if let Some(ep) = &config.dynamodb_endpoint_url {
-                b = b.endpoint_url(ep).http_client(host_trust_client(ep));
+                b = b.endpoint_url(ep);
+                if let Some(client) = endpoint_client(ep) {
+                    b = b.http_client(client);
+                }
             }
             let client = aws_sdk_dynamodb::Client::from_conf(b.build());
             let store = Arc::new(DynamoStore::new(client, config.table.clone(), config.audit_table.clone()));
@@ -168,14 +177,20 @@ pub fn trusts_host_store(config: &Config) -> bool {
     config.mode != crate::Mode::Lambda || config.tls_native_roots
 }
 
-/// The client for a custom endpoint (an S3-compatible store, an emulator, a proxy): always the host's
-/// CA store, which the endpoint's certificate is far likelier to chain to than Amazon's roots.
-/// Built once per process: S3, DynamoDB and KMS pointed at custom endpoints share it, so the host
-/// store is read once.
-fn host_trust_client(endpoint: &str) -> aws_sdk_s3::config::SharedHttpClient {
+/// The client for a custom endpoint (an S3-compatible store, an emulator, a proxy): the host's CA
+/// store, which such an endpoint's certificate is far likelier to chain to than Amazon's roots. An
+/// endpoint that is AWS's own (a FIPS or VPC endpoint: `*.amazonaws.com`, `*.amazonaws.com.cn`,
+/// `*.api.aws`) keeps the client of the SDK configuration. Built once per process: S3, DynamoDB and
+/// KMS pointed at custom endpoints share it, so the host store is read once.
+fn endpoint_client(endpoint: &str) -> Option<aws_sdk_s3::config::SharedHttpClient> {
     static CLIENT: std::sync::OnceLock<aws_sdk_s3::config::SharedHttpClient> = std::sync::OnceLock::new();
+    let host = url::Url::parse(endpoint).ok().and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+    let aws = host.is_some_and(|h| [".amazonaws.com", ".amazonaws.com.cn", ".api.aws"].iter().any(|s| h.ends_with(s)));
+    if aws {
+        return None;
+    }
     tracing::debug!(endpoint, "custom endpoint: host CA store");
-    CLIENT.get_or_init(|| https_client(true)).clone()
+    Some(CLIENT.get_or_init(|| https_client(true)).clone())
 }
 
 /// The HTTPS client of every SDK client. Server certificates are always verified (rustls with

@@ -32,26 +32,47 @@ pub struct OidcConfig {
     pub refetch_interval: Duration,
 }
 
+#[derive(Default)]
 struct Cache {
     keys: Option<JwkSet>,
+    /// The last successful fetch.
     fetched_at: Option<Instant>,
-    /// When a fetch last failed while no key set was cached (the negative cache).
+    /// The last fetch started (successful or not): refetches for unknown kids are spaced from it.
+    attempted_at: Option<Instant>,
+    /// The last failed fetch (the negative cache).
     failed_at: Option<Instant>,
+}
+
+/// What to do for a kid, given the cache.
+enum Plan {
+    Use(jsonwebtoken::jwk::Jwk),
+    /// Fetch, then look again; `fallback` is a stale key to use if the fetch fails.
+    Fetch {
+        fallback: Option<jsonwebtoken::jwk::Jwk>,
+    },
+    Refuse(Error),
 }
 
 pub struct OidcVerifier {
     config: OidcConfig,
     http: reqwest::Client,
-    cache: Mutex<Cache>,
+    /// Held only to read or update, never across a fetch.
+    cache: std::sync::Mutex<Cache>,
+    /// Single flight: held across a fetch, so at most one is in flight.
+    fetching: Mutex<()>,
 }
 
 /// Cached keys older than this are refreshed on use (a failed refresh keeps the old set).
 const MAX_KEY_AGE: Duration = Duration::from_secs(3600);
 
-/// With no key set cached, a failed fetch is remembered this long: JWTs are refused with 503 meanwhile
-/// without another outbound call, so a flood of (forged) JWTs during an IdP outage costs the IdP one
-/// request per window. Fetches are single-flight: the cache lock is held across the fetch.
+/// A failed fetch is remembered this long: meanwhile JWTs with an unknown key id are refused (503
+/// while no key set is cached, 401 otherwise) without another outbound call, so a flood of forged
+/// JWTs during an IdP outage costs the IdP one request per window. Fetches are single-flight, and a
+/// JWT whose key is cached never waits for one.
 pub const NEGATIVE_CACHE: Duration = Duration::from_secs(5);
+
+/// Least time between two fetches for unknown key ids, whatever HELIX_OIDC_REFETCH_SECONDS says.
+const MIN_REFETCH: Duration = Duration::from_secs(1);
 
 fn idp(e: impl std::fmt::Display) -> Error {
     Error::unavailable(Dependency::IdentityProvider, e)
@@ -74,7 +95,7 @@ impl OidcVerifier {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("http client");
-        OidcVerifier { config, http, cache: Mutex::new(Cache { keys: None, fetched_at: None, failed_at: None }) }
+        OidcVerifier { config, http, cache: std::sync::Mutex::new(Cache::default()), fetching: Mutex::new(()) }
     }
 
     async fn get_json(&self, url: &str) -> Result<Value> {
@@ -107,34 +128,71 @@ impl OidcVerifier {
         serde_json::from_value(doc).map_err(idp)
     }
 
-    /// The key for `kid`: from the cache, or after a (rate-limited) refetch.
-    async fn key(&self, kid: &str) -> Result<DecodingKey> {
-        let mut cache = self.cache.lock().await;
-        if cache.keys.is_none() && cache.failed_at.is_some_and(|t| t.elapsed() < NEGATIVE_CACHE) {
-            return Err(idp("no key set: the last fetch failed moments ago"));
+    fn plan(&self, kid: &str) -> Plan {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let elapsed = |t: Option<Instant>| t.map(|t| t.elapsed());
+        let failed_recently = elapsed(cache.failed_at).is_some_and(|e| e < NEGATIVE_CACHE);
+        let known = cache.keys.as_ref().and_then(|k| k.find(kid)).cloned();
+        let stale = elapsed(cache.fetched_at).is_none_or(|e| e > MAX_KEY_AGE);
+        let spacing = self.config.refetch_interval.max(MIN_REFETCH);
+        let may_refetch = !failed_recently && elapsed(cache.attempted_at).is_none_or(|e| e >= spacing);
+        match (known, cache.keys.is_some()) {
+            (Some(jwk), _) if !stale || failed_recently => Plan::Use(jwk),
+            (Some(jwk), _) => Plan::Fetch { fallback: Some(jwk) },
+            (None, false) if failed_recently => Plan::Refuse(idp("no key set: the last fetch failed moments ago")),
+            (None, false) => Plan::Fetch { fallback: None },
+            (None, true) if may_refetch => Plan::Fetch { fallback: None },
+            (None, true) => Plan::Refuse(Error::TokenInvalid),
         }
-        let stale = cache.fetched_at.is_none_or(|t| t.elapsed() > MAX_KEY_AGE);
-        let known = cache.keys.as_ref().and_then(|k| k.find(kid)).is_some();
-        let may_refetch = cache.fetched_at.is_none_or(|t| t.elapsed() >= self.config.refetch_interval);
-        if stale || (!known && may_refetch) {
-            match self.fetch().await {
-                Ok(keys) => {
-                    cache.keys = Some(keys);
-                    cache.fetched_at = Some(Instant::now());
-                    cache.failed_at = None;
-                }
-                Err(e) if cache.keys.is_some() => {
-                    tracing::warn!(error = %e, "JWKS refresh failed; keeping the cached key set");
-                    cache.fetched_at = Some(Instant::now());
-                }
-                Err(e) => {
-                    cache.failed_at = Some(Instant::now());
-                    return Err(e);
+    }
+
+    /// The key for `kid`: from the cache, or after a single-flight, rate-limited fetch. A cached key
+    /// never waits for a fetch in flight (a stale one is used meanwhile).
+    async fn key(&self, kid: &str) -> Result<DecodingKey> {
+        let jwk = match self.plan(kid) {
+            Plan::Use(jwk) => jwk,
+            Plan::Refuse(e) => return Err(e),
+            Plan::Fetch { fallback } => {
+                let _flight = match (self.fetching.try_lock(), &fallback) {
+                    (Ok(guard), _) => guard,
+                    (Err(_), Some(stale)) => return decoding_key(stale),
+                    (Err(_), None) => self.fetching.lock().await,
+                };
+                // Another request may have fetched while this one waited.
+                match self.plan(kid) {
+                    Plan::Use(jwk) => jwk,
+                    Plan::Refuse(e) => return Err(e),
+                    Plan::Fetch { fallback } => self.fetch_for(kid, fallback).await?,
                 }
             }
+        };
+        decoding_key(&jwk)
+    }
+
+    /// Fetch the key set (the caller holds the single-flight guard) and look `kid` up in it.
+    async fn fetch_for(&self, kid: &str, fallback: Option<jsonwebtoken::jwk::Jwk>) -> Result<jsonwebtoken::jwk::Jwk> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).attempted_at = Some(Instant::now());
+        let fetched = self.fetch().await;
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        match fetched {
+            Ok(keys) => {
+                cache.keys = Some(keys);
+                cache.fetched_at = Some(Instant::now());
+                cache.failed_at = None;
+            }
+            Err(e) => {
+                cache.failed_at = Some(Instant::now());
+                if let Some(stale) = fallback {
+                    tracing::warn!(error = %e, "JWKS refresh failed; using the cached key set");
+                    return Ok(stale);
+                }
+                if cache.keys.is_none() {
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, "JWKS refresh for an unknown key id failed");
+            }
         }
-        let jwk = cache.keys.as_ref().and_then(|k| k.find(kid)).ok_or(Error::TokenInvalid)?;
-        DecodingKey::from_jwk(jwk).map_err(|_| Error::TokenInvalid)
+        cache.keys.as_ref().and_then(|k| k.find(kid)).cloned().ok_or(Error::TokenInvalid)
     }
 
     pub async fn verify(&self, jwt: &str) -> Result<Principal> {
@@ -167,4 +225,8 @@ impl OidcVerifier {
             kind: PrincipalKind::Oidc,
         })
     }
+}
+
+fn decoding_key(jwk: &jsonwebtoken::jwk::Jwk) -> Result<DecodingKey> {
+    DecodingKey::from_jwk(jwk).map_err(|_| Error::TokenInvalid)
 }

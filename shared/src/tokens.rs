@@ -29,6 +29,11 @@ fn event(record: &TokenRecord, action: &str, actor: &str, request_id: &str) -> A
     }
 }
 
+/// Zero-width and bidirectional formatting characters: they make one user name display as another.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+}
+
 /// May `principal` (already at least admin) manage tokens of `scope`?
 pub fn may_manage(principal: &Principal, scope: &Scope) -> Result<()> {
     match (&principal.workspace_id, scope) {
@@ -54,7 +59,7 @@ pub async fn issue(
     request_id: &str,
 ) -> Result<(BearerToken, TokenRecord)> {
     let chars = grant.user.chars().count();
-    if !(1..=MAX_USER_LEN).contains(&chars) || grant.user.chars().any(char::is_control) {
+    if !(1..=MAX_USER_LEN).contains(&chars) || grant.user.chars().any(|c| c.is_control() || is_invisible_format(c)) {
         return Err(Error::BadRequest(format!(
             "user must be 1 to {MAX_USER_LEN} characters, none of them control characters"
         )));
@@ -74,10 +79,31 @@ pub async fn issue(
         grant.description,
     );
     let event = event(&record, "token.issue", actor, request_id);
-    match meta.commit(Change::IssueToken(record.clone()), event).await? {
-        Commit::Applied(_) => Ok((secret, record)),
-        // 32 random bytes colliding with a stored token: never expected; refuse rather than share.
-        Commit::AlreadyDone => Err(Error::Internal("token id or hash collision".into())),
+    let refusal = match meta.commit(Change::IssueToken(record.clone()), event).await {
+        Ok(Commit::Applied(_)) => return Ok((secret, record)),
+        // 32 random bytes colliding with a stored token (never expected), or this very issue
+        // committed and only its answer was lost (a store without idempotent re-sends).
+        Ok(Commit::AlreadyDone) => Error::Internal("token id or hash collision".into()),
+        Err(e @ Error::OutcomeUnknown(_)) => e,
+        Err(e) => return Err(e),
+    };
+    resolve_by_read_back(meta, secret, record, refusal).await
+}
+
+/// A token change whose answer was lost or ambiguous: if the new token (whose hash is this request's
+/// own) is stored and live, the change committed and the caller gets its secret; if the store cannot
+/// say, the outcome stays unknown; otherwise `refusal`.
+async fn resolve_by_read_back(
+    meta: &dyn MetaStore,
+    secret: BearerToken,
+    record: TokenRecord,
+    refusal: Error,
+) -> Result<(BearerToken, TokenRecord)> {
+    match meta.token_by_sha256(&record.sha256).await {
+        Ok(Some(stored)) if stored.id == record.id && !stored.disabled => Ok((secret, record)),
+        Ok(Some(_)) => Err(Error::TokenRevoked),
+        Ok(None) => Err(refusal),
+        Err(e) => Err(Error::OutcomeUnknown(format!("reading back the new token: {e}"))),
     }
 }
 
@@ -94,28 +120,67 @@ pub enum TokenRef {
 }
 
 /// Disable a token; it is refused from its very next request. Revoking twice is not an error: the
-/// second call reports `changed: false` and writes nothing.
+/// second call reports `changed: false` and writes nothing. Every token it was rotated into is
+/// revoked too (returned in order), so a stolen token that rotated itself is not out of reach.
 pub async fn revoke(
     meta: &dyn MetaStore,
     target: TokenRef,
     principal: Option<&Principal>,
     actor: &str,
     request_id: &str,
-) -> Result<(TokenRecord, bool)> {
+) -> Result<Revoked> {
     let found = match &target {
         TokenRef::Id(id) => meta.token_by_id(id).await?,
         TokenRef::Sha256(sha) => meta.token_by_sha256(&sha.to_ascii_lowercase()).await?,
     };
-    let mut record = found.ok_or(Error::TokenNotFound)?;
+    let record = found.ok_or(Error::TokenNotFound)?;
     if let Some(p) = principal {
         // Another workspace's token is reported as absent, not as forbidden: ids are not probed.
         may_manage(p, &record.workspace_id).map_err(|_| Error::TokenNotFound)?;
     }
-    let change = Change::RevokeToken { sha256: record.sha256.clone() };
-    let changed =
-        matches!(meta.commit(change, event(&record, "token.revoke", actor, request_id)).await?, Commit::Applied(_));
+    let changed = disable(meta, &record, actor, request_id, None).await?;
+    let mut successors = Vec::new();
+    // Re-read: a rotation may have committed between the lookup and the revocation.
+    let mut next = meta.token_by_id(&record.id).await?.and_then(|t| t.replaced_by);
+    while let Some(id) = next.take() {
+        if successors.len() >= MAX_ROTATION_CHAIN {
+            return Err(Error::Internal(format!("rotation chain of {} longer than {MAX_ROTATION_CHAIN}", record.id)));
+        }
+        let Some(successor) = meta.token_by_id(&id).await? else { break };
+        disable(meta, &successor, actor, request_id, Some(&record.id)).await?;
+        next = meta.token_by_id(&successor.id).await?.and_then(|t| t.replaced_by);
+        successors.push(successor.id);
+    }
+    let mut record = record;
     record.disabled = true;
-    Ok((record, changed))
+    Ok(Revoked { token: record, changed, successors })
+}
+
+/// Longest chain of rotations a revocation follows.
+const MAX_ROTATION_CHAIN: usize = 1000;
+
+/// The outcome of a revocation.
+pub struct Revoked {
+    pub token: TokenRecord,
+    /// False when the token was already disabled.
+    pub changed: bool,
+    /// Tokens it had been rotated into, revoked with it, in order.
+    pub successors: Vec<String>,
+}
+
+async fn disable(
+    meta: &dyn MetaStore,
+    record: &TokenRecord,
+    actor: &str,
+    request_id: &str,
+    via: Option<&str>,
+) -> Result<bool> {
+    let mut draft = event(record, "token.revoke", actor, request_id);
+    if let Some(origin) = via {
+        draft.details["rotated_from"] = json!(origin);
+    }
+    let change = Change::RevokeToken { sha256: record.sha256.clone() };
+    Ok(matches!(meta.commit(change, draft).await?, Commit::Applied(_)))
 }
 
 /// Replace the caller's own API token by a new secret with the same grant and expiry; the old one is

@@ -14,7 +14,13 @@ work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 HELIX_DATA_DIR="$work/data" RUST_LOG=warn "$helix" serve --listen "127.0.0.1:$port" >"$work/serve.log" 2>&1 &
 server=$!
-trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
+cleanup() {
+  kill "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 for _ in $(seq 100); do
   grep -q '^admin token: ' "$work/serve.log" && break
   sleep 0.1

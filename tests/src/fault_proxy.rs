@@ -1,10 +1,13 @@
 //! A fault-injecting HTTP/1.1 proxy on 127.0.0.1 for the AWS emulator: it forwards each request to
 //! the upstream and, for requests whose `x-amz-target` names a chosen operation, can drop the
 //! response after the upstream has applied the request (the ambiguous failure of a commit whose
-//! answer is lost). One request per connection (`connection: close` both ways), enough for the SDK.
+//! answer is lost). It records each such request's `ClientRequestToken`, and in `idempotent` mode it
+//! answers a repeated token with the answer of its first request, as DynamoDB does for ten minutes
+//! (moto does not). One request per connection (`connection: close` both ways), enough for the SDK.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -15,8 +18,24 @@ pub struct FaultProxy {
     pub drops: Arc<AtomicUsize>,
     /// Requests of the target operation seen so far.
     pub seen: Arc<AtomicUsize>,
+    /// The `ClientRequestToken` of each request of the target operation, in order.
+    pub tokens: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
+
+/// What the relay shares between connections.
+#[derive(Clone)]
+struct Faults {
+    operation: &'static str,
+    drops: Arc<AtomicUsize>,
+    seen: Arc<AtomicUsize>,
+    tokens: Arc<Mutex<Vec<String>>>,
+    /// The first answer per token (idempotent mode only).
+    answers: Option<Arc<Mutex<Answers>>>,
+}
+
+/// The first raw answer to each `ClientRequestToken`.
+type Answers = HashMap<String, Vec<u8>>;
 
 impl Drop for FaultProxy {
     fn drop(&mut self) {
@@ -28,42 +47,67 @@ impl FaultProxy {
     /// Proxy to `upstream` (`http://host:port`), dropping the responses of the first `drops` requests
     /// whose `x-amz-target` ends with `operation`.
     pub async fn start(upstream: &str, operation: &'static str, drops: usize) -> FaultProxy {
+        FaultProxy::start_with(upstream, operation, drops, false).await
+    }
+
+    /// `start`, answering a repeated `ClientRequestToken` with its first answer when `idempotent`.
+    pub async fn start_with(upstream: &str, operation: &'static str, drops: usize, idempotent: bool) -> FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let upstream = upstream.trim_start_matches("http://").trim_end_matches('/').to_owned();
-        let (drops, seen) = (Arc::new(AtomicUsize::new(drops)), Arc::new(AtomicUsize::new(0)));
-        let (d, s) = (drops.clone(), seen.clone());
+        let faults = Faults {
+            operation,
+            drops: Arc::new(AtomicUsize::new(drops)),
+            seen: Arc::new(AtomicUsize::new(0)),
+            tokens: Arc::new(Mutex::new(Vec::new())),
+            answers: idempotent.then(|| Arc::new(Mutex::new(HashMap::new()))),
+        };
+        let (drops, seen, tokens) = (faults.drops.clone(), faults.seen.clone(), faults.tokens.clone());
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let (upstream, d, s) = (upstream.clone(), d.clone(), s.clone());
+                let (upstream, faults) = (upstream.clone(), faults.clone());
                 tokio::spawn(async move {
-                    let _ = relay(client, &upstream, operation, &d, &s).await;
+                    let _ = relay(client, &upstream, &faults).await;
                 });
             }
         });
-        FaultProxy { url, drops, seen, task }
+        FaultProxy { url, drops, seen, tokens, task }
     }
 }
 
-async fn relay(
-    mut client: TcpStream,
-    upstream: &str,
-    operation: &str,
-    drops: &AtomicUsize,
-    seen: &AtomicUsize,
-) -> std::io::Result<()> {
+async fn relay(mut client: TcpStream, upstream: &str, faults: &Faults) -> std::io::Result<()> {
     let request = read_request(&mut client).await?;
-    let head = String::from_utf8_lossy(&request[..request.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0)])
-        .to_ascii_lowercase();
-    let targeted =
-        head.lines().any(|l| l.starts_with("x-amz-target:") && l.trim_end().ends_with(&operation.to_ascii_lowercase()));
-    let mut up = TcpStream::connect(upstream).await?;
-    up.write_all(&with_header(&request, b"connection: close\r\n")).await?;
-    let mut response = Vec::new();
-    up.read_to_end(&mut response).await?;
+    let split = request.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0);
+    let head = String::from_utf8_lossy(&request[..split]).to_ascii_lowercase();
+    let operation = faults.operation.to_ascii_lowercase();
+    let targeted = head.lines().any(|l| l.starts_with("x-amz-target:") && l.trim_end().ends_with(&operation));
+    let token = targeted
+        .then(|| serde_json::from_slice::<serde_json::Value>(&request[(split + 4).min(request.len())..]).ok())
+        .flatten()
+        .and_then(|body| body["ClientRequestToken"].as_str().map(str::to_owned));
+    if let Some(t) = &token {
+        faults.tokens.lock().unwrap().push(t.clone());
+    }
+    let remembered = match (&faults.answers, &token) {
+        (Some(answers), Some(t)) => answers.lock().unwrap().get(t).cloned(),
+        _ => None,
+    };
+    let response = match remembered {
+        Some(first) => first,
+        None => {
+            let mut up = TcpStream::connect(upstream).await?;
+            up.write_all(&with_header(&request, b"connection: close\r\n")).await?;
+            let mut response = Vec::new();
+            up.read_to_end(&mut response).await?;
+            if let (Some(answers), Some(t)) = (&faults.answers, &token) {
+                answers.lock().unwrap().insert(t.clone(), response.clone());
+            }
+            response
+        }
+    };
     if targeted {
-        seen.fetch_add(1, Ordering::SeqCst);
-        let dropped = drops.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| match n {
+        faults.seen.fetch_add(1, Ordering::SeqCst);
+        let dropped = faults.drops.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| match n {
             0 => None,
             usize::MAX => Some(usize::MAX),
             n => Some(n - 1),

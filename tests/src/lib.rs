@@ -482,13 +482,49 @@ macro_rules! common_suite {
             token_lifecycle_issue_rotate_revoke_over_http,
             workspace_admin_manages_only_its_own_workspace_tokens,
             revocation_by_sha256_takes_effect_on_the_next_request,
+            revoking_a_rotated_token_revokes_what_it_was_rotated_into,
             oidc_tokens_from_a_local_issuer_drive_the_registry,
             jwt_attacks_are_refused_with_reason,
             unknown_kids_refetch_the_jwks_at_most_once_per_interval,
             idp_outage_refuses_jwts_with_503_and_api_tokens_still_work,
             forged_jwts_during_an_idp_outage_cause_one_outbound_fetch,
+            a_slow_idp_never_delays_jwts_whose_key_is_cached,
             logs_and_error_bodies_never_contain_a_secret_or_jwt,
             rbac_matrix_holds_over_http,
         );
     };
+}
+
+#[cfg(test)]
+mod suite_tests {
+    /// Every case (`pub async fn name(b: Backend)` in src/cases/ or src/rbac.rs) is in a suite list:
+    /// `common_suite!` here or a `cases!` list in tests/*.rs. A case left off every list would compile
+    /// and never run.
+    #[test]
+    fn every_case_is_listed_in_a_suite() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let read =
+            |p: std::path::PathBuf| std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let mut sources: Vec<String> =
+            std::fs::read_dir(root.join("src/cases")).unwrap().map(|e| read(e.unwrap().path())).collect();
+        sources.push(read(root.join("src/rbac.rs")));
+        let lists: String =
+            [read(root.join("src/lib.rs")), read(root.join("tests/embedded.rs")), read(root.join("tests/emulator.rs"))]
+                .concat();
+        let listed = |name: &str| lists.lines().any(|l| l.trim().trim_end_matches(',') == name);
+        let mut cases = Vec::new();
+        for src in &sources {
+            for line in src.lines() {
+                if let Some(rest) = line.strip_prefix("pub async fn ")
+                    && let Some((name, args)) = rest.split_once('(')
+                    && args.contains("Backend)")
+                {
+                    cases.push(name.to_owned());
+                }
+            }
+        }
+        assert!(cases.len() > 40, "found {} cases: the scan is broken", cases.len());
+        let missing: Vec<&String> = cases.iter().filter(|c| !listed(c)).collect();
+        assert!(missing.is_empty(), "cases in no suite list (they never run): {missing:?}");
+    }
 }

@@ -6,4 +6,5 @@ helix_tests::common_suite!(Backend::Embedded);
 
 helix_tests::cases!(Backend::Embedded;
     embedded_data_dir_is_private_and_its_secret_files_are_0600,
+    an_empty_presign_secret_refuses_to_start,
 );

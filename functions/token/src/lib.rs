@@ -54,9 +54,11 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
             Ok(http::json(200, &json!({ "tokens": list })))
         }
         Route::RevokeToken { id } => {
-            let (record, changed) =
-                tokens::revoke(app.meta.as_ref(), TokenRef::Id(id), Some(&principal), &actor, &ctx.request_id).await?;
-            Ok(http::json(200, &json!({ "token": record, "changed": changed })))
+            let revoked =
+                tokens::revoke(app.meta.as_ref(), TokenRef::Id(id.0), Some(&principal), &actor, &ctx.request_id)
+                    .await?;
+            let body = json!({"token": revoked.token, "changed": revoked.changed, "also_revoked": revoked.successors});
+            Ok(http::json(200, &body))
         }
         Route::RotateToken => {
             let (secret, record) = tokens::rotate(app.meta.as_ref(), &principal, &ctx.request_id).await?;

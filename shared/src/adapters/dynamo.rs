@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
@@ -97,6 +97,7 @@ fn token_from_item(item: &Item) -> Result<TokenRecord> {
         disabled: matches!(item.get("disabled"), Some(AttributeValue::Bool(true))),
         created_by: get_s(item, "created_by")?,
         description: get_s(item, "description").ok(),
+        replaced_by: get_s(item, "replaced_by").ok(),
     })
 }
 
@@ -114,15 +115,25 @@ enum Transaction {
     Cancelled(Vec<Option<String>>),
 }
 
-/// Re-sends of a transaction whose outcome is unknown, and the time after which none is started:
-/// the API Gateway integration times out at 29 s, and one SDK operation may take 25 s.
-const AMBIGUOUS_RESENDS: u32 = 2;
-const RESEND_BUDGET: std::time::Duration = std::time::Duration::from_secs(12);
+/// Re-sends of one transaction, each attempt's timeout, and the time after which no re-send starts:
+/// at most 16 s + 6 s, inside the 29 s of the API Gateway integration and the Lambda timeout.
+const TRANSACT_RESENDS: u32 = 3;
+const TRANSACT_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(6);
+const TRANSACT_BUDGET: std::time::Duration = std::time::Duration::from_secs(16);
 
-/// DynamoDB refused the request itself (an item over 400 KB, a value too long): the input's fault,
-/// never an outage, and never retried.
-fn is_validation<E: aws_sdk_dynamodb::error::ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
-    e.as_service_error().and_then(|s| s.code()) == Some("ValidationException")
+/// DynamoDB refused the request because an item is too large (over 400 KB): the input's fault, never
+/// an outage, and never retried. Any other ValidationException is our own bug or an operator's
+/// misconfiguration (a key schema that does not match): an internal error, not the client's.
+fn is_item_too_large<E: aws_sdk_dynamodb::error::ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    e.as_service_error().is_some_and(|s| {
+        s.code() == Some("ValidationException") && s.message().is_some_and(|m| m.to_ascii_lowercase().contains("size"))
+    })
+}
+
+fn is_throttled<E: aws_sdk_dynamodb::error::ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    e.as_service_error().and_then(|s| s.code()).is_some_and(|c| {
+        matches!(c, "ThrottlingException" | "ProvisionedThroughputExceededException" | "RequestLimitExceeded")
+    })
 }
 
 /// True when a failed call may nevertheless have been applied: no definite answer from DynamoDB
@@ -137,23 +148,38 @@ fn is_ambiguous<E>(e: &SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>
 }
 
 impl DynamoStore {
-    /// One TransactWriteItems with its own client request token, resolved. When the outcome is
-    /// unknown (see `is_ambiguous`), the same request is sent again with the same token: DynamoDB
-    /// makes that idempotent for ten minutes, answering success without writing again if the first
-    /// one committed. If no definite answer comes within the budget: `OutcomeUnknown`, never
-    /// "nothing changed".
+    /// One TransactWriteItems with its own client request token, resolved. The SDK's own retries are
+    /// off for this call: they would hide an attempt that may have committed behind a later, definite
+    /// refusal. Each attempt here has its own short timeout; when an attempt's outcome is unknown (see
+    /// `is_ambiguous`), the same request is sent again with the same token (DynamoDB makes that
+    /// idempotent for ten minutes: success without writing again if the first one committed). Once
+    /// any attempt may have been applied, nothing but a definite commit or cancellation is reported
+    /// as such: everything else is `OutcomeUnknown`, never "nothing changed".
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<Transaction> {
+        use aws_config::retry::RetryConfig;
+        use aws_config::timeout::TimeoutConfig;
         let mut raw = [0u8; 16];
         getrandom::fill(&mut raw).expect("OS random source");
         let token = hex::encode(raw);
         let started = std::time::Instant::now();
-        let mut resend = 0;
+        let mut maybe_applied = false;
+        let mut attempt = 0;
         loop {
+            attempt += 1;
             let sent = self
                 .client
                 .transact_write_items()
                 .set_transact_items(Some(items.clone()))
                 .client_request_token(&token)
+                .customize()
+                .config_override(
+                    aws_sdk_dynamodb::config::Builder::default().retry_config(RetryConfig::disabled()).timeout_config(
+                        TimeoutConfig::builder()
+                            .operation_attempt_timeout(TRANSACT_ATTEMPT_TIMEOUT)
+                            .operation_timeout(TRANSACT_ATTEMPT_TIMEOUT)
+                            .build(),
+                    ),
+                )
                 .send()
                 .await;
             let e = match sent {
@@ -165,21 +191,28 @@ impl DynamoStore {
                     tc.cancellation_reasons().iter().map(|r| r.code().map(str::to_owned)).collect(),
                 ));
             }
-            if is_validation(&e) {
+            if !maybe_applied && is_item_too_large(&e) {
                 return Err(Error::StoreRefused(DisplayErrorContext(e).to_string()));
             }
             let in_progress =
                 matches!(e.as_service_error(), Some(TransactWriteItemsError::TransactionInProgressException(_)));
-            if !in_progress && !is_ambiguous(&e) {
+            maybe_applied |= in_progress || is_ambiguous(&e);
+            let retryable = maybe_applied || is_throttled(&e);
+            if !retryable && e.as_service_error().and_then(|s| s.code()) == Some("ValidationException") {
+                return Err(Error::Internal(format!("DynamoDB refused a transaction: {}", DisplayErrorContext(e))));
+            }
+            if !retryable {
                 return Err(err(Dependency::MetaStore)(e));
             }
-            if resend == AMBIGUOUS_RESENDS || started.elapsed() > RESEND_BUDGET {
+            if attempt > TRANSACT_RESENDS || started.elapsed() > TRANSACT_BUDGET {
+                if !maybe_applied {
+                    return Err(err(Dependency::MetaStore)(e));
+                }
                 tracing::error!(error = %DisplayErrorContext(&e), token, "transaction outcome unknown");
                 return Err(Error::OutcomeUnknown(DisplayErrorContext(e).to_string()));
             }
-            resend += 1;
-            tracing::warn!(error = %DisplayErrorContext(&e), resend, "transaction outcome unknown; re-sending with the same client request token");
-            crate::adapters::backoff(resend + 3).await;
+            tracing::warn!(error = %DisplayErrorContext(&e), attempt, maybe_applied, "transaction re-sent with the same client request token");
+            crate::adapters::backoff(attempt + 3).await;
         }
     }
 
@@ -192,20 +225,23 @@ impl DynamoStore {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
-    /// Disable a token, on condition that it exists and is still enabled.
-    fn disable(&self, sha256: &str) -> Result<TransactWriteItem> {
-        let update = build(
-            Update::builder()
-                .table_name(&self.table)
-                .key("pk", s(format!("TOKEN#{sha256}")))
-                .key("sk", s("TOKEN"))
-                .update_expression("SET disabled = :t")
-                .condition_expression("attribute_exists(pk) AND disabled = :f")
-                .expression_attribute_values(":t", AttributeValue::Bool(true))
-                .expression_attribute_values(":f", AttributeValue::Bool(false))
-                .build(),
-        )?;
-        Ok(TransactWriteItem::builder().update(update).build())
+    /// Disable a token, on condition that it exists and is still enabled; a rotation also records
+    /// the token it was replaced by.
+    fn disable(&self, sha256: &str, replaced_by: Option<&str>) -> Result<TransactWriteItem> {
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(format!("TOKEN#{sha256}")))
+            .key("sk", s("TOKEN"))
+            .condition_expression("attribute_exists(pk) AND disabled = :f")
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .expression_attribute_values(":f", AttributeValue::Bool(false));
+        update = match replaced_by {
+            Some(id) => {
+                update.update_expression("SET disabled = :t, replaced_by = :r").expression_attribute_values(":r", s(id))
+            }
+            None => update.update_expression("SET disabled = :t"),
+        };
+        Ok(TransactWriteItem::builder().update(build(update.build())?).build())
     }
 
     fn issue_items(&self, t: &TokenRecord) -> Result<Vec<TransactWriteItem>> {
@@ -223,9 +259,9 @@ impl DynamoStore {
         let absent = "attribute_not_exists(pk)";
         match change {
             Change::IssueToken(t) => self.issue_items(t),
-            Change::RevokeToken { sha256 } => Ok(vec![self.disable(sha256)?]),
+            Change::RevokeToken { sha256 } => Ok(vec![self.disable(sha256, None)?]),
             Change::RotateToken { old_sha256, new } => {
-                let mut items = vec![self.disable(old_sha256)?];
+                let mut items = vec![self.disable(old_sha256, Some(&new.id))?];
                 items.extend(self.issue_items(new)?);
                 Ok(items)
             }
@@ -275,6 +311,25 @@ impl DynamoStore {
             ("day".into(), s(event.ts.get(..10).unwrap_or(&event.ts))),
             ("event".into(), s(event.canonical()?)),
         ]))
+    }
+
+    /// The hash of the event stored at (stream, seq), if any (a Query: writer roles may not GetItem
+    /// the audit table).
+    async fn event_hash(&self, stream: &str, seq: u64) -> Result<Option<String>> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.audit_table)
+            .key_condition_expression("#s = :s AND #q = :q")
+            .expression_attribute_names("#s", "stream")
+            .expression_attribute_names("#q", "seq")
+            .expression_attribute_values(":s", s(stream))
+            .expression_attribute_values(":q", n(seq))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(err(Dependency::AuditLog))?;
+        out.items().first().map(|i| get_s(i, "hash")).transpose()
     }
 
     async fn get_meta(&self, pk: String, sk: &str) -> Result<Option<Item>> {
@@ -429,9 +484,13 @@ impl AuditLog for DynamoStore {
             match out {
                 Ok(_) => return Ok(event),
                 Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
+                    // Our own put, applied by an attempt whose answer was lost, is not a lost race.
+                    if self.event_hash(&event.stream, event.seq).await?.as_deref() == Some(event.hash.as_str()) {
+                        return Ok(event);
+                    }
                     crate::adapters::backoff(attempt.min(4)).await;
                 }
-                Err(e) if is_validation(&e) => return Err(Error::StoreRefused(DisplayErrorContext(e).to_string())),
+                Err(e) if is_item_too_large(&e) => return Err(Error::StoreRefused(DisplayErrorContext(e).to_string())),
                 Err(e) => return Err(err(Dependency::AuditLog)(e)),
             }
         }

@@ -73,13 +73,21 @@ impl LocalPresigner {
         LocalPresigner { base_url, secret }
     }
 
-    /// Load the secret from `path`, creating it (32 random bytes, mode 0600) on first start.
+    /// Load the secret from `path`, creating it (32 random bytes as 64 hex, mode 0600) on first
+    /// start. Anything else in the file (empty, truncated, edited) refuses the start: an empty HMAC
+    /// key would let anyone sign local presigned URLs.
     pub fn load_or_create(base_url: String, path: &Path) -> io::Result<LocalPresigner> {
         let secret = crate::adapters::local_key::read_or_create_secret_file(path, || {
             let mut raw = [0u8; 32];
             getrandom::fill(&mut raw).expect("OS random source");
             hex::encode(raw).into_bytes()
         })?;
+        if secret.len() != 64 || !secret.iter().all(u8::is_ascii_hexdigit) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: not a presign secret (64 hex characters); remove it to create a new one", path.display()),
+            ));
+        }
         Ok(LocalPresigner::new(base_url, secret))
     }
 

@@ -16,19 +16,24 @@ use crate::ports::{MAX_SIGNED_MESSAGE, PublicKeyInfo, Signer};
 /// Read a secret file, or create it with `make()` if it does not exist. Creation is atomic: the
 /// bytes are written and fsynced to a private temp file (mode 0600) in the same folder, which is then
 /// hard-linked to `path` create-only. A reader therefore never sees an empty or partial secret, and
-/// when two processes start at once exactly one secret wins and both load it.
+/// when two processes start at once exactly one secret wins and both load it. An existing file open
+/// to group or others is set to 0600 (with a warning); temp files a crash left behind are removed.
 pub fn read_or_create_secret_file(path: &Path, make: impl FnOnce() -> Vec<u8>) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("secret");
     if let Ok(bytes) = std::fs::read(path) {
+        let mode = std::fs::metadata(path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(file = %path.display(), mode = format!("{:o}", mode & 0o777), "secret file was open to others; set to 0600");
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        remove_stale_temp_files(dir, name);
         return Ok(bytes);
     }
-    let dir = path.parent().unwrap_or(Path::new("."));
     let mut raw = [0u8; 8];
     getrandom::fill(&mut raw).map_err(io::Error::other)?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("secret"),
-        hex::encode(raw)
-    ));
+    let tmp = dir.join(format!(".{name}.{}.tmp", hex::encode(raw)));
     let bytes = make();
     let written = (|| {
         let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
@@ -37,12 +42,39 @@ pub fn read_or_create_secret_file(path: &Path, make: impl FnOnce() -> Vec<u8>) -
         match std::fs::hard_link(&tmp, path) {
             Ok(()) => std::fs::File::open(dir)?.sync_all(),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            // A filesystem without hard links (some network and container mounts): create-only
+            // still guarantees one winner; a reader may then briefly see a partial file.
+            Err(e) if matches!(e.kind(), io::ErrorKind::Unsupported | io::ErrorKind::PermissionDenied) => {
+                tracing::warn!(file = %path.display(), "no hard links here; writing the secret in place");
+                match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+                    Ok(mut f) => {
+                        f.write_all(&bytes)?;
+                        f.sync_all()
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
             Err(e) => Err(e),
         }
     })();
     let _ = std::fs::remove_file(&tmp);
     written?;
     std::fs::read(path)
+}
+
+/// Temp files of an earlier start that crashed before linking its secret into place.
+fn remove_stale_temp_files(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.");
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let file = file.to_string_lossy();
+        let stale = entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+        if file.starts_with(&prefix) && file.ends_with(".tmp") && stale.is_some_and(|age| age.as_secs() > 60) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 pub struct LocalKeySigner {

@@ -18,7 +18,7 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tokens (
   sha256 TEXT PRIMARY KEY, id TEXT NOT NULL UNIQUE, user TEXT NOT NULL, role TEXT NOT NULL,
   workspace_id TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER,
-  disabled INTEGER NOT NULL DEFAULT 0, created_by TEXT NOT NULL, description TEXT);
+  disabled INTEGER NOT NULL DEFAULT 0, created_by TEXT NOT NULL, description TEXT, replaced_by TEXT);
 CREATE TABLE IF NOT EXISTS blob_links (
   workspace_id TEXT NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL,
   linked_at INTEGER NOT NULL, linked_by TEXT NOT NULL, slot INTEGER NOT NULL DEFAULT 0,
@@ -71,10 +71,17 @@ impl SqliteStore {
 
 /// Additive upgrades of a data dir written by an earlier version (columns added with defaults).
 fn upgrade(conn: &Connection) -> rusqlite::Result<()> {
-    let has_slot: bool =
-        conn.query_row("SELECT count(*) FROM pragma_table_info('blob_links') WHERE name = 'slot'", [], |r| r.get(0))?;
-    if !has_slot {
-        conn.execute_batch("ALTER TABLE blob_links ADD COLUMN slot INTEGER NOT NULL DEFAULT 0")?;
+    for (table, column, definition) in
+        [("blob_links", "slot", "INTEGER NOT NULL DEFAULT 0"), ("tokens", "replaced_by", "TEXT")]
+    {
+        let present: bool = conn.query_row(
+            "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2",
+            params![table, column],
+            |r| r.get(0),
+        )?;
+        if !present {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {definition}"))?;
+        }
     }
     Ok(())
 }
@@ -120,8 +127,11 @@ fn insert_token(conn: &Connection, t: &TokenRecord) -> rusqlite::Result<usize> {
     )
 }
 
-fn disable_token(conn: &Connection, sha256: &str) -> rusqlite::Result<usize> {
-    conn.execute("UPDATE tokens SET disabled = 1 WHERE sha256 = ?1 AND disabled = 0", params![sha256])
+fn disable_token(conn: &Connection, sha256: &str, replaced_by: Option<&str>) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE tokens SET disabled = 1, replaced_by = coalesce(?2, replaced_by) WHERE sha256 = ?1 AND disabled = 0",
+        params![sha256, replaced_by],
+    )
 }
 
 fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
@@ -139,6 +149,7 @@ fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
         disabled: r.get::<_, i64>("disabled")? != 0,
         created_by: r.get("created_by")?,
         description: r.get("description")?,
+        replaced_by: r.get("replaced_by")?,
     })
 }
 
@@ -204,10 +215,11 @@ impl MetaStore for SqliteStore {
                     "INSERT OR IGNORE INTO blob_links (workspace_id, digest, size, linked_at, linked_by, slot) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![l.workspace_id, l.digest.to_string(), l.size as i64, l.linked_at, l.linked_by, l.slot],
                 )?,
-                Change::RevokeToken { sha256 } => disable_token(&tx, sha256)?,
+                Change::RevokeToken { sha256 } => disable_token(&tx, sha256, None)?,
                 Change::RotateToken { old_sha256, new } => {
                     // Both or neither: a rotation that cannot disable the old token creates nothing.
-                    if disable_token(&tx, old_sha256)? == 1 && insert_token(&tx, new)? == 1 { 1 } else { 0 }
+                    let disabled = disable_token(&tx, old_sha256, Some(&new.id))?;
+                    if disabled == 1 && insert_token(&tx, new)? == 1 { 1 } else { 0 }
                 }
             };
             if applied == 0 {

@@ -63,6 +63,9 @@ pub struct TokenRecord {
     pub disabled: bool,
     pub created_by: String,
     pub description: Option<String>,
+    /// The token this one was rotated into: revoking this one revokes that one too, so a stolen
+    /// token cannot escape revocation by rotating itself.
+    pub replaced_by: Option<String>,
 }
 
 fn scope_str<S: serde::Serializer>(s: &Scope, ser: S) -> std::result::Result<S::Ok, S::Error> {
@@ -94,6 +97,7 @@ impl TokenRecord {
             disabled: false,
             created_by,
             description,
+            replaced_by: None,
         }
     }
 

@@ -1,6 +1,12 @@
-//! The route table of SPEC §2 (the routes that exist so far), in one place: path shape, method,
-//! owning function and minimum role. Path parameters are validated here, so a malformed workspace
-//! id or digest is a 400 before any handler or store is reached.
+//! The route table of SPEC §2 (the routes that exist so far). Each route is one line of `routes!`:
+//! its variant and typed path parameters, method, path, owning function and minimum role. Everything
+//! else is derived from that line: the `Route` enum the handlers match on, the `ROUTES` table that
+//! documentation, the RBAC matrix and the IaC test read, path matching (matchit, the router axum
+//! uses), the 405 `Allow` list, and the workspace a route acts on. Path parameters are validated here,
+//! so a malformed workspace id or digest is a 400 before any handler or store is reached.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use http::Method;
 
@@ -26,23 +32,6 @@ impl Function {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub enum Route {
-    Healthz,
-    Readyz,
-    Status,
-    PutBlob { ws: WorkspaceId, digest: Digest },
-    CreateUpload { ws: WorkspaceId },
-    CompleteUpload { ws: WorkspaceId, digest: Digest },
-    GetBlob { ws: WorkspaceId, digest: Digest },
-    HeadBlob { ws: WorkspaceId, digest: Digest },
-    IssueToken,
-    ListTokens,
-    RevokeToken { id: String },
-    RotateToken,
-    Whoami,
-}
-
 /// One row of the route table: documentation, the RBAC matrix and the IaC wiring read it.
 pub struct RouteSpec {
     pub method: &'static str,
@@ -51,58 +40,47 @@ pub struct RouteSpec {
     pub min_role: Option<Role>,
 }
 
-pub const ROUTES: &[RouteSpec] = &[
-    RouteSpec { method: "GET", path: "/healthz", function: Function::Health, min_role: None },
-    RouteSpec { method: "GET", path: "/readyz", function: Function::Health, min_role: None },
-    RouteSpec { method: "GET", path: "/v1/status", function: Function::Health, min_role: Some(Role::Viewer) },
-    RouteSpec {
-        method: "PUT",
-        path: "/v1/workspaces/{ws}/blobs/{digest}",
-        function: Function::Publish,
-        min_role: Some(Role::Publisher),
-    },
-    RouteSpec {
-        method: "POST",
-        path: "/v1/workspaces/{ws}/uploads",
-        function: Function::Publish,
-        min_role: Some(Role::Publisher),
-    },
-    RouteSpec {
-        method: "POST",
-        path: "/v1/workspaces/{ws}/uploads/{digest}/complete",
-        function: Function::Publish,
-        min_role: Some(Role::Publisher),
-    },
-    RouteSpec {
-        method: "GET",
-        path: "/v1/workspaces/{ws}/blobs/{digest}",
-        function: Function::Fetch,
-        min_role: Some(Role::Viewer),
-    },
-    RouteSpec {
-        method: "HEAD",
-        path: "/v1/workspaces/{ws}/blobs/{digest}",
-        function: Function::Fetch,
-        min_role: Some(Role::Viewer),
-    },
-    RouteSpec { method: "POST", path: "/v1/tokens", function: Function::Token, min_role: Some(Role::Admin) },
-    RouteSpec { method: "GET", path: "/v1/tokens", function: Function::Token, min_role: Some(Role::Admin) },
-    RouteSpec {
-        method: "POST",
-        path: "/v1/tokens/{id}/revoke",
-        function: Function::Token,
-        min_role: Some(Role::Admin),
-    },
-    RouteSpec { method: "POST", path: "/v1/tokens/rotate", function: Function::Token, min_role: Some(Role::Viewer) },
-    RouteSpec { method: "GET", path: "/v1/whoami", function: Function::Token, min_role: Some(Role::Viewer) },
-];
+/// A typed path parameter: parsed (after percent-decoding) and validated from its path segment.
+pub trait PathParam: Sized {
+    fn from_segment(segment: &str) -> Result<Self>;
 
-/// Token ids are `tok_` + 16 lowercase hex.
-fn token_id(segment: &str) -> Result<String> {
-    let ok = segment
-        .strip_prefix("tok_")
-        .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
-    if ok { Ok(segment.to_owned()) } else { Err(Error::BadRequest("a token id is tok_ + 16 lowercase hex".into())) }
+    /// The workspace this parameter names, if it names one.
+    fn workspace(&self) -> Option<&WorkspaceId> {
+        None
+    }
+}
+
+impl PathParam for WorkspaceId {
+    fn from_segment(segment: &str) -> Result<Self> {
+        WorkspaceId::parse(segment)
+    }
+
+    fn workspace(&self) -> Option<&WorkspaceId> {
+        Some(self)
+    }
+}
+
+impl PathParam for Digest {
+    fn from_segment(segment: &str) -> Result<Self> {
+        Digest::parse(segment)
+    }
+}
+
+/// A token id: `tok_` + 16 lowercase hex.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenId(pub String);
+
+impl PathParam for TokenId {
+    fn from_segment(segment: &str) -> Result<Self> {
+        let ok = segment
+            .strip_prefix("tok_")
+            .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        if ok {
+            Ok(TokenId(segment.to_owned()))
+        } else {
+            Err(Error::BadRequest("a token id is tok_ + 16 lowercase hex".into()))
+        }
+    }
 }
 
 fn decode(segment: &str) -> Result<String> {
@@ -112,63 +90,120 @@ fn decode(segment: &str) -> Result<String> {
         .map_err(|_| Error::BadRequest("path is not valid UTF-8".into()))
 }
 
-impl Route {
-    /// Match `method` and `path`: 404 for an unknown path, 405 for a known path with another
-    /// method, 400 for a malformed parameter.
-    pub fn parse(method: &Method, path: &str) -> Result<Route> {
-        let segs: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
-        let m = method.as_str();
-        // The method is checked before any parameter, so a wrong method is 405 whatever the path holds.
-        let allow = |ok: &'static [&'static str], build: &dyn Fn() -> Result<Route>| {
-            if ok.contains(&m) { build() } else { Err(Error::MethodNotAllowed { allow: ok }) }
-        };
-        let ws = |seg: &str| WorkspaceId::parse(&decode(seg)?);
-        let digest = |seg: &str| Digest::parse(&decode(seg)?);
-        match segs.as_slice() {
-            ["healthz"] => allow(&["GET"], &|| Ok(Route::Healthz)),
-            ["readyz"] => allow(&["GET"], &|| Ok(Route::Readyz)),
-            ["v1", "status"] => allow(&["GET"], &|| Ok(Route::Status)),
-            ["v1", "workspaces", w, "blobs", d] => allow(&["GET", "HEAD", "PUT"], &|| {
-                let (ws, digest) = (ws(w)?, digest(d)?);
-                Ok(match m {
-                    "PUT" => Route::PutBlob { ws, digest },
-                    "HEAD" => Route::HeadBlob { ws, digest },
-                    _ => Route::GetBlob { ws, digest },
-                })
-            }),
-            ["v1", "workspaces", w, "uploads"] => allow(&["POST"], &|| Ok(Route::CreateUpload { ws: ws(w)? })),
-            ["v1", "workspaces", w, "uploads", d, "complete"] => {
-                allow(&["POST"], &|| Ok(Route::CompleteUpload { ws: ws(w)?, digest: digest(d)? }))
-            }
-            ["v1", "tokens"] => {
-                allow(&["GET", "POST"], &|| Ok(if m == "POST" { Route::IssueToken } else { Route::ListTokens }))
-            }
-            ["v1", "tokens", "rotate"] => allow(&["POST"], &|| Ok(Route::RotateToken)),
-            ["v1", "tokens", id, "revoke"] => {
-                allow(&["POST"], &|| Ok(Route::RevokeToken { id: token_id(&decode(id)?)? }))
-            }
-            ["v1", "whoami"] => allow(&["GET"], &|| Ok(Route::Whoami)),
-            _ => Err(Error::NotFound),
+/// The matched path's raw parameters.
+struct Params<'a>(BTreeMap<&'a str, &'a str>);
+
+impl Params<'_> {
+    fn get<T: PathParam>(&self, name: &str) -> Result<T> {
+        let raw = self.0.get(name).ok_or_else(|| Error::Internal(format!("route has no parameter {name}")))?;
+        T::from_segment(&decode(raw)?)
+    }
+}
+
+macro_rules! routes {
+    ($($variant:ident $({ $($field:ident: $ty:ty),* })? = $method:literal $path:literal, $function:ident, $role:expr;)*) => {
+        #[derive(Clone, Debug, PartialEq)]
+        pub enum Route {
+            $($variant $({ $($field: $ty),* })?,)*
         }
+
+        pub const ROUTES: &[RouteSpec] = &[
+            $(RouteSpec { method: $method, path: $path, function: Function::$function, min_role: $role },)*
+        ];
+
+        /// Builds the route of `ROUTES[i]` from its parameters, in table order.
+        static BUILDERS: &[fn(&Params<'_>) -> Result<Route>] = &[
+            $(|_p: &Params<'_>| Ok(Route::$variant $({ $($field: _p.get::<$ty>(stringify!($field))?),* })?),)*
+        ];
+
+        impl Route {
+            #[allow(unused_assignments)]
+            fn index(&self) -> usize {
+                let mut i = 0usize;
+                $(
+                    if matches!(self, Route::$variant { .. }) {
+                        return i;
+                    }
+                    i += 1;
+                )*
+                unreachable!("{i} routes, none matched")
+            }
+
+            /// The workspace the route acts on (from its `WorkspaceId` parameter), if any.
+            pub fn workspace(&self) -> Option<&WorkspaceId> {
+                match self {
+                    $(Route::$variant $({ $($field),* })? => {
+                        let found: Option<&WorkspaceId> = None;
+                        $($(let found = found.or_else(|| PathParam::workspace($field));)*)?
+                        found
+                    })*
+                }
+            }
+        }
+    };
+}
+
+routes! {
+    Healthz = "GET" "/healthz", Health, None;
+    Readyz = "GET" "/readyz", Health, None;
+    Status = "GET" "/v1/status", Health, Some(Role::Viewer);
+    PutBlob { ws: WorkspaceId, digest: Digest } = "PUT" "/v1/workspaces/{ws}/blobs/{digest}", Publish, Some(Role::Publisher);
+    CreateUpload { ws: WorkspaceId } = "POST" "/v1/workspaces/{ws}/uploads", Publish, Some(Role::Publisher);
+    CompleteUpload { ws: WorkspaceId, digest: Digest } = "POST" "/v1/workspaces/{ws}/uploads/{digest}/complete", Publish, Some(Role::Publisher);
+    GetBlob { ws: WorkspaceId, digest: Digest } = "GET" "/v1/workspaces/{ws}/blobs/{digest}", Fetch, Some(Role::Viewer);
+    HeadBlob { ws: WorkspaceId, digest: Digest } = "HEAD" "/v1/workspaces/{ws}/blobs/{digest}", Fetch, Some(Role::Viewer);
+    IssueToken = "POST" "/v1/tokens", Token, Some(Role::Admin);
+    ListTokens = "GET" "/v1/tokens", Token, Some(Role::Admin);
+    RevokeToken { id: TokenId } = "POST" "/v1/tokens/{id}/revoke", Token, Some(Role::Admin);
+    RotateToken = "POST" "/v1/tokens/rotate", Token, Some(Role::Viewer);
+    Whoami = "GET" "/v1/whoami", Token, Some(Role::Viewer);
+}
+
+/// Every path of the table, with the methods it takes (`ROUTES` indexes), for matching.
+struct Table {
+    router: matchit::Router<Vec<usize>>,
+    allow: Vec<&'static [&'static str]>,
+}
+
+fn table() -> &'static Table {
+    static TABLE: OnceLock<Table> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut paths: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, spec) in ROUTES.iter().enumerate() {
+            paths.entry(spec.path).or_default().push(i);
+        }
+        let mut router = matchit::Router::new();
+        let mut allow = vec![&[][..]; ROUTES.len()];
+        for (path, indexes) in paths {
+            let mut methods: Vec<&'static str> = indexes.iter().map(|&i| ROUTES[i].method).collect();
+            methods.sort_unstable();
+            let methods: &'static [&'static str] = Box::leak(methods.into_boxed_slice());
+            for &i in &indexes {
+                allow[i] = methods;
+            }
+            router.insert(path, indexes).expect("the route table's paths do not conflict");
+        }
+        Table { router, allow }
+    })
+}
+
+impl Route {
+    /// Match `method` and `path`: 404 for an unknown path, 405 (with the path's methods) for a known
+    /// path with another method, 400 for a malformed parameter. The method is checked before any
+    /// parameter, so a wrong method is 405 whatever the path holds.
+    pub fn parse(method: &Method, path: &str) -> Result<Route> {
+        let table = table();
+        let matched = table.router.at(path).map_err(|_| Error::NotFound)?;
+        let indexes = matched.value;
+        let Some(&i) = indexes.iter().find(|&&i| ROUTES[i].method == method.as_str()) else {
+            return Err(Error::MethodNotAllowed { allow: table.allow[indexes[0]] });
+        };
+        let params = Params(matched.params.iter().collect());
+        BUILDERS[i](&params)
     }
 
     pub fn spec(&self) -> &'static RouteSpec {
-        let i = match self {
-            Route::Healthz => 0,
-            Route::Readyz => 1,
-            Route::Status => 2,
-            Route::PutBlob { .. } => 3,
-            Route::CreateUpload { .. } => 4,
-            Route::CompleteUpload { .. } => 5,
-            Route::GetBlob { .. } => 6,
-            Route::HeadBlob { .. } => 7,
-            Route::IssueToken => 8,
-            Route::ListTokens => 9,
-            Route::RevokeToken { .. } => 10,
-            Route::RotateToken => 11,
-            Route::Whoami => 12,
-        };
-        &ROUTES[i]
+        &ROUTES[self.index()]
     }
 
     pub fn function(&self) -> Function {
@@ -179,24 +214,6 @@ impl Route {
     pub fn key(&self) -> String {
         format!("{} {}", self.spec().method, self.spec().path)
     }
-
-    pub fn workspace(&self) -> Option<&WorkspaceId> {
-        match self {
-            Route::Healthz
-            | Route::Readyz
-            | Route::Status
-            | Route::IssueToken
-            | Route::ListTokens
-            | Route::RevokeToken { .. }
-            | Route::RotateToken
-            | Route::Whoami => None,
-            Route::PutBlob { ws, .. }
-            | Route::CreateUpload { ws }
-            | Route::CompleteUpload { ws, .. }
-            | Route::GetBlob { ws, .. }
-            | Route::HeadBlob { ws, .. } => Some(ws),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -205,13 +222,18 @@ mod tests {
 
     const D: &str = "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
 
+    fn example(spec: &RouteSpec) -> String {
+        spec.path.replace("{ws}", "team-a").replace("{digest}", D).replace("{id}", "tok_0123456789abcdef")
+    }
+
     #[test]
-    fn every_route_in_the_table_parses_to_itself() {
+    fn every_route_in_the_table_parses_to_itself_and_knows_its_workspace() {
+        assert_eq!(BUILDERS.len(), ROUTES.len());
         for spec in ROUTES {
-            let path =
-                spec.path.replace("{ws}", "team-a").replace("{digest}", D).replace("{id}", "tok_0123456789abcdef");
-            let route = Route::parse(&spec.method.parse().unwrap(), &path).unwrap();
+            let route = Route::parse(&spec.method.parse().unwrap(), &example(spec)).unwrap();
             assert_eq!(route.key(), format!("{} {}", spec.method, spec.path));
+            let ws = route.workspace().map(WorkspaceId::as_str);
+            assert_eq!(ws, spec.path.contains("{ws}").then_some("team-a"), "{}", spec.path);
         }
     }
 
@@ -227,16 +249,25 @@ mod tests {
             Route::parse(&get, "/v1/workspaces/a/blobs/sha256:..%2F..%2Fetc"),
             Err(Error::InvalidDigest(_))
         ));
+        assert!(matches!(
+            Route::parse(&get, "/v1/workspaces/a%2Fb/uploads/x/complete"),
+            Err(Error::MethodNotAllowed { .. })
+        ));
         assert!(matches!(Route::parse(&get, "/v1/nothing"), Err(Error::NotFound)));
         assert!(matches!(
             Route::parse(&Method::DELETE, &format!("/v1/workspaces/a/blobs/{D}")),
             Err(Error::MethodNotAllowed { allow: ["GET", "HEAD", "PUT"] })
         ));
-        assert!(matches!(Route::parse(&get, "/v1/workspaces/a/uploads"), Err(Error::MethodNotAllowed { .. })));
+        assert!(matches!(
+            Route::parse(&get, "/v1/workspaces/a/uploads"),
+            Err(Error::MethodNotAllowed { allow: ["POST"] })
+        ));
         assert!(matches!(
             Route::parse(&Method::DELETE, "/v1/workspaces/BAD/blobs/x"),
             Err(Error::MethodNotAllowed { .. })
         ));
         assert!(matches!(Route::parse(&get, "/v1/tokens/nope/revoke"), Err(Error::MethodNotAllowed { .. })));
+        assert!(matches!(Route::parse(&Method::POST, "/v1/tokens/nope/revoke"), Err(Error::BadRequest(_))));
+        assert!(matches!(Route::parse(&Method::POST, "/v1/tokens/rotate"), Ok(Route::RotateToken)));
     }
 }

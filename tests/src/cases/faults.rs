@@ -270,6 +270,8 @@ pub async fn a_commit_whose_answer_is_lost_is_resolved_or_reported_as_unknown(b:
     assert_eq!(rotated.status(), 201, "the caller gets the new secret");
     let new = rotated.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
     assert!(proxy.seen.load(std::sync::atomic::Ordering::SeqCst) > 3, "the transaction was sent again");
+    let tokens = proxy.tokens.lock().unwrap().clone();
+    assert!(tokens.len() >= 4 && tokens.iter().all(|t| *t == tokens[0]), "re-sent with the same token: {tokens:?}");
     expect_problem(call(reqwest::Method::GET, "/v1/whoami", &old).send().await.unwrap(), 401, "token_revoked").await;
     assert_eq!(call(reqwest::Method::GET, "/v1/whoami", &new).send().await.unwrap().status(), 200);
     let rotations = env.audit("team-a").await.into_iter().filter(|e| e.action == "token.rotate").count();
@@ -288,6 +290,25 @@ pub async fn a_commit_whose_answer_is_lost_is_resolved_or_reported_as_unknown(b:
     let newer = rotated.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
     assert_eq!(whoami_status(&env, &newer).await, 200);
     assert_eq!(whoami_status(&env, &new).await, 401);
+
+    // What DynamoDB itself does: a re-send with the same token is answered with the first outcome.
+    // The lost commit is then reported as done, and as made by this request (201, created).
+    let dynamo_like = crate::fault_proxy::FaultProxy::start_with(&endpoint, "TransactWriteItems", 2, true).await;
+    let server = serve(env.app_with(&[("AWS_ENDPOINT_URL_DYNAMODB", &dynamo_like.url)]).await.unwrap());
+    let (bytes, d) = unique_blob(100);
+    let put = env
+        .http
+        .put(format!("{}/v1/workspaces/team-a/blobs/{d}", server.url()))
+        .header("authorization", format!("Bearer {newer}"))
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    assert_eq!(put.json::<Value>().await.unwrap()["created"], true);
+    let links = env.blob_events("team-a").await.into_iter().filter(|e| e.entity_id == d.to_string()).count();
+    assert_eq!(links, 1, "one link, one event");
+    assert_eq!(dynamo_like.seen.load(std::sync::atomic::Ordering::SeqCst), 3, "answered on the second re-send");
 }
 
 async fn whoami_status(env: &TestEnv, token: &str) -> u16 {
@@ -324,6 +345,7 @@ pub async fn token_fields_are_bounded_and_refused_with_reason(b: Backend) {
         (with("user", json!("u".repeat(257))), "user over 256 characters"),
         (with("user", json!("")), "empty user"),
         (with("user", json!("a\u{0}b")), "control character in user"),
+        (with("user", json!("ad\u{202E}nimda")), "a bidirectional override in user"),
     ] {
         let body = expect_problem(issue(body).await, 400, "invalid_request").await;
         assert!(!body["detail"].as_str().unwrap().is_empty(), "{what}");
@@ -501,6 +523,8 @@ pub async fn a_strict_s3_refuses_tampered_uploads_and_forged_urls_and_the_regist
     use super::api::{complete, plan, upload_to};
     assert_eq!(b, Backend::Emulator);
     let strict = crate::strict_s3::StrictS3::start("helix-strict").await;
+    let staged_file =
+        |plan: &Value| strict.dir.path().join("helix-strict/uploads/team-a").join(plan["upload_id"].as_str().unwrap());
     let overrides = [
         ("HELIX_S3_ENDPOINT_URL", strict.url.as_str()),
         ("HELIX_S3_BUCKET", "helix-strict"),
@@ -531,14 +555,10 @@ pub async fn a_strict_s3_refuses_tampered_uploads_and_forged_urls_and_the_regist
         f
     };
     assert_eq!(upload_to(&env, &other_key, good.clone(), true).await.status(), 403);
-    // Whatever the store kept of the refused bytes, the registry links nothing.
-    let refused = complete(&env, &publisher, "team-a", &digest, &first).await;
-    let (status, body) = super::problem(refused).await;
-    eprintln!("strict S3: complete after a refused upload answers {status} {}", body["reason"]);
-    assert!(
-        matches!((status, body["reason"].as_str().unwrap()), (400, "digest_mismatch") | (404, "upload_missing")),
-        "{body}"
-    );
+    // This store keeps the bytes it refused: the registry, not the store, must refuse to link them.
+    assert_eq!(std::fs::read(staged_file(&first)).unwrap(), evil, "s3s-fs keeps refused bytes");
+    expect_problem(complete(&env, &publisher, "team-a", &digest, &first).await, 400, "digest_mismatch").await;
+    assert!(!staged_file(&first).exists(), "and removes them");
     expect_problem(get_blob(&env, &publisher, "team-a", &digest, "").await, 404, "blob_missing").await;
 
     // The correct upload goes through: staged, verified, copied (ETag-pinned), linked, served.
@@ -575,4 +595,20 @@ pub async fn a_strict_s3_refuses_tampered_uploads_and_forged_urls_and_the_regist
     let probes = strict.dir.path().join("helix-strict/uploads/.checksum-probe");
     let left = std::fs::read_dir(&probes).map(|d| d.count()).unwrap_or(0);
     assert_eq!(left, 0, "the refused probe object is removed too");
+}
+
+/// A presign secret file that is not one (empty after a crash, truncated, edited) refuses the start:
+/// an empty HMAC key would let anyone sign local presigned URLs.
+pub async fn an_empty_presign_secret_refuses_to_start(b: Backend) {
+    assert_eq!(b, Backend::Embedded);
+    let env = TestEnv::start(b).await;
+    let secret = env.data_dir().join(helix_core::app::PRESIGN_SECRET_FILE);
+    for bad in ["", "abc", &"z".repeat(64)] {
+        std::fs::write(&secret, bad).unwrap();
+        let err = match env.app_with(&[]).await {
+            Ok(_) => panic!("started with presign secret {bad:?}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("presign"), "{err}");
+    }
 }

@@ -56,6 +56,8 @@ pub struct Issuer {
     pub jwks_fetches: Arc<AtomicUsize>,
     /// While set, the JWKS endpoint answers 500 (an IdP outage).
     pub failing: Arc<std::sync::atomic::AtomicBool>,
+    /// While set, the JWKS endpoint takes 10 s to answer (longer than the verifier waits).
+    pub slow: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -74,7 +76,8 @@ impl Issuer {
         let jwks_fetches = Arc::new(AtomicUsize::new(0));
         let discovery = json!({"issuer": url, "jwks_uri": format!("{url}/jwks.json")});
         let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (k, f, down) = (keys.clone(), jwks_fetches.clone(), failing.clone());
+        let slow = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (k, f, down, lag) = (keys.clone(), jwks_fetches.clone(), failing.clone(), slow.clone());
         let discovery = discovery.to_string();
         let json = |body: String| ([(axum::http::header::CONTENT_TYPE, "application/json")], body);
         let app = axum::Router::new()
@@ -95,13 +98,19 @@ impl Issuer {
                         axum::http::StatusCode::OK
                     };
                     let body = json!({"keys": k.lock().unwrap().clone()}).to_string();
-                    async move { (status, json(body)) }
+                    let delay = lag.load(Ordering::SeqCst);
+                    async move {
+                        if delay {
+                            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+                        }
+                        (status, json(body))
+                    }
                 }),
             );
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        Issuer { url, key, keys, jwks_fetches, failing, task }
+        Issuer { url, key, keys, jwks_fetches, failing, slow, task }
     }
 
     pub fn claims(&self, role: &str, ws: &str) -> Value {
@@ -329,4 +338,37 @@ pub async fn forged_jwts_during_an_idp_outage_cause_one_outbound_fetch(b: Backen
         expect_problem(whoami(&env, &forged).await, 503, "idp_unavailable").await;
     }
     assert_eq!(issuer.jwks_fetches.load(Ordering::SeqCst), 1, "one outbound fetch for 40 requests");
+}
+
+/// With keys cached, a slow IdP and a flood of JWTs under unknown key ids (refetching allowed at any
+/// time): one fetch is in flight at a time, failures are remembered, and a JWT whose key is cached
+/// is answered at once, never queued behind the fetch.
+pub async fn a_slow_idp_never_delays_jwts_whose_key_is_cached(b: Backend) {
+    let issuer = Issuer::start().await;
+    let env = oidc_env(b, &issuer, &[("HELIX_OIDC_REFETCH_SECONDS", "0")]).await;
+    let valid = issuer.sign(&issuer.claims("viewer", "team-a"));
+    assert_eq!(whoami(&env, &valid).await.status(), 200);
+    assert_eq!(issuer.jwks_fetches.load(Ordering::SeqCst), 1);
+    issuer.slow.store(true, Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let forger = SigningKey::generate("unknown");
+    let forged = issuer.sign_with(&forger, &issuer.claims("admin", "*"));
+    let flood: Vec<_> = (0..30)
+        .map(|_| {
+            let (http, url, auth) = (env.http.clone(), env.url("/v1/whoami"), format!("Bearer {forged}"));
+            tokio::spawn(async move { http.get(url).header("authorization", auth).send().await.unwrap() })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    assert_eq!(whoami(&env, &valid).await.status(), 200);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "queued behind a 3 s fetch: {:?}",
+        started.elapsed()
+    );
+    for resp in futures_util::future::join_all(flood).await {
+        expect_problem(resp.unwrap(), 401, "token_invalid").await;
+    }
+    assert_eq!(issuer.jwks_fetches.load(Ordering::SeqCst), 2, "one fetch for the whole flood");
 }

@@ -121,10 +121,41 @@ pub async fn revocation_by_sha256_takes_effect_on_the_next_request(b: Backend) {
     assert_eq!(call(&env, "GET", "/v1/whoami", &token, None).await.status(), 200);
     let sha = helix_core::domain::BearerToken::parse(&token).unwrap().sha256();
     let target = helix_core::tokens::TokenRef::Sha256(sha.to_uppercase());
-    let (record, changed) =
+    let revoked =
         helix_core::tokens::revoke(env.app.meta.as_ref(), target, None, "cli:oncall", "incident").await.unwrap();
-    assert!(changed && record.disabled);
+    assert!(revoked.changed && revoked.token.disabled && revoked.successors.is_empty());
     expect_problem(call(&env, "GET", "/v1/whoami", &token, None).await, 401, "token_revoked").await;
     let revoke_event = env.audit("team-a").await.into_iter().find(|e| e.action == "token.revoke").expect("audited");
     assert_eq!(revoke_event.actor, "cli:oncall");
+}
+
+/// A stolen token that rotates itself does not escape revocation: revoking it revokes every token it
+/// was rotated into, and says which.
+pub async fn revoking_a_rotated_token_revokes_what_it_was_rotated_into(b: Backend) {
+    let env = TestEnv::start(b).await;
+    let admin = env.token(Role::Admin, "*").await;
+    let stolen = env.token(Role::Publisher, "team-a").await;
+    let call = |method: reqwest::Method, path: &str, token: &str| {
+        env.http.request(method, env.url(path)).header("authorization", format!("Bearer {token}"))
+    };
+    let whoami: Value = call(reqwest::Method::GET, "/v1/whoami", &stolen).send().await.unwrap().json().await.unwrap();
+    let stolen_id = whoami["credential_id"].as_str().unwrap().to_owned();
+    let first: Value =
+        call(reqwest::Method::POST, "/v1/tokens/rotate", &stolen).send().await.unwrap().json().await.unwrap();
+    let second: Value = call(reqwest::Method::POST, "/v1/tokens/rotate", first["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let live = second["token"].as_str().unwrap().to_owned();
+    assert_eq!(call(reqwest::Method::GET, "/v1/whoami", &live).send().await.unwrap().status(), 200);
+
+    let revoked = call(reqwest::Method::POST, &format!("/v1/tokens/{stolen_id}/revoke"), &admin).send().await.unwrap();
+    assert_eq!(revoked.status(), 200);
+    let body: Value = revoked.json().await.unwrap();
+    assert_eq!(body["changed"], false, "the stolen token itself was already disabled by its rotation");
+    assert_eq!(body["also_revoked"], json!([first["id"], second["id"]]), "{body}");
+    expect_problem(call(reqwest::Method::GET, "/v1/whoami", &live).send().await.unwrap(), 401, "token_revoked").await;
 }
