@@ -52,6 +52,23 @@ pub enum Error {
     BlobMissing(String),
     #[error("{0}")]
     PreconditionFailed(String),
+    #[error("invalid manifest: {0}")]
+    InvalidManifest(String),
+    #[error("this version is registered with another manifest ({0}); versions are immutable")]
+    VersionExists(String),
+    /// Files of a manifest whose blobs are not linked in the workspace (the digests, at most 1000).
+    #[error("{} file(s) of the manifest are not linked in this workspace", .0.len())]
+    BlobsMissing(Vec<String>),
+    #[error("no such bundle version in this workspace")]
+    BundleMissing,
+    /// The version is not approved and no live waiver covers `transition`.
+    #[error("the version is not approved and no live waiver covers its export (transition {transition})")]
+    NotApproved { transition: String },
+    /// A decision the governance state machine refuses (`reason`: version_rejected, version_exported).
+    #[error("{detail}")]
+    GovernanceConflict { reason: &'static str, detail: String },
+    #[error("{0}")]
+    WaiverInvalid(String),
     #[error("no such upload in this workspace: start one with POST .../uploads and PUT the bytes to its URL")]
     UploadMissing,
     #[error("stored object does not match its digest: {0}")]

@@ -9,6 +9,7 @@ pub mod app;
 pub mod audit_export;
 pub mod auth;
 pub mod blobs;
+pub mod bundles;
 pub mod config;
 pub mod domain;
 pub mod error;

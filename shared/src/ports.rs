@@ -194,6 +194,22 @@ impl BlobLink {
     }
 }
 
+/// A registered bundle version: its manifest (stored as a blob linked in the workspace) is the
+/// version's identity, and it never changes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BundleVersion {
+    pub workspace_id: String,
+    pub name: String,
+    pub version: String,
+    pub manifest_digest: Digest,
+    pub files: u64,
+    /// Sum of the files' sizes.
+    pub bytes: u64,
+    pub registered_at: i64,
+    /// The actor (`user@credential`) who registered it.
+    pub registered_by: String,
+}
+
 /// A conditional state change. Each one fails its condition when its effect is already present.
 #[derive(Debug, Clone)]
 pub enum Change {
@@ -205,6 +221,8 @@ pub enum Change {
     RevokeToken { sha256: String },
     /// Disable `old_sha256` and create `new` with the same grant, at once (conditions of both).
     RotateToken { old_sha256: String, new: TokenRecord },
+    /// Register a bundle version (condition: no version of that name and version yet).
+    RegisterBundle(BundleVersion),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -227,6 +245,16 @@ pub trait MetaStore: Send + Sync {
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>>;
 
     async fn blob_link(&self, ws: &WorkspaceId, digest: &Digest) -> Result<Option<BlobLink>>;
+
+    async fn bundle_version(&self, ws: &WorkspaceId, name: &str, version: &str) -> Result<Option<BundleVersion>>;
+
+    /// Bundle versions of `ws` ordered by (name, version), after `after` when given, at most `limit`.
+    async fn list_bundles(
+        &self,
+        ws: &WorkspaceId,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> Result<Vec<BundleVersion>>;
 
     /// Apply `change` and append `event` atomically (one transaction across meta and audit).
     async fn commit(&self, change: Change, event: AuditDraft) -> Result<Commit>;

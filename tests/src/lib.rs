@@ -491,6 +491,8 @@ macro_rules! common_suite {
             a_slow_idp_never_delays_jwts_whose_key_is_cached,
             logs_and_error_bodies_never_contain_a_secret_or_jwt,
             rbac_matrix_holds_over_http,
+            bundle_versions_register_once_read_back_and_list,
+            bad_manifests_and_unlinked_files_are_refused_and_change_nothing,
         );
     };
 }

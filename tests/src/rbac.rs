@@ -94,8 +94,14 @@ pub async fn rbac_matrix_holds_over_http(b: Backend) {
     let env = TestEnv::start(b).await;
     let admin = env.token(Role::Admin, "*").await;
     let (bytes, d) = unique_blob(64);
+    let manifest = json!({"schema": "helix.bundle.v1", "name": "model", "version": "1",
+        "files": [{"path": "f", "digest": d.to_string(), "size": 64}]});
     for ws in ["team-a", "team-b"] {
         assert!(put_blob(&env, &admin, ws, &d.to_string(), bytes.clone()).await.status().is_success());
+        let path = format!("/v1/workspaces/{ws}/bundles/model/versions/1");
+        let registered =
+            env.http.put(env.url(&path)).header("authorization", format!("Bearer {admin}")).json(&manifest);
+        assert!(registered.send().await.unwrap().status().is_success());
     }
     let mut checked = 0;
     for spec in ROUTES {
@@ -117,13 +123,19 @@ pub async fn rbac_matrix_holds_over_http(b: Backend) {
                     .unwrap()
                     .unwrap()
                     .id;
-                let path =
-                    spec.path.replace("{ws}", ws).replace("{digest}", &d.to_string()).replace("{id}", &target_id);
+                let path = spec
+                    .path
+                    .replace("{ws}", ws)
+                    .replace("{digest}", &d.to_string())
+                    .replace("{id}", &target_id)
+                    .replace("{name}", "model")
+                    .replace("{version}", "1");
                 let mut req = env.http.request(spec.method.parse().unwrap(), env.url(&path));
                 if spec.min_role.is_some() {
                     req = req.header("authorization", format!("Bearer {token}"));
                 }
                 req = match (spec.method, spec.path) {
+                    ("PUT", "/v1/workspaces/{ws}/bundles/{name}/versions/{version}") => req.json(&manifest),
                     ("PUT", _) => req.body(bytes.clone()),
                     ("POST", "/v1/workspaces/{ws}/uploads") => req.json(&json!({"digest": d.to_string(), "size": 64})),
                     ("POST", "/v1/workspaces/{ws}/uploads/{digest}/complete") => {
@@ -149,7 +161,7 @@ pub async fn rbac_matrix_holds_over_http(b: Backend) {
             }
         }
     }
-    assert_eq!(checked, 149, "every applicable cell of the 13 routes ran");
+    assert_eq!(checked, 194, "every applicable cell of the 16 routes ran");
 }
 
 #[cfg(test)]

@@ -273,7 +273,12 @@ mod tests {
                 ("dynamodb:PutItem", audit, ""),
                 ("dynamodb:Query", audit, ""),
             ],
-            "fetch" => &[("s3:GetObject", blobs, ""), ("s3:ListBucket", bucket, ""), ("dynamodb:GetItem", meta, "")],
+            "fetch" => &[
+                ("s3:GetObject", blobs, ""),
+                ("s3:ListBucket", bucket, ""),
+                ("dynamodb:GetItem", meta, ""),
+                ("dynamodb:Query", meta, ""),
+            ],
             "health" => &[
                 ("s3:ListBucket", bucket, ""),
                 ("dynamodb:GetItem", meta, ""),

@@ -1,8 +1,9 @@
 //! fetch: HEAD and GET of a linked blob. Blobs up to HELIX_INLINE_MAX come inline and verified;
-//! larger ones as a 307 to a short-lived presigned GET.
+//! larger ones as a 307 to a short-lived presigned GET. Bundle versions and the workspace's listing.
 
 use helix_core::App;
 use helix_core::blobs::{self, Fetched};
+use helix_core::bundles;
 use helix_core::http::{self, Ctx, Function, Request, Response, Route};
 
 pub async fn handle(app: &App, req: Request) -> Response {
@@ -42,6 +43,17 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
                 .body(lambda_http::Body::Empty)
                 .expect("valid response")),
         },
+        Route::GetBundleVersion { ws, name, version } => {
+            Ok(http::json(200, &bundles::get(app, ws, name, version).await?))
+        }
+        Route::ListBundles { ws } => {
+            let limit = match http::query_param(req, "limit") {
+                None => None,
+                Some(l) => Some(l.parse().map_err(|_| helix_core::Error::BadRequest("limit is a number".into()))?),
+            };
+            let cursor = http::query_param(req, "cursor");
+            Ok(http::json(200, &bundles::list(app, ws, cursor.as_deref(), limit).await?))
+        }
         _ => Err(helix_core::Error::NotFound),
     }
 }

@@ -1,8 +1,10 @@
-//! publish: PUT a blob inline, start a direct upload, complete it. Parse → authorize → helix-core →
-//! response; the rules (digest checks, verification before linking, audit) live in helix-core.
+//! publish: PUT a blob inline, start a direct upload, complete it; register a bundle version.
+//! Parse → authorize → helix-core → response; the rules (digest checks, verification before linking,
+//! manifests, audit) live in helix-core.
 
 use helix_core::App;
 use helix_core::blobs::{self, Caller, Linked};
+use helix_core::bundles;
 use helix_core::domain::{Digest, WorkspaceId};
 use helix_core::http::{self, Ctx, Function, Request, Response, Route};
 use serde::Deserialize;
@@ -44,6 +46,10 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
             let digest = Digest::parse(&body.digest)?;
             let from = body.mount_from.as_deref().map(WorkspaceId::parse).transpose()?;
             Ok(http::json(200, &blobs::start_upload(app, caller, ws, &digest, body.size, from.as_ref()).await?))
+        }
+        Route::PutBundleVersion { ws, name, version } => {
+            let v = bundles::register(app, caller, ws, name, version, http::body_bytes(req)).await?;
+            Ok(http::json(if v.created { 201 } else { 200 }, &v))
         }
         Route::CompleteUpload { ws, digest } => {
             let body: CompleteRequest = http::json_body(req)?;

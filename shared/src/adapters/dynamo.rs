@@ -18,7 +18,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use crate::domain::time::now_rfc3339_ms;
 use crate::domain::{AuditDraft, AuditEvent, Digest, Scope, TokenRecord, WorkspaceId};
 use crate::error::{Dependency, Error, Result};
-use crate::ports::{AuditLog, AuditQuery, BlobLink, Change, Commit, MetaStore};
+use crate::ports::{AuditLog, AuditQuery, BlobLink, BundleVersion, Change, Commit, MetaStore};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -98,6 +98,27 @@ fn token_from_item(item: &Item) -> Result<TokenRecord> {
         created_by: get_s(item, "created_by")?,
         description: get_s(item, "description").ok(),
         replaced_by: get_s(item, "replaced_by").ok(),
+    })
+}
+
+/// Sort key of a bundle version under its workspace's partition: `BUNDLE#{name}#{version}` (names
+/// and versions never hold `#`, which sorts before every character they may hold, so the key order is
+/// the (name, version) order).
+fn bundle_sk(name: &str, version: &str) -> String {
+    format!("BUNDLE#{name}#{version}")
+}
+
+fn bundle_from_item(ws: &WorkspaceId, item: &Item) -> Result<BundleVersion> {
+    let n = |k: &str| get_n(item, k).map(|v| v.unwrap_or(0));
+    Ok(BundleVersion {
+        workspace_id: ws.to_string(),
+        name: get_s(item, "name")?,
+        version: get_s(item, "version")?,
+        manifest_digest: Digest::parse(&get_s(item, "manifest_digest")?)?,
+        files: n("files")? as u64,
+        bytes: n("bytes")? as u64,
+        registered_at: n("registered_at")?,
+        registered_by: get_s(item, "registered_by")?,
     })
 }
 
@@ -265,6 +286,20 @@ impl DynamoStore {
                 items.extend(self.issue_items(new)?);
                 Ok(items)
             }
+            Change::RegisterBundle(b) => {
+                let item = Item::from([
+                    ("pk".into(), s(format!("WS#{}", b.workspace_id))),
+                    ("sk".into(), s(bundle_sk(&b.name, &b.version))),
+                    ("name".into(), s(&b.name)),
+                    ("version".into(), s(&b.version)),
+                    ("manifest_digest".into(), s(b.manifest_digest.to_string())),
+                    ("files".into(), n(b.files)),
+                    ("bytes".into(), n(b.bytes)),
+                    ("registered_at".into(), n(b.registered_at)),
+                    ("registered_by".into(), s(&b.registered_by)),
+                ]);
+                Ok(vec![self.put(&self.table, item, absent)?])
+            }
             Change::LinkBlob(l) => {
                 let item = Item::from([
                     ("pk".into(), s(format!("WS#{}", l.workspace_id))),
@@ -405,6 +440,45 @@ impl MetaStore for DynamoStore {
             slot: u8::try_from(get_n(&item, "slot")?.unwrap_or(0))
                 .map_err(|_| Error::Internal("stored link has a bad slot".into()))?,
         }))
+    }
+
+    async fn bundle_version(&self, ws: &WorkspaceId, name: &str, version: &str) -> Result<Option<BundleVersion>> {
+        let item = self.get_meta(format!("WS#{ws}"), &bundle_sk(name, version)).await?;
+        item.as_ref().map(|i| bundle_from_item(ws, i)).transpose()
+    }
+
+    async fn list_bundles(
+        &self,
+        ws: &WorkspaceId,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> Result<Vec<BundleVersion>> {
+        let pk = format!("WS#{ws}");
+        let mut start = after
+            .map(|(name, version)| Item::from([("pk".into(), s(&pk)), ("sk".into(), s(bundle_sk(&name, &version)))]));
+        let mut out = Vec::new();
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :b)")
+                .expression_attribute_values(":pk", s(&pk))
+                .expression_attribute_values(":b", s("BUNDLE#"))
+                .consistent_read(true)
+                .limit((limit - out.len()) as i32)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(err(Dependency::MetaStore))?;
+            for item in page.items() {
+                out.push(bundle_from_item(ws, item)?);
+            }
+            match page.last_evaluated_key {
+                Some(k) if out.len() < limit => start = Some(k),
+                _ => return Ok(out),
+            }
+        }
     }
 
     async fn commit(&self, change: Change, draft: AuditDraft) -> Result<Commit> {

@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use crate::domain::time::now_rfc3339_ms;
 use crate::domain::{AuditDraft, AuditEvent, Digest, Scope, TokenRecord, WorkspaceId};
 use crate::error::{Dependency, Error, Result};
-use crate::ports::{AuditLog, AuditQuery, BlobLink, Change, Commit, MetaStore};
+use crate::ports::{AuditLog, AuditQuery, BlobLink, BundleVersion, Change, Commit, MetaStore};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tokens (
@@ -24,6 +24,10 @@ CREATE TABLE IF NOT EXISTS blob_links (
   linked_at INTEGER NOT NULL, linked_by TEXT NOT NULL, slot INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (workspace_id, digest));
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS bundle_versions (
+  workspace_id TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, manifest_digest TEXT NOT NULL,
+  files INTEGER NOT NULL, bytes INTEGER NOT NULL, registered_at INTEGER NOT NULL, registered_by TEXT NOT NULL,
+  PRIMARY KEY (workspace_id, name, version));
 CREATE TABLE IF NOT EXISTS audit_events (
   stream TEXT NOT NULL, seq INTEGER NOT NULL, ts TEXT NOT NULL, event TEXT NOT NULL,
   hash TEXT NOT NULL, PRIMARY KEY (stream, seq));
@@ -134,6 +138,20 @@ fn disable_token(conn: &Connection, sha256: &str, replaced_by: Option<&str>) -> 
     )
 }
 
+fn bundle_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BundleVersion> {
+    let digest: String = r.get("manifest_digest")?;
+    Ok(BundleVersion {
+        workspace_id: r.get("workspace_id")?,
+        name: r.get("name")?,
+        version: r.get("version")?,
+        manifest_digest: Digest::parse(&digest).map_err(|e| rusqlite::Error::InvalidParameterName(e.to_string()))?,
+        files: r.get::<_, i64>("files")? as u64,
+        bytes: r.get::<_, i64>("bytes")? as u64,
+        registered_at: r.get("registered_at")?,
+        registered_by: r.get("registered_by")?,
+    })
+}
+
 fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
     let bad = |e: Error| rusqlite::Error::InvalidParameterName(e.to_string());
     let role: String = r.get("role")?;
@@ -206,6 +224,38 @@ impl MetaStore for SqliteStore {
         .await
     }
 
+    async fn bundle_version(&self, ws: &WorkspaceId, name: &str, version: &str) -> Result<Option<BundleVersion>> {
+        let (ws, name, version) = (ws.to_string(), name.to_owned(), version.to_owned());
+        self.with(meta_err, move |c| {
+            c.query_row(
+                "SELECT * FROM bundle_versions WHERE workspace_id = ?1 AND name = ?2 AND version = ?3",
+                params![ws, name, version],
+                bundle_from_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn list_bundles(
+        &self,
+        ws: &WorkspaceId,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> Result<Vec<BundleVersion>> {
+        let ws = ws.to_string();
+        let (name, version) = after.unwrap_or_default();
+        self.with(meta_err, move |c| {
+            let mut stmt = c.prepare(
+                "SELECT * FROM bundle_versions WHERE workspace_id = ?1 AND (name, version) > (?2, ?3)
+                 ORDER BY name, version LIMIT ?4",
+            )?;
+            let rows = stmt.query_map(params![ws, name, version, limit as i64], bundle_from_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
     async fn commit(&self, change: Change, event: AuditDraft) -> Result<Commit> {
         self.with(meta_err, move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -216,6 +266,20 @@ impl MetaStore for SqliteStore {
                     params![l.workspace_id, l.digest.to_string(), l.size as i64, l.linked_at, l.linked_by, l.slot],
                 )?,
                 Change::RevokeToken { sha256 } => disable_token(&tx, sha256, None)?,
+                Change::RegisterBundle(b) => tx.execute(
+                    "INSERT OR IGNORE INTO bundle_versions (workspace_id, name, version, manifest_digest, files, bytes, registered_at, registered_by)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![
+                        b.workspace_id,
+                        b.name,
+                        b.version,
+                        b.manifest_digest.to_string(),
+                        b.files as i64,
+                        b.bytes as i64,
+                        b.registered_at,
+                        b.registered_by
+                    ],
+                )?,
                 Change::RotateToken { old_sha256, new } => {
                     // Both or neither: a rotation that cannot disable the old token creates nothing.
                     let disabled = disable_token(&tx, old_sha256, Some(&new.id))?;

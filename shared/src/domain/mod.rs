@@ -3,7 +3,9 @@
 pub mod audit;
 pub mod canonical;
 pub mod digest;
+pub mod governance;
 pub mod ids;
+pub mod manifest;
 pub mod role;
 pub mod time;
 pub mod token;
@@ -11,5 +13,6 @@ pub mod token;
 pub use audit::{AuditDraft, AuditEvent, Outcome};
 pub use digest::{Digest, DigestWriter};
 pub use ids::{Scope, WorkspaceId};
+pub use manifest::{BundleName, Manifest};
 pub use role::Role;
 pub use token::{BearerToken, TokenRecord};

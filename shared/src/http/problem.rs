@@ -17,6 +17,13 @@ pub fn classify(e: &Error) -> (u16, &'static str) {
         Error::BlobMissing(_) => (404, "blob_missing"),
         Error::UploadMissing => (404, "upload_missing"),
         Error::PreconditionFailed(_) => (412, "precondition_failed"),
+        Error::InvalidManifest(_) => (400, "invalid_manifest"),
+        Error::VersionExists(_) => (409, "version_exists"),
+        Error::BlobsMissing(_) => (409, "blob_missing"),
+        Error::BundleMissing => (404, "bundle_missing"),
+        Error::NotApproved { .. } => (403, "not_approved"),
+        Error::GovernanceConflict { reason, .. } => (409, reason),
+        Error::WaiverInvalid(_) => (400, "waiver_invalid"),
         Error::BlobIntegrity(_) => (500, "blob_integrity_error"),
         Error::AuditExportMismatch(_) => (500, "audit_export_mismatch"),
         Error::TokenNotFound => (404, "token_not_found"),
@@ -75,7 +82,7 @@ fn public_detail(e: &Error) -> String {
 
 pub fn problem(e: &Error, request_id: &str) -> Response {
     let (status, reason) = classify(e);
-    let body = json!({
+    let mut body = json!({
         "type": format!("https://helix.dev/problems/{reason}"),
         "title": title(status),
         "status": status,
@@ -83,6 +90,12 @@ pub fn problem(e: &Error, request_id: &str) -> Response {
         "reason": reason,
         "request_id": request_id,
     });
+    // Members a client acts on: which digests to upload, which transition a waiver must cover.
+    match e {
+        Error::BlobsMissing(digests) => body["missing"] = json!(digests),
+        Error::NotApproved { transition } => body["transition"] = json!(transition),
+        _ => {}
+    }
     let mut builder = http::Response::builder().status(status).header("content-type", "application/problem+json");
     if status == 401 {
         builder = builder.header("www-authenticate", "Bearer");

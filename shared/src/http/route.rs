@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use http::Method;
 
-use crate::domain::{Digest, Role, WorkspaceId};
+use crate::domain::{BundleName, Digest, Role, WorkspaceId};
 use crate::error::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +63,12 @@ impl PathParam for WorkspaceId {
 impl PathParam for Digest {
     fn from_segment(segment: &str) -> Result<Self> {
         Digest::parse(segment)
+    }
+}
+
+impl PathParam for BundleName {
+    fn from_segment(segment: &str) -> Result<Self> {
+        BundleName::parse(segment)
     }
 }
 
@@ -152,6 +158,9 @@ routes! {
     CompleteUpload { ws: WorkspaceId, digest: Digest } = "POST" "/v1/workspaces/{ws}/uploads/{digest}/complete", Publish, Some(Role::Publisher);
     GetBlob { ws: WorkspaceId, digest: Digest } = "GET" "/v1/workspaces/{ws}/blobs/{digest}", Fetch, Some(Role::Viewer);
     HeadBlob { ws: WorkspaceId, digest: Digest } = "HEAD" "/v1/workspaces/{ws}/blobs/{digest}", Fetch, Some(Role::Viewer);
+    PutBundleVersion { ws: WorkspaceId, name: BundleName, version: BundleName } = "PUT" "/v1/workspaces/{ws}/bundles/{name}/versions/{version}", Publish, Some(Role::Publisher);
+    GetBundleVersion { ws: WorkspaceId, name: BundleName, version: BundleName } = "GET" "/v1/workspaces/{ws}/bundles/{name}/versions/{version}", Fetch, Some(Role::Viewer);
+    ListBundles { ws: WorkspaceId } = "GET" "/v1/workspaces/{ws}/bundles", Fetch, Some(Role::Viewer);
     IssueToken = "POST" "/v1/tokens", Token, Some(Role::Admin);
     ListTokens = "GET" "/v1/tokens", Token, Some(Role::Admin);
     RevokeToken { id: TokenId } = "POST" "/v1/tokens/{id}/revoke", Token, Some(Role::Admin);
@@ -223,7 +232,12 @@ mod tests {
     const D: &str = "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
 
     fn example(spec: &RouteSpec) -> String {
-        spec.path.replace("{ws}", "team-a").replace("{digest}", D).replace("{id}", "tok_0123456789abcdef")
+        spec.path
+            .replace("{ws}", "team-a")
+            .replace("{digest}", D)
+            .replace("{id}", "tok_0123456789abcdef")
+            .replace("{name}", "model")
+            .replace("{version}", "1.0")
     }
 
     #[test]

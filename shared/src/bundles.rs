@@ -1,0 +1,211 @@
+//! Bundle versions (SPEC §4): registration of a manifest, reads, listing. A version is immutable:
+//! its canonical manifest is stored as a blob linked in the workspace, and that blob's digest is the
+//! version's identity. Every file the manifest names must already be linked in the workspace, with the
+//! size the manifest says; the registration and its audit event commit together.
+
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::App;
+use crate::blobs::{self, Caller};
+use crate::domain::governance::{State, transition_id};
+use crate::domain::time::now_unix;
+use crate::domain::{AuditDraft, BundleName, Digest, Manifest, Outcome, WorkspaceId};
+use crate::error::{Error, Result};
+use crate::ports::{BundleVersion, Change, Commit};
+
+/// Link lookups in flight at once while a manifest is checked.
+const LOOKUP_PARALLELISM: usize = 32;
+/// Most missing digests a `blob_missing` answer lists.
+const MAX_LISTED_MISSING: usize = 1000;
+/// Page size of the bundle listing: default and most.
+pub const LIST_DEFAULT: usize = 100;
+pub const LIST_MAX: usize = 1000;
+
+/// A bundle version as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct VersionView {
+    pub workspace_id: String,
+    pub name: String,
+    pub version: String,
+    pub manifest_digest: Digest,
+    pub files: u64,
+    pub bytes: u64,
+    pub registered_at: i64,
+    pub registered_by: String,
+    pub state: State,
+    /// The transition an export would take now: the id a waiver would have to cover.
+    pub export_transition: Digest,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<Value>,
+    /// True when this request registered it (HTTP 201).
+    #[serde(skip)]
+    pub created: bool,
+}
+
+/// `ws/name@version`: how receipts and transition ids name a version.
+pub fn bundle_ref(ws: &WorkspaceId, name: &str, version: &str) -> String {
+    format!("{ws}/{name}@{version}")
+}
+
+fn view(v: BundleVersion, state: State, manifest: Option<Value>, created: bool) -> Result<VersionView> {
+    let ws = WorkspaceId::parse(&v.workspace_id)?;
+    let export_transition = transition_id(&bundle_ref(&ws, &v.name, &v.version), state, State::Exported)?;
+    Ok(VersionView {
+        workspace_id: v.workspace_id,
+        name: v.name,
+        version: v.version,
+        manifest_digest: v.manifest_digest,
+        files: v.files,
+        bytes: v.bytes,
+        registered_at: v.registered_at,
+        registered_by: v.registered_by,
+        state,
+        export_transition,
+        manifest,
+        created,
+    })
+}
+
+/// PUT a manifest as `name`@`version` in `ws`. The same manifest again is a no-op (200); another one
+/// is `409 version_exists`.
+pub async fn register(
+    app: &App,
+    caller: Caller<'_>,
+    ws: &WorkspaceId,
+    name: &BundleName,
+    version: &BundleName,
+    body: &[u8],
+) -> Result<VersionView> {
+    let limit = app.config.inline_max;
+    if body.len() as u64 > limit {
+        return Err(Error::PayloadTooLarge { limit });
+    }
+    let manifest = Manifest::parse(body, name, version)?;
+    let canonical = Bytes::from(manifest.canonical()?);
+    let digest = Digest::of(&canonical);
+    if let Some(existing) = app.meta.bundle_version(ws, name.as_str(), version.as_str()).await? {
+        return same_or_conflict(existing, &digest);
+    }
+    check_files(app, ws, &manifest).await?;
+    // The manifest is a blob of the workspace: the bytes are the registry's own, so no upload.
+    blobs::put_inline(app, caller, ws, &digest, canonical.clone()).await?;
+    let version_record = BundleVersion {
+        workspace_id: ws.to_string(),
+        name: name.to_string(),
+        version: version.to_string(),
+        manifest_digest: digest.clone(),
+        files: manifest.files.len() as u64,
+        bytes: manifest.files.iter().map(|f| f.size).sum(),
+        registered_at: now_unix(),
+        registered_by: caller.principal.actor(),
+    };
+    let event = AuditDraft {
+        stream: ws.to_string(),
+        actor: caller.principal.actor(),
+        action: "bundle.register".into(),
+        entity_type: "bundle_version".into(),
+        entity_id: bundle_ref(ws, name.as_str(), version.as_str()),
+        outcome: Outcome::Success,
+        request_id: caller.request_id.into(),
+        details: json!({"manifest_digest": digest, "files": version_record.files, "bytes": version_record.bytes}),
+    };
+    match app.meta.commit(Change::RegisterBundle(version_record.clone()), event).await? {
+        Commit::Applied(_) => view(version_record, State::Submitted, None, true),
+        // Registered concurrently: by the same manifest (a retry) or another one.
+        Commit::AlreadyDone => {
+            let existing = app.meta.bundle_version(ws, name.as_str(), version.as_str()).await?;
+            same_or_conflict(existing.ok_or_else(|| Error::Internal("registration vanished".into()))?, &digest)
+        }
+    }
+}
+
+fn same_or_conflict(existing: BundleVersion, digest: &Digest) -> Result<VersionView> {
+    if &existing.manifest_digest == digest {
+        view(existing, State::Submitted, None, false)
+    } else {
+        Err(Error::VersionExists(existing.manifest_digest.to_string()))
+    }
+}
+
+/// Every file's blob is linked in `ws` with the manifest's size (lookups in parallel, bounded).
+async fn check_files(app: &App, ws: &WorkspaceId, manifest: &Manifest) -> Result<()> {
+    let wanted: Vec<(Digest, u64, String)> =
+        manifest.digests().into_iter().zip(&manifest.files).map(|(d, f)| (d, f.size, f.path.clone())).collect();
+    let found: Vec<_> = futures_util::stream::iter(wanted)
+        .map(|(digest, size, path)| async move {
+            let link = app.meta.blob_link(ws, &digest).await?;
+            Ok::<_, Error>((digest, size, path, link))
+        })
+        .buffered(LOOKUP_PARALLELISM)
+        .try_collect()
+        .await?;
+    let mut missing = Vec::new();
+    for (digest, size, path, link) in found {
+        match link {
+            None => missing.push(digest.to_string()),
+            Some(l) if l.size != size => {
+                return Err(Error::InvalidManifest(format!(
+                    "{path:?}: size {size}, but its blob has {} bytes",
+                    l.size
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    missing.sort();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    missing.truncate(MAX_LISTED_MISSING);
+    Err(Error::BlobsMissing(missing))
+}
+
+/// GET a version: its record, state, and manifest (read back from the store and verified).
+pub async fn get(app: &App, ws: &WorkspaceId, name: &BundleName, version: &BundleName) -> Result<VersionView> {
+    let v = app.meta.bundle_version(ws, name.as_str(), version.as_str()).await?.ok_or(Error::BundleMissing)?;
+    let manifest = match blobs::fetch(app, ws, &v.manifest_digest).await {
+        Ok(blobs::Fetched::Inline { bytes }) => {
+            serde_json::from_slice(&bytes).map_err(|e| Error::BlobIntegrity(format!("stored manifest: {e}")))?
+        }
+        Ok(blobs::Fetched::Redirect(_)) => Value::Null,
+        Err(Error::BlobMissing(_)) => {
+            return Err(Error::BlobIntegrity(format!(
+                "manifest {} of a registered version is gone",
+                v.manifest_digest
+            )));
+        }
+        Err(e) => return Err(e),
+    };
+    view(v, State::Submitted, Some(manifest), false)
+}
+
+/// A page of the workspace's bundle versions, ordered by (name, version); the cursor is the last
+/// `name@version` of the previous page.
+pub async fn list(app: &App, ws: &WorkspaceId, cursor: Option<&str>, limit: Option<usize>) -> Result<Value> {
+    let limit = limit.unwrap_or(LIST_DEFAULT);
+    if !(1..=LIST_MAX).contains(&limit) {
+        return Err(Error::BadRequest(format!("limit is 1 to {LIST_MAX}")));
+    }
+    let after = match cursor {
+        None => None,
+        Some(c) => {
+            let (name, version) =
+                c.split_once('@').ok_or_else(|| Error::BadRequest("cursor is name@version".into()))?;
+            Some((BundleName::parse(name)?.to_string(), BundleName::parse(version)?.to_string()))
+        }
+    };
+    let page = app.meta.list_bundles(ws, after, limit).await?;
+    let next = (page.len() == limit).then(|| page.last().map(|v| format!("{}@{}", v.name, v.version))).flatten();
+    let versions: Vec<Value> = page
+        .into_iter()
+        .map(|v| {
+            json!({"name": v.name, "version": v.version, "manifest_digest": v.manifest_digest,
+                   "files": v.files, "bytes": v.bytes, "registered_at": v.registered_at})
+        })
+        .collect();
+    Ok(json!({"workspace_id": ws.to_string(), "versions": versions, "next_cursor": next}))
+}
