@@ -90,6 +90,7 @@ async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
         Function::Fetch => fetch::handle(&app, req).await,
         Function::Health => health::handle(&app, req).await,
         Function::Token => token::handle(&app, req).await,
+        Function::Waive => waive::handle(&app, req).await,
     };
     into_axum(resp)
 }

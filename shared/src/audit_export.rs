@@ -8,7 +8,6 @@
 //! Only a day that is over (UTC) can be exported: a partial day would mismatch its final export.
 //! A successful export appends no event (it changes no registry state; the files are its record).
 
-use base64::Engine;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use time::Date;
@@ -47,13 +46,6 @@ pub fn day_string(day: Date) -> String {
 pub fn parse_day(s: &str) -> Result<Date> {
     Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"))
         .map_err(|_| Error::BadRequest(format!("day {s:?} is not YYYY-MM-DD")))
-}
-
-/// DSSE pre-authentication encoding: what is signed.
-pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
-    let mut m = format!("DSSEv1 {} {} {} ", payload_type.len(), payload_type, payload.len()).into_bytes();
-    m.extend_from_slice(payload);
-    m
 }
 
 fn sha256(bytes: &[u8]) -> String {
@@ -158,34 +150,12 @@ fn mismatch(day: &str, request_id: &str, details: Value) -> AuditDraft {
 
 /// The DSSE envelope over `statement`, signed with the registry's key.
 async fn checkpoint(app: &App, key: &crate::ports::PublicKeyInfo, statement: &str) -> Result<Vec<u8>> {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let sig = app.signer.sign(&pae(PAYLOAD_TYPE, statement.as_bytes())).await?;
-    let envelope = json!({
-        "payloadType": PAYLOAD_TYPE,
-        "payload": b64.encode(statement),
-        "signatures": [{"keyid": key.key_id, "sig": b64.encode(sig)}],
-    });
-    Ok(canonical::to_string(&envelope)?.into_bytes())
+    Ok(crate::dsse::sign(app.signer.as_ref(), key, PAYLOAD_TYPE, statement.as_bytes()).await?.into_bytes())
 }
 
 /// The statement a stored checkpoint carries, if its signature verifies with `key`.
 pub fn verify_checkpoint(stored: &[u8], key: &crate::ports::PublicKeyInfo) -> std::result::Result<String, String> {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let env: Value = serde_json::from_slice(stored).map_err(|e| e.to_string())?;
-    if env["payloadType"] != PAYLOAD_TYPE {
-        return Err("wrong payloadType".into());
-    }
-    let payload = b64.decode(env["payload"].as_str().unwrap_or_default()).map_err(|e| e.to_string())?;
-    let sigs = env["signatures"].as_array().ok_or("no signatures")?;
-    let ok = sigs.iter().any(|s| {
-        s["keyid"] == key.key_id.as_str()
-            && b64
-                .decode(s["sig"].as_str().unwrap_or_default())
-                .is_ok_and(|sig| key.verify(&pae(PAYLOAD_TYPE, &payload), &sig))
-    });
-    if !ok {
-        return Err("no valid signature by the registry key".into());
-    }
+    let payload = crate::dsse::verify(stored, PAYLOAD_TYPE, std::slice::from_ref(key))?;
     String::from_utf8(payload).map_err(|e| e.to_string())
 }
 
@@ -198,6 +168,5 @@ mod tests {
         let day = Date::from_calendar_date(2026, time::Month::March, 7).unwrap();
         assert_eq!(key(day, "manifest.json"), "audit/2026/03/07/manifest.json");
         assert_eq!(day_string(day), "2026-03-07");
-        assert_eq!(pae("t/x", b"hi"), b"DSSEv1 3 t/x 2 hi");
     }
 }

@@ -87,7 +87,7 @@ pub async fn register(
     let canonical = Bytes::from(manifest.canonical()?);
     let digest = Digest::of(&canonical);
     if let Some(existing) = app.meta.bundle_version(ws, name.as_str(), version.as_str()).await? {
-        return same_or_conflict(existing, &digest);
+        return same_or_conflict(app, existing, &digest).await;
     }
     check_files(app, ws, &manifest).await?;
     // The manifest is a blob of the workspace: the bytes are the registry's own, so no upload.
@@ -101,6 +101,7 @@ pub async fn register(
         bytes: manifest.files.iter().map(|f| f.size).sum(),
         registered_at: now_unix(),
         registered_by: caller.principal.actor(),
+        registered_user: caller.principal.user.clone(),
     };
     let event = AuditDraft {
         stream: ws.to_string(),
@@ -117,14 +118,17 @@ pub async fn register(
         // Registered concurrently: by the same manifest (a retry) or another one.
         Commit::AlreadyDone => {
             let existing = app.meta.bundle_version(ws, name.as_str(), version.as_str()).await?;
-            same_or_conflict(existing.ok_or_else(|| Error::Internal("registration vanished".into()))?, &digest)
+            same_or_conflict(app, existing.ok_or_else(|| Error::Internal("registration vanished".into()))?, &digest)
+                .await
         }
     }
 }
 
-fn same_or_conflict(existing: BundleVersion, digest: &Digest) -> Result<VersionView> {
+async fn same_or_conflict(app: &App, existing: BundleVersion, digest: &Digest) -> Result<VersionView> {
     if &existing.manifest_digest == digest {
-        view(existing, State::Submitted, None, false)
+        let ws = WorkspaceId::parse(&existing.workspace_id)?;
+        let state = crate::governance::ledger(app, &ws, &existing.name, &existing.version).await?.state;
+        view(existing, state, None, false)
     } else {
         Err(Error::VersionExists(existing.manifest_digest.to_string()))
     }
@@ -180,7 +184,8 @@ pub async fn get(app: &App, ws: &WorkspaceId, name: &BundleName, version: &Bundl
         }
         Err(e) => return Err(e),
     };
-    view(v, State::Submitted, Some(manifest), false)
+    let state = crate::governance::ledger(app, ws, name.as_str(), version.as_str()).await?.state;
+    view(v, state, Some(manifest), false)
 }
 
 /// A page of the workspace's bundle versions, ordered by (name, version); the cursor is the last

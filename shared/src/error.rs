@@ -69,6 +69,8 @@ pub enum Error {
     GovernanceConflict { reason: &'static str, detail: String },
     #[error("{0}")]
     WaiverInvalid(String),
+    #[error("the user who registered a version can neither approve nor waive it (separation of duties)")]
+    SelfApproval,
     #[error("no such upload in this workspace: start one with POST .../uploads and PUT the bytes to its URL")]
     UploadMissing,
     #[error("stored object does not match its digest: {0}")]

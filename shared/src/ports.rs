@@ -208,6 +208,19 @@ pub struct BundleVersion {
     pub registered_at: i64,
     /// The actor (`user@credential`) who registered it.
     pub registered_by: String,
+    /// The user who registered it (separation of duties compares users, whatever credential).
+    pub registered_user: String,
+}
+
+/// One signed governance receipt in a bundle version's ledger.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LedgerReceipt {
+    pub seq: u64,
+    /// The DSSE envelope, canonical JSON.
+    pub envelope: String,
+    /// `sha256:` of a decision's identity (kind, user and what it covers): at most one receipt per key,
+    /// so a retried decision finds the receipt it made. None for exports, which may repeat.
+    pub decision_key: Option<String>,
 }
 
 /// A conditional state change. Each one fails its condition when its effect is already present.
@@ -223,6 +236,9 @@ pub enum Change {
     RotateToken { old_sha256: String, new: TokenRecord },
     /// Register a bundle version (condition: no version of that name and version yet).
     RegisterBundle(BundleVersion),
+    /// Append a receipt to a version's ledger (conditions: its seq is free, and its decision key, if
+    /// any, is not taken yet).
+    AppendReceipt { workspace_id: String, name: String, version: String, receipt: LedgerReceipt },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -247,6 +263,9 @@ pub trait MetaStore: Send + Sync {
     async fn blob_link(&self, ws: &WorkspaceId, digest: &Digest) -> Result<Option<BlobLink>>;
 
     async fn bundle_version(&self, ws: &WorkspaceId, name: &str, version: &str) -> Result<Option<BundleVersion>>;
+
+    /// A version's ledger, in seq order.
+    async fn ledger(&self, ws: &WorkspaceId, name: &str, version: &str) -> Result<Vec<LedgerReceipt>>;
 
     /// Bundle versions of `ws` ordered by (name, version), after `after` when given, at most `limit`.
     async fn list_bundles(

@@ -493,6 +493,7 @@ macro_rules! common_suite {
             rbac_matrix_holds_over_http,
             bundle_versions_register_once_read_back_and_list,
             bad_manifests_and_unlinked_files_are_refused_and_change_nothing,
+            governance_decisions_are_signed_receipts_with_separation_of_duties,
         );
     };
 }

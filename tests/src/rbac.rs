@@ -94,14 +94,37 @@ pub async fn rbac_matrix_holds_over_http(b: Backend) {
     let env = TestEnv::start(b).await;
     let admin = env.token(Role::Admin, "*").await;
     let (bytes, d) = unique_blob(64);
-    let manifest = json!({"schema": "helix.bundle.v1", "name": "model", "version": "1",
-        "files": [{"path": "f", "digest": d.to_string(), "size": 64}]});
+    // Versions registered by a user no cell acts as (separation of duties would refuse a registrar's
+    // own approval), one per decision route so that no decision changes another route's state.
+    let registrar = {
+        let grant = helix_core::tokens::Grant {
+            user: "rbac-registrar".into(),
+            role: Role::Publisher,
+            workspace_id: helix_core::domain::Scope::All,
+            ttl_seconds: None,
+            description: None,
+        };
+        let (secret, _) = helix_core::tokens::issue(env.app.meta.as_ref(), grant, "tests", "tests").await.unwrap();
+        secret.expose().to_owned()
+    };
+    let version_of = |path: &str| {
+        ["approve", "reject", "waivers"].into_iter().find(|d| path.ends_with(&format!("/{d}"))).unwrap_or("1")
+    };
+    let manifest = |version: &str| {
+        json!({"schema": "helix.bundle.v1", "name": "model", "version": version,
+            "files": [{"path": "f", "digest": d.to_string(), "size": 64}]})
+    };
     for ws in ["team-a", "team-b"] {
         assert!(put_blob(&env, &admin, ws, &d.to_string(), bytes.clone()).await.status().is_success());
-        let path = format!("/v1/workspaces/{ws}/bundles/model/versions/1");
-        let registered =
-            env.http.put(env.url(&path)).header("authorization", format!("Bearer {admin}")).json(&manifest);
-        assert!(registered.send().await.unwrap().status().is_success());
+        for version in ["1", "approve", "reject", "waivers"] {
+            let path = format!("/v1/workspaces/{ws}/bundles/model/versions/{version}");
+            let registered = env
+                .http
+                .put(env.url(&path))
+                .header("authorization", format!("Bearer {registrar}"))
+                .json(&manifest(version));
+            assert!(registered.send().await.unwrap().status().is_success());
+        }
     }
     let mut checked = 0;
     for spec in ROUTES {
@@ -129,13 +152,24 @@ pub async fn rbac_matrix_holds_over_http(b: Backend) {
                     .replace("{digest}", &d.to_string())
                     .replace("{id}", &target_id)
                     .replace("{name}", "model")
-                    .replace("{version}", "1");
+                    .replace("{version}", version_of(spec.path));
                 let mut req = env.http.request(spec.method.parse().unwrap(), env.url(&path));
                 if spec.min_role.is_some() {
                     req = req.header("authorization", format!("Bearer {token}"));
                 }
                 req = match (spec.method, spec.path) {
-                    ("PUT", "/v1/workspaces/{ws}/bundles/{name}/versions/{version}") => req.json(&manifest),
+                    ("PUT", "/v1/workspaces/{ws}/bundles/{name}/versions/{version}") => req.json(&manifest("1")),
+                    ("POST", "/v1/workspaces/{ws}/bundles/{name}/versions/{version}/waivers") => {
+                        let bundle = format!("{ws}/model@waivers");
+                        let transition = helix_core::domain::governance::transition_id(
+                            &bundle,
+                            helix_core::domain::governance::State::Submitted,
+                            helix_core::domain::governance::State::Exported,
+                        )
+                        .unwrap();
+                        req.json(&json!({"transition": transition.to_string(), "scope": "export_unapproved",
+                            "justification": "rbac matrix"}))
+                    }
                     ("PUT", _) => req.body(bytes.clone()),
                     ("POST", "/v1/workspaces/{ws}/uploads") => req.json(&json!({"digest": d.to_string(), "size": 64})),
                     ("POST", "/v1/workspaces/{ws}/uploads/{digest}/complete") => {
@@ -161,7 +195,7 @@ pub async fn rbac_matrix_holds_over_http(b: Backend) {
             }
         }
     }
-    assert_eq!(checked, 194, "every applicable cell of the 16 routes ran");
+    assert_eq!(checked, 256, "every applicable cell of the 21 routes ran");
 }
 
 #[cfg(test)]

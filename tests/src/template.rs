@@ -278,6 +278,16 @@ mod tests {
                 ("s3:ListBucket", bucket, ""),
                 ("dynamodb:GetItem", meta, ""),
                 ("dynamodb:Query", meta, ""),
+                ("kms:GetPublicKey", key, ""),
+            ],
+            "waive" => &[
+                ("dynamodb:GetItem", meta, ""),
+                ("dynamodb:Query", meta, ""),
+                ("dynamodb:PutItem", meta, "WS#*"),
+                ("dynamodb:PutItem", audit, ""),
+                ("dynamodb:Query", audit, ""),
+                ("kms:Sign", key, ""),
+                ("kms:GetPublicKey", key, ""),
             ],
             "health" => &[
                 ("s3:ListBucket", bucket, ""),

@@ -46,6 +46,9 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
         Route::GetBundleVersion { ws, name, version } => {
             Ok(http::json(200, &bundles::get(app, ws, name, version).await?))
         }
+        Route::GetGovernance { ws, name, version } => {
+            Ok(http::json(200, &helix_core::governance::view(app, ws, name, version).await?))
+        }
         Route::ListBundles { ws } => {
             let limit = match http::query_param(req, "limit") {
                 None => None,

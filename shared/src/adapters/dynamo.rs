@@ -18,7 +18,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use crate::domain::time::now_rfc3339_ms;
 use crate::domain::{AuditDraft, AuditEvent, Digest, Scope, TokenRecord, WorkspaceId};
 use crate::error::{Dependency, Error, Result};
-use crate::ports::{AuditLog, AuditQuery, BlobLink, BundleVersion, Change, Commit, MetaStore};
+use crate::ports::{AuditLog, AuditQuery, BlobLink, BundleVersion, Change, Commit, LedgerReceipt, MetaStore};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -119,7 +119,14 @@ fn bundle_from_item(ws: &WorkspaceId, item: &Item) -> Result<BundleVersion> {
         bytes: n("bytes")? as u64,
         registered_at: n("registered_at")?,
         registered_by: get_s(item, "registered_by")?,
+        registered_user: get_s(item, "registered_user")?,
     })
+}
+
+/// Sort key of a ledger receipt: `LEDGER#{name}#{version}#{seq:020}` (zero-padded: key order is seq
+/// order).
+fn ledger_sk(name: &str, version: &str, seq: u64) -> String {
+    format!("LEDGER#{name}#{version}#{seq:020}")
 }
 
 /// Global secondary index of the audit table: hash key `day` (S), range key `ts` (S), all attributes.
@@ -297,8 +304,31 @@ impl DynamoStore {
                     ("bytes".into(), n(b.bytes)),
                     ("registered_at".into(), n(b.registered_at)),
                     ("registered_by".into(), s(&b.registered_by)),
+                    ("registered_user".into(), s(&b.registered_user)),
                 ]);
                 Ok(vec![self.put(&self.table, item, absent)?])
+            }
+            Change::AppendReceipt { workspace_id, name, version, receipt } => {
+                let pk = format!("WS#{workspace_id}");
+                let mut item = Item::from([
+                    ("pk".into(), s(&pk)),
+                    ("sk".into(), s(ledger_sk(name, version, receipt.seq))),
+                    ("seq".into(), n(receipt.seq)),
+                    ("envelope".into(), s(&receipt.envelope)),
+                ]);
+                let mut items = Vec::new();
+                if let Some(key) = &receipt.decision_key {
+                    item.insert("decision_key".into(), s(key));
+                    // The decision's own item: a second receipt of the same decision fails its condition.
+                    let marker = Item::from([
+                        ("pk".into(), s(&pk)),
+                        ("sk".into(), s(format!("DECISION#{name}#{version}#{key}"))),
+                        ("seq".into(), n(receipt.seq)),
+                    ]);
+                    items.push(self.put(&self.table, marker, absent)?);
+                }
+                items.insert(0, self.put(&self.table, item, absent)?);
+                Ok(items)
             }
             Change::LinkBlob(l) => {
                 let item = Item::from([
@@ -445,6 +475,36 @@ impl MetaStore for DynamoStore {
     async fn bundle_version(&self, ws: &WorkspaceId, name: &str, version: &str) -> Result<Option<BundleVersion>> {
         let item = self.get_meta(format!("WS#{ws}"), &bundle_sk(name, version)).await?;
         item.as_ref().map(|i| bundle_from_item(ws, i)).transpose()
+    }
+
+    async fn ledger(&self, ws: &WorkspaceId, name: &str, version: &str) -> Result<Vec<LedgerReceipt>> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :l)")
+                .expression_attribute_values(":pk", s(format!("WS#{ws}")))
+                .expression_attribute_values(":l", s(format!("LEDGER#{name}#{version}#")))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(err(Dependency::MetaStore))?;
+            for item in page.items() {
+                out.push(LedgerReceipt {
+                    seq: get_n(item, "seq")?.unwrap_or(0) as u64,
+                    envelope: get_s(item, "envelope")?,
+                    decision_key: get_s(item, "decision_key").ok(),
+                });
+            }
+            match page.last_evaluated_key {
+                Some(k) => start = Some(k),
+                None => return Ok(out),
+            }
+        }
     }
 
     async fn list_bundles(

@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use crate::domain::time::now_rfc3339_ms;
 use crate::domain::{AuditDraft, AuditEvent, Digest, Scope, TokenRecord, WorkspaceId};
 use crate::error::{Dependency, Error, Result};
-use crate::ports::{AuditLog, AuditQuery, BlobLink, BundleVersion, Change, Commit, MetaStore};
+use crate::ports::{AuditLog, AuditQuery, BlobLink, BundleVersion, Change, Commit, LedgerReceipt, MetaStore};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tokens (
@@ -27,7 +27,12 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 CREATE TABLE IF NOT EXISTS bundle_versions (
   workspace_id TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, manifest_digest TEXT NOT NULL,
   files INTEGER NOT NULL, bytes INTEGER NOT NULL, registered_at INTEGER NOT NULL, registered_by TEXT NOT NULL,
-  PRIMARY KEY (workspace_id, name, version));
+  registered_user TEXT NOT NULL, PRIMARY KEY (workspace_id, name, version));
+CREATE TABLE IF NOT EXISTS ledger (
+  workspace_id TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, seq INTEGER NOT NULL,
+  envelope TEXT NOT NULL, decision_key TEXT, PRIMARY KEY (workspace_id, name, version, seq));
+CREATE UNIQUE INDEX IF NOT EXISTS ledger_decisions ON ledger (workspace_id, name, version, decision_key)
+  WHERE decision_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS audit_events (
   stream TEXT NOT NULL, seq INTEGER NOT NULL, ts TEXT NOT NULL, event TEXT NOT NULL,
   hash TEXT NOT NULL, PRIMARY KEY (stream, seq));
@@ -149,6 +154,7 @@ fn bundle_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BundleVersion> {
         bytes: r.get::<_, i64>("bytes")? as u64,
         registered_at: r.get("registered_at")?,
         registered_by: r.get("registered_by")?,
+        registered_user: r.get("registered_user")?,
     })
 }
 
@@ -237,6 +243,21 @@ impl MetaStore for SqliteStore {
         .await
     }
 
+    async fn ledger(&self, ws: &WorkspaceId, name: &str, version: &str) -> Result<Vec<LedgerReceipt>> {
+        let (ws, name, version) = (ws.to_string(), name.to_owned(), version.to_owned());
+        self.with(meta_err, move |c| {
+            let mut stmt = c.prepare(
+                "SELECT seq, envelope, decision_key FROM ledger WHERE workspace_id = ?1 AND name = ?2 AND version = ?3
+                 ORDER BY seq",
+            )?;
+            let rows = stmt.query_map(params![ws, name, version], |r| {
+                Ok(LedgerReceipt { seq: r.get::<_, i64>(0)? as u64, envelope: r.get(1)?, decision_key: r.get(2)? })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
     async fn list_bundles(
         &self,
         ws: &WorkspaceId,
@@ -267,8 +288,8 @@ impl MetaStore for SqliteStore {
                 )?,
                 Change::RevokeToken { sha256 } => disable_token(&tx, sha256, None)?,
                 Change::RegisterBundle(b) => tx.execute(
-                    "INSERT OR IGNORE INTO bundle_versions (workspace_id, name, version, manifest_digest, files, bytes, registered_at, registered_by)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    "INSERT OR IGNORE INTO bundle_versions (workspace_id, name, version, manifest_digest, files, bytes, registered_at, registered_by, registered_user)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                     params![
                         b.workspace_id,
                         b.name,
@@ -277,8 +298,14 @@ impl MetaStore for SqliteStore {
                         b.files as i64,
                         b.bytes as i64,
                         b.registered_at,
-                        b.registered_by
+                        b.registered_by,
+                        b.registered_user
                     ],
+                )?,
+                Change::AppendReceipt { workspace_id, name, version, receipt } => tx.execute(
+                    "INSERT OR IGNORE INTO ledger (workspace_id, name, version, seq, envelope, decision_key)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![workspace_id, name, version, receipt.seq as i64, receipt.envelope, receipt.decision_key],
                 )?,
                 Change::RotateToken { old_sha256, new } => {
                     // Both or neither: a rotation that cannot disable the old token creates nothing.

@@ -24,6 +24,7 @@ pub fn classify(e: &Error) -> (u16, &'static str) {
         Error::NotApproved { .. } => (403, "not_approved"),
         Error::GovernanceConflict { reason, .. } => (409, reason),
         Error::WaiverInvalid(_) => (400, "waiver_invalid"),
+        Error::SelfApproval => (403, "self_approval"),
         Error::BlobIntegrity(_) => (500, "blob_integrity_error"),
         Error::AuditExportMismatch(_) => (500, "audit_export_mismatch"),
         Error::TokenNotFound => (404, "token_not_found"),

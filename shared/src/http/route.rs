@@ -19,6 +19,7 @@ pub enum Function {
     Fetch,
     Health,
     Token,
+    Waive,
 }
 
 impl Function {
@@ -28,6 +29,7 @@ impl Function {
             Function::Fetch => "fetch",
             Function::Health => "health",
             Function::Token => "token",
+            Function::Waive => "waive",
         }
     }
 }
@@ -161,6 +163,11 @@ routes! {
     PutBundleVersion { ws: WorkspaceId, name: BundleName, version: BundleName } = "PUT" "/v1/workspaces/{ws}/bundles/{name}/versions/{version}", Publish, Some(Role::Publisher);
     GetBundleVersion { ws: WorkspaceId, name: BundleName, version: BundleName } = "GET" "/v1/workspaces/{ws}/bundles/{name}/versions/{version}", Fetch, Some(Role::Viewer);
     ListBundles { ws: WorkspaceId } = "GET" "/v1/workspaces/{ws}/bundles", Fetch, Some(Role::Viewer);
+    GetGovernance { ws: WorkspaceId, name: BundleName, version: BundleName } = "GET" "/v1/workspaces/{ws}/bundles/{name}/versions/{version}/governance", Fetch, Some(Role::Viewer);
+    Approve { ws: WorkspaceId, name: BundleName, version: BundleName } = "POST" "/v1/workspaces/{ws}/bundles/{name}/versions/{version}/approve", Waive, Some(Role::Approver);
+    Reject { ws: WorkspaceId, name: BundleName, version: BundleName } = "POST" "/v1/workspaces/{ws}/bundles/{name}/versions/{version}/reject", Waive, Some(Role::Approver);
+    Waive { ws: WorkspaceId, name: BundleName, version: BundleName } = "POST" "/v1/workspaces/{ws}/bundles/{name}/versions/{version}/waivers", Waive, Some(Role::SafetyReviewer);
+    GovernancePublicKey = "GET" "/v1/governance/public-key", Waive, None;
     IssueToken = "POST" "/v1/tokens", Token, Some(Role::Admin);
     ListTokens = "GET" "/v1/tokens", Token, Some(Role::Admin);
     RevokeToken { id: TokenId } = "POST" "/v1/tokens/{id}/revoke", Token, Some(Role::Admin);

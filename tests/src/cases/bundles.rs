@@ -194,3 +194,177 @@ pub async fn bad_manifests_and_unlinked_files_are_refused_and_change_nothing(b: 
         .unwrap();
     assert_eq!(listed["versions"], json!([]));
 }
+
+async fn post(env: &TestEnv, token: &str, path: &str, body: Value) -> reqwest::Response {
+    env.http.post(env.url(path)).header("authorization", format!("Bearer {token}")).json(&body).send().await.unwrap()
+}
+
+/// A token for `user` with `role` on `scope` (users matter for separation of duties).
+async fn token_for(env: &TestEnv, user: &str, role: Role, scope: &str) -> String {
+    let grant = helix_core::tokens::Grant {
+        user: user.into(),
+        role,
+        workspace_id: helix_core::domain::Scope::parse(scope).unwrap(),
+        ttl_seconds: None,
+        description: None,
+    };
+    let (secret, _) = helix_core::tokens::issue(env.app.meta.as_ref(), grant, "tests", "tests").await.unwrap();
+    secret.expose().to_owned()
+}
+
+/// The statements of a ledger's receipts, after checking what an offline verifier checks: each
+/// signature with the published key, seq from 1 without gaps, each `prev` the digest of the previous
+/// payload.
+fn verified_statements(receipts: &[Value], key: &helix_core::ports::PublicKeyInfo) -> Vec<Value> {
+    use base64::Engine;
+    let mut prev: Option<String> = None;
+    let mut out = Vec::new();
+    for (i, r) in receipts.iter().enumerate() {
+        let envelope = serde_json::to_vec(r).unwrap();
+        let payload = helix_core::dsse::verify(
+            &envelope,
+            helix_core::governance::RECEIPT_PAYLOAD_TYPE,
+            std::slice::from_ref(key),
+        )
+        .expect("signed by the registry key");
+        let raw = base64::engine::general_purpose::STANDARD.decode(r["payload"].as_str().unwrap()).unwrap();
+        assert_eq!(raw, payload);
+        let statement: Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(statement["seq"], (i + 1) as u64, "gapless");
+        assert_eq!(statement["prev"].as_str().map(str::to_owned), prev, "chained");
+        prev = Some(helix_core::domain::Digest::of(&payload).to_string());
+        out.push(statement);
+    }
+    out
+}
+
+pub async fn governance_decisions_are_signed_receipts_with_separation_of_duties(b: Backend) {
+    let env = TestEnv::start(b).await;
+    let publisher = token_for(&env, "ada", Role::Publisher, "team-a").await;
+    let approver = token_for(&env, "grace", Role::Approver, "team-a").await;
+    let reviewer = token_for(&env, "linus", Role::SafetyReviewer, "team-a").await;
+    let ada_admin = token_for(&env, "ada", Role::Admin, "*").await;
+    let files = linked_files(&env, &publisher, "team-a").await;
+    for version in ["1", "2", "3", "4"] {
+        assert_eq!(
+            register(&env, &publisher, "team-a", "model", version, &manifest("model", version, &files)).await.status(),
+            201
+        );
+    }
+    let base = "/v1/workspaces/team-a/bundles/model/versions";
+    let key_doc: Value = env.http.get(env.url("/v1/governance/public-key")).send().await.unwrap().json().await.unwrap();
+    let key = helix_core::ports::PublicKeyInfo::from_spki_der(&pkcs8_der(key_doc["pem"].as_str().unwrap())).unwrap();
+    assert_eq!(key_doc["key_id"], key.key_id.as_str());
+    assert_eq!(key_doc["jwk"]["crv"], "P-256");
+
+    // Approval: by an approver; not by the registering user, whatever role and credential.
+    expect_problem(post(&env, &publisher, &format!("{base}/1/approve"), json!({})).await, 403, "insufficient_role")
+        .await;
+    expect_problem(post(&env, &ada_admin, &format!("{base}/1/approve"), json!({})).await, 403, "self_approval").await;
+    let first = post(&env, &approver, &format!("{base}/1/approve"), json!({})).await;
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let again = post(&env, &approver, &format!("{base}/1/approve"), json!({})).await;
+    assert_eq!(again.status(), 200, "idempotent");
+    assert_eq!(again.json::<Value>().await.unwrap(), first, "the same receipt");
+    let ledger: Value = get(&env, &publisher, &format!("{base}/1/governance")).await.json().await.unwrap();
+    assert_eq!(ledger["state"], "approved");
+    let statements = verified_statements(ledger["receipts"].as_array().unwrap(), &key);
+    assert_eq!(statements.len(), 1);
+    let s = &statements[0];
+    assert_eq!(
+        (s["kind"].as_str(), s["user"].as_str(), s["role"].as_str()),
+        (Some("approval"), Some("grace"), Some("approver"))
+    );
+    assert_eq!((s["from"].as_str(), s["to"].as_str()), (Some("submitted"), Some("approved")));
+    let version: Value = get(&env, &publisher, &format!("{base}/1")).await.json().await.unwrap();
+    assert_eq!(version["state"], "approved");
+    assert_eq!(s["manifest"], version["manifest_digest"]);
+
+    // Rejection is final: no approval or waiver after it.
+    assert_eq!(post(&env, &approver, &format!("{base}/2/reject"), json!({})).await.status(), 201);
+    expect_problem(post(&env, &approver, &format!("{base}/2/approve"), json!({})).await, 409, "version_rejected").await;
+
+    // Waivers: a safety reviewer, for exactly the version's export transition, in scope, bounded.
+    let v3: Value = get(&env, &publisher, &format!("{base}/3")).await.json().await.unwrap();
+    let transition = v3["export_transition"].as_str().unwrap().to_owned();
+    let waiver = |t: &str, scope: &str, justification: String| json!({"transition": t, "scope": scope, "justification": justification});
+    let waivers = format!("{base}/3/waivers");
+    expect_problem(
+        post(&env, &approver, &waivers, waiver(&transition, "export_unapproved", "x".into())).await,
+        403,
+        "insufficient_role",
+    )
+    .await;
+    use helix_core::domain::governance::{State, transition_id};
+    let other = transition_id("team-a/model@2", State::Submitted, State::Exported).unwrap().to_string();
+    for (body, what) in [
+        (waiver(&other, "export_unapproved", "x".into()), "another transition"),
+        (waiver(&transition, "everything", "x".into()), "another scope"),
+        (waiver(&transition, "export_unapproved", "j".repeat(2049)), "justification over 2048 bytes"),
+        (waiver(&transition, "export_unapproved", "  ".into()), "empty justification"),
+    ] {
+        let problem = expect_problem(post(&env, &reviewer, &waivers, body).await, 400, "waiver_invalid").await;
+        assert!(!problem["detail"].as_str().unwrap().is_empty(), "{what}");
+    }
+    let made = post(&env, &reviewer, &waivers, waiver(&transition, "export_unapproved", "incident 42".into())).await;
+    assert_eq!(made.status(), 201);
+    let ledger: Value = get(&env, &publisher, &format!("{base}/3/governance")).await.json().await.unwrap();
+    assert_eq!(ledger["state"], "submitted", "a waiver permits an export; it approves nothing");
+    let w = &verified_statements(ledger["receipts"].as_array().unwrap(), &key)[0];
+    assert_eq!(
+        (w["kind"].as_str(), w["transition"].as_str(), w["scope"].as_str()),
+        (Some("waiver"), Some(transition.as_str()), Some("export_unapproved"))
+    );
+    assert!(w["expires_at"].as_i64().unwrap() > helix_core::domain::time::now_unix());
+    expect_problem(post(&env, &approver, &format!("{base}/3/waivers"), json!({})).await, 403, "insufficient_role")
+        .await;
+    expect_problem(post(&env, &approver, &format!("{base}/9/approve"), json!({})).await, 404, "bundle_missing").await;
+
+    // 16 approvers at once: a gapless, chained ledger of 16 receipts.
+    let mut tokens = Vec::new();
+    for i in 0..16 {
+        tokens.push(token_for(&env, &format!("approver-{i}"), Role::Approver, "team-a").await);
+    }
+    let url = env.url(&format!("{base}/4/approve"));
+    let all = tokens.iter().map(|t| {
+        let (http, url, auth) = (env.http.clone(), url.clone(), format!("Bearer {t}"));
+        tokio::spawn(async move {
+            http.post(url).header("authorization", auth).json(&json!({})).send().await.unwrap().status().as_u16()
+        })
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(all).await.into_iter().map(Result::unwrap).collect();
+    assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
+    let ledger: Value = get(&env, &publisher, &format!("{base}/4/governance")).await.json().await.unwrap();
+    assert_eq!(verified_statements(ledger["receipts"].as_array().unwrap(), &key).len(), 16);
+
+    let events = env.audit("team-a").await;
+    let decisions = events.iter().filter(|e| e.action.starts_with("governance.")).count();
+    assert_eq!(decisions, 1 + 1 + 1 + 16, "one event per receipt, none for a repeat or a refusal");
+    helix_core::domain::audit::verify_chain(&events).unwrap();
+
+    if b == Backend::Emulator {
+        // The signer unreachable: 503, nothing recorded unsigned.
+        let broken = env.app_with(&[("AWS_ENDPOINT_URL_KMS", &super::closed_port_url())]).await.unwrap();
+        let broken = crate::cases::serve_app(broken);
+        let url = format!("{}{base}/3/approve", broken.url());
+        let resp = env
+            .http
+            .post(url)
+            .header("authorization", format!("Bearer {approver}"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        expect_problem(resp, 503, "signer_unavailable").await;
+        let ledger: Value = get(&env, &publisher, &format!("{base}/3/governance")).await.json().await.unwrap();
+        assert_eq!(ledger["receipts"].as_array().unwrap().len(), 1, "only the waiver");
+    }
+}
+
+/// DER of a PEM public key.
+fn pkcs8_der(pem: &str) -> Vec<u8> {
+    use base64::Engine;
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD.decode(b64).unwrap()
+}

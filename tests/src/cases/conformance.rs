@@ -131,6 +131,14 @@ pub async fn function_binaries_serve_api_gateway_events_as_lambdas(b: Backend) {
     let r = call(api, p, &apigw_event("GET", "/v1/whoami", "/v1/whoami", "", Some(&secret))).await;
     assert_eq!(body_json(&r)["user"], "ci-bot", "{r}");
 
+    // waive: the public key receipts are verified with, from KMS, the same the registry signs with.
+    let (api_w, p_w) = get("waive");
+    let route = "/v1/governance/public-key";
+    let r = call(api_w, p_w, &apigw_event("GET", route, route, "", None)).await;
+    assert_eq!(r["statusCode"], 200, "{r}");
+    let kms_key = env.app.signer.public_key().await.unwrap();
+    assert_eq!(body_json(&r)["key_id"], kms_key.key_id.as_str());
+
     // An event that is not an API Gateway request is reported on /error, and the process goes on.
     match api.invoke(&json!({"not": "an api gateway event"}), CALL_TIMEOUT).await {
         Outcome::Error(e) => assert!(e["errorType"].is_string(), "{e}"),

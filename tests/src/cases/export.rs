@@ -81,7 +81,7 @@ pub async fn audit_export_writes_a_day_once_chains_days_and_detects_tampering(b:
     let key = env.app.signer.public_key().await.unwrap();
     let sig = b64.decode(env_json["signatures"][0]["sig"].as_str().unwrap()).unwrap();
     assert_eq!(env_json["signatures"][0]["keyid"], key.key_id.as_str());
-    assert!(key.verify(&audit_export::pae(audit_export::PAYLOAD_TYPE, &payload), &sig));
+    assert!(key.verify(&helix_core::dsse::pae(audit_export::PAYLOAD_TYPE, &payload), &sig));
 
     // Re-running the day rewrites nothing and leaves identical bytes.
     let again = export_day(&env.app, today, tomorrow, "t").await.unwrap();

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use helix_cli::serve::Server;
 use helix_core::domain::Role;
 use helix_core::ports::BlobKey;
 use serde_json::{Value, json};
@@ -150,12 +149,7 @@ pub async fn bad_credentials_are_refused_with_reason_and_change_nothing(b: Backe
     assert_eq!(put(Some(format!("Bearer {valid}"))).await.unwrap().status(), 201, "the valid token works");
 }
 
-/// Start a second server over `app` (the same resources, some of them broken).
-fn serve(app: helix_core::App) -> Server {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    Server::start(Arc::new(app), tokio::net::TcpListener::from_std(listener).unwrap())
-}
+use super::serve_app as serve;
 
 pub async fn blob_store_outage_is_503_and_changes_nothing(b: Backend) {
     let env = TestEnv::start(b).await;

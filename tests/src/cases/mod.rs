@@ -55,3 +55,10 @@ pub async fn expect_problem(resp: reqwest::Response, status: u16, reason: &str) 
     assert_eq!((got, body["reason"].as_str().unwrap_or("")), (status, reason), "{body}");
     body
 }
+
+/// Start a second server over `app` (the same resources, some of them broken).
+pub fn serve_app(app: helix_core::App) -> helix_cli::serve::Server {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    helix_cli::serve::Server::start(std::sync::Arc::new(app), tokio::net::TcpListener::from_std(listener).unwrap())
+}

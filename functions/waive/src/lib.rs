@@ -1,0 +1,55 @@
+//! waive: governance decisions on bundle versions (approve, reject, emergency waivers) and the
+//! registry's public key. Parse → authorize → helix-core → response; the rules (separation of duties,
+//! the state machine, signed receipts, idempotency) live in helix-core.
+
+use helix_core::App;
+use helix_core::blobs::Caller;
+use helix_core::governance::{self, Request as Decision, WaiverRequest};
+use helix_core::http::{self, Ctx, Function, Request, Response, Route};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+pub async fn handle(app: &App, req: Request) -> Response {
+    http::serve(app, req, Function::Waive, dispatch).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaiverBody {
+    transition: String,
+    scope: String,
+    justification: String,
+    #[serde(default, deserialize_with = "http::optional_whole_number")]
+    expires_in_seconds: Option<i64>,
+}
+
+fn receipt(created: bool, receipt: &helix_core::ports::LedgerReceipt) -> Response {
+    let envelope: Value = serde_json::from_str(&receipt.envelope).unwrap_or(Value::Null);
+    http::json(if created { 201 } else { 200 }, &json!({"seq": receipt.seq, "receipt": envelope}))
+}
+
+async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_core::Result<Response> {
+    if let Route::GovernancePublicKey = route {
+        let key = app.signer.public_key().await?;
+        return Ok(http::json(200, &governance::public_key_view(&key)?));
+    }
+    let principal = ctx.authorize(app, req, &route).await?;
+    let caller = Caller { principal: &principal, request_id: &ctx.request_id };
+    let (ws, name, version, decision) = match route {
+        Route::Approve { ws, name, version } => (ws, name, version, Decision::Approve),
+        Route::Reject { ws, name, version } => (ws, name, version, Decision::Reject),
+        Route::Waive { ws, name, version } => {
+            let body: WaiverBody = http::json_body(req)?;
+            let waiver = WaiverRequest {
+                transition: body.transition,
+                scope: body.scope,
+                justification: body.justification,
+                expires_in_seconds: body.expires_in_seconds,
+            };
+            (ws, name, version, Decision::Waive(waiver))
+        }
+        _ => return Err(helix_core::Error::NotFound),
+    };
+    let (made, created) = governance::decide(app, caller, &ws, &name, &version, decision).await?;
+    Ok(receipt(created, &made))
+}

@@ -1,0 +1,66 @@
+//! DSSE envelopes (the format in-toto and Sigstore use), the one implementation behind receipts and
+//! audit checkpoints: `{"payloadType", "payload": base64, "signatures": [{"keyid", "sig"}]}` where `sig`
+//! is the registry key's ECDSA P-256 / SHA-256 signature (DER, base64) over the pre-authentication
+//! encoding of payloadType and payload. Envelopes are written as canonical JSON.
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+use crate::domain::canonical;
+use crate::error::{Error, Result};
+use crate::ports::{MAX_SIGNED_MESSAGE, PublicKeyInfo, Signer};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// DSSE pre-authentication encoding: what is signed.
+pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
+    let mut m = format!("DSSEv1 {} {} {} ", payload_type.len(), payload_type, payload.len()).into_bytes();
+    m.extend_from_slice(payload);
+    m
+}
+
+/// Sign `payload` as `payload_type` with the registry key: the canonical envelope. A statement whose
+/// encoding exceeds what the signer takes (4096 bytes) is refused before any signing.
+pub async fn sign(signer: &dyn Signer, key: &PublicKeyInfo, payload_type: &str, payload: &[u8]) -> Result<String> {
+    let message = pae(payload_type, payload);
+    if message.len() > MAX_SIGNED_MESSAGE {
+        return Err(Error::Internal(format!("a signed statement is at most {MAX_SIGNED_MESSAGE} bytes")));
+    }
+    let sig = signer.sign(&message).await?;
+    let envelope = json!({
+        "payloadType": payload_type,
+        "payload": B64.encode(payload),
+        "signatures": [{"keyid": key.key_id, "sig": B64.encode(sig)}],
+    });
+    canonical::to_string(&envelope)
+}
+
+/// The payload of `envelope` if it is of `payload_type` and carries a valid signature by one of
+/// `keys` (a key id names its key); otherwise the reason.
+pub fn verify(envelope: &[u8], payload_type: &str, keys: &[PublicKeyInfo]) -> std::result::Result<Vec<u8>, String> {
+    let env: Value = serde_json::from_slice(envelope).map_err(|e| format!("not a DSSE envelope: {e}"))?;
+    if env["payloadType"] != payload_type {
+        return Err(format!("payloadType is not {payload_type}"));
+    }
+    let payload = B64.decode(env["payload"].as_str().unwrap_or_default()).map_err(|e| format!("payload: {e}"))?;
+    let sigs = env["signatures"].as_array().ok_or("no signatures")?;
+    let message = pae(payload_type, &payload);
+    let ok = sigs.iter().any(|s| {
+        keys.iter().any(|key| {
+            s["keyid"] == key.key_id.as_str()
+                && B64.decode(s["sig"].as_str().unwrap_or_default()).is_ok_and(|sig| key.verify(&message, &sig))
+        })
+    });
+    if ok { Ok(payload) } else { Err("no valid signature by a registry key".into()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pae_has_the_dsse_shape() {
+        assert_eq!(pae("t/x", b"hi"), b"DSSEv1 3 t/x 2 hi");
+        assert_eq!(pae("", b""), b"DSSEv1 0  0 ");
+    }
+}

@@ -1,0 +1,298 @@
+//! Governance decisions on a bundle version (SPEC §4): approve, reject, waive. Each is a signed
+//! receipt (a DSSE envelope through the Signer port) appended to the version's ledger with a
+//! conditional write on its seq, in the same commit as its audit event. The state a ledger yields is
+//! the fold of `domain::governance::next` over its receipts. User and role come from the
+//! authenticated principal, never from the body.
+//!
+//! Rules: separation of duties (the user who registered a version can neither approve nor waive it:
+//! `403 self_approval`); idempotency (the same decision by the same user returns the receipt it made);
+//! a waiver covers exactly one transition, in scope `export_unapproved`, until it expires.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::App;
+use crate::auth::Principal;
+use crate::blobs::Caller;
+use crate::bundles::bundle_ref;
+use crate::domain::governance::{Decision, State, next, transition_id};
+use crate::domain::time::{now_rfc3339_ms, now_unix};
+use crate::domain::{AuditDraft, BundleName, Digest, Outcome, WorkspaceId, canonical};
+use crate::error::{Error, Result};
+use crate::ports::{BundleVersion, Change, Commit, LedgerReceipt, PublicKeyInfo};
+
+pub const RECEIPT_PAYLOAD_TYPE: &str = "application/vnd.helix.receipt.v1+json";
+pub const WAIVER_SCOPE: &str = "export_unapproved";
+/// Longest justification, in bytes (anything longer is referenced by a blob digest).
+pub const MAX_JUSTIFICATION: usize = 2048;
+/// Waiver lifetime: default and most.
+pub const WAIVER_DEFAULT_SECONDS: i64 = 86_400;
+pub const WAIVER_MAX_SECONDS: i64 = 7 * 86_400;
+/// Attempts at claiming the next seq before giving up with 503 (each loss means another decision won).
+const APPEND_ATTEMPTS: u32 = 64;
+
+/// What a receipt says (its payload, canonical JSON).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Statement {
+    pub kind: String,
+    pub bundle: String,
+    pub manifest: String,
+    /// The transition this receipt records (for a waiver: the transition it permits).
+    pub transition: String,
+    pub from: String,
+    pub to: String,
+    pub user: String,
+    pub role: String,
+    pub credential: String,
+    pub time: String,
+    pub seq: u64,
+    pub prev: Option<String>,
+    pub key_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub justification: Option<String>,
+    /// Unix seconds after which a waiver no longer counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+}
+
+impl Statement {
+    pub fn decision(&self) -> Result<Decision> {
+        Ok(match self.kind.as_str() {
+            "approval" => Decision::Approve,
+            "rejection" => Decision::Reject,
+            "waiver" => Decision::Waive,
+            "export" => Decision::Export { permitted: true },
+            other => return Err(Error::Internal(format!("unknown receipt kind {other:?}"))),
+        })
+    }
+}
+
+/// A ledger read back: its receipts (verified), their statements, and the state they yield.
+pub struct Ledger {
+    pub receipts: Vec<LedgerReceipt>,
+    pub statements: Vec<Statement>,
+    pub state: State,
+}
+
+impl Ledger {
+    /// The `prev` of the next receipt: the digest of the last payload.
+    fn head(&self) -> Result<Option<String>> {
+        self.statements.last().map(|s| payload_digest(s).map(|d| d.to_string())).transpose()
+    }
+
+    /// A waiver that is live at `now` for `transition`.
+    pub fn live_waiver(&self, transition: &Digest, now: i64) -> Option<&Statement> {
+        self.statements.iter().find(|s| {
+            s.kind == "waiver"
+                && s.transition == transition.to_string()
+                && s.scope.as_deref() == Some(WAIVER_SCOPE)
+                && s.expires_at.is_some_and(|e| now < e)
+        })
+    }
+}
+
+fn payload_digest(s: &Statement) -> Result<Digest> {
+    Ok(Digest::of(
+        canonical::to_string(&serde_json::to_value(s).map_err(|e| Error::Internal(e.to_string()))?)?.as_bytes(),
+    ))
+}
+
+/// Read a version's ledger, verify every receipt with the registry's keys, and fold its state.
+pub async fn ledger(app: &App, ws: &WorkspaceId, name: &str, version: &str) -> Result<Ledger> {
+    let receipts = app.meta.ledger(ws, name, version).await?;
+    let key = app.signer.public_key().await?;
+    let mut statements = Vec::with_capacity(receipts.len());
+    let mut state = State::Submitted;
+    for r in &receipts {
+        let s = open_receipt(r.envelope.as_bytes(), std::slice::from_ref(&key))
+            .map_err(|e| Error::Internal(format!("ledger receipt {}: {e}", r.seq)))?;
+        state = next(state, s.decision()?)
+            .map_err(|_| Error::Internal(format!("ledger receipt {} breaks the state machine", r.seq)))?;
+        statements.push(s);
+    }
+    Ok(Ledger { receipts, statements, state })
+}
+
+/// The statement of a receipt envelope, if a registry key signed it.
+pub fn open_receipt(envelope: &[u8], keys: &[PublicKeyInfo]) -> std::result::Result<Statement, String> {
+    let payload = crate::dsse::verify(envelope, RECEIPT_PAYLOAD_TYPE, keys)?;
+    serde_json::from_slice(&payload).map_err(|e| format!("not a receipt statement: {e}"))
+}
+
+/// A waiver request's fields (the body of POST .../waivers).
+pub struct WaiverRequest {
+    pub transition: String,
+    pub scope: String,
+    pub justification: String,
+    pub expires_in_seconds: Option<i64>,
+}
+
+/// The decision a route records.
+pub enum Request {
+    Approve,
+    Reject,
+    Waive(WaiverRequest),
+}
+
+/// Record a decision by `caller` on `ws`/`name`@`version`: the receipt (201 when made by this request,
+/// 200 when the same decision by the same user was already recorded).
+pub async fn decide(
+    app: &App,
+    caller: Caller<'_>,
+    ws: &WorkspaceId,
+    name: &BundleName,
+    version: &BundleName,
+    request: Request,
+) -> Result<(LedgerReceipt, bool)> {
+    let v = app.meta.bundle_version(ws, name.as_str(), version.as_str()).await?.ok_or(Error::BundleMissing)?;
+    let principal = caller.principal;
+    if !matches!(request, Request::Reject) && principal.user == v.registered_user {
+        return Err(Error::SelfApproval);
+    }
+    let bundle = bundle_ref(ws, name.as_str(), version.as_str());
+    let (kind, decision) = match &request {
+        Request::Approve => ("approval", Decision::Approve),
+        Request::Reject => ("rejection", Decision::Reject),
+        Request::Waive(_) => ("waiver", Decision::Waive),
+    };
+    if let Request::Waive(w) = &request {
+        check_waiver_fields(w)?;
+    }
+    for attempt in 0..APPEND_ATTEMPTS {
+        let ledger = ledger(app, ws, name.as_str(), version.as_str()).await?;
+        let export_transition = transition_id(&bundle, ledger.state, State::Exported)?;
+        let key = decision_key(kind, principal, &request)?;
+        if let Some(existing) = ledger.receipts.iter().find(|r| r.decision_key.as_deref() == Some(key.as_str())) {
+            return Ok((existing.clone(), false));
+        }
+        let to = next(ledger.state, decision).map_err(|r| r.into_error(&export_transition))?;
+        let (transition, from, to_s, waiver) = match &request {
+            Request::Waive(w) => {
+                if w.transition != export_transition.to_string() {
+                    return Err(Error::WaiverInvalid(format!(
+                        "the waiver names transition {}, but this version's export is {export_transition}",
+                        w.transition
+                    )));
+                }
+                (export_transition.clone(), ledger.state, State::Exported, Some(w))
+            }
+            _ => (transition_id(&bundle, ledger.state, to)?, ledger.state, to, None),
+        };
+        let signer_key = app.signer.public_key().await?;
+        let seq = ledger.receipts.last().map_or(1, |r| r.seq + 1);
+        let statement = Statement {
+            kind: kind.into(),
+            bundle: bundle.clone(),
+            manifest: v.manifest_digest.to_string(),
+            transition: transition.to_string(),
+            from: from.as_str().into(),
+            to: to_s.as_str().into(),
+            user: principal.user.clone(),
+            role: principal.role.as_str().into(),
+            credential: principal.credential_id.clone(),
+            time: now_rfc3339_ms(),
+            seq,
+            prev: ledger.head()?,
+            key_id: signer_key.key_id.clone(),
+            scope: waiver.map(|w| w.scope.clone()),
+            justification: waiver.map(|w| w.justification.clone()),
+            expires_at: waiver.map(|w| now_unix() + w.expires_in_seconds.unwrap_or(WAIVER_DEFAULT_SECONDS)),
+            details: None,
+        };
+        let payload =
+            canonical::to_string(&serde_json::to_value(&statement).map_err(|e| Error::Internal(e.to_string()))?)?;
+        let envelope =
+            crate::dsse::sign(app.signer.as_ref(), &signer_key, RECEIPT_PAYLOAD_TYPE, payload.as_bytes()).await?;
+        let receipt = LedgerReceipt { seq, envelope, decision_key: Some(key.clone()) };
+        let change = Change::AppendReceipt {
+            workspace_id: ws.to_string(),
+            name: name.to_string(),
+            version: version.to_string(),
+            receipt: receipt.clone(),
+        };
+        let event = AuditDraft {
+            stream: ws.to_string(),
+            actor: principal.actor(),
+            action: format!("governance.{kind}"),
+            entity_type: "bundle_version".into(),
+            entity_id: bundle.clone(),
+            outcome: Outcome::Success,
+            request_id: caller.request_id.into(),
+            details: json!({"seq": seq, "transition": transition, "from": from.as_str(), "to": to_s.as_str(),
+                            "receipt": Digest::of(payload.as_bytes())}),
+        };
+        match app.meta.commit(change, event).await? {
+            Commit::Applied(_) => return Ok((receipt, true)),
+            // The seq was taken by a concurrent decision, or this very decision was recorded
+            // concurrently: read the ledger again (the loop finds the latter by its key).
+            Commit::AlreadyDone => crate::adapters::backoff(attempt.min(5)).await,
+        }
+    }
+    Err(Error::unavailable(crate::error::Dependency::MetaStore, "could not claim the next ledger seq"))
+}
+
+fn check_waiver_fields(w: &WaiverRequest) -> Result<()> {
+    if w.scope != WAIVER_SCOPE {
+        return Err(Error::WaiverInvalid(format!("scope must be {WAIVER_SCOPE:?}")));
+    }
+    if w.justification.trim().is_empty() || w.justification.len() > MAX_JUSTIFICATION {
+        return Err(Error::WaiverInvalid(format!(
+            "a justification is 1 to {MAX_JUSTIFICATION} bytes (reference a longer text by its blob digest)"
+        )));
+    }
+    if w.expires_in_seconds.is_some_and(|s| !(1..=WAIVER_MAX_SECONDS).contains(&s)) {
+        return Err(Error::WaiverInvalid(format!("expires_in_seconds is 1 to {WAIVER_MAX_SECONDS}")));
+    }
+    Digest::parse(&w.transition).map_err(|_| Error::WaiverInvalid("transition is a sha256: digest".into()))?;
+    Ok(())
+}
+
+/// A decision's identity: kind and user (the same approval by the same user through another token is
+/// the same decision), and for a waiver what it covers and says.
+fn decision_key(kind: &str, principal: &Principal, request: &Request) -> Result<String> {
+    let covers = match request {
+        Request::Waive(w) => json!({"transition": w.transition, "scope": w.scope, "justification": w.justification}),
+        _ => Value::Null,
+    };
+    let identity = canonical::to_string(&json!({"kind": kind, "user": principal.user, "covers": covers}))?;
+    Ok(Digest::of(identity.as_bytes()).hex().to_owned())
+}
+
+/// GET .../governance: every receipt in order, and the state it yields.
+pub async fn view(app: &App, ws: &WorkspaceId, name: &BundleName, version: &BundleName) -> Result<Value> {
+    let v: BundleVersion =
+        app.meta.bundle_version(ws, name.as_str(), version.as_str()).await?.ok_or(Error::BundleMissing)?;
+    let l = ledger(app, ws, name.as_str(), version.as_str()).await?;
+    let bundle = bundle_ref(ws, name.as_str(), version.as_str());
+    let receipts: Vec<Value> =
+        l.receipts.iter().map(|r| serde_json::from_str(&r.envelope).unwrap_or(Value::Null)).collect();
+    Ok(json!({
+        "bundle": bundle,
+        "manifest_digest": v.manifest_digest,
+        "state": l.state,
+        "export_transition": transition_id(&bundle, l.state, State::Exported)?,
+        "receipts": receipts,
+    }))
+}
+
+/// GET /v1/governance/public-key: the key receipts and checkpoints are verified with, as PEM and JWK,
+/// with its key id (`sha256:` of the DER SubjectPublicKeyInfo).
+pub fn public_key_view(key: &PublicKeyInfo) -> Result<Value> {
+    use base64::Engine;
+    // A P-256 SubjectPublicKeyInfo (validated when the key was loaded) ends with the uncompressed
+    // point: 0x04 || X (32 bytes) || Y (32 bytes).
+    let der = &key.spki_der;
+    let point = der.get(der.len().saturating_sub(65)..).filter(|p| p.len() == 65 && p[0] == 4);
+    let point = point.ok_or_else(|| Error::Internal("public key is not an uncompressed P-256 point".into()))?;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let (x, y) = (&point[1..33], &point[33..]);
+    let jwk = json!({"kty": "EC", "crv": "P-256", "x": b64.encode(x), "y": b64.encode(y), "kid": key.key_id,
+                     "alg": "ES256", "use": "sig"});
+    Ok(json!({"key_id": key.key_id, "pem": key.pem, "jwk": jwk, "algorithm": "ECDSA_P256_SHA256",
+              "payload_types": [RECEIPT_PAYLOAD_TYPE, crate::audit_export::PAYLOAD_TYPE]}))
+}
