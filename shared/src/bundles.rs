@@ -171,21 +171,26 @@ async fn check_files(app: &App, ws: &WorkspaceId, manifest: &Manifest) -> Result
 /// GET a version: its record, state, and manifest (read back from the store and verified).
 pub async fn get(app: &App, ws: &WorkspaceId, name: &BundleName, version: &BundleName) -> Result<VersionView> {
     let v = app.meta.bundle_version(ws, name.as_str(), version.as_str()).await?.ok_or(Error::BundleMissing)?;
-    let manifest = match blobs::fetch(app, ws, &v.manifest_digest).await {
-        Ok(blobs::Fetched::Inline { bytes }) => {
-            serde_json::from_slice(&bytes).map_err(|e| Error::BlobIntegrity(format!("stored manifest: {e}")))?
-        }
-        Ok(blobs::Fetched::Redirect(_)) => Value::Null,
-        Err(Error::BlobMissing(_)) => {
-            return Err(Error::BlobIntegrity(format!(
-                "manifest {} of a registered version is gone",
-                v.manifest_digest
-            )));
-        }
-        Err(e) => return Err(e),
-    };
+    let manifest = stored_manifest(app, ws, &v).await?;
+    let manifest = serde_json::to_value(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
     let state = crate::governance::ledger(app, ws, name.as_str(), version.as_str()).await?.state;
     view(v, state, Some(manifest), false)
+}
+
+/// A registered version's manifest, read back from the store and verified against its digest.
+pub async fn stored_manifest(app: &App, ws: &WorkspaceId, v: &BundleVersion) -> Result<Manifest> {
+    let gone = || Error::BlobIntegrity(format!("manifest {} of a registered version is gone", v.manifest_digest));
+    let link = app.meta.blob_link(ws, &v.manifest_digest).await?.ok_or_else(gone)?;
+    let reader = app.blobs.get(&link.key()).await?.ok_or_else(gone)?;
+    let mut bytes = Vec::new();
+    let mut body = reader.body;
+    tokio::io::AsyncReadExt::read_to_end(&mut body, &mut bytes)
+        .await
+        .map_err(|e| Error::unavailable(crate::error::Dependency::BlobStore, e))?;
+    if Digest::of(&bytes) != v.manifest_digest {
+        return Err(Error::BlobIntegrity(format!("stored manifest {} does not hash to its digest", v.manifest_digest)));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| Error::BlobIntegrity(format!("stored manifest: {e}")))
 }
 
 /// A page of the workspace's bundle versions, ordered by (name, version); the cursor is the last

@@ -183,57 +183,108 @@ pub async fn decide(
             }
             _ => (transition_id(&bundle, ledger.state, to)?, ledger.state, to, None),
         };
-        let signer_key = app.signer.public_key().await?;
-        let seq = ledger.receipts.last().map_or(1, |r| r.seq + 1);
-        let statement = Statement {
-            kind: kind.into(),
-            bundle: bundle.clone(),
-            manifest: v.manifest_digest.to_string(),
-            transition: transition.to_string(),
-            from: from.as_str().into(),
-            to: to_s.as_str().into(),
-            user: principal.user.clone(),
-            role: principal.role.as_str().into(),
-            credential: principal.credential_id.clone(),
-            time: now_rfc3339_ms(),
-            seq,
-            prev: ledger.head()?,
-            key_id: signer_key.key_id.clone(),
+        let draft = Draft {
+            kind,
+            manifest: &v.manifest_digest,
+            transition: &transition,
+            from,
+            to: to_s,
             scope: waiver.map(|w| w.scope.clone()),
             justification: waiver.map(|w| w.justification.clone()),
             expires_at: waiver.map(|w| now_unix() + w.expires_in_seconds.unwrap_or(WAIVER_DEFAULT_SECONDS)),
             details: None,
-        };
-        let payload =
-            canonical::to_string(&serde_json::to_value(&statement).map_err(|e| Error::Internal(e.to_string()))?)?;
-        let envelope =
-            crate::dsse::sign(app.signer.as_ref(), &signer_key, RECEIPT_PAYLOAD_TYPE, payload.as_bytes()).await?;
-        let receipt = LedgerReceipt { seq, envelope, decision_key: Some(key.clone()) };
-        let change = Change::AppendReceipt {
-            workspace_id: ws.to_string(),
-            name: name.to_string(),
-            version: version.to_string(),
-            receipt: receipt.clone(),
-        };
-        let event = AuditDraft {
-            stream: ws.to_string(),
-            actor: principal.actor(),
-            action: format!("governance.{kind}"),
-            entity_type: "bundle_version".into(),
-            entity_id: bundle.clone(),
             outcome: Outcome::Success,
-            request_id: caller.request_id.into(),
-            details: json!({"seq": seq, "transition": transition, "from": from.as_str(), "to": to_s.as_str(),
-                            "receipt": Digest::of(payload.as_bytes())}),
         };
-        match app.meta.commit(change, event).await? {
-            Commit::Applied(_) => return Ok((receipt, true)),
-            // The seq was taken by a concurrent decision, or this very decision was recorded
-            // concurrently: read the ledger again (the loop finds the latter by its key).
-            Commit::AlreadyDone => crate::adapters::backoff(attempt.min(5)).await,
+        if let Some(receipt) = append(app, caller, ws, name, version, &ledger, draft, Some(key)).await? {
+            return Ok((receipt, true));
         }
+        // The seq was taken by a concurrent decision, or this very decision was recorded concurrently:
+        // read the ledger again (the loop finds the latter by its key).
+        crate::adapters::backoff(attempt.min(5)).await;
     }
     Err(Error::unavailable(crate::error::Dependency::MetaStore, "could not claim the next ledger seq"))
+}
+
+/// A receipt about to be signed: what differs between decisions.
+struct Draft<'a> {
+    kind: &'static str,
+    manifest: &'a Digest,
+    transition: &'a Digest,
+    from: State,
+    to: State,
+    scope: Option<String>,
+    justification: Option<String>,
+    expires_at: Option<i64>,
+    details: Option<Value>,
+    outcome: Outcome,
+}
+
+/// Sign the next receipt of `ledger` and append it with its audit event. `None` when another writer
+/// took the seq (or `decision_key`) first: the caller reads the ledger again and decides again.
+#[allow(clippy::too_many_arguments)]
+async fn append(
+    app: &App,
+    caller: Caller<'_>,
+    ws: &WorkspaceId,
+    name: &BundleName,
+    version: &BundleName,
+    ledger: &Ledger,
+    draft: Draft<'_>,
+    decision_key: Option<String>,
+) -> Result<Option<LedgerReceipt>> {
+    let principal = caller.principal;
+    let bundle = bundle_ref(ws, name.as_str(), version.as_str());
+    let signer_key = app.signer.public_key().await?;
+    let seq = ledger.receipts.last().map_or(1, |r| r.seq + 1);
+    let statement = Statement {
+        kind: draft.kind.into(),
+        bundle: bundle.clone(),
+        manifest: draft.manifest.to_string(),
+        transition: draft.transition.to_string(),
+        from: draft.from.as_str().into(),
+        to: draft.to.as_str().into(),
+        user: principal.user.clone(),
+        role: principal.role.as_str().into(),
+        credential: principal.credential_id.clone(),
+        time: now_rfc3339_ms(),
+        seq,
+        prev: ledger.head()?,
+        key_id: signer_key.key_id.clone(),
+        scope: draft.scope,
+        justification: draft.justification,
+        expires_at: draft.expires_at,
+        details: draft.details.clone(),
+    };
+    let payload = canonical::to_string(&serde_json::to_value(&statement).map_err(|e| Error::Internal(e.to_string()))?)?;
+    let envelope =
+        crate::dsse::sign(app.signer.as_ref(), &signer_key, RECEIPT_PAYLOAD_TYPE, payload.as_bytes()).await?;
+    let receipt = LedgerReceipt { seq, envelope, decision_key };
+    let change = Change::AppendReceipt {
+        workspace_id: ws.to_string(),
+        name: name.to_string(),
+        version: version.to_string(),
+        receipt: receipt.clone(),
+    };
+    let action = if draft.kind == "export" { "bundle.export".to_owned() } else { format!("governance.{}", draft.kind) };
+    let mut details = json!({"seq": seq, "transition": draft.transition, "from": draft.from.as_str(),
+                             "to": draft.to.as_str(), "receipt": Digest::of(payload.as_bytes())});
+    if let Some(extra) = draft.details {
+        details["export"] = extra;
+    }
+    let event = AuditDraft {
+        stream: ws.to_string(),
+        actor: principal.actor(),
+        action,
+        entity_type: "bundle_version".into(),
+        entity_id: bundle,
+        outcome: draft.outcome,
+        request_id: caller.request_id.into(),
+        details,
+    };
+    Ok(match app.meta.commit(change, event).await? {
+        Commit::Applied(_) => Some(receipt),
+        Commit::AlreadyDone => None,
+    })
 }
 
 fn check_waiver_fields(w: &WaiverRequest) -> Result<()> {
@@ -295,4 +346,175 @@ pub fn public_key_view(key: &PublicKeyInfo) -> Result<Value> {
                      "alg": "ES256", "use": "sig"});
     Ok(json!({"key_id": key.key_id, "pem": key.pem, "jwk": jwk, "algorithm": "ECDSA_P256_SHA256",
               "payload_types": [RECEIPT_PAYLOAD_TYPE, crate::audit_export::PAYLOAD_TYPE]}))
+}
+
+/// Files verified at once during an export.
+const EXPORT_PARALLELISM: usize = 16;
+
+/// The answer to an official export: the receipt and short-lived proof URLs.
+#[derive(Debug, Serialize)]
+pub struct Exported {
+    pub seq: u64,
+    pub receipt: Value,
+    /// How governance let it through: `approved`, `waived`, `re-export`, `warned` (warn mode) or `off`.
+    pub governance: &'static str,
+    pub proof: Proof,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Proof {
+    pub expires_at: i64,
+    pub manifest: crate::ports::Presigned,
+    pub files: Vec<ProofFile>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProofFile {
+    pub path: String,
+    pub digest: Digest,
+    pub url: String,
+}
+
+/// POST .../export (SPEC §4): every file intact (checked in parallel, bounded), the governance gate
+/// of HELIX_GOVERNANCE_MODE, a signed export receipt appended to the ledger, and presigned GETs of the
+/// manifest and every file as proof. A refusal by governance is audited as a denial.
+pub async fn export(
+    app: &App,
+    caller: Caller<'_>,
+    ws: &WorkspaceId,
+    name: &BundleName,
+    version: &BundleName,
+) -> Result<Exported> {
+    use crate::config::GovernanceMode;
+    let v = app.meta.bundle_version(ws, name.as_str(), version.as_str()).await?.ok_or(Error::BundleMissing)?;
+    let bundle = bundle_ref(ws, name.as_str(), version.as_str());
+    let manifest = crate::bundles::stored_manifest(app, ws, &v).await?;
+    let keys = check_integrity(app, ws, &v, &manifest).await?;
+    for attempt in 0..APPEND_ATTEMPTS {
+        let ledger = ledger(app, ws, name.as_str(), version.as_str()).await?;
+        let transition = transition_id(&bundle, ledger.state, State::Exported)?;
+        let waiver = ledger.live_waiver(&transition, now_unix());
+        let (permitted, governance) = match (app.config.governance_mode, ledger.state, waiver) {
+            (_, State::Exported, _) => (true, "re-export"),
+            (_, State::Approved, _) => (true, "approved"),
+            (GovernanceMode::Enforce, State::Submitted, Some(_)) => (true, "waived"),
+            (GovernanceMode::Enforce, _, _) => (false, "denied"),
+            (GovernanceMode::Warn, _, _) => (true, "warned"),
+            (GovernanceMode::Off, _, _) => (true, "off"),
+        };
+        let to = match next(ledger.state, Decision::Export { permitted }) {
+            Ok(to) => to,
+            Err(refusal) => {
+                deny(app, caller, &bundle, &transition, ledger.state).await;
+                return Err(refusal.into_error(&transition));
+            }
+        };
+        let details = json!({
+            "mode": app.config.governance_mode.as_str(), "governance": governance,
+            "files": v.files, "bytes": v.bytes,
+            "waiver_seq": waiver.map(|w| w.seq),
+        });
+        let draft = Draft {
+            kind: "export",
+            manifest: &v.manifest_digest,
+            transition: &transition,
+            from: ledger.state,
+            to,
+            scope: None,
+            justification: None,
+            expires_at: None,
+            details: Some(details),
+            outcome: if governance == "warned" { Outcome::Warned } else { Outcome::Success },
+        };
+        if let Some(receipt) = append(app, caller, ws, name, version, &ledger, draft, None).await? {
+            let envelope: Value = serde_json::from_str(&receipt.envelope).unwrap_or(Value::Null);
+            let proof = proof(app, ws, &v, &manifest, keys).await?;
+            return Ok(Exported { seq: receipt.seq, receipt: envelope, governance, proof });
+        }
+        crate::adapters::backoff(attempt.min(5)).await;
+    }
+    Err(Error::unavailable(crate::error::Dependency::MetaStore, "could not claim the next ledger seq"))
+}
+
+/// Audit a governance refusal (best effort: the refusal stands whether or not it is recorded).
+async fn deny(app: &App, caller: Caller<'_>, bundle: &str, transition: &Digest, state: State) {
+    let event = AuditDraft {
+        stream: bundle.split('/').next().unwrap_or("*").to_owned(),
+        actor: caller.principal.actor(),
+        action: "bundle.export".into(),
+        entity_type: "bundle_version".into(),
+        entity_id: bundle.to_owned(),
+        outcome: Outcome::Denied,
+        request_id: caller.request_id.into(),
+        details: json!({"reason": "not_approved", "state": state.as_str(), "transition": transition}),
+    };
+    if let Err(e) = app.audit.append(event).await {
+        tracing::error!(error = %e, "could not audit an export denial");
+    }
+}
+
+/// Every file of the manifest linked in `ws` and intact in the store: its key, in manifest order.
+async fn check_integrity(
+    app: &App,
+    ws: &WorkspaceId,
+    v: &BundleVersion,
+    manifest: &crate::domain::Manifest,
+) -> Result<Vec<crate::ports::BlobKey>> {
+    use futures_util::{StreamExt, TryStreamExt};
+    let digests = manifest.digests();
+    let checked: Vec<(Digest, Result<crate::ports::BlobKey>)> = futures_util::stream::iter(digests)
+        .map(|digest| async move {
+            let result = async {
+                let link =
+                    app.meta.blob_link(ws, &digest).await?.ok_or_else(|| Error::BlobMissing(digest.to_string()))?;
+                crate::blobs::verify_object(app.blobs.as_ref(), &link.key()).await?;
+                Ok(link.key())
+            }
+            .await;
+            Ok::<_, Error>((digest, result))
+        })
+        .buffered(EXPORT_PARALLELISM)
+        .try_collect()
+        .await?;
+    let mut missing = Vec::new();
+    let mut keys = Vec::with_capacity(checked.len());
+    for (digest, result) in checked {
+        match result {
+            Ok(key) => keys.push(key),
+            Err(Error::BlobMissing(_)) => missing.push(digest.to_string()),
+            Err(Error::BlobIntegrity(detail)) => {
+                return Err(Error::BlobIntegrity(format!("{} of {}@{}: {detail}", digest, v.name, v.version)));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if !missing.is_empty() {
+        missing.sort();
+        missing.dedup();
+        missing.truncate(1000);
+        return Err(Error::BlobsMissing(missing));
+    }
+    Ok(keys)
+}
+
+async fn proof(
+    app: &App,
+    ws: &WorkspaceId,
+    v: &BundleVersion,
+    manifest: &crate::domain::Manifest,
+    keys: Vec<crate::ports::BlobKey>,
+) -> Result<Proof> {
+    let ttl = crate::blobs::DOWNLOAD_URL_TTL;
+    let link = app
+        .meta
+        .blob_link(ws, &v.manifest_digest)
+        .await?
+        .ok_or_else(|| Error::BlobMissing(v.manifest_digest.to_string()))?;
+    let manifest_url = app.blobs.presign_get(&link.key(), ttl).await?;
+    let mut files = Vec::with_capacity(keys.len());
+    for (file, key) in manifest.files.iter().zip(keys) {
+        let url = app.blobs.presign_get(&key, ttl).await?;
+        files.push(ProofFile { path: file.path.clone(), digest: key.digest.clone(), url: url.url });
+    }
+    Ok(Proof { expires_at: manifest_url.expires_at, manifest: manifest_url, files })
 }

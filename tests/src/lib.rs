@@ -254,6 +254,19 @@ impl TestEnv {
         self.token_with(role, scope, None).await
     }
 
+    /// A token of a named user (separation of duties compares users).
+    pub async fn token_of(&self, user: &str, role: Role, scope: &str) -> String {
+        let grant = Grant {
+            user: user.into(),
+            role,
+            workspace_id: Scope::parse(scope).unwrap(),
+            ttl_seconds: None,
+            description: None,
+        };
+        let (secret, _) = tokens::issue(self.app.meta.as_ref(), grant, "tests", "tests").await.expect("issue token");
+        secret.expose().to_owned()
+    }
+
     pub async fn token_with(&self, role: Role, scope: &str, ttl_seconds: Option<i64>) -> String {
         let grant = Grant {
             user: format!("{role}-user"),
@@ -494,6 +507,7 @@ macro_rules! common_suite {
             bundle_versions_register_once_read_back_and_list,
             bad_manifests_and_unlinked_files_are_refused_and_change_nothing,
             governance_decisions_are_signed_receipts_with_separation_of_duties,
+            governed_export_checks_integrity_and_governance_in_every_mode,
         );
     };
 }

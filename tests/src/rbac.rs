@@ -96,19 +96,9 @@ pub async fn rbac_matrix_holds_over_http(b: Backend) {
     let (bytes, d) = unique_blob(64);
     // Versions registered by a user no cell acts as (separation of duties would refuse a registrar's
     // own approval), one per decision route so that no decision changes another route's state.
-    let registrar = {
-        let grant = helix_core::tokens::Grant {
-            user: "rbac-registrar".into(),
-            role: Role::Publisher,
-            workspace_id: helix_core::domain::Scope::All,
-            ttl_seconds: None,
-            description: None,
-        };
-        let (secret, _) = helix_core::tokens::issue(env.app.meta.as_ref(), grant, "tests", "tests").await.unwrap();
-        secret.expose().to_owned()
-    };
+    let registrar = env.token_of("rbac-registrar", Role::Publisher, "*").await;
     let version_of = |path: &str| {
-        ["approve", "reject", "waivers"].into_iter().find(|d| path.ends_with(&format!("/{d}"))).unwrap_or("1")
+        ["approve", "reject", "waivers", "export"].into_iter().find(|d| path.ends_with(&format!("/{d}"))).unwrap_or("1")
     };
     let manifest = |version: &str| {
         json!({"schema": "helix.bundle.v1", "name": "model", "version": version,
@@ -116,7 +106,7 @@ pub async fn rbac_matrix_holds_over_http(b: Backend) {
     };
     for ws in ["team-a", "team-b"] {
         assert!(put_blob(&env, &admin, ws, &d.to_string(), bytes.clone()).await.status().is_success());
-        for version in ["1", "approve", "reject", "waivers"] {
+        for version in ["1", "approve", "reject", "waivers", "export"] {
             let path = format!("/v1/workspaces/{ws}/bundles/model/versions/{version}");
             let registered = env
                 .http
@@ -125,6 +115,13 @@ pub async fn rbac_matrix_holds_over_http(b: Backend) {
                 .json(&manifest(version));
             assert!(registered.send().await.unwrap().status().is_success());
         }
+    }
+    // The version every export cell exports is approved, by a user no cell acts as either.
+    let approver = env.token_of("rbac-approver", Role::Approver, "*").await;
+    for ws in ["team-a", "team-b"] {
+        let path = format!("/v1/workspaces/{ws}/bundles/model/versions/export/approve");
+        let approved = env.http.post(env.url(&path)).header("authorization", format!("Bearer {approver}")).send();
+        assert_eq!(approved.await.unwrap().status(), 201);
     }
     let mut checked = 0;
     for spec in ROUTES {
@@ -195,7 +192,7 @@ pub async fn rbac_matrix_holds_over_http(b: Backend) {
             }
         }
     }
-    assert_eq!(checked, 256, "every applicable cell of the 21 routes ran");
+    assert_eq!(checked, 271, "every applicable cell of the 22 routes ran");
 }
 
 #[cfg(test)]

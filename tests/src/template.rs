@@ -269,9 +269,12 @@ mod tests {
                 ("s3:DeleteObject", uploads, ""),
                 ("s3:ListBucket", bucket, ""),
                 ("dynamodb:GetItem", meta, ""),
+                ("dynamodb:Query", meta, ""),
                 ("dynamodb:PutItem", meta, "WS#*"),
                 ("dynamodb:PutItem", audit, ""),
                 ("dynamodb:Query", audit, ""),
+                ("kms:Sign", key, ""),
+                ("kms:GetPublicKey", key, ""),
             ],
             "fetch" => &[
                 ("s3:GetObject", blobs, ""),

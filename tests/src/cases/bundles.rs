@@ -199,19 +199,6 @@ async fn post(env: &TestEnv, token: &str, path: &str, body: Value) -> reqwest::R
     env.http.post(env.url(path)).header("authorization", format!("Bearer {token}")).json(&body).send().await.unwrap()
 }
 
-/// A token for `user` with `role` on `scope` (users matter for separation of duties).
-async fn token_for(env: &TestEnv, user: &str, role: Role, scope: &str) -> String {
-    let grant = helix_core::tokens::Grant {
-        user: user.into(),
-        role,
-        workspace_id: helix_core::domain::Scope::parse(scope).unwrap(),
-        ttl_seconds: None,
-        description: None,
-    };
-    let (secret, _) = helix_core::tokens::issue(env.app.meta.as_ref(), grant, "tests", "tests").await.unwrap();
-    secret.expose().to_owned()
-}
-
 /// The statements of a ledger's receipts, after checking what an offline verifier checks: each
 /// signature with the published key, seq from 1 without gaps, each `prev` the digest of the previous
 /// payload.
@@ -240,10 +227,10 @@ fn verified_statements(receipts: &[Value], key: &helix_core::ports::PublicKeyInf
 
 pub async fn governance_decisions_are_signed_receipts_with_separation_of_duties(b: Backend) {
     let env = TestEnv::start(b).await;
-    let publisher = token_for(&env, "ada", Role::Publisher, "team-a").await;
-    let approver = token_for(&env, "grace", Role::Approver, "team-a").await;
-    let reviewer = token_for(&env, "linus", Role::SafetyReviewer, "team-a").await;
-    let ada_admin = token_for(&env, "ada", Role::Admin, "*").await;
+    let publisher = env.token_of("ada", Role::Publisher, "team-a").await;
+    let approver = env.token_of("grace", Role::Approver, "team-a").await;
+    let reviewer = env.token_of("linus", Role::SafetyReviewer, "team-a").await;
+    let ada_admin = env.token_of("ada", Role::Admin, "*").await;
     let files = linked_files(&env, &publisher, "team-a").await;
     for version in ["1", "2", "3", "4"] {
         assert_eq!(
@@ -324,7 +311,7 @@ pub async fn governance_decisions_are_signed_receipts_with_separation_of_duties(
     // 16 approvers at once: a gapless, chained ledger of 16 receipts.
     let mut tokens = Vec::new();
     for i in 0..16 {
-        tokens.push(token_for(&env, &format!("approver-{i}"), Role::Approver, "team-a").await);
+        tokens.push(env.token_of(&format!("approver-{i}"), Role::Approver, "team-a").await);
     }
     let url = env.url(&format!("{base}/4/approve"));
     let all = tokens.iter().map(|t| {
@@ -367,4 +354,134 @@ fn pkcs8_der(pem: &str) -> Vec<u8> {
     use base64::Engine;
     let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     base64::engine::general_purpose::STANDARD.decode(b64).unwrap()
+}
+
+/// A bundle of one fresh linked file in `ws`, registered by `token` as `name`@`version`; its digest.
+async fn one_file_bundle(env: &TestEnv, token: &str, ws: &str, version: &str) -> helix_core::domain::Digest {
+    let (bytes, d) = unique_blob(200);
+    assert_eq!(put_blob(env, token, ws, &d.to_string(), bytes).await.status(), 201);
+    let body = manifest("model", version, &[("f.bin", d.to_string(), 200)]);
+    assert_eq!(register(env, token, ws, "model", version, &body).await.status(), 201);
+    d
+}
+
+/// Remove a blob's object behind the registry's back.
+async fn delete_object(env: &TestEnv, d: &helix_core::domain::Digest) {
+    let key = helix_core::ports::BlobKey::primary(d);
+    match &env.aws {
+        None => std::fs::remove_file(env.app.fs_blobs.as_ref().unwrap().path_of(&key)).unwrap(),
+        Some(f) => {
+            f.s3.delete_object().bucket(&f.bucket).key(format!("blobs/{}", key.storage_key())).send().await.unwrap();
+        }
+    }
+}
+
+pub async fn governed_export_checks_integrity_and_governance_in_every_mode(b: Backend) {
+    let env = TestEnv::start(b).await;
+    let ada = env.token_of("ada", Role::Publisher, "team-a").await;
+    let grace = env.token_of("grace", Role::Approver, "team-a").await;
+    let linus = env.token_of("linus", Role::SafetyReviewer, "team-a").await;
+    let base = "/v1/workspaces/team-a/bundles/model/versions";
+    let export = |v: &str| format!("{base}/{v}/export");
+
+    // Not approved: refused, naming the transition a waiver would have to cover; the denial is audited.
+    let d1 = one_file_bundle(&env, &ada, "team-a", "1").await;
+    let v1: Value = get(&env, &ada, &format!("{base}/1")).await.json().await.unwrap();
+    let refused = expect_problem(post(&env, &ada, &export("1"), json!({})).await, 403, "not_approved").await;
+    assert_eq!(refused["transition"], v1["export_transition"]);
+    let denials: Vec<_> = env.audit("team-a").await.into_iter().filter(|e| e.action == "bundle.export").collect();
+    assert_eq!(denials.len(), 1);
+    assert_eq!(denials[0].outcome, helix_core::domain::Outcome::Denied);
+
+    // A waiver for exactly that transition lets it export, with proof URLs that serve the bytes.
+    let waiver =
+        json!({"transition": v1["export_transition"], "scope": "export_unapproved", "justification": "incident 7"});
+    assert_eq!(post(&env, &linus, &format!("{base}/1/waivers"), waiver).await.status(), 201);
+    let done = post(&env, &ada, &export("1"), json!({})).await;
+    assert_eq!(done.status(), 200);
+    let done: Value = done.json().await.unwrap();
+    assert_eq!(done["governance"], "waived");
+    let manifest_bytes =
+        env.http.get(done["proof"]["manifest"]["url"].as_str().unwrap()).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(helix_core::domain::Digest::of(&manifest_bytes).to_string(), v1["manifest_digest"].as_str().unwrap());
+    let file = &done["proof"]["files"][0];
+    assert_eq!((file["path"].as_str(), file["digest"].as_str()), (Some("f.bin"), Some(d1.to_string().as_str())));
+    let file_bytes = env.http.get(file["url"].as_str().unwrap()).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(helix_core::domain::Digest::of(&file_bytes), d1);
+    let ledger: Value = get(&env, &ada, &format!("{base}/1/governance")).await.json().await.unwrap();
+    assert_eq!(ledger["state"], "exported");
+    let key = env.app.signer.public_key().await.unwrap();
+    let statements = verified_statements(ledger["receipts"].as_array().unwrap(), &key);
+    assert_eq!(statements.iter().map(|s| s["kind"].as_str().unwrap()).collect::<Vec<_>>(), ["waiver", "export"]);
+    assert_eq!(statements[1]["details"]["governance"], "waived");
+    // Final: another export is a re-export; no decision after it.
+    assert_eq!(
+        post(&env, &ada, &export("1"), json!({})).await.json::<Value>().await.unwrap()["governance"],
+        "re-export"
+    );
+    expect_problem(post(&env, &grace, &format!("{base}/1/approve"), json!({})).await, 409, "version_exported").await;
+
+    // Approved by another user: exports.
+    one_file_bundle(&env, &ada, "team-a", "2").await;
+    assert_eq!(post(&env, &grace, &format!("{base}/2/approve"), json!({})).await.status(), 201);
+    assert_eq!(
+        post(&env, &ada, &export("2"), json!({})).await.json::<Value>().await.unwrap()["governance"],
+        "approved"
+    );
+
+    // An expired waiver unblocks nothing.
+    one_file_bundle(&env, &ada, "team-a", "3").await;
+    let v3: Value = get(&env, &ada, &format!("{base}/3")).await.json().await.unwrap();
+    let short = json!({"transition": v3["export_transition"], "scope": "export_unapproved", "justification": "x",
+        "expires_in_seconds": 1});
+    assert_eq!(post(&env, &linus, &format!("{base}/3/waivers"), short).await.status(), 201);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    expect_problem(post(&env, &ada, &export("3"), json!({})).await, 403, "not_approved").await;
+
+    // Integrity blocks in every mode: a corrupted file, a deleted one.
+    let d4 = one_file_bundle(&env, &ada, "team-a", "4").await;
+    assert_eq!(post(&env, &grace, &format!("{base}/4/approve"), json!({})).await.status(), 201);
+    env.plant_object(&d4, b"not the bytes").await;
+    expect_problem(post(&env, &ada, &export("4"), json!({})).await, 500, "blob_integrity_error").await;
+    let d5 = one_file_bundle(&env, &ada, "team-a", "5").await;
+    assert_eq!(post(&env, &grace, &format!("{base}/5/approve"), json!({})).await.status(), 201);
+    delete_object(&env, &d5).await;
+    let missing = expect_problem(post(&env, &ada, &export("5"), json!({})).await, 409, "blob_missing").await;
+    assert_eq!(missing["missing"], json!([d5.to_string()]));
+    for v in ["4", "5"] {
+        let ledger: Value = get(&env, &ada, &format!("{base}/{v}/governance")).await.json().await.unwrap();
+        assert_eq!(ledger["state"], "approved", "a refused export records nothing");
+    }
+
+    // warn: governance recorded, not enforced; off: not checked. Integrity still blocks.
+    for (mode, expected) in [("warn", "warned"), ("off", "off")] {
+        let env = TestEnv::start_with(b, &[("HELIX_GOVERNANCE_MODE", mode)]).await;
+        let ada = env.token_of("ada", Role::Publisher, "team-a").await;
+        one_file_bundle(&env, &ada, "team-a", "1").await;
+        let done = post(&env, &ada, &export("1"), json!({})).await;
+        assert_eq!(done.status(), 200, "{mode}");
+        assert_eq!(done.json::<Value>().await.unwrap()["governance"], expected);
+        let outcome = env.audit("team-a").await.into_iter().find(|e| e.action == "bundle.export").unwrap().outcome;
+        let want =
+            if mode == "warn" { helix_core::domain::Outcome::Warned } else { helix_core::domain::Outcome::Success };
+        assert_eq!(outcome, want, "{mode}");
+        let d = one_file_bundle(&env, &ada, "team-a", "2").await;
+        env.plant_object(&d, b"bad").await;
+        expect_problem(post(&env, &ada, &export("2"), json!({})).await, 500, "blob_integrity_error").await;
+    }
+
+    if b == Backend::Emulator {
+        // No unsigned export: the signer unreachable is a 503 and nothing is recorded.
+        one_file_bundle(&env, &ada, "team-a", "6").await;
+        assert_eq!(post(&env, &grace, &format!("{base}/6/approve"), json!({})).await.status(), 201);
+        let broken = crate::cases::serve_app(
+            env.app_with(&[("AWS_ENDPOINT_URL_KMS", &super::closed_port_url())]).await.unwrap(),
+        );
+        let url = format!("{}{}", broken.url(), export("6"));
+        let resp =
+            env.http.post(url).header("authorization", format!("Bearer {ada}")).json(&json!({})).send().await.unwrap();
+        expect_problem(resp, 503, "signer_unavailable").await;
+        let ledger: Value = get(&env, &ada, &format!("{base}/6/governance")).await.json().await.unwrap();
+        assert_eq!(ledger["state"], "approved");
+    }
 }
