@@ -32,6 +32,28 @@ enum Command {
         #[command(subcommand)]
         command: TeamsCommand,
     },
+    /// Governance receipts.
+    Governance {
+        #[command(subcommand)]
+        command: GovernanceCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum GovernanceCommand {
+    /// Verify a receipt, a list of receipts or a whole ledger (GET .../governance) offline: signatures,
+    /// seq and prev chain, transition ids, and the state it yields. Exit 0 with a one-line summary, or
+    /// 1 with a one-line reason.
+    Verify {
+        /// The JSON file.
+        file: std::path::PathBuf,
+        /// The registry's public key (PEM), as GET /v1/governance/public-key gives it.
+        #[arg(long, conflicts_with = "registry", required_unless_present = "registry")]
+        public_key: Option<std::path::PathBuf>,
+        /// Fetch the public key from this registry instead (https, or http on loopback).
+        #[arg(long)]
+        registry: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -126,7 +148,42 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
         Command::Teams { command } => teams(&config, command).await,
+        Command::Governance { command: GovernanceCommand::Verify { file, public_key, registry } } => {
+            let pem = match (public_key, registry) {
+                (Some(path), _) => std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?,
+                (None, Some(url)) => fetch_public_key(&url).await?,
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let key = public_key_from_pem(&pem)?;
+            let document = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let (receipts, whole) =
+                helix_core::governance::receipts_in(&document).map_err(|e| format!("invalid: {e}"))?;
+            let verified = helix_core::governance::verify_receipts(&receipts, std::slice::from_ref(&key), whole)
+                .map_err(|e| format!("invalid: {e}"))?;
+            let state = verified.state.map(|s| format!(", state {}", s.as_str())).unwrap_or_default();
+            println!(
+                "ok: {} receipt(s) of {} from seq {}{state}, signed by {}",
+                verified.receipts, verified.bundle, verified.first_seq, key.key_id
+            );
+            Ok(())
+        }
     }
+}
+
+fn public_key_from_pem(pem: &str) -> Result<helix_core::ports::PublicKeyInfo, Box<dyn std::error::Error>> {
+    use p256::pkcs8::{DecodePublicKey, EncodePublicKey};
+    let key =
+        p256::PublicKey::from_public_key_pem(pem.trim()).map_err(|e| format!("not a P-256 public key PEM: {e}"))?;
+    let der = key.to_public_key_der().map_err(|e| e.to_string())?;
+    Ok(helix_core::ports::PublicKeyInfo::from_spki_der(der.as_bytes())?)
+}
+
+/// The PEM a registry publishes at /v1/governance/public-key.
+async fn fetch_public_key(registry: &str) -> Result<String, Box<dyn std::error::Error>> {
+    helix_core::oidc::check_url(registry)?;
+    let url = format!("{}/v1/governance/public-key", registry.trim_end_matches('/'));
+    let doc: serde_json::Value = reqwest::get(&url).await?.error_for_status()?.json().await?;
+    Ok(doc["pem"].as_str().ok_or("the registry's answer has no pem")?.to_owned())
 }
 
 async fn teams(config: &Config, command: TeamsCommand) -> Result<(), Box<dyn std::error::Error>> {

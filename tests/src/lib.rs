@@ -508,6 +508,7 @@ macro_rules! common_suite {
             bad_manifests_and_unlinked_files_are_refused_and_change_nothing,
             governance_decisions_are_signed_receipts_with_separation_of_duties,
             governed_export_checks_integrity_and_governance_in_every_mode,
+            ledgers_verify_offline_and_every_tampering_is_caught,
         );
     };
 }

@@ -265,7 +265,7 @@ pub fn bin_dir() -> PathBuf {
     if dir.ends_with("deps") { dir.parent().unwrap().to_path_buf() } else { dir.to_path_buf() }
 }
 
-/// The function binaries, built (or brought up to date) once per test process with the same cargo,
+/// The function binaries and the `helix` CLI, built (or brought up to date) once per test process with the same cargo,
 /// profile and target directory as the tests themselves, so a test never runs a stale binary.
 pub fn function_binaries() -> &'static PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -280,6 +280,8 @@ pub fn function_binaries() -> &'static PathBuf {
         for f in functions() {
             cmd.args(["-p", f.as_str()]);
         }
+        // And the `helix` CLI, which cases run as an operator would.
+        cmd.args(["-p", "helix-cli"]);
         let status = cmd.status().expect("run cargo build for the function binaries");
         assert!(status.success(), "cargo build of the function binaries failed");
         dir

@@ -11,6 +11,7 @@ helix_tests::cases!(Backend::Emulator;
     declaring_a_lax_store_checksum_verifying_fails_at_start,
     a_stalled_store_fails_requests_in_bounded_time_and_loses_no_acknowledged_write,
     a_strict_s3_refuses_tampered_uploads_and_forged_urls_and_the_registry_still_verifies,
+    receipts_verify_with_an_independent_ecdsa_implementation,
     signer_outage_fails_readiness_and_status,
     mixed_backends_s3_blobs_with_embedded_meta_and_key_serve_together,
     s3_without_strict_no_overwrite_still_verifies_existing_objects,

@@ -485,3 +485,128 @@ pub async fn governed_export_checks_integrity_and_governance_in_every_mode(b: Ba
         assert_eq!(ledger["state"], "approved");
     }
 }
+
+/// Run `helix governance verify` (the CLI binary, as an operator would) on `doc`; exit code and the
+/// one line it printed.
+async fn cli_verify(env: &TestEnv, doc: &Value, key_args: &[String]) -> (bool, String) {
+    let dir = tokio::task::spawn_blocking(|| crate::runtime_api::function_binaries().clone()).await.unwrap();
+    let file = env.dir.path().join(format!("ledger-{}.json", helix_core::domain::BearerToken::generate().sha256()));
+    std::fs::write(&file, serde_json::to_vec(doc).unwrap()).unwrap();
+    let out = tokio::process::Command::new(dir.join("helix"))
+        .args(["governance", "verify"])
+        .arg(&file)
+        .args(key_args)
+        .env("HELIX_DATA_DIR", env.dir.path().join("cli-data"))
+        .output()
+        .await
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text.trim().to_owned())
+}
+
+pub async fn ledgers_verify_offline_and_every_tampering_is_caught(b: Backend) {
+    use base64::Engine;
+    let env = TestEnv::start(b).await;
+    let ada = env.token_of("ada", Role::Publisher, "team-a").await;
+    let grace = env.token_of("grace", Role::Approver, "team-a").await;
+    let hopper = env.token_of("hopper", Role::Approver, "team-a").await;
+    let base = "/v1/workspaces/team-a/bundles/model/versions";
+    one_file_bundle(&env, &ada, "team-a", "1").await;
+    for approver in [&grace, &hopper] {
+        assert_eq!(post(&env, approver, &format!("{base}/1/approve"), json!({})).await.status(), 201);
+    }
+    assert_eq!(post(&env, &ada, &format!("{base}/1/export"), json!({})).await.status(), 200);
+    let ledger: Value = get(&env, &ada, &format!("{base}/1/governance")).await.json().await.unwrap();
+    let key: Value = env.http.get(env.url("/v1/governance/public-key")).send().await.unwrap().json().await.unwrap();
+    let pem = env.dir.path().join("key.pem");
+    std::fs::write(&pem, key["pem"].as_str().unwrap()).unwrap();
+    let with_key = vec!["--public-key".to_owned(), pem.display().to_string()];
+
+    let (ok, line) = cli_verify(&env, &ledger, &with_key).await;
+    assert!(ok, "{line}");
+    assert!(line.starts_with("ok: 3 receipt(s) of team-a/model@1 from seq 1, state exported"), "{line}");
+    let (ok, line) = cli_verify(&env, &ledger, &["--registry".to_owned(), env.url("")]).await;
+    assert!(ok, "the key fetched from the registry: {line}");
+    let (ok, line) = cli_verify(&env, &ledger["receipts"][1], &with_key).await;
+    assert!(ok && line.contains("from seq 2"), "one receipt alone: {line}");
+
+    // One changed byte anywhere in a payload, a removed receipt, two swapped, a forged key.
+    let receipts = ledger["receipts"].as_array().unwrap().clone();
+    let mut changed = ledger.clone();
+    let payload = base64::engine::general_purpose::STANDARD.decode(receipts[1]["payload"].as_str().unwrap()).unwrap();
+    let mut flipped = payload.clone();
+    let at = String::from_utf8_lossy(&payload).find("hopper").unwrap();
+    flipped[at] = b'H';
+    changed["receipts"][1]["payload"] = json!(base64::engine::general_purpose::STANDARD.encode(&flipped));
+    let mut first_removed = ledger.clone();
+    first_removed["receipts"] = json!(receipts[1..]);
+    let mut middle_removed = ledger.clone();
+    middle_removed["receipts"] = json!([receipts[0], receipts[2]]);
+    let mut swapped = ledger.clone();
+    swapped["receipts"] = json!([receipts[1], receipts[0], receipts[2]]);
+    for (doc, what) in [
+        (changed, "a changed byte"),
+        (first_removed, "the first receipt removed"),
+        (middle_removed, "a middle receipt removed"),
+        (swapped, "two receipts swapped"),
+    ] {
+        let (ok, line) = cli_verify(&env, &doc, &with_key).await;
+        assert!(!ok && line.starts_with("helix: invalid:"), "{what}: {line}");
+        assert_eq!(line.lines().count(), 1, "one line: {line}");
+    }
+    let other_pem = {
+        use helix_core::ports::Signer;
+        let other =
+            helix_core::adapters::local_key::LocalKeySigner::load_or_create(&env.dir.path().join("other.key")).unwrap();
+        other.public_key().await.unwrap().pem
+    };
+    let other_path = env.dir.path().join("other.pem");
+    std::fs::write(&other_path, other_pem).unwrap();
+    let (ok, line) = cli_verify(&env, &ledger, &["--public-key".to_owned(), other_path.display().to_string()]).await;
+    assert!(!ok && line.contains("no valid signature"), "another key: {line}");
+}
+
+/// A verifier that is not our code: Python `cryptography` (installed with the emulator in the test
+/// venv) checks every receipt's ECDSA P-256 / SHA-256 signature over the DSSE pre-authentication
+/// encoding, with the PEM the registry publishes, for the KMS key and for the local key.
+pub async fn receipts_verify_with_an_independent_ecdsa_implementation(b: Backend) {
+    assert_eq!(b, Backend::Emulator, "the Python venv is the emulator suite's");
+    for signer in ["kms", "local"] {
+        let env = TestEnv::start_with(b, &[("HELIX_SIGNER_BACKEND", signer)]).await;
+        let ada = env.token_of("ada", Role::Publisher, "team-a").await;
+        let grace = env.token_of("grace", Role::Approver, "team-a").await;
+        let base = "/v1/workspaces/team-a/bundles/model/versions";
+        one_file_bundle(&env, &ada, "team-a", "1").await;
+        assert_eq!(post(&env, &grace, &format!("{base}/1/approve"), json!({})).await.status(), 201);
+        assert_eq!(post(&env, &ada, &format!("{base}/1/export"), json!({})).await.status(), 200);
+        let ledger: Value = get(&env, &ada, &format!("{base}/1/governance")).await.json().await.unwrap();
+        let key: Value = env.http.get(env.url("/v1/governance/public-key")).send().await.unwrap().json().await.unwrap();
+        let dir = env.dir.path();
+        std::fs::write(dir.join("key.pem"), key["pem"].as_str().unwrap()).unwrap();
+        std::fs::write(dir.join("ledger.json"), serde_json::to_vec(&ledger).unwrap()).unwrap();
+        let script = r#"
+import base64, json, sys
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+key = serialization.load_pem_public_key(open(sys.argv[1], "rb").read())
+ledger = json.load(open(sys.argv[2]))
+for r in ledger["receipts"]:
+    t = r["payloadType"].encode()
+    p = base64.b64decode(r["payload"])
+    pae = b"DSSEv1 %d %s %d %s" % (len(t), t, len(p), p)
+    for s in r["signatures"]:
+        key.verify(base64.b64decode(s["sig"]), pae, ec.ECDSA(hashes.SHA256()))
+print("verified", len(ledger["receipts"]))
+"#;
+        let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+        let out = tokio::process::Command::new(&python)
+            .args(["-c", script])
+            .arg(dir.join("key.pem"))
+            .arg(dir.join("ledger.json"))
+            .output()
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", python.display()));
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && text.trim() == "verified 2", "{signer}: {text}");
+    }
+}
