@@ -72,17 +72,18 @@ impl Statement {
     }
 }
 
-/// A ledger read back: its receipts (verified), their statements, and the state they yield.
+/// A ledger read back: its receipts, their statements and payloads (verified), and the state they yield.
 pub struct Ledger {
     pub receipts: Vec<LedgerReceipt>,
     pub statements: Vec<Statement>,
+    payloads: Vec<Vec<u8>>,
     pub state: State,
 }
 
 impl Ledger {
-    /// The `prev` of the next receipt: the digest of the last payload.
-    fn head(&self) -> Result<Option<String>> {
-        self.statements.last().map(|s| payload_digest(s).map(|d| d.to_string())).transpose()
+    /// The `prev` of the next receipt: the digest of the last payload, as signed.
+    fn head(&self) -> Option<String> {
+        self.payloads.last().map(|p| Digest::of(p).to_string())
     }
 
     /// A waiver that is live at `now` for `transition`.
@@ -96,26 +97,30 @@ impl Ledger {
     }
 }
 
-fn payload_digest(s: &Statement) -> Result<Digest> {
-    Ok(Digest::of(
-        canonical::to_string(&serde_json::to_value(s).map_err(|e| Error::Internal(e.to_string()))?)?.as_bytes(),
-    ))
-}
-
-/// Read a version's ledger, verify every receipt with the registry's keys, and fold its state.
-pub async fn ledger(app: &App, ws: &WorkspaceId, name: &str, version: &str) -> Result<Ledger> {
+/// Read a version's ledger and verify it as `helix governance verify` does (every signature, seq from
+/// 1 without gaps, the `prev` chain, transition ids, states), and that every receipt is about this
+/// version and this manifest and sits at its own seq. The store is not trusted: a receipt copied from
+/// another version, a reordered or overwritten one, is an integrity error (500), never a state.
+pub async fn ledger(app: &App, ws: &WorkspaceId, name: &str, version: &str, manifest: &Digest) -> Result<Ledger> {
     let receipts = app.meta.ledger(ws, name, version).await?;
-    let key = app.signer.public_key().await?;
-    let mut statements = Vec::with_capacity(receipts.len());
-    let mut state = State::Submitted;
-    for r in &receipts {
-        let s = open_receipt(r.envelope.as_bytes(), std::slice::from_ref(&key))
-            .map_err(|e| Error::Internal(format!("ledger receipt {}: {e}", r.seq)))?;
-        state = next(state, s.decision()?)
-            .map_err(|_| Error::Internal(format!("ledger receipt {} breaks the state machine", r.seq)))?;
-        statements.push(s);
+    if receipts.is_empty() {
+        return Ok(Ledger { receipts, statements: Vec::new(), payloads: Vec::new(), state: State::Submitted });
     }
-    Ok(Ledger { receipts, statements, state })
+    let key = app.signer.public_key().await?;
+    let envelopes: Vec<Vec<u8>> = receipts.iter().map(|r| r.envelope.clone().into_bytes()).collect();
+    let bundle = bundle_ref(ws, name, version);
+    let broken = |why: String| Error::BlobIntegrity(format!("the ledger of {bundle} does not verify: {why}"));
+    let verified = verify_receipts(&envelopes, std::slice::from_ref(&key), true).map_err(broken)?;
+    for (r, s) in receipts.iter().zip(&verified.statements) {
+        if s.bundle != bundle || s.manifest != manifest.to_string() || s.seq != r.seq {
+            return Err(broken(format!(
+                "the receipt stored at seq {} is seq {} of {} ({})",
+                r.seq, s.seq, s.bundle, s.manifest
+            )));
+        }
+    }
+    let state = verified.state.unwrap_or(State::Submitted);
+    Ok(Ledger { receipts, statements: verified.statements, payloads: verified.payloads, state })
 }
 
 /// The statement of a receipt envelope, if a registry key signed it.
@@ -151,7 +156,7 @@ pub async fn decide(
 ) -> Result<(LedgerReceipt, bool)> {
     let v = app.meta.bundle_version(ws, name.as_str(), version.as_str()).await?.ok_or(Error::BundleMissing)?;
     let principal = caller.principal;
-    if !matches!(request, Request::Reject) && principal.user == v.registered_user {
+    if !matches!(request, Request::Reject) && same_user(&principal.user, &v.registered_user) {
         return Err(Error::SelfApproval);
     }
     let bundle = bundle_ref(ws, name.as_str(), version.as_str());
@@ -164,7 +169,7 @@ pub async fn decide(
         check_waiver_fields(w)?;
     }
     for attempt in 0..APPEND_ATTEMPTS {
-        let ledger = ledger(app, ws, name.as_str(), version.as_str()).await?;
+        let ledger = ledger(app, ws, name.as_str(), version.as_str(), &v.manifest_digest).await?;
         let export_transition = transition_id(&bundle, ledger.state, State::Exported)?;
         let key = decision_key(kind, principal, &request)?;
         if let Some(existing) = ledger.receipts.iter().find(|r| r.decision_key.as_deref() == Some(key.as_str())) {
@@ -248,7 +253,7 @@ async fn append(
         credential: principal.credential_id.clone(),
         time: now_rfc3339_ms(),
         seq,
-        prev: ledger.head()?,
+        prev: ledger.head(),
         key_id: signer_key.key_id.clone(),
         scope: draft.scope,
         justification: draft.justification,
@@ -287,6 +292,11 @@ async fn append(
     })
 }
 
+/// Users compared for separation of duties: trimmed and case-folded, so "Ada " is "ada".
+fn same_user(a: &str, b: &str) -> bool {
+    a.trim().to_lowercase() == b.trim().to_lowercase()
+}
+
 fn check_waiver_fields(w: &WaiverRequest) -> Result<()> {
     if w.scope != WAIVER_SCOPE {
         return Err(Error::WaiverInvalid(format!("scope must be {WAIVER_SCOPE:?}")));
@@ -318,7 +328,7 @@ fn decision_key(kind: &str, principal: &Principal, request: &Request) -> Result<
 pub async fn view(app: &App, ws: &WorkspaceId, name: &BundleName, version: &BundleName) -> Result<Value> {
     let v: BundleVersion =
         app.meta.bundle_version(ws, name.as_str(), version.as_str()).await?.ok_or(Error::BundleMissing)?;
-    let l = ledger(app, ws, name.as_str(), version.as_str()).await?;
+    let l = ledger(app, ws, name.as_str(), version.as_str(), &v.manifest_digest).await?;
     let bundle = bundle_ref(ws, name.as_str(), version.as_str());
     let receipts: Vec<Value> =
         l.receipts.iter().map(|r| serde_json::from_str(&r.envelope).unwrap_or(Value::Null)).collect();
@@ -372,8 +382,14 @@ pub struct Proof {
 pub struct ProofFile {
     pub path: String,
     pub digest: Digest,
-    pub url: String,
+    /// A presigned GET, for the first `PROOF_URL_FILES` files (an answer must fit Lambda's 6 MB);
+    /// the others are fetched by digest (GET .../blobs/{digest}).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
+
+/// Files an export answer carries a presigned URL for.
+pub const PROOF_URL_FILES: usize = 1000;
 
 /// POST .../export (SPEC §4): every file intact (checked in parallel, bounded), the governance gate
 /// of HELIX_GOVERNANCE_MODE, a signed export receipt appended to the ledger, and presigned GETs of the
@@ -391,8 +407,12 @@ pub async fn export(
     let manifest = crate::bundles::stored_manifest(app, ws, &v).await?;
     let keys = check_integrity(app, ws, &v, &manifest).await?;
     for attempt in 0..APPEND_ATTEMPTS {
-        let ledger = ledger(app, ws, name.as_str(), version.as_str()).await?;
+        let ledger = ledger(app, ws, name.as_str(), version.as_str(), &v.manifest_digest).await?;
         let transition = transition_id(&bundle, ledger.state, State::Exported)?;
+        // A rejection is final in every mode: `warn` and `off` relax the approval, not a refusal.
+        if ledger.state == State::Rejected {
+            return Err(crate::domain::governance::Refusal::VersionRejected.into_error(&transition));
+        }
         let waiver = ledger.live_waiver(&transition, now_unix());
         let (permitted, governance) = match (app.config.governance_mode, ledger.state, waiver) {
             (_, State::Exported, _) => (true, "re-export"),
@@ -426,9 +446,10 @@ pub async fn export(
             details: Some(details),
             outcome: if governance == "warned" { Outcome::Warned } else { Outcome::Success },
         };
+        // The proof is built before the receipt: an export is never recorded without its answer.
+        let proof = proof(app, ws, &v, &manifest, &keys).await?;
         if let Some(receipt) = append(app, caller, ws, name, version, &ledger, draft, None).await? {
             let envelope: Value = serde_json::from_str(&receipt.envelope).unwrap_or(Value::Null);
-            let proof = proof(app, ws, &v, &manifest, keys).await?;
             return Ok(Exported { seq: receipt.seq, receipt: envelope, governance, proof });
         }
         crate::adapters::backoff(attempt.min(5)).await;
@@ -502,7 +523,7 @@ async fn proof(
     ws: &WorkspaceId,
     v: &BundleVersion,
     manifest: &crate::domain::Manifest,
-    keys: Vec<crate::ports::BlobKey>,
+    keys: &[crate::ports::BlobKey],
 ) -> Result<Proof> {
     let ttl = crate::blobs::DOWNLOAD_URL_TTL;
     let link = app
@@ -512,9 +533,9 @@ async fn proof(
         .ok_or_else(|| Error::BlobMissing(v.manifest_digest.to_string()))?;
     let manifest_url = app.blobs.presign_get(&link.key(), ttl).await?;
     let mut files = Vec::with_capacity(keys.len());
-    for (file, key) in manifest.files.iter().zip(keys) {
-        let url = app.blobs.presign_get(&key, ttl).await?;
-        files.push(ProofFile { path: file.path.clone(), digest: key.digest.clone(), url: url.url });
+    for (i, (file, key)) in manifest.files.iter().zip(keys).enumerate() {
+        let url = if i < PROOF_URL_FILES { Some(app.blobs.presign_get(key, ttl).await?.url) } else { None };
+        files.push(ProofFile { path: file.path.clone(), digest: key.digest.clone(), url });
     }
     Ok(Proof { expires_at: manifest_url.expires_at, manifest: manifest_url, files })
 }
@@ -527,6 +548,9 @@ pub struct Verified {
     /// The state the receipts yield (when they are a whole ledger, from seq 1).
     pub state: Option<State>,
     pub first_seq: u64,
+    pub statements: Vec<Statement>,
+    /// Each receipt's payload, as signed.
+    pub payloads: Vec<Vec<u8>>,
 }
 
 /// Verify receipts offline, as `helix governance verify` does: every signature by one of `keys` (with
@@ -549,9 +573,12 @@ pub fn verify_receipts(
             crate::dsse::verify(e, RECEIPT_PAYLOAD_TYPE, keys).map_err(|why| format!("receipt {}: {why}", i + 1))?;
         let s: Statement = serde_json::from_slice(&payload).map_err(|why| format!("receipt {}: {why}", i + 1))?;
         let env: Value = serde_json::from_slice(e).map_err(|why| why.to_string())?;
-        if !env["signatures"].as_array().is_some_and(|sigs| sigs.iter().any(|sig| sig["keyid"] == s.key_id.as_str())) {
-            return Err(format!("seq {}: the statement's key_id is not the signing key", s.seq));
+        // Exactly one signature, by the key the statement names (which then verified it above).
+        let sigs = env["signatures"].as_array().map(Vec::as_slice).unwrap_or_default();
+        if sigs.len() != 1 || sigs[0]["keyid"] != s.key_id.as_str() {
+            return Err(format!("seq {}: not exactly one signature by the key the statement names", s.seq));
         }
+        s.decision().map_err(|e| format!("seq {}: {e}", s.seq))?;
         statements.push(s);
         payloads.push(payload);
     }
@@ -600,7 +627,14 @@ pub fn verify_receipts(
             state = Some(after);
         }
     }
-    Ok(Verified { bundle: first.bundle.clone(), receipts: statements.len(), state, first_seq: first.seq })
+    Ok(Verified {
+        bundle: first.bundle.clone(),
+        receipts: statements.len(),
+        state,
+        first_seq: first.seq,
+        payloads,
+        statements: statements.clone(),
+    })
 }
 
 /// The receipts in a file, and whether it is a whole ledger: one envelope, an array of them, or a

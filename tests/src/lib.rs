@@ -509,6 +509,7 @@ macro_rules! common_suite {
             governance_decisions_are_signed_receipts_with_separation_of_duties,
             governed_export_checks_integrity_and_governance_in_every_mode,
             ledgers_verify_offline_and_every_tampering_is_caught,
+            a_receipt_copied_into_another_ledger_is_never_a_state,
         );
     };
 }

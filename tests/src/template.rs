@@ -273,7 +273,6 @@ mod tests {
                 ("dynamodb:PutItem", meta, "WS#*"),
                 ("dynamodb:PutItem", audit, ""),
                 ("dynamodb:Query", audit, ""),
-                ("kms:Sign", key, ""),
                 ("kms:GetPublicKey", key, ""),
             ],
             "fetch" => &[
@@ -284,9 +283,11 @@ mod tests {
                 ("kms:GetPublicKey", key, ""),
             ],
             "waive" => &[
+                ("s3:GetObject", blobs, ""),
+                ("s3:ListBucket", bucket, ""),
                 ("dynamodb:GetItem", meta, ""),
                 ("dynamodb:Query", meta, ""),
-                ("dynamodb:PutItem", meta, "WS#*"),
+                ("dynamodb:PutItem", meta, "GOV#*"),
                 ("dynamodb:PutItem", audit, ""),
                 ("dynamodb:Query", audit, ""),
                 ("kms:Sign", key, ""),
@@ -346,6 +347,9 @@ mod tests {
                             assert!(!s.leading_keys.iter().any(|k| k == "*" || k == "#*"), "{}: {a}", f.name);
                             let tokens = s.leading_keys.iter().any(|k| k.starts_with("TOKEN"));
                             assert!(!tokens || f.name == "token", "{}: may write token items", f.name);
+                            // Ledgers: written by the one function that signs receipts, and by no other.
+                            let ledgers = s.leading_keys.iter().any(|k| k.starts_with("GOV"));
+                            assert!(!ledgers || f.name == "waive", "{}: may write ledger items", f.name);
                         }
                         granted.insert((a.clone(), r.clone(), s.leading_keys.join(",")));
                     }
@@ -359,11 +363,34 @@ mod tests {
         }
     }
 
+    /// Who may sign receipts may write nothing but ledgers: no function holds kms:Sign together with
+    /// a meta-table write outside `GOV#` (a compromised publish function must not forge an approval).
+    #[test]
+    fn signers_write_only_ledgers_and_ledger_writers_sign() {
+        let t = Template::load();
+        for f in t.functions() {
+            let signs = f.statements.iter().any(|s| s.actions.iter().any(|a| a == "kms:Sign"));
+            let meta_writes: Vec<&Statement> = f
+                .statements
+                .iter()
+                .filter(|s| s.resources.iter().any(|r| r == "!GetAtt MetaTable.Arn"))
+                .filter(|s| s.actions.iter().any(|a| a == "dynamodb:PutItem" || a == "dynamodb:UpdateItem"))
+                .collect();
+            if signs {
+                assert!(
+                    meta_writes.iter().all(|s| s.leading_keys == ["GOV#*"]),
+                    "{}: signs receipts and writes other meta items",
+                    f.name
+                );
+            }
+        }
+    }
+
     /// The partition-key prefixes of the IAM scopes are the ones the DynamoDB adapter writes.
     #[test]
     fn leading_key_scopes_match_the_adapters_key_layout() {
         let src = std::fs::read_to_string(repo_file("shared/src/adapters/dynamo.rs")).unwrap();
-        for prefix in ["\"WS#{}\"", "\"TOKEN#{}\"", "\"TOKENID#{}\""] {
+        for prefix in ["\"WS#{}\"", "\"TOKEN#{}\"", "\"TOKENID#{}\"", "\"GOV#{workspace_id}\"", "\"GOV#{ws}\""] {
             assert!(src.contains(&format!("format!({prefix}")), "the adapter no longer writes {prefix} keys");
         }
     }

@@ -51,9 +51,6 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
             let v = bundles::register(app, caller, ws, name, version, http::body_bytes(req)).await?;
             Ok(http::json(if v.created { 201 } else { 200 }, &v))
         }
-        Route::Export { ws, name, version } => {
-            Ok(http::json(200, &helix_core::governance::export(app, caller, ws, name, version).await?))
-        }
         Route::CompleteUpload { ws, digest } => {
             let body: CompleteRequest = http::json_body(req)?;
             Ok(linked(&blobs::complete_upload(app, caller, ws, digest, &body.upload_id).await?))

@@ -1,5 +1,6 @@
-//! waive: governance decisions on bundle versions (approve, reject, emergency waivers) and the
-//! registry's public key. Parse → authorize → helix-core → response; the rules (separation of duties,
+//! waive: governance decisions on bundle versions (approve, reject, emergency waivers), the official
+//! export (its receipt is signed too), and the registry's public key. The only HTTP function that signs
+//! receipts and writes ledgers (docs/decisions.md, "Who may sign"). Parse → authorize → helix-core → response; the rules (separation of duties,
 //! the state machine, signed receipts, idempotency) live in helix-core.
 
 use helix_core::App;
@@ -38,6 +39,9 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
     let (ws, name, version, decision) = match route {
         Route::Approve { ws, name, version } => (ws, name, version, Decision::Approve),
         Route::Reject { ws, name, version } => (ws, name, version, Decision::Reject),
+        Route::Export { ws, name, version } => {
+            return Ok(http::json(200, &governance::export(app, caller, &ws, &name, &version).await?));
+        }
         Route::Waive { ws, name, version } => {
             let body: WaiverBody = http::json_body(req)?;
             let waiver = WaiverRequest {

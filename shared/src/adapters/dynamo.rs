@@ -1,5 +1,7 @@
 //! DynamoDB MetaStore and AuditLog. Meta table: `pk`/`sk` strings (tokens `TOKEN#{sha256}`, token
-//! ids `TOKENID#{id}`, links `WS#{ws}`/`BLOB#{digest}`, counters `COUNTER#{name}`/`SHARD#{n}`).
+//! ids `TOKENID#{id}`, links `WS#{ws}`/`BLOB#{digest}`, bundle versions `WS#{ws}`/`BUNDLE#…`,
+//! ledgers `GOV#{ws}`/`LEDGER#…` and `DECISION#…`, counters `COUNTER#{name}`/`SHARD#{n}`). Each
+//! partition-key prefix is written by one function only (IAM `dynamodb:LeadingKeys`).
 //! Audit table: `stream` (S) / `seq` (N), the canonical event in `event`.
 //!
 //! Append never overwrites: every audit put is conditional on `attribute_not_exists(seq)`. A meta
@@ -309,7 +311,7 @@ impl DynamoStore {
                 Ok(vec![self.put(&self.table, item, absent)?])
             }
             Change::AppendReceipt { workspace_id, name, version, receipt } => {
-                let pk = format!("WS#{workspace_id}");
+                let pk = format!("GOV#{workspace_id}");
                 let mut item = Item::from([
                     ("pk".into(), s(&pk)),
                     ("sk".into(), s(ledger_sk(name, version, receipt.seq))),
@@ -486,7 +488,7 @@ impl MetaStore for DynamoStore {
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression("pk = :pk AND begins_with(sk, :l)")
-                .expression_attribute_values(":pk", s(format!("WS#{ws}")))
+                .expression_attribute_values(":pk", s(format!("GOV#{ws}")))
                 .expression_attribute_values(":l", s(format!("LEDGER#{name}#{version}#")))
                 .consistent_read(true)
                 .set_exclusive_start_key(start.take())

@@ -77,17 +77,49 @@ fn invalid(msg: impl Into<String>) -> Error {
     Error::InvalidManifest(msg.into())
 }
 
-/// A relative, `/`-separated path without empty, `.` or `..` segments, backslashes or control
-/// characters.
+/// Longest path segment, in bytes (what common filesystems take).
+pub const MAX_SEGMENT_LEN: usize = 255;
+
+/// Zero-width and bidirectional formatting characters: they make one path display as another.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// A relative, `/`-separated path without empty, `.` or `..` segments, backslashes, control or
+/// invisible formatting characters, with segments of at most 255 bytes.
 fn check_path(path: &str) -> Result<()> {
     if path.is_empty() || path.len() > MAX_PATH_LEN {
         return Err(invalid(format!("a file path is 1 to {MAX_PATH_LEN} bytes: {path:?}")));
     }
-    if path.starts_with('/') || path.contains('\\') || path.chars().any(char::is_control) {
-        return Err(invalid(format!("{path:?} must be relative, '/'-separated, without control characters")));
+    if path.starts_with('/') || path.contains('\\') || path.chars().any(|c| c.is_control() || is_invisible_format(c)) {
+        return Err(invalid(format!(
+            "{path:?} must be relative, '/'-separated, without control or invisible formatting characters"
+        )));
     }
-    if path.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
-        return Err(invalid(format!("{path:?} has an empty, '.' or '..' segment")));
+    if path.split('/').any(|seg| seg.is_empty() || seg == "." || seg == ".." || seg.len() > MAX_SEGMENT_LEN) {
+        return Err(invalid(format!("{path:?} has an empty, '.', '..' or over-long segment")));
+    }
+    Ok(())
+}
+
+/// Paths that would land on one another when the bundle is written out: equal but for case (on
+/// case-insensitive filesystems), or a file that is also a folder of another file (`a` and `a/b`).
+fn check_collisions(files: &[ManifestFile]) -> Result<()> {
+    let folded: std::collections::HashSet<String> = files.iter().map(|f| f.path.to_lowercase()).collect();
+    if folded.len() != files.len() {
+        return Err(invalid("two paths differ only by case"));
+    }
+    for f in files {
+        let mut prefix = String::new();
+        for seg in f.path.split('/').take(f.path.split('/').count() - 1) {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(seg);
+            if folded.contains(&prefix.to_lowercase()) {
+                return Err(invalid(format!("{prefix:?} is a file and a folder of {:?}", f.path)));
+            }
+        }
     }
     Ok(())
 }
@@ -117,6 +149,7 @@ impl Manifest {
             let why = if w[0].path == w[1].path { "duplicate path" } else { "files must be sorted by path" };
             return Err(invalid(format!("{why}: {:?} before {:?}", w[0].path, w[1].path)));
         }
+        check_collisions(&m.files)?;
         if m.annotations.len() > MAX_ANNOTATIONS {
             return Err(invalid(format!("at most {MAX_ANNOTATIONS} annotations")));
         }
@@ -177,6 +210,9 @@ mod tests {
             (vec![("/etc/passwd", D, 1)], "absolute"),
             (vec![("a\\b", D, 1)], "backslash"),
             (vec![("a\nb", D, 1)], "control character"),
+            (vec![("a\u{202E}b", D, 1)], "bidirectional override"),
+            (vec![("A", D, 1), ("a", D, 1)], "case-only difference"),
+            (vec![("a", D, 1), ("a/b", D, 1)], "a file that is also a folder"),
             (vec![("b", D, 1), ("a", D, 1)], "unsorted"),
             (vec![("a", D, 1), ("a", D, 1)], "duplicate"),
             (vec![("a", "md5:x", 1)], "bad digest"),

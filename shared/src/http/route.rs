@@ -168,7 +168,7 @@ routes! {
     Reject { ws: WorkspaceId, name: BundleName, version: BundleName } = "POST" "/v1/workspaces/{ws}/bundles/{name}/versions/{version}/reject", Waive, Some(Role::Approver);
     Waive { ws: WorkspaceId, name: BundleName, version: BundleName } = "POST" "/v1/workspaces/{ws}/bundles/{name}/versions/{version}/waivers", Waive, Some(Role::SafetyReviewer);
     GovernancePublicKey = "GET" "/v1/governance/public-key", Waive, None;
-    Export { ws: WorkspaceId, name: BundleName, version: BundleName } = "POST" "/v1/workspaces/{ws}/bundles/{name}/versions/{version}/export", Publish, Some(Role::Publisher);
+    Export { ws: WorkspaceId, name: BundleName, version: BundleName } = "POST" "/v1/workspaces/{ws}/bundles/{name}/versions/{version}/export", Waive, Some(Role::Publisher);
     IssueToken = "POST" "/v1/tokens", Token, Some(Role::Admin);
     ListTokens = "GET" "/v1/tokens", Token, Some(Role::Admin);
     RevokeToken { id: TokenId } = "POST" "/v1/tokens/{id}/revoke", Token, Some(Role::Admin);

@@ -468,6 +468,11 @@ pub async fn governed_export_checks_integrity_and_governance_in_every_mode(b: Ba
         let d = one_file_bundle(&env, &ada, "team-a", "2").await;
         env.plant_object(&d, b"bad").await;
         expect_problem(post(&env, &ada, &export("2"), json!({})).await, 500, "blob_integrity_error").await;
+        // A rejection is final whatever the mode.
+        let grace = env.token_of("grace", Role::Approver, "team-a").await;
+        one_file_bundle(&env, &ada, "team-a", "3").await;
+        assert_eq!(post(&env, &grace, &format!("{base}/3/reject"), json!({})).await.status(), 201);
+        expect_problem(post(&env, &ada, &export("3"), json!({})).await, 409, "version_rejected").await;
     }
 
     if b == Backend::Emulator {
@@ -609,4 +614,41 @@ print("verified", len(ledger["receipts"]))
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success() && text.trim() == "verified 2", "{signer}: {text}");
     }
+}
+
+/// The store is not trusted with governance: a genuine receipt copied into another version's ledger
+/// (what a writer of the meta table could do without the key) is an integrity error wherever the
+/// ledger is read, never an approval.
+pub async fn a_receipt_copied_into_another_ledger_is_never_a_state(b: Backend) {
+    let env = TestEnv::start(b).await;
+    let ada = env.token_of("ada", Role::Publisher, "team-a").await;
+    let grace = env.token_of("grace", Role::Approver, "team-a").await;
+    let base = "/v1/workspaces/team-a/bundles/model/versions";
+    one_file_bundle(&env, &ada, "team-a", "1").await;
+    one_file_bundle(&env, &ada, "team-a", "2").await;
+    assert_eq!(post(&env, &grace, &format!("{base}/1/approve"), json!({})).await.status(), 201);
+    let ws = helix_core::domain::WorkspaceId::parse("team-a").unwrap();
+    let genuine = env.app.meta.ledger(&ws, "model", "1").await.unwrap().remove(0);
+    let forged = helix_core::ports::Change::AppendReceipt {
+        workspace_id: "team-a".into(),
+        name: "model".into(),
+        version: "2".into(),
+        receipt: helix_core::ports::LedgerReceipt { seq: 1, envelope: genuine.envelope, decision_key: None },
+    };
+    let draft = helix_core::domain::AuditDraft {
+        stream: "team-a".into(),
+        actor: "intruder".into(),
+        action: "governance.approval".into(),
+        entity_type: "bundle_version".into(),
+        entity_id: "team-a/model@2".into(),
+        outcome: helix_core::domain::Outcome::Success,
+        request_id: "forged".into(),
+        details: json!({}),
+    };
+    env.app.meta.commit(forged, draft).await.unwrap();
+    expect_problem(get(&env, &ada, &format!("{base}/2/governance")).await, 500, "blob_integrity_error").await;
+    expect_problem(get(&env, &ada, &format!("{base}/2")).await, 500, "blob_integrity_error").await;
+    expect_problem(post(&env, &ada, &format!("{base}/2/export"), json!({})).await, 500, "blob_integrity_error").await;
+    let ledger: Value = get(&env, &ada, &format!("{base}/1/governance")).await.json().await.unwrap();
+    assert_eq!(ledger["state"], "approved", "the genuine ledger is untouched");
 }
