@@ -112,6 +112,8 @@ watch:
 
 # Cold start of each release binary under the Runtime API emulator, against moto, beside Python/boto3.
 # (The harness itself is the test build; only the functions it measures are release builds.)
+# Then governance on the embedded backend (a 10,000-file bundle: register, approve, export, verify),
+# in process, so a release build of the harness.
 bench:
 	localstack/venv.sh
 	$(CARGO) build --release $(addprefix -p ,$(FUNCTIONS))
@@ -119,6 +121,8 @@ bench:
 	localstack/with-emulator.sh $(or $(CARGO_TARGET_DIR),target)/debug/lambda-bench \
 	  --bin-dir $(or $(CARGO_TARGET_DIR),target)/release --python .venv/bin/python --runs 20 \
 	  --out target/bench/lambda.md
+	$(CARGO) build --release -p helix-tests --bin governance-bench
+	$(or $(CARGO_TARGET_DIR),target)/release/governance-bench --files 10000 --out target/bench/governance.md
 
 release:
 	$(CARGO) build --release $(addprefix -p ,$(FUNCTIONS)) -p helix-cli

@@ -103,6 +103,7 @@ async fn main() {
         ("publish", put),
         ("fetch", apigw_event("GET", blob_route, &blob, "", Some(&admin))),
         ("token", apigw_event("GET", "/v1/whoami", "/v1/whoami", "", Some(&admin))),
+        ("waive", apigw_event("GET", "/v1/governance/public-key", "/v1/governance/public-key", "", None)),
     ];
     // audit-export: the first run exports yesterday (empty on a fresh emulator), later runs re-check it.
     let yesterday = time::OffsetDateTime::now_utc().date().previous_day().unwrap();
