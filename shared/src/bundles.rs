@@ -24,17 +24,11 @@ const MAX_LISTED_MISSING: usize = 1000;
 pub const LIST_DEFAULT: usize = 100;
 pub const LIST_MAX: usize = 1000;
 
-/// A bundle version as the API shows it.
+/// A bundle version as the API shows it: its record, its state, and (on GET) its manifest.
 #[derive(Debug, Serialize)]
 pub struct VersionView {
-    pub workspace_id: String,
-    pub name: String,
-    pub version: String,
-    pub manifest_digest: Digest,
-    pub files: u64,
-    pub bytes: u64,
-    pub registered_at: i64,
-    pub registered_by: String,
+    #[serde(flatten)]
+    pub record: BundleVersion,
     pub state: State,
     /// The transition an export would take now: the id a waiver would have to cover.
     pub export_transition: Digest,
@@ -50,23 +44,10 @@ pub fn bundle_ref(ws: &WorkspaceId, name: &str, version: &str) -> String {
     format!("{ws}/{name}@{version}")
 }
 
-fn view(v: BundleVersion, state: State, manifest: Option<Value>, created: bool) -> Result<VersionView> {
-    let ws = WorkspaceId::parse(&v.workspace_id)?;
-    let export_transition = transition_id(&bundle_ref(&ws, &v.name, &v.version), state, State::Exported)?;
-    Ok(VersionView {
-        workspace_id: v.workspace_id,
-        name: v.name,
-        version: v.version,
-        manifest_digest: v.manifest_digest,
-        files: v.files,
-        bytes: v.bytes,
-        registered_at: v.registered_at,
-        registered_by: v.registered_by,
-        state,
-        export_transition,
-        manifest,
-        created,
-    })
+fn view(record: BundleVersion, state: State, manifest: Option<Value>, created: bool) -> Result<VersionView> {
+    let ws = WorkspaceId::parse(&record.workspace_id)?;
+    let export_transition = transition_id(&bundle_ref(&ws, &record.name, &record.version), state, State::Exported)?;
+    Ok(VersionView { record, state, export_transition, manifest, created })
 }
 
 /// PUT a manifest as `name`@`version` in `ws`. The same manifest again is a no-op (200); another one
