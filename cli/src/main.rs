@@ -47,9 +47,10 @@ enum GovernanceCommand {
     Verify {
         /// The JSON file.
         file: std::path::PathBuf,
-        /// The registry's public key (PEM), as GET /v1/governance/public-key gives it.
+        /// A registry public key (PEM), as GET /v1/governance/public-key gives it; repeat it for the
+        /// keys of earlier rotations.
         #[arg(long, conflicts_with = "registry", required_unless_present = "registry")]
-        public_key: Option<std::path::PathBuf>,
+        public_key: Vec<std::path::PathBuf>,
         /// Fetch the public key from this registry instead (https, or http on loopback).
         #[arg(long)]
         registry: Option<String>,
@@ -149,41 +150,56 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::Teams { command } => teams(&config, command).await,
         Command::Governance { command: GovernanceCommand::Verify { file, public_key, registry } } => {
-            let pem = match (public_key, registry) {
-                (Some(path), _) => std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?,
-                (None, Some(url)) => fetch_public_key(&url).await?,
-                (None, None) => unreachable!("clap requires one"),
+            let pems = match registry {
+                Some(url) => fetch_public_keys(&url).await?,
+                None => public_key
+                    .iter()
+                    .map(|path| std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display())))
+                    .collect::<Result<Vec<_>, _>>()?,
             };
-            let key = public_key_from_pem(&pem)?;
+            let keys = pems
+                .iter()
+                .map(|pem| helix_core::governance::public_key_from_pem(pem))
+                .collect::<Result<Vec<_>, _>>()?;
             let document = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
             let (receipts, whole) =
                 helix_core::governance::receipts_in(&document).map_err(|e| format!("invalid: {e}"))?;
-            let verified = helix_core::governance::verify_receipts(&receipts, std::slice::from_ref(&key), whole)
+            let verified = helix_core::governance::verify_receipts(&receipts, &keys, whole)
                 .map_err(|e| format!("invalid: {e}"))?;
             let state = verified.state.map(|s| format!(", state {}", s.as_str())).unwrap_or_default();
             println!(
                 "ok: {} receipt(s) of {} from seq {}{state}, signed by {}",
-                verified.receipts, verified.bundle, verified.first_seq, key.key_id
+                verified.receipts,
+                verified.bundle,
+                verified.first_seq,
+                signers(&verified.statements)
             );
             Ok(())
         }
     }
 }
 
-fn public_key_from_pem(pem: &str) -> Result<helix_core::ports::PublicKeyInfo, Box<dyn std::error::Error>> {
-    use p256::pkcs8::{DecodePublicKey, EncodePublicKey};
-    let key =
-        p256::PublicKey::from_public_key_pem(pem.trim()).map_err(|e| format!("not a P-256 public key PEM: {e}"))?;
-    let der = key.to_public_key_der().map_err(|e| e.to_string())?;
-    Ok(helix_core::ports::PublicKeyInfo::from_spki_der(der.as_bytes())?)
+/// The key ids that signed `statements`, in order of first use.
+fn signers(statements: &[helix_core::governance::Statement]) -> String {
+    let mut ids: Vec<&str> = Vec::new();
+    for s in statements {
+        if !ids.contains(&s.key_id.as_str()) {
+            ids.push(&s.key_id);
+        }
+    }
+    ids.join(", ")
 }
 
-/// The PEM a registry publishes at /v1/governance/public-key.
-async fn fetch_public_key(registry: &str) -> Result<String, Box<dyn std::error::Error>> {
+/// The PEMs a registry publishes at /v1/governance/public-key: the current key and the earlier ones.
+async fn fetch_public_keys(registry: &str) -> Result<Vec<String>, Box<dyn std::error::Error>> {
     helix_core::oidc::check_url(registry)?;
     let url = format!("{}/v1/governance/public-key", registry.trim_end_matches('/'));
     let doc: serde_json::Value = reqwest::get(&url).await?.error_for_status()?.json().await?;
-    Ok(doc["pem"].as_str().ok_or("the registry's answer has no pem")?.to_owned())
+    let mut pems = vec![doc["pem"].as_str().ok_or("the registry's answer has no pem")?.to_owned()];
+    for k in doc["previous"].as_array().into_iter().flatten() {
+        pems.push(k["pem"].as_str().ok_or("a previous key has no pem")?.to_owned());
+    }
+    Ok(pems)
 }
 
 async fn teams(config: &Config, command: TeamsCommand) -> Result<(), Box<dyn std::error::Error>> {

@@ -106,11 +106,11 @@ pub async fn ledger(app: &App, ws: &WorkspaceId, name: &str, version: &str, mani
     if receipts.is_empty() {
         return Ok(Ledger { receipts, statements: Vec::new(), payloads: Vec::new(), state: State::Submitted });
     }
-    let key = app.signer.public_key().await?;
+    let keys = verification_keys(app).await?;
     let envelopes: Vec<Vec<u8>> = receipts.iter().map(|r| r.envelope.clone().into_bytes()).collect();
     let bundle = bundle_ref(ws, name, version);
     let broken = |why: String| Error::BlobIntegrity(format!("the ledger of {bundle} does not verify: {why}"));
-    let verified = verify_receipts(&envelopes, std::slice::from_ref(&key), true).map_err(broken)?;
+    let verified = verify_receipts(&envelopes, &keys, true).map_err(broken)?;
     for (r, s) in receipts.iter().zip(&verified.statements) {
         if s.bundle != bundle || s.manifest != manifest.to_string() || s.seq != r.seq {
             return Err(broken(format!(
@@ -121,6 +121,51 @@ pub async fn ledger(app: &App, ws: &WorkspaceId, name: &str, version: &str, mani
     }
     let state = verified.state.unwrap_or(State::Submitted);
     Ok(Ledger { receipts, statements: verified.statements, payloads: verified.payloads, state })
+}
+
+/// The keys receipts are verified with: the current signing key, and every earlier key the registry
+/// signed receipts with (recorded when it first signed), so a key rotation never orphans evidence.
+pub async fn verification_keys(app: &App) -> Result<Vec<PublicKeyInfo>> {
+    let current = app.signer.public_key().await?;
+    let mut keys = vec![current];
+    for pem in app.meta.signing_keys().await? {
+        let key = public_key_from_pem(&pem).map_err(|e| Error::Internal(format!("a recorded signing key: {e}")))?;
+        if keys.iter().all(|k| k.key_id != key.key_id) {
+            keys.push(key);
+        }
+    }
+    Ok(keys)
+}
+
+/// A P-256 public key from its PEM (SubjectPublicKeyInfo).
+pub fn public_key_from_pem(pem: &str) -> Result<PublicKeyInfo> {
+    use p256::pkcs8::{DecodePublicKey, EncodePublicKey};
+    let key = p256::PublicKey::from_public_key_pem(pem.trim())
+        .map_err(|e| Error::BadRequest(format!("not a P-256 public key PEM: {e}")))?;
+    let der = key.to_public_key_der().map_err(|e| Error::Internal(e.to_string()))?;
+    PublicKeyInfo::from_spki_der(der.as_bytes())
+}
+
+/// Record the current signing key before its first receipt (once per process; a repeat is a no-op
+/// in the store too), audited in the global stream.
+async fn record_signing_key(app: &App, caller: Caller<'_>, key: &PublicKeyInfo) -> Result<()> {
+    static RECORDED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    if RECORDED.lock().unwrap_or_else(|p| p.into_inner()).contains(&key.key_id) {
+        return Ok(());
+    }
+    let event = AuditDraft {
+        stream: "*".into(),
+        actor: caller.principal.actor(),
+        action: "governance.signing_key".into(),
+        entity_type: "signing_key".into(),
+        entity_id: key.key_id.clone(),
+        outcome: Outcome::Success,
+        request_id: caller.request_id.into(),
+        details: json!({"pem": key.pem}),
+    };
+    app.meta.commit(Change::RecordSigningKey { key_id: key.key_id.clone(), pem: key.pem.clone() }, event).await?;
+    RECORDED.lock().unwrap_or_else(|p| p.into_inner()).push(key.key_id.clone());
+    Ok(())
 }
 
 /// The statement of a receipt envelope, if a registry key signed it.
@@ -240,6 +285,7 @@ async fn append(
     let principal = caller.principal;
     let bundle = bundle_ref(ws, name.as_str(), version.as_str());
     let signer_key = app.signer.public_key().await?;
+    record_signing_key(app, caller, &signer_key).await?;
     let seq = ledger.receipts.last().map_or(1, |r| r.seq + 1);
     let statement = Statement {
         kind: draft.kind.into(),
@@ -343,6 +389,18 @@ pub async fn view(app: &App, ws: &WorkspaceId, name: &BundleName, version: &Bund
 
 /// GET /v1/governance/public-key: the key receipts and checkpoints are verified with, as PEM and JWK,
 /// with its key id (`sha256:` of the DER SubjectPublicKeyInfo).
+pub async fn public_keys_view(app: &App) -> Result<Value> {
+    let keys = verification_keys(app).await?;
+    let mut view = public_key_view(&keys[0])?;
+    let previous: Vec<Value> = keys[1..]
+        .iter()
+        .map(|k| public_key_view(k).map(|v| json!({"key_id": v["key_id"], "pem": v["pem"], "jwk": v["jwk"]})))
+        .collect::<Result<_>>()?;
+    view["previous"] = json!(previous);
+    Ok(view)
+}
+
+/// One key as PEM, JWK and key id.
 pub fn public_key_view(key: &PublicKeyInfo) -> Result<Value> {
     use base64::Engine;
     // A P-256 SubjectPublicKeyInfo (validated when the key was loaded) ends with the uncompressed

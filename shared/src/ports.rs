@@ -239,6 +239,9 @@ pub enum Change {
     /// Append a receipt to a version's ledger (conditions: its seq is free, and its decision key, if
     /// any, is not taken yet).
     AppendReceipt { workspace_id: String, name: String, version: String, receipt: LedgerReceipt },
+    /// Record a public key the registry signs with (condition: not recorded yet), so that what it
+    /// signed stays verifiable after the key is rotated.
+    RecordSigningKey { key_id: String, pem: String },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -263,6 +266,9 @@ pub trait MetaStore: Send + Sync {
     async fn blob_link(&self, ws: &WorkspaceId, digest: &Digest) -> Result<Option<BlobLink>>;
 
     async fn bundle_version(&self, ws: &WorkspaceId, name: &str, version: &str) -> Result<Option<BundleVersion>>;
+
+    /// Every public key the registry has signed receipts with (PEM), in the order recorded.
+    async fn signing_keys(&self) -> Result<Vec<String>>;
 
     /// A version's ledger, in seq order.
     async fn ledger(&self, ws: &WorkspaceId, name: &str, version: &str) -> Result<Vec<LedgerReceipt>>;

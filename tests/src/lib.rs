@@ -510,6 +510,7 @@ macro_rules! common_suite {
             governed_export_checks_integrity_and_governance_in_every_mode,
             ledgers_verify_offline_and_every_tampering_is_caught,
             a_receipt_copied_into_another_ledger_is_never_a_state,
+            receipts_stay_verifiable_after_a_signing_key_rotation,
         );
     };
 }

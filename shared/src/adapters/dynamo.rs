@@ -125,6 +125,9 @@ fn bundle_from_item(ws: &WorkspaceId, item: &Item) -> Result<BundleVersion> {
     })
 }
 
+/// The partition of the keys the registry signed with (written by the ledger writer, `waive`).
+const SIGNING_KEYS_PK: &str = "GOV#keys";
+
 /// Sort key of a ledger receipt: `LEDGER#{name}#{version}#{seq:020}` (zero-padded: key order is seq
 /// order).
 fn ledger_sk(name: &str, version: &str, seq: u64) -> String {
@@ -310,6 +313,15 @@ impl DynamoStore {
                 ]);
                 Ok(vec![self.put(&self.table, item, absent)?])
             }
+            Change::RecordSigningKey { key_id, pem } => {
+                let item = Item::from([
+                    ("pk".into(), s(SIGNING_KEYS_PK)),
+                    ("sk".into(), s(format!("KEY#{key_id}"))),
+                    ("pem".into(), s(pem)),
+                    ("recorded_at".into(), s(now_rfc3339_ms())),
+                ]);
+                Ok(vec![self.put(&self.table, item, absent)?])
+            }
             Change::AppendReceipt { workspace_id, name, version, receipt } => {
                 let pk = format!("GOV#{workspace_id}");
                 let mut item = Item::from([
@@ -477,6 +489,33 @@ impl MetaStore for DynamoStore {
     async fn bundle_version(&self, ws: &WorkspaceId, name: &str, version: &str) -> Result<Option<BundleVersion>> {
         let item = self.get_meta(format!("WS#{ws}"), &bundle_sk(name, version)).await?;
         item.as_ref().map(|i| bundle_from_item(ws, i)).transpose()
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<String>> {
+        let mut keys: Vec<(String, String)> = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(SIGNING_KEYS_PK))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(err(Dependency::MetaStore))?;
+            for item in page.items() {
+                keys.push((get_s(item, "recorded_at")?, get_s(item, "pem")?));
+            }
+            match page.last_evaluated_key {
+                Some(k) => start = Some(k),
+                None => break,
+            }
+        }
+        keys.sort();
+        Ok(keys.into_iter().map(|(_, pem)| pem).collect())
     }
 
     async fn ledger(&self, ws: &WorkspaceId, name: &str, version: &str) -> Result<Vec<LedgerReceipt>> {

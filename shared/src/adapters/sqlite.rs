@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS bundle_versions (
   workspace_id TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, manifest_digest TEXT NOT NULL,
   files INTEGER NOT NULL, bytes INTEGER NOT NULL, registered_at INTEGER NOT NULL, registered_by TEXT NOT NULL,
   registered_user TEXT NOT NULL, PRIMARY KEY (workspace_id, name, version));
+CREATE TABLE IF NOT EXISTS signing_keys (key_id TEXT PRIMARY KEY, pem TEXT NOT NULL, recorded_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS ledger (
   workspace_id TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, seq INTEGER NOT NULL,
   envelope TEXT NOT NULL, decision_key TEXT, PRIMARY KEY (workspace_id, name, version, seq));
@@ -243,6 +244,15 @@ impl MetaStore for SqliteStore {
         .await
     }
 
+    async fn signing_keys(&self) -> Result<Vec<String>> {
+        self.with(meta_err, |c| {
+            let mut stmt = c.prepare("SELECT pem FROM signing_keys ORDER BY recorded_at, key_id")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            rows.collect()
+        })
+        .await
+    }
+
     async fn ledger(&self, ws: &WorkspaceId, name: &str, version: &str) -> Result<Vec<LedgerReceipt>> {
         let (ws, name, version) = (ws.to_string(), name.to_owned(), version.to_owned());
         self.with(meta_err, move |c| {
@@ -301,6 +311,10 @@ impl MetaStore for SqliteStore {
                         b.registered_by,
                         b.registered_user
                     ],
+                )?,
+                Change::RecordSigningKey { key_id, pem } => tx.execute(
+                    "INSERT OR IGNORE INTO signing_keys (key_id, pem, recorded_at) VALUES (?1, ?2, ?3)",
+                    params![key_id, pem, now_rfc3339_ms()],
                 )?,
                 Change::AppendReceipt { workspace_id, name, version, receipt } => tx.execute(
                     "INSERT OR IGNORE INTO ledger (workspace_id, name, version, seq, envelope, decision_key)

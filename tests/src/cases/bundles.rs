@@ -652,3 +652,58 @@ pub async fn a_receipt_copied_into_another_ledger_is_never_a_state(b: Backend) {
     let ledger: Value = get(&env, &ada, &format!("{base}/1/governance")).await.json().await.unwrap();
     assert_eq!(ledger["state"], "approved", "the genuine ledger is untouched");
 }
+
+/// After a signing-key rotation, what the earlier key signed still verifies: the registry records
+/// every key it signs receipts with, verifies ledgers with all of them, and publishes them all.
+pub async fn receipts_stay_verifiable_after_a_signing_key_rotation(b: Backend) {
+    let env = TestEnv::start(b).await;
+    let ada = env.token_of("ada", Role::Publisher, "team-a").await;
+    let grace = env.token_of("grace", Role::Approver, "team-a").await;
+    let base = "/v1/workspaces/team-a/bundles/model/versions";
+    one_file_bundle(&env, &ada, "team-a", "1").await;
+    one_file_bundle(&env, &ada, "team-a", "2").await;
+    assert_eq!(post(&env, &grace, &format!("{base}/1/approve"), json!({})).await.status(), 201);
+    let old_key = env.app.signer.public_key().await.unwrap().key_id;
+
+    // Rotate: a new key (a new local key file, or a new KMS key), the same stores.
+    let rotated = match &env.aws {
+        None => {
+            let key = env.data_dir().join(helix_core::app::SIGNING_KEY_FILE);
+            std::fs::rename(&key, env.data_dir().join("signing-key.old.pem")).unwrap();
+            env.app_with(&[]).await.unwrap()
+        }
+        Some(f) => {
+            let key = f
+                .kms
+                .create_key()
+                .key_spec(aws_sdk_kms::types::KeySpec::EccNistP256)
+                .key_usage(aws_sdk_kms::types::KeyUsageType::SignVerify)
+                .send()
+                .await
+                .unwrap();
+            let id = key.key_metadata().unwrap().key_id().to_owned();
+            env.app_with(&[("HELIX_KMS_KEY_ID", &id)]).await.unwrap()
+        }
+    };
+    let new_key = rotated.signer.public_key().await.unwrap().key_id;
+    assert_ne!(old_key, new_key);
+    let server = crate::cases::serve_app(rotated);
+    let at = |path: &str| format!("{}{path}", server.url());
+    let call = |method: reqwest::Method, path: &str, token: &str| {
+        env.http.request(method, at(path)).header("authorization", format!("Bearer {token}"))
+    };
+    let ledger: Value =
+        call(reqwest::Method::GET, &format!("{base}/1/governance"), &ada).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ledger["state"], "approved", "the old key's receipt still verifies");
+    assert_eq!(call(reqwest::Method::POST, &format!("{base}/2/approve"), &grace).send().await.unwrap().status(), 201);
+    assert_eq!(call(reqwest::Method::POST, &format!("{base}/1/export"), &ada).send().await.unwrap().status(), 200);
+    let keys: Value = env.http.get(at("/v1/governance/public-key")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(keys["key_id"], new_key.as_str());
+    assert_eq!(keys["previous"].as_array().unwrap().len(), 1);
+    assert_eq!(keys["previous"][0]["key_id"], old_key.as_str());
+    // Offline: a ledger signed by both keys verifies with the keys the registry publishes.
+    let ledger: Value =
+        call(reqwest::Method::GET, &format!("{base}/1/governance"), &ada).send().await.unwrap().json().await.unwrap();
+    let (ok, line) = cli_verify(&env, &ledger, &["--registry".to_owned(), server.url()]).await;
+    assert!(ok && line.contains(&old_key) && line.contains(&new_key), "{line}");
+}
