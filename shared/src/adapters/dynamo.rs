@@ -392,6 +392,21 @@ impl DynamoStore {
         ]))
     }
 
+    /// Every item a meta-table query yields, page after page.
+    async fn meta_items(&self, req: QueryFluentBuilder) -> Result<Vec<Item>> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page =
+                req.clone().set_exclusive_start_key(start.take()).send().await.map_err(err(Dependency::MetaStore))?;
+            items.extend(page.items().iter().cloned());
+            match page.last_evaluated_key {
+                Some(k) => start = Some(k),
+                None => return Ok(items),
+            }
+        }
+    }
+
     /// The hash of the event stored at (stream, seq), if any (a Query: writer roles may not GetItem
     /// the audit table).
     async fn event_hash(&self, stream: &str, seq: u64) -> Result<Option<String>> {
@@ -492,60 +507,43 @@ impl MetaStore for DynamoStore {
     }
 
     async fn signing_keys(&self) -> Result<Vec<String>> {
-        let mut keys: Vec<(String, String)> = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(SIGNING_KEYS_PK))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(err(Dependency::MetaStore))?;
-            for item in page.items() {
-                keys.push((get_s(item, "recorded_at")?, get_s(item, "pem")?));
-            }
-            match page.last_evaluated_key {
-                Some(k) => start = Some(k),
-                None => break,
-            }
-        }
+        let req = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(SIGNING_KEYS_PK))
+            .consistent_read(true);
+        let mut keys: Vec<(String, String)> = self
+            .meta_items(req)
+            .await?
+            .iter()
+            .map(|i| Ok((get_s(i, "recorded_at")?, get_s(i, "pem")?)))
+            .collect::<Result<_>>()?;
         keys.sort();
         Ok(keys.into_iter().map(|(_, pem)| pem).collect())
     }
 
     async fn ledger(&self, ws: &WorkspaceId, name: &str, version: &str) -> Result<Vec<LedgerReceipt>> {
-        let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :l)")
-                .expression_attribute_values(":pk", s(format!("GOV#{ws}")))
-                .expression_attribute_values(":l", s(format!("LEDGER#{name}#{version}#")))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(err(Dependency::MetaStore))?;
-            for item in page.items() {
-                out.push(LedgerReceipt {
+        let req = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :l)")
+            .expression_attribute_values(":pk", s(format!("GOV#{ws}")))
+            .expression_attribute_values(":l", s(format!("LEDGER#{name}#{version}#")))
+            .consistent_read(true);
+        self.meta_items(req)
+            .await?
+            .iter()
+            .map(|item| {
+                Ok(LedgerReceipt {
                     seq: get_n(item, "seq")?.unwrap_or(0) as u64,
                     envelope: get_s(item, "envelope")?,
                     decision_key: get_s(item, "decision_key").ok(),
-                });
-            }
-            match page.last_evaluated_key {
-                Some(k) => start = Some(k),
-                None => return Ok(out),
-            }
-        }
+                })
+            })
+            .collect()
     }
 
     async fn list_bundles(
