@@ -1,8 +1,11 @@
 """Create what Helix needs in an AWS API (moto, LocalStack, or a sandbox account) and print the
-environment that points Helix at it. Schema mirrors infra/ and the DynamoDB adapter:
+environment that points Helix at it. The tables come from init/ready.d/tables/*.json (also the LocalStack
+ready hook's; checked against infra/template.yaml by the template test):
   meta table  pk (S) / sk (S)          audit table  stream (S) / seq (N), index by-day: day (S) / ts (S)
   bucket      versioning on            key          ECC_NIST_P256, SIGN_VERIFY
 Usage: bootstrap.py ENDPOINT_URL [NAME_PREFIX]"""
+import json
+import os
 import sys
 
 import boto3
@@ -18,25 +21,11 @@ bucket = f"{prefix}-blobs"
 s3.create_bucket(Bucket=bucket)
 s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
 
-def table(name, keys, **extra):
-    ddb.create_table(
-        TableName=name,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": k, "AttributeType": t} for k, t, _ in keys],
-        KeySchema=[{"AttributeName": k, "KeyType": kt} for k, _, kt in keys if kt],
-        **extra,
-    )
-
-table(f"{prefix}-meta", [("pk", "S", "HASH"), ("sk", "S", "RANGE")])
-table(
-    f"{prefix}-audit",
-    [("stream", "S", "HASH"), ("seq", "N", "RANGE"), ("day", "S", None), ("ts", "S", None)],
-    GlobalSecondaryIndexes=[{
-        "IndexName": "by-day",
-        "KeySchema": [{"AttributeName": "day", "KeyType": "HASH"}, {"AttributeName": "ts", "KeyType": "RANGE"}],
-        "Projection": {"ProjectionType": "ALL"},
-    }],
-)
+# The table definitions the LocalStack ready hook uses too (the template test checks them against infra/).
+tables = os.path.join(os.path.dirname(os.path.abspath(__file__)), "init", "ready.d", "tables")
+for t in ("meta", "audit"):
+    with open(os.path.join(tables, f"{t}.json")) as f:
+        ddb.create_table(TableName=f"{prefix}-{t}", **json.load(f))
 key = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY", Description="helix signer")
 key_id = key["KeyMetadata"]["KeyId"]
 

@@ -363,6 +363,50 @@ mod tests {
         }
     }
 
+    /// The emulator's tables (localstack/init/ready.d/tables, used by bootstrap.py and the LocalStack
+    /// ready hook) are the template's: same attributes, keys and indexes.
+    #[test]
+    fn emulator_table_definitions_are_the_templates() {
+        let t = Template::load();
+        for (file, resource) in [("meta", "MetaTable"), ("audit", "AuditTable")] {
+            let path = repo_file(&format!("localstack/init/ready.d/tables/{file}.json"));
+            let local: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let props = serde_json::to_value(&t.resource(resource)["Properties"]).unwrap();
+            let norm = |v: &serde_json::Value| {
+                let mut items: Vec<String> = v.as_array().into_iter().flatten().map(|x| x.to_string()).collect();
+                items.sort();
+                items
+            };
+            for field in ["AttributeDefinitions", "KeySchema"] {
+                assert_eq!(norm(&local[field]), norm(&props[field]), "{file}.json {field} differs from {resource}");
+            }
+            let indexes = |v: &serde_json::Value| -> Vec<(String, Vec<String>, String)> {
+                let mut out: Vec<_> = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|i| {
+                        (
+                            i["IndexName"].to_string(),
+                            norm(&i["KeySchema"]),
+                            i["Projection"]["ProjectionType"].to_string(),
+                        )
+                    })
+                    .collect();
+                out.sort();
+                out
+            };
+            assert_eq!(
+                indexes(&local["GlobalSecondaryIndexes"]),
+                indexes(&props["GlobalSecondaryIndexes"]),
+                "{file}.json indexes differ from {resource}"
+            );
+            assert_eq!(local["BillingMode"], props["BillingMode"]);
+        }
+        let hook = std::fs::read_to_string(repo_file("localstack/init/ready.d/10-helix.sh")).unwrap();
+        assert!(hook.contains("tables/$t.json"), "the ready hook creates its tables from the shared definitions");
+    }
+
     /// Who may sign receipts may write nothing but ledgers: no function holds kms:Sign together with
     /// a meta-table write outside `GOV#` (a compromised publish function must not forge an approval).
     #[test]
