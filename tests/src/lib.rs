@@ -111,39 +111,8 @@ impl AwsFixture {
             .send()
             .await
             .expect("versioning");
-        use aws_sdk_dynamodb::types::{
-            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType as T,
-        };
-        let attr = |n: &str, t: T| AttributeDefinition::builder().attribute_name(n).attribute_type(t).build().unwrap();
-        let key = |n: &str, k: KeyType| KeySchemaElement::builder().attribute_name(n).key_type(k).build().unwrap();
-        for (name, hash, range, range_type) in [(&table, "pk", "sk", T::S), (&audit_table, "stream", "seq", T::N)] {
-            let mut create = ddb
-                .create_table()
-                .table_name(name.as_str())
-                .billing_mode(BillingMode::PayPerRequest)
-                .attribute_definitions(attr(hash, T::S))
-                .attribute_definitions(attr(range, range_type))
-                .key_schema(key(hash, KeyType::Hash))
-                .key_schema(key(range, KeyType::Range));
-            if name == &audit_table {
-                // The daily export's index (helix_core::adapters::dynamo::AUDIT_DAY_INDEX), as in infra/.
-                let index = aws_sdk_dynamodb::types::GlobalSecondaryIndex::builder()
-                    .index_name(helix_core::adapters::dynamo::AUDIT_DAY_INDEX)
-                    .key_schema(key("day", KeyType::Hash))
-                    .key_schema(key("ts", KeyType::Range))
-                    .projection(
-                        aws_sdk_dynamodb::types::Projection::builder()
-                            .projection_type(aws_sdk_dynamodb::types::ProjectionType::All)
-                            .build(),
-                    )
-                    .build()
-                    .unwrap();
-                create = create
-                    .attribute_definitions(attr("day", T::S))
-                    .attribute_definitions(attr("ts", T::S))
-                    .global_secondary_indexes(index);
-            }
-            create.send().await.expect("create table");
+        for (name, definition) in [(&table, "meta"), (&audit_table, "audit")] {
+            create_table(&ddb, name, definition).await;
         }
         let key = kms
             .create_key()
@@ -155,6 +124,62 @@ impl AwsFixture {
         let key_id = key.key_metadata().expect("key metadata").key_id().to_owned();
         AwsFixture { endpoint, s3, ddb, kms, bucket, table, audit_table, key_id }
     }
+}
+
+/// Create `name` from the emulator's shared table definition (localstack/init/ready.d/tables/
+/// `definition`.json, which bootstrap.py and the LocalStack ready hook use and the template test checks
+/// against infra/template.yaml).
+async fn create_table(ddb: &aws_sdk_dynamodb::Client, name: &str, definition: &str) {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+        ScalarAttributeType,
+    };
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../localstack/init/ready.d/tables/{definition}.json"));
+    let def: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let keys = |v: &serde_json::Value| -> Vec<KeySchemaElement> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|k| {
+                let kind = KeyType::from(k["KeyType"].as_str().unwrap());
+                KeySchemaElement::builder()
+                    .attribute_name(k["AttributeName"].as_str().unwrap())
+                    .key_type(kind)
+                    .build()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let attributes = def["AttributeDefinitions"].as_array().unwrap().iter().map(|a| {
+        let kind = ScalarAttributeType::from(a["AttributeType"].as_str().unwrap());
+        AttributeDefinition::builder()
+            .attribute_name(a["AttributeName"].as_str().unwrap())
+            .attribute_type(kind)
+            .build()
+            .unwrap()
+    });
+    let indexes = def["GlobalSecondaryIndexes"].as_array().into_iter().flatten().map(|i| {
+        let projection = Projection::builder()
+            .projection_type(ProjectionType::from(i["Projection"]["ProjectionType"].as_str().unwrap()))
+            .build();
+        GlobalSecondaryIndex::builder()
+            .index_name(i["IndexName"].as_str().unwrap())
+            .set_key_schema(Some(keys(&i["KeySchema"])))
+            .projection(projection)
+            .build()
+            .unwrap()
+    });
+    let indexes: Vec<GlobalSecondaryIndex> = indexes.collect();
+    ddb.create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::from(def["BillingMode"].as_str().unwrap()))
+        .set_attribute_definitions(Some(attributes.collect()))
+        .set_key_schema(Some(keys(&def["KeySchema"])))
+        .set_global_secondary_indexes((!indexes.is_empty()).then_some(indexes))
+        .send()
+        .await
+        .expect("create table");
 }
 
 /// One isolated registry: its own storage, an App over it, and `helix serve`'s router on a free port.
