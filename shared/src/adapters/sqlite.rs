@@ -14,16 +14,23 @@ use crate::domain::{AuditDraft, AuditEvent, Digest, Scope, TokenRecord, Workspac
 use crate::error::{Dependency, Error, Result};
 use crate::ports::{AuditLog, AuditQuery, BlobLink, BundleVersion, Change, Commit, LedgerReceipt, MetaStore};
 
-const SCHEMA: &str = "
+/// Schema version 1: the tables of the first release (tokens, blob links, counters, audit events).
+const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS tokens (
   sha256 TEXT PRIMARY KEY, id TEXT NOT NULL UNIQUE, user TEXT NOT NULL, role TEXT NOT NULL,
   workspace_id TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER,
-  disabled INTEGER NOT NULL DEFAULT 0, created_by TEXT NOT NULL, description TEXT, replaced_by TEXT);
+  disabled INTEGER NOT NULL DEFAULT 0, created_by TEXT NOT NULL, description TEXT);
 CREATE TABLE IF NOT EXISTS blob_links (
   workspace_id TEXT NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL,
-  linked_at INTEGER NOT NULL, linked_by TEXT NOT NULL, slot INTEGER NOT NULL DEFAULT 0,
-  PRIMARY KEY (workspace_id, digest));
+  linked_at INTEGER NOT NULL, linked_by TEXT NOT NULL, PRIMARY KEY (workspace_id, digest));
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS audit_events (
+  stream TEXT NOT NULL, seq INTEGER NOT NULL, ts TEXT NOT NULL, event TEXT NOT NULL,
+  hash TEXT NOT NULL, PRIMARY KEY (stream, seq));
+";
+
+/// Schema version 2: blob slots, token rotation chains, bundle versions, ledgers, signing keys.
+const SCHEMA_V2_TABLES: &str = "
 CREATE TABLE IF NOT EXISTS bundle_versions (
   workspace_id TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, manifest_digest TEXT NOT NULL,
   files INTEGER NOT NULL, bytes INTEGER NOT NULL, registered_at INTEGER NOT NULL, registered_by TEXT NOT NULL,
@@ -34,10 +41,22 @@ CREATE TABLE IF NOT EXISTS ledger (
   envelope TEXT NOT NULL, decision_key TEXT, PRIMARY KEY (workspace_id, name, version, seq));
 CREATE UNIQUE INDEX IF NOT EXISTS ledger_decisions ON ledger (workspace_id, name, version, decision_key)
   WHERE decision_key IS NOT NULL;
-CREATE TABLE IF NOT EXISTS audit_events (
-  stream TEXT NOT NULL, seq INTEGER NOT NULL, ts TEXT NOT NULL, event TEXT NOT NULL,
-  hash TEXT NOT NULL, PRIMARY KEY (stream, seq));
 ";
+
+/// The migrations, in order: entry i brings a database from version i to version i + 1. Each is
+/// additive (new tables, new columns with defaults) and idempotent, and runs in its own transaction
+/// with the new `user_version`.
+const MIGRATIONS: &[fn(&Connection) -> rusqlite::Result<()>] = &[
+    |c| c.execute_batch(SCHEMA_V1),
+    |c| {
+        add_column(c, "blob_links", "slot", "INTEGER NOT NULL DEFAULT 0")?;
+        add_column(c, "tokens", "replaced_by", "TEXT")?;
+        c.execute_batch(SCHEMA_V2_TABLES)
+    },
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -54,12 +73,11 @@ fn audit_err(e: impl std::fmt::Display) -> Error {
 
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore> {
-        let conn = Connection::open(path).map_err(meta_err)?;
+        let mut conn = Connection::open(path).map_err(meta_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(meta_err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(meta_err)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(meta_err)?;
-        conn.execute_batch(SCHEMA).map_err(meta_err)?;
-        upgrade(&conn).map_err(meta_err)?;
+        migrate(&mut conn).map_err(meta_err)?;
         Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
     }
 
@@ -79,19 +97,35 @@ impl SqliteStore {
     }
 }
 
-/// Additive upgrades of a data dir written by an earlier version (columns added with defaults).
-fn upgrade(conn: &Connection) -> rusqlite::Result<()> {
-    for (table, column, definition) in
-        [("blob_links", "slot", "INTEGER NOT NULL DEFAULT 0"), ("tokens", "replaced_by", "TEXT")]
-    {
-        let present: bool = conn.query_row(
-            "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2",
-            params![table, column],
-            |r| r.get(0),
-        )?;
-        if !present {
-            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {definition}"))?;
+/// Bring the database to `SCHEMA_VERSION` (`PRAGMA user_version`), one migration per transaction.
+/// A database written by a newer build is refused: this build does not know what it holds.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    if version > SCHEMA_VERSION {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "the data dir's database is schema version {version}, newer than this build's {SCHEMA_VERSION}: upgrade helix"
+        )));
+    }
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        migration(&tx)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        if version > 0 {
+            tracing::info!(from = i, to = i + 1, "upgraded the SQLite schema");
         }
+    }
+    Ok(())
+}
+
+/// Add a column unless it is there (a database from a build between two schema versions may have it).
+fn add_column(conn: &Connection, table: &str, column: &str, definition: &str) -> rusqlite::Result<()> {
+    let present: bool =
+        conn.query_row("SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2", params![table, column], |r| {
+            r.get(0)
+        })?;
+    if !present {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {definition}"))?;
     }
     Ok(())
 }
@@ -416,5 +450,54 @@ impl AuditLog for SqliteStore {
     async fn check(&self) -> Result<()> {
         self.with(audit_err, |c| c.query_row("SELECT count(*) FROM audit_events WHERE stream = ''", [], |_| Ok(())))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A data dir written by the first release (schema version 1, as it wrote it) opens, is upgraded
+    /// in place, and keeps its tokens and links.
+    #[tokio::test]
+    async fn a_database_of_the_previous_schema_is_upgraded_on_open_and_keeps_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("helix.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(SCHEMA_V1).unwrap();
+            c.execute(
+                "INSERT INTO tokens (sha256, id, user, role, workspace_id, created_at, disabled, created_by)
+                 VALUES ('ab', 'tok_0123456789abcdef', 'ada', 'admin', '*', 1, 0, 'tests')",
+                [],
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO blob_links VALUES ('team-a', 'sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae', 3, 1, 'ada')",
+                [],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let token = store.token_by_sha256("ab").await.unwrap().expect("kept");
+        assert_eq!((token.user.as_str(), token.replaced_by.as_deref()), ("ada", None));
+        let ws = WorkspaceId::parse("team-a").unwrap();
+        let d = Digest::parse("sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae").unwrap();
+        assert_eq!(store.blob_link(&ws, &d).await.unwrap().expect("kept").slot, 0);
+        assert!(store.list_bundles(&ws, None, 10).await.unwrap().is_empty(), "new tables exist");
+        assert!(store.signing_keys().await.unwrap().is_empty());
+        let version: i64 = Connection::open(&path).unwrap().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version as usize, SCHEMA_VERSION);
+        drop(store);
+        SqliteStore::open(&path).expect("opening again is a no-op");
+    }
+
+    #[test]
+    fn a_database_of_a_newer_build_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("helix.db");
+        Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
+        let err = SqliteStore::open(&path).err().expect("refused").to_string();
+        assert!(err.contains("newer than this build"), "{err}");
     }
 }
