@@ -12,7 +12,7 @@ FUNCTIONS := $(sort $(notdir $(wildcard functions/*)))
 # Lambda architecture for build-lambda/deploy: arm64 (default) or x86_64 (the fallback; see docs/deploy.md).
 ARCH ?= arm64
 STACK ?= helix-registry
-# Extra `sam deploy --parameter-overrides`, e.g. PARAMS="GovernanceMode=warn OidcIssuer=https://idp.example"
+# Extra `sam deploy --parameter-overrides`, e.g. PARAMS="GovernanceMode=warn OidcIssuer=https://idp.example OidcAudience=helix"
 PARAMS ?=
 SAM := SAM_CLI_TELEMETRY=0 ../.venv-infra/bin/sam
 VENV_BIN := $(CURDIR)/.venv/bin
@@ -132,4 +132,4 @@ docs:
 	$(CARGO) run -q -p helix-tests --bin rbac-matrix docs/security.md
 
 clean-data:
-	rm -rf .helix
+	rm -rf -- "$${HELIX_DATA_DIR:-.helix}"

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use helix_cli::serve::Server;
-use helix_core::config::MetaBackend;
+use helix_core::config::{BlobBackend, MetaBackend, SignerBackend};
 use helix_core::domain::token::parse_ttl;
 use helix_core::domain::{Role, Scope};
 use helix_core::tokens::{self, Grant, TokenRef};
@@ -138,11 +138,20 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 let (secret, record) =
                     tokens::issue(app.meta.as_ref(), grant, "helix-serve:bootstrap", "bootstrap").await?;
                 print_first_start(&url, secret.expose(), &record.id, &app.config.data_dir.display().to_string());
-            } else {
+            } else if app.config.meta_backend == MetaBackend::Sqlite {
                 println!(
                     "  data dir: {} (existing; issue tokens with `helix teams token`)",
                     app.config.data_dir.display()
                 );
+            } else {
+                let c = &app.config;
+                println!(
+                    "  tables: {} and {} (existing; issue tokens with `helix teams token`)",
+                    c.table, c.audit_table
+                );
+                if c.blob_backend == BlobBackend::Fs || c.signer_backend == SignerBackend::Local {
+                    println!("  data dir: {} (blobs or signing key)", c.data_dir.display());
+                }
             }
             tokio::signal::ctrl_c().await?;
             drop(server);
@@ -235,12 +244,9 @@ async fn teams(config: &Config, command: TeamsCommand) -> Result<(), Box<dyn std
             }
         }
         TeamsCommand::List => {
-            println!(
-                "{:<21} {:<16} {:<15} {:<20} {:<9} {:<20} sha256",
-                "id", "user", "role", "workspace", "state", "expires"
-            );
+            let now = helix_core::domain::time::now_unix();
+            let mut rows = vec![["id", "user", "role", "workspace", "state", "expires", "sha256"].map(String::from)];
             for t in tokens::list(meta.as_ref(), None).await? {
-                let now = helix_core::domain::time::now_unix();
                 let state = match t.refusal(now) {
                     Some(helix_core::Error::TokenRevoked) => "revoked",
                     Some(_) => "expired",
@@ -248,11 +254,40 @@ async fn teams(config: &Config, command: TeamsCommand) -> Result<(), Box<dyn std
                 };
                 let expires =
                     t.expires_at.map(helix_core::domain::time::unix_to_rfc3339).unwrap_or_else(|| "never".into());
-                println!(
-                    "{:<21} {:<16} {:<15} {:<20} {:<9} {:<20} {}",
-                    t.id, t.user, t.role, t.workspace_id, state, expires, t.sha256
-                );
+                rows.push([
+                    t.id,
+                    t.user,
+                    t.role.to_string(),
+                    t.workspace_id.to_string(),
+                    state.into(),
+                    expires,
+                    t.sha256,
+                ]);
             }
+            print_table(&rows)?;
+        }
+    }
+    Ok(())
+}
+
+/// Columns as wide as their widest cell. A reader that stops early (`| head`) ends the listing
+/// quietly instead of a panic on the broken pipe.
+fn print_table<const N: usize>(rows: &[[String; N]]) -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::Write;
+    let widths: Vec<usize> = (0..N).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = std::io::stdout().lock();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == N {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[c]));
+            }
+        }
+        match writeln!(out, "{line}").and_then(|()| out.flush()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            other => other?,
         }
     }
     Ok(())

@@ -99,6 +99,43 @@ fn first_start_prints_an_admin_token_once_and_teams_token_writes_to_the_same_sto
     assert!(!lines.iter().any(|l| l.contains("hlx_")), "a restart prints no token: {lines:?}");
 }
 
+/// `helix teams list` aligns its columns to the widest cell, and a reader that stops early (`| head -1`)
+/// ends it quietly: exit 0, no panic.
+#[test]
+fn teams_list_aligns_its_columns_and_survives_a_closed_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    for user in ["ada", "a-very-long-user-name-from-the-idp"] {
+        let out = helix(dir.path())
+            .args(["teams", "token", "--user", user, "--role", "publisher", "--workspace-id", "demo"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let list = helix(dir.path()).args(["teams", "list"]).output().unwrap();
+    let list = String::from_utf8(list.stdout).unwrap();
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 3, "{list}");
+    let sha_column: Vec<usize> = lines.iter().map(|l| l.rfind(' ').unwrap()).collect();
+    assert!(sha_column.iter().all(|c| *c == sha_column[0]), "the last column starts at one offset:\n{list}");
+
+    // Many rows into a pipe whose reader has gone: the write fails with EPIPE, not a panic.
+    for i in 0..20 {
+        let user = format!("user-{i}");
+        let out = helix(dir.path())
+            .args(["teams", "token", "--user", &user, "--role", "viewer", "--workspace-id", "demo"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let mut child =
+        helix(dir.path()).args(["teams", "list"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{stderr}");
+}
+
 #[test]
 fn bad_configuration_fails_at_start_naming_the_variable() {
     let dir = tempfile::tempdir().unwrap();
