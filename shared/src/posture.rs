@@ -66,7 +66,7 @@ pub async fn status(app: &App) -> Result<Value> {
         "signer_key_id": key.key_id,
         "inline_max": app.config.inline_max,
         "oidc": app.config.oidc.as_ref().map(|o| o.issuer.clone()),
-        // Freezing arrives with governance; until then the registry is never frozen.
+        // The freeze switch (issue 11, item 2) is not built yet: the registry is never frozen (docs/decisions.md).
         "frozen": false,
     }))
 }
