@@ -170,28 +170,9 @@ pub async fn bad_manifests_and_unlinked_files_are_refused_and_change_nothing(b: 
             .unwrap();
         expect_problem(resp, 400, "invalid_request").await;
     }
-    expect_problem(
-        env.http
-            .get(env.url("/v1/workspaces/team-a/bundles?cursor=nope"))
-            .header("authorization", format!("Bearer {admin}"))
-            .send()
-            .await
-            .unwrap(),
-        400,
-        "invalid_request",
-    )
-    .await;
+    expect_problem(get(&env, &admin, "/v1/workspaces/team-a/bundles?cursor=nope").await, 400, "invalid_request").await;
     assert!(env.audit("team-a").await.iter().all(|e| e.action != "bundle.register"), "nothing registered");
-    let listed: Value = env
-        .http
-        .get(env.url("/v1/workspaces/team-a/bundles"))
-        .header("authorization", format!("Bearer {publisher}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = get(&env, &publisher, "/v1/workspaces/team-a/bundles").await.json().await.unwrap();
     assert_eq!(listed["versions"], json!([]));
 }
 
@@ -616,17 +597,24 @@ print("verified", len(ledger["receipts"]))
     }
 }
 
+/// `team-a/model` at versions 1 and 2, ada's, and version 1 approved by grace: (env, ada, grace).
+async fn two_versions_the_first_approved(b: Backend) -> (TestEnv, String, String) {
+    let env = TestEnv::start(b).await;
+    let ada = env.token_of("ada", Role::Publisher, "team-a").await;
+    let grace = env.token_of("grace", Role::Approver, "team-a").await;
+    one_file_bundle(&env, &ada, "team-a", "1").await;
+    one_file_bundle(&env, &ada, "team-a", "2").await;
+    let approve = "/v1/workspaces/team-a/bundles/model/versions/1/approve";
+    assert_eq!(post(&env, &grace, approve, json!({})).await.status(), 201);
+    (env, ada, grace)
+}
+
 /// The store is not trusted with governance: a genuine receipt copied into another version's ledger
 /// (what a writer of the meta table could do without the key) is an integrity error wherever the
 /// ledger is read, never an approval.
 pub async fn a_receipt_copied_into_another_ledger_is_never_a_state(b: Backend) {
-    let env = TestEnv::start(b).await;
-    let ada = env.token_of("ada", Role::Publisher, "team-a").await;
-    let grace = env.token_of("grace", Role::Approver, "team-a").await;
+    let (env, ada, _) = two_versions_the_first_approved(b).await;
     let base = "/v1/workspaces/team-a/bundles/model/versions";
-    one_file_bundle(&env, &ada, "team-a", "1").await;
-    one_file_bundle(&env, &ada, "team-a", "2").await;
-    assert_eq!(post(&env, &grace, &format!("{base}/1/approve"), json!({})).await.status(), 201);
     let ws = helix_core::domain::WorkspaceId::parse("team-a").unwrap();
     let genuine = env.app.meta.ledger(&ws, "model", "1").await.unwrap().remove(0);
     let forged = helix_core::ports::Change::AppendReceipt {
@@ -656,13 +644,8 @@ pub async fn a_receipt_copied_into_another_ledger_is_never_a_state(b: Backend) {
 /// After a signing-key rotation, what the earlier key signed still verifies: the registry records
 /// every key it signs receipts with, verifies ledgers with all of them, and publishes them all.
 pub async fn receipts_stay_verifiable_after_a_signing_key_rotation(b: Backend) {
-    let env = TestEnv::start(b).await;
-    let ada = env.token_of("ada", Role::Publisher, "team-a").await;
-    let grace = env.token_of("grace", Role::Approver, "team-a").await;
+    let (env, ada, grace) = two_versions_the_first_approved(b).await;
     let base = "/v1/workspaces/team-a/bundles/model/versions";
-    one_file_bundle(&env, &ada, "team-a", "1").await;
-    one_file_bundle(&env, &ada, "team-a", "2").await;
-    assert_eq!(post(&env, &grace, &format!("{base}/1/approve"), json!({})).await.status(), 201);
     let old_key = env.app.signer.public_key().await.unwrap().key_id;
 
     // Rotate: a new key (a new local key file, or a new KMS key), the same stores.
