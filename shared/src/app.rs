@@ -30,6 +30,9 @@ pub struct App {
     pub auth: Authenticator,
     /// The embedded blob store, when it is the one in use (the local server streams uploads to it).
     pub fs_blobs: Option<Arc<FsBlobStore>>,
+    /// Signing keys this App has recorded in its meta store (the store's write is idempotent; this
+    /// spares a write per decision). Per App, not per process: two Apps may share a key, not a store.
+    pub recorded_signing_keys: std::sync::Mutex<Vec<String>>,
 }
 
 /// File names inside HELIX_DATA_DIR.
@@ -114,7 +117,16 @@ impl App {
         };
 
         let oidc = config.oidc.clone().map(OidcVerifier::new);
-        Ok(App { auth: Authenticator::new(meta.clone(), oidc), config, blobs, meta, audit, signer, fs_blobs })
+        Ok(App {
+            auth: Authenticator::new(meta.clone(), oidc),
+            config,
+            blobs,
+            meta,
+            audit,
+            signer,
+            fs_blobs,
+            recorded_signing_keys: Default::default(),
+        })
     }
 }
 

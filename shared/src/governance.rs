@@ -146,11 +146,11 @@ pub fn public_key_from_pem(pem: &str) -> Result<PublicKeyInfo> {
     PublicKeyInfo::from_spki_der(der.as_bytes())
 }
 
-/// Record the current signing key before its first receipt (once per process; a repeat is a no-op
-/// in the store too), audited in the global stream.
+/// Record the current signing key before its first receipt (once per App; a repeat is a no-op in
+/// the store too), audited in the global stream.
 async fn record_signing_key(app: &App, caller: Caller<'_>, key: &PublicKeyInfo) -> Result<()> {
-    static RECORDED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    if RECORDED.lock().unwrap_or_else(|p| p.into_inner()).contains(&key.key_id) {
+    let recorded = || app.recorded_signing_keys.lock().unwrap_or_else(|p| p.into_inner());
+    if recorded().contains(&key.key_id) {
         return Ok(());
     }
     let event = AuditDraft {
@@ -164,7 +164,7 @@ async fn record_signing_key(app: &App, caller: Caller<'_>, key: &PublicKeyInfo) 
         details: json!({"pem": key.pem}),
     };
     app.meta.commit(Change::RecordSigningKey { key_id: key.key_id.clone(), pem: key.pem.clone() }, event).await?;
-    RECORDED.lock().unwrap_or_else(|p| p.into_inner()).push(key.key_id.clone());
+    recorded().push(key.key_id.clone());
     Ok(())
 }
 

@@ -536,6 +536,7 @@ macro_rules! common_suite {
             ledgers_verify_offline_and_every_tampering_is_caught,
             a_receipt_copied_into_another_ledger_is_never_a_state,
             receipts_stay_verifiable_after_a_signing_key_rotation,
+            a_signing_key_shared_by_two_stores_is_recorded_in_each,
         );
     };
 }

@@ -599,7 +599,11 @@ print("verified", len(ledger["receipts"]))
 
 /// `team-a/model` at versions 1 and 2, ada's, and version 1 approved by grace: (env, ada, grace).
 async fn two_versions_the_first_approved(b: Backend) -> (TestEnv, String, String) {
-    let env = TestEnv::start(b).await;
+    two_versions_with_overrides(b, &[]).await
+}
+
+async fn two_versions_with_overrides(b: Backend, overrides: &[(&str, &str)]) -> (TestEnv, String, String) {
+    let env = TestEnv::start_with(b, overrides).await;
     let ada = env.token_of("ada", Role::Publisher, "team-a").await;
     let grace = env.token_of("grace", Role::Approver, "team-a").await;
     one_file_bundle(&env, &ada, "team-a", "1").await;
@@ -639,6 +643,34 @@ pub async fn a_receipt_copied_into_another_ledger_is_never_a_state(b: Backend) {
     expect_problem(post(&env, &ada, &format!("{base}/2/export"), json!({})).await, 500, "blob_integrity_error").await;
     let ledger: Value = get(&env, &ada, &format!("{base}/1/governance")).await.json().await.unwrap();
     assert_eq!(ledger["state"], "approved", "the genuine ledger is untouched");
+}
+
+/// Two registries in one process that share a signing key but not a store: each records the key in
+/// its own store when it first signs (what "already recorded" remembers belongs to one App).
+pub async fn a_signing_key_shared_by_two_stores_is_recorded_in_each(b: Backend) {
+    let (first, _, _) = two_versions_the_first_approved(b).await;
+    let key_id = first.app.signer.public_key().await.unwrap().key_id;
+    let same_key_dir = tempfile::tempdir().unwrap();
+    let same_key = match b {
+        Backend::Embedded => {
+            let file = helix_core::app::SIGNING_KEY_FILE;
+            std::fs::copy(first.data_dir().join(file), same_key_dir.path().join(file)).unwrap();
+            ("HELIX_DATA_DIR", same_key_dir.path().display().to_string())
+        }
+        Backend::Emulator => ("HELIX_KMS_KEY_ID", first.aws.as_ref().unwrap().key_id.clone()),
+    };
+    let (second, _, _) = two_versions_with_overrides(b, &[(same_key.0, same_key.1.as_str())]).await;
+    assert_eq!(second.app.signer.public_key().await.unwrap().key_id, key_id, "one key");
+    let recorded: Vec<String> = second
+        .app
+        .meta
+        .signing_keys()
+        .await
+        .unwrap()
+        .iter()
+        .map(|pem| helix_core::governance::public_key_from_pem(pem).unwrap().key_id)
+        .collect();
+    assert_eq!(recorded, vec![key_id], "the second store has the key its receipt was signed with");
 }
 
 /// After a signing-key rotation, what the earlier key signed still verifies: the registry records
