@@ -37,6 +37,48 @@ enum Command {
         #[command(subcommand)]
         command: GovernanceCommand,
     },
+    /// The audit trail's daily exports.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Export a settled UTC day (and every missing day before it) with the export code the schedule
+    /// runs: under the data dir on the embedded backend, to the bucket with AWS variables. Prints
+    /// the report as JSON.
+    Export {
+        /// The day, YYYY-MM-DD (default: yesterday, UTC).
+        #[arg(long)]
+        day: Option<String>,
+    },
+    /// Verify exported days offline: event hashes, gapless seq per stream, the chain across days from
+    /// the genesis, manifests and checkpoint signatures. Exit 0 with a one-line summary, or 1 with a
+    /// one-line reason.
+    Verify {
+        /// A directory holding the export (the `audit/` directory, or its parent: a data dir's
+        /// `blobs/`, or a copy made with `aws s3 sync s3://BUCKET/PREFIXaudit/ DIR`).
+        #[arg(long, conflicts_with = "bucket", required_unless_present = "bucket")]
+        dir: Option<std::path::PathBuf>,
+        /// Read the export from this bucket instead (AWS credentials and endpoint from the environment).
+        #[arg(long)]
+        bucket: Option<String>,
+        /// The registry's key prefix in the bucket (HELIX_S3_PREFIX); `audit/` follows it.
+        #[arg(long, default_value = "", requires = "bucket")]
+        prefix: String,
+        /// A registry public key (PEM) to trust; repeat it for earlier keys. Without it (or
+        /// --registry) the keys the export carries (`keys/*.pem`) are used, and the summary says so.
+        #[arg(long, conflicts_with = "registry")]
+        public_key: Vec<std::path::PathBuf>,
+        /// Trust the keys this registry publishes (GET /v1/governance/public-key: current and previous).
+        #[arg(long)]
+        registry: Option<String>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -158,6 +200,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
         Command::Teams { command } => teams(&config, command).await,
+        Command::Audit { command } => audit(config, command).await,
         Command::Governance { command: GovernanceCommand::Verify { file, public_key, registry } } => {
             let pems = match registry {
                 Some(url) => fetch_public_keys(&url).await?,
@@ -186,6 +229,76 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
     }
+}
+
+async fn audit(config: Config, command: AuditCommand) -> Result<(), Box<dyn std::error::Error>> {
+    use helix_core::audit_export;
+    use helix_core::audit_verify::{self, DirEvidence, Evidence, S3Evidence};
+    match command {
+        AuditCommand::Export { day } => {
+            let now = time::OffsetDateTime::now_utc();
+            let day = match day {
+                Some(d) => audit_export::parse_day(&d)?,
+                None => now.date().previous_day().ok_or("no day before today")?,
+            };
+            let app = App::build(config).await?;
+            let request_id = helix_core::http::new_request_id();
+            let report = audit_export::export_day(&app, day, now, &request_id).await?;
+            println!("{}", serde_json::to_string(&report)?);
+        }
+        AuditCommand::Verify { dir, bucket, prefix, public_key, registry, json } => {
+            let evidence: Box<dyn Evidence> = match (dir, bucket) {
+                (Some(dir), _) => Box::new(DirEvidence::open(dir)?),
+                (None, Some(bucket)) => {
+                    Box::new(S3Evidence { client: helix_core::app::s3_client(&config).await, bucket, prefix })
+                }
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let (keys, pinned) = if let Some(url) = registry {
+                let pems = fetch_public_keys(&url).await?;
+                let keys = pems
+                    .iter()
+                    .map(|p| helix_core::governance::public_key_from_pem(p))
+                    .collect::<Result<Vec<_>, _>>()?;
+                (keys, true)
+            } else if public_key.is_empty() {
+                let mut keys = Vec::new();
+                for k in evidence.list().await?.iter().filter(|k| k.starts_with("keys/") && k.ends_with(".pem")) {
+                    let pem = evidence.read(k).await?.ok_or_else(|| format!("{k} vanished"))?;
+                    let key = helix_core::governance::public_key_from_pem(&String::from_utf8_lossy(&pem))?;
+                    // A key file is named by its key id: a renamed or swapped file is no key of ours.
+                    if format!("keys/{}.pem", key.key_id.trim_start_matches("sha256:")) != *k {
+                        return Err(format!("invalid: {k} holds key {}, not the key its name says", key.key_id).into());
+                    }
+                    keys.push(key);
+                }
+                (keys, false)
+            } else {
+                let keys = public_key
+                    .iter()
+                    .map(|path| std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display())))
+                    .map(|pem| pem.map(|p| helix_core::governance::public_key_from_pem(&p)))
+                    .collect::<Result<Result<Vec<_>, _>, _>>()??;
+                (keys, true)
+            };
+            let summary = audit_verify::verify(evidence.as_ref(), &keys).await.map_err(|e| format!("invalid: {e}"))?;
+            if json {
+                println!("{}", serde_json::json!({"ok": true, "keys_pinned": pinned, "summary": summary}));
+            } else {
+                let trust = if pinned { "" } else { " (keys from the export itself; pass --public-key to pin)" };
+                println!(
+                    "ok: {} day(s) {}..{}, {} event(s) in {} stream(s), chain unbroken from the genesis, signed by {}{trust}",
+                    summary.days,
+                    summary.first_day,
+                    summary.last_day,
+                    summary.events,
+                    summary.streams,
+                    summary.key_ids.join(", ")
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The key ids that signed `statements`, in order of first use.

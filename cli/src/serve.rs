@@ -91,6 +91,7 @@ async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
         Function::Health => health::handle(&app, req).await,
         Function::Token => token::handle(&app, req).await,
         Function::Waive => waive::handle(&app, req).await,
+        Function::Audit => audit::handle(&app, req).await,
     };
     into_axum(resp)
 }

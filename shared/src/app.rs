@@ -56,19 +56,7 @@ impl App {
 
         let (blobs, fs_blobs): (Arc<dyn BlobStore>, _) = match config.blob_backend {
             BlobBackend::S3 => {
-                let sdk = sdk.as_ref().expect("aws config");
-                // Reads are verified by helix-core (`blobs::verify_object`, `blobs::fetch`), which knows
-                // a wrong object for what it is (`blob_integrity_error`, a poisoned slot skipped); the
-                // SDK's own check would turn it into an unreadable stream (a 503).
-                let mut b = aws_sdk_s3::config::Builder::from(sdk)
-                    .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired);
-                if let Some(ep) = &config.s3_endpoint_url {
-                    b = b.endpoint_url(ep).force_path_style(true);
-                    if let Some(client) = endpoint_client(ep) {
-                        b = b.http_client(client);
-                    }
-                }
-                let client = aws_sdk_s3::Client::from_conf(b.build());
+                let client = s3_client_with(&config, sdk.as_ref().expect("aws config"));
                 let store = S3BlobStore::new(
                     client,
                     config.s3_bucket.clone(),
@@ -147,6 +135,26 @@ fn ensure_data_dir(config: &Config, dep: Dependency) -> Result<()> {
 }
 
 /// The meta store and audit log alone (operator commands need nothing else).
+/// An S3 client for `config` (its endpoint, path-style, TLS roots), as the blob store uses it.
+pub async fn s3_client(config: &Config) -> aws_sdk_s3::Client {
+    s3_client_with(config, &aws_sdk_config(config).await)
+}
+
+fn s3_client_with(config: &Config, sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    // Reads are verified by helix-core (`blobs::verify_object`, `blobs::fetch`), which knows a wrong
+    // object for what it is (`blob_integrity_error`, a poisoned slot skipped); the SDK's own check
+    // would turn it into an unreadable stream (a 503).
+    let mut b = aws_sdk_s3::config::Builder::from(sdk)
+        .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired);
+    if let Some(ep) = &config.s3_endpoint_url {
+        b = b.endpoint_url(ep).force_path_style(true);
+        if let Some(client) = endpoint_client(ep) {
+            b = b.http_client(client);
+        }
+    }
+    aws_sdk_s3::Client::from_conf(b.build())
+}
+
 pub async fn meta_store(config: &Config) -> Result<(Arc<dyn MetaStore>, Arc<dyn AuditLog>)> {
     let sdk = match config.meta_backend {
         MetaBackend::DynamoDb => Some(aws_sdk_config(config).await),

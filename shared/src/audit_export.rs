@@ -5,37 +5,66 @@
 //! put-if-absent. Re-running a day rewrites nothing: events and manifest must be byte-identical, the
 //! checkpoint must carry the same statement under a valid signature (ECDSA signatures are randomised,
 //! so a fresh one would differ). Anything else fails loudly and is audited as `audit.export_mismatch`.
-//! Only a day that is over (UTC) can be exported: a partial day would mismatch its final export.
-//! A successful export appends no event (it changes no registry state; the files are its record).
+//!
+//! The days form one unbroken chain from the genesis, the first exported day, recorded once in
+//! `audit/genesis.json`: its statement says `"genesis": true` and links to nothing; every later day
+//! links to the day before it, which must be exported first. A run for day D exports every missing
+//! day before D oldest first (at most `MAX_DAYS_PER_RUN`), then D; a day that cannot be exported
+//! stops the run with an `audit.export_failed` event and nothing signed for it or any later day.
+//! Before a day is written it must add up: every stream's events that day are one gapless run whose
+//! first event follows the last one of the stream in an earlier exported day (or is seq 1), and the
+//! stream's next event (if any) falls on a later day. Only a settled day is exported: `SETTLE` after
+//! its end, so no event can still land on it (a stream's `ts` never goes back).
+//! The signing key's PEM goes to `audit/keys/{hex}.pem`, and into the registry's key history, so a
+//! day signed before a key rotation still verifies after it.
+
+use std::collections::HashMap;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
-use time::Date;
+use time::{Date, OffsetDateTime};
 
 use crate::App;
-use crate::domain::{AuditDraft, Digest, Outcome, canonical};
+use crate::domain::{AuditDraft, AuditEvent, Digest, Outcome, canonical};
 use crate::error::{Error, Result};
-use crate::ports::PutOutcome;
+use crate::ports::{PublicKeyInfo, PutOutcome};
 
 pub const PAYLOAD_TYPE: &str = "application/vnd.helix.audit-checkpoint.v1+json";
 const ACTOR: &str = "audit-export";
 /// The files of one exported day, in the order they are written.
 pub const FILES: [&str; 3] = ["events.jsonl", "manifest.json", "checkpoint.json"];
+/// Where the first exported day is recorded, once.
+pub const GENESIS_KEY: &str = "audit/genesis.json";
+/// How long after a day's end it is exported at the earliest. Commits retry for at most 12 s and
+/// instance clocks are within a second or so; 5 minutes is ample, and the schedule runs at 00:15.
+pub const SETTLE: time::Duration = time::Duration::minutes(5);
+/// Most days one run exports (the missing ones before the asked day included).
+pub const MAX_DAYS_PER_RUN: usize = 31;
+/// Events read per index page.
+const PAGE: usize = 1000;
 
-/// What one run did.
+/// What one run did for the day it was asked for.
 #[derive(Debug, serde::Serialize)]
 pub struct ExportReport {
     pub day: String,
     pub event_count: usize,
     pub manifest_sha256: String,
+    pub genesis: bool,
     /// Files this run created; the others were already there, identical.
     pub written: Vec<String>,
     pub unchanged: Vec<String>,
+    /// Missing earlier days this run exported first, oldest first.
+    pub backfilled: Vec<String>,
 }
 
 /// `audit/YYYY/MM/DD/<file>`.
 pub fn key(day: Date, file: &str) -> String {
     format!("audit/{:04}/{:02}/{:02}/{file}", day.year(), u8::from(day.month()), day.day())
+}
+
+/// `audit/keys/<hex of the key id>.pem`.
+pub fn key_file(key_id: &str) -> String {
+    format!("audit/keys/{}.pem", key_id.strip_prefix("sha256:").unwrap_or(key_id))
 }
 
 pub fn day_string(day: Date) -> String {
@@ -52,82 +81,350 @@ fn sha256(bytes: &[u8]) -> String {
     Digest::of(bytes).to_string()
 }
 
-/// Export `day`; `now` is the caller's clock (the function passes the real one).
-pub async fn export_day(app: &App, day: Date, now: time::OffsetDateTime, request_id: &str) -> Result<ExportReport> {
+fn previous(day: Date) -> Result<Date> {
+    day.previous_day().ok_or_else(|| Error::BadRequest("no day before this one".into()))
+}
+
+/// Every event of `day`, of every stream, in (stream, seq) order: the index shards, each in that
+/// order and holding whole streams, merged.
+pub async fn read_day(app: &App, day: &str) -> Result<Vec<AuditEvent>> {
+    let mut events = Vec::new();
+    for shard in 0..app.audit.day_shards() {
+        let mut after: Option<String> = None;
+        loop {
+            let page = app.audit.read_day_shard(day, shard, after.as_deref(), PAGE).await?;
+            let full = page.len() == PAGE;
+            after = page.last().map(AuditEvent::ord_key);
+            events.extend(page);
+            if !full {
+                break;
+            }
+        }
+    }
+    events.sort_by(|a, b| (&a.stream, a.seq).cmp(&(&b.stream, b.seq)));
+    Ok(events)
+}
+
+/// Whether `day` has at least one event.
+async fn has_events(app: &App, day: &str) -> Result<bool> {
+    for shard in 0..app.audit.day_shards() {
+        if !app.audit.read_day_shard(day, shard, None, 1).await?.is_empty() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The recorded genesis day, if any.
+pub async fn genesis(app: &App) -> Result<Option<Date>> {
+    let Some(doc) = app.blobs.get_document(GENESIS_KEY).await? else { return Ok(None) };
+    let v: Value = serde_json::from_slice(&doc).map_err(|e| Error::Internal(format!("{GENESIS_KEY}: {e}")))?;
+    let day = v["day"].as_str().ok_or_else(|| Error::Internal(format!("{GENESIS_KEY} names no day")))?;
+    Ok(Some(parse_day(day)?))
+}
+
+async fn exported(app: &App, day: Date) -> Result<bool> {
+    Ok(app.blobs.get_document(&key(day, "checkpoint.json")).await?.is_some())
+}
+
+/// Export `day`, after every missing day before it; `now` is the caller's clock (the function
+/// passes the real one).
+pub async fn export_day(app: &App, day: Date, now: OffsetDateTime, request_id: &str) -> Result<ExportReport> {
     let day_s = day_string(day);
-    if day >= now.to_offset(time::UtcOffset::UTC).date() {
-        return Err(Error::BadRequest(format!("{day_s} is not over yet (UTC): only past days are exported")));
+    let settled = OffsetDateTime::new_utc(day.next_day().unwrap_or(day), time::Time::MIDNIGHT) + SETTLE;
+    if now < settled {
+        return Err(Error::BadRequest(format!(
+            "{day_s} is not settled yet: a day is exported from {} minutes after its end (UTC)",
+            SETTLE.whole_minutes()
+        )));
     }
-    let events = app.audit.read_day(&day_s).await?;
-    let mut jsonl = String::new();
-    for e in &events {
-        jsonl.push_str(&e.canonical()?);
-        jsonl.push('\n');
+    let genesis = match genesis(app).await? {
+        Some(g) if day < g => {
+            return Err(Error::BadRequest(format!("{day_s} is before the first exported day, {}", day_string(g))));
+        }
+        Some(g) => Some(g),
+        None => None,
+    };
+    // The first day to export: the genesis to be (the earliest day with events within reach), or
+    // the day after the last exported one.
+    let mut start = day;
+    match genesis {
+        None => {
+            let mut d = day;
+            for _ in 1..MAX_DAYS_PER_RUN {
+                d = previous(d)?;
+                if has_events(app, &day_string(d)).await? {
+                    start = d;
+                }
+            }
+        }
+        Some(g) => {
+            while start > g && !exported(app, previous(start)?).await? {
+                start = previous(start)?;
+            }
+        }
     }
+    let genesis = genesis.unwrap_or(start);
+    let mut backfilled = Vec::new();
+    let mut d = start;
+    loop {
+        if backfilled.len() == MAX_DAYS_PER_RUN - 1 && d < day {
+            let detail = format!(
+                "exported {} missing days up to {}; run again to go on to {day_s}",
+                backfilled.len(),
+                day_string(previous(d)?)
+            );
+            return Err(fail(app, d, day, request_id, Error::AuditExportBlocked(detail)).await);
+        }
+        let report = match export_one(app, d, genesis, request_id).await {
+            Ok(r) => r,
+            Err(e) => return Err(fail(app, d, day, request_id, e).await),
+        };
+        if d == day {
+            return Ok(ExportReport { backfilled, ..report });
+        }
+        backfilled.push(report.day);
+        d = d.next_day().ok_or_else(|| Error::Internal("calendar overflow".into()))?;
+    }
+}
 
-    let previous = day.previous_day().ok_or_else(|| Error::BadRequest("no day before this one".into()))?;
-    let prev_manifest = app.blobs.get_document(&key(previous, "manifest.json")).await?;
-    let prev_checkpoint = app.blobs.get_document(&key(previous, "checkpoint.json")).await?;
+/// Record that `failed` could not be exported (and so neither `asked`), then hand the error back.
+async fn fail(app: &App, failed: Date, asked: Date, request_id: &str, e: Error) -> Error {
+    tracing::error!(day = %day_string(failed), asked = %day_string(asked), error = %e, "audit export failed");
+    let draft = AuditDraft {
+        stream: "*".into(),
+        actor: ACTOR.into(),
+        action: "audit.export_failed".into(),
+        entity_type: "audit_day".into(),
+        entity_id: day_string(failed),
+        outcome: Outcome::Failed,
+        request_id: request_id.to_owned(),
+        details: json!({"asked": day_string(asked), "reason": crate::http::problem::classify(&e).1, "error": e.to_string()}),
+    };
+    if let Err(audit_err) = app.audit.append(draft).await {
+        tracing::error!(error = %audit_err, "could not audit the failed export");
+    }
+    e
+}
 
+/// A day's files, ready to store.
+struct Prepared {
+    genesis: bool,
+    event_count: usize,
+    jsonl: Vec<u8>,
+    manifest: String,
+    statement: String,
+}
+
+/// Read `day`, check that it adds up (each stream a gapless run continuing its last exported event;
+/// nothing of the day missing from the index), and build its manifest and statement.
+async fn prepare(app: &App, day: Date, genesis: Date) -> Result<Prepared> {
+    let day_s = day_string(day);
+    let events = read_day(app, &day_s).await?;
+    let blocked = |detail: String| Error::AuditExportBlocked(format!("{day_s}: {detail}"));
+    let is_genesis = day == genesis;
+    let mut manifests: HashMap<String, Value> = HashMap::new();
+    let mut jsonl = Vec::new();
     let mut streams: Vec<Value> = Vec::new();
     for group in events.chunk_by(|a, b| a.stream == b.stream) {
         let (first, last) = (&group[0], &group[group.len() - 1]);
-        streams.push(json!({
-            "stream": first.stream, "count": group.len(),
-            "first_seq": first.seq, "last_seq": last.seq, "first_hash": first.hash, "last_hash": last.hash,
-        }));
+        let stream = &first.stream;
+        // The stream's event before this day: in an exported day at or after the genesis.
+        let before = match first.seq {
+            1 => None,
+            seq => {
+                let p = app
+                    .audit
+                    .event(stream, seq - 1)
+                    .await?
+                    .ok_or_else(|| blocked(format!("{stream} lacks seq {}", seq - 1)))?;
+                let p_day = parse_day(p.day())?;
+                if is_genesis || p_day < genesis {
+                    return Err(blocked(format!(
+                        "{stream} has events from {} that no export holds: export that day first (invoke with {{\"day\": \"{}\"}})",
+                        p.day(),
+                        p.day()
+                    )));
+                }
+                if p_day >= day {
+                    return Err(blocked(format!("{stream} seq {} is missing from the day index; retry later", p.seq)));
+                }
+                let m = match manifests.get(p.day()) {
+                    Some(m) => m.clone(),
+                    None => {
+                        let doc = app
+                            .blobs
+                            .get_document(&key(p_day, "manifest.json"))
+                            .await?
+                            .ok_or_else(|| blocked(format!("{} is not exported", p.day())))?;
+                        let m: Value = serde_json::from_slice(&doc)
+                            .map_err(|e| blocked(format!("manifest of {}: {e}", p.day())))?;
+                        manifests.insert(p.day().to_owned(), m.clone());
+                        m
+                    }
+                };
+                let holds = m["streams"].as_array().into_iter().flatten().any(|s| {
+                    s["stream"] == stream.as_str()
+                        && s["last_seq"].as_u64() == Some(p.seq)
+                        && s["last_hash"] == p.hash.as_str()
+                });
+                if !holds {
+                    return Err(blocked(format!(
+                        "{stream} seq {} is not the last event of {}'s export",
+                        p.seq,
+                        p.day()
+                    )));
+                }
+                Some(p)
+            }
+        };
+        let mut prev = before;
+        for e in group {
+            e.verify_after(prev.as_ref()).map_err(|err| blocked(err.to_string()))?;
+            prev = Some(e.clone());
+            jsonl.extend_from_slice(e.canonical()?.as_bytes());
+            jsonl.push(b'\n');
+        }
+        if let Some(next) = app.audit.event(stream, last.seq + 1).await?
+            && next.day() <= day_s.as_str()
+        {
+            return Err(blocked(format!("{stream} seq {} is missing from the day index; retry later", next.seq)));
+        }
+        streams.push(stream_entry(group));
     }
-    let manifest = canonical::to_string(&json!({
-        "day": day_s,
-        "event_count": events.len(),
-        "events_sha256": sha256(jsonl.as_bytes()),
-        "streams": streams,
-        "previous_manifest_sha256": prev_manifest.as_deref().map(sha256),
-    }))?;
-    let manifest_sha256 = sha256(manifest.as_bytes());
-    let statement = canonical::to_string(&json!({
-        "day": day_s,
-        "manifest_sha256": manifest_sha256,
-        "event_count": events.len(),
-        "previous_checkpoint_sha256": prev_checkpoint.as_deref().map(sha256),
-    }))?;
 
+    let (prev_manifest, prev_checkpoint) = if is_genesis {
+        (None, None)
+    } else {
+        let p = previous(day)?;
+        let missing = || blocked(format!("the day before, {}, is not exported", day_string(p)));
+        let m = app.blobs.get_document(&key(p, "manifest.json")).await?.ok_or_else(missing)?;
+        let c = app.blobs.get_document(&key(p, "checkpoint.json")).await?.ok_or_else(missing)?;
+        (Some(sha256(&m)), Some(sha256(&c)))
+    };
+    let manifest = manifest_doc(&day_s, events.len(), &sha256(&jsonl), streams, prev_manifest)?;
+    let statement = statement_doc(&day_s, is_genesis, &sha256(manifest.as_bytes()), events.len(), prev_checkpoint)?;
+    Ok(Prepared { genesis: is_genesis, event_count: events.len(), jsonl, manifest, statement })
+}
+
+/// A stream's entry in a day's manifest: its run of events that day.
+pub fn stream_entry(run: &[AuditEvent]) -> Value {
+    let (first, last) = (&run[0], &run[run.len() - 1]);
+    json!({
+        "stream": first.stream, "count": run.len(),
+        "first_seq": first.seq, "last_seq": last.seq, "first_hash": first.hash, "last_hash": last.hash,
+    })
+}
+
+/// `manifest.json` of a day, canonical.
+pub fn manifest_doc(
+    day: &str,
+    count: usize,
+    events_sha256: &str,
+    streams: Vec<Value>,
+    prev: Option<String>,
+) -> Result<String> {
+    canonical::to_string(&json!({
+        "day": day,
+        "event_count": count,
+        "events_sha256": events_sha256,
+        "streams": streams,
+        "previous_manifest_sha256": prev,
+    }))
+}
+
+/// The statement a day's checkpoint signs, canonical.
+pub fn statement_doc(
+    day: &str,
+    genesis: bool,
+    manifest_sha256: &str,
+    count: usize,
+    prev: Option<String>,
+) -> Result<String> {
+    canonical::to_string(&json!({
+        "day": day,
+        "genesis": genesis,
+        "manifest_sha256": manifest_sha256,
+        "event_count": count,
+        "previous_checkpoint_sha256": prev,
+    }))
+}
+
+/// Export one day whose predecessor (unless it is the genesis) is exported.
+async fn export_one(app: &App, day: Date, genesis: Date, request_id: &str) -> Result<ExportReport> {
+    // The key first: recording it appends an event, which must not land on a day after it was read.
+    let key_info = app.signer.public_key().await?;
+    record_key(app, &key_info, request_id, &day_string(day)).await?;
+    let p = prepare(app, day, genesis).await?;
+    if p.genesis {
+        let record = canonical::to_string(&json!({"day": day_string(day)}))?;
+        if app.blobs.put_document_if_absent(GENESIS_KEY, Bytes::from(record)).await? == PutOutcome::Existed
+            && self::genesis(app).await? != Some(day)
+        {
+            return Err(Error::AuditExportBlocked("another run recorded a different genesis; run again".into()));
+        }
+    }
     let mut report = ExportReport {
-        day: day_s.clone(),
-        event_count: events.len(),
-        manifest_sha256,
+        day: day_string(day),
+        event_count: p.event_count,
+        manifest_sha256: sha256(p.manifest.as_bytes()),
+        genesis: p.genesis,
         written: Vec::new(),
         unchanged: Vec::new(),
+        backfilled: Vec::new(),
     };
-    for (file, bytes) in [(FILES[0], jsonl.into_bytes()), (FILES[1], manifest.into_bytes())] {
-        store(app, day, file, Bytes::from(bytes), request_id, &mut report, |stored, ours| stored == ours).await?;
+    for (file, bytes) in [(FILES[0], p.jsonl), (FILES[1], p.manifest.into_bytes())] {
+        store(app, &key(day, file), file, Bytes::from(bytes), request_id, &mut report, |stored, ours| stored == ours)
+            .await?;
     }
-    let key_info = app.signer.public_key().await?;
-    let checkpoint = checkpoint(app, &key_info, &statement).await?;
-    let same_statement = |stored: &[u8], _: &[u8]| verify_checkpoint(stored, &key_info).as_deref() == Ok(&statement);
-    store(app, day, FILES[2], Bytes::from(checkpoint), request_id, &mut report, same_statement).await?;
+    let checkpoint = crate::dsse::sign(app.signer.as_ref(), &key_info, PAYLOAD_TYPE, p.statement.as_bytes()).await?;
+    let statement = p.statement;
+    // A day signed before a key rotation was signed by an earlier key of the registry's history.
+    let keys = crate::governance::verification_keys(app).await?;
+    let same_statement = |stored: &[u8], _: &[u8]| {
+        crate::dsse::verify(stored, PAYLOAD_TYPE, &keys).ok().and_then(|p| String::from_utf8(p).ok()).as_ref()
+            == Some(&statement)
+    };
+    let k = key(day, FILES[2]);
+    store(app, &k, FILES[2], Bytes::from(checkpoint.into_bytes()), request_id, &mut report, same_statement).await?;
     Ok(report)
+}
+
+/// The signing key's PEM beside the days it signs, and in the registry's key history.
+async fn record_key(app: &App, key_info: &PublicKeyInfo, request_id: &str, day: &str) -> Result<()> {
+    let file = key_file(&key_info.key_id);
+    let pem = Bytes::from(key_info.pem.clone());
+    let mut scratch = ExportReport {
+        day: day.to_owned(),
+        event_count: 0,
+        manifest_sha256: String::new(),
+        genesis: false,
+        written: Vec::new(),
+        unchanged: Vec::new(),
+        backfilled: Vec::new(),
+    };
+    store(app, &file, "key", pem, request_id, &mut scratch, |stored, ours| stored == ours).await?;
+    crate::governance::record_signing_key(app, ACTOR, request_id, key_info).await
 }
 
 /// Put one file if absent; when present, `same(stored, ours)` decides whether it is this export.
 async fn store(
     app: &App,
-    day: Date,
+    key: &str,
     file: &str,
     bytes: Bytes,
     request_id: &str,
     report: &mut ExportReport,
     same: impl Fn(&[u8], &[u8]) -> bool,
 ) -> Result<()> {
-    let key = key(day, file);
-    match app.blobs.put_document_if_absent(&key, bytes.clone()).await? {
+    match app.blobs.put_document_if_absent(key, bytes.clone()).await? {
         PutOutcome::Created => report.written.push(file.to_owned()),
         PutOutcome::Existed => {
-            let stored = app.blobs.get_document(&key).await?.unwrap_or_default();
+            let stored = app.blobs.get_document(key).await?.unwrap_or_default();
             if !same(&stored, &bytes) {
                 let details = json!({"file": key, "stored_sha256": sha256(&stored), "expected_sha256": sha256(&bytes)});
                 app.audit.append(mismatch(&report.day, request_id, details)).await?;
-                return Err(Error::AuditExportMismatch(key));
+                return Err(Error::AuditExportMismatch(key.to_owned()));
             }
             report.unchanged.push(file.to_owned());
         }
@@ -148,13 +445,8 @@ fn mismatch(day: &str, request_id: &str, details: Value) -> AuditDraft {
     }
 }
 
-/// The DSSE envelope over `statement`, signed with the registry's key.
-async fn checkpoint(app: &App, key: &crate::ports::PublicKeyInfo, statement: &str) -> Result<Vec<u8>> {
-    Ok(crate::dsse::sign(app.signer.as_ref(), key, PAYLOAD_TYPE, statement.as_bytes()).await?.into_bytes())
-}
-
-/// The statement a stored checkpoint carries, if its signature verifies with `key`.
-pub fn verify_checkpoint(stored: &[u8], key: &crate::ports::PublicKeyInfo) -> std::result::Result<String, String> {
+/// The statement a stored checkpoint carries, if its signature verifies with one of `keys`.
+pub fn verify_checkpoint(stored: &[u8], key: &PublicKeyInfo) -> std::result::Result<String, String> {
     let payload = crate::dsse::verify(stored, PAYLOAD_TYPE, std::slice::from_ref(key))?;
     String::from_utf8(payload).map_err(|e| e.to_string())
 }

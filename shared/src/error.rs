@@ -106,6 +106,10 @@ pub enum Error {
     Internal(String),
     #[error("a stored audit export file differs from what the audit log yields: {0}")]
     AuditExportMismatch(String),
+    /// A day cannot be exported (its predecessor cannot be, or the log does not add up yet); nothing
+    /// signed was written.
+    #[error("audit export blocked: {0}")]
+    AuditExportBlocked(String),
 }
 
 impl Error {

@@ -148,19 +148,19 @@ pub fn public_key_from_pem(pem: &str) -> Result<PublicKeyInfo> {
 
 /// Record the current signing key before its first receipt (once per App; a repeat is a no-op in
 /// the store too), audited in the global stream.
-async fn record_signing_key(app: &App, caller: Caller<'_>, key: &PublicKeyInfo) -> Result<()> {
+pub async fn record_signing_key(app: &App, actor: &str, request_id: &str, key: &PublicKeyInfo) -> Result<()> {
     let recorded = || app.recorded_signing_keys.lock().unwrap_or_else(|p| p.into_inner());
     if recorded().contains(&key.key_id) {
         return Ok(());
     }
     let event = AuditDraft {
         stream: "*".into(),
-        actor: caller.principal.actor(),
+        actor: actor.to_owned(),
         action: "governance.signing_key".into(),
         entity_type: "signing_key".into(),
         entity_id: key.key_id.clone(),
         outcome: Outcome::Success,
-        request_id: caller.request_id.into(),
+        request_id: request_id.into(),
         details: json!({"pem": key.pem}),
     };
     app.meta.commit(Change::RecordSigningKey { key_id: key.key_id.clone(), pem: key.pem.clone() }, event).await?;
@@ -285,7 +285,7 @@ async fn append(
     let principal = caller.principal;
     let bundle = bundle_ref(ws, name.as_str(), version.as_str());
     let signer_key = app.signer.public_key().await?;
-    record_signing_key(app, caller, &signer_key).await?;
+    record_signing_key(app, &caller.principal.actor(), caller.request_id, &signer_key).await?;
     let seq = ledger.receipts.last().map_or(1, |r| r.seq + 1);
     let statement = Statement {
         kind: draft.kind.into(),

@@ -6,7 +6,9 @@
 
 pub mod adapters;
 pub mod app;
+pub mod audit;
 pub mod audit_export;
+pub mod audit_verify;
 pub mod auth;
 pub mod blobs;
 pub mod bundles;

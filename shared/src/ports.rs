@@ -307,6 +307,23 @@ pub struct AuditQuery {
     pub limit: usize,
 }
 
+/// A search of the audit trail (GET /v1/audit). It names a stream, an action, or both (a search
+/// naming neither would read everything: the daily export is that). Results come in (ts, stream,
+/// seq) order, the order of `AuditEvent::at_key`.
+#[derive(Debug, Clone, Default)]
+pub struct AuditSearch {
+    pub stream: Option<String>,
+    pub action: Option<String>,
+    pub actor: Option<String>,
+    /// Inclusive lower bound on `ts` (fixed-width RFC 3339, as events carry it).
+    pub since: Option<String>,
+    /// Exclusive upper bound on `ts`.
+    pub until: Option<String>,
+    /// Only events after this `at_key` (the pagination cursor).
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
 #[async_trait]
 pub trait AuditLog: Send + Sync {
     /// Append a standalone event (one with no meta-store change, such as a denial). Never
@@ -315,12 +332,21 @@ pub trait AuditLog: Send + Sync {
 
     async fn head(&self, stream: &str) -> Result<Option<AuditEvent>>;
 
+    /// One event, read consistently (the export checks a day's boundaries with it).
+    async fn event(&self, stream: &str, seq: u64) -> Result<Option<AuditEvent>>;
+
     /// Events of one stream in seq order.
     async fn query(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>>;
 
-    /// Every event whose `ts` falls on `day` (UTC, `YYYY-MM-DD`), of every stream, ordered by
-    /// (stream, seq): what the daily export writes.
-    async fn read_day(&self, day: &str) -> Result<Vec<AuditEvent>>;
+    /// Events matching `q`, in (ts, stream, seq) order, at most `q.limit`; never a table scan.
+    async fn search(&self, q: &AuditSearch) -> Result<Vec<AuditEvent>>;
+
+    /// How many shards a day is read in (`read_day_shard`); every stream lives in exactly one.
+    fn day_shards(&self) -> u8;
+
+    /// Up to `limit` events of one shard whose `ts` falls on `day` (UTC, `YYYY-MM-DD`), in (stream,
+    /// seq) order, after the event whose `ord_key` is `after`. The export merges the shards.
+    async fn read_day_shard(&self, day: &str, shard: u8, after: Option<&str>, limit: usize) -> Result<Vec<AuditEvent>>;
 
     async fn check(&self) -> Result<()>;
 }

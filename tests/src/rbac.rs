@@ -32,7 +32,10 @@ pub enum Expect {
 
 fn names_workspace(spec: &RouteSpec) -> bool {
     spec.path.contains("{ws}")
-        || matches!((spec.method, spec.path), ("POST", "/v1/tokens") | ("POST", "/v1/tokens/{id}/revoke"))
+        || matches!(
+            (spec.method, spec.path),
+            ("POST", "/v1/tokens") | ("POST", "/v1/tokens/{id}/revoke") | ("GET", "/v1/audit")
+        )
 }
 
 /// The table: what each cell must answer.
@@ -49,6 +52,8 @@ pub fn expected(spec: &RouteSpec, role: Role, pos: Position) -> Expect {
         // workspace's token is reported as absent, so ids cannot be probed.
         ("POST", "/v1/tokens", Position::Other) if role_ok => Expect::Deny(403, "forbidden_workspace"),
         ("POST", "/v1/tokens/{id}/revoke", Position::Other) if role_ok => Expect::Deny(404, "token_not_found"),
+        // The audit search names its workspace in the query (`?workspace=`): role first, then the grant.
+        ("GET", "/v1/audit", Position::Other) if role_ok => Expect::Deny(403, "forbidden_workspace"),
         _ if role_ok => Expect::Allow,
         _ => Expect::Deny(403, "insufficient_role"),
     }
@@ -150,6 +155,7 @@ pub async fn rbac_matrix_holds_over_http(b: Backend) {
                     .replace("{id}", &target_id)
                     .replace("{name}", "model")
                     .replace("{version}", version_of(spec.path));
+                let path = if spec.path == "/v1/audit" { format!("{path}?workspace={ws}") } else { path };
                 let mut req = env.http.request(spec.method.parse().unwrap(), env.url(&path));
                 if spec.min_role.is_some() {
                     req = req.header("authorization", format!("Bearer {token}"));
@@ -192,7 +198,7 @@ pub async fn rbac_matrix_holds_over_http(b: Backend) {
             }
         }
     }
-    assert_eq!(checked, 271, "every applicable cell of the 22 routes ran");
+    assert_eq!(checked, 286, "every applicable cell of the 23 routes ran");
 }
 
 #[cfg(test)]

@@ -223,6 +223,20 @@ mod tests {
         assert_eq!(schedule["Properties"]["ScheduleExpressionTimezone"].as_str(), Some("UTC"));
         let input: serde_json::Value = serde_json::from_str(schedule["Properties"]["Input"].as_str().unwrap()).unwrap();
         assert_eq!(input["time"], "<aws.scheduler.scheduled-time>");
+        // Two stacks in one account: the schedule's name is generated (SAM issue 3109).
+        assert_eq!(schedule["Properties"]["OmitName"].as_bool(), Some(true));
+        // A run that fails after Lambda's retries is kept, not dropped, and raises an alarm.
+        let invoke = &t.resource(&export.logical_id)["Properties"]["EventInvokeConfig"];
+        assert_eq!(invoke["MaximumRetryAttempts"].as_u64(), Some(2));
+        assert_eq!(invoke["DestinationConfig"]["OnFailure"]["Type"].as_str(), Some("SQS"));
+        assert_eq!(
+            invoke["DestinationConfig"]["OnFailure"]["Destination"].as_str(),
+            Some("!GetAtt AuditExportFailures.Arn")
+        );
+        assert_eq!(t.resource("AuditExportFailures")["Type"].as_str(), Some("AWS::SQS::Queue"));
+        let alarm = &t.resource("AuditExportErrorAlarm")["Properties"];
+        assert_eq!(alarm["MetricName"].as_str(), Some("Errors"));
+        assert_eq!(alarm["Dimensions"][0]["Value"].as_str(), Some(&*format!("!Ref {}", export.logical_id)));
     }
 
     #[test]
@@ -308,14 +322,21 @@ mod tests {
                 ("dynamodb:Query", audit, ""),
             ],
             "audit-export" => &[
-                ("dynamodb:Query", "!Sub ${AuditTable.Arn}/index/by-day", ""),
+                ("dynamodb:Query", "!Sub ${AuditTable.Arn}/index/by-day-shard", ""),
                 ("dynamodb:Query", audit, ""),
                 ("dynamodb:PutItem", audit, ""),
+                ("dynamodb:Query", meta, ""),
+                ("dynamodb:PutItem", meta, "GOV#keys"),
                 ("s3:PutObject", "!Sub ${BlobBucket.Arn}/${S3Prefix}audit/*", ""),
                 ("s3:GetObject", "!Sub ${BlobBucket.Arn}/${S3Prefix}audit/*", ""),
                 ("s3:ListBucket", bucket, ""),
                 ("kms:Sign", key, ""),
                 ("kms:GetPublicKey", key, ""),
+            ],
+            "audit" => &[
+                ("dynamodb:Query", audit, ""),
+                ("dynamodb:Query", "!Sub ${AuditTable.Arn}/index/by-action", ""),
+                ("dynamodb:GetItem", meta, ""),
             ],
             other => panic!("no expected grants for function {other}: add them here after reading its code"),
         };
@@ -348,7 +369,7 @@ mod tests {
                             let tokens = s.leading_keys.iter().any(|k| k.starts_with("TOKEN"));
                             assert!(!tokens || f.name == "token", "{}: may write token items", f.name);
                             // Ledgers: written by the one function that signs receipts, and by no other.
-                            let ledgers = s.leading_keys.iter().any(|k| k.starts_with("GOV"));
+                            let ledgers = s.leading_keys.iter().any(|k| k.starts_with("GOV") && k != "GOV#keys");
                             assert!(!ledgers || f.name == "waive", "{}: may write ledger items", f.name);
                         }
                         granted.insert((a.clone(), r.clone(), s.leading_keys.join(",")));
@@ -422,7 +443,7 @@ mod tests {
                 .collect();
             if signs {
                 assert!(
-                    meta_writes.iter().all(|s| s.leading_keys == ["GOV#*"]),
+                    meta_writes.iter().all(|s| s.leading_keys == ["GOV#*"] || s.leading_keys == ["GOV#keys"]),
                     "{}: signs receipts and writes other meta items",
                     f.name
                 );
@@ -437,6 +458,7 @@ mod tests {
         for prefix in ["\"WS#{}\"", "\"TOKEN#{}\"", "\"TOKENID#{}\"", "\"GOV#{workspace_id}\"", "\"GOV#{ws}\""] {
             assert!(src.contains(&format!("format!({prefix}")), "the adapter no longer writes {prefix} keys");
         }
+        assert!(src.contains("const SIGNING_KEYS_PK: &str = \"GOV#keys\";"), "the key history's partition moved");
     }
 
     #[test]
@@ -458,7 +480,21 @@ mod tests {
         assert_eq!(strings(&inm["Action"]), ["s3:PutObject"]);
         assert_eq!(strings(&inm["Resource"]), ["!Sub ${BlobBucket.Arn}/${S3Prefix}blobs/*"]);
         assert_eq!(inm["Condition"]["Null"]["s3:if-none-match"].as_str(), Some("true"));
+        // Exported audit days are write-once at the bucket too, and no lifecycle rule touches their history.
+        let audit_inm = deny("DenyAuditPutWithoutIfNoneMatch");
+        assert_eq!(strings(&audit_inm["Resource"]), ["!Sub ${BlobBucket.Arn}/${S3Prefix}audit/*"]);
+        assert_eq!(audit_inm["Condition"]["Null"]["s3:if-none-match"].as_str(), Some("true"));
         let rules = bucket["LifecycleConfiguration"]["Rules"].as_sequence().unwrap();
+        for r in rules {
+            let expires_versions =
+                r.get("NoncurrentVersionExpiration").is_some() || r.get("ExpirationInDays").is_some();
+            let prefix = r.get("Prefix").map(str_of).unwrap_or_default();
+            assert!(
+                !expires_versions || prefix.ends_with("blobs/") || prefix.ends_with("uploads/"),
+                "{:?}: expires versions outside blobs/ and uploads/ (audit history must stay)",
+                r["Id"]
+            );
+        }
         let staged = rules.iter().find(|r| r["Id"].as_str() == Some("expire-staged-uploads")).expect("staging rule");
         assert_eq!(staged["Prefix"].as_str(), Some("!Sub ${S3Prefix}uploads/"), "never a rule over blobs/");
         assert_eq!(staged["ExpirationInDays"].as_u64(), Some(1));
@@ -472,9 +508,16 @@ mod tests {
         }
         let audit = &t.resource("AuditTable")["Properties"];
         assert!(audit.get("TimeToLiveSpecification").is_none(), "audit events never expire");
-        let index = &audit["GlobalSecondaryIndexes"][0];
-        assert_eq!(index["IndexName"].as_str(), Some(helix_core::adapters::dynamo::AUDIT_DAY_INDEX));
-        assert_eq!(index["KeySchema"][0]["AttributeName"].as_str(), Some("day"));
+        let index = |name: &str| {
+            let all = audit["GlobalSecondaryIndexes"].as_sequence().unwrap();
+            let i = all.iter().find(|i| i["IndexName"].as_str() == Some(name)).unwrap_or_else(|| panic!("{name}"));
+            let keys: Vec<String> =
+                i["KeySchema"].as_sequence().unwrap().iter().map(|k| str_of(&k["AttributeName"])).collect();
+            keys
+        };
+        use helix_core::adapters::dynamo::{AUDIT_ACTION_INDEX, AUDIT_DAY_INDEX};
+        assert_eq!(index(AUDIT_DAY_INDEX), ["day_shard", "ord"]);
+        assert_eq!(index(AUDIT_ACTION_INDEX), ["action_shard", "at"]);
         let rp = &audit["ResourcePolicy"]["PolicyDocument"]["Statement"][0];
         assert_eq!(rp["Effect"].as_str(), Some("Deny"));
         let denied = strings(&rp["Action"]);

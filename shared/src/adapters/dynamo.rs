@@ -17,10 +17,13 @@ use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 
+use crate::domain::audit::{AUDIT_SHARDS, parse_at_key, shard_of};
 use crate::domain::time::now_rfc3339_ms;
 use crate::domain::{AuditDraft, AuditEvent, Digest, Scope, TokenRecord, WorkspaceId};
 use crate::error::{Dependency, Error, Result};
-use crate::ports::{AuditLog, AuditQuery, BlobLink, BundleVersion, Change, Commit, LedgerReceipt, MetaStore};
+use crate::ports::{
+    AuditLog, AuditQuery, AuditSearch, BlobLink, BundleVersion, Change, Commit, LedgerReceipt, MetaStore,
+};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -134,8 +137,14 @@ fn ledger_sk(name: &str, version: &str, seq: u64) -> String {
     format!("LEDGER#{name}#{version}#{seq:020}")
 }
 
-/// Global secondary index of the audit table: hash key `day` (S), range key `ts` (S), all attributes.
-pub const AUDIT_DAY_INDEX: &str = "by-day";
+/// Global secondary index of the audit table the daily export reads: hash key `day_shard`
+/// (`{YYYY-MM-DD}#{shard:02}`, the shard of the stream), range key `ord` (`{stream}#{seq:020}`), all
+/// attributes. Sharding spreads one day's writes over `AUDIT_SHARDS` partitions; each shard holds
+/// whole streams in (stream, seq) order, so the export merges the shards without sorting.
+pub const AUDIT_DAY_INDEX: &str = "by-day-shard";
+/// Global secondary index for audit searches by action: hash key `action_shard`
+/// (`{action}#{shard:02}`), range key `at` (`{ts}#{stream}#{seq:020}`), all attributes.
+pub const AUDIT_ACTION_INDEX: &str = "by-action";
 
 fn event_from_item(item: &Item) -> Result<AuditEvent> {
     AuditEvent::from_canonical(&get_s(item, "event")?)
@@ -386,8 +395,11 @@ impl DynamoStore {
             ("action".into(), s(&event.action)),
             ("actor".into(), s(&event.actor)),
             ("hash".into(), s(&event.hash)),
-            // Partition key of the `by-day` index the daily export queries (UTC date of `ts`).
-            ("day".into(), s(event.ts.get(..10).unwrap_or(&event.ts))),
+            // Keys of the `by-day-shard` index (the daily export) and the `by-action` index (searches).
+            ("day_shard".into(), s(format!("{}#{:02}", event.day(), shard_of(&event.stream)))),
+            ("ord".into(), s(event.ord_key())),
+            ("action_shard".into(), s(format!("{}#{:02}", event.action, shard_of(&event.stream)))),
+            ("at".into(), s(event.at_key())),
             ("event".into(), s(event.canonical()?)),
         ]))
     }
@@ -407,23 +419,142 @@ impl DynamoStore {
         }
     }
 
-    /// The hash of the event stored at (stream, seq), if any (a Query: writer roles may not GetItem
-    /// the audit table).
+    /// The hash of the event stored at (stream, seq), if any.
     async fn event_hash(&self, stream: &str, seq: u64) -> Result<Option<String>> {
-        let out = self
+        Ok(AuditLog::event(self, stream, seq).await?.map(|e| e.hash))
+    }
+
+    /// The first seq of `stream` whose `ts` is at least `bound`, in `1..=head + 1`: a binary search
+    /// over seq, which orders a stream's events by time too (`ts` never goes back within a stream).
+    async fn first_seq_at_or_after(&self, stream: &str, head: u64, bound: &str) -> Result<u64> {
+        let (mut lo, mut hi) = (1u64, head + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match AuditLog::event(self, stream, mid).await? {
+                Some(e) if e.ts.as_str() < bound => lo = mid + 1,
+                _ => hi = mid,
+            }
+        }
+        Ok(lo)
+    }
+
+    /// A search within one stream: the seq range its time bounds and cursor cover, read from the table.
+    async fn search_stream(&self, stream: &str, q: &AuditSearch) -> Result<Vec<AuditEvent>> {
+        let Some(head) = self.head(stream).await? else { return Ok(Vec::new()) };
+        let mut first = match &q.since {
+            Some(since) => self.first_seq_at_or_after(stream, head.seq, since).await?,
+            None => 1,
+        };
+        if let Some(after) = &q.after {
+            let (_, cursor_stream, seq) = parse_at_key(after)?;
+            if cursor_stream != stream {
+                return Err(Error::BadRequest("cursor is not one this search returned".into()));
+            }
+            first = first.max(seq + 1);
+        }
+        let end = match &q.until {
+            Some(until) => self.first_seq_at_or_after(stream, head.seq, until).await?,
+            None => head.seq + 1,
+        };
+        if first >= end {
+            return Ok(Vec::new());
+        }
+        let mut req = self
             .client
             .query()
             .table_name(&self.audit_table)
-            .key_condition_expression("#s = :s AND #q = :q")
+            .key_condition_expression("#s = :s AND #q BETWEEN :first AND :last")
             .expression_attribute_names("#s", "stream")
             .expression_attribute_names("#q", "seq")
             .expression_attribute_values(":s", s(stream))
-            .expression_attribute_values(":q", n(seq))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(err(Dependency::AuditLog))?;
-        out.items().first().map(|i| get_s(i, "hash")).transpose()
+            .expression_attribute_values(":first", n(first))
+            .expression_attribute_values(":last", n(end - 1))
+            .consistent_read(true);
+        let mut filters = Vec::new();
+        if let Some(action) = &q.action {
+            filters.push("#a = :action");
+            req = req.expression_attribute_names("#a", "action").expression_attribute_values(":action", s(action));
+        }
+        if let Some(actor) = &q.actor {
+            filters.push("actor = :actor");
+            req = req.expression_attribute_values(":actor", s(actor));
+        }
+        if !filters.is_empty() {
+            req = req.filter_expression(filters.join(" AND "));
+        }
+        self.events(req, q.limit).await
+    }
+
+    /// A search by action: each shard of the `by-action` index (only the stream's own shard when the
+    /// search names a stream) in `at` order, merged.
+    async fn search_action(&self, action: &str, q: &AuditSearch) -> Result<Vec<AuditEvent>> {
+        let shards: Vec<u8> = match &q.stream {
+            Some(stream) => vec![shard_of(stream)],
+            None => (0..AUDIT_SHARDS).collect(),
+        };
+        // The lower key bound: the cursor (exclusive, filtered below) or `since`, whichever is later.
+        let from = match (&q.after, &q.since) {
+            (Some(a), Some(since)) => Some(a.clone().max(since.clone())),
+            (a, since) => a.clone().or_else(|| since.clone()),
+        };
+        if let (Some(from), Some(until)) = (&from, &q.until)
+            && from >= until
+        {
+            return Ok(Vec::new());
+        }
+        let queries = shards.into_iter().map(|shard| {
+            let mut req = self
+                .client
+                .query()
+                .table_name(&self.audit_table)
+                .index_name(AUDIT_ACTION_INDEX)
+                .expression_attribute_values(":k", s(format!("{action}#{shard:02}")));
+            let key = match (&from, &q.until) {
+                (Some(from), Some(until)) => {
+                    req = req
+                        .expression_attribute_values(":from", s(from))
+                        .expression_attribute_values(":until", s(until));
+                    "action_shard = :k AND #at BETWEEN :from AND :until"
+                }
+                (Some(from), None) => {
+                    req = req.expression_attribute_values(":from", s(from));
+                    "action_shard = :k AND #at >= :from"
+                }
+                (None, Some(until)) => {
+                    req = req.expression_attribute_values(":until", s(until));
+                    "action_shard = :k AND #at < :until"
+                }
+                (None, None) => "action_shard = :k",
+            };
+            if key.contains("#at") {
+                req = req.expression_attribute_names("#at", "at");
+            }
+            req = req.key_condition_expression(key);
+            let mut filters = Vec::new();
+            if let Some(stream) = &q.stream {
+                filters.push("#s = :s");
+                req = req.expression_attribute_names("#s", "stream").expression_attribute_values(":s", s(stream));
+            }
+            if let Some(actor) = &q.actor {
+                filters.push("actor = :actor");
+                req = req.expression_attribute_values(":actor", s(actor));
+            }
+            if !filters.is_empty() {
+                req = req.filter_expression(filters.join(" AND "));
+            }
+            // One more than asked: the cursor's own event may come back (BETWEEN is inclusive).
+            self.events(req, q.limit + 1)
+        });
+        let mut events: Vec<AuditEvent> = Vec::new();
+        for shard in futures_util::future::join_all(queries).await {
+            events.extend(shard?);
+        }
+        // The key bounds were inclusive; the cursor and `until` are not.
+        events
+            .retain(|e| q.after.as_ref().is_none_or(|a| e.at_key() > *a) && q.until.as_ref().is_none_or(|u| e.ts < *u));
+        events.sort_by_key(AuditEvent::at_key);
+        events.truncate(q.limit);
+        Ok(events)
     }
 
     async fn get_meta(&self, pk: String, sk: &str) -> Result<Option<Item>> {
@@ -713,18 +844,50 @@ impl AuditLog for DynamoStore {
         self.events(req, q.limit).await
     }
 
-    async fn read_day(&self, day: &str) -> Result<Vec<AuditEvent>> {
-        let req = self
+    async fn event(&self, stream: &str, seq: u64) -> Result<Option<AuditEvent>> {
+        // A Query, not a GetItem: writer roles may not GetItem the audit table.
+        let out = self
+            .client
+            .query()
+            .table_name(&self.audit_table)
+            .key_condition_expression("#s = :s AND #q = :q")
+            .expression_attribute_names("#s", "stream")
+            .expression_attribute_names("#q", "seq")
+            .expression_attribute_values(":s", s(stream))
+            .expression_attribute_values(":q", n(seq))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(err(Dependency::AuditLog))?;
+        out.items().first().map(event_from_item).transpose()
+    }
+
+    async fn search(&self, q: &AuditSearch) -> Result<Vec<AuditEvent>> {
+        match (&q.action, &q.stream) {
+            (Some(action), _) => self.search_action(action, q).await,
+            (None, Some(stream)) => self.search_stream(stream, q).await,
+            (None, None) => Err(Error::BadRequest("a search names a workspace or an action".into())),
+        }
+    }
+
+    fn day_shards(&self) -> u8 {
+        AUDIT_SHARDS
+    }
+
+    async fn read_day_shard(&self, day: &str, shard: u8, after: Option<&str>, limit: usize) -> Result<Vec<AuditEvent>> {
+        let mut req = self
             .client
             .query()
             .table_name(&self.audit_table)
             .index_name(AUDIT_DAY_INDEX)
-            .key_condition_expression("#d = :d")
-            .expression_attribute_names("#d", "day")
-            .expression_attribute_values(":d", s(day));
-        let mut events = self.events(req, usize::MAX).await?;
-        events.sort_by(|a, b| (&a.stream, a.seq).cmp(&(&b.stream, b.seq)));
-        Ok(events)
+            .expression_attribute_values(":d", s(format!("{day}#{shard:02}")));
+        req = match after {
+            Some(ord) => req
+                .key_condition_expression("day_shard = :d AND ord > :after")
+                .expression_attribute_values(":after", s(ord)),
+            None => req.key_condition_expression("day_shard = :d"),
+        };
+        self.events(req.limit(limit.min(1000) as i32), limit).await
     }
 
     async fn check(&self) -> Result<()> {

@@ -9,10 +9,13 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use crate::domain::audit::{day_bounds, parse_at_key, parse_ord_key};
 use crate::domain::time::now_rfc3339_ms;
 use crate::domain::{AuditDraft, AuditEvent, Digest, Scope, TokenRecord, WorkspaceId};
 use crate::error::{Dependency, Error, Result};
-use crate::ports::{AuditLog, AuditQuery, BlobLink, BundleVersion, Change, Commit, LedgerReceipt, MetaStore};
+use crate::ports::{
+    AuditLog, AuditQuery, AuditSearch, BlobLink, BundleVersion, Change, Commit, LedgerReceipt, MetaStore,
+};
 
 /// Schema version 1: the tables of the first release (tokens, blob links, counters, audit events).
 const SCHEMA_V1: &str = "
@@ -43,6 +46,15 @@ CREATE UNIQUE INDEX IF NOT EXISTS ledger_decisions ON ledger (workspace_id, name
   WHERE decision_key IS NOT NULL;
 ";
 
+/// Schema version 3: audit events carry their action and actor as columns, indexed for audit
+/// searches (by action and time, by stream and time) and the daily export (by time).
+const SCHEMA_V3_INDEXES: &str = "
+UPDATE audit_events SET action = json_extract(event, '$.action'), actor = json_extract(event, '$.actor')
+  WHERE action IS NULL;
+CREATE INDEX IF NOT EXISTS audit_by_action ON audit_events (action, ts, stream, seq);
+CREATE INDEX IF NOT EXISTS audit_by_time ON audit_events (ts, stream, seq);
+";
+
 /// The migrations, in order: entry i brings a database from version i to version i + 1. Each is
 /// additive (new tables, new columns with defaults) and idempotent, and runs in its own transaction
 /// with the new `user_version`.
@@ -52,6 +64,11 @@ const MIGRATIONS: &[fn(&Connection) -> rusqlite::Result<()>] = &[
         add_column(c, "blob_links", "slot", "INTEGER NOT NULL DEFAULT 0")?;
         add_column(c, "tokens", "replaced_by", "TEXT")?;
         c.execute_batch(SCHEMA_V2_TABLES)
+    },
+    |c| {
+        add_column(c, "audit_events", "action", "TEXT")?;
+        add_column(c, "audit_events", "actor", "TEXT")?;
+        c.execute_batch(SCHEMA_V3_INDEXES)
     },
 ];
 
@@ -146,8 +163,8 @@ fn append_in(conn: &Connection, draft: AuditDraft) -> rusqlite::Result<AuditEven
     let event = draft.seal(head.as_ref(), now_rfc3339_ms()).map_err(to_sql)?;
     let line = event.canonical().map_err(to_sql)?;
     conn.execute(
-        "INSERT INTO audit_events (stream, seq, ts, event, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![event.stream, event.seq as i64, event.ts, line, event.hash],
+        "INSERT INTO audit_events (stream, seq, ts, event, hash, action, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![event.stream, event.seq as i64, event.ts, line, event.hash, event.action, event.actor],
     )?;
     Ok(event)
 }
@@ -434,13 +451,89 @@ impl AuditLog for SqliteStore {
         lines.iter().map(|l| AuditEvent::from_canonical(l)).collect()
     }
 
-    async fn read_day(&self, day: &str) -> Result<Vec<AuditEvent>> {
-        let day = day.to_owned();
+    async fn event(&self, stream: &str, seq: u64) -> Result<Option<AuditEvent>> {
+        let stream = stream.to_owned();
+        let line = self
+            .with(audit_err, move |c| {
+                c.query_row(
+                    "SELECT event FROM audit_events WHERE stream = ?1 AND seq = ?2",
+                    params![stream, seq as i64],
+                    |r| r.get::<_, String>(0),
+                )
+                .optional()
+            })
+            .await?;
+        line.as_deref().map(AuditEvent::from_canonical).transpose()
+    }
+
+    async fn search(&self, q: &AuditSearch) -> Result<Vec<AuditEvent>> {
+        if q.stream.is_none() && q.action.is_none() {
+            return Err(Error::BadRequest("a search names a workspace or an action".into()));
+        }
+        let q = q.clone();
+        // The cursor is an `at_key`: (ts, stream, seq) of the last event returned.
+        let after = match q.after.as_deref() {
+            None => None,
+            Some(at) => Some(parse_at_key(at)?),
+        };
         let lines = self
             .with(audit_err, move |c| {
-                let mut stmt =
-                    c.prepare("SELECT event FROM audit_events WHERE substr(ts, 1, 10) = ?1 ORDER BY stream, seq")?;
-                let rows = stmt.query_map(params![day], |r| r.get::<_, String>(0))?;
+                let (ts, stream, seq) = after.unwrap_or_default();
+                let mut stmt = c.prepare(
+                    "SELECT event FROM audit_events
+                     WHERE (?1 IS NULL OR stream = ?1) AND (?2 IS NULL OR action = ?2) AND (?3 IS NULL OR actor = ?3)
+                       AND (?4 IS NULL OR ts >= ?4) AND (?5 IS NULL OR ts < ?5)
+                       AND (?6 = 0 OR (ts, stream, seq) > (?7, ?8, ?9))
+                     ORDER BY ts, stream, seq LIMIT ?10",
+                )?;
+                let rows = stmt.query_map(
+                    params![
+                        q.stream,
+                        q.action,
+                        q.actor,
+                        q.since,
+                        q.until,
+                        q.after.is_some(),
+                        ts,
+                        stream,
+                        seq as i64,
+                        q.limit as i64
+                    ],
+                    |r| r.get::<_, String>(0),
+                )?;
+                rows.collect::<rusqlite::Result<Vec<String>>>()
+            })
+            .await?;
+        lines.iter().map(|l| AuditEvent::from_canonical(l)).collect()
+    }
+
+    fn day_shards(&self) -> u8 {
+        1
+    }
+
+    async fn read_day_shard(
+        &self,
+        day: &str,
+        _shard: u8,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>> {
+        let (start, end) = day_bounds(day)?;
+        let after = match after {
+            None => None,
+            Some(ord) => Some(parse_ord_key(ord)?),
+        };
+        let lines = self
+            .with(audit_err, move |c| {
+                let (stream, seq) = after.clone().unwrap_or_default();
+                let mut stmt = c.prepare(
+                    "SELECT event FROM audit_events WHERE ts >= ?1 AND ts < ?2 AND (?3 = 0 OR (stream, seq) > (?4, ?5))
+                     ORDER BY stream, seq LIMIT ?6",
+                )?;
+                let rows = stmt
+                    .query_map(params![start, end, after.is_some(), stream, seq as i64, limit as i64], |r| {
+                        r.get::<_, String>(0)
+                    })?;
                 rows.collect::<rusqlite::Result<Vec<String>>>()
             })
             .await?;

@@ -48,8 +48,15 @@ pub struct AuditEvent {
 }
 
 impl AuditDraft {
-    /// Give the draft its place after `head` (None: first in the stream) and compute its hash.
-    pub fn seal(self, head: Option<&AuditEvent>, ts: String) -> Result<AuditEvent> {
+    /// Give the draft its place after `head` (None: first in the stream) and compute its hash. `now`
+    /// is the writer's clock; `ts` never goes back within a stream (a writer whose clock is behind
+    /// the head's takes the head's time), so a day's events are a contiguous run of each stream's seq
+    /// and time order is seq order.
+    pub fn seal(self, head: Option<&AuditEvent>, now: String) -> Result<AuditEvent> {
+        let ts = match head {
+            Some(h) if h.ts > now => h.ts.clone(),
+            _ => now,
+        };
         let mut event = AuditEvent {
             stream: self.stream,
             seq: head.map_or(1, |h| h.seq + 1),
@@ -69,7 +76,59 @@ impl AuditDraft {
     }
 }
 
+/// How many partitions the audit indexes spread a day (or an action) over: a stream always lands on
+/// the same one, so each index partition holds whole streams, in seq order.
+pub const AUDIT_SHARDS: u8 = 16;
+
+/// The index shard of `stream`: the first byte of its SHA-256, modulo `AUDIT_SHARDS`.
+pub fn shard_of(stream: &str) -> u8 {
+    Digest::of(stream.as_bytes()).raw()[0] % AUDIT_SHARDS
+}
+
+/// The parts of an `at_key` (a search cursor): ts, stream, seq.
+pub fn parse_at_key(at: &str) -> Result<(String, String, u64)> {
+    let bad = || Error::BadRequest("cursor is not one this registry returned".into());
+    let mut parts = at.splitn(3, '#');
+    let (ts, stream, seq) =
+        (parts.next().ok_or_else(bad)?, parts.next().ok_or_else(bad)?, parts.next().ok_or_else(bad)?);
+    if ts.len() != 24 || stream.is_empty() || seq.len() != 20 {
+        return Err(bad());
+    }
+    Ok((ts.to_owned(), stream.to_owned(), seq.parse().map_err(|_| bad())?))
+}
+
+/// The parts of an `ord_key`: stream, seq.
+pub fn parse_ord_key(ord: &str) -> Result<(String, u64)> {
+    let bad = || Error::Internal(format!("not an ord key: {ord:?}"));
+    let (stream, seq) = ord.rsplit_once('#').ok_or_else(bad)?;
+    Ok((stream.to_owned(), seq.parse().map_err(|_| bad())?))
+}
+
+/// `[day, next day)` as `ts` bounds: `ts >= "2026-11-23" AND ts < "2026-11-24"` is that UTC day.
+pub fn day_bounds(day: &str) -> Result<(String, String)> {
+    let date = time::Date::parse(day, time::macros::format_description!("[year]-[month]-[day]"))
+        .map_err(|_| Error::BadRequest(format!("day {day:?} is not YYYY-MM-DD")))?;
+    let next = date.next_day().ok_or_else(|| Error::BadRequest("no day after this one".into()))?;
+    Ok((day.to_owned(), format!("{:04}-{:02}-{:02}", next.year(), u8::from(next.month()), next.day())))
+}
+
 impl AuditEvent {
+    /// `{ts}#{stream}#{seq:020}`: sorts in (ts, stream, seq) order, the order of audit queries and the
+    /// key their cursor names. Streams never hold `#`.
+    pub fn at_key(&self) -> String {
+        format!("{}#{}#{:020}", self.ts, self.stream, self.seq)
+    }
+
+    /// `{stream}#{seq:020}`: sorts in (stream, seq) order, the order of an exported day.
+    pub fn ord_key(&self) -> String {
+        format!("{}#{:020}", self.stream, self.seq)
+    }
+
+    /// The UTC day of `ts` (`YYYY-MM-DD`).
+    pub fn day(&self) -> &str {
+        self.ts.get(..10).unwrap_or(&self.ts)
+    }
+
     fn unhashed_json(&self) -> Value {
         json!({
             "stream": self.stream, "seq": self.seq, "ts": self.ts, "actor": self.actor,
@@ -145,6 +204,26 @@ mod tests {
         verify_chain(&[a.clone(), b.clone()]).unwrap();
         let round = AuditEvent::from_canonical(&b.canonical().unwrap()).unwrap();
         assert_eq!(round, b);
+    }
+
+    #[test]
+    fn time_never_goes_back_within_a_stream_and_keys_sort_in_their_documented_order() {
+        let a = draft(1).seal(None, "2026-11-23T10:00:00.000Z".into()).unwrap();
+        let b = draft(2).seal(Some(&a), "2026-11-23T09:59:59.000Z".into()).unwrap();
+        assert_eq!(b.ts, a.ts, "a writer whose clock is behind takes the head's time");
+        let c = draft(3).seal(Some(&b), "2026-11-23T10:00:01.000Z".into()).unwrap();
+        assert_eq!(c.ts, "2026-11-23T10:00:01.000Z");
+        assert!(a.at_key() < b.at_key() && b.at_key() < c.at_key());
+        let mut other = draft(1).seal(None, a.ts.clone()).unwrap();
+        other.stream = "team-a-x".into();
+        assert!(a.ord_key() < other.ord_key(), "team-a before team-a-x, as (stream, seq) orders them");
+        assert_eq!(a.day(), "2026-11-23");
+        assert_eq!(parse_at_key(&c.at_key()).unwrap(), (c.ts.clone(), "team-a".to_owned(), 3));
+        assert_eq!(parse_ord_key(&c.ord_key()).unwrap(), ("team-a".to_owned(), 3));
+        assert!(parse_at_key("x#y").is_err() && parse_at_key("2026-11-23T10:00:01.000Z#a#12").is_err());
+        assert_eq!(day_bounds("2026-12-31").unwrap(), ("2026-12-31".to_owned(), "2027-01-01".to_owned()));
+        assert!(shard_of("team-a") < AUDIT_SHARDS);
+        assert_ne!((0..64).map(|i| shard_of(&format!("ws-{i}"))).collect::<std::collections::BTreeSet<_>>().len(), 1);
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub fn classify(e: &Error) -> (u16, &'static str) {
         Error::SelfApproval => (403, "self_approval"),
         Error::BlobIntegrity(_) => (500, "blob_integrity_error"),
         Error::AuditExportMismatch(_) => (500, "audit_export_mismatch"),
+        Error::AuditExportBlocked(_) => (500, "audit_export_blocked"),
         Error::TokenNotFound => (404, "token_not_found"),
         Error::NotFound => (404, "not_found"),
         Error::MethodNotAllowed { .. } => (405, "method_not_allowed"),
@@ -74,7 +75,7 @@ fn public_detail(e: &Error) -> String {
         Error::StoreRefused(_) => {
             "the store refused this change as invalid (a value too large?); nothing was changed".into()
         }
-        Error::Internal(_) | Error::BlobIntegrity(_) | Error::AuditExportMismatch(_) => {
+        Error::Internal(_) | Error::BlobIntegrity(_) | Error::AuditExportMismatch(_) | Error::AuditExportBlocked(_) => {
             "the registry found an inconsistency; see the logs under this request id".into()
         }
         other => other.to_string(),

@@ -20,6 +20,7 @@ pub enum Function {
     Health,
     Token,
     Waive,
+    Audit,
 }
 
 impl Function {
@@ -30,6 +31,7 @@ impl Function {
             Function::Health => "health",
             Function::Token => "token",
             Function::Waive => "waive",
+            Function::Audit => "audit",
         }
     }
 }
@@ -174,6 +176,7 @@ routes! {
     RevokeToken { id: TokenId } = "POST" "/v1/tokens/{id}/revoke", Token, Some(Role::Admin);
     RotateToken = "POST" "/v1/tokens/rotate", Token, Some(Role::Viewer);
     Whoami = "GET" "/v1/whoami", Token, Some(Role::Viewer);
+    SearchAudit = "GET" "/v1/audit", Audit, Some(Role::Approver);
 }
 
 /// Every path of the table, with the methods it takes (`ROUTES` indexes), for matching.

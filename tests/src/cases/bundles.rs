@@ -176,7 +176,7 @@ pub async fn bad_manifests_and_unlinked_files_are_refused_and_change_nothing(b: 
     assert_eq!(listed["versions"], json!([]));
 }
 
-async fn post(env: &TestEnv, token: &str, path: &str, body: Value) -> reqwest::Response {
+pub(crate) async fn post(env: &TestEnv, token: &str, path: &str, body: Value) -> reqwest::Response {
     env.http.post(env.url(path)).header("authorization", format!("Bearer {token}")).json(&body).send().await.unwrap()
 }
 
@@ -338,7 +338,7 @@ fn pkcs8_der(pem: &str) -> Vec<u8> {
 }
 
 /// A bundle of one fresh linked file in `ws`, registered by `token` as `name`@`version`; its digest.
-async fn one_file_bundle(env: &TestEnv, token: &str, ws: &str, version: &str) -> helix_core::domain::Digest {
+pub(crate) async fn one_file_bundle(env: &TestEnv, token: &str, ws: &str, version: &str) -> helix_core::domain::Digest {
     let (bytes, d) = unique_blob(200);
     assert_eq!(put_blob(env, token, ws, &d.to_string(), bytes).await.status(), 201);
     let body = manifest("model", version, &[("f.bin", d.to_string(), 200)]);

@@ -53,7 +53,7 @@ pub async fn function_binaries_serve_api_gateway_events_as_lambdas(b: Backend) {
     let publisher = env.token(Role::Publisher, "team-a").await;
     let admin = env.token(Role::Admin, "*").await;
 
-    // Start all four at once: each polls its own Runtime API.
+    // Start them all at once: each polls its own Runtime API.
     let mut running = Vec::new();
     for f in crate::runtime_api::http_functions() {
         // fetch with a tiny inline limit, so the 3-byte fixture blob is served by a presigned redirect.
@@ -138,6 +138,14 @@ pub async fn function_binaries_serve_api_gateway_events_as_lambdas(b: Backend) {
     assert_eq!(r["statusCode"], 200, "{r}");
     let kms_key = env.app.signer.public_key().await.unwrap();
     assert_eq!(body_json(&r)["key_id"], kms_key.key_id.as_str());
+
+    // audit: team-a's trail, with the publisher's link in it, read through the table.
+    let (api_a, p_a) = get("audit");
+    let mut search = apigw_event("GET", "/v1/audit", "/v1/audit", "workspace=team-a", Some(&admin));
+    search["queryStringParameters"] = json!({"workspace": "team-a"});
+    let r = call(api_a, p_a, &search).await;
+    assert_eq!(r["statusCode"], 200, "{r}");
+    assert!(body_json(&r)["events"].as_array().unwrap().iter().any(|e| e["action"] == "blob.link"), "{r}");
 
     // An event that is not an API Gateway request is reported on /error, and the process goes on.
     match api.invoke(&json!({"not": "an api gateway event"}), CALL_TIMEOUT).await {
@@ -253,7 +261,9 @@ pub async fn audit_export_binary_answers_the_scheduled_event(b: Backend) {
     let env = TestEnv::start(b).await;
     let (api, p) = start(&env, "audit-export", &[]).await;
     ready(&api, &p, "audit-export").await;
-    let today = time::OffsetDateTime::now_utc().date();
+    // "Today" is the last day whose 00:15 run may export its previous day (settled 5 minutes after its end).
+    let now = time::OffsetDateTime::now_utc();
+    let today = (now - helix_core::audit_export::SETTLE).date();
     let yesterday = today.previous_day().unwrap();
     let mut scheduled = fixture("eventbridge-scheduled.json");
     scheduled["time"] = json!(format!("{}T00:15:00Z", helix_core::audit_export::day_string(today)));
@@ -275,7 +285,7 @@ pub async fn audit_export_binary_answers_the_scheduled_event(b: Backend) {
 
     let today_event = json!({"day": helix_core::audit_export::day_string(today)});
     match api.invoke(&today_event, CALL_TIMEOUT).await {
-        Outcome::Error(e) => assert!(e["errorMessage"].as_str().unwrap_or_default().contains("not over"), "{e}"),
+        Outcome::Error(e) => assert!(e["errorMessage"].as_str().unwrap_or_default().contains("not settled"), "{e}"),
         Outcome::Response(r) => panic!("today was exported: {r}"),
     }
     let out = p.output();

@@ -3,6 +3,7 @@
 //! over HTTP through `helix serve`'s router (the same handlers Lambda runs); `faults` breaks things.
 
 pub mod api;
+mod audit;
 mod bundles;
 mod conformance;
 mod contract;
@@ -13,6 +14,7 @@ mod tokens;
 
 pub use crate::rbac::rbac_matrix_holds_over_http;
 pub use api::*;
+pub use audit::*;
 pub use bundles::*;
 pub use conformance::*;
 pub use contract::*;

@@ -1,0 +1,294 @@
+//! `helix audit verify`: checks exported audit days offline (SPEC §5), from a directory or a bucket.
+//! Nothing is taken on trust but the public keys the auditor passes in:
+//! - every event line is canonical, hashes to its `hash`, falls on its day, and follows the previous
+//!   event of its stream (seq + 1, `prev` = that event's hash, `ts` not earlier): a changed,
+//!   inserted, reordered or deleted event breaks this;
+//! - each day's manifest and checkpoint statement are rebuilt from the events and must be byte-equal
+//!   to the stored manifest and the signed payload, and the checkpoint's signature must verify;
+//! - the days run from the genesis (its statement says so) without a missing date, each linking the
+//!   previous day's manifest and checkpoint by SHA-256: a deleted or replaced day, or a replaced
+//!   checkpoint, breaks this; every stream starts at seq 1 on the day it first appears.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use time::Date;
+
+use crate::audit_export::{FILES, PAYLOAD_TYPE, day_string, manifest_doc, parse_day, statement_doc, stream_entry};
+use crate::domain::{AuditEvent, Digest};
+use crate::ports::PublicKeyInfo;
+
+/// Where exported days are read from: keys relative to the audit root (`2026/11/22/events.jsonl`,
+/// `genesis.json`, `keys/<hex>.pem`).
+#[async_trait]
+pub trait Evidence: Send + Sync {
+    /// Every key under the root.
+    async fn list(&self) -> Result<Vec<String>, String>;
+    async fn read(&self, key: &str) -> Result<Option<Vec<u8>>, String>;
+}
+
+/// A directory holding the `audit/` tree (the directory itself, or its parent).
+pub struct DirEvidence {
+    root: PathBuf,
+}
+
+impl DirEvidence {
+    pub fn open(dir: PathBuf) -> Result<DirEvidence, String> {
+        let root = if dir.join("audit").is_dir() { dir.join("audit") } else { dir };
+        if !root.is_dir() {
+            return Err(format!("{} is not a directory", root.display()));
+        }
+        Ok(DirEvidence { root })
+    }
+}
+
+#[async_trait]
+impl Evidence for DirEvidence {
+    async fn list(&self) -> Result<Vec<String>, String> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+                let path = entry.map_err(|e| e.to_string())?.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if let Ok(rel) = path.strip_prefix(&self.root) {
+                    out.push(rel.to_string_lossy().replace('\\', "/"));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn read(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        match std::fs::read(self.root.join(key)) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{key}: {e}")),
+        }
+    }
+}
+
+/// `{prefix}audit/` in an S3 bucket.
+pub struct S3Evidence {
+    pub client: aws_sdk_s3::Client,
+    pub bucket: String,
+    /// The registry's key prefix (HELIX_S3_PREFIX), `audit/` is appended.
+    pub prefix: String,
+}
+
+#[async_trait]
+impl Evidence for S3Evidence {
+    async fn list(&self) -> Result<Vec<String>, String> {
+        let root = format!("{}audit/", self.prefix);
+        let mut out = Vec::new();
+        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(&root).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                format!("listing s3://{}/{root}: {}", self.bucket, aws_sdk_s3::error::DisplayErrorContext(e))
+            })?;
+            for o in page.contents() {
+                if let Some(k) = o.key().and_then(|k| k.strip_prefix(&root)) {
+                    out.push(k.to_owned());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn read(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        let full = format!("{}audit/{key}", self.prefix);
+        match self.client.get_object().bucket(&self.bucket).key(&full).send().await {
+            Ok(o) => Ok(Some(o.body.collect().await.map_err(|e| format!("{full}: {e}"))?.into_bytes().to_vec())),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => Err(format!("s3://{}/{full}: {}", self.bucket, aws_sdk_s3::error::DisplayErrorContext(e))),
+        }
+    }
+}
+
+/// What a successful verification covered.
+#[derive(Debug, serde::Serialize)]
+pub struct Summary {
+    pub days: usize,
+    pub first_day: String,
+    pub last_day: String,
+    pub events: u64,
+    pub streams: usize,
+    pub key_ids: Vec<String>,
+}
+
+/// The last verified event of a stream.
+struct Tip {
+    seq: u64,
+    hash: String,
+    ts: String,
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    Digest::of(bytes).to_string()
+}
+
+/// Verify every exported day in `evidence` with `keys` (the registry's current and earlier keys).
+/// The error is one line naming the first thing that does not hold.
+pub async fn verify(evidence: &dyn Evidence, keys: &[PublicKeyInfo]) -> Result<Summary, String> {
+    let mut days: BTreeSet<Date> = BTreeSet::new();
+    for key in evidence.list().await? {
+        let parts: Vec<&str> = key.split('/').collect();
+        if let [y, m, d, file] = parts[..] {
+            if !FILES.contains(&file) {
+                return Err(format!("unexpected file {key}"));
+            }
+            let day = parse_day(&format!("{y}-{m}-{d}")).map_err(|_| format!("unexpected file {key}"))?;
+            days.insert(day);
+        }
+    }
+    let (Some(&first), Some(&last)) = (days.first(), days.last()) else {
+        return Err("no exported day found".into());
+    };
+    if let Some(doc) = evidence.read("genesis.json").await? {
+        let g: serde_json::Value = serde_json::from_slice(&doc).map_err(|e| format!("genesis.json: {e}"))?;
+        if g["day"].as_str() != Some(day_string(first).as_str()) {
+            return Err(format!("genesis.json names {}, but the first day present is {}", g["day"], day_string(first)));
+        }
+    }
+    let mut tips: HashMap<String, Tip> = HashMap::new();
+    let mut previous: Option<(Date, Vec<u8>, Vec<u8>)> = None;
+    let mut key_ids: Vec<String> = Vec::new();
+    let mut events_total = 0u64;
+    for &day in &days {
+        let day_s = day_string(day);
+        if let Some((p, _, _)) = &previous
+            && p.next_day() != Some(day)
+        {
+            return Err(format!(
+                "day {} is missing (after {})",
+                day_string(p.next_day().unwrap_or(day)),
+                day_string(*p)
+            ));
+        }
+        let dir = format!("{:04}/{:02}/{:02}", day.year(), u8::from(day.month()), day.day());
+        let mut files = Vec::new();
+        for f in FILES {
+            let bytes =
+                evidence.read(&format!("{dir}/{f}")).await?.ok_or_else(|| format!("{day_s}: {f} is missing"))?;
+            files.push(bytes);
+        }
+        let [events, manifest, checkpoint] = <[Vec<u8>; 3]>::try_from(files).expect("three files");
+
+        // The events, line by line, against their streams' chains.
+        let text = std::str::from_utf8(&events).map_err(|_| format!("{day_s}: events.jsonl is not UTF-8"))?;
+        if !text.is_empty() && !text.ends_with('\n') {
+            return Err(format!("{day_s}: events.jsonl does not end with a newline (truncated?)"));
+        }
+        let mut runs: Vec<Vec<AuditEvent>> = Vec::new();
+        let mut last_key: Option<(String, u64)> = None;
+        for (i, line) in text.lines().enumerate() {
+            let at = || format!("{day_s} line {}", i + 1);
+            let e = AuditEvent::from_canonical(line).map_err(|_| format!("{}: not an audit event", at()))?;
+            if e.canonical().ok().as_deref() != Some(line) {
+                return Err(format!("{}: not the canonical form of its event", at()));
+            }
+            let name = format!("{}#{}", e.stream, e.seq);
+            if e.compute_hash().ok().as_deref() != Some(e.hash.as_str()) {
+                return Err(format!("{}: event {name} does not hash to its hash (changed)", at()));
+            }
+            if e.day() != day_s {
+                return Err(format!("{}: event {name} is dated {}, not {day_s}", at(), e.ts));
+            }
+            let key = (e.stream.clone(), e.seq);
+            if last_key.as_ref().is_some_and(|k| *k >= key) {
+                return Err(format!("{}: event {name} is out of (stream, seq) order (reordered or duplicated)", at()));
+            }
+            last_key = Some(key);
+            match tips.get(&e.stream) {
+                Some(tip) if e.seq != tip.seq + 1 => {
+                    return Err(format!(
+                        "{}: {} seq {} follows seq {}: events are missing or inserted",
+                        at(),
+                        e.stream,
+                        e.seq,
+                        tip.seq
+                    ));
+                }
+                Some(tip) if e.prev.as_deref() != Some(tip.hash.as_str()) => {
+                    return Err(format!("{}: event {name} does not link to the previous event of its stream", at()));
+                }
+                Some(tip) if e.ts < tip.ts => {
+                    return Err(format!("{}: event {name} is dated before the previous event of its stream", at()));
+                }
+                None if e.seq != 1 || e.prev.is_some() => {
+                    return Err(format!(
+                        "{}: stream {} starts at seq {}: its earlier events are in no verified day",
+                        at(),
+                        e.stream,
+                        e.seq
+                    ));
+                }
+                _ => {}
+            }
+            tips.insert(e.stream.clone(), Tip { seq: e.seq, hash: e.hash.clone(), ts: e.ts.clone() });
+            match runs.last_mut() {
+                Some(run) if run[0].stream == e.stream => run.push(e),
+                _ => runs.push(vec![e]),
+            }
+        }
+        let count: usize = runs.iter().map(Vec::len).sum();
+        events_total += count as u64;
+
+        // The manifest and the statement, rebuilt, must be what was stored and signed.
+        let is_genesis = previous.is_none();
+        let prev_manifest = previous.as_ref().map(|(_, m, _)| sha256(m));
+        let prev_checkpoint = previous.as_ref().map(|(_, _, c)| sha256(c));
+        let streams = runs.iter().map(|r| stream_entry(r)).collect();
+        let (payload, key_id) =
+            open_checkpoint(&checkpoint, keys).map_err(|e| format!("{day_s}: checkpoint.json: {e}"))?;
+        let statement: serde_json::Value =
+            serde_json::from_slice(&payload).map_err(|e| format!("{day_s}: checkpoint statement: {e}"))?;
+        if is_genesis && statement["genesis"] != true {
+            return Err(format!(
+                "{day_s} is the first day present but not the genesis: the days before it are missing"
+            ));
+        }
+        let expected_manifest =
+            manifest_doc(&day_s, count, &sha256(&events), streams, prev_manifest).map_err(|e| e.to_string())?;
+        if manifest != expected_manifest.as_bytes() {
+            return Err(format!("{day_s}: manifest.json does not match the day's events and the previous day"));
+        }
+        let expected =
+            statement_doc(&day_s, is_genesis, &sha256(&manifest), count, prev_checkpoint).map_err(|e| e.to_string())?;
+        if payload != expected.as_bytes() {
+            return Err(format!(
+                "{day_s}: the signed statement does not match the manifest and the previous checkpoint"
+            ));
+        }
+        if !key_ids.contains(&key_id) {
+            key_ids.push(key_id);
+        }
+        previous = Some((day, manifest, checkpoint));
+    }
+    Ok(Summary {
+        days: days.len(),
+        first_day: day_string(first),
+        last_day: day_string(last),
+        events: events_total,
+        streams: tips.len(),
+        key_ids,
+    })
+}
+
+/// The payload of a checkpoint whose signature verifies with one of `keys`, and that key's id.
+fn open_checkpoint(envelope: &[u8], keys: &[PublicKeyInfo]) -> Result<(Vec<u8>, String), String> {
+    let payload = crate::dsse::verify(envelope, PAYLOAD_TYPE, keys)?;
+    let v: serde_json::Value = serde_json::from_slice(envelope).map_err(|e| e.to_string())?;
+    let ids: BTreeMap<&str, ()> = keys.iter().map(|k| (k.key_id.as_str(), ())).collect();
+    let key_id = v["signatures"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["keyid"].as_str())
+        .find(|id| ids.contains_key(id))
+        .unwrap_or("?")
+        .to_owned();
+    Ok((payload, key_id))
+}
