@@ -113,7 +113,8 @@ watch:
 # Cold start of each release binary under the Runtime API emulator, against moto, beside Python/boto3.
 # (The harness itself is the test build; only the functions it measures are release builds.)
 # Then governance on the embedded backend (a 10,000-file bundle: register, approve, export, verify),
-# in process, so a release build of the harness.
+# and the audit trail (appends per second, a 100,000-event day exported and verified), in process, so
+# release builds of the harnesses.
 bench:
 	localstack/venv.sh
 	$(CARGO) build --release $(addprefix -p ,$(FUNCTIONS))
@@ -123,6 +124,8 @@ bench:
 	  --out target/bench/lambda.md
 	$(CARGO) build --release -p helix-tests --bin governance-bench
 	$(or $(CARGO_TARGET_DIR),target)/release/governance-bench --files 10000 --out target/bench/governance.md
+	$(CARGO) build --release -p helix-tests --bin audit-bench
+	$(or $(CARGO_TARGET_DIR),target)/release/audit-bench --appends 5000 --events 100000 --out target/bench/audit.md
 
 release:
 	$(CARGO) build --release $(addprefix -p ,$(FUNCTIONS)) -p helix-cli

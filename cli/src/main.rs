@@ -197,6 +197,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             }
             tokio::signal::ctrl_c().await?;
             drop(server);
+            // This process's request counts since its last flush (docs/architecture.md, "Metrics").
+            app.metrics.flush(app.meta.as_ref()).await;
             Ok(())
         }
         Command::Teams { command } => teams(&config, command).await,

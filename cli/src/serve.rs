@@ -92,6 +92,7 @@ async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
         Function::Token => token::handle(&app, req).await,
         Function::Waive => waive::handle(&app, req).await,
         Function::Audit => audit::handle(&app, req).await,
+        Function::Metrics => metrics::handle(&app, req).await,
     };
     into_axum(resp)
 }

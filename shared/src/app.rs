@@ -33,6 +33,8 @@ pub struct App {
     /// Signing keys this App has recorded in its meta store (the store's write is idempotent; this
     /// spares a write per decision). Per App, not per process: two Apps may share a key, not a store.
     pub recorded_signing_keys: std::sync::Mutex<Vec<String>>,
+    /// This instance's request counts, flushed to the meta store now and then (`metrics`).
+    pub metrics: crate::metrics::Recorder,
 }
 
 /// File names inside HELIX_DATA_DIR.
@@ -107,6 +109,7 @@ impl App {
         let oidc = config.oidc.clone().map(OidcVerifier::new);
         Ok(App {
             auth: Authenticator::new(meta.clone(), oidc),
+            metrics: crate::metrics::Recorder::new(config.metrics_flush),
             config,
             blobs,
             meta,

@@ -45,7 +45,8 @@ pub struct Page {
 fn time_bound(name: &str, value: &str) -> Result<String> {
     let bad = || Error::BadRequest(format!("{name} is an RFC 3339 time (2026-11-23T10:00:00Z) or a day (2026-11-23)"));
     if let Ok(t) = OffsetDateTime::parse(value, &Rfc3339) {
-        return Ok(rfc3339_ms(t));
+        // An offset can push a time past what UTC represents (9999-12-31T23:59:59-23:59).
+        return t.checked_to_offset(time::UtcOffset::UTC).map(rfc3339_ms).ok_or_else(bad);
     }
     let day = crate::audit_export::parse_day(value).map_err(|_| bad())?;
     Ok(rfc3339_ms(OffsetDateTime::new_utc(day, time::Time::MIDNIGHT)))
@@ -112,10 +113,15 @@ pub async fn search(app: &App, principal: &Principal, p: Params) -> Result<Page>
     {
         return Ok(Page { events: Vec::new(), next_cursor: None });
     }
-    let mut events = app.audit.search(&q).await?;
+    let page = app.audit.search(&q).await?;
+    let mut events = page.events;
     let more = events.len() > limit;
     events.truncate(limit);
-    let next_cursor = if more { events.last().map(|e| encode_cursor(&e.at_key())) } else { None };
+    // More matches, or the store stopped at its read bound (a short, even empty, page): go on.
+    let next_cursor = match (more, page.resume_after) {
+        (true, _) => events.last().map(|e| encode_cursor(&e.at_key())),
+        (false, resume) => resume.as_deref().map(encode_cursor),
+    };
     Ok(Page { events, next_cursor })
 }
 
@@ -128,7 +134,7 @@ mod tests {
         assert_eq!(time_bound("since", "2026-11-23").unwrap(), "2026-11-23T00:00:00.000Z");
         assert_eq!(time_bound("since", "2026-11-23T10:00:00+02:00").unwrap(), "2026-11-23T08:00:00.000Z");
         assert_eq!(time_bound("since", "2026-11-23T10:00:00.5Z").unwrap(), "2026-11-23T10:00:00.500Z");
-        for bad in ["yesterday", "2026-13-01", "7d", ""] {
+        for bad in ["yesterday", "2026-13-01", "7d", "", "9999-12-31T23:59:59-23:59"] {
             assert!(time_bound("since", bad).is_err(), "{bad}");
         }
     }

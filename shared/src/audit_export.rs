@@ -38,8 +38,11 @@ pub const GENESIS_KEY: &str = "audit/genesis.json";
 /// How long after a day's end it is exported at the earliest. Commits retry for at most 12 s and
 /// instance clocks are within a second or so; 5 minutes is ample, and the schedule runs at 00:15.
 pub const SETTLE: time::Duration = time::Duration::minutes(5);
-/// Most days one run exports (the missing ones before the asked day included).
+/// Most days one scheduled run exports (the missing ones before the asked day included); a failed
+/// run is retried twice by Lambda, each retry going on from where the last one stopped.
 pub const MAX_DAYS_PER_RUN: usize = 31;
+/// How far before the asked day the first export looks for the earliest event (the genesis to be).
+pub const GENESIS_LOOKBACK_DAYS: usize = 400;
 /// Events read per index page.
 const PAGE: usize = 1000;
 
@@ -105,10 +108,11 @@ pub async fn read_day(app: &App, day: &str) -> Result<Vec<AuditEvent>> {
     Ok(events)
 }
 
-/// Whether `day` has at least one event.
+/// Whether `day` has at least one event (its shards read at once).
 async fn has_events(app: &App, day: &str) -> Result<bool> {
-    for shard in 0..app.audit.day_shards() {
-        if !app.audit.read_day_shard(day, shard, None, 1).await?.is_empty() {
+    let reads = (0..app.audit.day_shards()).map(|shard| app.audit.read_day_shard(day, shard, None, 1));
+    for shard in futures_util::future::join_all(reads).await {
+        if !shard?.is_empty() {
             return Ok(true);
         }
     }
@@ -127,9 +131,20 @@ async fn exported(app: &App, day: Date) -> Result<bool> {
     Ok(app.blobs.get_document(&key(day, "checkpoint.json")).await?.is_some())
 }
 
-/// Export `day`, after every missing day before it; `now` is the caller's clock (the function
-/// passes the real one).
+/// Export `day`, after every missing day before it, at most `MAX_DAYS_PER_RUN` days in one run; `now`
+/// is the caller's clock (the function passes the real one).
 pub async fn export_day(app: &App, day: Date, now: OffsetDateTime, request_id: &str) -> Result<ExportReport> {
+    export_through(app, day, now, request_id, MAX_DAYS_PER_RUN).await
+}
+
+/// `export_day` with another bound on the days one run exports (`helix audit export` has none).
+pub async fn export_through(
+    app: &App,
+    day: Date,
+    now: OffsetDateTime,
+    request_id: &str,
+    max_days: usize,
+) -> Result<ExportReport> {
     let day_s = day_string(day);
     let settled = OffsetDateTime::new_utc(day.next_day().unwrap_or(day), time::Time::MIDNIGHT) + SETTLE;
     if now < settled {
@@ -145,13 +160,13 @@ pub async fn export_day(app: &App, day: Date, now: OffsetDateTime, request_id: &
         Some(g) => Some(g),
         None => None,
     };
-    // The first day to export: the genesis to be (the earliest day with events within reach), or
-    // the day after the last exported one.
+    // The first day to export: the genesis to be (the day of the earliest event, looking back
+    // GENESIS_LOOKBACK_DAYS), or the day after the last exported one.
     let mut start = day;
     match genesis {
         None => {
             let mut d = day;
-            for _ in 1..MAX_DAYS_PER_RUN {
+            for _ in 0..GENESIS_LOOKBACK_DAYS {
                 d = previous(d)?;
                 if has_events(app, &day_string(d)).await? {
                     start = d;
@@ -168,13 +183,13 @@ pub async fn export_day(app: &App, day: Date, now: OffsetDateTime, request_id: &
     let mut backfilled = Vec::new();
     let mut d = start;
     loop {
-        if backfilled.len() == MAX_DAYS_PER_RUN - 1 && d < day {
-            let detail = format!(
-                "exported {} missing days up to {}; run again to go on to {day_s}",
-                backfilled.len(),
-                day_string(previous(d)?)
-            );
-            return Err(fail(app, d, day, request_id, Error::AuditExportBlocked(detail)).await);
+        if backfilled.len() + 1 >= max_days && d < day {
+            // Progress, not a failure: no audit.export_failed event; the caller (or Lambda's retry) goes on.
+            let upto = backfilled.last().cloned().unwrap_or_default();
+            let detail =
+                format!("exported {} missing days up to {upto}; run again to go on to {day_s}", backfilled.len());
+            tracing::warn!(%detail, "audit export backlog");
+            return Err(Error::AuditExportBlocked(detail));
         }
         let report = match export_one(app, d, genesis, request_id).await {
             Ok(r) => r,
@@ -300,6 +315,21 @@ async fn prepare(app: &App, day: Date, genesis: Date) -> Result<Prepared> {
         let missing = || blocked(format!("the day before, {}, is not exported", day_string(p)));
         let m = app.blobs.get_document(&key(p, "manifest.json")).await?.ok_or_else(missing)?;
         let c = app.blobs.get_document(&key(p, "checkpoint.json")).await?.ok_or_else(missing)?;
+        // A stream active the day before and absent from today's index read must have no event today
+        // (read consistently from the table): the index may lag, a day must not come out short.
+        let pm: Value =
+            serde_json::from_slice(&m).map_err(|e| blocked(format!("manifest of {}: {e}", day_string(p))))?;
+        for s in pm["streams"].as_array().into_iter().flatten() {
+            let (Some(stream), Some(last)) = (s["stream"].as_str(), s["last_seq"].as_u64()) else { continue };
+            if events.iter().any(|e| e.stream == stream) {
+                continue;
+            }
+            if let Some(next) = app.audit.event(stream, last + 1).await?
+                && next.day() == day_s
+            {
+                return Err(blocked(format!("{stream} seq {} is missing from the day index; retry later", next.seq)));
+            }
+        }
         (Some(sha256(&m)), Some(sha256(&c)))
     };
     let manifest = manifest_doc(&day_s, events.len(), &sha256(&jsonl), streams, prev_manifest)?;

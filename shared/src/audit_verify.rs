@@ -9,7 +9,7 @@
 //!   previous day's manifest and checkpoint by SHA-256: a deleted or replaced day, or a replaced
 //!   checkpoint, breaks this; every stream starts at seq 1 on the day it first appears.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use async_trait::async_trait;
@@ -51,7 +51,11 @@ impl Evidence for DirEvidence {
         while let Some(dir) = stack.pop() {
             for entry in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
                 let path = entry.map_err(|e| e.to_string())?.path();
-                if path.is_dir() {
+                let meta = std::fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                if meta.file_type().is_symlink() {
+                    return Err(format!("{} is a symbolic link: an export holds plain files only", path.display()));
+                }
+                if meta.is_dir() {
                     stack.push(path);
                 } else if let Ok(rel) = path.strip_prefix(&self.root) {
                     out.push(rel.to_string_lossy().replace('\\', "/"));
@@ -133,14 +137,22 @@ fn sha256(bytes: &[u8]) -> String {
 /// The error is one line naming the first thing that does not hold.
 pub async fn verify(evidence: &dyn Evidence, keys: &[PublicKeyInfo]) -> Result<Summary, String> {
     let mut days: BTreeSet<Date> = BTreeSet::new();
+    // Only what an export writes, spelled as it writes it: anything else is refused, never ignored
+    // (a tool that globs the tree must not read unverified files).
     for key in evidence.list().await? {
         let parts: Vec<&str> = key.split('/').collect();
-        if let [y, m, d, file] = parts[..] {
-            if !FILES.contains(&file) {
-                return Err(format!("unexpected file {key}"));
+        let digits = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_digit());
+        match parts[..] {
+            ["genesis.json"] => {}
+            ["keys", pem]
+                if pem
+                    .strip_suffix(".pem")
+                    .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())) => {}
+            [y, m, d, file] if digits(y, 4) && digits(m, 2) && digits(d, 2) && FILES.contains(&file) => {
+                let day = parse_day(&format!("{y}-{m}-{d}")).map_err(|_| format!("unexpected file {key}"))?;
+                days.insert(day);
             }
-            let day = parse_day(&format!("{y}-{m}-{d}")).map_err(|_| format!("unexpected file {key}"))?;
-            days.insert(day);
+            _ => return Err(format!("unexpected file {key}: not part of an audit export")),
         }
     }
     let (Some(&first), Some(&last)) = (days.first(), days.last()) else {
@@ -277,18 +289,9 @@ pub async fn verify(evidence: &dyn Evidence, keys: &[PublicKeyInfo]) -> Result<S
     })
 }
 
-/// The payload of a checkpoint whose signature verifies with one of `keys`, and that key's id.
+/// The payload of a checkpoint whose signature verifies with one of `keys`, and the id of the key
+/// that verified it (not merely one the envelope names).
 fn open_checkpoint(envelope: &[u8], keys: &[PublicKeyInfo]) -> Result<(Vec<u8>, String), String> {
-    let payload = crate::dsse::verify(envelope, PAYLOAD_TYPE, keys)?;
-    let v: serde_json::Value = serde_json::from_slice(envelope).map_err(|e| e.to_string())?;
-    let ids: BTreeMap<&str, ()> = keys.iter().map(|k| (k.key_id.as_str(), ())).collect();
-    let key_id = v["signatures"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s["keyid"].as_str())
-        .find(|id| ids.contains_key(id))
-        .unwrap_or("?")
-        .to_owned();
-    Ok((payload, key_id))
+    let (payload, key) = crate::dsse::verify_by(envelope, PAYLOAD_TYPE, keys)?;
+    Ok((payload, key.key_id.clone()))
 }

@@ -309,8 +309,26 @@ pub async fn start_upload(
         // a link made before proof of possession, or a key damaged since, is never spread.
         match verify_object(app.blobs.as_ref(), &found.key()).await {
             Ok(_) => {
-                let details = json!({"size": found.size, "via": "mount", "from": source.to_string()});
-                link(app, caller, ws, &found.key(), found.size, "blob.mount", details).await?;
+                // The target's stream (read by the target's approvers) does not name the source: that
+                // would tell them what another workspace holds. The source goes to the global stream,
+                // which only admins of every workspace read.
+                let details = json!({"size": found.size, "via": "mount"});
+                let linked = link(app, caller, ws, &found.key(), found.size, "blob.mount", details).await?;
+                if linked.created {
+                    let source_event = AuditDraft {
+                        stream: "*".into(),
+                        actor: caller.principal.actor(),
+                        action: "blob.mount_source".into(),
+                        entity_type: "blob".into(),
+                        entity_id: digest.to_string(),
+                        outcome: Outcome::Success,
+                        request_id: caller.request_id.into(),
+                        details: json!({"workspace": ws.to_string(), "from": source.to_string()}),
+                    };
+                    if let Err(e) = app.audit.append(source_event).await {
+                        tracing::error!(error = %e, "the mount is linked and audited in its workspace; recording its source failed");
+                    }
+                }
                 return Ok(plan(true, Some(source)));
             }
             Err(Error::BlobIntegrity(detail)) => report_poisoned(app, caller.request_id, &found.key(), &detail).await,

@@ -75,6 +75,8 @@ pub struct Config {
     pub governance_mode: GovernanceMode,
     pub metrics_min_role: Option<Role>,
     pub inline_max: u64,
+    /// How often an instance flushes its request counters (HELIX_METRICS_FLUSH_SECONDS, 0 to 3600).
+    pub metrics_flush: std::time::Duration,
     pub listen: SocketAddr,
     /// Base URL that local presigned URLs point at (embedded blob store only).
     pub public_url: String,
@@ -184,6 +186,14 @@ impl Config {
                 .filter(|n| (1..=64 * 1024 * 1024).contains(n))
                 .ok_or_else(|| err("HELIX_INLINE_MAX", format!("{v:?} is not a byte count in 1..=67108864")))?,
         };
+        let metrics_flush = match get("HELIX_METRICS_FLUSH_SECONDS") {
+            None => std::time::Duration::from_secs(10),
+            Some(v) => {
+                v.parse::<u64>().ok().filter(|n| *n <= 3600).map(std::time::Duration::from_secs).ok_or_else(|| {
+                    err("HELIX_METRICS_FLUSH_SECONDS", format!("{v:?} is not a number of seconds in 0..=3600"))
+                })?
+            }
+        };
         let listen_raw = get("HELIX_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.into());
         let listen: SocketAddr =
             listen_raw.parse().map_err(|_| err("HELIX_LISTEN", format!("{listen_raw:?} is not host:port")))?;
@@ -245,6 +255,7 @@ impl Config {
             governance_mode,
             metrics_min_role,
             inline_max,
+            metrics_flush,
             listen,
             public_url,
             oidc,

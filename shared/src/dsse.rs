@@ -38,6 +38,15 @@ pub async fn sign(signer: &dyn Signer, key: &PublicKeyInfo, payload_type: &str, 
 /// The payload of `envelope` if it is of `payload_type` and carries a valid signature by one of
 /// `keys` (a key id names its key); otherwise the reason.
 pub fn verify(envelope: &[u8], payload_type: &str, keys: &[PublicKeyInfo]) -> std::result::Result<Vec<u8>, String> {
+    verify_by(envelope, payload_type, keys).map(|(payload, _)| payload)
+}
+
+/// `verify`, and the key whose signature verified (the first, in the envelope's order).
+pub fn verify_by<'k>(
+    envelope: &[u8],
+    payload_type: &str,
+    keys: &'k [PublicKeyInfo],
+) -> std::result::Result<(Vec<u8>, &'k PublicKeyInfo), String> {
     let env: Value = serde_json::from_slice(envelope).map_err(|e| format!("not a DSSE envelope: {e}"))?;
     if env["payloadType"] != payload_type {
         return Err(format!("payloadType is not {payload_type}"));
@@ -45,13 +54,16 @@ pub fn verify(envelope: &[u8], payload_type: &str, keys: &[PublicKeyInfo]) -> st
     let payload = B64.decode(env["payload"].as_str().unwrap_or_default()).map_err(|e| format!("payload: {e}"))?;
     let sigs = env["signatures"].as_array().ok_or("no signatures")?;
     let message = pae(payload_type, &payload);
-    let ok = sigs.iter().any(|s| {
-        keys.iter().any(|key| {
+    let by = sigs.iter().find_map(|s| {
+        keys.iter().find(|key| {
             s["keyid"] == key.key_id.as_str()
                 && B64.decode(s["sig"].as_str().unwrap_or_default()).is_ok_and(|sig| key.verify(&message, &sig))
         })
     });
-    if ok { Ok(payload) } else { Err("no valid signature by a registry key".into()) }
+    match by {
+        Some(key) => Ok((payload, key)),
+        None => Err("no valid signature by a registry key".into()),
+    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ pub mod error;
 pub mod governance;
 pub mod http;
 pub mod lambda;
+pub mod metrics;
 pub mod oidc;
 pub mod ports;
 pub mod posture;

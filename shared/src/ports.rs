@@ -6,6 +6,7 @@
 //! its change. Adapters must fail with `Error::Unavailable` naming their dependency when the backing
 //! service cannot be reached, and must not report a write that did not happen.
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -244,6 +245,34 @@ pub enum Change {
     RecordSigningKey { key_id: String, pem: String },
 }
 
+/// The counter group the store moves with every commit and append, exactly.
+pub const BUSINESS_COUNTERS: &str = "business";
+
+/// The exact counters a committed change (None: a standalone event) and its event move: every event;
+/// governance denials; blob links and their bytes; enabled tokens; bundle versions; receipts by kind.
+pub fn counter_deltas(change: Option<&Change>, event: &AuditDraft) -> Vec<(String, i64)> {
+    let mut d: Vec<(&str, i64)> = vec![("audit_events", 1)];
+    let governance = event.action.starts_with("bundle.") || event.action.starts_with("governance.");
+    if governance && event.outcome == crate::domain::Outcome::Denied {
+        d.push(("governance_denials", 1));
+    }
+    match change {
+        Some(Change::LinkBlob(l)) => d.extend([("blob_links", 1), ("blob_bytes", l.size as i64)]),
+        Some(Change::IssueToken(_)) => d.push(("tokens_enabled", 1)),
+        Some(Change::RevokeToken { .. }) => d.push(("tokens_enabled", -1)),
+        Some(Change::RegisterBundle(_)) => d.push(("bundle_versions", 1)),
+        Some(Change::AppendReceipt { .. }) => match event.action.as_str() {
+            "governance.approval" => d.push(("approvals", 1)),
+            "governance.rejection" => d.push(("rejections", 1)),
+            "governance.waiver" => d.push(("waivers", 1)),
+            "bundle.export" => d.push(("exports", 1)),
+            _ => {}
+        },
+        Some(Change::RotateToken { .. } | Change::RecordSigningKey { .. }) | None => {}
+    }
+    d.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Commit {
     /// The change and its audit event were written together.
@@ -284,10 +313,13 @@ pub trait MetaStore: Send + Sync {
     /// Apply `change` and append `event` atomically (one transaction across meta and audit).
     async fn commit(&self, change: Change, event: AuditDraft) -> Result<Commit>;
 
-    /// Atomic add to a named counter (sharded where the backend needs it).
-    async fn add_to_counter(&self, name: &str, delta: i64) -> Result<()>;
+    /// Atomic adds to counters of one group (one write; on DynamoDB to one of a few shard items of
+    /// `COUNTER#{group}`, each counter an attribute). `commit` and `AuditLog::append` move the
+    /// `business` group themselves, in their own transaction (`counter_deltas`).
+    async fn add_to_counters(&self, group: &str, deltas: &[(String, i64)]) -> Result<()>;
 
-    async fn counter(&self, name: &str) -> Result<i64>;
+    /// Every counter of a group, summed over its shards.
+    async fn counters(&self, group: &str) -> Result<BTreeMap<String, i64>>;
 
     async fn check(&self) -> Result<()>;
 }
@@ -324,6 +356,15 @@ pub struct AuditSearch {
     pub limit: usize,
 }
 
+/// What one search call read.
+#[derive(Debug, Clone, Default)]
+pub struct SearchPage {
+    pub events: Vec<AuditEvent>,
+    /// Set when the adapter stopped at its read bound before `limit` matches: everything up to and
+    /// including this `at_key` was read, and the search goes on after it.
+    pub resume_after: Option<String>,
+}
+
 #[async_trait]
 pub trait AuditLog: Send + Sync {
     /// Append a standalone event (one with no meta-store change, such as a denial). Never
@@ -338,8 +379,9 @@ pub trait AuditLog: Send + Sync {
     /// Events of one stream in seq order.
     async fn query(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>>;
 
-    /// Events matching `q`, in (ts, stream, seq) order, at most `q.limit`; never a table scan.
-    async fn search(&self, q: &AuditSearch) -> Result<Vec<AuditEvent>>;
+    /// Events matching `q`, in (ts, stream, seq) order, at most `q.limit`; never a table scan, and a
+    /// bounded read per call: a search whose filter matches little may stop early (`resume_after`).
+    async fn search(&self, q: &AuditSearch) -> Result<SearchPage>;
 
     /// How many shards a day is read in (`read_day_shard`); every stream lives in exactly one.
     fn day_shards(&self) -> u8;

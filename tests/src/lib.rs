@@ -202,6 +202,19 @@ impl TestEnv {
         TestEnv::start_full(backend, None, overrides).await
     }
 
+    /// For many concurrent writers: on the emulator, a private moto that serves one request at a time
+    /// (moto's transactions are not isolated between its threads: a cancelled one restores a snapshot
+    /// and erases what another committed; DynamoDB is atomic). Keep the PrivateMoto alive with the env.
+    pub async fn start_serial(backend: Backend) -> (TestEnv, Option<PrivateMoto>) {
+        match backend {
+            Backend::Embedded => (TestEnv::start(backend).await, None),
+            Backend::Emulator => {
+                let moto = PrivateMoto::start().await;
+                (TestEnv::start_at(&moto.endpoint, &[]).await, Some(moto))
+            }
+        }
+    }
+
     /// An emulator-backed registry on the emulator at `endpoint` (a private one, e.g. to pause it).
     pub async fn start_at(endpoint: &str, overrides: &[(&str, &str)]) -> TestEnv {
         TestEnv::start_full(Backend::Emulator, Some(endpoint.to_owned()), overrides).await
@@ -506,6 +519,8 @@ macro_rules! common_suite {
             audit_verify_catches_every_kind_of_tampering,
             audit_concurrent_appends_on_one_stream_export_and_verify,
             audit_export_days_signed_before_a_key_rotation_still_verify,
+            metrics_count_requests_after_a_flush_and_business_counters_exactly,
+            metrics_can_require_a_role,
             signer_signatures_verify_with_the_published_public_key,
             healthz_and_readyz_report_every_dependency,
             status_needs_a_viewer_token_and_shows_no_secret,

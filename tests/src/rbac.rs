@@ -198,7 +198,7 @@ pub async fn rbac_matrix_holds_over_http(b: Backend) {
             }
         }
     }
-    assert_eq!(checked, 286, "every applicable cell of the 23 routes ran");
+    assert_eq!(checked, 288, "every applicable cell of the 24 routes ran");
 }
 
 #[cfg(test)]

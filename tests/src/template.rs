@@ -273,6 +273,7 @@ mod tests {
         let meta = "!GetAtt MetaTable.Arn";
         let audit = "!GetAtt AuditTable.Arn";
         let key = "!GetAtt SigningKey.Arn";
+        let counters = ("dynamodb:UpdateItem", meta, "COUNTER#*");
         let grants: &[(&str, &str, &str)] = match function {
             "publish" => &[
                 ("s3:PutObject", blobs, ""),
@@ -338,9 +339,11 @@ mod tests {
                 ("dynamodb:Query", "!Sub ${AuditTable.Arn}/index/by-action", ""),
                 ("dynamodb:GetItem", meta, ""),
             ],
+            "metrics" => &[("dynamodb:GetItem", meta, ""), ("dynamodb:Query", meta, "")],
             other => panic!("no expected grants for function {other}: add them here after reading its code"),
         };
-        grants.iter().copied().collect()
+        // Every function writes counters (request counts; the business counters of its commits).
+        grants.iter().copied().chain([counters]).collect()
     }
 
     #[test]
@@ -443,7 +446,9 @@ mod tests {
                 .collect();
             if signs {
                 assert!(
-                    meta_writes.iter().all(|s| s.leading_keys == ["GOV#*"] || s.leading_keys == ["GOV#keys"]),
+                    meta_writes
+                        .iter()
+                        .all(|s| ["GOV#*", "GOV#keys", "COUNTER#*"].contains(&s.leading_keys.join(",").as_str())),
                     "{}: signs receipts and writes other meta items",
                     f.name
                 );

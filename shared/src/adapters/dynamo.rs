@@ -9,7 +9,7 @@
 //! cancellation reasons say whether the change was already in effect (done, nothing written) or the
 //! audit seq was taken by a concurrent writer (re-read the head, retry).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -22,7 +22,8 @@ use crate::domain::time::now_rfc3339_ms;
 use crate::domain::{AuditDraft, AuditEvent, Digest, Scope, TokenRecord, WorkspaceId};
 use crate::error::{Dependency, Error, Result};
 use crate::ports::{
-    AuditLog, AuditQuery, AuditSearch, BlobLink, BundleVersion, Change, Commit, LedgerReceipt, MetaStore,
+    AuditLog, AuditQuery, AuditSearch, BUSINESS_COUNTERS, BlobLink, BundleVersion, Change, Commit, LedgerReceipt,
+    MetaStore, SearchPage, counter_deltas,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -30,6 +31,10 @@ type Item = HashMap<String, AttributeValue>;
 /// Attempts at claiming an audit seq before giving up with 503 (each loss means another writer won).
 const APPEND_ATTEMPTS: u32 = 200;
 const COUNTER_SHARDS: u8 = 8;
+/// Items a search evaluates per page, and pages per search (per index shard): a search whose filter
+/// matches little answers a short page and a cursor instead of reading on without bound.
+const SEARCH_PAGE: i32 = 250;
+const SEARCH_PAGES: usize = 4;
 
 pub struct DynamoStore {
     client: aws_sdk_dynamodb::Client,
@@ -262,6 +267,25 @@ impl DynamoStore {
         DynamoStore { client, table, audit_table }
     }
 
+    /// `ADD` to counters of a group: one shard item (`COUNTER#{group}` / `SHARD#{n}`, n at random), each
+    /// counter an attribute.
+    fn counter_update(&self, group: &str, deltas: &[(String, i64)]) -> Result<Update> {
+        let mut r = [0u8; 1];
+        let _ = getrandom::fill(&mut r);
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(format!("COUNTER#{group}")))
+            .key("sk", s(format!("SHARD#{}", r[0] % COUNTER_SHARDS)));
+        let mut adds = Vec::new();
+        for (i, (name, delta)) in deltas.iter().enumerate() {
+            adds.push(format!("#c{i} :c{i}"));
+            update = update
+                .expression_attribute_names(format!("#c{i}"), name)
+                .expression_attribute_values(format!(":c{i}"), n(delta));
+        }
+        build(update.update_expression(format!("ADD {}", adds.join(", "))).build())
+    }
+
     fn put(&self, table: &str, item: Item, condition: &str) -> Result<TransactWriteItem> {
         let put = build(Put::builder().table_name(table).set_item(Some(item)).condition_expression(condition).build())?;
         Ok(TransactWriteItem::builder().put(put).build())
@@ -368,6 +392,34 @@ impl DynamoStore {
     }
 
     /// Every audit event a query yields, page after page, up to `limit`.
+    /// Up to `limit` events from at most `max_pages` pages (of `SEARCH_PAGE` items evaluated), and the
+    /// key the read stopped at when the page bound, not the limit or the end, stopped it.
+    async fn events_bounded(
+        &self,
+        req: QueryFluentBuilder,
+        limit: usize,
+        max_pages: usize,
+    ) -> Result<(Vec<AuditEvent>, Option<Item>)> {
+        let req = req.limit(SEARCH_PAGE);
+        let mut events = Vec::new();
+        let mut start: Option<Item> = None;
+        for _ in 0..max_pages {
+            let out =
+                req.clone().set_exclusive_start_key(start.take()).send().await.map_err(err(Dependency::AuditLog))?;
+            for item in out.items() {
+                if events.len() == limit {
+                    return Ok((events, None));
+                }
+                events.push(event_from_item(item)?);
+            }
+            match out.last_evaluated_key {
+                Some(k) if events.len() < limit => start = Some(k),
+                _ => return Ok((events, None)),
+            }
+        }
+        Ok((events, start))
+    }
+
     async fn events(&self, req: QueryFluentBuilder, limit: usize) -> Result<Vec<AuditEvent>> {
         let mut events = Vec::new();
         let mut start: Option<Item> = None;
@@ -419,11 +471,6 @@ impl DynamoStore {
         }
     }
 
-    /// The hash of the event stored at (stream, seq), if any.
-    async fn event_hash(&self, stream: &str, seq: u64) -> Result<Option<String>> {
-        Ok(AuditLog::event(self, stream, seq).await?.map(|e| e.hash))
-    }
-
     /// The first seq of `stream` whose `ts` is at least `bound`, in `1..=head + 1`: a binary search
     /// over seq, which orders a stream's events by time too (`ts` never goes back within a stream).
     async fn first_seq_at_or_after(&self, stream: &str, head: u64, bound: &str) -> Result<u64> {
@@ -439,8 +486,8 @@ impl DynamoStore {
     }
 
     /// A search within one stream: the seq range its time bounds and cursor cover, read from the table.
-    async fn search_stream(&self, stream: &str, q: &AuditSearch) -> Result<Vec<AuditEvent>> {
-        let Some(head) = self.head(stream).await? else { return Ok(Vec::new()) };
+    async fn search_stream(&self, stream: &str, q: &AuditSearch) -> Result<SearchPage> {
+        let Some(head) = self.head(stream).await? else { return Ok(SearchPage::default()) };
         let mut first = match &q.since {
             Some(since) => self.first_seq_at_or_after(stream, head.seq, since).await?,
             None => 1,
@@ -457,7 +504,7 @@ impl DynamoStore {
             None => head.seq + 1,
         };
         if first >= end {
-            return Ok(Vec::new());
+            return Ok(SearchPage::default());
         }
         let mut req = self
             .client
@@ -482,12 +529,17 @@ impl DynamoStore {
         if !filters.is_empty() {
             req = req.filter_expression(filters.join(" AND "));
         }
-        self.events(req, q.limit).await
+        let (events, stopped) = self.events_bounded(req, q.limit, SEARCH_PAGES).await?;
+        let resume_after = match stopped.as_ref().and_then(|k| get_n(k, "seq").ok().flatten()) {
+            Some(seq) => AuditLog::event(self, stream, seq as u64).await?.map(|e| e.at_key()),
+            None => None,
+        };
+        Ok(SearchPage { events, resume_after })
     }
 
     /// A search by action: each shard of the `by-action` index (only the stream's own shard when the
     /// search names a stream) in `at` order, merged.
-    async fn search_action(&self, action: &str, q: &AuditSearch) -> Result<Vec<AuditEvent>> {
+    async fn search_action(&self, action: &str, q: &AuditSearch) -> Result<SearchPage> {
         let shards: Vec<u8> = match &q.stream {
             Some(stream) => vec![shard_of(stream)],
             None => (0..AUDIT_SHARDS).collect(),
@@ -500,7 +552,7 @@ impl DynamoStore {
         if let (Some(from), Some(until)) = (&from, &q.until)
             && from >= until
         {
-            return Ok(Vec::new());
+            return Ok(SearchPage::default());
         }
         let queries = shards.into_iter().map(|shard| {
             let mut req = self
@@ -543,18 +595,27 @@ impl DynamoStore {
                 req = req.filter_expression(filters.join(" AND "));
             }
             // One more than asked: the cursor's own event may come back (BETWEEN is inclusive).
-            self.events(req, q.limit + 1)
+            self.events_bounded(req, q.limit + 1, SEARCH_PAGES)
         });
         let mut events: Vec<AuditEvent> = Vec::new();
+        // The earliest key a shard stopped at: nothing after it is certain yet.
+        let mut resume_after: Option<String> = None;
         for shard in futures_util::future::join_all(queries).await {
-            events.extend(shard?);
+            let (shard_events, stopped) = shard?;
+            events.extend(shard_events);
+            if let Some(at) = stopped.as_ref().and_then(|k| get_s(k, "at").ok()) {
+                resume_after = Some(resume_after.map_or(at.clone(), |r: String| r.min(at)));
+            }
+        }
+        if let Some(r) = &resume_after {
+            events.retain(|e| e.at_key() <= *r);
         }
         // The key bounds were inclusive; the cursor and `until` are not.
         events
             .retain(|e| q.after.as_ref().is_none_or(|a| e.at_key() > *a) && q.until.as_ref().is_none_or(|u| e.ts < *u));
         events.sort_by_key(AuditEvent::at_key);
         events.truncate(q.limit);
-        Ok(events)
+        Ok(SearchPage { events, resume_after })
     }
 
     async fn get_meta(&self, pk: String, sk: &str) -> Result<Option<Item>> {
@@ -718,6 +779,8 @@ impl MetaStore for DynamoStore {
             let event = draft.clone().seal(head.as_ref(), now_rfc3339_ms())?;
             let mut items = change_items.clone();
             items.push(self.put(&self.audit_table, Self::event_item(&event)?, "attribute_not_exists(seq)")?);
+            let deltas = counter_deltas(Some(&change), &draft);
+            items.push(TransactWriteItem::builder().update(self.counter_update(BUSINESS_COUNTERS, &deltas)?).build());
             let reasons = match self.transact(items).await? {
                 Transaction::Committed => return Ok(Commit::Applied(Box::new(event))),
                 Transaction::Cancelled(reasons) => reasons,
@@ -735,35 +798,42 @@ impl MetaStore for DynamoStore {
         Err(Error::unavailable(Dependency::AuditLog, "could not claim an audit sequence number"))
     }
 
-    async fn add_to_counter(&self, name: &str, delta: i64) -> Result<()> {
-        let mut r = [0u8; 1];
-        let _ = getrandom::fill(&mut r);
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(format!("COUNTER#{name}")))
-            .key("sk", s(format!("SHARD#{}", r[0] % COUNTER_SHARDS)))
-            .update_expression("ADD #v :d")
-            .expression_attribute_names("#v", "value")
-            .expression_attribute_values(":d", n(delta))
-            .send()
-            .await
-            .map_err(err(Dependency::MetaStore))?;
+    async fn add_to_counters(&self, group: &str, deltas: &[(String, i64)]) -> Result<()> {
+        // An update expression is at most 4 KB: 50 counters per write.
+        for chunk in deltas.chunks(50) {
+            let u = self.counter_update(group, chunk)?;
+            self.client
+                .update_item()
+                .table_name(u.table_name())
+                .set_key(Some(u.key().clone()))
+                .update_expression(u.update_expression())
+                .set_expression_attribute_names(u.expression_attribute_names().cloned())
+                .set_expression_attribute_values(u.expression_attribute_values().cloned())
+                .send()
+                .await
+                .map_err(err(Dependency::MetaStore))?;
+        }
         Ok(())
     }
 
-    async fn counter(&self, name: &str) -> Result<i64> {
-        let out = self
+    async fn counters(&self, group: &str) -> Result<BTreeMap<String, i64>> {
+        let req = self
             .client
             .query()
             .table_name(&self.table)
             .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(format!("COUNTER#{name}")))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(err(Dependency::MetaStore))?;
-        out.items().iter().map(|i| get_n(i, "value").map(|v| v.unwrap_or(0))).sum()
+            .expression_attribute_values(":pk", s(format!("COUNTER#{group}")))
+            .consistent_read(true);
+        let mut out = BTreeMap::new();
+        for item in self.meta_items(req).await? {
+            for (k, v) in item {
+                if let (false, AttributeValue::N(n)) = (k == "pk" || k == "sk", v) {
+                    let n: i64 = n.parse().map_err(|_| Error::Internal(format!("counter {k} is not a number")))?;
+                    *out.entry(k).or_insert(0) += n;
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn check(&self) -> Result<()> {
@@ -774,29 +844,24 @@ impl MetaStore for DynamoStore {
 #[async_trait]
 impl AuditLog for DynamoStore {
     async fn append(&self, draft: AuditDraft) -> Result<AuditEvent> {
+        let counters = self.counter_update(BUSINESS_COUNTERS, &counter_deltas(None, &draft))?;
         for attempt in 0..APPEND_ATTEMPTS {
             let head = self.head(&draft.stream).await?;
             let event = draft.clone().seal(head.as_ref(), now_rfc3339_ms())?;
-            let out = self
-                .client
-                .put_item()
-                .table_name(&self.audit_table)
-                .set_item(Some(Self::event_item(&event)?))
-                .condition_expression("attribute_not_exists(seq)")
-                .send()
-                .await;
-            match out {
-                Ok(_) => return Ok(event),
-                Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
-                    // Our own put, applied by an attempt whose answer was lost, is not a lost race.
-                    if self.event_hash(&event.stream, event.seq).await?.as_deref() == Some(event.hash.as_str()) {
-                        return Ok(event);
-                    }
-                    crate::adapters::backoff(attempt.min(4)).await;
-                }
-                Err(e) if is_item_too_large(&e) => return Err(Error::StoreRefused(DisplayErrorContext(e).to_string())),
-                Err(e) => return Err(err(Dependency::AuditLog)(e)),
+            let items = vec![
+                self.put(&self.audit_table, Self::event_item(&event)?, "attribute_not_exists(seq)")?,
+                TransactWriteItem::builder().update(counters.clone()).build(),
+            ];
+            // The event and its counters in one transaction; a re-send after a lost answer is idempotent.
+            let reasons = match self.transact(items).await? {
+                Transaction::Committed => return Ok(event),
+                Transaction::Cancelled(reasons) => reasons,
+            };
+            if reasons.iter().any(|c| c.as_deref() == Some("ValidationError")) {
+                return Err(Error::StoreRefused(format!("append cancelled: {reasons:?}")));
             }
+            // Lost the seq to another writer, or a transaction conflict: retry after the new head.
+            crate::adapters::backoff(attempt.min(4)).await;
         }
         Err(Error::unavailable(Dependency::AuditLog, "could not claim an audit sequence number"))
     }
@@ -862,7 +927,7 @@ impl AuditLog for DynamoStore {
         out.items().first().map(event_from_item).transpose()
     }
 
-    async fn search(&self, q: &AuditSearch) -> Result<Vec<AuditEvent>> {
+    async fn search(&self, q: &AuditSearch) -> Result<SearchPage> {
         match (&q.action, &q.stream) {
             (Some(action), _) => self.search_action(action, q).await,
             (None, Some(stream)) => self.search_stream(stream, q).await,

@@ -3,6 +3,7 @@
 //! IMMEDIATE), so the audit head read inside a transaction cannot go stale; the audit table's
 //! primary key (stream, seq) is the same guard the DynamoDB adapter gets from its condition.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -14,7 +15,8 @@ use crate::domain::time::now_rfc3339_ms;
 use crate::domain::{AuditDraft, AuditEvent, Digest, Scope, TokenRecord, WorkspaceId};
 use crate::error::{Dependency, Error, Result};
 use crate::ports::{
-    AuditLog, AuditQuery, AuditSearch, BlobLink, BundleVersion, Change, Commit, LedgerReceipt, MetaStore,
+    AuditLog, AuditQuery, AuditSearch, BUSINESS_COUNTERS, BlobLink, BundleVersion, Change, Commit, LedgerReceipt,
+    MetaStore, SearchPage, counter_deltas,
 };
 
 /// Schema version 1: the tables of the first release (tokens, blob links, counters, audit events).
@@ -53,6 +55,7 @@ UPDATE audit_events SET action = json_extract(event, '$.action'), actor = json_e
   WHERE action IS NULL;
 CREATE INDEX IF NOT EXISTS audit_by_action ON audit_events (action, ts, stream, seq);
 CREATE INDEX IF NOT EXISTS audit_by_time ON audit_events (ts, stream, seq);
+CREATE INDEX IF NOT EXISTS audit_by_stream ON audit_events (stream, ts, seq);
 ";
 
 /// The migrations, in order: entry i brings a database from version i to version i + 1. Each is
@@ -157,7 +160,20 @@ fn head_in(conn: &Connection, stream: &str) -> rusqlite::Result<Option<AuditEven
         .transpose()
 }
 
-fn append_in(conn: &Connection, draft: AuditDraft) -> rusqlite::Result<AuditEvent> {
+/// Add to counters of a group (rows `{group}|{name}`), inside the caller's transaction.
+fn add_counters_in(conn: &Connection, group: &str, deltas: &[(String, i64)]) -> rusqlite::Result<()> {
+    for (name, delta) in deltas {
+        conn.execute(
+            "INSERT INTO counters (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+            params![format!("{group}|{name}"), delta],
+        )?;
+    }
+    Ok(())
+}
+
+/// Seal and insert an event after its stream's head, with the exact counters it moves.
+fn append_in(conn: &Connection, draft: AuditDraft, change: Option<&Change>) -> rusqlite::Result<AuditEvent> {
+    add_counters_in(conn, BUSINESS_COUNTERS, &counter_deltas(change, &draft))?;
     let head = head_in(conn, &draft.stream)?;
     let to_sql = |e: Error| rusqlite::Error::InvalidParameterName(e.to_string());
     let event = draft.seal(head.as_ref(), now_rfc3339_ms()).map_err(to_sql)?;
@@ -381,31 +397,31 @@ impl MetaStore for SqliteStore {
             if applied == 0 {
                 return Ok(Commit::AlreadyDone);
             }
-            let sealed = append_in(&tx, event)?;
+            let sealed = append_in(&tx, event, Some(&change))?;
             tx.commit()?;
             Ok(Commit::Applied(Box::new(sealed)))
         })
         .await
     }
 
-    async fn add_to_counter(&self, name: &str, delta: i64) -> Result<()> {
-        let name = name.to_owned();
+    async fn add_to_counters(&self, group: &str, deltas: &[(String, i64)]) -> Result<()> {
+        let (group, deltas) = (group.to_owned(), deltas.to_vec());
         self.with(meta_err, move |c| {
-            c.execute(
-                "INSERT INTO counters (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-                params![name, delta],
-            )
-            .map(|_| ())
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            add_counters_in(&tx, &group, &deltas)?;
+            tx.commit()
         })
         .await
     }
 
-    async fn counter(&self, name: &str) -> Result<i64> {
-        let name = name.to_owned();
+    async fn counters(&self, group: &str) -> Result<BTreeMap<String, i64>> {
+        let prefix = format!("{group}|");
         self.with(meta_err, move |c| {
-            c.query_row("SELECT value FROM counters WHERE name = ?1", params![name], |r| r.get(0))
-                .optional()
-                .map(|v| v.unwrap_or(0))
+            let mut stmt = c.prepare("SELECT name, value FROM counters WHERE substr(name, 1, ?2) = ?1")?;
+            let rows = stmt.query_map(params![prefix, prefix.len() as i64], |r| {
+                Ok((r.get::<_, String>(0)?[prefix.len()..].to_owned(), r.get::<_, i64>(1)?))
+            })?;
+            rows.collect()
         })
         .await
     }
@@ -420,7 +436,7 @@ impl AuditLog for SqliteStore {
     async fn append(&self, draft: AuditDraft) -> Result<AuditEvent> {
         self.with(audit_err, move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let event = append_in(&tx, draft)?;
+            let event = append_in(&tx, draft, None)?;
             tx.commit()?;
             Ok(event)
         })
@@ -466,45 +482,52 @@ impl AuditLog for SqliteStore {
         line.as_deref().map(AuditEvent::from_canonical).transpose()
     }
 
-    async fn search(&self, q: &AuditSearch) -> Result<Vec<AuditEvent>> {
+    async fn search(&self, q: &AuditSearch) -> Result<SearchPage> {
         if q.stream.is_none() && q.action.is_none() {
             return Err(Error::BadRequest("a search names a workspace or an action".into()));
         }
-        let q = q.clone();
-        // The cursor is an `at_key`: (ts, stream, seq) of the last event returned.
-        let after = match q.after.as_deref() {
-            None => None,
-            Some(at) => Some(parse_at_key(at)?),
-        };
+        // The SQL for this search's shape only (an `?x IS NULL OR` term would keep the planner from
+        // the index: `audit_by_stream` or `audit_by_action`, both in (ts, stream, seq) order).
+        let mut terms: Vec<&str> = Vec::new();
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        use rusqlite::types::Value as V;
+        if let Some(stream) = &q.stream {
+            terms.push("stream = ?");
+            args.push(V::Text(stream.clone()));
+        }
+        if let Some(action) = &q.action {
+            terms.push("action = ?");
+            args.push(V::Text(action.clone()));
+        }
+        if let Some(actor) = &q.actor {
+            terms.push("actor = ?");
+            args.push(V::Text(actor.clone()));
+        }
+        if let Some(since) = &q.since {
+            terms.push("ts >= ?");
+            args.push(V::Text(since.clone()));
+        }
+        if let Some(until) = &q.until {
+            terms.push("ts < ?");
+            args.push(V::Text(until.clone()));
+        }
+        if let Some(after) = &q.after {
+            let (ts, stream, seq) = parse_at_key(after)?;
+            terms.push("(ts, stream, seq) > (?, ?, ?)");
+            args.extend([V::Text(ts), V::Text(stream), V::Integer(seq as i64)]);
+        }
+        args.push(V::Integer(q.limit as i64));
+        let sql =
+            format!("SELECT event FROM audit_events WHERE {} ORDER BY ts, stream, seq LIMIT ?", terms.join(" AND "));
         let lines = self
             .with(audit_err, move |c| {
-                let (ts, stream, seq) = after.unwrap_or_default();
-                let mut stmt = c.prepare(
-                    "SELECT event FROM audit_events
-                     WHERE (?1 IS NULL OR stream = ?1) AND (?2 IS NULL OR action = ?2) AND (?3 IS NULL OR actor = ?3)
-                       AND (?4 IS NULL OR ts >= ?4) AND (?5 IS NULL OR ts < ?5)
-                       AND (?6 = 0 OR (ts, stream, seq) > (?7, ?8, ?9))
-                     ORDER BY ts, stream, seq LIMIT ?10",
-                )?;
-                let rows = stmt.query_map(
-                    params![
-                        q.stream,
-                        q.action,
-                        q.actor,
-                        q.since,
-                        q.until,
-                        q.after.is_some(),
-                        ts,
-                        stream,
-                        seq as i64,
-                        q.limit as i64
-                    ],
-                    |r| r.get::<_, String>(0),
-                )?;
+                let mut stmt = c.prepare(&sql)?;
+                let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(0))?;
                 rows.collect::<rusqlite::Result<Vec<String>>>()
             })
             .await?;
-        lines.iter().map(|l| AuditEvent::from_canonical(l)).collect()
+        let events = lines.iter().map(|l| AuditEvent::from_canonical(l)).collect::<Result<_>>()?;
+        Ok(SearchPage { events, resume_after: None })
     }
 
     fn day_shards(&self) -> u8 {

@@ -91,10 +91,16 @@ pub fn parse_at_key(at: &str) -> Result<(String, String, u64)> {
     let mut parts = at.splitn(3, '#');
     let (ts, stream, seq) =
         (parts.next().ok_or_else(bad)?, parts.next().ok_or_else(bad)?, parts.next().ok_or_else(bad)?);
-    if ts.len() != 24 || stream.is_empty() || seq.len() != 20 {
+    let stream_ok = stream == "*" || crate::domain::WorkspaceId::parse(stream).is_ok();
+    let ts_ok = ts.len() == 24 && ts.is_ascii() && ts.ends_with('Z');
+    if !ts_ok || !stream_ok || seq.len() != 20 {
         return Err(bad());
     }
-    Ok((ts.to_owned(), stream.to_owned(), seq.parse().map_err(|_| bad())?))
+    let seq: u64 = seq.parse().map_err(|_| bad())?;
+    if seq == u64::MAX {
+        return Err(bad());
+    }
+    Ok((ts.to_owned(), stream.to_owned(), seq))
 }
 
 /// The parts of an `ord_key`: stream, seq.

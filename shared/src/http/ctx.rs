@@ -61,13 +61,29 @@ impl Ctx {
         Ok(route)
     }
 
+    /// The matched route's key (`GET /v1/audit`), or `-` when none matched.
+    pub fn route_key(&self) -> &str {
+        self.route_key.get().map(String::as_str).unwrap_or("-")
+    }
+
     /// Authenticate and authorize for `route`'s minimum role and workspace.
     pub async fn authorize(&self, app: &App, req: &Request, route: &Route) -> Result<Principal> {
+        let min = route.spec().min_role.unwrap_or(crate::domain::Role::Viewer);
+        self.authorize_with(app, req, min, route.workspace()).await
+    }
+
+    /// Authenticate and require at least `min` (and `ws`, if given, within the grant).
+    pub async fn authorize_with(
+        &self,
+        app: &App,
+        req: &Request,
+        min: crate::domain::Role,
+        ws: Option<&crate::domain::WorkspaceId>,
+    ) -> Result<Principal> {
         let header = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let principal = app.auth.authenticate(header).await?;
         let _ = self.principal.set(principal.credential_id.clone());
-        let min = route.spec().min_role.unwrap_or(crate::domain::Role::Viewer);
-        principal.authorize(min, route.workspace())?;
+        principal.authorize(min, ws)?;
         Ok(principal)
     }
 

@@ -20,11 +20,31 @@ where
     F: AsyncFn(&crate::App, &Ctx, Route, &Request) -> crate::Result<Response>,
 {
     let ctx = Ctx::begin(&req);
+    let mut liveness = false;
     let result = match ctx.route(&req, owner) {
-        Ok(route) => dispatch(app, &ctx, route, &req).await,
+        Ok(route) => {
+            liveness = route == Route::Healthz;
+            dispatch(app, &ctx, route, &req).await
+        }
         Err(e) => Err(e),
     };
-    ctx.finish(result)
+    let (reason, dependency) = match &result {
+        Ok(_) => ("", None),
+        Err(e) => {
+            let dep = match e {
+                crate::Error::Unavailable { dep, .. } => Some(*dep),
+                _ => None,
+            };
+            (problem::classify(e).1, dep)
+        }
+    };
+    let response = ctx.finish(result);
+    app.metrics.record(owner.as_str(), ctx.route_key(), response.status().as_u16(), reason, dependency);
+    // Liveness never touches a dependency; every other request may carry this instance's counts.
+    if !liveness {
+        app.metrics.flush_if_due(app.meta.as_ref()).await;
+    }
+    response
 }
 
 pub fn json(status: u16, value: &impl Serialize) -> Response {

@@ -21,6 +21,7 @@ pub enum Function {
     Token,
     Waive,
     Audit,
+    Metrics,
 }
 
 impl Function {
@@ -32,6 +33,7 @@ impl Function {
             Function::Token => "token",
             Function::Waive => "waive",
             Function::Audit => "audit",
+            Function::Metrics => "metrics",
         }
     }
 }
@@ -157,6 +159,7 @@ routes! {
     Healthz = "GET" "/healthz", Health, None;
     Readyz = "GET" "/readyz", Health, None;
     Status = "GET" "/v1/status", Health, Some(Role::Viewer);
+    Metrics = "GET" "/metrics", Metrics, None;
     PutBlob { ws: WorkspaceId, digest: Digest } = "PUT" "/v1/workspaces/{ws}/blobs/{digest}", Publish, Some(Role::Publisher);
     CreateUpload { ws: WorkspaceId } = "POST" "/v1/workspaces/{ws}/uploads", Publish, Some(Role::Publisher);
     CompleteUpload { ws: WorkspaceId, digest: Digest } = "POST" "/v1/workspaces/{ws}/uploads/{digest}/complete", Publish, Some(Role::Publisher);

@@ -353,7 +353,7 @@ pub async fn a_blobs_download_headers_are_the_registrys_not_its_first_uploaders(
 }
 
 /// OCI's cross-repository mount: a caller whose grant covers the source workspace links a blob into
-/// the target without uploading; the link is audited in the target with its source.
+/// the target without uploading; the link is audited in the target, its source in the global stream.
 pub async fn mount_from_a_covered_workspace_links_without_upload(b: Backend) {
     let env = TestEnv::start(b).await;
     let a = env.token(Role::Publisher, "team-a").await;
@@ -369,7 +369,10 @@ pub async fn mount_from_a_covered_workspace_links_without_upload(b: Backend) {
     assert_eq!(get_blob(&env, &global, "team-b", &digest, "").await.bytes().await.unwrap().to_vec(), bytes);
     let events = env.blob_events("team-b").await;
     assert_eq!(events.len(), 1);
-    assert_eq!((events[0].action.as_str(), &events[0].details["from"]), ("blob.mount", &json!("team-a")));
+    assert_eq!((events[0].action.as_str(), &events[0].details["via"]), ("blob.mount", &json!("mount")));
+    assert!(events[0].details.get("from").is_none(), "team-b's trail does not say what team-a holds");
+    let source = env.audit("*").await.into_iter().find(|e| e.action == "blob.mount_source").expect("in *");
+    assert_eq!((&source.details["workspace"], &source.details["from"]), (&json!("team-b"), &json!("team-a")));
     // Mounting again is a no-op; a mount from a workspace without the blob falls back to an upload.
     let (_, again) = plan(&env, &global, "team-b", &digest, 1500, json!({"mount_from": "team-a"})).await;
     assert_eq!(again["exists"], true);

@@ -91,9 +91,16 @@ pub async fn audit_query_answers_across_workspaces_with_cursor_and_refuses_outsi
     let global: Value = get_audit(&env, &admin, "workspace=*").await.json().await.unwrap();
     assert!(global["events"].as_array().unwrap().iter().all(|e| e["stream"] == "*"));
 
+    let overflow = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        format!("2026-11-23T10:00:00.000Z#team-a#{}", u64::MAX),
+    );
+    let overflow = format!("workspace=team-a&cursor={overflow}");
     for bad in [
         "",
         "action=bundle.export&since=yesterday",
+        "action=x&since=9999-12-31T23:59:59-23:59",
+        &overflow,
         "action=x&limit=0",
         "action=x&limit=1001",
         "action=x&cursor=nope",
@@ -356,6 +363,25 @@ pub async fn audit_verify_catches_every_kind_of_tampering(b: Backend) {
             "checkpoint.json",
         ),
         (
+            "an extra file",
+            Box::new(|r| std::fs::write(day_dir(r, today).join("events.jsonl.orig"), b"{}").unwrap()),
+            "unexpected file",
+        ),
+        (
+            "a day spelled another way",
+            Box::new(|r| {
+                let d = r.join("audit").join("+2026").join("01").join("01");
+                std::fs::create_dir_all(&d).unwrap();
+                std::fs::write(d.join("events.jsonl"), b"junk").unwrap();
+            }),
+            "unexpected file",
+        ),
+        (
+            "a symbolic link",
+            Box::new(|r| std::os::unix::fs::symlink("..", day_dir(r, today).join("loop")).unwrap()),
+            "symbolic link",
+        ),
+        (
             "truncated file",
             Box::new(|r| {
                 let text = std::fs::read_to_string(events_of(r)).unwrap();
@@ -388,7 +414,7 @@ pub async fn audit_verify_catches_every_kind_of_tampering(b: Backend) {
 /// so its cost grows with the stream (8 × 50 took 17 s, 8 × 100 42 s; 8 × 500 would take many
 /// minutes), while the contention is the same. HELIX_TEST_APPENDS overrides the count per writer.
 pub async fn audit_concurrent_appends_on_one_stream_export_and_verify(b: Backend) {
-    let env = TestEnv::start(b).await;
+    let (env, _moto) = TestEnv::start_serial(b).await;
     let default = if b == Backend::Embedded { 500 } else { 100 };
     let per_writer: u64 = std::env::var("HELIX_TEST_APPENDS").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let writers: Vec<_> = (0..8)

@@ -207,7 +207,8 @@ fn verified_statements(receipts: &[Value], key: &helix_core::ports::PublicKeyInf
 }
 
 pub async fn governance_decisions_are_signed_receipts_with_separation_of_duties(b: Backend) {
-    let env = TestEnv::start(b).await;
+    // 16 concurrent decisions below: on the emulator, a moto that serves one request at a time.
+    let (env, _moto) = TestEnv::start_serial(b).await;
     let publisher = env.token_of("ada", Role::Publisher, "team-a").await;
     let approver = env.token_of("grace", Role::Approver, "team-a").await;
     let reviewer = env.token_of("linus", Role::SafetyReviewer, "team-a").await;

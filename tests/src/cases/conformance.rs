@@ -147,6 +147,16 @@ pub async fn function_binaries_serve_api_gateway_events_as_lambdas(b: Backend) {
     assert_eq!(r["statusCode"], 200, "{r}");
     assert!(body_json(&r)["events"].as_array().unwrap().iter().any(|e| e["action"] == "blob.link"), "{r}");
 
+    // metrics: the exposition, with the publish above counted (exactly, in its commit).
+    let (api_m, p_m) = get("metrics");
+    let r = call(api_m, p_m, &apigw_event("GET", "/metrics", "/metrics", "", None)).await;
+    assert_eq!(r["statusCode"], 200, "{r}");
+    assert_eq!(r["headers"]["content-type"], "text/plain; version=0.0.4; charset=utf-8");
+    assert!(
+        r["body"].as_str().unwrap().contains("\nhelix_blobs 1\n"),
+        "the publish's link, counted in its commit: {r}"
+    );
+
     // An event that is not an API Gateway request is reported on /error, and the process goes on.
     match api.invoke(&json!({"not": "an api gateway event"}), CALL_TIMEOUT).await {
         Outcome::Error(e) => assert!(e["errorType"].is_string(), "{e}"),

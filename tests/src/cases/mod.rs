@@ -9,6 +9,7 @@ mod conformance;
 mod contract;
 mod export;
 mod faults;
+mod metrics;
 mod oidc;
 mod tokens;
 
@@ -20,6 +21,7 @@ pub use conformance::*;
 pub use contract::*;
 pub use export::*;
 pub use faults::*;
+pub use metrics::*;
 pub use oidc::*;
 pub use tokens::*;
 

@@ -1,0 +1,188 @@
+//! Metrics (SPEC §7, `GET /metrics`). Lambda instances share no memory, so every counter lives in the
+//! meta store:
+//! - **business counters** (`ports::counter_deltas`: audit events, governance denials, blob links and
+//!   bytes, enabled tokens, bundle versions, receipts by kind) are exact: the store moves them in the
+//!   very transaction that commits the change and its event;
+//! - **request counters** (per function, route, status and reason; dependency errors) are counted in
+//!   memory by each instance (`Recorder`) and flushed as one sharded atomic add at most once per
+//!   `HELIX_METRICS_FLUSH_SECONDS` (10), at the end of a request: never an extra write per request,
+//!   and a failed flush keeps the counts for the next one and fails nothing. What an instance counted
+//!   since its last flush is lost if it is reclaimed before serving again (Lambda reclaims idle
+//!   instances without notice): at most one flush interval of that instance's requests.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::App;
+use crate::error::{Dependency, Result};
+use crate::ports::{BUSINESS_COUNTERS, MetaStore};
+
+/// The counter group request counts are flushed to.
+pub const REQUEST_COUNTERS: &str = "requests";
+
+/// One instance's request counts since its last flush.
+pub struct Recorder {
+    pending: Mutex<BTreeMap<String, i64>>,
+    last_flush: Mutex<Instant>,
+    interval: Duration,
+}
+
+/// The counter key of a request: `req|{function}|{route}|{status}|{reason}` (no part holds `|`).
+fn request_key(function: &str, route: &str, status: u16, reason: &str) -> String {
+    format!("req|{function}|{route}|{status}|{reason}")
+}
+
+impl Recorder {
+    pub fn new(interval: Duration) -> Recorder {
+        Recorder { pending: Mutex::default(), last_flush: Mutex::new(Instant::now()), interval }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, i64>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Count one answered request (in memory only).
+    pub fn record(&self, function: &str, route: &str, status: u16, reason: &str, dependency: Option<Dependency>) {
+        let mut p = self.pending();
+        *p.entry(request_key(function, route, status, reason)).or_insert(0) += 1;
+        if let Some(dep) = dependency {
+            *p.entry(format!("dep|{}", dep.as_str())).or_insert(0) += 1;
+        }
+    }
+
+    /// Flush if the interval has passed since the last flush.
+    pub async fn flush_if_due(&self, meta: &dyn MetaStore) {
+        {
+            let mut last = self.last_flush.lock().unwrap_or_else(|p| p.into_inner());
+            if last.elapsed() < self.interval {
+                return;
+            }
+            *last = Instant::now();
+        }
+        self.flush(meta).await;
+    }
+
+    /// Add the pending counts to the store; on failure they stay pending (logged, never raised).
+    pub async fn flush(&self, meta: &dyn MetaStore) {
+        let counts: Vec<(String, i64)> = std::mem::take(&mut *self.pending()).into_iter().collect();
+        if counts.is_empty() {
+            return;
+        }
+        if let Err(e) = meta.add_to_counters(REQUEST_COUNTERS, &counts).await {
+            tracing::warn!(error = %e, counters = counts.len(), "metrics flush failed; the counts stay for the next one");
+            let mut p = self.pending();
+            for (k, v) in counts {
+                *p.entry(k).or_insert(0) += v;
+            }
+        }
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    samples: Vec<(String, i64)>,
+}
+
+/// The Prometheus text exposition (format 0.0.4) of the store's counters and this build's posture.
+pub async fn render(app: &App) -> Result<String> {
+    let business = app.meta.counters(BUSINESS_COUNTERS).await?;
+    let requests = app.meta.counters(REQUEST_COUNTERS).await?;
+    let b = |k: &str| business.get(k).copied().unwrap_or(0);
+    let mut families = vec![
+        Family {
+            name: "helix_requests_total",
+            kind: "counter",
+            help: "Requests answered, by function, route, status and problem reason (flushed by each instance).",
+            samples: requests
+                .iter()
+                .filter_map(|(k, v)| {
+                    let parts: Vec<&str> = k.strip_prefix("req|")?.splitn(4, '|').collect();
+                    let [function, route, status, reason] = parts[..] else { return None };
+                    Some((
+                        format!(
+                            "{{function=\"{}\",route=\"{}\",status=\"{}\",reason=\"{}\"}}",
+                            escape(function),
+                            escape(route),
+                            escape(status),
+                            escape(reason)
+                        ),
+                        *v,
+                    ))
+                })
+                .collect(),
+        },
+        Family {
+            name: "helix_dependency_errors_total",
+            kind: "counter",
+            help: "Requests answered 503 because a dependency failed, by dependency.",
+            samples: requests
+                .iter()
+                .filter_map(|(k, v)| Some((format!("{{dependency=\"{}\"}}", escape(k.strip_prefix("dep|")?)), *v)))
+                .collect(),
+        },
+    ];
+    for (name, kind, help, key) in [
+        ("helix_blobs", "gauge", "Blob links (a blob linked in two workspaces counts twice).", "blob_links"),
+        ("helix_blob_bytes", "gauge", "Bytes of linked blobs.", "blob_bytes"),
+        (
+            "helix_tokens_enabled",
+            "gauge",
+            "API tokens issued and not revoked or rotated away (expired ones included).",
+            "tokens_enabled",
+        ),
+        ("helix_bundle_versions", "gauge", "Registered bundle versions.", "bundle_versions"),
+        ("helix_audit_events_total", "counter", "Audit events appended.", "audit_events"),
+        (
+            "helix_governance_denials_total",
+            "counter",
+            "Governance decisions and exports refused (audited as denied).",
+            "governance_denials",
+        ),
+        ("helix_approvals_total", "counter", "Approval receipts.", "approvals"),
+        ("helix_rejections_total", "counter", "Rejection receipts.", "rejections"),
+        ("helix_waivers_total", "counter", "Emergency waiver receipts.", "waivers"),
+        ("helix_exports_total", "counter", "Official export receipts.", "exports"),
+    ] {
+        families.push(Family { name, kind, help, samples: vec![(String::new(), b(key))] });
+    }
+    let c = &app.config;
+    families.push(Family {
+        name: "helix_build_info",
+        kind: "gauge",
+        help: "This build and its backends.",
+        samples: vec![(
+            format!(
+                "{{version=\"{}\",blob_backend=\"{}\",meta_backend=\"{}\",signer_backend=\"{}\"}}",
+                env!("CARGO_PKG_VERSION"),
+                app.blobs.info().backend,
+                app.meta.backend(),
+                app.signer.backend()
+            ),
+            1,
+        )],
+    });
+    families.push(Family {
+        name: "helix_governance_mode",
+        kind: "gauge",
+        help: "The governance mode in force (1 for the current one).",
+        samples: ["enforce", "warn", "off"]
+            .iter()
+            .map(|m| (format!("{{mode=\"{m}\"}}"), i64::from(c.governance_mode.as_str() == *m)))
+            .collect(),
+    });
+    let mut out = String::new();
+    for f in families {
+        out.push_str(&format!("# HELP {} {}\n# TYPE {} {}\n", f.name, f.help, f.name, f.kind));
+        for (labels, v) in f.samples {
+            out.push_str(&format!("{}{labels} {v}\n", f.name));
+        }
+    }
+    Ok(out)
+}
