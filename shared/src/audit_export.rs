@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use time::{Date, OffsetDateTime};
 
 use crate::App;
-use crate::domain::{AuditDraft, AuditEvent, Digest, Outcome, canonical};
+use crate::domain::{AuditDraft, AuditEvent, Digest, DigestWriter, Outcome, canonical};
 use crate::error::{Error, Result};
 use crate::ports::{PublicKeyInfo, PutOutcome};
 
@@ -50,7 +50,7 @@ const PAGE: usize = 1000;
 #[derive(Debug, serde::Serialize)]
 pub struct ExportReport {
     pub day: String,
-    pub event_count: usize,
+    pub event_count: u64,
     pub manifest_sha256: String,
     pub genesis: bool,
     /// Files this run created; the others were already there, identical.
@@ -88,23 +88,55 @@ fn previous(day: Date) -> Result<Date> {
     day.previous_day().ok_or_else(|| Error::BadRequest("no day before this one".into()))
 }
 
-/// Every event of `day`, of every stream, in (stream, seq) order: the index shards, each in that
-/// order and holding whole streams, merged.
-pub async fn read_day(app: &App, day: &str) -> Result<Vec<AuditEvent>> {
-    let mut events = Vec::new();
-    for shard in 0..app.audit.day_shards() {
-        let mut after: Option<String> = None;
-        loop {
-            let page = app.audit.read_day_shard(day, shard, after.as_deref(), PAGE).await?;
-            let full = page.len() == PAGE;
-            after = page.last().map(AuditEvent::ord_key);
-            events.extend(page);
-            if !full {
-                break;
+/// The events of one day, of every stream, in (stream, seq) order, a page per shard at a time: the
+/// index shards, each in that order and holding whole streams, merged. Memory: one page per shard.
+pub struct DayReader<'a> {
+    app: &'a App,
+    day: String,
+    shards: Vec<ShardCursor>,
+}
+
+#[derive(Default)]
+struct ShardCursor {
+    buf: std::collections::VecDeque<AuditEvent>,
+    after: Option<String>,
+    done: bool,
+}
+
+impl<'a> DayReader<'a> {
+    pub fn new(app: &'a App, day: &str) -> DayReader<'a> {
+        let shards = (0..app.audit.day_shards()).map(|_| ShardCursor::default()).collect();
+        DayReader { app, day: day.to_owned(), shards }
+    }
+
+    /// The next event of the day, or None after the last.
+    pub async fn next(&mut self) -> Result<Option<AuditEvent>> {
+        for (i, c) in self.shards.iter_mut().enumerate() {
+            if c.buf.is_empty() && !c.done {
+                let page = self.app.audit.read_day_shard(&self.day, i as u8, c.after.as_deref(), PAGE).await?;
+                c.done = page.len() < PAGE;
+                c.after = page.last().map(AuditEvent::ord_key);
+                c.buf.extend(page);
             }
         }
+        let first = self
+            .shards
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.buf.front().map(|e| (i, (e.stream.as_str(), e.seq))))
+            .min_by(|a, b| a.1.cmp(&b.1))
+            .map(|(i, _)| i);
+        Ok(first.and_then(|i| self.shards[i].buf.pop_front()))
     }
-    events.sort_by(|a, b| (&a.stream, a.seq).cmp(&(&b.stream, b.seq)));
+}
+
+/// Every event of `day`, of every stream, in (stream, seq) order (in memory: for tests and small days).
+pub async fn read_day(app: &App, day: &str) -> Result<Vec<AuditEvent>> {
+    let mut reader = DayReader::new(app, day);
+    let mut events = Vec::new();
+    while let Some(e) = reader.next().await? {
+        events.push(e);
+    }
     Ok(events)
 }
 
@@ -222,91 +254,127 @@ async fn fail(app: &App, failed: Date, asked: Date, request_id: &str, e: Error) 
     e
 }
 
-/// A day's files, ready to store.
+/// A day's files, ready to store: the events in a temporary file (removed when dropped), the
+/// manifest and the statement in memory (they are small).
 struct Prepared {
     genesis: bool,
-    event_count: usize,
-    jsonl: Vec<u8>,
+    event_count: u64,
+    jsonl: TempFile,
+    jsonl_sha256: String,
     manifest: String,
     statement: String,
 }
 
-/// Read `day`, check that it adds up (each stream a gapless run continuing its last exported event;
-/// nothing of the day missing from the index), and build its manifest and statement.
+/// A file in the temporary directory, removed when dropped.
+pub struct TempFile {
+    pub path: std::path::PathBuf,
+}
+
+impl TempFile {
+    pub fn create(prefix: &str) -> Result<(TempFile, std::fs::File)> {
+        let mut raw = [0u8; 8];
+        getrandom::fill(&mut raw).expect("OS random source");
+        let path = std::env::temp_dir().join(format!("{prefix}-{}", hex::encode(raw)));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+        Ok((TempFile { path }, file))
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A stream's run of events within one day: its entry in the day's manifest.
+pub struct StreamRun {
+    pub stream: String,
+    pub count: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub first_hash: String,
+    pub last_hash: String,
+}
+
+impl StreamRun {
+    pub fn start(e: &AuditEvent) -> StreamRun {
+        StreamRun {
+            stream: e.stream.clone(),
+            count: 1,
+            first_seq: e.seq,
+            last_seq: e.seq,
+            first_hash: e.hash.clone(),
+            last_hash: e.hash.clone(),
+        }
+    }
+
+    pub fn push(&mut self, e: &AuditEvent) {
+        self.count += 1;
+        self.last_seq = e.seq;
+        self.last_hash = e.hash.clone();
+    }
+
+    pub fn entry(&self) -> Value {
+        json!({
+            "stream": self.stream, "count": self.count,
+            "first_seq": self.first_seq, "last_seq": self.last_seq,
+            "first_hash": self.first_hash, "last_hash": self.last_hash,
+        })
+    }
+}
+
+/// Read `day` a page at a time, check that it adds up (each stream a gapless run continuing its last
+/// exported event; nothing of the day missing from the index), write its JSONL to a temporary file
+/// while hashing it, and build its manifest and statement. Memory stays at a page per index shard and
+/// a line per stream, whatever the day's size.
 async fn prepare(app: &App, day: Date, genesis: Date) -> Result<Prepared> {
+    use std::io::Write;
     let day_s = day_string(day);
-    let events = read_day(app, &day_s).await?;
     let blocked = |detail: String| Error::AuditExportBlocked(format!("{day_s}: {detail}"));
     let is_genesis = day == genesis;
+    let (jsonl, file) = TempFile::create(&format!("helix-audit-{day_s}"))?;
+    let mut out = std::io::BufWriter::with_capacity(256 * 1024, file);
+    let io = |e: std::io::Error| Error::Internal(format!("writing the day's events: {e}"));
+    let mut hasher = DigestWriter::default();
     let mut manifests: HashMap<String, Value> = HashMap::new();
-    let mut jsonl = Vec::new();
     let mut streams: Vec<Value> = Vec::new();
-    for group in events.chunk_by(|a, b| a.stream == b.stream) {
-        let (first, last) = (&group[0], &group[group.len() - 1]);
-        let stream = &first.stream;
-        // The stream's event before this day: in an exported day at or after the genesis.
-        let before = match first.seq {
-            1 => None,
-            seq => {
-                let p = app
-                    .audit
-                    .event(stream, seq - 1)
-                    .await?
-                    .ok_or_else(|| blocked(format!("{stream} lacks seq {}", seq - 1)))?;
-                let p_day = parse_day(p.day())?;
-                if is_genesis || p_day < genesis {
-                    return Err(blocked(format!(
-                        "{stream} has events from {} that no export holds: export that day first (invoke with {{\"day\": \"{}\"}})",
-                        p.day(),
-                        p.day()
-                    )));
-                }
-                if p_day >= day {
-                    return Err(blocked(format!("{stream} seq {} is missing from the day index; retry later", p.seq)));
-                }
-                let m = match manifests.get(p.day()) {
-                    Some(m) => m.clone(),
-                    None => {
-                        let doc = app
-                            .blobs
-                            .get_document(&key(p_day, "manifest.json"))
-                            .await?
-                            .ok_or_else(|| blocked(format!("{} is not exported", p.day())))?;
-                        let m: Value = serde_json::from_slice(&doc)
-                            .map_err(|e| blocked(format!("manifest of {}: {e}", p.day())))?;
-                        manifests.insert(p.day().to_owned(), m.clone());
-                        m
-                    }
-                };
-                let holds = m["streams"].as_array().into_iter().flatten().any(|s| {
-                    s["stream"] == stream.as_str()
-                        && s["last_seq"].as_u64() == Some(p.seq)
-                        && s["last_hash"] == p.hash.as_str()
-                });
-                if !holds {
-                    return Err(blocked(format!(
-                        "{stream} seq {} is not the last event of {}'s export",
-                        p.seq,
-                        p.day()
-                    )));
-                }
-                Some(p)
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut run: Option<StreamRun> = None;
+    let mut prev: Option<AuditEvent> = None;
+    let mut count = 0u64;
+    let mut reader = DayReader::new(app, &day_s);
+    while let Some(e) = reader.next().await? {
+        if run.as_ref().is_none_or(|r| r.stream != e.stream) {
+            if let Some(done) = run.take() {
+                end_of_run(app, &done, &day_s, &blocked).await?;
+                streams.push(done.entry());
             }
-        };
-        let mut prev = before;
-        for e in group {
-            e.verify_after(prev.as_ref()).map_err(|err| blocked(err.to_string()))?;
-            prev = Some(e.clone());
-            jsonl.extend_from_slice(e.canonical()?.as_bytes());
-            jsonl.push(b'\n');
+            prev = before_run(app, &e, day, genesis, &mut manifests, &blocked).await?;
+            seen.insert(e.stream.clone());
+            run = Some(StreamRun::start(&e));
+        } else if let Some(r) = run.as_mut() {
+            r.push(&e);
         }
-        if let Some(next) = app.audit.event(stream, last.seq + 1).await?
-            && next.day() <= day_s.as_str()
-        {
-            return Err(blocked(format!("{stream} seq {} is missing from the day index; retry later", next.seq)));
-        }
-        streams.push(stream_entry(group));
+        e.verify_after(prev.as_ref()).map_err(|err| blocked(err.to_string()))?;
+        let line = e.canonical()?;
+        hasher.update(line.as_bytes());
+        hasher.update(b"\n");
+        out.write_all(line.as_bytes()).and_then(|()| out.write_all(b"\n")).map_err(io)?;
+        count += 1;
+        prev = Some(e);
     }
+    if let Some(done) = run.take() {
+        end_of_run(app, &done, &day_s, &blocked).await?;
+        streams.push(done.entry());
+    }
+    out.flush().map_err(io)?;
+    out.get_ref().sync_all().map_err(io)?;
+    drop(out);
 
     let (prev_manifest, prev_checkpoint) = if is_genesis {
         (None, None)
@@ -321,7 +389,7 @@ async fn prepare(app: &App, day: Date, genesis: Date) -> Result<Prepared> {
             serde_json::from_slice(&m).map_err(|e| blocked(format!("manifest of {}: {e}", day_string(p))))?;
         for s in pm["streams"].as_array().into_iter().flatten() {
             let (Some(stream), Some(last)) = (s["stream"].as_str(), s["last_seq"].as_u64()) else { continue };
-            if events.iter().any(|e| e.stream == stream) {
+            if seen.contains(stream) {
                 continue;
             }
             if let Some(next) = app.audit.event(stream, last + 1).await?
@@ -332,24 +400,74 @@ async fn prepare(app: &App, day: Date, genesis: Date) -> Result<Prepared> {
         }
         (Some(sha256(&m)), Some(sha256(&c)))
     };
-    let manifest = manifest_doc(&day_s, events.len(), &sha256(&jsonl), streams, prev_manifest)?;
-    let statement = statement_doc(&day_s, is_genesis, &sha256(manifest.as_bytes()), events.len(), prev_checkpoint)?;
-    Ok(Prepared { genesis: is_genesis, event_count: events.len(), jsonl, manifest, statement })
+    let jsonl_sha256 = hasher.finish().to_string();
+    let manifest = manifest_doc(&day_s, count, &jsonl_sha256, streams, prev_manifest)?;
+    let statement = statement_doc(&day_s, is_genesis, &sha256(manifest.as_bytes()), count, prev_checkpoint)?;
+    Ok(Prepared { genesis: is_genesis, event_count: count, jsonl, jsonl_sha256, manifest, statement })
 }
 
-/// A stream's entry in a day's manifest: its run of events that day.
-pub fn stream_entry(run: &[AuditEvent]) -> Value {
-    let (first, last) = (&run[0], &run[run.len() - 1]);
-    json!({
-        "stream": first.stream, "count": run.len(),
-        "first_seq": first.seq, "last_seq": last.seq, "first_hash": first.hash, "last_hash": last.hash,
-    })
+/// The stream's event before its first one of `day` (None: it starts at seq 1), which must be the
+/// last event of the stream in an exported day at or after the genesis.
+async fn before_run(
+    app: &App,
+    first: &AuditEvent,
+    day: Date,
+    genesis: Date,
+    manifests: &mut HashMap<String, Value>,
+    blocked: &impl Fn(String) -> Error,
+) -> Result<Option<AuditEvent>> {
+    let stream = &first.stream;
+    if first.seq == 1 {
+        return Ok(None);
+    }
+    let p = app
+        .audit
+        .event(stream, first.seq - 1)
+        .await?
+        .ok_or_else(|| blocked(format!("{stream} lacks seq {}", first.seq - 1)))?;
+    let p_day = parse_day(p.day())?;
+    if day == genesis || p_day < genesis {
+        return Err(blocked(format!(
+            "{stream} has events from {} that no export holds: export that day first (invoke with {{\"day\": \"{}\"}})",
+            p.day(),
+            p.day()
+        )));
+    }
+    if p_day >= day {
+        return Err(blocked(format!("{stream} seq {} is missing from the day index; retry later", p.seq)));
+    }
+    if !manifests.contains_key(p.day()) {
+        let doc = app
+            .blobs
+            .get_document(&key(p_day, "manifest.json"))
+            .await?
+            .ok_or_else(|| blocked(format!("{} is not exported", p.day())))?;
+        let m: Value = serde_json::from_slice(&doc).map_err(|e| blocked(format!("manifest of {}: {e}", p.day())))?;
+        manifests.insert(p.day().to_owned(), m);
+    }
+    let holds = manifests[p.day()]["streams"].as_array().into_iter().flatten().any(|s| {
+        s["stream"] == stream.as_str() && s["last_seq"].as_u64() == Some(p.seq) && s["last_hash"] == p.hash.as_str()
+    });
+    if !holds {
+        return Err(blocked(format!("{stream} seq {} is not the last event of {}'s export", p.seq, p.day())));
+    }
+    Ok(Some(p))
+}
+
+/// The stream's next event after its last one of `day`, if any, must fall on a later day.
+async fn end_of_run(app: &App, run: &StreamRun, day_s: &str, blocked: &impl Fn(String) -> Error) -> Result<()> {
+    if let Some(next) = app.audit.event(&run.stream, run.last_seq + 1).await?
+        && next.day() <= day_s
+    {
+        return Err(blocked(format!("{} seq {} is missing from the day index; retry later", run.stream, next.seq)));
+    }
+    Ok(())
 }
 
 /// `manifest.json` of a day, canonical.
 pub fn manifest_doc(
     day: &str,
-    count: usize,
+    count: u64,
     events_sha256: &str,
     streams: Vec<Value>,
     prev: Option<String>,
@@ -368,7 +486,7 @@ pub fn statement_doc(
     day: &str,
     genesis: bool,
     manifest_sha256: &str,
-    count: usize,
+    count: u64,
     prev: Option<String>,
 ) -> Result<String> {
     canonical::to_string(&json!({
@@ -403,10 +521,9 @@ async fn export_one(app: &App, day: Date, genesis: Date, request_id: &str) -> Re
         unchanged: Vec::new(),
         backfilled: Vec::new(),
     };
-    for (file, bytes) in [(FILES[0], p.jsonl), (FILES[1], p.manifest.into_bytes())] {
-        store(app, &key(day, file), file, Bytes::from(bytes), request_id, &mut report, |stored, ours| stored == ours)
-            .await?;
-    }
+    store_events(app, day, &p.jsonl, &p.jsonl_sha256, request_id, &mut report).await?;
+    let manifest = Bytes::from(p.manifest.into_bytes());
+    store(app, &key(day, FILES[1]), FILES[1], manifest, request_id, &mut report, |stored, ours| stored == ours).await?;
     let checkpoint = crate::dsse::sign(app.signer.as_ref(), &key_info, PAYLOAD_TYPE, p.statement.as_bytes()).await?;
     let statement = p.statement;
     // A day signed before a key rotation was signed by an earlier key of the registry's history.
@@ -435,6 +552,31 @@ async fn record_key(app: &App, key_info: &PublicKeyInfo, request_id: &str, day: 
     };
     store(app, &file, "key", pem, request_id, &mut scratch, |stored, ours| stored == ours).await?;
     crate::governance::record_signing_key(app, ACTOR, request_id, key_info).await
+}
+
+/// Put the day's events from their temporary file if absent; when present, their SHA-256 must be ours.
+async fn store_events(
+    app: &App,
+    day: Date,
+    jsonl: &TempFile,
+    jsonl_sha256: &str,
+    request_id: &str,
+    report: &mut ExportReport,
+) -> Result<()> {
+    let k = key(day, FILES[0]);
+    match app.blobs.put_document_file_if_absent(&k, &jsonl.path).await? {
+        PutOutcome::Created => report.written.push(FILES[0].to_owned()),
+        PutOutcome::Existed => {
+            let stored = app.blobs.document_sha256(&k).await?.map(|d| d.to_string()).unwrap_or_default();
+            if stored != jsonl_sha256 {
+                let details = json!({"file": k, "stored_sha256": stored, "expected_sha256": jsonl_sha256});
+                app.audit.append(mismatch(&report.day, request_id, details)).await?;
+                return Err(Error::AuditExportMismatch(k));
+            }
+            report.unchanged.push(FILES[0].to_owned());
+        }
+    }
+    Ok(())
 }
 
 /// Put one file if absent; when present, `same(stored, ours)` decides whether it is this export.

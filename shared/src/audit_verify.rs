@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use time::Date;
 
-use crate::audit_export::{FILES, PAYLOAD_TYPE, day_string, manifest_doc, parse_day, statement_doc, stream_entry};
-use crate::domain::{AuditEvent, Digest};
+use crate::audit_export::{FILES, PAYLOAD_TYPE, StreamRun, day_string, manifest_doc, parse_day, statement_doc};
+use crate::domain::{AuditEvent, Digest, DigestWriter};
 use crate::ports::PublicKeyInfo;
 
 /// Where exported days are read from: keys relative to the audit root (`2026/11/22/events.jsonl`,
@@ -26,6 +26,9 @@ pub trait Evidence: Send + Sync {
     /// Every key under the root.
     async fn list(&self) -> Result<Vec<String>, String>;
     async fn read(&self, key: &str) -> Result<Option<Vec<u8>>, String>;
+
+    /// A file to read as a stream (a day's events may be large).
+    async fn open(&self, key: &str) -> Result<Option<Box<dyn std::io::BufRead + Send>>, String>;
 }
 
 /// A directory holding the `audit/` tree (the directory itself, or its parent).
@@ -65,6 +68,14 @@ impl Evidence for DirEvidence {
         Ok(out)
     }
 
+    async fn open(&self, key: &str) -> Result<Option<Box<dyn std::io::BufRead + Send>>, String> {
+        match std::fs::File::open(self.root.join(key)) {
+            Ok(f) => Ok(Some(Box::new(std::io::BufReader::with_capacity(256 * 1024, f)))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{key}: {e}")),
+        }
+    }
+
     async fn read(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
         match std::fs::read(self.root.join(key)) {
             Ok(b) => Ok(Some(b)),
@@ -99,6 +110,26 @@ impl Evidence for S3Evidence {
             }
         }
         Ok(out)
+    }
+
+    async fn open(&self, key: &str) -> Result<Option<Box<dyn std::io::BufRead + Send>>, String> {
+        use std::io::{Seek, Write};
+        // Downloaded to an unlinked temporary file, then read from disk: memory stays flat.
+        let full = format!("{}audit/{key}", self.prefix);
+        let mut o = match self.client.get_object().bucket(&self.bucket).key(&full).send().await {
+            Ok(o) => o,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
+            Err(e) => {
+                return Err(format!("s3://{}/{full}: {}", self.bucket, aws_sdk_s3::error::DisplayErrorContext(e)));
+            }
+        };
+        let (tmp, mut file) = crate::audit_export::TempFile::create("helix-verify").map_err(|e| e.to_string())?;
+        drop(tmp);
+        while let Some(chunk) = o.body.try_next().await.map_err(|e| format!("{full}: {e}"))? {
+            file.write_all(&chunk).map_err(|e| e.to_string())?;
+        }
+        file.rewind().map_err(|e| e.to_string())?;
+        Ok(Some(Box::new(std::io::BufReader::with_capacity(256 * 1024, file))))
     }
 
     async fn read(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
@@ -180,23 +211,31 @@ pub async fn verify(evidence: &dyn Evidence, keys: &[PublicKeyInfo]) -> Result<S
             ));
         }
         let dir = format!("{:04}/{:02}/{:02}", day.year(), u8::from(day.month()), day.day());
-        let mut files = Vec::new();
-        for f in FILES {
-            let bytes =
-                evidence.read(&format!("{dir}/{f}")).await?.ok_or_else(|| format!("{day_s}: {f} is missing"))?;
-            files.push(bytes);
-        }
-        let [events, manifest, checkpoint] = <[Vec<u8>; 3]>::try_from(files).expect("three files");
+        let missing = |f: &str| format!("{day_s}: {f} is missing");
+        let manifest = evidence.read(&format!("{dir}/manifest.json")).await?.ok_or_else(|| missing("manifest.json"))?;
+        let checkpoint =
+            evidence.read(&format!("{dir}/checkpoint.json")).await?.ok_or_else(|| missing("checkpoint.json"))?;
+        let mut reader = evidence.open(&format!("{dir}/events.jsonl")).await?.ok_or_else(|| missing("events.jsonl"))?;
 
-        // The events, line by line, against their streams' chains.
-        let text = std::str::from_utf8(&events).map_err(|_| format!("{day_s}: events.jsonl is not UTF-8"))?;
-        if !text.is_empty() && !text.ends_with('\n') {
-            return Err(format!("{day_s}: events.jsonl does not end with a newline (truncated?)"));
-        }
-        let mut runs: Vec<Vec<AuditEvent>> = Vec::new();
+        // The events, line by line (never the whole file in memory), against their streams' chains.
+        let mut hasher = DigestWriter::default();
+        let mut runs: Vec<serde_json::Value> = Vec::new();
+        let mut run: Option<StreamRun> = None;
         let mut last_key: Option<(String, u64)> = None;
-        for (i, line) in text.lines().enumerate() {
-            let at = || format!("{day_s} line {}", i + 1);
+        let mut count = 0u64;
+        let mut buf = String::new();
+        loop {
+            buf.clear();
+            let n = reader.read_line(&mut buf).map_err(|e| format!("{day_s}: events.jsonl: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(buf.as_bytes());
+            count += 1;
+            let at = || format!("{day_s} line {count}");
+            let Some(line) = buf.strip_suffix('\n') else {
+                return Err(format!("{day_s}: events.jsonl does not end with a newline (truncated?)"));
+            };
             let e = AuditEvent::from_canonical(line).map_err(|_| format!("{}: not an audit event", at()))?;
             if e.canonical().ok().as_deref() != Some(line) {
                 return Err(format!("{}: not the canonical form of its event", at()));
@@ -240,19 +279,24 @@ pub async fn verify(evidence: &dyn Evidence, keys: &[PublicKeyInfo]) -> Result<S
                 _ => {}
             }
             tips.insert(e.stream.clone(), Tip { seq: e.seq, hash: e.hash.clone(), ts: e.ts.clone() });
-            match runs.last_mut() {
-                Some(run) if run[0].stream == e.stream => run.push(e),
-                _ => runs.push(vec![e]),
+            match run.as_mut() {
+                Some(r) if r.stream == e.stream => r.push(&e),
+                _ => {
+                    if let Some(done) = run.replace(StreamRun::start(&e)) {
+                        runs.push(done.entry());
+                    }
+                }
             }
         }
-        let count: usize = runs.iter().map(Vec::len).sum();
-        events_total += count as u64;
+        if let Some(done) = run.take() {
+            runs.push(done.entry());
+        }
+        events_total += count;
 
         // The manifest and the statement, rebuilt, must be what was stored and signed.
         let is_genesis = previous.is_none();
         let prev_manifest = previous.as_ref().map(|(_, m, _)| sha256(m));
         let prev_checkpoint = previous.as_ref().map(|(_, _, c)| sha256(c));
-        let streams = runs.iter().map(|r| stream_entry(r)).collect();
         let (payload, key_id) =
             open_checkpoint(&checkpoint, keys).map_err(|e| format!("{day_s}: checkpoint.json: {e}"))?;
         let statement: serde_json::Value =
@@ -262,8 +306,8 @@ pub async fn verify(evidence: &dyn Evidence, keys: &[PublicKeyInfo]) -> Result<S
                 "{day_s} is the first day present but not the genesis: the days before it are missing"
             ));
         }
-        let expected_manifest =
-            manifest_doc(&day_s, count, &sha256(&events), streams, prev_manifest).map_err(|e| e.to_string())?;
+        let expected_manifest = manifest_doc(&day_s, count, &hasher.finish().to_string(), runs, prev_manifest)
+            .map_err(|e| e.to_string())?;
         if manifest != expected_manifest.as_bytes() {
             return Err(format!("{day_s}: manifest.json does not match the day's events and the previous day"));
         }

@@ -11,7 +11,7 @@ use crate::domain::time::now_unix;
 use crate::domain::{BearerToken, Role, Scope, WorkspaceId};
 use crate::error::{Error, Result};
 use crate::oidc::OidcVerifier;
-use crate::ports::MetaStore;
+use crate::ports::{Freeze, MetaStore};
 
 /// Longest Authorization header we look at; anything longer is refused unparsed.
 pub const MAX_AUTHORIZATION_LEN: usize = 8192;
@@ -101,23 +101,31 @@ impl Authenticator {
 
     /// Turn an Authorization header into a principal, or the reason it cannot be one.
     pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Principal> {
+        self.authenticate_with_freeze(authorization).await.map(|(p, _)| p)
+    }
+
+    /// `authenticate`, and the freeze switch when it came with the token lookup (API tokens: one
+    /// round trip for both); None for a JWT, whose caller reads the switch if it needs it.
+    pub async fn authenticate_with_freeze(&self, authorization: Option<&str>) -> Result<(Principal, Option<Freeze>)> {
         match credential(authorization)? {
             Credential::ApiToken(raw) => {
                 let token = BearerToken::parse(raw)?;
-                let record = self.meta.token_by_sha256(&token.sha256()).await?.ok_or(Error::TokenInvalid)?;
+                let (record, freeze) = self.meta.token_and_freeze(&token.sha256()).await?;
+                let record = record.ok_or(Error::TokenInvalid)?;
                 if let Some(refusal) = record.refusal(now_unix()) {
                     return Err(refusal);
                 }
-                Ok(Principal {
+                let principal = Principal {
                     user: record.user,
                     role: record.role,
                     workspace_id: record.workspace_id,
                     credential_id: record.id,
                     kind: PrincipalKind::ApiToken,
-                })
+                };
+                Ok((principal, Some(freeze)))
             }
             Credential::Jwt(jwt) => match &self.oidc {
-                Some(oidc) => oidc.verify(jwt).await,
+                Some(oidc) => oidc.verify(jwt).await.map(|p| (p, None)),
                 // OIDC not configured: a JWT is refused, never accepted unverified.
                 None => Err(Error::TokenInvalid),
             },

@@ -110,6 +110,9 @@ pub enum Error {
     /// signed was written.
     #[error("audit export blocked: {0}")]
     AuditExportBlocked(String),
+    /// The registry is frozen (the kill switch): no change until an admin unfreezes it.
+    #[error("the registry is frozen ({0}); reads keep working, changes are refused until an admin unfreezes it")]
+    RegistryFrozen(String),
 }
 
 impl Error {

@@ -16,6 +16,7 @@ pub mod config;
 pub mod domain;
 pub mod dsse;
 pub mod error;
+pub mod freeze;
 pub mod governance;
 pub mod http;
 pub mod lambda;

@@ -154,6 +154,12 @@ pub async fn render(app: &App) -> Result<String> {
     }
     let c = &app.config;
     families.push(Family {
+        name: "helix_frozen",
+        kind: "gauge",
+        help: "1 while the registry is frozen (every change refused), else 0.",
+        samples: vec![(String::new(), i64::from(app.meta.freeze().await?.frozen))],
+    });
+    families.push(Family {
         name: "helix_build_info",
         kind: "gauge",
         help: "This build and its backends.",

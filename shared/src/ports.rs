@@ -171,6 +171,12 @@ pub trait BlobStore: Send + Sync {
     /// A document's bytes, or None when there is none at `key`.
     async fn get_document(&self, key: &str) -> Result<Option<Bytes>>;
 
+    /// `put_document_if_absent` of a file's contents, streamed (an exported day may be large).
+    async fn put_document_file_if_absent(&self, key: &str, file: &std::path::Path) -> Result<PutOutcome>;
+
+    /// The SHA-256 of a stored document, read as a stream; None when there is none at `key`.
+    async fn document_sha256(&self, key: &str) -> Result<Option<Digest>>;
+
     /// Readiness probe: cheap, touches the backing service.
     async fn check(&self) -> Result<()>;
 }
@@ -224,6 +230,17 @@ pub struct LedgerReceipt {
     pub decision_key: Option<String>,
 }
 
+/// The registry-wide freeze switch (the kill switch): while `frozen`, every mutating route but unfreeze
+/// answers 503 `registry_frozen`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Freeze {
+    pub frozen: bool,
+    /// Why (the operator's words), who and when (RFC 3339) the switch was last set.
+    pub reason: Option<String>,
+    pub by: Option<String>,
+    pub at: Option<String>,
+}
+
 /// A conditional state change. Each one fails its condition when its effect is already present.
 #[derive(Debug, Clone)]
 pub enum Change {
@@ -243,6 +260,8 @@ pub enum Change {
     /// Record a public key the registry signs with (condition: not recorded yet), so that what it
     /// signed stays verifiable after the key is rotated.
     RecordSigningKey { key_id: String, pem: String },
+    /// Set the freeze switch (condition: it is not in that position already).
+    SetFreeze(Freeze),
 }
 
 /// The counter group the store moves with every commit and append, exactly.
@@ -268,7 +287,7 @@ pub fn counter_deltas(change: Option<&Change>, event: &AuditDraft) -> Vec<(Strin
             "bundle.export" => d.push(("exports", 1)),
             _ => {}
         },
-        Some(Change::RotateToken { .. } | Change::RecordSigningKey { .. }) | None => {}
+        Some(Change::RotateToken { .. } | Change::RecordSigningKey { .. } | Change::SetFreeze(_)) | None => {}
     }
     d.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
@@ -288,6 +307,13 @@ pub trait MetaStore: Send + Sync {
     async fn token_by_sha256(&self, sha256: &str) -> Result<Option<TokenRecord>>;
 
     async fn token_by_id(&self, id: &str) -> Result<Option<TokenRecord>>;
+
+    /// The token of that SHA-256 and the freeze switch, in one round trip (every authenticated
+    /// request reads both: a freeze holds from the very next request, on every function).
+    async fn token_and_freeze(&self, sha256: &str) -> Result<(Option<TokenRecord>, Freeze)>;
+
+    /// The freeze switch alone (JWT callers, status, metrics).
+    async fn freeze(&self) -> Result<Freeze>;
 
     /// Every token record (never a secret: none is stored), in no particular order.
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>>;

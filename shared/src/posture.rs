@@ -53,6 +53,7 @@ pub async fn readiness(app: &App) -> Readiness {
 
 pub async fn status(app: &App) -> Result<Value> {
     let key = app.signer.public_key().await?;
+    let freeze = app.meta.freeze().await?;
     let blobs = app.blobs.info();
     Ok(json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -66,7 +67,8 @@ pub async fn status(app: &App) -> Result<Value> {
         "signer_key_id": key.key_id,
         "inline_max": app.config.inline_max,
         "oidc": app.config.oidc.as_ref().map(|o| o.issuer.clone()),
-        // The freeze switch (issue 11, item 2) is not built yet: the registry is never frozen (docs/decisions.md).
-        "frozen": false,
+        // The freeze switch: while frozen, every change is refused (why, who and when it was last set).
+        "frozen": freeze.frozen,
+        "freeze": freeze,
     }))
 }

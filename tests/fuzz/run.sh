@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzz the API description: Schemathesis (every check, a fixed seed) over docs/openapi.yaml against a
-# fresh `helix serve` on 127.0.0.1, in two phases: every operation but the two that disable the
-# caller's own token, then those two with a token of their own. Any failure or 5xx fails the run.
+# fresh `helix serve` on 127.0.0.1, in three phases: every operation but the two that disable the
+# caller's own token and the freeze switch, then those two with a token of their own, then the freeze
+# switch alone (a frozen registry refuses every change). Any failure or 5xx fails the run.
 #   tests/fuzz/run.sh HELIX_BINARY [MAX_EXAMPLES] [SEED]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -32,9 +33,10 @@ run() {
   "$st" --no-color --config-file "$root/tests/fuzz/schemathesis.toml" run "$root/docs/openapi.yaml" --url "$url" \
     --checks all --seed "$seed" --max-examples "$examples" --workers 1 "$@"
 }
-run -H "Authorization: Bearer $admin" --exclude-path-regex '^/v1/tokens/(rotate|\{id\}/revoke)$'
+run -H "Authorization: Bearer $admin" --exclude-path-regex '^(/v1/tokens/(rotate|\{id\}/revoke)|/v1/admin/.*)$'
 # The second phase's own token: rotating or revoking it must not lock out the first phase.
 second=$(curl -sf -X POST -H "Authorization: Bearer $admin" -H 'content-type: application/json' \
   -d '{"user":"fuzz-rotate","role":"admin","workspace_id":"*"}' "$url/v1/tokens" |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
 run -H "Authorization: Bearer $second" --include-path-regex '^/v1/tokens/(rotate|\{id\}/revoke)$'
+run -H "Authorization: Bearer $admin" --include-path-regex '^/v1/admin/'

@@ -260,6 +260,29 @@ impl TestEnv {
         TestEnv { backend, app, server, http, dir, aws, vars }
     }
 
+    /// A key rotation: a new App over the same stores, signing with a new key (a new local key file,
+    /// the old one moved aside; or a new KMS key).
+    pub async fn app_with_a_new_signing_key(&self) -> App {
+        match &self.aws {
+            None => {
+                let key = self.data_dir().join(helix_core::app::SIGNING_KEY_FILE);
+                std::fs::rename(&key, self.data_dir().join("signing-key.old.pem")).unwrap();
+                self.app_with(&[]).await.unwrap()
+            }
+            Some(f) => {
+                let key = f
+                    .kms
+                    .create_key()
+                    .key_spec(aws_sdk_kms::types::KeySpec::EccNistP256)
+                    .key_usage(aws_sdk_kms::types::KeyUsageType::SignVerify)
+                    .send()
+                    .await
+                    .unwrap();
+                self.app_with(&[("HELIX_KMS_KEY_ID", key.key_metadata().unwrap().key_id())]).await.unwrap()
+            }
+        }
+    }
+
     /// The variables a Lambda function needs to run on this environment's resources.
     pub fn lambda_env(&self) -> Vec<(String, String)> {
         self.vars
@@ -521,6 +544,7 @@ macro_rules! common_suite {
             audit_export_days_signed_before_a_key_rotation_still_verify,
             metrics_count_requests_after_a_flush_and_business_counters_exactly,
             metrics_can_require_a_role,
+            freeze_stops_every_change_under_a_running_publish_loop_and_reads_go_on,
             signer_signatures_verify_with_the_published_public_key,
             healthz_and_readyz_report_every_dependency,
             status_needs_a_viewer_token_and_shows_no_secret,

@@ -52,6 +52,10 @@ pub fn expected(spec: &RouteSpec, role: Role, pos: Position) -> Expect {
         // workspace's token is reported as absent, so ids cannot be probed.
         ("POST", "/v1/tokens", Position::Other) if role_ok => Expect::Deny(403, "forbidden_workspace"),
         ("POST", "/v1/tokens/{id}/revoke", Position::Other) if role_ok => Expect::Deny(404, "token_not_found"),
+        // The freeze switch is a registry-wide admin's: a workspace's admin is refused.
+        ("POST", "/v1/admin/freeze" | "/v1/admin/unfreeze", Position::Own) if role_ok => {
+            Expect::Deny(403, "forbidden_workspace")
+        }
         // The audit search names its workspace in the query (`?workspace=`): role first, then the grant.
         ("GET", "/v1/audit", Position::Other) if role_ok => Expect::Deny(403, "forbidden_workspace"),
         _ if role_ok => Expect::Allow,
@@ -179,6 +183,8 @@ pub async fn rbac_matrix_holds_over_http(b: Backend) {
                         req.json(&json!({"upload_id": "0123456789abcdef0123456789abcdef"}))
                     }
                     ("POST", "/v1/tokens") => req.json(&json!({"user": "new", "role": "viewer", "workspace_id": ws})),
+                    // The global admin's freeze cell freezes, its unfreeze cell (the next route) thaws.
+                    ("POST", "/v1/admin/freeze" | "/v1/admin/unfreeze") => req.json(&json!({"reason": "rbac matrix"})),
                     _ => req,
                 };
                 let resp = req.send().await.unwrap();
@@ -198,7 +204,7 @@ pub async fn rbac_matrix_holds_over_http(b: Backend) {
             }
         }
     }
-    assert_eq!(checked, 288, "every applicable cell of the 24 routes ran");
+    assert_eq!(checked, 308, "every applicable cell of the 26 routes ran");
 }
 
 #[cfg(test)]

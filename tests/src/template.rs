@@ -319,6 +319,7 @@ mod tests {
                 ("dynamodb:Scan", meta, ""),
                 ("dynamodb:PutItem", meta, "TOKEN#*,TOKENID#*"),
                 ("dynamodb:UpdateItem", meta, "TOKEN#*,TOKENID#*"),
+                ("dynamodb:UpdateItem", meta, "FREEZE"),
                 ("dynamodb:PutItem", audit, ""),
                 ("dynamodb:Query", audit, ""),
             ],
@@ -342,8 +343,11 @@ mod tests {
             "metrics" => &[("dynamodb:GetItem", meta, ""), ("dynamodb:Query", meta, "")],
             other => panic!("no expected grants for function {other}: add them here after reading its code"),
         };
-        // Every function writes counters (request counts; the business counters of its commits).
-        grants.iter().copied().chain([counters]).collect()
+        // Every function writes counters (request counts; the business counters of its commits), and
+        // every one that authenticates reads the token and the freeze switch in one BatchGetItem.
+        let batch = ("dynamodb:BatchGetItem", meta, "");
+        let authenticates = function != "audit-export";
+        grants.iter().copied().chain([counters]).chain(authenticates.then_some(batch)).collect()
     }
 
     #[test]

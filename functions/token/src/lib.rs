@@ -23,6 +23,12 @@ struct IssueRequest {
     description: Option<String>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FreezeRequest {
+    reason: String,
+}
+
 /// A response that carries a secret: never cached.
 fn secret_response(status: u16, secret: &str, record: &helix_core::domain::TokenRecord) -> Response {
     let mut body = serde_json::to_value(record).expect("serializable");
@@ -48,6 +54,15 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
             tokens::may_manage(&principal, &grant.workspace_id)?;
             let (secret, record) = tokens::issue(app.meta.as_ref(), grant, &actor, &ctx.request_id).await?;
             Ok(secret_response(201, secret.expose(), &record))
+        }
+        Route::Freeze | Route::Unfreeze => {
+            let body: FreezeRequest = http::json_body(req)?;
+            let frozen = route == Route::Freeze;
+            let (state, changed) =
+                helix_core::freeze::set(app, &principal, &ctx.request_id, frozen, &body.reason).await?;
+            let mut view = serde_json::to_value(&state).expect("serializable");
+            view["changed"] = json!(changed);
+            Ok(http::json(200, &view))
         }
         Route::ListTokens => {
             let list = tokens::list(app.meta.as_ref(), Some(&principal)).await?;

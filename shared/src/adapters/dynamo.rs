@@ -22,8 +22,8 @@ use crate::domain::time::now_rfc3339_ms;
 use crate::domain::{AuditDraft, AuditEvent, Digest, Scope, TokenRecord, WorkspaceId};
 use crate::error::{Dependency, Error, Result};
 use crate::ports::{
-    AuditLog, AuditQuery, AuditSearch, BUSINESS_COUNTERS, BlobLink, BundleVersion, Change, Commit, LedgerReceipt,
-    MetaStore, SearchPage, counter_deltas,
+    AuditLog, AuditQuery, AuditSearch, BUSINESS_COUNTERS, BlobLink, BundleVersion, Change, Commit, Freeze,
+    LedgerReceipt, MetaStore, SearchPage, counter_deltas,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -131,6 +131,18 @@ fn bundle_from_item(ws: &WorkspaceId, item: &Item) -> Result<BundleVersion> {
         registered_by: get_s(item, "registered_by")?,
         registered_user: get_s(item, "registered_user")?,
     })
+}
+
+/// The freeze switch's item (`pk` = `sk` = `FREEZE`), written by the token function only.
+const FREEZE_PK: &str = "FREEZE";
+
+fn freeze_from_item(item: &Item) -> Freeze {
+    Freeze {
+        frozen: matches!(item.get("frozen"), Some(AttributeValue::Bool(true))),
+        reason: get_s(item, "reason").ok(),
+        by: get_s(item, "by").ok(),
+        at: get_s(item, "at").ok(),
+    }
 }
 
 /// The partition of the keys the registry signed with (written by the ledger writer, `waive`).
@@ -345,6 +357,25 @@ impl DynamoStore {
                     ("registered_user".into(), s(&b.registered_user)),
                 ]);
                 Ok(vec![self.put(&self.table, item, absent)?])
+            }
+            Change::SetFreeze(f) => {
+                // Freezing a frozen registry, or unfreezing one that is not frozen, changes nothing.
+                let condition =
+                    if f.frozen { "attribute_not_exists(pk) OR frozen = :other" } else { "frozen = :other" };
+                let update = Update::builder()
+                    .table_name(&self.table)
+                    .key("pk", s(FREEZE_PK))
+                    .key("sk", s(FREEZE_PK))
+                    .update_expression("SET frozen = :v, reason = :r, #by = :b, #at = :a")
+                    .condition_expression(condition)
+                    .expression_attribute_names("#by", "by")
+                    .expression_attribute_names("#at", "at")
+                    .expression_attribute_values(":v", AttributeValue::Bool(f.frozen))
+                    .expression_attribute_values(":other", AttributeValue::Bool(!f.frozen))
+                    .expression_attribute_values(":r", s(f.reason.clone().unwrap_or_default()))
+                    .expression_attribute_values(":b", s(f.by.clone().unwrap_or_default()))
+                    .expression_attribute_values(":a", s(f.at.clone().unwrap_or_default()));
+                Ok(vec![TransactWriteItem::builder().update(build(update.build())?).build()])
             }
             Change::RecordSigningKey { key_id, pem } => {
                 let item = Item::from([
@@ -641,6 +672,48 @@ impl MetaStore for DynamoStore {
 
     async fn token_by_sha256(&self, sha256: &str) -> Result<Option<TokenRecord>> {
         self.get_meta(format!("TOKEN#{sha256}"), "TOKEN").await?.as_ref().map(token_from_item).transpose()
+    }
+
+    async fn token_and_freeze(&self, sha256: &str) -> Result<(Option<TokenRecord>, Freeze)> {
+        use aws_sdk_dynamodb::types::KeysAndAttributes;
+        let key = |pk: String, sk: &str| Item::from([("pk".into(), s(pk)), ("sk".into(), s(sk))]);
+        let mut keys = Some(build(
+            KeysAndAttributes::builder()
+                .keys(key(format!("TOKEN#{sha256}"), "TOKEN"))
+                .keys(key(FREEZE_PK.into(), FREEZE_PK))
+                .consistent_read(true)
+                .build(),
+        )?);
+        let (mut token, mut freeze) = (None, Freeze::default());
+        // One round trip; a key left unprocessed (throttling) is asked for again.
+        for attempt in 0..5u32 {
+            let Some(k) = keys.take() else { break };
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, k)
+                .send()
+                .await
+                .map_err(err(Dependency::MetaStore))?;
+            for item in out.responses().and_then(|r| r.get(&self.table)).into_iter().flatten() {
+                match get_s(item, "pk")?.as_str() {
+                    FREEZE_PK => freeze = freeze_from_item(item),
+                    _ => token = Some(token_from_item(item)?),
+                }
+            }
+            keys = out.unprocessed_keys().and_then(|u| u.get(&self.table)).filter(|k| !k.keys().is_empty()).cloned();
+            if keys.is_some() {
+                crate::adapters::backoff(attempt).await;
+            }
+        }
+        if keys.is_some() {
+            return Err(Error::unavailable(Dependency::MetaStore, "token lookup throttled"));
+        }
+        Ok((token, freeze))
+    }
+
+    async fn freeze(&self) -> Result<Freeze> {
+        Ok(self.get_meta(FREEZE_PK.into(), FREEZE_PK).await?.as_ref().map(freeze_from_item).unwrap_or_default())
     }
 
     async fn token_by_id(&self, id: &str) -> Result<Option<TokenRecord>> {

@@ -321,6 +321,29 @@ impl BlobStore for FsBlobStore {
         self.write_new(&self.document_path(key)?, None, None, body).await
     }
 
+    async fn put_document_file_if_absent(&self, key: &str, file: &Path) -> Result<PutOutcome> {
+        let f = tokio::fs::File::open(file).await.map_err(io_err)?;
+        self.write_new(&self.document_path(key)?, None, None, tokio_util::io::ReaderStream::new(f)).await
+    }
+
+    async fn document_sha256(&self, key: &str) -> Result<Option<Digest>> {
+        use tokio::io::AsyncReadExt;
+        let mut f = match tokio::fs::File::open(self.document_path(key)?).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(e)),
+        };
+        let mut hasher = DigestWriter::default();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = f.read(&mut buf).await.map_err(io_err)?;
+            if n == 0 {
+                return Ok(Some(hasher.finish()));
+            }
+            hasher.update(&buf[..n]);
+        }
+    }
+
     async fn get_document(&self, key: &str) -> Result<Option<Bytes>> {
         match tokio::fs::read(self.document_path(key)?).await {
             Ok(b) => Ok(Some(Bytes::from(b))),

@@ -37,8 +37,20 @@ const BLOB_CONTENT_TYPE: &str = "application/octet-stream";
 /// What a conditional write writes: bytes (with the digest's checksum when known), or a copy of a
 /// pinned staging object (by version id, else by ETag).
 enum Write<'a> {
-    Put { bytes: &'a Bytes, checksum: Option<String>, content_type: &'a str },
-    Copy { source: String, if_match: Option<String> },
+    Put {
+        bytes: &'a Bytes,
+        checksum: Option<String>,
+        content_type: &'a str,
+    },
+    /// A file's contents, streamed from disk.
+    File {
+        path: &'a std::path::Path,
+        content_type: &'a str,
+    },
+    Copy {
+        source: String,
+        if_match: Option<String>,
+    },
 }
 
 fn status_of<E>(e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Option<u16> {
@@ -77,6 +89,22 @@ impl S3BlobStore {
                     .await
                     .map(|_| ())
                     .map_err(|e| (status_of(&e), unavailable(e))),
+                Write::File { path, content_type } => match ByteStream::from_path(path).await {
+                    Ok(body) => self
+                        .client
+                        .put_object()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .content_type(*content_type)
+                        .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                        .set_if_none_match(if_none_match.clone())
+                        .body(body)
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| (status_of(&e), unavailable(e))),
+                    Err(e) => return Err(Error::Internal(format!("{}: {e}", path.display()))),
+                },
                 // The uploader's own headers (Content-Type, Content-Encoding, Content-Disposition…) are
                 // not the blob's: the object every workspace downloads gets the registry's metadata.
                 Write::Copy { source, if_match } => self
@@ -288,6 +316,28 @@ impl BlobStore for S3BlobStore {
     async fn put_document_if_absent(&self, key: &str, bytes: Bytes) -> Result<PutOutcome> {
         let what = Write::Put { bytes: &bytes, checksum: None, content_type: "application/json" };
         self.write_once(&format!("{}{key}", self.prefix), what).await
+    }
+
+    async fn put_document_file_if_absent(&self, key: &str, file: &std::path::Path) -> Result<PutOutcome> {
+        let what = Write::File { path: file, content_type: "application/x-ndjson" };
+        self.write_once(&format!("{}{key}", self.prefix), what).await
+    }
+
+    async fn document_sha256(&self, key: &str) -> Result<Option<Digest>> {
+        let key = format!("{}{key}", self.prefix);
+        match self.client.get_object().bucket(&self.bucket).key(&key).send().await {
+            Ok(mut o) => {
+                let mut hasher = crate::domain::DigestWriter::default();
+                while let Some(chunk) =
+                    o.body.try_next().await.map_err(|e| Error::unavailable(Dependency::BlobStore, e))?
+                {
+                    hasher.update(&chunk);
+                }
+                Ok(Some(hasher.finish()))
+            }
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
     }
 
     async fn get_document(&self, key: &str) -> Result<Option<Bytes>> {

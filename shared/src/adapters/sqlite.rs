@@ -15,8 +15,8 @@ use crate::domain::time::now_rfc3339_ms;
 use crate::domain::{AuditDraft, AuditEvent, Digest, Scope, TokenRecord, WorkspaceId};
 use crate::error::{Dependency, Error, Result};
 use crate::ports::{
-    AuditLog, AuditQuery, AuditSearch, BUSINESS_COUNTERS, BlobLink, BundleVersion, Change, Commit, LedgerReceipt,
-    MetaStore, SearchPage, counter_deltas,
+    AuditLog, AuditQuery, AuditSearch, BUSINESS_COUNTERS, BlobLink, BundleVersion, Change, Commit, Freeze,
+    LedgerReceipt, MetaStore, SearchPage, counter_deltas,
 };
 
 /// Schema version 1: the tables of the first release (tokens, blob links, counters, audit events).
@@ -49,14 +49,29 @@ CREATE UNIQUE INDEX IF NOT EXISTS ledger_decisions ON ledger (workspace_id, name
 ";
 
 /// Schema version 3: audit events carry their action and actor as columns, indexed for audit
-/// searches (by action and time, by stream and time) and the daily export (by time).
+/// searches (by action and time, by stream and time) and the daily export (by day, then stream and
+/// seq: a page of the export is an index range).
 const SCHEMA_V3_INDEXES: &str = "
 UPDATE audit_events SET action = json_extract(event, '$.action'), actor = json_extract(event, '$.actor')
   WHERE action IS NULL;
 CREATE INDEX IF NOT EXISTS audit_by_action ON audit_events (action, ts, stream, seq);
-CREATE INDEX IF NOT EXISTS audit_by_time ON audit_events (ts, stream, seq);
+CREATE INDEX IF NOT EXISTS audit_by_day ON audit_events (substr(ts, 1, 10), stream, seq);
 CREATE INDEX IF NOT EXISTS audit_by_stream ON audit_events (stream, ts, seq);
 ";
+
+/// Schema version 4: the freeze switch (one row).
+const SCHEMA_V4_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS freeze (
+  id INTEGER PRIMARY KEY CHECK (id = 1), frozen INTEGER NOT NULL, reason TEXT, by TEXT, at TEXT);
+";
+
+fn freeze_in(conn: &Connection) -> rusqlite::Result<Freeze> {
+    conn.query_row("SELECT frozen, reason, by, at FROM freeze WHERE id = 1", [], |r| {
+        Ok(Freeze { frozen: r.get::<_, i64>(0)? != 0, reason: r.get(1)?, by: r.get(2)?, at: r.get(3)? })
+    })
+    .optional()
+    .map(Option::unwrap_or_default)
+}
 
 /// The migrations, in order: entry i brings a database from version i to version i + 1. Each is
 /// additive (new tables, new columns with defaults) and idempotent, and runs in its own transaction
@@ -73,6 +88,7 @@ const MIGRATIONS: &[fn(&Connection) -> rusqlite::Result<()>] = &[
         add_column(c, "audit_events", "actor", "TEXT")?;
         c.execute_batch(SCHEMA_V3_INDEXES)
     },
+    |c| c.execute_batch(SCHEMA_V4_TABLES),
 ];
 
 /// The schema version this build writes.
@@ -259,6 +275,20 @@ impl MetaStore for SqliteStore {
         .await
     }
 
+    async fn token_and_freeze(&self, sha256: &str) -> Result<(Option<TokenRecord>, Freeze)> {
+        let sha = sha256.to_owned();
+        self.with(meta_err, move |c| {
+            let token =
+                c.query_row("SELECT * FROM tokens WHERE sha256 = ?1", params![sha], token_from_row).optional()?;
+            Ok((token, freeze_in(c)?))
+        })
+        .await
+    }
+
+    async fn freeze(&self) -> Result<Freeze> {
+        self.with(meta_err, |c| freeze_in(c)).await
+    }
+
     async fn token_by_id(&self, id: &str) -> Result<Option<TokenRecord>> {
         let id = id.to_owned();
         self.with(meta_err, move |c| {
@@ -387,6 +417,17 @@ impl MetaStore for SqliteStore {
                     "INSERT OR IGNORE INTO ledger (workspace_id, name, version, seq, envelope, decision_key)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![workspace_id, name, version, receipt.seq as i64, receipt.envelope, receipt.decision_key],
+                )?,
+                // Freezing a frozen registry, or unfreezing one that is not frozen, changes nothing.
+                Change::SetFreeze(f) if f.frozen => tx.execute(
+                    "INSERT INTO freeze (id, frozen, reason, by, at) VALUES (1, 1, ?1, ?2, ?3)
+                     ON CONFLICT(id) DO UPDATE SET frozen = 1, reason = excluded.reason, by = excluded.by,
+                       at = excluded.at WHERE frozen = 0",
+                    params![f.reason, f.by, f.at],
+                )?,
+                Change::SetFreeze(f) => tx.execute(
+                    "UPDATE freeze SET frozen = 0, reason = ?1, by = ?2, at = ?3 WHERE id = 1 AND frozen = 1",
+                    params![f.reason, f.by, f.at],
                 )?,
                 Change::RotateToken { old_sha256, new } => {
                     // Both or neither: a rotation that cannot disable the old token creates nothing.
@@ -541,23 +582,36 @@ impl AuditLog for SqliteStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<AuditEvent>> {
-        let (start, end) = day_bounds(day)?;
+        day_bounds(day)?;
+        let day = day.to_owned();
         let after = match after {
             None => None,
             Some(ord) => Some(parse_ord_key(ord)?),
         };
         let lines = self
             .with(audit_err, move |c| {
-                let (stream, seq) = after.clone().unwrap_or_default();
-                let mut stmt = c.prepare(
-                    "SELECT event FROM audit_events WHERE ts >= ?1 AND ts < ?2 AND (?3 = 0 OR (stream, seq) > (?4, ?5))
-                     ORDER BY stream, seq LIMIT ?6",
-                )?;
-                let rows = stmt
-                    .query_map(params![start, end, after.is_some(), stream, seq as i64, limit as i64], |r| {
-                        r.get::<_, String>(0)
-                    })?;
-                rows.collect::<rusqlite::Result<Vec<String>>>()
+                // The expression is the index's (audit_by_day) and the order its (stream, seq): each page
+                // is an index range, without a sort. Two statements: an `OR` on the cursor would make
+                // every page scan from the day's start.
+                match after {
+                    None => {
+                        let mut stmt = c.prepare_cached(
+                            "SELECT event FROM audit_events WHERE substr(ts, 1, 10) = ?1
+                             ORDER BY stream, seq LIMIT ?2",
+                        )?;
+                        let rows = stmt.query_map(params![day, limit as i64], |r| r.get::<_, String>(0))?;
+                        rows.collect::<rusqlite::Result<Vec<String>>>()
+                    }
+                    Some((stream, seq)) => {
+                        let mut stmt = c.prepare_cached(
+                            "SELECT event FROM audit_events WHERE substr(ts, 1, 10) = ?1 AND (stream, seq) > (?2, ?3)
+                             ORDER BY stream, seq LIMIT ?4",
+                        )?;
+                        let rows =
+                            stmt.query_map(params![day, stream, seq as i64, limit as i64], |r| r.get::<_, String>(0))?;
+                        rows.collect::<rusqlite::Result<Vec<String>>>()
+                    }
+                }
             })
             .await?;
         lines.iter().map(|l| AuditEvent::from_canonical(l)).collect()

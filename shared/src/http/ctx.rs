@@ -67,9 +67,26 @@ impl Ctx {
     }
 
     /// Authenticate and authorize for `route`'s minimum role and workspace.
+    /// A change (any method but GET and HEAD) is refused with 503 `registry_frozen` while the registry
+    /// is frozen, after authorization (so a refusal for role or workspace stays what it is); only
+    /// unfreeze and freeze themselves pass.
     pub async fn authorize(&self, app: &App, req: &Request, route: &Route) -> Result<Principal> {
         let min = route.spec().min_role.unwrap_or(crate::domain::Role::Viewer);
-        self.authorize_with(app, req, min, route.workspace()).await
+        let header = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let (principal, freeze) = app.auth.authenticate_with_freeze(header).await?;
+        let _ = self.principal.set(principal.credential_id.clone());
+        principal.authorize(min, route.workspace())?;
+        let mutates = !matches!(route.spec().method, "GET" | "HEAD");
+        if mutates && !matches!(route, Route::Freeze | Route::Unfreeze) {
+            let freeze = match freeze {
+                Some(f) => f,
+                None => app.meta.freeze().await?,
+            };
+            if freeze.frozen {
+                return Err(crate::Error::RegistryFrozen(freeze.reason.unwrap_or_default()));
+            }
+        }
+        Ok(principal)
     }
 
     /// Authenticate and require at least `min` (and `ws`, if given, within the grant).

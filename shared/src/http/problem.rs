@@ -28,6 +28,7 @@ pub fn classify(e: &Error) -> (u16, &'static str) {
         Error::BlobIntegrity(_) => (500, "blob_integrity_error"),
         Error::AuditExportMismatch(_) => (500, "audit_export_mismatch"),
         Error::AuditExportBlocked(_) => (500, "audit_export_blocked"),
+        Error::RegistryFrozen(_) => (503, "registry_frozen"),
         Error::TokenNotFound => (404, "token_not_found"),
         Error::NotFound => (404, "not_found"),
         Error::MethodNotAllowed { .. } => (405, "method_not_allowed"),

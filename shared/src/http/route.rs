@@ -179,6 +179,8 @@ routes! {
     RevokeToken { id: TokenId } = "POST" "/v1/tokens/{id}/revoke", Token, Some(Role::Admin);
     RotateToken = "POST" "/v1/tokens/rotate", Token, Some(Role::Viewer);
     Whoami = "GET" "/v1/whoami", Token, Some(Role::Viewer);
+    Freeze = "POST" "/v1/admin/freeze", Token, Some(Role::Admin);
+    Unfreeze = "POST" "/v1/admin/unfreeze", Token, Some(Role::Admin);
     SearchAudit = "GET" "/v1/audit", Audit, Some(Role::Approver);
 }
 

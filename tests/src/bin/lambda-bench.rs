@@ -98,12 +98,16 @@ async fn main() {
     put["headers"]["content-type"] = json!("application/octet-stream");
     put["body"] = json!("Zm9v"); // "foo"
     put["isBase64Encoded"] = json!(true);
+    let mut audit_search = apigw_event("GET", "/v1/audit", "/v1/audit", "workspace=team-a", Some(&admin));
+    audit_search["queryStringParameters"] = json!({"workspace": "team-a"});
     let plan: Vec<(&str, Value)> = vec![
         ("health", apigw_event("GET", "/readyz", "/readyz", "", None)),
         ("publish", put),
         ("fetch", apigw_event("GET", blob_route, &blob, "", Some(&admin))),
         ("token", apigw_event("GET", "/v1/whoami", "/v1/whoami", "", Some(&admin))),
         ("waive", apigw_event("GET", "/v1/governance/public-key", "/v1/governance/public-key", "", None)),
+        ("audit", audit_search),
+        ("metrics", apigw_event("GET", "/metrics", "/metrics", "", None)),
     ];
     // audit-export: the first run exports yesterday (empty on a fresh emulator), later runs re-check it.
     let yesterday = time::OffsetDateTime::now_utc().date().previous_day().unwrap();

@@ -682,25 +682,7 @@ pub async fn receipts_stay_verifiable_after_a_signing_key_rotation(b: Backend) {
     let old_key = env.app.signer.public_key().await.unwrap().key_id;
 
     // Rotate: a new key (a new local key file, or a new KMS key), the same stores.
-    let rotated = match &env.aws {
-        None => {
-            let key = env.data_dir().join(helix_core::app::SIGNING_KEY_FILE);
-            std::fs::rename(&key, env.data_dir().join("signing-key.old.pem")).unwrap();
-            env.app_with(&[]).await.unwrap()
-        }
-        Some(f) => {
-            let key = f
-                .kms
-                .create_key()
-                .key_spec(aws_sdk_kms::types::KeySpec::EccNistP256)
-                .key_usage(aws_sdk_kms::types::KeyUsageType::SignVerify)
-                .send()
-                .await
-                .unwrap();
-            let id = key.key_metadata().unwrap().key_id().to_owned();
-            env.app_with(&[("HELIX_KMS_KEY_ID", &id)]).await.unwrap()
-        }
-    };
+    let rotated = env.app_with_a_new_signing_key().await;
     let new_key = rotated.signer.public_key().await.unwrap().key_id;
     assert_ne!(old_key, new_key);
     let server = crate::cases::serve_app(rotated);

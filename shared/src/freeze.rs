@@ -1,0 +1,49 @@
+//! The freeze switch (SPEC §2, the kill switch of an incident runbook): an admin of every workspace
+//! freezes the registry with a reason; from the very next request every mutating route, on every
+//! function, answers 503 `registry_frozen` (the switch is read with the token lookup, in the same
+//! round trip); reads, health and the unfreeze route keep working. Freeze and unfreeze are changes with
+//! their audit events (`registry.freeze`, `registry.unfreeze`, stream `*`). The CLI's `helix teams`
+//! commands write the store directly and are not frozen (revoking a token is what a freeze is for).
+
+use serde_json::json;
+
+use crate::App;
+use crate::auth::Principal;
+use crate::domain::time::now_rfc3339_ms;
+use crate::domain::{AuditDraft, Outcome, Scope};
+use crate::error::{Error, Result};
+use crate::ports::{Change, Commit, Freeze};
+
+/// Set the switch. Returns the switch as it now is and whether this call moved it (a repeat is a no-op).
+pub async fn set(
+    app: &App,
+    principal: &Principal,
+    request_id: &str,
+    frozen: bool,
+    reason: &str,
+) -> Result<(Freeze, bool)> {
+    if principal.workspace_id != Scope::All {
+        // A workspace's admin cannot stop everyone else's registry.
+        return Err(Error::ForbiddenWorkspace);
+    }
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().count() > 1024 || reason.chars().any(char::is_control) {
+        return Err(Error::BadRequest("reason is 1 to 1024 characters, none of them control characters".into()));
+    }
+    let state =
+        Freeze { frozen, reason: Some(reason.to_owned()), by: Some(principal.actor()), at: Some(now_rfc3339_ms()) };
+    let event = AuditDraft {
+        stream: "*".into(),
+        actor: principal.actor(),
+        action: if frozen { "registry.freeze" } else { "registry.unfreeze" }.into(),
+        entity_type: "registry".into(),
+        entity_id: "freeze".into(),
+        outcome: Outcome::Success,
+        request_id: request_id.into(),
+        details: json!({"reason": reason}),
+    };
+    match app.meta.commit(Change::SetFreeze(state.clone()), event).await? {
+        Commit::Applied(_) => Ok((state, true)),
+        Commit::AlreadyDone => Ok((app.meta.freeze().await?, false)),
+    }
+}
