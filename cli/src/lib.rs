@@ -1,4 +1,5 @@
 //! helix-cli: the local server (`helix serve`) and the operator commands, as a library so the test
 //! crate can start the very same server in-process.
 
+pub mod client;
 pub mod serve;

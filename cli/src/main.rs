@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use helix_cli::client::{ClientError, Registry};
 use helix_cli::serve::Server;
 use helix_core::config::{BlobBackend, MetaBackend, SignerBackend};
 use helix_core::domain::token::parse_ttl;
@@ -37,15 +38,42 @@ enum Command {
         #[command(subcommand)]
         command: GovernanceCommand,
     },
-    /// The audit trail's daily exports.
+    /// The audit trail: search it (a registry), export and verify its days.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// The registry's posture and whether it answers: URL, readiness, governance mode, blob backend,
+    /// signer key id, frozen, who the token is (never a secret). HELIX_URL and HELIX_TOKEN.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
 #[derive(Subcommand)]
 enum AuditCommand {
+    /// Search a registry's audit trail (GET /v1/audit, every page): one line per event, or JSON Lines.
+    /// HELIX_URL and HELIX_TOKEN (an approver for a workspace, an admin of `*` for all).
+    Query {
+        /// 7d, 12h, 30m ago, or an RFC 3339 time, or a day.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        /// e.g. bundle.export, token.issue, registry.freeze.
+        #[arg(long)]
+        action: Option<String>,
+        /// A workspace, or `*` for the global stream; every workspace when left out (admins).
+        #[arg(long)]
+        workspace: Option<String>,
+        #[arg(long)]
+        actor: Option<String>,
+        /// Print JSON Lines (one event per line, as the registry stores it).
+        #[arg(long)]
+        json: bool,
+    },
     /// Export a settled UTC day (and every missing day before it) with the export code the schedule
     /// runs: under the data dir on the embedded backend, to the bucket with AWS variables. Prints
     /// the report as JSON.
@@ -141,7 +169,131 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("helix: {e}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<ClientError>() {
+                Some(c) => ExitCode::from(c.exit_code()),
+                None => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+/// Print `text` to stdout; a reader that stops early (`| head`) ends the output quietly.
+fn out(text: &str) -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+async fn status(json: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let registry = Registry::from_env()?;
+    let ready = registry.get("/readyz").await;
+    let ready = match ready {
+        Err(ClientError::Unreachable(e)) => return Err(ClientError::Unreachable(e).into()),
+        // 503 with the dependencies is still an answer.
+        Err(ClientError::Refused { .. }) => false,
+        Err(e) => return Err(e.into()),
+        Ok(r) => r["ready"].as_bool().unwrap_or(false),
+    };
+    let (posture, whoami) = if registry.has_token() {
+        (Some(registry.get("/v1/status").await?), Some(registry.get("/v1/whoami").await?))
+    } else {
+        (None, None)
+    };
+    if json {
+        let doc = serde_json::json!({"url": registry.url, "reachable": true, "ready": ready, "status": posture, "whoami": whoami});
+        return out(&doc.to_string());
+    }
+    let mut rows = vec![
+        ["registry".to_owned(), registry.url.clone()],
+        ["reachable".into(), "yes".into()],
+        ["ready".into(), if ready { "yes" } else { "no (see /readyz)" }.into()],
+    ];
+    match (&posture, &whoami) {
+        (Some(p), Some(w)) => {
+            let s = |k: &str| p[k].as_str().map(str::to_owned).unwrap_or_else(|| p[k].to_string());
+            let frozen = if p["frozen"] == true {
+                format!("YES: {} (since {})", s_of(&p["freeze"]["reason"]), s_of(&p["freeze"]["at"]))
+            } else {
+                "no".into()
+            };
+            rows.extend([
+                ["governance mode".into(), s("governance_mode")],
+                [
+                    "blob backend".into(),
+                    format!("{} ({}{})", s("blob_backend"), s("blob_location"), s_of(&p["blob_prefix"])),
+                ],
+                ["strict no-overwrite".into(), s("strict_no_overwrite")],
+                ["meta backend".into(), s("meta_backend")],
+                ["signer key id".into(), s("signer_key_id")],
+                ["frozen".into(), frozen],
+                [
+                    "whoami".into(),
+                    format!(
+                        "{} ({} on {}, {})",
+                        s_of(&w["user"]),
+                        s_of(&w["role"]),
+                        s_of(&w["workspace_id"]),
+                        s_of(&w["credential_id"])
+                    ),
+                ],
+            ]);
+        }
+        _ => rows.push(["whoami".into(), "no HELIX_TOKEN: posture not shown".into()]),
+    }
+    print_table(&rows)
+}
+
+fn s_of(v: &serde_json::Value) -> String {
+    v.as_str().map(str::to_owned).unwrap_or_default()
+}
+
+async fn audit_query(
+    since: Option<String>,
+    until: Option<String>,
+    action: Option<String>,
+    workspace: Option<String>,
+    actor: Option<String>,
+    json: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use helix_cli::client::q;
+    let registry = Registry::from_env()?;
+    let now = time::OffsetDateTime::now_utc();
+    let mut query = String::from("limit=1000");
+    let since = since.map(|s| helix_cli::client::since(&s, now)).transpose()?;
+    for (k, v) in
+        [("since", &since), ("until", &until), ("action", &action), ("workspace", &workspace), ("actor", &actor)]
+    {
+        if let Some(v) = v {
+            query.push_str(&format!("&{k}={}", q(v)));
+        }
+    }
+    let mut cursor: Option<String> = None;
+    loop {
+        let c = cursor.as_ref().map(|c| format!("&cursor={}", q(c))).unwrap_or_default();
+        let page = registry.get(&format!("/v1/audit?{query}{c}")).await?;
+        for e in page["events"].as_array().into_iter().flatten() {
+            let line = if json {
+                e.to_string()
+            } else {
+                format!(
+                    "{}  {}#{}  {}  {}  {}  {}",
+                    s_of(&e["ts"]),
+                    s_of(&e["stream"]),
+                    e["seq"],
+                    s_of(&e["actor"]),
+                    s_of(&e["action"]),
+                    s_of(&e["entity_id"]),
+                    s_of(&e["outcome"])
+                )
+            };
+            out(&line)?;
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return Ok(()),
         }
     }
 }
@@ -203,6 +355,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::Teams { command } => teams(&config, command).await,
         Command::Audit { command } => audit(config, command).await,
+        Command::Status { json } => status(json).await,
         Command::Governance { command: GovernanceCommand::Verify { file, public_key, registry } } => {
             let pems = match registry {
                 Some(url) => fetch_public_keys(&url).await?,
@@ -237,6 +390,9 @@ async fn audit(config: Config, command: AuditCommand) -> Result<(), Box<dyn std:
     use helix_core::audit_export;
     use helix_core::audit_verify::{self, DirEvidence, Evidence, S3Evidence};
     match command {
+        AuditCommand::Query { since, until, action, workspace, actor, json } => {
+            audit_query(since, until, action, workspace, actor, json).await?;
+        }
         AuditCommand::Export { day } => {
             let now = time::OffsetDateTime::now_utc();
             let day = match day {
@@ -245,7 +401,8 @@ async fn audit(config: Config, command: AuditCommand) -> Result<(), Box<dyn std:
             };
             let app = App::build(config).await?;
             let request_id = helix_core::http::new_request_id();
-            let report = audit_export::export_day(&app, day, now, &request_id).await?;
+            // No per-run bound here (the scheduled function has one: its time limit).
+            let report = audit_export::export_through(&app, day, now, &request_id, usize::MAX).await?;
             println!("{}", serde_json::to_string(&report)?);
         }
         AuditCommand::Verify { dir, bucket, prefix, public_key, registry, json } => {

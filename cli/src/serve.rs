@@ -135,6 +135,12 @@ async fn local_upload(State(app): State<Arc<App>>, Path((ws, id)): Path<(String,
         let grant = LocalGrant::upload(&upload, &digest, q.number("size")?, q.number("expires")?);
         let store = app.fs_blobs.as_ref().ok_or(Error::NotFound)?;
         store.presigner().verify(&grant, q.get("sig")?)?;
+        // A URL signed before a freeze writes nothing during it (on S3 it stays valid for its 15 minutes,
+        // but nothing it stages can be linked: `complete` is refused).
+        let freeze = app.meta.freeze().await?;
+        if freeze.frozen {
+            return Err(Error::RegistryFrozen(freeze.reason.unwrap_or_default()));
+        }
         store.receive_upload(&upload, &digest, grant.size, req.into_body().into_data_stream()).await
     }
     .await;

@@ -2,6 +2,7 @@
 //! writes into the same data dir while the server runs; bad configuration fails at start, naming
 //! the variable.
 
+use serde_json::json;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
@@ -149,4 +150,73 @@ fn bad_configuration_fails_at_start_naming_the_variable() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8(out.stderr).unwrap().contains("unknown role"));
+}
+
+/// The client commands against a running registry: `status` (never a secret), `audit query` across
+/// pages, and one-line errors with the registry's reason and an exit status by whose fault it was.
+#[test]
+fn status_and_audit_query_answer_from_a_registry_and_fail_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url, lines) = serve(dir.path());
+    let admin = lines.iter().find_map(|l| l.strip_prefix("admin token: ")).expect("admin token").to_owned();
+    let client = |token: &str, args: &[&str]| {
+        let out = helix(dir.path()).env("HELIX_URL", &url).env("HELIX_TOKEN", token).args(args).output().unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        (out.status.code(), stdout, stderr)
+    };
+
+    let (code, stdout, _) = client(&admin, &["status", "--json"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        (&doc["reachable"], &doc["ready"], &doc["status"]["frozen"]),
+        (&json!(true), &json!(true), &json!(false))
+    );
+    assert_eq!((&doc["whoami"]["role"], &doc["status"]["meta_backend"]), (&json!("admin"), &json!("sqlite")));
+    assert!(!stdout.contains(&admin), "never the secret");
+    let (code, stdout, _) = client(&admin, &["status"]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.lines().any(|l| l.starts_with("frozen") && l.ends_with("no")), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("whoami") && l.contains("admin on *")), "{stdout}");
+
+    // 3 more tokens: 4 token.issue events in all, walked with every page (the first is the bootstrap's).
+    for n in 0..3 {
+        let out = helix(dir.path())
+            .args(["teams", "token", "--user", &format!("u{n}"), "--role", "viewer", "--workspace-id", "demo"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let (code, stdout, stderr) =
+        client(&admin, &["audit", "query", "--since", "1d", "--action", "token.issue", "--json"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let events: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events.len(), 4, "{stdout}");
+    assert!(events.iter().all(|e| e["action"] == "token.issue"));
+    let (_, plain, _) = client(&admin, &["audit", "query", "--workspace", "demo"]);
+    assert_eq!(plain.lines().count(), 3, "{plain}");
+
+    // Refused: exit 1, one line with the reason. Unreachable: exit 3, registry_unreachable.
+    let viewer = {
+        let out = helix(dir.path())
+            .args(["teams", "token", "--user", "v", "--role", "viewer", "--workspace-id", "demo"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let (code, _, stderr) = client(&viewer, &["audit", "query", "--workspace", "demo"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.starts_with("helix: insufficient_role (403)") && stderr.lines().count() == 1, "{stderr}");
+    let dead = helix(dir.path())
+        .env("HELIX_URL", "http://127.0.0.1:9")
+        .env("HELIX_TOKEN", &admin)
+        .args(["status"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(dead.stderr).unwrap();
+    assert_eq!(dead.status.code(), Some(3), "{stderr}");
+    assert!(stderr.starts_with("helix: registry_unreachable") && stderr.lines().count() == 1, "{stderr}");
+    let plain_http = helix(dir.path()).env("HELIX_URL", "http://registry.example").args(["status"]).output().unwrap();
+    assert_eq!(plain_http.status.code(), Some(1), "http only on loopback");
 }

@@ -275,12 +275,12 @@ impl TempFile {
         let mut raw = [0u8; 8];
         getrandom::fill(&mut raw).expect("OS random source");
         let path = std::env::temp_dir().join(format!("{prefix}-{}", hex::encode(raw)));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+        // Readable by this user only: a day of every workspace's events.
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(&path).map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
         Ok((TempFile { path }, file))
     }
 }
@@ -288,6 +288,22 @@ impl TempFile {
 impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Remove day files an interrupted export left behind (older than a day; a crash skips `Drop`).
+fn remove_stale_temp_files() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for e in entries.flatten() {
+        let stale = e
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > std::time::Duration::from_secs(86_400));
+        if stale && e.file_name().to_string_lossy().starts_with("helix-audit-") {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }
 
@@ -337,6 +353,7 @@ async fn prepare(app: &App, day: Date, genesis: Date) -> Result<Prepared> {
     let day_s = day_string(day);
     let blocked = |detail: String| Error::AuditExportBlocked(format!("{day_s}: {detail}"));
     let is_genesis = day == genesis;
+    remove_stale_temp_files();
     let (jsonl, file) = TempFile::create(&format!("helix-audit-{day_s}"))?;
     let mut out = std::io::BufWriter::with_capacity(256 * 1024, file);
     let io = |e: std::io::Error| Error::Internal(format!("writing the day's events: {e}"));
@@ -564,7 +581,8 @@ async fn store_events(
     report: &mut ExportReport,
 ) -> Result<()> {
     let k = key(day, FILES[0]);
-    match app.blobs.put_document_file_if_absent(&k, &jsonl.path).await? {
+    let digest = Digest::parse(jsonl_sha256)?;
+    match app.blobs.put_document_file_if_absent(&k, &jsonl.path, &digest).await? {
         PutOutcome::Created => report.written.push(FILES[0].to_owned()),
         PutOutcome::Existed => {
             let stored = app.blobs.document_sha256(&k).await?.map(|d| d.to_string()).unwrap_or_default();

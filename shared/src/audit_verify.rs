@@ -142,6 +142,9 @@ impl Evidence for S3Evidence {
     }
 }
 
+/// The longest event line read (an event is at most a DynamoDB item, 400 KB).
+const MAX_LINE: usize = 1024 * 1024;
+
 /// What a successful verification covered.
 #[derive(Debug, serde::Serialize)]
 pub struct Summary {
@@ -223,16 +226,23 @@ pub async fn verify(evidence: &dyn Evidence, keys: &[PublicKeyInfo]) -> Result<S
         let mut run: Option<StreamRun> = None;
         let mut last_key: Option<(String, u64)> = None;
         let mut count = 0u64;
-        let mut buf = String::new();
+        let mut raw = Vec::new();
         loop {
-            buf.clear();
-            let n = reader.read_line(&mut buf).map_err(|e| format!("{day_s}: events.jsonl: {e}"))?;
+            raw.clear();
+            // A line is read up to a bound: a planted giant line is a refusal, not an exhausted memory.
+            let mut bounded = std::io::Read::take(&mut reader, MAX_LINE as u64 + 1);
+            let n = std::io::BufRead::read_until(&mut bounded, b'\n', &mut raw)
+                .map_err(|e| format!("{day_s}: events.jsonl: {e}"))?;
             if n == 0 {
                 break;
             }
-            hasher.update(buf.as_bytes());
+            hasher.update(&raw);
             count += 1;
             let at = || format!("{day_s} line {count}");
+            if raw.len() > MAX_LINE {
+                return Err(format!("{}: longer than {MAX_LINE} bytes: no event is", at()));
+            }
+            let buf = std::str::from_utf8(&raw).map_err(|_| format!("{}: not UTF-8", at()))?;
             let Some(line) = buf.strip_suffix('\n') else {
                 return Err(format!("{day_s}: events.jsonl does not end with a newline (truncated?)"));
             };

@@ -27,8 +27,12 @@ pub async fn set(
         return Err(Error::ForbiddenWorkspace);
     }
     let reason = reason.trim();
-    if reason.is_empty() || reason.chars().count() > 1024 || reason.chars().any(char::is_control) {
-        return Err(Error::BadRequest("reason is 1 to 1024 characters, none of them control characters".into()));
+    let unsafe_char =
+        |c: char| c.is_control() || crate::tokens::is_invisible_format(c) || matches!(c, '\u{2028}' | '\u{2029}');
+    if reason.is_empty() || reason.chars().count() > 1024 || reason.chars().any(unsafe_char) {
+        return Err(Error::BadRequest(
+            "reason is 1 to 1024 characters, without control, line-separator or invisible formatting characters".into(),
+        ));
     }
     let state =
         Freeze { frozen, reason: Some(reason.to_owned()), by: Some(principal.actor()), at: Some(now_rfc3339_ms()) };

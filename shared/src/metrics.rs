@@ -8,7 +8,9 @@
 //!   `HELIX_METRICS_FLUSH_SECONDS` (10), at the end of a request: never an extra write per request,
 //!   and a failed flush keeps the counts for the next one and fails nothing. What an instance counted
 //!   since its last flush is lost if it is reclaimed before serving again (Lambda reclaims idle
-//!   instances without notice): at most one flush interval of that instance's requests.
+//!   instances without notice), or if a flush takes over a second and is abandoned: at most one flush
+//!   interval of that instance's requests. A write whose answer is lost but which was applied may be
+//!   counted again by the next flush. Request counters are approximate; business counters are exact.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -63,17 +65,17 @@ impl Recorder {
         self.flush(meta).await;
     }
 
-    /// Add the pending counts to the store; on failure they stay pending (logged, never raised).
+    /// Add the pending counts to the store, 50 counters per write; the counts of a write that failed
+    /// stay pending (logged, never raised), those of writes that succeeded do not.
     pub async fn flush(&self, meta: &dyn MetaStore) {
         let counts: Vec<(String, i64)> = std::mem::take(&mut *self.pending()).into_iter().collect();
-        if counts.is_empty() {
-            return;
-        }
-        if let Err(e) = meta.add_to_counters(REQUEST_COUNTERS, &counts).await {
-            tracing::warn!(error = %e, counters = counts.len(), "metrics flush failed; the counts stay for the next one");
-            let mut p = self.pending();
-            for (k, v) in counts {
-                *p.entry(k).or_insert(0) += v;
+        for chunk in counts.chunks(50) {
+            if let Err(e) = meta.add_to_counters(REQUEST_COUNTERS, chunk).await {
+                tracing::warn!(error = %e, counters = chunk.len(), "metrics flush failed; the counts stay for the next one");
+                let mut p = self.pending();
+                for (k, v) in chunk {
+                    *p.entry(k.clone()).or_insert(0) += v;
+                }
             }
         }
     }

@@ -171,8 +171,14 @@ pub trait BlobStore: Send + Sync {
     /// A document's bytes, or None when there is none at `key`.
     async fn get_document(&self, key: &str) -> Result<Option<Bytes>>;
 
-    /// `put_document_if_absent` of a file's contents, streamed (an exported day may be large).
-    async fn put_document_file_if_absent(&self, key: &str, file: &std::path::Path) -> Result<PutOutcome>;
+    /// `put_document_if_absent` of a file's contents, streamed (an exported day may be large), which
+    /// must hash to `digest` as the store receives them (the file is not trusted after it was written).
+    async fn put_document_file_if_absent(
+        &self,
+        key: &str,
+        file: &std::path::Path,
+        digest: &Digest,
+    ) -> Result<PutOutcome>;
 
     /// The SHA-256 of a stored document, read as a stream; None when there is none at `key`.
     async fn document_sha256(&self, key: &str) -> Result<Option<Digest>>;

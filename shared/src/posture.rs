@@ -69,6 +69,7 @@ pub async fn status(app: &App) -> Result<Value> {
         "oidc": app.config.oidc.as_ref().map(|o| o.issuer.clone()),
         // The freeze switch: while frozen, every change is refused (why, who and when it was last set).
         "frozen": freeze.frozen,
-        "freeze": freeze,
+        // Who threw the switch is in the audit trail (admins); a viewer sees why and when.
+        "freeze": {"frozen": freeze.frozen, "reason": freeze.reason, "at": freeze.at},
     }))
 }

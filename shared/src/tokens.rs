@@ -30,7 +30,7 @@ fn event(record: &TokenRecord, action: &str, actor: &str, request_id: &str) -> A
 }
 
 /// Zero-width and bidirectional formatting characters: they make one user name display as another.
-fn is_invisible_format(c: char) -> bool {
+pub fn is_invisible_format(c: char) -> bool {
     matches!(c, '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }
 

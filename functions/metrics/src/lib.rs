@@ -15,8 +15,8 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
             if let Some(min) = app.config.metrics_min_role {
                 ctx.authorize_with(app, req, min, None).await?;
             }
-            // This instance's own counts first, so a scrape of `helix serve` is current.
-            app.metrics.flush(app.meta.as_ref()).await;
+            // This instance's own counts, when due (a scrape is no way to force a write per request).
+            app.metrics.flush_if_due(app.meta.as_ref()).await;
             let body = helix_core::metrics::render(app).await?;
             Ok(lambda_http::http::Response::builder()
                 .status(200)

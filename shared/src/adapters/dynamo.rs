@@ -30,7 +30,9 @@ type Item = HashMap<String, AttributeValue>;
 
 /// Attempts at claiming an audit seq before giving up with 503 (each loss means another writer won).
 const APPEND_ATTEMPTS: u32 = 200;
-const COUNTER_SHARDS: u8 = 8;
+/// Counter shards, each its own partition (`COUNTER#{group}#{n}`): every commit moves one, so they
+/// must not share a partition's write limit (32 × ~500 transactional adds/s).
+const COUNTER_SHARDS: u8 = 32;
 /// Items a search evaluates per page, and pages per search (per index shard): a search whose filter
 /// matches little answers a short page and a cursor instead of reading on without bound.
 const SEARCH_PAGE: i32 = 250;
@@ -279,15 +281,15 @@ impl DynamoStore {
         DynamoStore { client, table, audit_table }
     }
 
-    /// `ADD` to counters of a group: one shard item (`COUNTER#{group}` / `SHARD#{n}`, n at random), each
+    /// `ADD` to counters of a group: one shard item (`COUNTER#{group}#{n}` / `SHARD`, n at random), each
     /// counter an attribute.
     fn counter_update(&self, group: &str, deltas: &[(String, i64)]) -> Result<Update> {
         let mut r = [0u8; 1];
         let _ = getrandom::fill(&mut r);
         let mut update = Update::builder()
             .table_name(&self.table)
-            .key("pk", s(format!("COUNTER#{group}")))
-            .key("sk", s(format!("SHARD#{}", r[0] % COUNTER_SHARDS)));
+            .key("pk", s(format!("COUNTER#{group}#{}", r[0] % COUNTER_SHARDS)))
+            .key("sk", s("SHARD"));
         let mut adds = Vec::new();
         for (i, (name, delta)) in deltas.iter().enumerate() {
             adds.push(format!("#c{i} :c{i}"));
@@ -890,21 +892,38 @@ impl MetaStore for DynamoStore {
     }
 
     async fn counters(&self, group: &str) -> Result<BTreeMap<String, i64>> {
-        let req = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(format!("COUNTER#{group}")))
-            .consistent_read(true);
+        use aws_sdk_dynamodb::types::KeysAndAttributes;
+        let mut keys = KeysAndAttributes::builder().consistent_read(true);
+        for n in 0..COUNTER_SHARDS {
+            keys = keys.keys(Item::from([("pk".into(), s(format!("COUNTER#{group}#{n}"))), ("sk".into(), s("SHARD"))]));
+        }
+        let mut pending = Some(build(keys.build())?);
         let mut out = BTreeMap::new();
-        for item in self.meta_items(req).await? {
-            for (k, v) in item {
-                if let (false, AttributeValue::N(n)) = (k == "pk" || k == "sk", v) {
-                    let n: i64 = n.parse().map_err(|_| Error::Internal(format!("counter {k} is not a number")))?;
-                    *out.entry(k).or_insert(0) += n;
+        for attempt in 0..5u32 {
+            let Some(k) = pending.take() else { break };
+            let page = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, k)
+                .send()
+                .await
+                .map_err(err(Dependency::MetaStore))?;
+            for item in page.responses().and_then(|r| r.get(&self.table)).into_iter().flatten() {
+                for (k, v) in item {
+                    if let (false, AttributeValue::N(n)) = (k == "pk" || k == "sk", v) {
+                        let n: i64 = n.parse().map_err(|_| Error::Internal(format!("counter {k} is not a number")))?;
+                        *out.entry(k.clone()).or_insert(0) += n;
+                    }
                 }
             }
+            pending =
+                page.unprocessed_keys().and_then(|u| u.get(&self.table)).filter(|k| !k.keys().is_empty()).cloned();
+            if pending.is_some() {
+                crate::adapters::backoff(attempt).await;
+            }
+        }
+        if pending.is_some() {
+            return Err(Error::unavailable(Dependency::MetaStore, "counter read throttled"));
         }
         Ok(out)
     }

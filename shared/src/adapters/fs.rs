@@ -321,9 +321,9 @@ impl BlobStore for FsBlobStore {
         self.write_new(&self.document_path(key)?, None, None, body).await
     }
 
-    async fn put_document_file_if_absent(&self, key: &str, file: &Path) -> Result<PutOutcome> {
+    async fn put_document_file_if_absent(&self, key: &str, file: &Path, digest: &Digest) -> Result<PutOutcome> {
         let f = tokio::fs::File::open(file).await.map_err(io_err)?;
-        self.write_new(&self.document_path(key)?, None, None, tokio_util::io::ReaderStream::new(f)).await
+        self.write_new(&self.document_path(key)?, Some(digest), None, tokio_util::io::ReaderStream::new(f)).await
     }
 
     async fn document_sha256(&self, key: &str) -> Result<Option<Digest>> {

@@ -45,6 +45,7 @@ enum Write<'a> {
     /// A file's contents, streamed from disk.
     File {
         path: &'a std::path::Path,
+        checksum: String,
         content_type: &'a str,
     },
     Copy {
@@ -89,7 +90,7 @@ impl S3BlobStore {
                     .await
                     .map(|_| ())
                     .map_err(|e| (status_of(&e), unavailable(e))),
-                Write::File { path, content_type } => match ByteStream::from_path(path).await {
+                Write::File { path, checksum, content_type } => match ByteStream::from_path(path).await {
                     Ok(body) => self
                         .client
                         .put_object()
@@ -97,6 +98,7 @@ impl S3BlobStore {
                         .key(key)
                         .content_type(*content_type)
                         .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                        .checksum_sha256(checksum.clone())
                         .set_if_none_match(if_none_match.clone())
                         .body(body)
                         .send()
@@ -318,8 +320,14 @@ impl BlobStore for S3BlobStore {
         self.write_once(&format!("{}{key}", self.prefix), what).await
     }
 
-    async fn put_document_file_if_absent(&self, key: &str, file: &std::path::Path) -> Result<PutOutcome> {
-        let what = Write::File { path: file, content_type: "application/x-ndjson" };
+    async fn put_document_file_if_absent(
+        &self,
+        key: &str,
+        file: &std::path::Path,
+        digest: &Digest,
+    ) -> Result<PutOutcome> {
+        // S3 checks the full-object SHA-256 we send against what it received.
+        let what = Write::File { path: file, checksum: digest.base64(), content_type: "application/x-ndjson" };
         self.write_once(&format!("{}{key}", self.prefix), what).await
     }
 

@@ -59,10 +59,16 @@ CREATE INDEX IF NOT EXISTS audit_by_day ON audit_events (substr(ts, 1, 10), stre
 CREATE INDEX IF NOT EXISTS audit_by_stream ON audit_events (stream, ts, seq);
 ";
 
-/// Schema version 4: the freeze switch (one row).
+/// Schema version 4: the freeze switch (one row), and the exact counters seeded from what an older
+/// database holds (they are moved by every commit from this version on).
 const SCHEMA_V4_TABLES: &str = "
 CREATE TABLE IF NOT EXISTS freeze (
   id INTEGER PRIMARY KEY CHECK (id = 1), frozen INTEGER NOT NULL, reason TEXT, by TEXT, at TEXT);
+INSERT OR IGNORE INTO counters (name, value) SELECT 'business|blob_links', count(*) FROM blob_links;
+INSERT OR IGNORE INTO counters (name, value) SELECT 'business|blob_bytes', coalesce(sum(size), 0) FROM blob_links;
+INSERT OR IGNORE INTO counters (name, value) SELECT 'business|tokens_enabled', count(*) FROM tokens WHERE disabled = 0;
+INSERT OR IGNORE INTO counters (name, value) SELECT 'business|bundle_versions', count(*) FROM bundle_versions;
+INSERT OR IGNORE INTO counters (name, value) SELECT 'business|audit_events', count(*) FROM audit_events;
 ";
 
 fn freeze_in(conn: &Connection) -> rusqlite::Result<Freeze> {
@@ -656,6 +662,8 @@ mod tests {
         assert_eq!(store.blob_link(&ws, &d).await.unwrap().expect("kept").slot, 0);
         assert!(store.list_bundles(&ws, None, 10).await.unwrap().is_empty(), "new tables exist");
         assert!(store.signing_keys().await.unwrap().is_empty());
+        let counters = store.counters(BUSINESS_COUNTERS).await.unwrap();
+        assert_eq!((counters["blob_links"], counters["blob_bytes"], counters["tokens_enabled"]), (1, 3, 1), "seeded");
         let version: i64 = Connection::open(&path).unwrap().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(version as usize, SCHEMA_VERSION);
         drop(store);

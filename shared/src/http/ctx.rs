@@ -68,8 +68,9 @@ impl Ctx {
 
     /// Authenticate and authorize for `route`'s minimum role and workspace.
     /// A change (any method but GET and HEAD) is refused with 503 `registry_frozen` while the registry
-    /// is frozen, after authorization (so a refusal for role or workspace stays what it is); only
-    /// unfreeze and freeze themselves pass.
+    /// is frozen, after authorization (so a refusal for role or workspace stays what it is); freeze,
+    /// unfreeze and token revocation pass. A request already past this check when the freeze lands may
+    /// still complete: the freeze holds for every request that begins after it.
     pub async fn authorize(&self, app: &App, req: &Request, route: &Route) -> Result<Principal> {
         let min = route.spec().min_role.unwrap_or(crate::domain::Role::Viewer);
         let header = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
@@ -77,7 +78,8 @@ impl Ctx {
         let _ = self.principal.set(principal.credential_id.clone());
         principal.authorize(min, route.workspace())?;
         let mutates = !matches!(route.spec().method, "GET" | "HEAD");
-        if mutates && !matches!(route, Route::Freeze | Route::Unfreeze) {
+        // Revoking only takes access away: it is what a freeze buys time for.
+        if mutates && !matches!(route, Route::Freeze | Route::Unfreeze | Route::RevokeToken { .. }) {
             let freeze = match freeze {
                 Some(f) => f,
                 None => app.meta.freeze().await?,
@@ -119,6 +121,10 @@ impl Ctx {
         let principal = self.principal.get().map(String::as_str).unwrap_or("-");
         let lambda_request_id = self.lambda_request_id.as_deref().unwrap_or("-");
         match &error {
+            // A freeze refusal is the switch working, not a fault (no 5xx alarm on it).
+            Some(e @ crate::Error::RegistryFrozen(_)) => {
+                tracing::info!(request_id = %self.request_id, method = %self.method, route, status, latency_ms, principal, lambda_request_id, reason = problem::classify(e).1, "request")
+            }
             Some(e) if status >= 500 => {
                 tracing::error!(request_id = %self.request_id, method = %self.method, route, status, latency_ms, principal, lambda_request_id, error = %e, "request")
             }

@@ -20,10 +20,12 @@ where
     F: AsyncFn(&crate::App, &Ctx, Route, &Request) -> crate::Result<Response>,
 {
     let ctx = Ctx::begin(&req);
-    let mut liveness = false;
+    // No flush on liveness (it touches no dependency) nor on an answer that carries a new secret (a
+    // slow flush must never cost a client the only copy of its token).
+    let mut no_flush = false;
     let result = match ctx.route(&req, owner) {
         Ok(route) => {
-            liveness = route == Route::Healthz;
+            no_flush = matches!(route, Route::Healthz | Route::IssueToken | Route::RotateToken);
             dispatch(app, &ctx, route, &req).await
         }
         Err(e) => Err(e),
@@ -40,9 +42,11 @@ where
     };
     let response = ctx.finish(result);
     app.metrics.record(owner.as_str(), ctx.route_key(), response.status().as_u16(), reason, dependency);
-    // Liveness never touches a dependency; every other request may carry this instance's counts.
-    if !liveness {
-        app.metrics.flush_if_due(app.meta.as_ref()).await;
+    // At most a second: a flush that takes longer is abandoned (its counts are lost, within the bound
+    // docs/architecture.md states) rather than delaying the answer.
+    if !no_flush {
+        let flush = app.metrics.flush_if_due(app.meta.as_ref());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), flush).await;
     }
     response
 }

@@ -16,6 +16,20 @@ pub async fn freeze_stops_every_change_under_a_running_publish_loop_and_reads_go
     let approver = env.token(Role::Approver, "team-a").await;
     let (kept, kept_digest) = unique_blob(64);
     assert_eq!(put_blob(&env, &publisher, "team-a", &kept_digest.to_string(), kept.clone()).await.status(), 201);
+    // Before the freeze: a presigned upload plan, and a token to revoke during it.
+    let (staged, staged_digest) = unique_blob(5000);
+    let plan_body = json!({"digest": staged_digest.to_string(), "size": 5000});
+    let upload_plan: Value =
+        post_json(&env, &publisher, "/v1/workspaces/team-a/uploads", plan_body).await.json().await.unwrap();
+    let doomed = env.token_of("mallory", Role::Publisher, "team-a").await;
+    let doomed_id = env
+        .app
+        .meta
+        .token_by_sha256(&helix_core::domain::BearerToken::parse(&doomed).unwrap().sha256())
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
 
     // A publish loop: each attempt's status, and whether it was sent after the freeze was answered.
     let frozen_at = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -70,6 +84,22 @@ pub async fn freeze_stops_every_change_under_a_running_publish_loop_and_reads_go
         .await
         .unwrap();
     assert_eq!(got.bytes().await.unwrap().to_vec(), kept, "reads go on");
+    // The upload signed before the freeze: nothing it stages can be linked, and the local stand-in for
+    // S3 refuses the bytes themselves.
+    let uploaded = super::api::upload_to(&env, &upload_plan, staged, true).await;
+    if b == Backend::Embedded {
+        expect_problem(uploaded, 503, "registry_frozen").await;
+    }
+    let complete = format!("/v1/workspaces/team-a/uploads/{staged_digest}/complete");
+    let body = json!({"upload_id": upload_plan["upload_id"]});
+    expect_problem(post_json(&env, &publisher, &complete, body).await, 503, "registry_frozen").await;
+    // Revoking only takes access away: it passes the freeze.
+    let revoked = post_json(&env, &admin, &format!("/v1/tokens/{doomed_id}/revoke"), json!({})).await;
+    assert_eq!(revoked.status(), 200);
+    expect_problem(put_blob(&env, &doomed, "team-a", &kept_digest.to_string(), vec![]).await, 401, "token_revoked")
+        .await;
+    // A reason that would display as something else is refused.
+    expect_problem(freeze(&admin, json!({"reason": "ok\u{202e}evil"})).await, 400, "invalid_request").await;
     assert_eq!(env.http.get(env.url("/healthz")).send().await.unwrap().status(), 200);
     assert_eq!(env.http.get(env.url("/readyz")).send().await.unwrap().status(), 200);
     let status: Value =

@@ -1,0 +1,124 @@
+//! The `helix` client commands: a registry over HTTPS (`HELIX_URL`, alias `HELIX_REGISTRY_URL`; http
+//! only on loopback) with `HELIX_TOKEN`. Errors are one line with the registry's stable reason, and the
+//! exit status says whose fault it was: 1 the registry refused (a 4xx, its `reason`), 3 the registry
+//! could not be reached or was unavailable (`registry_unreachable`, or a 5xx and its reason); clap's own
+//! usage errors are 2.
+
+use std::fmt;
+
+use serde_json::Value;
+
+/// A refusal, or no answer.
+#[derive(Debug)]
+pub enum ClientError {
+    /// No answer from the registry (connection refused, DNS, TLS, timeout).
+    Unreachable(String),
+    /// A problem+json answer.
+    Refused { status: u16, reason: String, detail: String },
+    /// Anything else (configuration, an answer that is not what the API describes).
+    Other(String),
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Unreachable(detail) => write!(f, "registry_unreachable: {detail}"),
+            ClientError::Refused { status, reason, detail } => write!(f, "{reason} ({status}): {detail}"),
+            ClientError::Other(detail) => f.write_str(detail),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl ClientError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::Refused { status, .. } if *status < 500 => 1,
+            ClientError::Unreachable(_) | ClientError::Refused { .. } => 3,
+            ClientError::Other(_) => 1,
+        }
+    }
+}
+
+pub struct Registry {
+    pub url: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Registry {
+    /// From `HELIX_URL` (or `HELIX_REGISTRY_URL`) and `HELIX_TOKEN`.
+    pub fn from_env() -> Result<Registry, ClientError> {
+        let url = std::env::var("HELIX_URL")
+            .or_else(|_| std::env::var("HELIX_REGISTRY_URL"))
+            .map_err(|_| ClientError::Other("HELIX_URL is not set (the registry's base URL)".into()))?;
+        helix_core::oidc::check_url(&url).map_err(|e| ClientError::Other(format!("HELIX_URL: {e}")))?;
+        let token = std::env::var("HELIX_TOKEN").ok().filter(|t| !t.is_empty());
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ClientError::Other(e.to_string()))?;
+        Ok(Registry { url: url.trim_end_matches('/').to_owned(), token, http })
+    }
+
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// GET `path` (with its query), as JSON, with the token when there is one.
+    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        let mut req = self.http.get(format!("{}{path}", self.url));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| ClientError::Unreachable(format!("{}: {e}", self.url)))?;
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if (200..300).contains(&status) {
+            return Ok(body);
+        }
+        let text = |k: &str| body[k].as_str().unwrap_or_default().to_owned();
+        let reason = if text("reason").is_empty() { format!("http_{status}") } else { text("reason") };
+        Err(ClientError::Refused { status, reason, detail: text("detail") })
+    }
+}
+
+/// `7d`, `12h`, `30m` before `now`, or an RFC 3339 time or a day as given.
+pub fn since(value: &str, now: time::OffsetDateTime) -> Result<String, ClientError> {
+    let bad = || ClientError::Other(format!("--since {value:?}: a duration (7d, 12h, 30m), an RFC 3339 time or a day"));
+    let (n, unit) = value.split_at(value.len().saturating_sub(1));
+    let seconds = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        _ => return if value.is_empty() { Err(bad()) } else { Ok(value.to_owned()) },
+    };
+    let n: i64 = n.parse().map_err(|_| bad())?;
+    if !(0..=36_500).contains(&n) {
+        return Err(bad());
+    }
+    Ok(helix_core::domain::time::rfc3339_ms(now - time::Duration::seconds(n * seconds)))
+}
+
+/// Percent-encode a query value.
+pub fn q(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_durations_times_and_days() {
+        let now = time::macros::datetime!(2026-12-01 12:00 UTC);
+        assert_eq!(since("7d", now).unwrap(), "2026-11-24T12:00:00.000Z");
+        assert_eq!(since("90m", now).unwrap(), "2026-12-01T10:30:00.000Z");
+        assert_eq!(since("2026-11-30", now).unwrap(), "2026-11-30");
+        assert!(since("xd", now).is_err() && since("", now).is_err() && since("-1d", now).is_err());
+        let refused = ClientError::Refused { status: 403, reason: "insufficient_role".into(), detail: "x".into() };
+        assert_eq!((refused.exit_code(), ClientError::Unreachable("x".into()).exit_code()), (1, 3));
+    }
+}
