@@ -69,7 +69,15 @@ impl Registry {
 
     /// GET `path` (with its query), as JSON, with the token when there is one.
     pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
-        let mut req = self.http.get(format!("{}{path}", self.url));
+        self.send(self.http.get(format!("{}{path}", self.url))).await
+    }
+
+    /// POST `body` as JSON to `path`.
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.send(self.http.post(format!("{}{path}", self.url)).json(body)).await
+    }
+
+    async fn send(&self, mut req: reqwest::RequestBuilder) -> Result<Value, ClientError> {
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
@@ -100,6 +108,22 @@ pub fn since(value: &str, now: time::OffsetDateTime) -> Result<String, ClientErr
         return Err(bad());
     }
     Ok(helix_core::domain::time::rfc3339_ms(now - time::Duration::seconds(n * seconds)))
+}
+
+/// `WS/NAME@VERSION` as the path of that bundle version (each part checked as the registry would).
+pub fn version_path(bundle: &str) -> Result<String, ClientError> {
+    let bad = |why: String| ClientError::Other(format!("{bundle:?}: {why} (expected WORKSPACE/NAME@VERSION)"));
+    let (ws, rest) = bundle.split_once('/').ok_or_else(|| bad("no workspace".into()))?;
+    let (name, version) = rest.split_once('@').ok_or_else(|| bad("no @version".into()))?;
+    let ws = helix_core::domain::WorkspaceId::parse(ws).map_err(|e| bad(e.to_string()))?;
+    let name = helix_core::domain::BundleName::parse(name).map_err(|e| bad(e.to_string()))?;
+    let version = helix_core::domain::BundleName::parse(version).map_err(|e| bad(e.to_string()))?;
+    Ok(format!("/v1/workspaces/{ws}/bundles/{}/versions/{}", name.as_str(), version.as_str()))
+}
+
+/// `90s`, `45m`, `12h`, `7d` as seconds.
+pub fn duration_seconds(value: &str) -> Result<i64, ClientError> {
+    helix_core::domain::token::parse_ttl(value).map_err(|e| ClientError::Other(format!("{value:?}: {e}")))
 }
 
 /// Percent-encode a query value.

@@ -111,6 +111,41 @@ enum AuditCommand {
 
 #[derive(Subcommand)]
 enum GovernanceCommand {
+    /// Approve a bundle version (an approver other than who registered it). Prints the signed receipt's
+    /// seq, or the receipt itself with --json. HELIX_URL and HELIX_TOKEN: identity and role come from
+    /// the token.
+    Approve {
+        /// WORKSPACE/NAME@VERSION
+        bundle: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reject a bundle version (final).
+    Reject {
+        /// WORKSPACE/NAME@VERSION
+        bundle: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// An emergency waiver (a safety reviewer): lets exactly this export transition go through while
+    /// the version is not approved, until it expires.
+    Waive {
+        /// WORKSPACE/NAME@VERSION
+        bundle: String,
+        /// The export transition id the waiver covers (sha256:…; GET …/governance shows it).
+        #[arg(long)]
+        transition: String,
+        #[arg(long, default_value = "export_unapproved")]
+        scope: String,
+        /// The justification, or @FILE to read it from a file (at most 2048 bytes).
+        #[arg(long)]
+        justification: String,
+        /// 90s, 45m, 12h, 7d (at most 7 days; the registry's default is 24 h).
+        #[arg(long)]
+        expires_in: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Verify a receipt, a list of receipts or a whole ledger (GET .../governance) offline: signatures,
     /// seq and prev chain, transition ids, and the state it yields. Exit 0 with a one-line summary, or
     /// 1 with a one-line reason.
@@ -356,6 +391,26 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Teams { command } => teams(&config, command).await,
         Command::Audit { command } => audit(config, command).await,
         Command::Status { json } => status(json).await,
+        Command::Governance { command: GovernanceCommand::Approve { bundle, json } } => {
+            decide(&bundle, "approve", serde_json::json!({}), json).await
+        }
+        Command::Governance { command: GovernanceCommand::Reject { bundle, json } } => {
+            decide(&bundle, "reject", serde_json::json!({}), json).await
+        }
+        Command::Governance {
+            command: GovernanceCommand::Waive { bundle, transition, scope, justification, expires_in, json },
+        } => {
+            let justification = match justification.strip_prefix('@') {
+                Some(path) => std::fs::read_to_string(path).map_err(|e| format!("--justification {path}: {e}"))?,
+                None => justification,
+            };
+            let mut body =
+                serde_json::json!({"transition": transition, "scope": scope, "justification": justification});
+            if let Some(e) = expires_in {
+                body["expires_in_seconds"] = serde_json::json!(helix_cli::client::duration_seconds(&e)?);
+            }
+            decide(&bundle, "waivers", body, json).await
+        }
         Command::Governance { command: GovernanceCommand::Verify { file, public_key, registry } } => {
             let pems = match registry {
                 Some(url) => fetch_public_keys(&url).await?,
@@ -458,6 +513,38 @@ async fn audit(config: Config, command: AuditCommand) -> Result<(), Box<dyn std:
         }
     }
     Ok(())
+}
+
+/// POST a governance decision and print its receipt (seq and kind, or the whole answer with --json).
+async fn decide(
+    bundle: &str,
+    what: &str,
+    body: serde_json::Value,
+    json: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let registry = Registry::from_env()?;
+    let path = format!("{}/{what}", helix_cli::client::version_path(bundle)?);
+    let answer = registry.post(&path, &body).await?;
+    if json {
+        return out(&answer.to_string());
+    }
+    use base64::Engine;
+    let payload = answer["receipt"]["payload"].as_str().unwrap_or_default();
+    let statement: serde_json::Value = base64::engine::general_purpose::STANDARD
+        .decode(payload)
+        .ok()
+        .and_then(|p| serde_json::from_slice(&p).ok())
+        .unwrap_or_default();
+    out(&format!(
+        "{} receipt seq {} for {bundle}: {} -> {} by {} ({}), key {}",
+        s_of(&statement["kind"]),
+        answer["seq"],
+        s_of(&statement["from"]),
+        s_of(&statement["to"]),
+        s_of(&statement["user"]),
+        s_of(&statement["role"]),
+        s_of(&statement["key_id"])
+    ))
 }
 
 /// The key ids that signed `statements`, in order of first use.

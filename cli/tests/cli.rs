@@ -220,3 +220,102 @@ fn status_and_audit_query_answer_from_a_registry_and_fail_in_one_line() {
     let plain_http = helix(dir.path()).env("HELIX_URL", "http://registry.example").args(["status"]).output().unwrap();
     assert_eq!(plain_http.status.code(), Some(1), "http only on loopback");
 }
+
+/// `helix governance approve|reject|waive` against a running registry: identity and role from the
+/// token, the receipt summarised in one line, idempotent, refusals with the registry's reason.
+#[test]
+fn governance_decisions_from_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url, _) = serve(dir.path());
+    let token = |user: &str, role: &str| {
+        let out = helix(dir.path())
+            .args(["teams", "token", "--user", user, "--role", role, "--workspace-id", "demo"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let (ada, grace, linus) =
+        (token("ada", "publisher"), token("grace", "approver"), token("linus", "safety_reviewer"));
+    let digest = "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
+    let auth = format!("Authorization: Bearer {ada}");
+    assert_eq!(
+        curl_status(&[
+            "-X",
+            "PUT",
+            "-H",
+            &auth,
+            "--data-binary",
+            "foo",
+            &format!("{url}/v1/workspaces/demo/blobs/{digest}")
+        ]),
+        "201"
+    );
+    for v in ["1", "2"] {
+        let manifest = json!({"schema": "helix.bundle.v1", "name": "model", "version": v,
+            "files": [{"path": "f", "digest": digest, "size": 3}]});
+        let path = format!("{url}/v1/workspaces/demo/bundles/model/versions/{v}");
+        assert_eq!(curl_status(&["-X", "PUT", "-H", &auth, "--data-binary", &manifest.to_string(), &path]), "201");
+    }
+    let gov = |token: &str, args: &[&str]| {
+        let out = helix(dir.path())
+            .env("HELIX_URL", &url)
+            .env("HELIX_TOKEN", token)
+            .arg("governance")
+            .args(args)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    };
+    let (code, stdout, stderr) = gov(&grace, &["approve", "demo/model@1"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.starts_with("approval receipt seq 1 for demo/model@1: submitted -> approved by grace (approver)"),
+        "{stdout}"
+    );
+    assert_eq!(gov(&grace, &["approve", "demo/model@1"]).1, stdout, "the same decision again: the same receipt");
+    let (code, _, stderr) = gov(&ada, &["approve", "demo/model@2"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.starts_with("helix: insufficient_role (403)"), "{stderr}");
+    let (code, _, stderr) = gov(&grace, &["approve", "demo/model"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("expected WORKSPACE/NAME@VERSION"), "{stderr}");
+
+    // A waiver names the export transition the ledger shows, with a justification from a file.
+    let ledger = Command::new("curl")
+        .args([
+            "-s",
+            "-H",
+            &format!("Authorization: Bearer {linus}"),
+            &format!("{url}/v1/workspaces/demo/bundles/model/versions/2/governance"),
+        ])
+        .output()
+        .unwrap();
+    let ledger: serde_json::Value = serde_json::from_slice(&ledger.stdout).unwrap();
+    let transition = ledger["export_transition"].as_str().expect("export_transition").to_owned();
+    let why = dir.path().join("why.txt");
+    std::fs::write(&why, "INC-7: the model is needed for the recall").unwrap();
+    let just = format!("@{}", why.display());
+    let (code, stdout, stderr) = gov(
+        &linus,
+        &[
+            "waive",
+            "demo/model@2",
+            "--transition",
+            &transition,
+            "--justification",
+            &just,
+            "--expires-in",
+            "2h",
+            "--json",
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let answer: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(answer["seq"], 1);
+    let (code, stdout, _) = gov(&grace, &["reject", "demo/model@1"]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.starts_with("rejection receipt seq 2 for demo/model@1: approved -> rejected"), "{stdout}");
+    let (code, _, stderr) = gov(&linus, &["approve", "demo/model@1"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.starts_with("helix: version_rejected (409)"), "a rejection is final: {stderr}");
+}
