@@ -319,3 +319,52 @@ fn governance_decisions_from_the_client() {
     assert_eq!(code, Some(1));
     assert!(stderr.starts_with("helix: version_rejected (409)"), "a rejection is final: {stderr}");
 }
+
+/// The runbook cannot rot: every block marked `<!-- drill -->` in docs/runbook.md runs, in order and as
+/// written, in one shell against a fresh `helix serve` (with `helix` on PATH and `curl` failing on any
+/// HTTP error), and must succeed.
+#[test]
+fn the_runbooks_marked_command_blocks_run_as_written_against_helix_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url, lines) = serve(dir.path());
+    let admin = lines.iter().find_map(|l| l.strip_prefix("admin token: ")).expect("admin token").to_owned();
+    let runbook = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/runbook.md")).unwrap();
+    let mut blocks = Vec::new();
+    let mut lines = runbook.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() == "<!-- drill -->" {
+            assert_eq!(lines.next(), Some("```sh"), "a drill marker stands right before a ```sh block");
+            blocks.push(lines.by_ref().take_while(|l| *l != "```").collect::<Vec<_>>().join("\n"));
+        }
+    }
+    assert!(blocks.len() >= 10, "the runbook's drilled blocks: {}", blocks.len());
+    let script = format!(
+        "set -euo pipefail\ncurl() {{ command curl --fail-with-body \"$@\"; }}\n{}\n",
+        blocks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| format!("echo '>>> block {}'\n{b}", i + 1))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_helix")).parent().unwrap().to_owned();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let out = Command::new("bash")
+        .args(["-c", &script])
+        .current_dir(&work)
+        .env_clear()
+        .env("PATH", path)
+        .env("HOME", dir.path())
+        .env("HELIX_URL", &url)
+        .env("HELIX_TOKEN", &admin)
+        .env("HELIX_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    let said = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "a runbook block failed:\n{said}");
+    assert!(said.contains("\"frozen\":true"), "the freeze block froze the registry:\n{said}");
+    assert!(said.contains("ok: 1 day(s)"), "the evidence verified:\n{said}");
+    assert!(work.join("evidence").is_dir() && work.join("exports.jsonl").is_file() && work.join("keys.json").is_file());
+}
