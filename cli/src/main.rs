@@ -632,24 +632,16 @@ async fn teams(config: &Config, command: TeamsCommand) -> Result<(), Box<dyn std
 /// Columns as wide as their widest cell. A reader that stops early (`| head`) ends the listing
 /// quietly instead of a panic on the broken pipe.
 fn print_table<const N: usize>(rows: &[[String; N]]) -> Result<(), Box<dyn std::error::Error>> {
-    use std::io::Write;
     let widths: Vec<usize> = (0..N).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
-    let mut out = std::io::stdout().lock();
-    for row in rows {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            if c + 1 == N {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<w$}  ", w = widths[c]));
-            }
-        }
-        match writeln!(out, "{line}").and_then(|()| out.flush()) {
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
-            other => other?,
-        }
-    }
-    Ok(())
+    let lines: Vec<String> = rows
+        .iter()
+        .map(|row| {
+            let cells: Vec<String> =
+                row.iter().enumerate().map(|(c, cell)| format!("{cell:<w$}", w = widths[c])).collect();
+            cells.join("  ").trim_end().to_owned()
+        })
+        .collect();
+    out(&lines.join("\n"))
 }
 
 fn print_first_start(url: &str, token: &str, id: &str, data_dir: &str) {

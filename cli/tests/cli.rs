@@ -43,6 +43,16 @@ fn serve(data_dir: &std::path::Path) -> (Serve, String, Vec<String>) {
     (Serve(child), url, lines)
 }
 
+/// `helix teams token` into `data_dir` for workspace `demo`; the secret.
+fn issue_token(data_dir: &std::path::Path, user: &str, role: &str) -> String {
+    let out = helix(data_dir)
+        .args(["teams", "token", "--user", user, "--role", role, "--workspace-id", "demo"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 fn curl_status(args: &[&str]) -> String {
     let out = Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}"]).args(args).output().unwrap();
     String::from_utf8(out.stdout).unwrap()
@@ -182,11 +192,7 @@ fn status_and_audit_query_answer_from_a_registry_and_fail_in_one_line() {
 
     // 3 more tokens: 4 token.issue events in all, walked with every page (the first is the bootstrap's).
     for n in 0..3 {
-        let out = helix(dir.path())
-            .args(["teams", "token", "--user", &format!("u{n}"), "--role", "viewer", "--workspace-id", "demo"])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
+        issue_token(dir.path(), &format!("u{n}"), "viewer");
     }
     let (code, stdout, stderr) =
         client(&admin, &["audit", "query", "--since", "1d", "--action", "token.issue", "--json"]);
@@ -198,13 +204,7 @@ fn status_and_audit_query_answer_from_a_registry_and_fail_in_one_line() {
     assert_eq!(plain.lines().count(), 3, "{plain}");
 
     // Refused: exit 1, one line with the reason. Unreachable: exit 3, registry_unreachable.
-    let viewer = {
-        let out = helix(dir.path())
-            .args(["teams", "token", "--user", "v", "--role", "viewer", "--workspace-id", "demo"])
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    };
+    let viewer = issue_token(dir.path(), "v", "viewer");
     let (code, _, stderr) = client(&viewer, &["audit", "query", "--workspace", "demo"]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.starts_with("helix: insufficient_role (403)") && stderr.lines().count() == 1, "{stderr}");
@@ -227,13 +227,7 @@ fn status_and_audit_query_answer_from_a_registry_and_fail_in_one_line() {
 fn governance_decisions_from_the_client() {
     let dir = tempfile::tempdir().unwrap();
     let (_server, url, _) = serve(dir.path());
-    let token = |user: &str, role: &str| {
-        let out = helix(dir.path())
-            .args(["teams", "token", "--user", user, "--role", role, "--workspace-id", "demo"])
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    };
+    let token = |user: &str, role: &str| issue_token(dir.path(), user, role);
     let (ada, grace, linus) =
         (token("ada", "publisher"), token("grace", "approver"), token("linus", "safety_reviewer"));
     let digest = "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";

@@ -70,15 +70,7 @@ pub fn key_file(key_id: &str) -> String {
     format!("audit/keys/{}.pem", key_id.strip_prefix("sha256:").unwrap_or(key_id))
 }
 
-pub fn day_string(day: Date) -> String {
-    format!("{:04}-{:02}-{:02}", day.year(), u8::from(day.month()), day.day())
-}
-
-/// A day written `YYYY-MM-DD`, as `day_string` writes it.
-pub fn parse_day(s: &str) -> Result<Date> {
-    Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"))
-        .map_err(|_| Error::BadRequest(format!("day {s:?} is not YYYY-MM-DD")))
-}
+pub use crate::domain::time::{day_string, parse_day};
 
 fn sha256(bytes: &[u8]) -> String {
     Digest::of(bytes).to_string()
@@ -212,6 +204,12 @@ pub async fn export_through(
         }
     }
     let genesis = genesis.unwrap_or(start);
+    // The signing key, once per run: recorded before any day is read (recording appends an event,
+    // which must not land on a day after it was read), and the key history re-runs are checked with.
+    let signing = match signing_key(app, request_id).await {
+        Ok(k) => k,
+        Err(e) => return Err(fail(app, start, day, request_id, e).await),
+    };
     let mut backfilled = Vec::new();
     let mut d = start;
     loop {
@@ -223,7 +221,7 @@ pub async fn export_through(
             tracing::warn!(%detail, "audit export backlog");
             return Err(Error::AuditExportBlocked(detail));
         }
-        let report = match export_one(app, d, genesis, request_id).await {
+        let report = match export_one(app, d, genesis, &signing, request_id).await {
             Ok(r) => r,
             Err(e) => return Err(fail(app, d, day, request_id, e).await),
         };
@@ -516,10 +514,13 @@ pub fn statement_doc(
 }
 
 /// Export one day whose predecessor (unless it is the genesis) is exported.
-async fn export_one(app: &App, day: Date, genesis: Date, request_id: &str) -> Result<ExportReport> {
-    // The key first: recording it appends an event, which must not land on a day after it was read.
-    let key_info = app.signer.public_key().await?;
-    record_key(app, &key_info, request_id, &day_string(day)).await?;
+async fn export_one(
+    app: &App,
+    day: Date,
+    genesis: Date,
+    signing: &SigningKey,
+    request_id: &str,
+) -> Result<ExportReport> {
     let p = prepare(app, day, genesis).await?;
     if p.genesis {
         let record = canonical::to_string(&json!({"day": day_string(day)}))?;
@@ -541,12 +542,15 @@ async fn export_one(app: &App, day: Date, genesis: Date, request_id: &str) -> Re
     store_events(app, day, &p.jsonl, &p.jsonl_sha256, request_id, &mut report).await?;
     let manifest = Bytes::from(p.manifest.into_bytes());
     store(app, &key(day, FILES[1]), FILES[1], manifest, request_id, &mut report, |stored, ours| stored == ours).await?;
-    let checkpoint = crate::dsse::sign(app.signer.as_ref(), &key_info, PAYLOAD_TYPE, p.statement.as_bytes()).await?;
+    let checkpoint =
+        crate::dsse::sign(app.signer.as_ref(), &signing.current, PAYLOAD_TYPE, p.statement.as_bytes()).await?;
     let statement = p.statement;
     // A day signed before a key rotation was signed by an earlier key of the registry's history.
-    let keys = crate::governance::verification_keys(app).await?;
     let same_statement = |stored: &[u8], _: &[u8]| {
-        crate::dsse::verify(stored, PAYLOAD_TYPE, &keys).ok().and_then(|p| String::from_utf8(p).ok()).as_ref()
+        crate::dsse::verify(stored, PAYLOAD_TYPE, &signing.history)
+            .ok()
+            .and_then(|p| String::from_utf8(p).ok())
+            .as_ref()
             == Some(&statement)
     };
     let k = key(day, FILES[2]);
@@ -554,21 +558,24 @@ async fn export_one(app: &App, day: Date, genesis: Date, request_id: &str) -> Re
     Ok(report)
 }
 
-/// The signing key's PEM beside the days it signs, and in the registry's key history.
-async fn record_key(app: &App, key_info: &PublicKeyInfo, request_id: &str, day: &str) -> Result<()> {
-    let file = key_file(&key_info.key_id);
-    let pem = Bytes::from(key_info.pem.clone());
-    let mut scratch = ExportReport {
-        day: day.to_owned(),
-        event_count: 0,
-        manifest_sha256: String::new(),
-        genesis: false,
-        written: Vec::new(),
-        unchanged: Vec::new(),
-        backfilled: Vec::new(),
-    };
-    store(app, &file, "key", pem, request_id, &mut scratch, |stored, ours| stored == ours).await?;
-    crate::governance::record_signing_key(app, ACTOR, request_id, key_info).await
+/// The key this run signs with, and every key the registry has signed with (to check a stored day).
+struct SigningKey {
+    current: PublicKeyInfo,
+    history: Vec<PublicKeyInfo>,
+}
+
+/// Put the signing key's PEM beside the days it signs, and record it in the registry's key history.
+async fn signing_key(app: &App, request_id: &str) -> Result<SigningKey> {
+    let current = app.signer.public_key().await?;
+    let file = key_file(&current.key_id);
+    if app.blobs.put_document_if_absent(&file, Bytes::from(current.pem.clone())).await? == PutOutcome::Existed
+        && app.blobs.get_document(&file).await?.as_deref() != Some(current.pem.as_bytes())
+    {
+        return Err(Error::AuditExportMismatch(file));
+    }
+    crate::governance::record_signing_key(app, ACTOR, request_id, &current).await?;
+    let history = crate::governance::verification_keys(app).await?;
+    Ok(SigningKey { current, history })
 }
 
 /// Put the day's events from their temporary file if absent; when present, their SHA-256 must be ours.

@@ -213,12 +213,12 @@ pub async fn verify(evidence: &dyn Evidence, keys: &[PublicKeyInfo]) -> Result<S
                 day_string(*p)
             ));
         }
-        let dir = format!("{:04}/{:02}/{:02}", day.year(), u8::from(day.month()), day.day());
+        // The export's own key layout, relative to the audit root the evidence is read from.
+        let at = |file: &str| crate::audit_export::key(day, file).trim_start_matches("audit/").to_owned();
         let missing = |f: &str| format!("{day_s}: {f} is missing");
-        let manifest = evidence.read(&format!("{dir}/manifest.json")).await?.ok_or_else(|| missing("manifest.json"))?;
-        let checkpoint =
-            evidence.read(&format!("{dir}/checkpoint.json")).await?.ok_or_else(|| missing("checkpoint.json"))?;
-        let mut reader = evidence.open(&format!("{dir}/events.jsonl")).await?.ok_or_else(|| missing("events.jsonl"))?;
+        let manifest = evidence.read(&at("manifest.json")).await?.ok_or_else(|| missing("manifest.json"))?;
+        let checkpoint = evidence.read(&at("checkpoint.json")).await?.ok_or_else(|| missing("checkpoint.json"))?;
+        let mut reader = evidence.open(&at("events.jsonl")).await?.ok_or_else(|| missing("events.jsonl"))?;
 
         // The events, line by line (never the whole file in memory), against their streams' chains.
         let mut hasher = DigestWriter::default();

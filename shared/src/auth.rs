@@ -99,13 +99,9 @@ impl Authenticator {
         Authenticator { meta, oidc }
     }
 
-    /// Turn an Authorization header into a principal, or the reason it cannot be one.
-    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Principal> {
-        self.authenticate_with_freeze(authorization).await.map(|(p, _)| p)
-    }
-
-    /// `authenticate`, and the freeze switch when it came with the token lookup (API tokens: one
-    /// round trip for both); None for a JWT, whose caller reads the switch if it needs it.
+    /// Turn an Authorization header into a principal, or the reason it cannot be one; and the freeze
+    /// switch when it came with the token lookup (API tokens: one round trip for both), None for a JWT,
+    /// whose caller reads the switch if it needs it.
     pub async fn authenticate_with_freeze(&self, authorization: Option<&str>) -> Result<(Principal, Option<Freeze>)> {
         match credential(authorization)? {
             Credential::ApiToken(raw) => {

@@ -138,6 +138,24 @@ fn bundle_from_item(ws: &WorkspaceId, item: &Item) -> Result<BundleVersion> {
 /// The freeze switch's item (`pk` = `sk` = `FREEZE`), written by the token function only.
 const FREEZE_PK: &str = "FREEZE";
 
+/// A filter expression requiring each named attribute to equal its value (those given).
+fn equal_filters(mut req: QueryFluentBuilder, equal: &[(&str, Option<&str>)]) -> QueryFluentBuilder {
+    let mut terms = Vec::new();
+    for (i, (name, value)) in equal.iter().enumerate() {
+        if let Some(v) = value {
+            terms.push(format!("#f{i} = :f{i}"));
+            req = req
+                .expression_attribute_names(format!("#f{i}"), *name)
+                .expression_attribute_values(format!(":f{i}"), s(*v));
+        }
+    }
+    if terms.is_empty() { req } else { req.filter_expression(terms.join(" AND ")) }
+}
+
+fn meta_key(pk: impl Into<String>, sk: &str) -> Item {
+    Item::from([("pk".into(), s(pk)), ("sk".into(), s(sk))])
+}
+
 fn freeze_from_item(item: &Item) -> Freeze {
     Freeze {
         frozen: matches!(item.get("frozen"), Some(AttributeValue::Bool(true))),
@@ -300,6 +318,33 @@ impl DynamoStore {
         build(update.update_expression(format!("ADD {}", adds.join(", "))).build())
     }
 
+    /// Meta-table items by key (at most 100), read consistently in one BatchGetItem; keys left
+    /// unprocessed (throttling) are asked for again, a few times, then it is a 503.
+    async fn batch_get(&self, keys: Vec<Item>) -> Result<Vec<Item>> {
+        use aws_sdk_dynamodb::types::KeysAndAttributes;
+        let mut pending = Some(build(KeysAndAttributes::builder().set_keys(Some(keys)).consistent_read(true).build())?);
+        let mut items = Vec::new();
+        for attempt in 0..5u32 {
+            let Some(k) = pending.take() else { return Ok(items) };
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, k)
+                .send()
+                .await
+                .map_err(err(Dependency::MetaStore))?;
+            items.extend(out.responses().and_then(|r| r.get(&self.table)).into_iter().flatten().cloned());
+            pending = out.unprocessed_keys().and_then(|u| u.get(&self.table)).filter(|k| !k.keys().is_empty()).cloned();
+            if pending.is_some() {
+                crate::adapters::backoff(attempt).await;
+            }
+        }
+        match pending {
+            None => Ok(items),
+            Some(_) => Err(Error::unavailable(Dependency::MetaStore, "batch read throttled")),
+        }
+    }
+
     fn put(&self, table: &str, item: Item, condition: &str) -> Result<TransactWriteItem> {
         let put = build(Put::builder().table_name(table).set_item(Some(item)).condition_expression(condition).build())?;
         Ok(TransactWriteItem::builder().put(put).build())
@@ -424,8 +469,7 @@ impl DynamoStore {
         }
     }
 
-    /// Every audit event a query yields, page after page, up to `limit`.
-    /// Up to `limit` events from at most `max_pages` pages (of `SEARCH_PAGE` items evaluated), and the
+    /// Up to `limit` events a query yields, page after page, from at most `max_pages` pages; and the
     /// key the read stopped at when the page bound, not the limit or the end, stopped it.
     async fn events_bounded(
         &self,
@@ -433,7 +477,6 @@ impl DynamoStore {
         limit: usize,
         max_pages: usize,
     ) -> Result<(Vec<AuditEvent>, Option<Item>)> {
-        let req = req.limit(SEARCH_PAGE);
         let mut events = Vec::new();
         let mut start: Option<Item> = None;
         for _ in 0..max_pages {
@@ -453,23 +496,9 @@ impl DynamoStore {
         Ok((events, start))
     }
 
+    /// Every event a query yields, page after page, up to `limit`.
     async fn events(&self, req: QueryFluentBuilder, limit: usize) -> Result<Vec<AuditEvent>> {
-        let mut events = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let out =
-                req.clone().set_exclusive_start_key(start.take()).send().await.map_err(err(Dependency::AuditLog))?;
-            for item in out.items() {
-                if events.len() == limit {
-                    return Ok(events);
-                }
-                events.push(event_from_item(item)?);
-            }
-            match out.last_evaluated_key {
-                Some(k) if events.len() < limit => start = Some(k),
-                _ => return Ok(events),
-            }
-        }
+        Ok(self.events_bounded(req, limit, usize::MAX).await?.0)
     }
 
     fn event_item(event: &AuditEvent) -> Result<Item> {
@@ -550,19 +579,8 @@ impl DynamoStore {
             .expression_attribute_values(":first", n(first))
             .expression_attribute_values(":last", n(end - 1))
             .consistent_read(true);
-        let mut filters = Vec::new();
-        if let Some(action) = &q.action {
-            filters.push("#a = :action");
-            req = req.expression_attribute_names("#a", "action").expression_attribute_values(":action", s(action));
-        }
-        if let Some(actor) = &q.actor {
-            filters.push("actor = :actor");
-            req = req.expression_attribute_values(":actor", s(actor));
-        }
-        if !filters.is_empty() {
-            req = req.filter_expression(filters.join(" AND "));
-        }
-        let (events, stopped) = self.events_bounded(req, q.limit, SEARCH_PAGES).await?;
+        req = equal_filters(req, &[("action", q.action.as_deref()), ("actor", q.actor.as_deref())]);
+        let (events, stopped) = self.events_bounded(req.limit(SEARCH_PAGE), q.limit, SEARCH_PAGES).await?;
         let resume_after = match stopped.as_ref().and_then(|k| get_n(k, "seq").ok().flatten()) {
             Some(seq) => AuditLog::event(self, stream, seq as u64).await?.map(|e| e.at_key()),
             None => None,
@@ -615,20 +633,9 @@ impl DynamoStore {
                 req = req.expression_attribute_names("#at", "at");
             }
             req = req.key_condition_expression(key);
-            let mut filters = Vec::new();
-            if let Some(stream) = &q.stream {
-                filters.push("#s = :s");
-                req = req.expression_attribute_names("#s", "stream").expression_attribute_values(":s", s(stream));
-            }
-            if let Some(actor) = &q.actor {
-                filters.push("actor = :actor");
-                req = req.expression_attribute_values(":actor", s(actor));
-            }
-            if !filters.is_empty() {
-                req = req.filter_expression(filters.join(" AND "));
-            }
+            req = equal_filters(req, &[("stream", q.stream.as_deref()), ("actor", q.actor.as_deref())]);
             // One more than asked: the cursor's own event may come back (BETWEEN is inclusive).
-            self.events_bounded(req, q.limit + 1, SEARCH_PAGES)
+            self.events_bounded(req.limit(SEARCH_PAGE), q.limit + 1, SEARCH_PAGES)
         });
         let mut events: Vec<AuditEvent> = Vec::new();
         // The earliest key a shard stopped at: nothing after it is certain yet.
@@ -677,39 +684,14 @@ impl MetaStore for DynamoStore {
     }
 
     async fn token_and_freeze(&self, sha256: &str) -> Result<(Option<TokenRecord>, Freeze)> {
-        use aws_sdk_dynamodb::types::KeysAndAttributes;
-        let key = |pk: String, sk: &str| Item::from([("pk".into(), s(pk)), ("sk".into(), s(sk))]);
-        let mut keys = Some(build(
-            KeysAndAttributes::builder()
-                .keys(key(format!("TOKEN#{sha256}"), "TOKEN"))
-                .keys(key(FREEZE_PK.into(), FREEZE_PK))
-                .consistent_read(true)
-                .build(),
-        )?);
         let (mut token, mut freeze) = (None, Freeze::default());
-        // One round trip; a key left unprocessed (throttling) is asked for again.
-        for attempt in 0..5u32 {
-            let Some(k) = keys.take() else { break };
-            let out = self
-                .client
-                .batch_get_item()
-                .request_items(&self.table, k)
-                .send()
-                .await
-                .map_err(err(Dependency::MetaStore))?;
-            for item in out.responses().and_then(|r| r.get(&self.table)).into_iter().flatten() {
-                match get_s(item, "pk")?.as_str() {
-                    FREEZE_PK => freeze = freeze_from_item(item),
-                    _ => token = Some(token_from_item(item)?),
-                }
+        for item in
+            self.batch_get(vec![meta_key(format!("TOKEN#{sha256}"), "TOKEN"), meta_key(FREEZE_PK, FREEZE_PK)]).await?
+        {
+            match get_s(&item, "pk")?.as_str() {
+                FREEZE_PK => freeze = freeze_from_item(&item),
+                _ => token = Some(token_from_item(&item)?),
             }
-            keys = out.unprocessed_keys().and_then(|u| u.get(&self.table)).filter(|k| !k.keys().is_empty()).cloned();
-            if keys.is_some() {
-                crate::adapters::backoff(attempt).await;
-            }
-        }
-        if keys.is_some() {
-            return Err(Error::unavailable(Dependency::MetaStore, "token lookup throttled"));
         }
         Ok((token, freeze))
     }
@@ -892,38 +874,15 @@ impl MetaStore for DynamoStore {
     }
 
     async fn counters(&self, group: &str) -> Result<BTreeMap<String, i64>> {
-        use aws_sdk_dynamodb::types::KeysAndAttributes;
-        let mut keys = KeysAndAttributes::builder().consistent_read(true);
-        for n in 0..COUNTER_SHARDS {
-            keys = keys.keys(Item::from([("pk".into(), s(format!("COUNTER#{group}#{n}"))), ("sk".into(), s("SHARD"))]));
-        }
-        let mut pending = Some(build(keys.build())?);
+        let keys = (0..COUNTER_SHARDS).map(|n| meta_key(format!("COUNTER#{group}#{n}"), "SHARD")).collect();
         let mut out = BTreeMap::new();
-        for attempt in 0..5u32 {
-            let Some(k) = pending.take() else { break };
-            let page = self
-                .client
-                .batch_get_item()
-                .request_items(&self.table, k)
-                .send()
-                .await
-                .map_err(err(Dependency::MetaStore))?;
-            for item in page.responses().and_then(|r| r.get(&self.table)).into_iter().flatten() {
-                for (k, v) in item {
-                    if let (false, AttributeValue::N(n)) = (k == "pk" || k == "sk", v) {
-                        let n: i64 = n.parse().map_err(|_| Error::Internal(format!("counter {k} is not a number")))?;
-                        *out.entry(k.clone()).or_insert(0) += n;
-                    }
+        for item in self.batch_get(keys).await? {
+            for (k, v) in item {
+                if let (false, AttributeValue::N(n)) = (k == "pk" || k == "sk", v) {
+                    let n: i64 = n.parse().map_err(|_| Error::Internal(format!("counter {k} is not a number")))?;
+                    *out.entry(k).or_insert(0) += n;
                 }
             }
-            pending =
-                page.unprocessed_keys().and_then(|u| u.get(&self.table)).filter(|k| !k.keys().is_empty()).cloned();
-            if pending.is_some() {
-                crate::adapters::backoff(attempt).await;
-            }
-        }
-        if pending.is_some() {
-            return Err(Error::unavailable(Dependency::MetaStore, "counter read throttled"));
         }
         Ok(out)
     }

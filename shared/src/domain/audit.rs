@@ -112,10 +112,9 @@ pub fn parse_ord_key(ord: &str) -> Result<(String, u64)> {
 
 /// `[day, next day)` as `ts` bounds: `ts >= "2026-11-23" AND ts < "2026-11-24"` is that UTC day.
 pub fn day_bounds(day: &str) -> Result<(String, String)> {
-    let date = time::Date::parse(day, time::macros::format_description!("[year]-[month]-[day]"))
-        .map_err(|_| Error::BadRequest(format!("day {day:?} is not YYYY-MM-DD")))?;
-    let next = date.next_day().ok_or_else(|| Error::BadRequest("no day after this one".into()))?;
-    Ok((day.to_owned(), format!("{:04}-{:02}-{:02}", next.year(), u8::from(next.month()), next.day())))
+    let next =
+        super::time::parse_day(day)?.next_day().ok_or_else(|| Error::BadRequest("no day after this one".into()))?;
+    Ok((day.to_owned(), super::time::day_string(next)))
 }
 
 impl AuditEvent {

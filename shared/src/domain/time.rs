@@ -27,6 +27,17 @@ pub fn rfc3339_ms(t: OffsetDateTime) -> String {
     )
 }
 
+/// A UTC day written `YYYY-MM-DD`.
+pub fn parse_day(s: &str) -> crate::error::Result<time::Date> {
+    time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"))
+        .map_err(|_| crate::error::Error::BadRequest(format!("day {s:?} is not YYYY-MM-DD")))
+}
+
+/// `YYYY-MM-DD`, as `parse_day` reads it.
+pub fn day_string(day: time::Date) -> String {
+    format!("{:04}-{:02}-{:02}", day.year(), u8::from(day.month()), day.day())
+}
+
 pub fn unix_to_rfc3339(secs: i64) -> String {
     OffsetDateTime::from_unix_timestamp(secs)
         .ok()

@@ -73,10 +73,7 @@ impl Ctx {
     /// still complete: the freeze holds for every request that begins after it.
     pub async fn authorize(&self, app: &App, req: &Request, route: &Route) -> Result<Principal> {
         let min = route.spec().min_role.unwrap_or(crate::domain::Role::Viewer);
-        let header = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let (principal, freeze) = app.auth.authenticate_with_freeze(header).await?;
-        let _ = self.principal.set(principal.credential_id.clone());
-        principal.authorize(min, route.workspace())?;
+        let (principal, freeze) = self.authorized(app, req, min, route.workspace()).await?;
         let mutates = !matches!(route.spec().method, "GET" | "HEAD");
         // Revoking only takes access away: it is what a freeze buys time for.
         if mutates && !matches!(route, Route::Freeze | Route::Unfreeze | Route::RevokeToken { .. }) {
@@ -99,11 +96,23 @@ impl Ctx {
         min: crate::domain::Role,
         ws: Option<&crate::domain::WorkspaceId>,
     ) -> Result<Principal> {
+        self.authorized(app, req, min, ws).await.map(|(p, _)| p)
+    }
+
+    /// The principal of the request's credential, authorized, and the freeze switch when it came with
+    /// the token lookup.
+    async fn authorized(
+        &self,
+        app: &App,
+        req: &Request,
+        min: crate::domain::Role,
+        ws: Option<&crate::domain::WorkspaceId>,
+    ) -> Result<(Principal, Option<crate::ports::Freeze>)> {
         let header = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let principal = app.auth.authenticate(header).await?;
+        let (principal, freeze) = app.auth.authenticate_with_freeze(header).await?;
         let _ = self.principal.set(principal.credential_id.clone());
         principal.authorize(min, ws)?;
-        Ok(principal)
+        Ok((principal, freeze))
     }
 
     /// Map an error to problem+json, stamp the request id, and log the request's one line.
