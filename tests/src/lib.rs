@@ -340,6 +340,12 @@ impl TestEnv {
         secret.expose().to_owned()
     }
 
+    /// The id (`tok_…`) of an issued token's secret.
+    pub async fn token_id(&self, secret: &str) -> String {
+        let sha256 = helix_core::domain::BearerToken::parse(secret).unwrap().sha256();
+        self.app.meta.token_by_sha256(&sha256).await.unwrap().expect("issued").id
+    }
+
     /// Every audit event of a stream, in order.
     pub async fn audit(&self, stream: &str) -> Vec<AuditEvent> {
         let q = AuditQuery { stream: stream.into(), limit: 10_000, ..Default::default() };

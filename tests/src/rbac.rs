@@ -144,14 +144,7 @@ pub async fn rbac_matrix_holds_over_http(b: Backend) {
                 let ws = if pos == Position::Other { "team-b" } else { "team-a" };
                 let token = env.token(role, scope).await;
                 let target = env.token(Role::Viewer, ws).await;
-                let target_id = env
-                    .app
-                    .meta
-                    .token_by_sha256(&helix_core::domain::BearerToken::parse(&target).unwrap().sha256())
-                    .await
-                    .unwrap()
-                    .unwrap()
-                    .id;
+                let target_id = env.token_id(&target).await;
                 let path = spec
                     .path
                     .replace("{ws}", ws)

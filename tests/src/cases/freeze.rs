@@ -22,14 +22,7 @@ pub async fn freeze_stops_every_change_under_a_running_publish_loop_and_reads_go
     let upload_plan: Value =
         post_json(&env, &publisher, "/v1/workspaces/team-a/uploads", plan_body).await.json().await.unwrap();
     let doomed = env.token_of("mallory", Role::Publisher, "team-a").await;
-    let doomed_id = env
-        .app
-        .meta
-        .token_by_sha256(&helix_core::domain::BearerToken::parse(&doomed).unwrap().sha256())
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
+    let doomed_id = env.token_id(&doomed).await;
 
     // A publish loop: each attempt's status, and whether it was sent after the freeze was answered.
     let frozen_at = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
