@@ -6,6 +6,7 @@
 
 use std::fmt;
 
+use helix_core::domain::{BundleName, WorkspaceId};
 use serde_json::Value;
 
 /// A refusal, or no answer.
@@ -55,8 +56,10 @@ impl Registry {
             .map_err(|_| ClientError::Other("HELIX_URL is not set (the registry's base URL)".into()))?;
         helix_core::oidc::check_url(&url).map_err(|e| ClientError::Other(format!("HELIX_URL: {e}")))?;
         let token = std::env::var("HELIX_TOKEN").ok().filter(|t| !t.is_empty());
+        // No total timeout (a 1 GiB upload takes what it takes); a stalled connection fails.
         let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .read_timeout(std::time::Duration::from_secs(60))
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ClientError::Other(e.to_string()))?;
@@ -77,20 +80,61 @@ impl Registry {
         self.send(self.http.post(format!("{}{path}", self.url)).json(body)).await
     }
 
-    async fn send(&self, mut req: reqwest::RequestBuilder) -> Result<Value, ClientError> {
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
+    /// PUT `body` as JSON to `path`.
+    pub async fn put_json(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.send(self.http.put(format!("{}{path}", self.url)).json(body)).await
+    }
+
+    /// A request to the registry with the token; `answer` sends it.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, format!("{}{path}", self.url));
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
         }
-        let resp = req.send().await.map_err(|e| ClientError::Unreachable(format!("{}: {e}", self.url)))?;
+    }
+
+    /// A request to a presigned URL the registry handed out: never with the token (the URL carries
+    /// its own authorization, and the token must not travel to the store).
+    pub fn presigned(&self, method: &str, url: &str) -> Result<reqwest::RequestBuilder, ClientError> {
+        let method = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|_| ClientError::Other(format!("the registry planned an unknown method {method:?}")))?;
+        Ok(self.http.request(method, url))
+    }
+
+    /// Send `req`; a 2xx or 3xx answer is returned, anything else is the registry's refusal.
+    pub async fn answer(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        let resp = req.send().await.map_err(|e| ClientError::Unreachable(format!("{}: {}", self.url, chain(&e))))?;
         let status = resp.status().as_u16();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        if (200..300).contains(&status) {
-            return Ok(body);
+        if status < 400 {
+            return Ok(resp);
         }
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
         let text = |k: &str| body[k].as_str().unwrap_or_default().to_owned();
         let reason = if text("reason").is_empty() { format!("http_{status}") } else { text("reason") };
         Err(ClientError::Refused { status, reason, detail: text("detail") })
     }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, ClientError> {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        let resp = self.answer(req).await?;
+        Ok(resp.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// An error and its causes on one line (reqwest's own message stops at "error sending request").
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// `7d`, `12h`, `30m` before `now`, or an RFC 3339 time or a day as given.
@@ -110,14 +154,21 @@ pub fn since(value: &str, now: time::OffsetDateTime) -> Result<String, ClientErr
     Ok(helix_core::domain::time::rfc3339_ms(now - time::Duration::seconds(n * seconds)))
 }
 
-/// `WS/NAME@VERSION` as the path of that bundle version (each part checked as the registry would).
-pub fn version_path(bundle: &str) -> Result<String, ClientError> {
+/// `WS/NAME@VERSION`, each part checked as the registry would.
+pub fn bundle_parts(bundle: &str) -> Result<(WorkspaceId, BundleName, BundleName), ClientError> {
     let bad = |why: String| ClientError::Other(format!("{bundle:?}: {why} (expected WORKSPACE/NAME@VERSION)"));
     let (ws, rest) = bundle.split_once('/').ok_or_else(|| bad("no workspace".into()))?;
     let (name, version) = rest.split_once('@').ok_or_else(|| bad("no @version".into()))?;
-    let ws = helix_core::domain::WorkspaceId::parse(ws).map_err(|e| bad(e.to_string()))?;
-    let name = helix_core::domain::BundleName::parse(name).map_err(|e| bad(e.to_string()))?;
-    let version = helix_core::domain::BundleName::parse(version).map_err(|e| bad(e.to_string()))?;
+    Ok((
+        WorkspaceId::parse(ws).map_err(|e| bad(e.to_string()))?,
+        BundleName::parse(name).map_err(|e| bad(e.to_string()))?,
+        BundleName::parse(version).map_err(|e| bad(e.to_string()))?,
+    ))
+}
+
+/// `WS/NAME@VERSION` as the path of that bundle version.
+pub fn version_path(bundle: &str) -> Result<String, ClientError> {
+    let (ws, name, version) = bundle_parts(bundle)?;
     Ok(format!("/v1/workspaces/{ws}/bundles/{}/versions/{}", name.as_str(), version.as_str()))
 }
 

@@ -2,4 +2,6 @@
 //! crate can start the very same server in-process.
 
 pub mod client;
+pub mod export;
 pub mod serve;
+pub mod transfer;

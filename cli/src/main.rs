@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use helix_cli::client::{ClientError, Registry};
+use helix_cli::client::ClientError;
 use helix_cli::serve::Server;
 use helix_core::config::{BlobBackend, MetaBackend, SignerBackend};
 use helix_core::domain::token::parse_ttl;
@@ -50,6 +50,64 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Publish a directory as a bundle version: hash every file, upload what the workspace lacks
+    /// (inline when small, presigned when large, a few at a time), register the manifest. A re-run
+    /// after an interrupt uploads only what is still missing. HELIX_URL and HELIX_TOKEN (a publisher).
+    Push {
+        dir: std::path::PathBuf,
+        #[arg(long)]
+        workspace: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        version: String,
+        #[command(flatten)]
+        transfer: TransferArgs,
+    },
+    /// Download a bundle version into DIR: each file is verified against its digest before it is
+    /// renamed into place; files already there with the right content are kept.
+    Pull {
+        /// WORKSPACE/NAME@VERSION
+        bundle: String,
+        dir: std::path::PathBuf,
+        #[command(flatten)]
+        transfer: TransferArgs,
+    },
+    /// The official export: the registry checks integrity and governance and signs an export receipt;
+    /// the receipt is saved and the proof URLs (valid 5 minutes) printed. An unreachable registry fails
+    /// closed (exit 3), unless HELIX_REGISTRY_ALLOW_UNREGISTERED_EXPORT=1 and --reason are given: then
+    /// a local record is written and reported to the audit trail once the registry answers again.
+    Export {
+        /// WORKSPACE/NAME@VERSION
+        bundle: String,
+        /// Where to save the signed receipt (default NAME-VERSION.export-receipt.json).
+        #[arg(long)]
+        receipt: Option<std::path::PathBuf>,
+        /// Why an unregistered export cannot wait (needed with the override).
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct TransferArgs {
+    /// Files transferred at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    jobs: u16,
+    /// No progress bar (it is drawn only on a terminal anyway).
+    #[arg(long)]
+    quiet: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl TransferArgs {
+    fn options(&self) -> helix_cli::transfer::Options {
+        helix_cli::transfer::Options { jobs: self.jobs.into(), quiet: self.quiet }
+    }
 }
 
 #[derive(Subcommand)]
@@ -223,7 +281,7 @@ fn out(text: &str) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn status(json: bool) -> Result<(), Box<dyn std::error::Error>> {
-    let registry = Registry::from_env()?;
+    let registry = helix_cli::export::connect().await?;
     let ready = registry.get("/readyz").await;
     let ready = match ready {
         Err(ClientError::Unreachable(e)) => return Err(ClientError::Unreachable(e).into()),
@@ -294,7 +352,7 @@ async fn audit_query(
     json: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
     use helix_cli::client::q;
-    let registry = Registry::from_env()?;
+    let registry = helix_cli::export::connect().await?;
     let now = time::OffsetDateTime::now_utc();
     let mut query = String::from("limit=1000");
     let since = since.map(|s| helix_cli::client::since(&s, now)).transpose()?;
@@ -391,6 +449,80 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Teams { command } => teams(&config, command).await,
         Command::Audit { command } => audit(config, command).await,
         Command::Status { json } => status(json).await,
+        Command::Push { dir, workspace, name, version, transfer } => {
+            use helix_core::domain::{BundleName, WorkspaceId};
+            let ws = WorkspaceId::parse(&workspace).map_err(|e| format!("--workspace: {e}"))?;
+            let name = BundleName::parse(&name).map_err(|e| format!("--name: {e}"))?;
+            let version = BundleName::parse(&version).map_err(|e| format!("--version: {e}"))?;
+            let registry = helix_cli::export::connect().await?;
+            let a = helix_cli::transfer::push(&registry, &dir, &ws, &name, &version, transfer.options()).await?;
+            if transfer.json {
+                return out(&a.to_string());
+            }
+            out(&format!(
+                "pushed {ws}/{name}@{version}: {} file(s), {}; uploaded {} ({}), {} already in {ws}; manifest {}, state {}",
+                a["files"],
+                helix_cli::transfer::bytes(a["bytes"].as_u64().unwrap_or(0)),
+                a["uploaded_files"],
+                helix_cli::transfer::bytes(a["uploaded_bytes"].as_u64().unwrap_or(0)),
+                a["present_files"],
+                s_of(&a["manifest_digest"]),
+                s_of(&a["state"])
+            ))
+        }
+        Command::Pull { bundle, dir, transfer } => {
+            let (ws, name, version) = helix_cli::client::bundle_parts(&bundle)?;
+            let registry = helix_cli::export::connect().await?;
+            let a = helix_cli::transfer::pull(&registry, &ws, &name, &version, &dir, transfer.options()).await?;
+            if transfer.json {
+                return out(&a.to_string());
+            }
+            out(&format!(
+                "pulled {bundle} into {}: {} file(s) verified; downloaded {} ({}), {} already in place; manifest {}, state {}",
+                dir.display(),
+                a["files"],
+                a["downloaded_files"],
+                helix_cli::transfer::bytes(a["downloaded_bytes"].as_u64().unwrap_or(0)),
+                a["kept_files"],
+                s_of(&a["manifest_digest"]),
+                s_of(&a["state"])
+            ))
+        }
+        Command::Export { bundle, receipt, reason, json } => {
+            use helix_cli::export::{Exported, export, warning};
+            let registry = helix_cli::export::connect().await?;
+            match export(&registry, &bundle, receipt, reason.as_deref()).await? {
+                Exported::Official { answer, receipt } => {
+                    if json {
+                        return out(&answer.to_string());
+                    }
+                    let mut lines = vec![format!(
+                        "exported {bundle} (governance: {}), receipt seq {} saved to {}",
+                        s_of(&answer["governance"]),
+                        answer["seq"],
+                        receipt.display()
+                    )];
+                    lines.push(format!("manifest  {}", s_of(&answer["proof"]["manifest"]["url"])));
+                    for f in answer["proof"]["files"].as_array().into_iter().flatten() {
+                        let url = f["url"]
+                            .as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| format!("(fetch by digest {})", s_of(&f["digest"])));
+                        lines.push(format!("{}  {url}", s_of(&f["path"])));
+                    }
+                    out(&lines.join("\n"))
+                }
+                Exported::Unregistered { record, file } => {
+                    eprintln!("{}", warning(&record, &file));
+                    if json {
+                        return out(
+                            &serde_json::json!({"unregistered": true, "record": record, "file": file}).to_string()
+                        );
+                    }
+                    out(&format!("UNREGISTERED export of {bundle}: record {}", file.display()))
+                }
+            }
+        }
         Command::Governance { command: GovernanceCommand::Approve { bundle, json } } => {
             decide(&bundle, "approve", serde_json::json!({}), json).await
         }
@@ -522,7 +654,7 @@ async fn decide(
     body: serde_json::Value,
     json: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let registry = Registry::from_env()?;
+    let registry = helix_cli::export::connect().await?;
     let path = format!("{}/{what}", helix_cli::client::version_path(bundle)?);
     let answer = registry.post(&path, &body).await?;
     if json {

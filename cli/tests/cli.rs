@@ -23,8 +23,14 @@ fn helix(data_dir: &std::path::Path) -> Command {
 
 /// Start `helix serve` on a free port; returns the process, its URL and every stdout line up to the hint.
 fn serve(data_dir: &std::path::Path) -> (Serve, String, Vec<String>) {
+    serve_with(data_dir, &[], "127.0.0.1:0")
+}
+
+/// `serve`, with more environment and a chosen address.
+fn serve_with(data_dir: &std::path::Path, env: &[(&str, &str)], listen: &str) -> (Serve, String, Vec<String>) {
     let mut child = helix(data_dir)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .envs(env.iter().copied())
+        .args(["serve", "--listen", listen])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -361,4 +367,296 @@ fn the_runbooks_marked_command_blocks_run_as_written_against_helix_serve() {
     assert!(said.contains("\"frozen\":true"), "the freeze block froze the registry:\n{said}");
     assert!(said.contains("ok: 1 day(s)"), "the evidence verified:\n{said}");
     assert!(work.join("evidence").is_dir() && work.join("exports.jsonl").is_file() && work.join("keys.json").is_file());
+}
+
+/// A client command as a user runs it: HELIX_URL, HELIX_TOKEN, its own state dir.
+fn client(data_dir: &std::path::Path, url: &str, token: &str) -> Command {
+    let mut cmd = helix(data_dir);
+    cmd.env("HELIX_URL", url).env("HELIX_TOKEN", token).env("HELIX_STATE_DIR", data_dir.join("client-state"));
+    cmd
+}
+
+/// Files under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() { found.extend(files_under(&path)) } else { found.push(path) }
+    }
+    found
+}
+
+/// A source tree of `n` small files in nested folders, two equal files, and one large file (above
+/// the registry's inline limit of 64 KiB in these tests, so it goes through the presigned path).
+fn source_tree(root: &std::path::Path, n: usize, large: usize) {
+    for i in 0..n {
+        let dir = root.join(format!("part-{}/deep", i % 7));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("f{i}.txt")), format!("file {i}\n").repeat(i % 13 + 1)).unwrap();
+    }
+    std::fs::write(root.join("same-a"), b"same").unwrap();
+    std::fs::write(root.join("same-b"), b"same").unwrap();
+    let big: Vec<u8> = (0..large).map(|i| (i * 7919 % 251) as u8).collect();
+    std::fs::write(root.join("model.bin"), big).unwrap();
+}
+
+fn json_out(out: &std::process::Output) -> serde_json::Value {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+const SMALL_INLINE: [(&str, &str); 1] = [("HELIX_INLINE_MAX", "65536")];
+
+#[test]
+fn push_and_pull_round_trip_hundreds_of_files_and_a_large_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (_server, url, _) = serve_with(&data, &SMALL_INLINE, "127.0.0.1:0");
+    let publisher = issue_token(&data, "ada", "publisher");
+    let src = dir.path().join("src");
+    source_tree(&src, 300, 3 * 1024 * 1024 + 17);
+
+    // A symlink is refused before anything is uploaded, and so is a path the manifest rules refuse.
+    std::os::unix::fs::symlink("/etc/hostname", src.join("part-0/link")).unwrap();
+    std::fs::write(src.join("bad\\name"), b"x").unwrap();
+    let push = |args: &[&str]| {
+        client(&data, &url, &publisher)
+            .args(["push", src.to_str().unwrap(), "--workspace", "demo", "--name", "model"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let refused = push(&["--version", "1"]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    assert!(err.contains("nothing was uploaded") && err.contains("part-0/link: a symlink"), "{err}");
+    assert!(files_under(&data.join("blobs")).is_empty(), "nothing reached the store");
+    std::fs::remove_file(src.join("part-0/link")).unwrap();
+    let refused = push(&["--version", "1"]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        refused.status.code() == Some(1) && err.contains("nothing was uploaded") && err.contains("bad\\\\name"),
+        "{err}"
+    );
+    assert!(files_under(&data.join("blobs")).is_empty());
+    std::fs::remove_file(src.join("bad\\name")).unwrap();
+
+    let first = push(&["--version", "1", "--json"]);
+    assert!(first.stderr.is_empty(), "no progress drawn when stderr is not a terminal");
+    let first = json_out(&first);
+    assert_eq!((first["files"].as_u64(), first["uploaded_files"].as_u64()), (Some(303), Some(302)), "{first}");
+    assert_eq!(first["state"], "submitted");
+    // Again: everything is already there; the same registration answers.
+    let again = json_out(&push(&["--version", "1", "--json"]));
+    assert_eq!((again["uploaded_files"].as_u64(), again["present_files"].as_u64()), (Some(0), Some(302)));
+    assert_eq!(again["manifest_digest"], first["manifest_digest"]);
+
+    let out = dir.path().join("out");
+    let pulled = json_out(
+        &client(&data, &url, &publisher)
+            .args(["pull", "demo/model@1", out.to_str().unwrap(), "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(
+        (pulled["downloaded_files"].as_u64(), pulled["manifest_digest"].clone()),
+        (Some(303), first["manifest_digest"].clone())
+    );
+    let diff = Command::new("diff").args(["-r", src.to_str().unwrap(), out.to_str().unwrap()]).status().unwrap();
+    assert!(diff.success(), "the pulled tree equals the pushed one");
+    // A re-run keeps what is in place; a file changed locally is refused, not overwritten.
+    let kept = json_out(
+        &client(&data, &url, &publisher)
+            .args(["pull", "demo/model@1", out.to_str().unwrap(), "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!((kept["downloaded_files"].as_u64(), kept["kept_files"].as_u64()), (Some(0), Some(303)));
+    std::fs::write(out.join("same-a"), b"SAME").unwrap();
+    let clash = client(&data, &url, &publisher).args(["pull", "demo/model@1", out.to_str().unwrap()]).output().unwrap();
+    assert_eq!(clash.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&clash.stderr).contains("exists with other content"));
+    assert_eq!(std::fs::read(out.join("same-a")).unwrap(), b"SAME");
+}
+
+#[test]
+fn an_interrupted_push_resumes_and_uploads_only_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (_server, url, _) = serve_with(&data, &SMALL_INLINE, "127.0.0.1:0");
+    let publisher = issue_token(&data, "ada", "publisher");
+    let src = dir.path().join("src");
+    // 400 files: the manifest stays under the 64 KiB body limit these tests set.
+    source_tree(&src, 400, 1024);
+    let push = || {
+        let mut cmd = client(&data, &url, &publisher);
+        cmd.args(["push", src.to_str().unwrap(), "--workspace", "demo", "--name", "model", "--version", "1"])
+            .args(["--jobs", "1", "--json"]);
+        cmd
+    };
+    // Killed once some blobs are stored, long before the 403 files are through.
+    let mut first = push().stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while files_under(&data.join("blobs")).len() < 20 {
+        assert!(std::time::Instant::now() < deadline, "the push stored nothing");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let stored = files_under(&data.join("blobs")).len();
+    assert!(stored < 400, "the push was interrupted midway ({stored} stored)");
+    let version = format!("{url}/v1/workspaces/demo/bundles/model/versions/1");
+    assert_eq!(
+        curl_status(&["-H", &format!("Authorization: Bearer {publisher}"), &version]),
+        "404",
+        "not registered yet"
+    );
+
+    // What the registry holds linked (an exact counter), whatever the store holds beside it.
+    let metrics = Command::new("curl").args(["-s", &format!("{url}/metrics")]).output().unwrap();
+    let linked: u64 = String::from_utf8_lossy(&metrics.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("helix_blobs "))
+        .expect("helix_blobs")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(linked > 0);
+
+    let resumed = json_out(&push().output().unwrap());
+    let (uploaded, present) = (resumed["uploaded_files"].as_u64().unwrap(), resumed["present_files"].as_u64().unwrap());
+    assert_eq!(uploaded + present, 402, "{resumed}");
+    assert_eq!(present, linked, "only what was missing was uploaded: {resumed}");
+    assert_eq!(curl_status(&["-H", &format!("Authorization: Bearer {publisher}"), &version]), "200");
+}
+
+#[test]
+fn a_tampered_download_is_refused_and_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (_server, url, _) = serve_with(&data, &SMALL_INLINE, "127.0.0.1:0");
+    let publisher = issue_token(&data, "ada", "publisher");
+    let src = dir.path().join("src");
+    source_tree(&src, 3, 200_000);
+    let pushed = client(&data, &url, &publisher)
+        .args(["push", src.to_str().unwrap(), "--workspace", "demo", "--name", "model", "--version", "1", "--json"])
+        .output()
+        .unwrap();
+    json_out(&pushed);
+    // The large blob's stored bytes change (same size): the store is lax, the client is not.
+    let big = src.join("model.bin");
+    let digest = helix_core::domain::Digest::of(&std::fs::read(&big).unwrap()).hex().to_owned();
+    let stored = files_under(&data.join("blobs")).into_iter().find(|p| p.to_string_lossy().contains(&digest)).unwrap();
+    let mut bytes = std::fs::read(&stored).unwrap();
+    bytes[1000] ^= 0xff;
+    std::fs::write(&stored, bytes).unwrap();
+
+    let out = dir.path().join("out");
+    let pulled =
+        client(&data, &url, &publisher).args(["pull", "demo/model@1", out.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&pulled.stderr);
+    assert_eq!(pulled.status.code(), Some(1), "{err}");
+    assert!(err.contains("digest_mismatch: model.bin"), "{err}");
+    assert!(!out.join("model.bin").exists(), "no file under its final name");
+    let leftovers: Vec<_> =
+        files_under(&out).into_iter().filter(|p| p.to_string_lossy().contains(".helix-part-")).collect();
+    assert!(leftovers.is_empty(), "no partial file left: {leftovers:?}");
+}
+
+#[test]
+fn export_fails_closed_when_unreachable_and_the_override_is_reported_when_the_registry_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (server, url, lines) = serve(&data);
+    let admin = lines.iter().find_map(|l| l.strip_prefix("admin token: ")).unwrap().to_owned();
+    let publisher = issue_token(&data, "ada", "publisher");
+    let approver = issue_token(&data, "bob", "approver");
+    let src = dir.path().join("src");
+    source_tree(&src, 2, 10);
+    json_out(
+        &client(&data, &url, &publisher)
+            .args(["push", src.to_str().unwrap(), "--workspace", "demo", "--name", "model", "--version", "1", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert!(client(&data, &url, &approver).args(["governance", "approve", "demo/model@1"]).status().unwrap().success());
+    // The official export: receipt saved, verifiable offline; proof URLs printed.
+    let receipt = dir.path().join("receipt.json");
+    let exported = client(&data, &url, &publisher)
+        .args(["export", "demo/model@1", "--receipt", receipt.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&exported.stdout);
+    assert!(
+        exported.status.success() && text.contains("governance: approved") && text.contains("/_local/blobs/"),
+        "{text}"
+    );
+    let verified =
+        helix(&data).args(["governance", "verify", receipt.to_str().unwrap(), "--registry", &url]).output().unwrap();
+    assert!(String::from_utf8_lossy(&verified.stdout).starts_with("ok: 1 receipt(s) of demo/model@1"));
+
+    drop(server);
+    let export = |env: &[(&str, &str)], args: &[&str]| {
+        client(&data, &url, &publisher)
+            .envs(env.iter().copied())
+            .args(["export", "demo/model@1"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let closed = export(&[], &[]);
+    assert_eq!(closed.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&closed.stderr).starts_with("helix: registry_unreachable: "));
+    let pending = data.join("client-state/unregistered-exports/pending");
+    let allow = [("HELIX_REGISTRY_ALLOW_UNREGISTERED_EXPORT", "1")];
+    let no_reason = export(&allow, &[]);
+    assert_eq!(no_reason.status.code(), Some(1), "the override needs a reason");
+    assert!(files_under(&pending).is_empty());
+    let overridden = export(&allow, &["--reason", "partner deadline; registry down"]);
+    let warning = String::from_utf8_lossy(&overridden.stderr);
+    assert!(overridden.status.success() && warning.contains("UNREGISTERED EXPORT of demo/model@1"), "{warning}");
+    let records = files_under(&pending);
+    assert_eq!(records.len(), 1);
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&records[0]).unwrap()).unwrap();
+    assert_eq!(record["reason"], "partner deadline; registry down");
+
+    // The registry answers again (same address): the next client command reports the record, once.
+    let listen = url.trim_start_matches("http://");
+    let (_server, _, _) = serve_with(&data, &[], listen);
+    let status = client(&data, &url, &publisher).arg("status").output().unwrap();
+    assert!(String::from_utf8_lossy(&status.stderr).contains("reported the unregistered export"));
+    assert!(files_under(&pending).is_empty());
+    assert_eq!(files_under(&data.join("client-state/unregistered-exports/reported")).len(), 1);
+    let events = client(&data, &url, &admin)
+        .args(["audit", "query", "--workspace", "demo", "--action", "bundle.export_unregistered", "--json"])
+        .output()
+        .unwrap();
+    let events: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&events.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events.len(), 1, "recorded once");
+    assert_eq!(
+        (events[0]["outcome"].as_str(), events[0]["details"]["id"].clone()),
+        (Some("warned"), record["id"].clone())
+    );
+    assert!(events[0]["actor"].as_str().unwrap().starts_with("ada@"));
+    // The same report again (a client that crashed before moving its record) is not recorded twice.
+    let body = serde_json::json!({"id": record["id"], "exported_at": record["exported_at"], "local_user": "x",
+        "host": "h", "reason": "r", "error": "e"});
+    let again = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            "-H",
+            &format!("Authorization: Bearer {publisher}"),
+        ])
+        .args(["-H", "content-type: application/json", "-d", &body.to_string()])
+        .arg(format!("{url}/v1/workspaces/demo/bundles/model/versions/1/unregistered-exports"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&again.stdout), "200");
 }

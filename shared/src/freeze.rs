@@ -27,9 +27,7 @@ pub async fn set(
         return Err(Error::ForbiddenWorkspace);
     }
     let reason = reason.trim();
-    let unsafe_char =
-        |c: char| c.is_control() || crate::tokens::is_invisible_format(c) || matches!(c, '\u{2028}' | '\u{2029}');
-    if reason.is_empty() || reason.chars().count() > 1024 || reason.chars().any(unsafe_char) {
+    if !crate::domain::is_safe_text(reason, 1024) {
         return Err(Error::BadRequest(
             "reason is 1 to 1024 characters, without control, line-separator or invisible formatting characters".into(),
         ));

@@ -151,6 +151,12 @@ pub async fn render(app: &App) -> Result<String> {
         ("helix_rejections_total", "counter", "Rejection receipts.", "rejections"),
         ("helix_waivers_total", "counter", "Emergency waiver receipts.", "waivers"),
         ("helix_exports_total", "counter", "Official export receipts.", "exports"),
+        (
+            "helix_unregistered_exports_total",
+            "counter",
+            "Exports clients made while the registry was unreachable (the override), as reported since.",
+            "unregistered_exports",
+        ),
     ] {
         families.push(Family { name, kind, help, samples: vec![(String::new(), b(key))] });
     }

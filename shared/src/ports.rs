@@ -268,6 +268,9 @@ pub enum Change {
     RecordSigningKey { key_id: String, pem: String },
     /// Set the freeze switch (condition: it is not in that position already).
     SetFreeze(Freeze),
+    /// Record a client's report of an export made while the registry was unreachable (condition: no
+    /// report of that id for that bundle version yet), so a client that re-sends it records it once.
+    RecordUnregisteredExport { workspace_id: String, name: String, version: String, id: String },
 }
 
 /// The counter group the store moves with every commit and append, exactly.
@@ -294,6 +297,7 @@ pub fn counter_deltas(change: Option<&Change>, event: &AuditDraft) -> Vec<(Strin
             _ => {}
         },
         Some(Change::RotateToken { .. } | Change::RecordSigningKey { .. } | Change::SetFreeze(_)) | None => {}
+        Some(Change::RecordUnregisteredExport { .. }) => d.push(("unregistered_exports", 1)),
     }
     d.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }

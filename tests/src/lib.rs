@@ -588,6 +588,7 @@ macro_rules! common_suite {
             a_receipt_copied_into_another_ledger_is_never_a_state,
             receipts_stay_verifiable_after_a_signing_key_rotation,
             a_signing_key_shared_by_two_stores_is_recorded_in_each,
+            unregistered_exports_are_recorded_once_and_a_workspace_named_keys_breaks_no_one,
         );
     };
 }

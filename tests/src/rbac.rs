@@ -171,6 +171,11 @@ pub async fn rbac_matrix_holds_over_http(b: Backend) {
                             "justification": "rbac matrix"}))
                     }
                     ("PUT", _) => req.body(bytes.clone()),
+                    ("POST", "/v1/workspaces/{ws}/bundles/{name}/versions/{version}/unregistered-exports") => {
+                        req.json(&json!({"id": "uex_0123456789abcdef0123456789abcdef",
+                            "exported_at": "2026-12-01T03:00:00Z", "local_user": "ada", "host": "lab-1",
+                            "reason": "rbac matrix", "error": "connection refused"}))
+                    }
                     ("POST", "/v1/workspaces/{ws}/uploads") => req.json(&json!({"digest": d.to_string(), "size": 64})),
                     ("POST", "/v1/workspaces/{ws}/uploads/{digest}/complete") => {
                         req.json(&json!({"upload_id": "0123456789abcdef0123456789abcdef"}))
@@ -197,7 +202,7 @@ pub async fn rbac_matrix_holds_over_http(b: Backend) {
             }
         }
     }
-    assert_eq!(checked, 308, "every applicable cell of the 26 routes ran");
+    assert_eq!(checked, 323, "every applicable cell of the 27 routes ran");
 }
 
 #[cfg(test)]

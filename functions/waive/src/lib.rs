@@ -41,6 +41,12 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
         Route::Export { ws, name, version } => {
             return Ok(http::json(200, &governance::export(app, caller, &ws, &name, &version).await?));
         }
+        Route::ReportUnregisteredExport { ws, name, version } => {
+            let report: governance::UnregisteredExport = http::json_body(req)?;
+            let recorded = governance::report_unregistered_export(app, caller, &ws, &name, &version, &report).await?;
+            let answer = json!({"id": report.id, "recorded": recorded});
+            return Ok(http::json(if recorded { 201 } else { 200 }, &answer));
+        }
         Route::Waive { ws, name, version } => {
             let body: WaiverBody = http::json_body(req)?;
             let waiver = WaiverRequest {

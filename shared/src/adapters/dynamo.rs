@@ -424,6 +424,14 @@ impl DynamoStore {
                     .expression_attribute_values(":a", s(f.at.clone().unwrap_or_default()));
                 Ok(vec![TransactWriteItem::builder().update(build(update.build())?).build()])
             }
+            Change::RecordUnregisteredExport { workspace_id, name, version, id } => {
+                let item = Item::from([
+                    ("pk".into(), s(format!("GOV#{workspace_id}"))),
+                    ("sk".into(), s(format!("UNREGISTERED#{name}#{version}#{id}"))),
+                    ("recorded_at".into(), s(now_rfc3339_ms())),
+                ]);
+                Ok(vec![self.put(&self.table, item, absent)?])
+            }
             Change::RecordSigningKey { key_id, pem } => {
                 let item = Item::from([
                     ("pk".into(), s(SIGNING_KEYS_PK)),
@@ -760,8 +768,10 @@ impl MetaStore for DynamoStore {
             .client
             .query()
             .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
+            // `GOV#keys` is also the governance partition of a workspace named `keys`: only KEY# items.
+            .key_condition_expression("pk = :pk AND begins_with(sk, :key)")
             .expression_attribute_values(":pk", s(SIGNING_KEYS_PK))
+            .expression_attribute_values(":key", s("KEY#"))
             .consistent_read(true);
         let mut keys: Vec<(String, String)> = self
             .meta_items(req)

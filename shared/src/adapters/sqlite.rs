@@ -71,6 +71,14 @@ INSERT OR IGNORE INTO counters (name, value) SELECT 'business|bundle_versions', 
 INSERT OR IGNORE INTO counters (name, value) SELECT 'business|audit_events', count(*) FROM audit_events;
 ";
 
+/// Schema version 5: clients' reports of exports made while the registry was unreachable (one row
+/// per report id, so a report sent twice is recorded once).
+const SCHEMA_V5_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS unregistered_exports (
+  workspace_id TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, id TEXT NOT NULL, recorded_at TEXT NOT NULL,
+  PRIMARY KEY (workspace_id, name, version, id));
+";
+
 fn freeze_in(conn: &Connection) -> rusqlite::Result<Freeze> {
     conn.query_row("SELECT frozen, reason, by, at FROM freeze WHERE id = 1", [], |r| {
         Ok(Freeze { frozen: r.get::<_, i64>(0)? != 0, reason: r.get(1)?, by: r.get(2)?, at: r.get(3)? })
@@ -95,6 +103,7 @@ const MIGRATIONS: &[fn(&Connection) -> rusqlite::Result<()>] = &[
         c.execute_batch(SCHEMA_V3_INDEXES)
     },
     |c| c.execute_batch(SCHEMA_V4_TABLES),
+    |c| c.execute_batch(SCHEMA_V5_TABLES),
 ];
 
 /// The schema version this build writes.
@@ -414,6 +423,11 @@ impl MetaStore for SqliteStore {
                         b.registered_by,
                         b.registered_user
                     ],
+                )?,
+                Change::RecordUnregisteredExport { workspace_id, name, version, id } => tx.execute(
+                    "INSERT OR IGNORE INTO unregistered_exports (workspace_id, name, version, id, recorded_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![workspace_id, name, version, id, now_rfc3339_ms()],
                 )?,
                 Change::RecordSigningKey { key_id, pem } => tx.execute(
                     "INSERT OR IGNORE INTO signing_keys (key_id, pem, recorded_at) VALUES (?1, ?2, ?3)",

@@ -174,6 +174,7 @@ routes! {
     Waive { ws: WorkspaceId, name: BundleName, version: BundleName } = "POST" "/v1/workspaces/{ws}/bundles/{name}/versions/{version}/waivers", Waive, Some(Role::SafetyReviewer);
     GovernancePublicKey = "GET" "/v1/governance/public-key", Waive, None;
     Export { ws: WorkspaceId, name: BundleName, version: BundleName } = "POST" "/v1/workspaces/{ws}/bundles/{name}/versions/{version}/export", Waive, Some(Role::Publisher);
+    ReportUnregisteredExport { ws: WorkspaceId, name: BundleName, version: BundleName } = "POST" "/v1/workspaces/{ws}/bundles/{name}/versions/{version}/unregistered-exports", Waive, Some(Role::Publisher);
     IssueToken = "POST" "/v1/tokens", Token, Some(Role::Admin);
     ListTokens = "GET" "/v1/tokens", Token, Some(Role::Admin);
     RevokeToken { id: TokenId } = "POST" "/v1/tokens/{id}/revoke", Token, Some(Role::Admin);

@@ -705,3 +705,54 @@ pub async fn receipts_stay_verifiable_after_a_signing_key_rotation(b: Backend) {
     let (ok, line) = cli_verify(&env, &ledger, &["--registry".to_owned(), server.url()]).await;
     assert!(ok && line.contains(&old_key) && line.contains(&new_key), "{line}");
 }
+
+/// An export a client made while the registry was unreachable is reported afterwards: recorded once
+/// per report id in the workspace's trail (outcome `warned`, the reporter from the token), counted,
+/// and refused when malformed. Governance of a workspace named `keys` (whose partition name is that
+/// of the registry's signing-key history on DynamoDB) breaks nobody's key listing.
+pub async fn unregistered_exports_are_recorded_once_and_a_workspace_named_keys_breaks_no_one(b: Backend) {
+    let env = TestEnv::start(b).await;
+    let publisher = env.token_of("ada", Role::Publisher, "keys").await;
+    let approver = env.token_of("grace", Role::Approver, "keys").await;
+    let files = linked_files(&env, &publisher, "keys").await;
+    assert_eq!(register(&env, &publisher, "keys", "model", "1", &manifest("model", "1", &files)).await.status(), 201);
+    let base = "/v1/workspaces/keys/bundles/model/versions/1";
+    assert_eq!(post(&env, &approver, &format!("{base}/approve"), json!({})).await.status(), 201);
+    let key = env.http.get(env.url("/v1/governance/public-key")).send().await.unwrap();
+    assert_eq!(key.status(), 200, "the key history is not confused by the workspace's ledger");
+    assert_eq!(post(&env, &publisher, &format!("{base}/export"), json!({})).await.status(), 200);
+
+    let report = json!({"id": "uex_00112233445566778899aabbccddeeff", "exported_at": "2026-12-01T03:04:05Z",
+        "local_user": "ada", "host": "lab-7", "reason": "registry down, partner deadline", "error": "connection refused"});
+    let path = "/v1/workspaces/keys/bundles/model/versions/9/unregistered-exports";
+    let first = post(&env, &publisher, path, report.clone()).await;
+    assert_eq!(first.status(), 201, "a version the registry never saw is recorded too");
+    assert_eq!(first.json::<Value>().await.unwrap(), json!({"id": report["id"], "recorded": true}));
+    let again = post(&env, &publisher, path, report.clone()).await;
+    assert_eq!(again.json::<Value>().await.unwrap()["recorded"], false);
+    for (field, bad) in [
+        ("id", json!("uex_XYZ")),
+        ("exported_at", json!("yesterday")),
+        ("host", json!("a\u{202e}b")),
+        ("reason", json!("")),
+    ] {
+        let mut body = report.clone();
+        body[field] = bad;
+        body["id"] = if field == "id" { body["id"].clone() } else { json!("uex_ffeeddccbbaa99887766554433221100") };
+        expect_problem(post(&env, &publisher, path, body).await, 400, "invalid_request").await;
+    }
+    let viewer = env.token_of("vic", Role::Viewer, "keys").await;
+    expect_problem(post(&env, &viewer, path, report.clone()).await, 403, "insufficient_role").await;
+    let outsider = env.token_of("eve", Role::Publisher, "other").await;
+    expect_problem(post(&env, &outsider, path, report.clone()).await, 403, "forbidden_workspace").await;
+
+    let events: Vec<_> =
+        env.audit("keys").await.into_iter().filter(|e| e.action == "bundle.export_unregistered").collect();
+    assert_eq!(events.len(), 1, "recorded once");
+    let e = &events[0];
+    assert_eq!((e.entity_id.as_str(), e.outcome), ("keys/model@9", helix_core::domain::Outcome::Warned));
+    assert!(e.actor.starts_with("ada@tok_"));
+    assert_eq!((e.details["host"].as_str(), e.details["id"].clone()), (Some("lab-7"), report["id"].clone()));
+    let metrics = env.http.get(env.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l == "helix_unregistered_exports_total 1"), "{metrics}");
+}

@@ -1,0 +1,192 @@
+//! `helix export WS/NAME@VERSION`: the official export (integrity and governance checked by the
+//! registry, a signed receipt saved, proof URLs printed), and the incident playbook's last resort.
+//!
+//! When the registry cannot be reached the export fails closed with `registry_unreachable` (exit 3).
+//! With `HELIX_REGISTRY_ALLOW_UNREGISTERED_EXPORT=1` and a `--reason`, it instead prints a loud
+//! warning and writes a local record of the override (no receipt: nothing was checked or signed).
+//! Every later client command that reaches the same registry with a token first reports the pending
+//! records to the registry's audit trail (`bundle.export_unregistered`), and moves each one it
+//! reported from `pending/` to `reported/`. A registry that answers with a refusal (a frozen
+//! registry, a 4xx) is not "unreachable": the override never bypasses a refusal or a freeze.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::client::{ClientError, Registry, version_path};
+
+pub const OVERRIDE_ENV: &str = "HELIX_REGISTRY_ALLOW_UNREGISTERED_EXPORT";
+
+/// Where the client keeps its own records: HELIX_STATE_DIR, else $XDG_STATE_HOME/helix, else
+/// ~/.local/state/helix.
+pub fn state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("HELIX_STATE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("helix");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/state/helix")
+}
+
+fn overrides_dir(which: &str) -> PathBuf {
+    state_dir().join("unregistered-exports").join(which)
+}
+
+/// Did the registry not answer at all, or answer that it cannot serve (a gateway or dependency
+/// failure)? A freeze and every 4xx are answers, and are final.
+fn unreachable(e: &ClientError) -> bool {
+    match e {
+        ClientError::Unreachable(_) => true,
+        ClientError::Refused { status, reason, .. } => *status >= 500 && reason != "registry_frozen",
+        ClientError::Other(_) => false,
+    }
+}
+
+pub enum Exported {
+    /// The registry exported it: its answer, and where the receipt was saved.
+    Official { answer: Value, receipt: PathBuf },
+    /// The override: the local record and its file.
+    Unregistered { record: Value, file: PathBuf },
+}
+
+/// The official export of `bundle` (WS/NAME@VERSION); the receipt goes to `receipt` (default
+/// `NAME-VERSION.export-receipt.json` in the current folder).
+pub async fn export(
+    registry: &Registry,
+    bundle: &str,
+    receipt: Option<PathBuf>,
+    reason: Option<&str>,
+) -> Result<Exported, ClientError> {
+    let path = version_path(bundle)?;
+    let (_, rest) = bundle.split_once('/').expect("checked by version_path");
+    let (name, version) = rest.split_once('@').expect("checked by version_path");
+    match registry.post(&format!("{path}/export"), &json!({})).await {
+        Ok(answer) => {
+            let file = receipt.unwrap_or_else(|| PathBuf::from(format!("{name}-{version}.export-receipt.json")));
+            let envelope =
+                serde_json::to_string_pretty(&answer["receipt"]).map_err(|e| ClientError::Other(e.to_string()))?;
+            std::fs::write(&file, envelope + "\n")
+                .map_err(|e| ClientError::Other(format!("the export is recorded, but {}: {e}", file.display())))?;
+            Ok(Exported::Official { answer, receipt: file })
+        }
+        Err(e) if unreachable(&e) && std::env::var(OVERRIDE_ENV).as_deref() == Ok("1") => {
+            let reason = reason.filter(|r| !r.trim().is_empty()).ok_or_else(|| {
+                ClientError::Other(format!(
+                    "{e}; {OVERRIDE_ENV}=1 also needs --reason (why this export cannot wait for the registry)"
+                ))
+            })?;
+            let mut raw = [0u8; 16];
+            getrandom::fill(&mut raw).map_err(|e| ClientError::Other(e.to_string()))?;
+            let record = json!({
+                "id": format!("uex_{}", hex::encode(raw)),
+                "registry": registry.url,
+                "bundle": bundle,
+                "exported_at": helix_core::domain::time::now_rfc3339_ms(),
+                "local_user": std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "unknown".into()),
+                "host": hostname(),
+                "reason": reason.trim(),
+                "error": e.to_string().chars().take(1024).collect::<String>(),
+            });
+            let file = write_record(&record)?;
+            Ok(Exported::Unregistered { record, file })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Write the record under `pending/`, readable by its owner only.
+fn write_record(record: &Value) -> Result<PathBuf, ClientError> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = overrides_dir("pending");
+    let fail =
+        |e: std::io::Error| ClientError::Other(format!("cannot write the override record in {}: {e}", dir.display()));
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(fail)?;
+    let file = dir.join(format!("{}.json", record["id"].as_str().unwrap_or_default()));
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&file).map_err(fail)?;
+    f.write_all(serde_json::to_string_pretty(record).unwrap_or_default().as_bytes()).map_err(fail)?;
+    f.sync_all().map_err(fail)?;
+    Ok(file)
+}
+
+/// The registry from the environment, after reporting any pending override records to it.
+pub async fn connect() -> Result<Registry, ClientError> {
+    let registry = Registry::from_env()?;
+    if registry.has_token() {
+        report_pending(&registry).await;
+    }
+    Ok(registry)
+}
+
+/// Report every pending override record made against this registry; each one the registry
+/// recorded moves to `reported/`. What happened is said on stderr; nothing here fails the command.
+pub async fn report_pending(registry: &Registry) {
+    let Ok(entries) = std::fs::read_dir(overrides_dir("pending")) else { return };
+    let mut files: Vec<PathBuf> =
+        entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect();
+    files.sort();
+    for file in files {
+        let Some(record) = std::fs::read(&file).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok()) else {
+            eprintln!("helix: {} is not an override record; left alone", file.display());
+            continue;
+        };
+        if record["registry"].as_str() != Some(registry.url.as_str()) {
+            continue;
+        }
+        match report(registry, &record).await {
+            Ok(()) => {
+                let reported = overrides_dir("reported");
+                let moved = std::fs::create_dir_all(&reported)
+                    .and_then(|()| std::fs::rename(&file, reported.join(file.file_name().unwrap_or_default())));
+                eprintln!(
+                    "helix: reported the unregistered export {} of {} to the registry's audit trail{}",
+                    record["id"].as_str().unwrap_or_default(),
+                    record["bundle"].as_str().unwrap_or_default(),
+                    moved.err().map(|e| format!(" (but could not move its record: {e})")).unwrap_or_default()
+                );
+            }
+            // Still out of reach: try again next time, quietly.
+            Err(e) if unreachable(&e) => return,
+            Err(e) => eprintln!(
+                "helix: could not report the unregistered export in {} ({e}); it stays pending",
+                file.display()
+            ),
+        }
+    }
+}
+
+async fn report(registry: &Registry, record: &Value) -> Result<(), ClientError> {
+    let bundle = record["bundle"].as_str().unwrap_or_default();
+    let path = format!("{}/unregistered-exports", version_path(bundle)?);
+    let mut body = json!({});
+    for k in ["id", "exported_at", "local_user", "host", "reason", "error"] {
+        body[k] = record[k].clone();
+    }
+    registry.post(&path, &body).await.map(|_| ())
+}
+
+/// The warning an unregistered export prints (stderr), whatever else is printed.
+pub fn warning(record: &Value, file: &Path) -> String {
+    let line = "!".repeat(78);
+    format!(
+        "{line}\n!! UNREGISTERED EXPORT of {bundle}: the registry could not be reached.\n\
+         !! Nothing was checked: no integrity check, no governance check, no signed receipt.\n\
+         !! {OVERRIDE_ENV}=1 was set; reason given: {reason}\n\
+         !! Local record: {file}\n\
+         !! It is reported to the registry's audit trail by the next helix command that reaches it.\n{line}",
+        bundle = record["bundle"].as_str().unwrap_or_default(),
+        reason = record["reason"].as_str().unwrap_or_default(),
+        file = file.display(),
+    )
+}

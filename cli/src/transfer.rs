@@ -1,0 +1,544 @@
+//! `helix push` and `helix pull`: a directory to a bundle version and back.
+//!
+//! Push: every regular file under DIR is hashed as a stream; the manifest is built and checked by the
+//! registry's own rules (`Manifest::parse`) before a byte leaves the machine; symlinks, special files
+//! and names that are not UTF-8 are refused up front, all of them listed at once. Then each digest the
+//! workspace lacks (a HEAD says so) is uploaded, a few at a time: inline up to the registry's
+//! `inline_max`, through a presigned PUT and `complete` above it. A re-run after an interrupt
+//! re-hashes, finds what is already linked and uploads only the rest. Last, the manifest is registered.
+//!
+//! Pull: the manifest is fetched and its digest checked against the version's record; each file is
+//! streamed into a temporary file beside its final name, hashed as it arrives, and renamed into place
+//! only when its size and SHA-256 match the manifest. A file already in place with the right digest is
+//! kept (a re-run resumes); one with other content is refused, never overwritten.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{StreamExt, TryStreamExt};
+use helix_core::domain::manifest::ManifestFile;
+use helix_core::domain::{BundleName, Digest, DigestWriter, Manifest, WorkspaceId};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::client::{ClientError, Registry, chain};
+
+/// The registry's default HELIX_INLINE_MAX, for a registry whose status does not say.
+const DEFAULT_INLINE_MAX: u64 = 4 * 1024 * 1024;
+/// Read and write in chunks of this size (hashing, uploads, downloads).
+const CHUNK: usize = 256 * 1024;
+
+fn other(what: impl std::fmt::Display) -> ClientError {
+    ClientError::Other(what.to_string())
+}
+
+/// Bytes done of a total, drawn on stderr while a terminal watches (bytes, rate, ETA); silent otherwise.
+pub struct Progress {
+    done: Arc<AtomicU64>,
+    started: Instant,
+    ticker: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Progress {
+    pub fn start(label: &'static str, total: u64, quiet: bool) -> Progress {
+        let done = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let ticker = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let done = done.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    eprint!(
+                        "\r{label}: {}\x1b[K",
+                        progress_line(done.load(Ordering::Relaxed), total, started.elapsed())
+                    );
+                }
+            })
+        });
+        Progress { done, started, ticker }
+    }
+
+    pub fn add(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Stop drawing; the elapsed time.
+    pub fn finish(mut self) -> Duration {
+        if let Some(t) = self.ticker.take() {
+            t.abort();
+            eprint!("\r\x1b[K");
+        }
+        self.started.elapsed()
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(t) = self.ticker.take() {
+            t.abort();
+            eprintln!();
+        }
+    }
+}
+
+/// `12.0 MiB / 1.0 GiB  85.3 MiB/s  ETA 11s`
+pub fn progress_line(done: u64, total: u64, elapsed: Duration) -> String {
+    let rate = done as f64 / elapsed.as_secs_f64().max(0.001);
+    let eta = if rate > 0.0 && done < total {
+        format!("ETA {}s", ((total - done) as f64 / rate).ceil() as u64)
+    } else {
+        "ETA -".into()
+    };
+    format!("{} / {}  {}/s  {eta}", bytes(done), bytes(total), bytes(rate as u64))
+}
+
+/// Human-readable bytes (binary units).
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+/// A regular file under the pushed directory.
+#[derive(Debug)]
+pub struct LocalFile {
+    pub path: String,
+    pub abs: PathBuf,
+    pub size: u64,
+}
+
+/// Every regular file under `root`, by manifest path. Symlinks, special files (FIFOs, sockets,
+/// devices) and names that are not UTF-8 are all reported in one error, before anything is read.
+pub fn walk(root: &Path) -> Result<Vec<LocalFile>, ClientError> {
+    let meta = std::fs::symlink_metadata(root).map_err(|e| other(format!("{}: {e}", root.display())))?;
+    if !meta.is_dir() {
+        return Err(other(format!("{} is not a directory", root.display())));
+    }
+    let mut files = Vec::new();
+    let mut refused = Vec::new();
+    let mut stack = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, prefix)) = stack.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| other(format!("{}: {e}", dir.display())))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| other(format!("{}: {e}", dir.display())))?;
+            let abs = entry.path();
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                refused.push(format!("{}: the name is not UTF-8", abs.display()));
+                continue;
+            };
+            let path = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+            let kind = entry.file_type().map_err(|e| other(format!("{}: {e}", abs.display())))?;
+            if kind.is_symlink() {
+                refused.push(format!("{path}: a symlink (push the file it points to instead)"));
+            } else if kind.is_dir() {
+                stack.push((abs, path));
+            } else if kind.is_file() {
+                let size = entry.metadata().map_err(|e| other(format!("{}: {e}", abs.display())))?.len();
+                files.push(LocalFile { path, abs, size });
+            } else {
+                refused.push(format!("{path}: not a regular file (a FIFO, socket or device)"));
+            }
+        }
+    }
+    if !refused.is_empty() {
+        refused.sort();
+        return Err(other(format!("nothing was uploaded; {} path(s) refused: {}", refused.len(), refused.join("; "))));
+    }
+    if files.is_empty() {
+        return Err(other(format!("{} holds no files", root.display())));
+    }
+    files.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+    Ok(files)
+}
+
+/// The manifest of `files` with these digests, checked by the registry's rules (paths, order,
+/// collisions, counts and sizes) here, before any upload.
+pub fn manifest(
+    files: &[LocalFile],
+    digests: &[Digest],
+    name: &BundleName,
+    version: &BundleName,
+) -> Result<Manifest, ClientError> {
+    let m = Manifest {
+        schema: helix_core::domain::manifest::MANIFEST_SCHEMA.into(),
+        name: name.as_str().into(),
+        version: version.as_str().into(),
+        files: files
+            .iter()
+            .zip(digests)
+            .map(|(f, d)| ManifestFile { path: f.path.clone(), digest: d.to_string(), size: f.size })
+            .collect(),
+        annotations: Default::default(),
+    };
+    let body = serde_json::to_vec(&m).map_err(other)?;
+    Manifest::parse(&body, name, version).map_err(|e| other(format!("nothing was uploaded; {e}")))
+}
+
+/// SHA-256 and length of a file, read as a stream on a blocking thread (`done` counts its bytes).
+fn hash_file(path: &Path, done: &AtomicU64) -> Result<(Digest, u64), ClientError> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| other(format!("{}: {e}", path.display())))?;
+    let mut digest = DigestWriter::default();
+    let mut buf = vec![0u8; 4 * CHUNK];
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(other(format!("{}: {e}", path.display()))),
+        };
+        if n == 0 {
+            let len = digest.len();
+            return Ok((digest.finish(), len));
+        }
+        digest.update(&buf[..n]);
+        done.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// What `helix push` and `helix pull` tune.
+#[derive(Clone, Copy)]
+pub struct Options {
+    /// Files hashed, uploaded or downloaded at once.
+    pub jobs: usize,
+    /// No progress drawing, even on a terminal.
+    pub quiet: bool,
+}
+
+fn blob_path(ws: &WorkspaceId, digest: &Digest) -> String {
+    format!("/v1/workspaces/{ws}/blobs/{digest}")
+}
+
+/// Push `dir` as `ws`/`name`@`version`: the registry's answer to the registration, with what was
+/// uploaded added (`uploaded_files`, `uploaded_bytes`, `present_files`).
+pub async fn push(
+    registry: &Registry,
+    dir: &Path,
+    ws: &WorkspaceId,
+    name: &BundleName,
+    version: &BundleName,
+    opts: Options,
+) -> Result<Value, ClientError> {
+    let mut files = walk(dir)?;
+    // The paths are checked before anything is hashed: a refused name fails at once.
+    manifest(&files, &vec![Digest::of(b""); files.len()], name, version)?;
+
+    let total: u64 = files.iter().map(|f| f.size).sum();
+    let progress = Progress::start("hashing", total, opts.quiet);
+    let hashes: Vec<(Digest, u64)> = futures_util::stream::iter(files.iter().map(|f| {
+        let (path, done) = (f.abs.clone(), progress.done.clone());
+        async move { tokio::task::spawn_blocking(move || hash_file(&path, &done)).await.map_err(other)? }
+    }))
+    .buffered(opts.jobs.max(1))
+    .try_collect()
+    .await?;
+    progress.finish();
+    // The manifest names the bytes that were hashed (a file that grew since the walk is pushed as hashed;
+    // if it changes again before its upload, the registry refuses the upload with digest_mismatch).
+    for (f, (_, len)) in files.iter_mut().zip(&hashes) {
+        f.size = *len;
+    }
+    let digests: Vec<Digest> = hashes.into_iter().map(|(d, _)| d).collect();
+    let manifest = manifest(&files, &digests, name, version)?;
+
+    let status = registry.get("/v1/status").await?;
+    let inline_max = status["inline_max"].as_u64().unwrap_or(DEFAULT_INLINE_MAX);
+
+    // One upload per distinct digest; a HEAD says whether the workspace already holds it.
+    let mut distinct: std::collections::BTreeMap<Digest, &LocalFile> = Default::default();
+    for (f, d) in files.iter().zip(&digests) {
+        distinct.entry(d.clone()).or_insert(f);
+    }
+    let present: Vec<bool> = futures_util::stream::iter(distinct.keys().map(|d| async move {
+        match registry.answer(registry.request(reqwest::Method::HEAD, &blob_path(ws, d))).await {
+            Ok(_) => Ok(true),
+            Err(ClientError::Refused { status: 404, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }))
+    .buffered(4 * opts.jobs.max(1))
+    .try_collect()
+    .await?;
+    let missing: Vec<(&Digest, &LocalFile)> =
+        distinct.iter().zip(&present).filter(|(_, p)| !**p).map(|((d, f), _)| (d, *f)).collect();
+
+    let upload_total: u64 = missing.iter().map(|(_, f)| f.size).sum();
+    let progress = Progress::start("uploading", upload_total, opts.quiet);
+    futures_util::stream::iter(missing.iter().map(|(d, f)| upload(registry, ws, d, f, inline_max, &progress)))
+        .buffer_unordered(opts.jobs.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+    let elapsed = progress.finish();
+
+    let body = manifest.canonical().map_err(other)?;
+    let path = format!("/v1/workspaces/{ws}/bundles/{}/versions/{}", name.as_str(), version.as_str());
+    let req = registry.request(reqwest::Method::PUT, &path).header("content-type", "application/json").body(body);
+    let mut answer: Value = registry.answer(req).await?.json().await.map_err(other)?;
+    answer["uploaded_files"] = json!(missing.len());
+    answer["uploaded_bytes"] = json!(upload_total);
+    answer["present_files"] = json!(distinct.len() - missing.len());
+    answer["upload_seconds"] = json!((elapsed.as_secs_f64() * 1000.0).round() / 1000.0);
+    Ok(answer)
+}
+
+/// Upload one blob the workspace lacks: inline up to `inline_max`, else presigned PUT and complete.
+async fn upload(
+    registry: &Registry,
+    ws: &WorkspaceId,
+    digest: &Digest,
+    file: &LocalFile,
+    inline_max: u64,
+    progress: &Progress,
+) -> Result<(), ClientError> {
+    let read_err = |e: std::io::Error| other(format!("{}: {e}", file.abs.display()));
+    if file.size <= inline_max {
+        let bytes = tokio::fs::read(&file.abs).await.map_err(read_err)?;
+        let req = registry.request(reqwest::Method::PUT, &blob_path(ws, digest)).body(bytes);
+        registry.answer(req).await.map_err(|e| in_file(e, &file.path))?;
+        progress.add(file.size);
+        return Ok(());
+    }
+    let plan = registry
+        .post(&format!("/v1/workspaces/{ws}/uploads"), &json!({"digest": digest.to_string(), "size": file.size}))
+        .await
+        .map_err(|e| in_file(e, &file.path))?;
+    if plan["exists"] == true {
+        progress.add(file.size);
+        return Ok(());
+    }
+    let (Some(url), Some(method), Some(upload_id)) =
+        (plan["upload"]["url"].as_str(), plan["upload"]["method"].as_str(), plan["upload_id"].as_str())
+    else {
+        return Err(other(format!("the registry's upload plan for {} has no URL", file.path)));
+    };
+    let mut req = registry.presigned(method, url)?;
+    for h in plan["upload"]["headers"].as_array().into_iter().flatten() {
+        if let (Some(k), Some(v)) = (h[0].as_str(), h[1].as_str()) {
+            req = req.header(k, v);
+        }
+    }
+    let handle = tokio::fs::File::open(&file.abs).await.map_err(read_err)?;
+    let done = progress.done.clone();
+    // Streamed: memory stays flat whatever the file's size.
+    let body = tokio_util::io::ReaderStream::with_capacity(handle.take(file.size), CHUNK).inspect_ok(move |chunk| {
+        done.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+    });
+    let req = req.header("content-length", file.size).body(reqwest::Body::wrap_stream(body));
+    let resp =
+        req.send().await.map_err(|e| ClientError::Unreachable(format!("upload of {}: {}", file.path, chain(&e))))?;
+    if !resp.status().is_success() {
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        return Err(ClientError::Refused {
+            status,
+            reason: "upload_refused".into(),
+            detail: format!(
+                "the store refused the upload of {}: {}",
+                file.path,
+                text.chars().take(300).collect::<String>()
+            ),
+        });
+    }
+    let path = format!("/v1/workspaces/{ws}/uploads/{digest}/complete");
+    registry.post(&path, &json!({"upload_id": upload_id})).await.map_err(|e| in_file(e, &file.path))?;
+    Ok(())
+}
+
+/// A refusal about one file names the file.
+fn in_file(e: ClientError, path: &str) -> ClientError {
+    match e {
+        ClientError::Refused { status, reason, detail } => {
+            ClientError::Refused { status, reason, detail: format!("{path}: {detail}") }
+        }
+        e => e,
+    }
+}
+
+/// Pull `ws`/`name`@`version` into `dir`: what was written and what was already in place.
+pub async fn pull(
+    registry: &Registry,
+    ws: &WorkspaceId,
+    name: &BundleName,
+    version: &BundleName,
+    dir: &Path,
+    opts: Options,
+) -> Result<Value, ClientError> {
+    let path = format!("/v1/workspaces/{ws}/bundles/{}/versions/{}", name.as_str(), version.as_str());
+    let view = registry.get(&path).await?;
+    let canonical = helix_core::domain::canonical::to_string(&view["manifest"]).map_err(other)?;
+    let actual = Digest::of(canonical.as_bytes());
+    if view["manifest_digest"].as_str() != Some(actual.to_string().as_str()) {
+        return Err(other(format!(
+            "digest_mismatch: the manifest served hashes to {actual}, not the version's {}",
+            view["manifest_digest"]
+        )));
+    }
+    let manifest = Manifest::parse(canonical.as_bytes(), name, version).map_err(other)?;
+
+    std::fs::create_dir_all(dir).map_err(|e| other(format!("{}: {e}", dir.display())))?;
+    let mut todo = Vec::new();
+    let mut kept = 0usize;
+    for (f, digest) in manifest.files.iter().zip(manifest.digests()) {
+        let target = place(dir, &f.path)?;
+        match std::fs::symlink_metadata(&target) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => todo.push((f, digest, target)),
+            Err(e) => return Err(other(format!("{}: {e}", target.display()))),
+            Ok(m) if m.is_file() && m.len() == f.size => {
+                let (held, _) = hash_file(&target, &AtomicU64::new(0))?;
+                if held != digest {
+                    return Err(other(format!("{} exists with other content: not overwritten", target.display())));
+                }
+                kept += 1;
+            }
+            Ok(_) => return Err(other(format!("{} exists with other content: not overwritten", target.display()))),
+        }
+    }
+    let total: u64 = todo.iter().map(|(f, _, _)| f.size).sum();
+    let progress = Progress::start("downloading", total, opts.quiet);
+    futures_util::stream::iter(todo.iter().map(|(f, d, target)| download(registry, ws, f, d, target, &progress)))
+        .buffer_unordered(opts.jobs.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+    let elapsed = progress.finish();
+    Ok(json!({
+        "bundle": format!("{ws}/{}@{}", name.as_str(), version.as_str()),
+        "manifest_digest": actual.to_string(),
+        "state": view["state"],
+        "files": manifest.files.len(),
+        "downloaded_files": todo.len(),
+        "downloaded_bytes": total,
+        "kept_files": kept,
+        "download_seconds": (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+    }))
+}
+
+/// Where a manifest path lands under `dir`, its folders created. Every folder on the way must be a
+/// real folder: a symlink planted in `dir` cannot send a file elsewhere.
+fn place(dir: &Path, path: &str) -> Result<PathBuf, ClientError> {
+    let mut at = dir.to_path_buf();
+    let segments: Vec<&str> = path.split('/').collect();
+    for seg in &segments[..segments.len() - 1] {
+        at.push(seg);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(other(format!("{} is in the way (not a folder)", at.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&at).map_err(|e| other(format!("{}: {e}", at.display())))?
+            }
+            Err(e) => return Err(other(format!("{}: {e}", at.display()))),
+        }
+    }
+    at.push(segments[segments.len() - 1]);
+    Ok(at)
+}
+
+/// A temporary file removed when dropped, unless it was renamed into place.
+struct Partial(Option<PathBuf>);
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+async fn download(
+    registry: &Registry,
+    ws: &WorkspaceId,
+    file: &ManifestFile,
+    digest: &Digest,
+    target: &Path,
+    progress: &Progress,
+) -> Result<(), ClientError> {
+    let mut resp = registry
+        .answer(registry.request(reqwest::Method::GET, &blob_path(ws, digest)))
+        .await
+        .map_err(|e| in_file(e, &file.path))?;
+    if resp.status().is_redirection() {
+        let location = resp
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .ok_or_else(|| other(format!("{}: a redirect without a location", file.path)))?
+            .to_owned();
+        resp = registry.answer(registry.presigned("GET", &location)?).await.map_err(|e| in_file(e, &file.path))?;
+    }
+    let mut rand = [0u8; 6];
+    getrandom::fill(&mut rand).map_err(other)?;
+    let leaf = target.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let temp = target.with_file_name(format!(".{leaf}.helix-part-{}", hex::encode(rand)));
+    let mut partial = Partial(Some(temp.clone()));
+    let write_err = |e: std::io::Error| other(format!("{}: {e}", temp.display()));
+    let mut out = tokio::fs::OpenOptions::new().write(true).create_new(true).open(&temp).await.map_err(write_err)?;
+    let mut hash = DigestWriter::default();
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ClientError::Unreachable(format!("download of {}: {}", file.path, chain(&e))))?;
+        hash.update(&chunk);
+        if hash.len() > file.size {
+            return Err(other(format!(
+                "digest_mismatch: {}: the registry served more than its {} bytes",
+                file.path, file.size
+            )));
+        }
+        out.write_all(&chunk).await.map_err(write_err)?;
+        progress.add(chunk.len() as u64);
+    }
+    let len = hash.len();
+    let actual = hash.finish();
+    if len != file.size || &actual != digest {
+        return Err(other(format!(
+            "digest_mismatch: {}: the registry served {len} bytes hashing to {actual}, not {digest}; nothing was written",
+            file.path
+        )));
+    }
+    out.sync_all().await.map_err(write_err)?;
+    drop(out);
+    tokio::fs::rename(&temp, target).await.map_err(write_err)?;
+    partial.0 = None;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_shows_bytes_rate_and_eta() {
+        let line = progress_line(512 * 1024 * 1024, 1024 * 1024 * 1024, Duration::from_secs(2));
+        assert_eq!(line, "512.0 MiB / 1.0 GiB  256.0 MiB/s  ETA 2s");
+        assert_eq!(bytes(1023), "1023 B");
+    }
+
+    #[test]
+    fn walk_refuses_symlinks_and_special_files_all_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/a.txt"), b"a").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link")).unwrap();
+        let fifo = std::ffi::CString::new(dir.path().join("pipe").to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc_mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let err = walk(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("2 path(s) refused") && err.contains("link: a symlink") && err.contains("pipe: not a regular"),
+            "{err}"
+        );
+        std::fs::remove_file(dir.path().join("link")).unwrap();
+        std::fs::remove_file(dir.path().join("pipe")).unwrap();
+        let files = walk(dir.path()).unwrap();
+        assert_eq!(files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["sub/a.txt"]);
+    }
+
+    unsafe extern "C" {
+        #[link_name = "mkfifo"]
+        fn libc_mkfifo(path: *const std::ffi::c_char, mode: u32) -> i32;
+    }
+}
