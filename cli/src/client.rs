@@ -54,8 +54,13 @@ impl Registry {
         let url = std::env::var("HELIX_URL")
             .or_else(|_| std::env::var("HELIX_REGISTRY_URL"))
             .map_err(|_| ClientError::Other("HELIX_URL is not set (the registry's base URL)".into()))?;
-        helix_core::oidc::check_url(&url).map_err(|e| ClientError::Other(format!("HELIX_URL: {e}")))?;
         let token = std::env::var("HELIX_TOKEN").ok().filter(|t| !t.is_empty());
+        Registry::new(&url, token).map_err(|e| ClientError::Other(format!("HELIX_URL: {e}")))
+    }
+
+    /// A registry at `url` (https, or http on loopback), with `token` when there is one.
+    pub fn new(url: &str, token: Option<String>) -> Result<Registry, ClientError> {
+        helix_core::oidc::check_url(url).map_err(|e| ClientError::Other(e.to_string()))?;
         // No total timeout (a 1 GiB upload takes what it takes); a stalled connection fails.
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
@@ -64,6 +69,11 @@ impl Registry {
             .build()
             .map_err(|e| ClientError::Other(e.to_string()))?;
         Ok(Registry { url: url.trim_end_matches('/').to_owned(), token, http })
+    }
+
+    /// The same registry with another token.
+    pub fn with_token(&self, token: &str) -> Registry {
+        Registry { url: self.url.clone(), token: Some(token.to_owned()), http: self.http.clone() }
     }
 
     pub fn has_token(&self) -> bool {

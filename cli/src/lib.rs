@@ -1,7 +1,9 @@
 //! helix-cli: the local server (`helix serve`) and the operator commands, as a library so the test
 //! crate can start the very same server in-process.
 
+pub mod backup;
 pub mod client;
 pub mod export;
 pub mod serve;
+pub mod smoke;
 pub mod transfer;

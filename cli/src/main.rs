@@ -73,6 +73,28 @@ enum Command {
         #[command(flatten)]
         transfer: TransferArgs,
     },
+    /// The whole lifecycle against a running or deployed registry, in a workspace of its own, each step
+    /// timed: ready, status, tokens, publish small and large, approve, export, verify, fetch, audit (and
+    /// backup, restore and the restored registry with --backup-restore), revoke. Exit 1 names the step
+    /// that failed.
+    Smoke {
+        #[command(flatten)]
+        args: SmokeArgs,
+    },
+    /// Back up the embedded backend's data dir (HELIX_DATA_DIR) into a new directory, consistently,
+    /// while `helix serve` runs: the SQLite snapshot first, then the blobs, the signing key and the
+    /// presigning secret. On AWS use point-in-time recovery and S3 versions (docs/deploy.md).
+    Backup {
+        /// The new directory (must not exist, or be empty).
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Restore a backup into HELIX_DATA_DIR, which must not exist or be empty (never over data).
+    Restore {
+        /// The backup directory (`helix backup --out`).
+        #[arg(long)]
+        from: std::path::PathBuf,
+    },
     /// The official export: the registry checks integrity and governance and signs an export receipt;
     /// the receipt is saved and the proof URLs (valid 5 minutes) printed. An unreachable registry fails
     /// closed (exit 3), unless HELIX_REGISTRY_ALLOW_UNREGISTERED_EXPORT=1 and --reason are given: then
@@ -89,6 +111,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct SmokeArgs {
+    /// The registry (https, or http on loopback); default HELIX_URL.
+    #[arg(long)]
+    url: Option<String>,
+    /// An admin token whose grant covers every workspace; default HELIX_TOKEN.
+    #[arg(long)]
+    token: Option<String>,
+    /// Also back up the registry's data dir (HELIX_DATA_DIR, embedded backend), restore it into a
+    /// fresh one, and prove the restored registry serves the same data and its audit chain verifies.
+    #[arg(long)]
+    backup_restore: bool,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -339,6 +377,47 @@ async fn status(json: bool) -> Result<(), Box<dyn std::error::Error>> {
     print_table(&rows)
 }
 
+async fn smoke(config: &Config, args: SmokeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let url = args.url.or_else(|| std::env::var("HELIX_URL").ok()).ok_or("--url or HELIX_URL: the registry")?;
+    let token =
+        args.token.or_else(|| std::env::var("HELIX_TOKEN").ok()).ok_or("--token or HELIX_TOKEN: an admin token")?;
+    let embedded = config.meta_backend == MetaBackend::Sqlite
+        && config.blob_backend == BlobBackend::Fs
+        && config.signer_backend == SignerBackend::Local;
+    if args.backup_restore && !embedded {
+        return Err("--backup-restore needs the embedded backend (HELIX_DATA_DIR on this machine); on AWS follow the drill in docs/deploy.md".into());
+    }
+    let smoke =
+        helix_cli::smoke::Smoke { url, token, backup_restore: args.backup_restore.then(|| config.data_dir.clone()) };
+    let report = helix_cli::smoke::run(smoke).await.map_err(|e| e.to_string())?;
+    if args.json {
+        out(&serde_json::to_string(&report)?)?;
+    } else {
+        let rows: Vec<[String; 4]> = report
+            .steps
+            .iter()
+            .map(|s| {
+                [if s.ok { "ok" } else { "FAIL" }.into(), s.step.into(), format!("{:.1} ms", s.ms), s.detail.clone()]
+            })
+            .collect();
+        print_table(&rows)?;
+    }
+    let total: f64 = report.steps.iter().map(|s| s.ms).sum();
+    match report.failed() {
+        Some(step) => Err(format!("smoke failed at step {}: {}", step.step, step.detail).into()),
+        None => {
+            eprintln!(
+                "smoke passed: {} steps in {:.0} ms against {} (workspace {})",
+                report.steps.len(),
+                total,
+                report.url,
+                report.workspace
+            );
+            Ok(())
+        }
+    }
+}
+
 fn s_of(v: &serde_json::Value) -> String {
     v.as_str().map(str::to_owned).unwrap_or_default()
 }
@@ -449,6 +528,28 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Teams { command } => teams(&config, command).await,
         Command::Audit { command } => audit(config, command).await,
         Command::Status { json } => status(json).await,
+        Command::Smoke { args } => smoke(&config, args).await,
+        Command::Backup { out: dir } => {
+            let m = helix_cli::backup::backup(&config.data_dir, &dir)?;
+            out(&format!(
+                "backed up {} into {}: schema {}, {} blob file(s), {} bytes, database {}",
+                config.data_dir.display(),
+                dir.display(),
+                m["schema_version"],
+                m["blob_files"],
+                m["blob_bytes"],
+                s_of(&m["database_sha256"])
+            ))
+        }
+        Command::Restore { from } => {
+            helix_cli::backup::restore(&from, &config.data_dir)?;
+            out(&format!(
+                "restored {} into {}; start it with `helix serve` (HELIX_DATA_DIR={})",
+                from.display(),
+                config.data_dir.display(),
+                config.data_dir.display()
+            ))
+        }
         Command::Push { dir, workspace, name, version, transfer } => {
             use helix_core::domain::{BundleName, WorkspaceId};
             let ws = WorkspaceId::parse(&workspace).map_err(|e| format!("--workspace: {e}"))?;

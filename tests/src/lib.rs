@@ -589,6 +589,7 @@ macro_rules! common_suite {
             receipts_stay_verifiable_after_a_signing_key_rotation,
             a_signing_key_shared_by_two_stores_is_recorded_in_each,
             unregistered_exports_are_recorded_once_and_a_workspace_named_keys_breaks_no_one,
+            smoke_runs_the_whole_lifecycle_and_names_the_step_that_fails,
         );
     };
 }

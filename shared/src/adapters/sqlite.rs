@@ -132,6 +132,18 @@ impl SqliteStore {
         Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
     }
 
+    /// A consistent copy of the database at `db` into the new file `out` (`VACUUM INTO`), taken while a
+    /// server may be writing: the copy holds every transaction committed before it began, and nothing
+    /// of any after. Returns the copy's schema version.
+    pub fn snapshot(db: &Path, out: &Path) -> Result<usize> {
+        let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(meta_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(meta_err)?;
+        let out = out.to_str().ok_or_else(|| Error::Internal("the backup path is not UTF-8".into()))?;
+        conn.execute("VACUUM INTO ?1", [out]).map_err(meta_err)?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(meta_err)?;
+        Ok(version as usize)
+    }
+
     /// Run `f` on the connection off the async runtime.
     async fn with<T: Send + 'static>(
         &self,

@@ -12,6 +12,7 @@ mod faults;
 mod freeze;
 mod metrics;
 mod oidc;
+mod smoke;
 mod tokens;
 
 pub use crate::rbac::rbac_matrix_holds_over_http;
@@ -25,6 +26,7 @@ pub use faults::*;
 pub use freeze::*;
 pub use metrics::*;
 pub use oidc::*;
+pub use smoke::*;
 pub use tokens::*;
 
 use helix_core::domain::Digest;
