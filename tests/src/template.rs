@@ -20,8 +20,34 @@ pub fn load_yaml(rel: &str) -> Value {
     untag(serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{rel}: {e}")))
 }
 
+/// The table references a point-in-time restore switches (condition, the restored table's form, the
+/// stack's own table's form): `!If [condition, restored, own]` is read as `own`, so every other check
+/// applies to it unchanged, and nothing else may stand in an `!If` beside a table.
+const RESTORE_SWITCHES: [(&str, &str, &str); 6] = [
+    ("UseRestoredMeta", "!Ref RestoredMetaTableName", "!Ref MetaTable"),
+    ("UseRestoredAudit", "!Ref RestoredAuditTableName", "!Ref AuditTable"),
+    ("UseRestoredMeta", "!Sub arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${RestoredMetaTableName}", "!GetAtt MetaTable.Arn"),
+    ("UseRestoredAudit", "!Sub arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${RestoredAuditTableName}", "!GetAtt AuditTable.Arn"),
+    ("UseRestoredAudit", "!Sub arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${RestoredAuditTableName}/index/by-day-shard", "!Sub ${AuditTable.Arn}/index/by-day-shard"),
+    ("UseRestoredAudit", "!Sub arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${RestoredAuditTableName}/index/by-action", "!Sub ${AuditTable.Arn}/index/by-action"),
+];
+
 fn untag(v: Value) -> Value {
     match v {
+        Value::Tagged(t) if t.tag == "!If" => {
+            let branches = untag(t.value);
+            let text: Vec<String> = branches.as_sequence().into_iter().flatten().filter_map(|b| b.as_str().map(str::to_owned)).collect();
+            match RESTORE_SWITCHES.iter().find(|(c, r, o)| text == [*c, *r, *o]) {
+                Some((_, _, own)) => Value::String((*own).to_owned()),
+                None => {
+                    assert!(
+                        !text.iter().any(|b| b.contains("Table")),
+                        "a table reference in an !If that is not a restore switch: {text:?}"
+                    );
+                    branches
+                }
+            }
+        }
         Value::Tagged(t) => match t.value {
             Value::String(s) => Value::String(format!("{} {s}", t.tag)),
             other => untag(other),
@@ -237,6 +263,26 @@ mod tests {
         let alarm = &t.resource("AuditExportErrorAlarm")["Properties"];
         assert_eq!(alarm["MetricName"].as_str(), Some("Errors"));
         assert_eq!(alarm["Dimensions"][0]["Value"].as_str(), Some(&*format!("!Ref {}", export.logical_id)));
+    }
+
+    /// A point-in-time restore creates new tables; pointing the stack at them is a parameter change:
+    /// every function's table names and every IAM grant on a table follow the switch, none is fixed.
+    #[test]
+    fn a_restore_is_a_parameter_change_for_every_table_reference() {
+        let raw = std::fs::read_to_string(repo_file("infra/template.yaml")).unwrap();
+        let references = ["!GetAtt MetaTable.Arn", "!GetAtt AuditTable.Arn", "${AuditTable.Arn}", "!Ref MetaTable", "!Ref AuditTable"];
+        let mut switched = 0;
+        for line in raw.lines().filter(|l| references.iter().any(|r| l.contains(r))) {
+            assert!(line.contains("!If [UseRestored"), "a table reference outside the restore switch: {line}");
+            switched += 1;
+        }
+        assert!(switched >= 30, "{switched} switched references");
+        let t = Template::load();
+        for p in ["RestoredMetaTableName", "RestoredAuditTableName"] {
+            assert_eq!(t.parameter_default(p).as_deref(), Some(""), "{p}: off by default");
+        }
+        let conditions = &t.doc["Conditions"];
+        assert!(conditions.get("UseRestoredMeta").is_some() && conditions.get("UseRestoredAudit").is_some());
     }
 
     #[test]
