@@ -112,8 +112,23 @@ impl Registry {
         Ok(self.http.request(method, url))
     }
 
-    /// Send `req`; a 2xx or 3xx answer is returned, anything else is the registry's refusal.
+    /// Send `req`; a 2xx answer is returned, anything else is the registry's refusal (a redirect
+    /// too: only a blob GET is ever redirected, and it asks for that with `answer_or_redirect`).
     pub async fn answer(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        let resp = self.answer_or_redirect(req).await?;
+        if resp.status().is_redirection() {
+            let status = resp.status().as_u16();
+            return Err(ClientError::Refused {
+                status,
+                reason: format!("http_{status}"),
+                detail: format!("an unexpected redirect to {:?}", resp.headers().get("location")),
+            });
+        }
+        Ok(resp)
+    }
+
+    /// `answer`, with a 3xx returned as it is.
+    pub async fn answer_or_redirect(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
         let resp = req.send().await.map_err(|e| ClientError::Unreachable(format!("{}: {}", self.url, chain(&e))))?;
         let status = resp.status().as_u16();
         if status < 400 {
@@ -131,7 +146,13 @@ impl Registry {
             None => req,
         };
         let resp = self.answer(req).await?;
-        Ok(resp.json().await.unwrap_or(Value::Null))
+        let status = resp.status().as_u16();
+        // An answer that is not the API's JSON (a proxy's page, a captive portal) is nobody's success.
+        resp.json().await.map_err(|e| ClientError::Refused {
+            status,
+            reason: "invalid_answer".into(),
+            detail: format!("{}: the answer is not JSON: {e}", self.url),
+        })
     }
 }
 

@@ -34,14 +34,36 @@ fn overrides_dir(which: &str) -> PathBuf {
     state_dir().join("unregistered-exports").join(which)
 }
 
-/// Did the registry not answer at all, or answer that it cannot serve (a gateway or dependency
-/// failure)? A freeze and every 4xx are answers, and are final.
+/// Did the registry not answer at all, or answer that it cannot serve: a gateway error (502, 503,
+/// 504 without the API's problem body) or a dependency it needs is down (`*_unavailable`)? Every
+/// other answer is final: a 4xx, a freeze, a blob that fails its integrity check, an internal error,
+/// `outcome_unknown` (the export may have happened).
 fn unreachable(e: &ClientError) -> bool {
     match e {
         ClientError::Unreachable(_) => true,
-        ClientError::Refused { status, reason, .. } => *status >= 500 && reason != "registry_frozen",
-        ClientError::Other(_) => false,
+        ClientError::Refused { status: 502..=504, reason, .. } => {
+            reason.ends_with("_unavailable") || reason.starts_with("http_")
+        }
+        ClientError::Refused { .. } | ClientError::Other(_) => false,
     }
+}
+
+/// `text` made fit for the registry's report limits: unsafe characters (control, line separators,
+/// invisible formatting) become spaces, and at most `max` characters are kept.
+fn fit(text: &str, max: usize) -> String {
+    let clean: String = text
+        .chars()
+        .map(|c| {
+            if c.is_control() || helix_core::tokens::is_invisible_format(c) || matches!(c, '\u{2028}' | '\u{2029}') {
+                ' '
+            } else {
+                c
+            }
+        })
+        .take(max)
+        .collect();
+    let clean = clean.trim();
+    if clean.is_empty() { "unknown".into() } else { clean.to_owned() }
 }
 
 pub enum Exported {
@@ -63,6 +85,9 @@ pub async fn export(
     let (_, rest) = bundle.split_once('/').expect("checked by version_path");
     let (name, version) = rest.split_once('@').expect("checked by version_path");
     match registry.post(&format!("{path}/export"), &json!({})).await {
+        Ok(answer) if !answer["receipt"].is_object() => {
+            Err(ClientError::Other(format!("the registry's export answer has no receipt: {answer}")))
+        }
         Ok(answer) => {
             let file = receipt.unwrap_or_else(|| PathBuf::from(format!("{name}-{version}.export-receipt.json")));
             let envelope =
@@ -72,9 +97,11 @@ pub async fn export(
             Ok(Exported::Official { answer, receipt: file })
         }
         Err(e) if unreachable(&e) && std::env::var(OVERRIDE_ENV).as_deref() == Ok("1") => {
-            let reason = reason.filter(|r| !r.trim().is_empty()).ok_or_else(|| {
+            // The reason must be one the registry will record when it answers again.
+            let reason = reason.filter(|r| helix_core::domain::is_safe_text(r, 1024)).ok_or_else(|| {
                 ClientError::Other(format!(
-                    "{e}; {OVERRIDE_ENV}=1 also needs --reason (why this export cannot wait for the registry)"
+                    "{e}; {OVERRIDE_ENV}=1 also needs --reason: why this export cannot wait for the registry \
+                     (one line, 1 to 1024 characters)"
                 ))
             })?;
             let mut raw = [0u8; 16];
@@ -84,10 +111,10 @@ pub async fn export(
                 "registry": registry.url,
                 "bundle": bundle,
                 "exported_at": helix_core::domain::time::now_rfc3339_ms(),
-                "local_user": std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "unknown".into()),
-                "host": hostname(),
+                "local_user": fit(&std::env::var("USER").unwrap_or_default(), 128),
+                "host": fit(&hostname(), 255),
                 "reason": reason.trim(),
-                "error": e.to_string().chars().take(1024).collect::<String>(),
+                "error": fit(&e.to_string(), 1024),
             });
             let file = write_record(&record)?;
             Ok(Exported::Unregistered { record, file })
@@ -166,6 +193,7 @@ pub async fn report_pending(registry: &Registry) {
     }
 }
 
+/// Send one record; Ok only when the registry says it holds it (recorded now or before).
 async fn report(registry: &Registry, record: &Value) -> Result<(), ClientError> {
     let bundle = record["bundle"].as_str().unwrap_or_default();
     let path = format!("{}/unregistered-exports", version_path(bundle)?);
@@ -173,14 +201,18 @@ async fn report(registry: &Registry, record: &Value) -> Result<(), ClientError> 
     for k in ["id", "exported_at", "local_user", "host", "reason", "error"] {
         body[k] = record[k].clone();
     }
-    registry.post(&path, &body).await.map(|_| ())
+    let answer = registry.post(&path, &body).await?;
+    if answer["id"] != record["id"] || !answer["recorded"].is_boolean() {
+        return Err(ClientError::Other(format!("the answer does not acknowledge the record: {answer}")));
+    }
+    Ok(())
 }
 
 /// The warning an unregistered export prints (stderr), whatever else is printed.
 pub fn warning(record: &Value, file: &Path) -> String {
     let line = "!".repeat(78);
     format!(
-        "{line}\n!! UNREGISTERED EXPORT of {bundle}: the registry could not be reached.\n\
+        "{line}\n!! UNREGISTERED EXPORT of {bundle}: the registry could not be reached, or could not serve.\n\
          !! Nothing was checked: no integrity check, no governance check, no signed receipt.\n\
          !! {OVERRIDE_ENV}=1 was set; reason given: {reason}\n\
          !! Local record: {file}\n\

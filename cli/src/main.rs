@@ -574,7 +574,12 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Pull { bundle, dir, transfer } => {
             let (ws, name, version) = helix_cli::client::bundle_parts(&bundle)?;
             let registry = helix_cli::export::connect().await?;
-            let a = helix_cli::transfer::pull(&registry, &ws, &name, &version, &dir, transfer.options()).await?;
+            // Ctrl-C drops the downloads in flight, so their temporary files are removed.
+            let pulled = helix_cli::transfer::pull(&registry, &ws, &name, &version, &dir, transfer.options());
+            let a = tokio::select! {
+                a = pulled => a?,
+                _ = tokio::signal::ctrl_c() => return Err("interrupted: no partial file was left; pull again to resume".into()),
+            };
             if transfer.json {
                 return out(&a.to_string());
             }

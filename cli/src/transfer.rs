@@ -118,7 +118,8 @@ pub struct LocalFile {
 /// Every regular file under `root`, by manifest path. Symlinks, special files (FIFOs, sockets,
 /// devices) and names that are not UTF-8 are all reported in one error, before anything is read.
 pub fn walk(root: &Path) -> Result<Vec<LocalFile>, ClientError> {
-    let meta = std::fs::symlink_metadata(root).map_err(|e| other(format!("{}: {e}", root.display())))?;
+    // The directory named is the user's choice (it may be a symlink to one); nothing under it is followed.
+    let meta = std::fs::metadata(root).map_err(|e| other(format!("{}: {e}", root.display())))?;
     if !meta.is_dir() {
         return Err(other(format!("{} is not a directory", root.display())));
     }
@@ -134,7 +135,12 @@ pub fn walk(root: &Path) -> Result<Vec<LocalFile>, ClientError> {
                 refused.push(format!("{}: the name is not UTF-8", abs.display()));
                 continue;
             };
+            let partial = name.starts_with(PARTIAL_PREFIX);
             let path = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+            if partial {
+                refused.push(format!("{path}: a partial download left by an interrupted helix pull (remove it)"));
+                continue;
+            }
             let kind = entry.file_type().map_err(|e| other(format!("{}: {e}", abs.display())))?;
             if kind.is_symlink() {
                 refused.push(format!("{path}: a symlink (push the file it points to instead)"));
@@ -184,8 +190,12 @@ pub fn manifest(
 
 /// SHA-256 and length of a file, read as a stream on a blocking thread (`done` counts its bytes).
 fn hash_file(path: &Path, done: &AtomicU64) -> Result<(Digest, u64), ClientError> {
+    let file = std::fs::File::open(path).map_err(|e| other(format!("{}: {e}", path.display())))?;
+    hash_reader(file, path, done)
+}
+
+fn hash_reader(mut file: std::fs::File, path: &Path, done: &AtomicU64) -> Result<(Digest, u64), ClientError> {
     use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(|e| other(format!("{}: {e}", path.display())))?;
     let mut digest = DigestWriter::default();
     let mut buf = vec![0u8; 4 * CHUNK];
     loop {
@@ -382,30 +392,30 @@ pub async fn pull(
     }
     let manifest = Manifest::parse(canonical.as_bytes(), name, version).map_err(other)?;
 
-    std::fs::create_dir_all(dir).map_err(|e| other(format!("{}: {e}", dir.display())))?;
+    let dest = Dest::open(dir)?;
     let mut todo = Vec::new();
     let mut kept = 0usize;
     for (f, digest) in manifest.files.iter().zip(manifest.digests()) {
-        let target = place(dir, &f.path)?;
-        match std::fs::symlink_metadata(&target) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => todo.push((f, digest, target)),
-            Err(e) => return Err(other(format!("{}: {e}", target.display()))),
-            Ok(m) if m.is_file() && m.len() == f.size => {
-                let (held, _) = hash_file(&target, &AtomicU64::new(0))?;
-                if held != digest {
-                    return Err(other(format!("{} exists with other content: not overwritten", target.display())));
-                }
-                kept += 1;
+        let (folder, leaf) = dest.folder(&f.path)?;
+        match folder.existing(leaf)? {
+            None => todo.push((f, digest, folder, leaf)),
+            Some(held) if held == (digest.clone(), f.size) => kept += 1,
+            Some(_) => {
+                return Err(other(format!(
+                    "{} exists with other content: not overwritten",
+                    dir.join(&f.path).display()
+                )));
             }
-            Ok(_) => return Err(other(format!("{} exists with other content: not overwritten", target.display()))),
         }
     }
-    let total: u64 = todo.iter().map(|(f, _, _)| f.size).sum();
+    let total: u64 = todo.iter().map(|(f, ..)| f.size).sum();
     let progress = Progress::start("downloading", total, opts.quiet);
-    futures_util::stream::iter(todo.iter().map(|(f, d, target)| download(registry, ws, f, d, target, &progress)))
-        .buffer_unordered(opts.jobs.max(1))
-        .try_collect::<Vec<()>>()
-        .await?;
+    futures_util::stream::iter(
+        todo.iter().map(|(f, d, folder, leaf)| download(registry, ws, f, d, folder, leaf, &progress)),
+    )
+    .buffer_unordered(opts.jobs.max(1))
+    .try_collect::<Vec<()>>()
+    .await?;
     let elapsed = progress.finish();
     Ok(json!({
         "bundle": format!("{ws}/{}@{}", name.as_str(), version.as_str()),
@@ -419,49 +429,118 @@ pub async fn pull(
     }))
 }
 
-/// Where a manifest path lands under `dir`, its folders created. Every folder on the way must be a
-/// real folder: a symlink planted in `dir` cannot send a file elsewhere.
-fn place(dir: &Path, path: &str) -> Result<PathBuf, ClientError> {
-    let mut at = dir.to_path_buf();
-    let segments: Vec<&str> = path.split('/').collect();
-    for seg in &segments[..segments.len() - 1] {
-        at.push(seg);
-        match std::fs::symlink_metadata(&at) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(other(format!("{} is in the way (not a folder)", at.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir(&at).map_err(|e| other(format!("{}: {e}", at.display())))?
-            }
-            Err(e) => return Err(other(format!("{}: {e}", at.display()))),
-        }
-    }
-    at.push(segments[segments.len() - 1]);
-    Ok(at)
+/// The destination of a pull, written only through directory handles: every folder under it is
+/// opened without following symlinks (`openat`, `O_NOFOLLOW`), files are created relative to their
+/// folder's handle and renamed into place without replacing anything. A symlink swapped in while the
+/// pull runs cannot send a file elsewhere, and a file that appears meanwhile is not overwritten.
+struct Dest {
+    root: std::sync::Arc<rustix::fd::OwnedFd>,
+    shown: PathBuf,
 }
 
-/// A temporary file removed when dropped, unless it was renamed into place.
-struct Partial(Option<PathBuf>);
+/// A folder under the destination, by handle.
+#[derive(Clone)]
+struct Folder {
+    fd: std::sync::Arc<rustix::fd::OwnedFd>,
+    shown: PathBuf,
+}
+
+fn dir_flags() -> rustix::fs::OFlags {
+    use rustix::fs::OFlags;
+    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+}
+
+impl Dest {
+    fn open(dir: &Path) -> Result<Dest, ClientError> {
+        std::fs::create_dir_all(dir).map_err(|e| other(format!("{}: {e}", dir.display())))?;
+        // The destination itself is the user's choice (it may be a symlink); what is under it is not.
+        let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC;
+        let fd = rustix::fs::open(dir, flags, rustix::fs::Mode::empty())
+            .map_err(|e| other(format!("{}: {}", dir.display(), std::io::Error::from(e))))?;
+        Ok(Dest { root: std::sync::Arc::new(fd), shown: dir.to_path_buf() })
+    }
+
+    /// The folder of a manifest path (created as needed) and the file's name in it.
+    fn folder<'p>(&self, path: &'p str) -> Result<(Folder, &'p str), ClientError> {
+        let (parents, leaf) = path.rsplit_once('/').map_or(("", path), |(p, l)| (p, l));
+        let mut at = Folder { fd: self.root.clone(), shown: self.shown.clone() };
+        for seg in parents.split('/').filter(|s| !s.is_empty()) {
+            let shown = at.shown.join(seg);
+            let in_the_way = || other(format!("{} is in the way (not a folder)", shown.display()));
+            let fd = match rustix::fs::openat(at.fd.as_ref(), seg, dir_flags(), rustix::fs::Mode::empty()) {
+                Ok(fd) => fd,
+                Err(rustix::io::Errno::NOENT) => {
+                    match rustix::fs::mkdirat(at.fd.as_ref(), seg, rustix::fs::Mode::from_raw_mode(0o755)) {
+                        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                        Err(e) => return Err(other(format!("{}: {}", shown.display(), std::io::Error::from(e)))),
+                    }
+                    rustix::fs::openat(at.fd.as_ref(), seg, dir_flags(), rustix::fs::Mode::empty())
+                        .map_err(|_| in_the_way())?
+                }
+                Err(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => return Err(in_the_way()),
+                Err(e) => return Err(other(format!("{}: {}", shown.display(), std::io::Error::from(e)))),
+            };
+            at = Folder { fd: std::sync::Arc::new(fd), shown };
+        }
+        Ok((at, leaf))
+    }
+}
+
+impl Folder {
+    /// The digest and size of a regular file `leaf` already here; None if there is none. Anything
+    /// else under that name (a symlink, a folder) is in the way.
+    fn existing(&self, leaf: &str) -> Result<Option<(Digest, u64)>, ClientError> {
+        use rustix::fs::{FileType, OFlags};
+        let shown = self.shown.join(leaf);
+        let fail = |e: rustix::io::Errno| other(format!("{}: {}", shown.display(), std::io::Error::from(e)));
+        let stat = match rustix::fs::statat(self.fd.as_ref(), leaf, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => stat,
+            Err(rustix::io::Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(fail(e)),
+        };
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+            return Err(other(format!("{} exists and is not a regular file: not overwritten", shown.display())));
+        }
+        let fd = rustix::fs::openat(
+            self.fd.as_ref(),
+            leaf,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(fail)?;
+        let (digest, len) = hash_reader(std::fs::File::from(fd), &shown, &AtomicU64::new(0))?;
+        Ok(Some((digest, len)))
+    }
+}
+
+/// A temporary file removed when dropped, unless it was moved into place.
+struct Partial {
+    folder: Folder,
+    name: Option<String>,
+}
 
 impl Drop for Partial {
     fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_file(p);
+        if let Some(name) = self.name.take() {
+            let _ = rustix::fs::unlinkat(self.folder.fd.as_ref(), name.as_str(), rustix::fs::AtFlags::empty());
         }
     }
 }
+
+/// The prefix of `helix pull`'s temporary files (`helix push` refuses them).
+pub const PARTIAL_PREFIX: &str = ".helix-part-";
 
 async fn download(
     registry: &Registry,
     ws: &WorkspaceId,
     file: &ManifestFile,
     digest: &Digest,
-    target: &Path,
+    folder: &Folder,
+    leaf: &str,
     progress: &Progress,
 ) -> Result<(), ClientError> {
-    let mut resp = registry
-        .answer(registry.request(reqwest::Method::GET, &blob_path(ws, digest)))
-        .await
-        .map_err(|e| in_file(e, &file.path))?;
+    let req = registry.request(reqwest::Method::GET, &blob_path(ws, digest));
+    let mut resp = registry.answer_or_redirect(req).await.map_err(|e| in_file(e, &file.path))?;
     if resp.status().is_redirection() {
         let location = resp
             .headers()
@@ -473,11 +552,20 @@ async fn download(
     }
     let mut rand = [0u8; 6];
     getrandom::fill(&mut rand).map_err(other)?;
-    let leaf = target.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let temp = target.with_file_name(format!(".{leaf}.helix-part-{}", hex::encode(rand)));
-    let mut partial = Partial(Some(temp.clone()));
-    let write_err = |e: std::io::Error| other(format!("{}: {e}", temp.display()));
-    let mut out = tokio::fs::OpenOptions::new().write(true).create_new(true).open(&temp).await.map_err(write_err)?;
+    // A fixed-length name: a 255-byte file name still has room for its temporary file.
+    let temp = format!("{PARTIAL_PREFIX}{}", hex::encode(rand));
+    let shown = folder.shown.join(&temp);
+    let write_err = |e: std::io::Error| other(format!("{}: {e}", shown.display()));
+    use rustix::fs::OFlags;
+    let fd = rustix::fs::openat(
+        folder.fd.as_ref(),
+        temp.as_str(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        rustix::fs::Mode::from_raw_mode(0o644),
+    )
+    .map_err(|e| write_err(e.into()))?;
+    let mut partial = Partial { folder: folder.clone(), name: Some(temp.clone()) };
+    let mut out = tokio::fs::File::from_std(std::fs::File::from(fd));
     let mut hash = DigestWriter::default();
     let mut body = resp.bytes_stream();
     while let Some(chunk) = body.next().await {
@@ -496,15 +584,40 @@ async fn download(
     let actual = hash.finish();
     if len != file.size || &actual != digest {
         return Err(other(format!(
-            "digest_mismatch: {}: the registry served {len} bytes hashing to {actual}, not {digest}; nothing was written",
+            "digest_mismatch: {}: the registry served {len} bytes hashing to {actual}, not {digest}; this file was not written",
             file.path
         )));
     }
     out.sync_all().await.map_err(write_err)?;
     drop(out);
-    tokio::fs::rename(&temp, target).await.map_err(write_err)?;
-    partial.0 = None;
-    Ok(())
+    // Into place without replacing anything: a file that appeared meanwhile is not overwritten.
+    let target = folder.shown.join(leaf);
+    let placed = match rustix::fs::renameat_with(
+        folder.fd.as_ref(),
+        temp.as_str(),
+        folder.fd.as_ref(),
+        leaf,
+        rustix::fs::RenameFlags::NOREPLACE,
+    ) {
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+            // A filesystem without rename-without-replace: a hard link fails the same way on an existing name.
+            rustix::fs::linkat(
+                folder.fd.as_ref(),
+                temp.as_str(),
+                folder.fd.as_ref(),
+                leaf,
+                rustix::fs::AtFlags::empty(),
+            )
+        }
+        other => other.map(|()| partial.name = None),
+    };
+    match placed {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::EXIST) => {
+            Err(other(format!("{} appeared during the pull: not overwritten", target.display())))
+        }
+        Err(e) => Err(other(format!("{}: {}", target.display(), std::io::Error::from(e)))),
+    }
 }
 
 #[cfg(test)]

@@ -320,26 +320,42 @@ fn governance_decisions_from_the_client() {
     assert!(stderr.starts_with("helix: version_rejected (409)"), "a rejection is final: {stderr}");
 }
 
-/// The runbook cannot rot: every block marked `<!-- drill -->` in docs/runbook.md runs, in order and as
-/// written, in one shell against a fresh `helix serve` (with `helix` on PATH and `curl` failing on any
-/// HTTP error), and must succeed.
-#[test]
-fn the_runbooks_marked_command_blocks_run_as_written_against_helix_serve() {
+/// The blocks marked `<!-- drill -->` in `doc` (a path from the repository root), in order.
+fn drilled_blocks(doc: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(format!("{}/../{doc}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let mut blocks = Vec::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() == "<!-- drill -->" {
+            // A block may be indented (inside a list item): its lines lose that indentation.
+            let fence = lines.next().unwrap_or_default();
+            assert_eq!(fence.trim(), "```sh", "{doc}: a drill marker stands right before a ```sh block");
+            let indent = fence.len() - fence.trim_start().len();
+            let block: Vec<&str> = lines
+                .by_ref()
+                .take_while(|l| l.trim() != "```")
+                .map(|l| l.get(indent..).unwrap_or(l.trim_start()))
+                .collect();
+            blocks.push(block.join("\n"));
+        }
+    }
+    blocks
+}
+
+/// Run `blocks` in order, as written, in one bash (`set -euo pipefail`) against a fresh `helix serve`,
+/// as its first-start admin (HELIX_URL, HELIX_TOKEN, HELIX_DATA_DIR), with `helix` on PATH and
+/// `cargo run -q -p helix-cli --` running that same binary (what it builds). With `fail_on_http`,
+/// `curl` fails on any HTTP error. Returns the exit status, stdout and stderr together, and the
+/// working directory.
+fn drill(blocks: &[String], fail_on_http: bool) -> (bool, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let (_server, url, lines) = serve(dir.path());
     let admin = lines.iter().find_map(|l| l.strip_prefix("admin token: ")).expect("admin token").to_owned();
-    let runbook = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/runbook.md")).unwrap();
-    let mut blocks = Vec::new();
-    let mut lines = runbook.lines();
-    while let Some(line) = lines.next() {
-        if line.trim() == "<!-- drill -->" {
-            assert_eq!(lines.next(), Some("```sh"), "a drill marker stands right before a ```sh block");
-            blocks.push(lines.by_ref().take_while(|l| *l != "```").collect::<Vec<_>>().join("\n"));
-        }
-    }
-    assert!(blocks.len() >= 10, "the runbook's drilled blocks: {}", blocks.len());
+    let curl = if fail_on_http { "curl() { command curl --fail-with-body \"$@\"; }\n" } else { "" };
+    let cargo = "cargo() { if [ \"${1-} ${2-} ${3-} ${4-} ${5-}\" = 'run -q -p helix-cli --' ]; then shift 5; helix \"$@\"; \
+                 else echo \"drill: unexpected cargo $*\" >&2; return 1; fi; }\n";
     let script = format!(
-        "set -euo pipefail\ncurl() {{ command curl --fail-with-body \"$@\"; }}\n{}\n",
+        "set -euo pipefail\n{curl}{cargo}{}\n",
         blocks
             .iter()
             .enumerate()
@@ -363,10 +379,48 @@ fn the_runbooks_marked_command_blocks_run_as_written_against_helix_serve() {
         .output()
         .unwrap();
     let said = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "a runbook block failed:\n{said}");
+    (out.status.success(), said, dir)
+}
+
+/// The runbook cannot rot: every block marked `<!-- drill -->` in docs/runbook.md runs, in order and as
+/// written, against a fresh `helix serve`, with `curl` failing on any HTTP error, and must succeed.
+#[test]
+fn the_runbooks_marked_command_blocks_run_as_written_against_helix_serve() {
+    let blocks = drilled_blocks("docs/runbook.md");
+    assert!(blocks.len() >= 18, "the runbook's drilled blocks: {}", blocks.len());
+    let (ok, said, dir) = drill(&blocks, true);
+    assert!(ok, "a runbook block failed:\n{said}");
     assert!(said.contains("\"frozen\":true"), "the freeze block froze the registry:\n{said}");
     assert!(said.contains("ok: 1 day(s)"), "the evidence verified:\n{said}");
+    assert!(said.contains("smoke passed: 16 steps"), "the backup drill ran the smoke with a restore:\n{said}");
+    assert!(said.contains("UNREGISTERED EXPORT of demo/model@1"), "the override warned:\n{said}");
+    let work = dir.path().join("work");
     assert!(work.join("evidence").is_dir() && work.join("exports.jsonl").is_file() && work.join("keys.json").is_file());
+}
+
+/// The README's tour, governance lifecycle and audit blocks run as written against a fresh `helix
+/// serve` (their curl calls show refusals on purpose, so HTTP errors do not stop them; what each
+/// block must have done is checked on its output).
+#[test]
+fn the_readmes_tour_runs_as_written() {
+    let blocks = drilled_blocks("README.md");
+    assert_eq!(blocks.len(), 3, "the tour, the governance lifecycle, the audit trail");
+    let (ok, said, _dir) = drill(&blocks, false);
+    assert!(ok, "a README block failed:\n{said}");
+    for expected in [
+        "\"ready\":true",
+        "hello helix",
+        "307 -> http://127.0.0.1:",
+        "pushed demo/results@1: 2 file(s)",
+        "identical",
+        "\"reason\":\"token_revoked\"",
+        "\"reason\":\"not_approved\"",
+        "\"governance\":\"approved\"",
+        "ok: 3 receipt(s) of demo/demo-model@1.0 from seq 1, state exported",
+        "ok: 1 day(s)",
+    ] {
+        assert!(said.contains(expected), "the README's blocks did not print {expected:?}:\n{said}");
+    }
 }
 
 /// A client command as a user runs it: HELIX_URL, HELIX_TOKEN, its own state dir.
@@ -579,7 +633,14 @@ fn export_fails_closed_when_unreachable_and_the_override_is_reported_when_the_re
             .output()
             .unwrap(),
     );
-    assert!(client(&data, &url, &approver).args(["governance", "approve", "demo/model@1"]).status().unwrap().success());
+    assert!(
+        client(&data, &url, &approver)
+            .args(["governance", "approve", "demo/model@1"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
     // The official export: receipt saved, verifiable offline; proof URLs printed.
     let receipt = dir.path().join("receipt.json");
     let exported = client(&data, &url, &publisher)
@@ -659,4 +720,148 @@ fn export_fails_closed_when_unreachable_and_the_override_is_reported_when_the_re
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&again.stdout), "200");
+}
+
+#[test]
+fn the_override_never_covers_an_answer_only_an_unreachable_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (_server, url, lines) = serve_with(&data, &SMALL_INLINE, "127.0.0.1:0");
+    let admin = lines.iter().find_map(|l| l.strip_prefix("admin token: ")).unwrap().to_owned();
+    let publisher = issue_token(&data, "ada", "publisher");
+    let approver = issue_token(&data, "bob", "approver");
+    let src = dir.path().join("src");
+    source_tree(&src, 1, 100_000);
+    let push = client(&data, &url, &publisher)
+        .args(["push", src.to_str().unwrap(), "--workspace", "demo", "--name", "model", "--version", "1", "--json"])
+        .output()
+        .unwrap();
+    json_out(&push);
+    assert!(
+        client(&data, &url, &approver)
+            .args(["governance", "approve", "demo/model@1"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let pending = data.join("client-state/unregistered-exports/pending");
+    let export = |reason: &str| {
+        client(&data, &url, &publisher)
+            .env("HELIX_REGISTRY_ALLOW_UNREGISTERED_EXPORT", "1")
+            .args(["export", "demo/model@1", "--reason", reason])
+            .output()
+            .unwrap()
+    };
+
+    // A frozen registry answered: no override.
+    let freeze = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            "-H",
+            &format!("Authorization: Bearer {admin}"),
+        ])
+        .args([
+            "-H",
+            "content-type: application/json",
+            "-d",
+            r#"{"reason":"drill"}"#,
+            &format!("{url}/v1/admin/freeze"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&freeze.stdout), "200");
+    let frozen = export("the registry is frozen");
+    assert_eq!(frozen.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&frozen.stderr).starts_with("helix: registry_frozen (503)"));
+    let unfreeze = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-X", "POST", "-H", &format!("Authorization: Bearer {admin}")])
+        .args([
+            "-H",
+            "content-type: application/json",
+            "-d",
+            r#"{"reason":"drill over"}"#,
+            &format!("{url}/v1/admin/unfreeze"),
+        ])
+        .status()
+        .unwrap();
+    assert!(unfreeze.success());
+
+    // Stored bytes that fail their integrity check: an answer, not an outage.
+    let stored =
+        files_under(&data.join("blobs")).into_iter().max_by_key(|p| std::fs::metadata(p).unwrap().len()).unwrap();
+    let mut bytes = std::fs::read(&stored).unwrap();
+    bytes[10] ^= 1;
+    std::fs::write(&stored, bytes).unwrap();
+    let corrupt = export("bytes are corrupt");
+    let err = String::from_utf8_lossy(&corrupt.stderr);
+    assert!(corrupt.status.code() == Some(3) && err.starts_with("helix: blob_integrity_error (500)"), "{err}");
+    assert!(files_under(&pending).is_empty(), "no override was recorded for an answer");
+
+    // Unreachable, but a reason the registry would refuse to record: refused here, nothing written.
+    let dead = client(&data, "http://127.0.0.1:9", &publisher)
+        .env("HELIX_REGISTRY_ALLOW_UNREGISTERED_EXPORT", "1")
+        .args(["export", "demo/model@1", "--reason", "two\nlines"])
+        .output()
+        .unwrap();
+    assert_eq!(dead.status.code(), Some(1), "{}", String::from_utf8_lossy(&dead.stderr));
+    assert!(files_under(&pending).is_empty());
+}
+
+#[test]
+fn pull_writes_only_under_its_destination_and_push_refuses_partial_downloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (_server, url, _) = serve_with(&data, &SMALL_INLINE, "127.0.0.1:0");
+    let publisher = issue_token(&data, "ada", "publisher");
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    let long = "L".repeat(250);
+    std::fs::write(src.join("sub").join(&long), b"a 250-byte name").unwrap();
+    std::fs::write(src.join("sub/b.txt"), b"b").unwrap();
+    json_out(
+        &client(&data, &url, &publisher)
+            .args(["push", src.to_str().unwrap(), "--workspace", "demo", "--name", "model", "--version", "1", "--json"])
+            .output()
+            .unwrap(),
+    );
+    // A symlink planted where a folder of the bundle goes: refused, nothing written through it.
+    let out = dir.path().join("out");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, out.join("sub")).unwrap();
+    let pulled =
+        client(&data, &url, &publisher).args(["pull", "demo/model@1", out.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&pulled.stderr);
+    assert!(pulled.status.code() == Some(1) && err.contains("is in the way (not a folder)"), "{err}");
+    assert!(files_under(&elsewhere).is_empty(), "nothing was written through the symlink");
+    std::fs::remove_file(out.join("sub")).unwrap();
+    // A 250-byte file name still has room for its temporary file.
+    let pulled = json_out(
+        &client(&data, &url, &publisher)
+            .args(["pull", "demo/model@1", out.to_str().unwrap(), "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(pulled["downloaded_files"], 2);
+    assert_eq!(std::fs::read(out.join("sub").join(&long)).unwrap(), b"a 250-byte name");
+
+    // What an interrupted pull may leave is never published.
+    std::fs::write(out.join("sub/.helix-part-0123456789ab"), b"half").unwrap();
+    let pushed = client(&data, &url, &publisher)
+        .args(["push", out.to_str().unwrap(), "--workspace", "demo", "--name", "copy", "--version", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&pushed.stderr);
+    assert!(
+        pushed.status.code() == Some(1) && err.contains("a partial download left by an interrupted helix pull"),
+        "{err}"
+    );
 }

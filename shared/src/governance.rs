@@ -738,8 +738,12 @@ impl UnregisteredExport {
         if !id_ok {
             return Err(Error::BadRequest("id is uex_ + 32 lowercase hex".into()));
         }
-        time::OffsetDateTime::parse(&self.exported_at, &time::format_description::well_known::Rfc3339)
+        let at = time::OffsetDateTime::parse(&self.exported_at, &time::format_description::well_known::Rfc3339)
             .map_err(|_| Error::BadRequest("exported_at is an RFC 3339 time".into()))?;
+        // A client's clock may be off a little; an export cannot have happened in the future.
+        if at.unix_timestamp() > now_unix() + 300 {
+            return Err(Error::BadRequest("exported_at is in the future".into()));
+        }
         for (field, value, max) in [
             ("local_user", &self.local_user, 128),
             ("host", &self.host, 255),
@@ -759,7 +763,8 @@ impl UnregisteredExport {
 /// Record a client's report of an unregistered export in the workspace's audit trail
 /// (`bundle.export_unregistered`, outcome `warned`), once per report id. The version need not be
 /// registered: an export of something the registry never saw is what an auditor most needs to see.
-/// Returns whether this call recorded it (false: already recorded).
+/// A report id is recorded once per workspace, whichever version a repeat names. Returns whether this
+/// call recorded it (false: already recorded).
 pub async fn report_unregistered_export(
     app: &App,
     caller: Caller<'_>,

@@ -26,17 +26,34 @@ pub fn load_yaml(rel: &str) -> Value {
 const RESTORE_SWITCHES: [(&str, &str, &str); 6] = [
     ("UseRestoredMeta", "!Ref RestoredMetaTableName", "!Ref MetaTable"),
     ("UseRestoredAudit", "!Ref RestoredAuditTableName", "!Ref AuditTable"),
-    ("UseRestoredMeta", "!Sub arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${RestoredMetaTableName}", "!GetAtt MetaTable.Arn"),
-    ("UseRestoredAudit", "!Sub arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${RestoredAuditTableName}", "!GetAtt AuditTable.Arn"),
-    ("UseRestoredAudit", "!Sub arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${RestoredAuditTableName}/index/by-day-shard", "!Sub ${AuditTable.Arn}/index/by-day-shard"),
-    ("UseRestoredAudit", "!Sub arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${RestoredAuditTableName}/index/by-action", "!Sub ${AuditTable.Arn}/index/by-action"),
+    (
+        "UseRestoredMeta",
+        "!Sub arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${RestoredMetaTableName}",
+        "!GetAtt MetaTable.Arn",
+    ),
+    (
+        "UseRestoredAudit",
+        "!Sub arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${RestoredAuditTableName}",
+        "!GetAtt AuditTable.Arn",
+    ),
+    (
+        "UseRestoredAudit",
+        "!Sub arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${RestoredAuditTableName}/index/by-day-shard",
+        "!Sub ${AuditTable.Arn}/index/by-day-shard",
+    ),
+    (
+        "UseRestoredAudit",
+        "!Sub arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${RestoredAuditTableName}/index/by-action",
+        "!Sub ${AuditTable.Arn}/index/by-action",
+    ),
 ];
 
 fn untag(v: Value) -> Value {
     match v {
         Value::Tagged(t) if t.tag == "!If" => {
             let branches = untag(t.value);
-            let text: Vec<String> = branches.as_sequence().into_iter().flatten().filter_map(|b| b.as_str().map(str::to_owned)).collect();
+            let text: Vec<String> =
+                branches.as_sequence().into_iter().flatten().filter_map(|b| b.as_str().map(str::to_owned)).collect();
             match RESTORE_SWITCHES.iter().find(|(c, r, o)| text == [*c, *r, *o]) {
                 Some((_, _, own)) => Value::String((*own).to_owned()),
                 None => {
@@ -270,7 +287,13 @@ mod tests {
     #[test]
     fn a_restore_is_a_parameter_change_for_every_table_reference() {
         let raw = std::fs::read_to_string(repo_file("infra/template.yaml")).unwrap();
-        let references = ["!GetAtt MetaTable.Arn", "!GetAtt AuditTable.Arn", "${AuditTable.Arn}", "!Ref MetaTable", "!Ref AuditTable"];
+        let references = [
+            "!GetAtt MetaTable.Arn",
+            "!GetAtt AuditTable.Arn",
+            "${AuditTable.Arn}",
+            "!Ref MetaTable",
+            "!Ref AuditTable",
+        ];
         let mut switched = 0;
         for line in raw.lines().filter(|l| references.iter().any(|r| l.contains(r))) {
             assert!(line.contains("!If [UseRestored"), "a table reference outside the restore switch: {line}");

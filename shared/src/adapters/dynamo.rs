@@ -427,7 +427,8 @@ impl DynamoStore {
             Change::RecordUnregisteredExport { workspace_id, name, version, id } => {
                 let item = Item::from([
                     ("pk".into(), s(format!("GOV#{workspace_id}"))),
-                    ("sk".into(), s(format!("UNREGISTERED#{name}#{version}#{id}"))),
+                    ("sk".into(), s(format!("UNREGISTERED#{id}"))),
+                    ("bundle".into(), s(format!("{name}@{version}"))),
                     ("recorded_at".into(), s(now_rfc3339_ms())),
                 ]);
                 Ok(vec![self.put(&self.table, item, absent)?])

@@ -72,11 +72,11 @@ INSERT OR IGNORE INTO counters (name, value) SELECT 'business|audit_events', cou
 ";
 
 /// Schema version 5: clients' reports of exports made while the registry was unreachable (one row
-/// per report id, so a report sent twice is recorded once).
+/// per report id in a workspace, so a report sent twice is recorded once).
 const SCHEMA_V5_TABLES: &str = "
 CREATE TABLE IF NOT EXISTS unregistered_exports (
-  workspace_id TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, id TEXT NOT NULL, recorded_at TEXT NOT NULL,
-  PRIMARY KEY (workspace_id, name, version, id));
+  workspace_id TEXT NOT NULL, id TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, recorded_at TEXT NOT NULL,
+  PRIMARY KEY (workspace_id, id));
 ";
 
 fn freeze_in(conn: &Connection) -> rusqlite::Result<Freeze> {
