@@ -126,6 +126,9 @@ bench:
 	$(or $(CARGO_TARGET_DIR),target)/release/governance-bench --files 10000 --out target/bench/governance.md
 	$(CARGO) build --release -p helix-tests --bin audit-bench
 	$(or $(CARGO_TARGET_DIR),target)/release/audit-bench --appends 5000 --events 1000000 --out target/bench/audit.md
+	$(CARGO) build --release -p helix-cli
+	scripts/transfer-bench.py --helix $(or $(CARGO_TARGET_DIR),target)/release/helix --large-mib 1024 --small-files 10000 \
+	  --out target/bench/transfer.md
 
 release:
 	$(CARGO) build --release $(addprefix -p ,$(FUNCTIONS)) -p helix-cli

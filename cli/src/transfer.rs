@@ -197,7 +197,10 @@ fn hash_file(path: &Path, done: &AtomicU64) -> Result<(Digest, u64), ClientError
 fn hash_reader(mut file: std::fs::File, path: &Path, done: &AtomicU64) -> Result<(Digest, u64), ClientError> {
     use std::io::Read;
     let mut digest = DigestWriter::default();
-    let mut buf = vec![0u8; 4 * CHUNK];
+    // As large as the file, up to 1 MiB: 10,000 small files must not leave 10,000 MiB-sized buffers
+    // in the allocator's per-thread arenas.
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut buf = vec![0u8; (size as usize).clamp(8 * 1024, 4 * CHUNK)];
     loop {
         let n = match file.read(&mut buf) {
             Ok(n) => n,

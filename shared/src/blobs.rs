@@ -94,7 +94,8 @@ async fn verify_staged(
     staged: &Staged,
     digest: &Digest,
 ) -> Result<Verified> {
-    let (actual, verified) = match trusted_checksum(store, staged.stored_sha256.clone()) {
+    let trusted = staged.stored_sha256.clone().filter(|_| store.staged_checksums_verified());
+    let (actual, verified) = match trusted {
         Some(stored) => (stored, Verified { size: staged.size, by_store_checksum: true }),
         None => {
             let (actual, size) = hash_reader(store.read_staged(upload, staged).await?).await?;
@@ -126,7 +127,17 @@ async fn place(app: &App, request_id: &str, digest: &Digest, source: Source<'_>)
             Source::Bytes(bytes) => app.blobs.put_if_absent(&key, bytes.clone()).await?,
             Source::Staged(upload, staged) => app.blobs.promote(upload, staged, &key).await?,
         };
-        if written == PutOutcome::Created && matches!(source, Source::Bytes(_)) {
+        // Bytes written now were checked by the write itself; staged bytes the store verified and
+        // promoted as the same file (not a copy) need no second check either.
+        let exact = match source {
+            Source::Bytes(_) => true,
+            Source::Staged(_, staged) => {
+                app.blobs.promote_is_exact()
+                    && app.blobs.staged_checksums_verified()
+                    && staged.stored_sha256.as_ref() == Some(digest)
+            }
+        };
+        if written == PutOutcome::Created && exact {
             return Ok(key);
         }
         match verify_object(app.blobs.as_ref(), &key).await {

@@ -136,6 +136,18 @@ pub trait BlobStore: Send + Sync {
     /// may keep a checksum they never checked (some S3-compatibles, moto): the registry re-hashes.
     fn checksums_verified(&self) -> bool;
 
+    /// True when a staged upload's `stored_sha256` was checked by the store itself against the bytes
+    /// as they arrived (the local presigned PUT hashes while it writes): `complete` need not re-hash.
+    fn staged_checksums_verified(&self) -> bool {
+        self.checksums_verified()
+    }
+
+    /// True when `promote` makes the blob key the very bytes that were staged (a hard link of the
+    /// same file), not a copy: verified staged bytes need no second check where they landed.
+    fn promote_is_exact(&self) -> bool {
+        false
+    }
+
     /// Store `bytes` at `key` unless an object is already there (`Existed`: the caller verifies it,
     /// the adapter never does). Two concurrent writers never both get `Created`.
     async fn put_if_absent(&self, key: &BlobKey, bytes: Bytes) -> Result<PutOutcome>;

@@ -178,7 +178,15 @@ impl FsBlobStore {
             return Err(Error::PreconditionFailed("this upload has already been received".into()));
         }
         match self.write_new(&target, Some(digest), Some(size), body).await? {
-            PutOutcome::Created => Ok(PutOutcome::Created),
+            PutOutcome::Created => {
+                // The digest these bytes were just checked against, for `complete` (a lost or
+                // unreadable record only means `complete` re-hashes).
+                let record = checksum_record(&target);
+                if let Err(e) = tokio::fs::write(&record, digest.to_string()).await {
+                    tracing::warn!(error = %e, record = %record.display(), "could not record a staged upload's checksum");
+                }
+                Ok(PutOutcome::Created)
+            }
             PutOutcome::Existed => Err(Error::PreconditionFailed("this upload has already been received".into())),
         }
     }
@@ -198,7 +206,10 @@ impl FsBlobStore {
     {
         let tmp_path = self.tmp.join(format!("write.{}", random_suffix()));
         let written = async {
-            let mut file = tokio::fs::File::create_new(&tmp_path).await.map_err(io_err)?;
+            // Buffered: request bodies arrive in small chunks, and each write to a tokio file is a
+            // trip to the blocking pool.
+            let mut file =
+                tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create_new(&tmp_path).await.map_err(io_err)?);
             let mut hasher = DigestWriter::default();
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| Error::BadRequest(format!("upload interrupted: {e}")))?;
@@ -217,7 +228,8 @@ impl FsBlobStore {
             {
                 return Err(Error::DigestMismatch { expected: digest.to_string(), actual: actual.to_string() });
             }
-            file.sync_all().await.map_err(io_err)?;
+            file.flush().await.map_err(io_err)?;
+            file.get_ref().sync_all().await.map_err(io_err)?;
             Ok(())
         }
         .await;
@@ -288,6 +300,13 @@ fn sweep(dir: &Path) {
     }
 }
 
+/// Beside a staged upload: the SHA-256 the local presigned PUT verified while writing it.
+fn checksum_record(staged: &Path) -> PathBuf {
+    let mut name = staged.as_os_str().to_owned();
+    name.push(".sha256");
+    PathBuf::from(name)
+}
+
 fn random_suffix() -> String {
     let mut raw = [0u8; 8];
     getrandom::fill(&mut raw).expect("OS random source");
@@ -305,9 +324,20 @@ impl BlobStore for FsBlobStore {
         }
     }
 
-    /// Files carry no checksum: every verification re-hashes.
+    /// Files carry no checksum: every verification of a blob re-hashes.
     fn checksums_verified(&self) -> bool {
         false
+    }
+
+    /// A staged upload's checksum record is written by this store after it hashed the bytes while
+    /// writing them (`receive_upload`), and staging files are never rewritten.
+    fn staged_checksums_verified(&self) -> bool {
+        true
+    }
+
+    /// `promote` hard-links the staged file: the blob key is the verified file itself.
+    fn promote_is_exact(&self) -> bool {
+        true
     }
 
     async fn put_if_absent(&self, key: &BlobKey, bytes: Bytes) -> Result<PutOutcome> {
@@ -379,7 +409,11 @@ impl BlobStore for FsBlobStore {
 
     async fn staged(&self, upload: &UploadRef) -> Result<Option<Staged>> {
         match tokio::fs::metadata(self.upload_path(upload)).await {
-            Ok(m) => Ok(Some(Staged { size: m.len(), stored_sha256: None, version_id: None, etag: None })),
+            Ok(m) => {
+                let recorded = tokio::fs::read_to_string(checksum_record(&self.upload_path(upload))).await.ok();
+                let stored_sha256 = recorded.and_then(|d| Digest::parse(d.trim()).ok());
+                Ok(Some(Staged { size: m.len(), stored_sha256, version_id: None, etag: None }))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.check().await?;
                 Ok(None)
@@ -401,6 +435,7 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn discard(&self, upload: &UploadRef) -> Result<()> {
+        let _ = tokio::fs::remove_file(checksum_record(&self.upload_path(upload))).await;
         match tokio::fs::remove_file(self.upload_path(upload)).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -111,6 +111,10 @@ pub async fn blob_store_staged_upload_promotes_and_presigned_get_round_trips(b: 
     assert_eq!(env.stored_objects().await, 0, "an upload never writes a blob key");
     let staged = store.staged(&upload).await.unwrap().expect("staged");
     assert_eq!(staged.size, 20_000);
+    if store.staged_checksums_verified() {
+        // The checksum the store verified as the bytes arrived: `complete` trusts it, no re-hash.
+        assert_eq!(staged.stored_sha256.as_ref(), Some(&d));
+    }
     let mut back = Vec::new();
     store.read_staged(&upload, &staged).await.unwrap().body.read_to_end(&mut back).await.unwrap();
     assert_eq!(back, bytes);

@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""`helix push` and `helix pull` against `helix serve` on the embedded backend, beside `sha256sum` of the
+same bytes on the same machine: one large file (1 GiB by default) and many small ones (10,000 by
+default). Also a blob GET of the large file through `helix serve` (the 307 to its local presigned URL,
+with curl) and the server-side latency of the upload's `complete`. Peak RSS of each client run is the
+child's ru_maxrss. Writes a markdown table.
+
+    scripts/transfer-bench.py --helix target/release/helix --out target/bench/transfer.md
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def peak_rss(cmd, env=None, cwd=None):
+    """Seconds and peak RSS (MiB) of `cmd` alone, measured by GNU time in its own process."""
+    started = time.monotonic()
+    out = subprocess.run(["/usr/bin/time", "-f", "%M"] + cmd, env=env, cwd=cwd, check=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seconds = time.monotonic() - started
+    rss_kib = int(out.stderr.decode().strip().splitlines()[-1])
+    return seconds, rss_kib / 1024.0, out.stdout.decode()
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--helix", required=True)
+    p.add_argument("--large-mib", type=int, default=1024)
+    p.add_argument("--small-files", type=int, default=10000)
+    p.add_argument("--jobs", type=int, default=4)
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+    helix = os.path.abspath(args.helix)
+    work = tempfile.mkdtemp(prefix="helix-transfer-bench-")
+    try:
+        data = os.path.join(work, "data")
+        large = os.path.join(work, "large")
+        small = os.path.join(work, "small")
+        os.makedirs(large)
+        # Incompressible bytes, written once (urandom in 1 MiB pieces).
+        with open(os.path.join(large, "model.bin"), "wb") as f:
+            for _ in range(args.large_mib):
+                f.write(os.urandom(1 << 20))
+        for i in range(args.small_files):
+            d = os.path.join(small, "part-%03d" % (i % 100))
+            os.makedirs(d, exist_ok=True)
+            with open(os.path.join(d, "f%05d.bin" % i), "wb") as f:
+                f.write(os.urandom(512 + (i * 7919) % 8192))
+        small_bytes = sum(os.path.getsize(os.path.join(r, n)) for r, _, ns in os.walk(small) for n in ns)
+
+        env = dict(os.environ, HELIX_DATA_DIR=data, RUST_LOG="info")
+        server = subprocess.Popen([helix, "serve", "--listen", "127.0.0.1:0"], env=env,
+                                  stdout=subprocess.PIPE, stderr=open(os.path.join(work, "serve.log"), "w"))
+        url, admin = None, None
+        for line in server.stdout:
+            line = line.decode().strip()
+            if line.startswith("Helix Registry listening on "):
+                url = line.rsplit(" ", 1)[1]
+            if line.startswith("admin token: "):
+                admin = line.split(": ", 1)[1]
+            if line.startswith("Stop with Ctrl-C"):
+                break
+        client = dict(os.environ, HELIX_URL=url, HELIX_TOKEN=admin, HELIX_STATE_DIR=os.path.join(work, "state"))
+        rows = []
+
+        def sha256sum(path):
+            cmd = ["sh", "-c", "find . -type f -print0 | xargs -0 sha256sum > /dev/null"]
+            subprocess.run(["sync"])
+            return peak_rss(cmd, cwd=path)[0]
+
+        for label, src, size, files in [("1 large file", large, args.large_mib << 20, 1),
+                                        ("%d small files" % args.small_files, small, small_bytes, args.small_files)]:
+            name = "large" if files == 1 else "small"
+            base = sha256sum(src)
+            push_s, push_rss, push_out = peak_rss(
+                [helix, "push", src, "--workspace", "bench", "--name", name, "--version", "1", "--jobs", str(args.jobs), "--json"],
+                env=client)
+            pushed = json.loads(push_out)
+            dest = os.path.join(work, "pulled-" + name)
+            pull_s, pull_rss, _ = peak_rss(
+                [helix, "pull", "bench/%s@1" % name, dest, "--jobs", str(args.jobs), "--json"], env=client)
+            again_s, _, _ = peak_rss(
+                [helix, "push", src, "--workspace", "bench", "--name", name, "--version", "1", "--json"], env=client)
+            rows.append((label, size, files, base, push_s, push_rss, pushed["upload_seconds"], pull_s, pull_rss, again_s))
+            shutil.rmtree(dest)
+
+        # A blob GET of the large file through helix serve: the 307, then the local presigned URL.
+        digest = "sha256:" + subprocess.run(["sha256sum", os.path.join(large, "model.bin")], check=True,
+                                            stdout=subprocess.PIPE).stdout.decode().split()[0]
+        get_s, _, _ = peak_rss(["curl", "-sfL", "-o", "/dev/null", "-H", "Authorization: Bearer " + admin,
+                                url + "/v1/workspaces/bench/blobs/" + digest])
+        server.terminate()
+        server.wait()
+        complete_ms = [json.loads(l)["fields"]["latency_ms"] for l in open(os.path.join(work, "serve.log"))
+                       if '"route":"POST /v1/workspaces/{ws}/uploads/{digest}/complete"' in l]
+
+        mib = lambda n: n / (1 << 20)
+        lines = [
+            "| workload | bytes | sha256sum | helix push | push RSS | push vs sha256sum | helix pull | pull RSS | pull vs sha256sum | push again (nothing to send) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for label, size, files, base, push_s, push_rss, up_s, pull_s, pull_rss, again_s in rows:
+            lines.append("| %s | %.0f MiB | %.2f s (%.0f MiB/s) | %.2f s (%.0f MiB/s; upload %.2f s) | %.0f MiB | %.2f× | %.2f s (%.0f MiB/s) | %.0f MiB | %.2f× | %.2f s |" % (
+                label, mib(size), base, mib(size) / base, push_s, mib(size) / push_s, up_s, push_rss, base / push_s,
+                pull_s, mib(size) / pull_s, pull_rss, base / pull_s, again_s))
+        lines.append("")
+        lines.append("Blob GET of the large file through `helix serve` (307, then its local presigned URL; curl): %.2f s (%.0f MiB/s)."
+                     % (get_s, args.large_mib / get_s))
+        if complete_ms:
+            lines.append("`complete` of the large upload (server latency): %.0f ms." % max(complete_ms))
+        lines.append("")
+        lines.append("Machine: %d CPUs; `--jobs %d`; figures are one run each (`%s`)." % (os.cpu_count(), args.jobs, " ".join(sys.argv)))
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        print("\n".join(lines))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
