@@ -59,6 +59,13 @@ fn issue_token(data_dir: &std::path::Path, user: &str, role: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
+/// POST `body` as JSON with `token`; the HTTP status.
+fn post_status(token: &str, body: &serde_json::Value, url: &str) -> String {
+    let auth = format!("Authorization: Bearer {token}");
+    let body = body.to_string();
+    curl_status(&["-X", "POST", "-H", &auth, "-H", "content-type: application/json", "-d", &body, url])
+}
+
 fn curl_status(args: &[&str]) -> String {
     let out = Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}"]).args(args).output().unwrap();
     String::from_utf8(out.stdout).unwrap()
@@ -461,12 +468,38 @@ fn json_out(out: &std::process::Output) -> serde_json::Value {
 
 const SMALL_INLINE: [(&str, &str); 1] = [("HELIX_INLINE_MAX", "65536")];
 
-#[test]
-fn push_and_pull_round_trip_hundreds_of_files_and_a_large_one() {
+/// `helix push SRC` as `demo/model@1`, as `token`; its JSON answer (the push must succeed).
+fn push_model(data: &std::path::Path, url: &str, token: &str, src: &std::path::Path) -> serde_json::Value {
+    json_out(
+        &client(data, url, token)
+            .args(["push", src.to_str().unwrap(), "--workspace", "demo", "--name", "model", "--version", "1", "--json"])
+            .output()
+            .unwrap(),
+    )
+}
+
+/// `push_model`, then approved by another user (an approver of `demo`).
+fn push_approved_model(data: &std::path::Path, url: &str, publisher: &str, src: &std::path::Path) {
+    push_model(data, url, publisher, src);
+    let approver = issue_token(data, "bob", "approver");
+    let approved = client(data, url, &approver).args(["governance", "approve", "demo/model@1"]).output().unwrap();
+    assert!(approved.status.success(), "{}", String::from_utf8_lossy(&approved.stderr));
+}
+
+/// A fresh `helix serve` with the 64 KiB inline limit, its admin token and a publisher of `demo`:
+/// (temp dir, data dir, server, URL, admin, publisher).
+fn small_inline_registry() -> (tempfile::TempDir, std::path::PathBuf, Serve, String, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let (_server, url, _) = serve_with(&data, &SMALL_INLINE, "127.0.0.1:0");
+    let (server, url, lines) = serve_with(&data, &SMALL_INLINE, "127.0.0.1:0");
+    let admin = lines.iter().find_map(|l| l.strip_prefix("admin token: ")).unwrap().to_owned();
     let publisher = issue_token(&data, "ada", "publisher");
+    (dir, data, server, url, admin, publisher)
+}
+
+#[test]
+fn push_and_pull_round_trip_hundreds_of_files_and_a_large_one() {
+    let (dir, data, _server, url, _, publisher) = small_inline_registry();
     let src = dir.path().join("src");
     source_tree(&src, 300, 3 * 1024 * 1024 + 17);
 
@@ -535,10 +568,7 @@ fn push_and_pull_round_trip_hundreds_of_files_and_a_large_one() {
 
 #[test]
 fn an_interrupted_push_resumes_and_uploads_only_what_is_missing() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let (_server, url, _) = serve_with(&data, &SMALL_INLINE, "127.0.0.1:0");
-    let publisher = issue_token(&data, "ada", "publisher");
+    let (dir, data, _server, url, _, publisher) = small_inline_registry();
     let src = dir.path().join("src");
     // 400 files: the manifest stays under the 64 KiB body limit these tests set.
     source_tree(&src, 400, 1024);
@@ -586,17 +616,10 @@ fn an_interrupted_push_resumes_and_uploads_only_what_is_missing() {
 
 #[test]
 fn a_tampered_download_is_refused_and_leaves_no_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let (_server, url, _) = serve_with(&data, &SMALL_INLINE, "127.0.0.1:0");
-    let publisher = issue_token(&data, "ada", "publisher");
+    let (dir, data, _server, url, _, publisher) = small_inline_registry();
     let src = dir.path().join("src");
     source_tree(&src, 3, 200_000);
-    let pushed = client(&data, &url, &publisher)
-        .args(["push", src.to_str().unwrap(), "--workspace", "demo", "--name", "model", "--version", "1", "--json"])
-        .output()
-        .unwrap();
-    json_out(&pushed);
+    push_model(&data, &url, &publisher, &src);
     // The large blob's stored bytes change (same size): the store is lax, the client is not.
     let big = src.join("model.bin");
     let digest = helix_core::domain::Digest::of(&std::fs::read(&big).unwrap()).hex().to_owned();
@@ -624,23 +647,9 @@ fn export_fails_closed_when_unreachable_and_the_override_is_reported_when_the_re
     let (server, url, lines) = serve(&data);
     let admin = lines.iter().find_map(|l| l.strip_prefix("admin token: ")).unwrap().to_owned();
     let publisher = issue_token(&data, "ada", "publisher");
-    let approver = issue_token(&data, "bob", "approver");
     let src = dir.path().join("src");
     source_tree(&src, 2, 10);
-    json_out(
-        &client(&data, &url, &publisher)
-            .args(["push", src.to_str().unwrap(), "--workspace", "demo", "--name", "model", "--version", "1", "--json"])
-            .output()
-            .unwrap(),
-    );
-    assert!(
-        client(&data, &url, &approver)
-            .args(["governance", "approve", "demo/model@1"])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    push_approved_model(&data, &url, &publisher, &src);
     // The official export: receipt saved, verifiable offline; proof URLs printed.
     let receipt = dir.path().join("receipt.json");
     let exported = client(&data, &url, &publisher)
@@ -703,48 +712,16 @@ fn export_fails_closed_when_unreachable_and_the_override_is_reported_when_the_re
     // The same report again (a client that crashed before moving its record) is not recorded twice.
     let body = serde_json::json!({"id": record["id"], "exported_at": record["exported_at"], "local_user": "x",
         "host": "h", "reason": "r", "error": "e"});
-    let again = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-X",
-            "POST",
-            "-H",
-            &format!("Authorization: Bearer {publisher}"),
-        ])
-        .args(["-H", "content-type: application/json", "-d", &body.to_string()])
-        .arg(format!("{url}/v1/workspaces/demo/bundles/model/versions/1/unregistered-exports"))
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&again.stdout), "200");
+    let path = format!("{url}/v1/workspaces/demo/bundles/model/versions/1/unregistered-exports");
+    assert_eq!(post_status(&publisher, &body, &path), "200");
 }
 
 #[test]
 fn the_override_never_covers_an_answer_only_an_unreachable_registry() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let (_server, url, lines) = serve_with(&data, &SMALL_INLINE, "127.0.0.1:0");
-    let admin = lines.iter().find_map(|l| l.strip_prefix("admin token: ")).unwrap().to_owned();
-    let publisher = issue_token(&data, "ada", "publisher");
-    let approver = issue_token(&data, "bob", "approver");
+    let (dir, data, _server, url, admin, publisher) = small_inline_registry();
     let src = dir.path().join("src");
     source_tree(&src, 1, 100_000);
-    let push = client(&data, &url, &publisher)
-        .args(["push", src.to_str().unwrap(), "--workspace", "demo", "--name", "model", "--version", "1", "--json"])
-        .output()
-        .unwrap();
-    json_out(&push);
-    assert!(
-        client(&data, &url, &approver)
-            .args(["governance", "approve", "demo/model@1"])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    push_approved_model(&data, &url, &publisher, &src);
     let pending = data.join("client-state/unregistered-exports/pending");
     let export = |reason: &str| {
         client(&data, &url, &publisher)
@@ -755,43 +732,13 @@ fn the_override_never_covers_an_answer_only_an_unreachable_registry() {
     };
 
     // A frozen registry answered: no override.
-    let freeze = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-X",
-            "POST",
-            "-H",
-            &format!("Authorization: Bearer {admin}"),
-        ])
-        .args([
-            "-H",
-            "content-type: application/json",
-            "-d",
-            r#"{"reason":"drill"}"#,
-            &format!("{url}/v1/admin/freeze"),
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&freeze.stdout), "200");
+    let freeze = serde_json::json!({"reason": "drill"});
+    assert_eq!(post_status(&admin, &freeze, &format!("{url}/v1/admin/freeze")), "200");
     let frozen = export("the registry is frozen");
     assert_eq!(frozen.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&frozen.stderr).starts_with("helix: registry_frozen (503)"));
-    let unfreeze = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-X", "POST", "-H", &format!("Authorization: Bearer {admin}")])
-        .args([
-            "-H",
-            "content-type: application/json",
-            "-d",
-            r#"{"reason":"drill over"}"#,
-            &format!("{url}/v1/admin/unfreeze"),
-        ])
-        .status()
-        .unwrap();
-    assert!(unfreeze.success());
+    let unfreeze = serde_json::json!({"reason": "drill over"});
+    assert_eq!(post_status(&admin, &unfreeze, &format!("{url}/v1/admin/unfreeze")), "200");
 
     // Stored bytes that fail their integrity check: an answer, not an outage.
     let stored =
@@ -816,21 +763,13 @@ fn the_override_never_covers_an_answer_only_an_unreachable_registry() {
 
 #[test]
 fn pull_writes_only_under_its_destination_and_push_refuses_partial_downloads() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let (_server, url, _) = serve_with(&data, &SMALL_INLINE, "127.0.0.1:0");
-    let publisher = issue_token(&data, "ada", "publisher");
+    let (dir, data, _server, url, _, publisher) = small_inline_registry();
     let src = dir.path().join("src");
     std::fs::create_dir_all(src.join("sub")).unwrap();
     let long = "L".repeat(250);
     std::fs::write(src.join("sub").join(&long), b"a 250-byte name").unwrap();
     std::fs::write(src.join("sub/b.txt"), b"b").unwrap();
-    json_out(
-        &client(&data, &url, &publisher)
-            .args(["push", src.to_str().unwrap(), "--workspace", "demo", "--name", "model", "--version", "1", "--json"])
-            .output()
-            .unwrap(),
-    );
+    push_model(&data, &url, &publisher, &src);
     // A symlink planted where a folder of the bundle goes: refused, nothing written through it.
     let out = dir.path().join("out");
     let elsewhere = dir.path().join("elsewhere");

@@ -208,8 +208,10 @@ impl FsBlobStore {
         let written = async {
             // Buffered: request bodies arrive in small chunks, and each write to a tokio file is a
             // trip to the blocking pool.
-            let mut file =
-                tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create_new(&tmp_path).await.map_err(io_err)?);
+            let mut file = tokio::io::BufWriter::with_capacity(
+                1 << 20,
+                tokio::fs::File::create_new(&tmp_path).await.map_err(io_err)?,
+            );
             let mut hasher = DigestWriter::default();
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| Error::BadRequest(format!("upload interrupted: {e}")))?;
