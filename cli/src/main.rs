@@ -255,6 +255,9 @@ enum GovernanceCommand {
         /// Fetch the public key from this registry instead (https, or http on loopback).
         #[arg(long)]
         registry: Option<String>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -286,7 +289,11 @@ enum TeamsCommand {
         sha256: Option<String>,
     },
     /// List tokens (never secrets), one per line.
-    List,
+    List {
+        /// Print JSON Lines (one token record per line).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn operator() -> String {
@@ -649,7 +656,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             }
             decide(&bundle, "waivers", body, json).await
         }
-        Command::Governance { command: GovernanceCommand::Verify { file, public_key, registry } } => {
+        Command::Governance { command: GovernanceCommand::Verify { file, public_key, registry, json } } => {
             let pems = match registry {
                 Some(url) => fetch_public_keys(&url).await?,
                 None => public_key
@@ -666,6 +673,12 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 helix_core::governance::receipts_in(&document).map_err(|e| format!("invalid: {e}"))?;
             let verified = helix_core::governance::verify_receipts(&receipts, &keys, whole)
                 .map_err(|e| format!("invalid: {e}"))?;
+            if json {
+                return out(&serde_json::json!({"ok": true, "receipts": verified.receipts, "bundle": verified.bundle,
+                    "first_seq": verified.first_seq, "state": verified.state.map(|s| s.as_str()),
+                    "signed_by": signers(&verified.statements)})
+                .to_string());
+            }
             let state = verified.state.map(|s| format!(", state {}", s.as_str())).unwrap_or_default();
             println!(
                 "ok: {} receipt(s) of {} from seq {}{state}, signed by {}",
@@ -840,8 +853,26 @@ async fn teams(config: &Config, command: TeamsCommand) -> Result<(), Box<dyn std
                 println!("revoked {id} too: {} had been rotated into it", record.id);
             }
         }
-        TeamsCommand::List => {
+        TeamsCommand::List { json } => {
             let now = helix_core::domain::time::now_unix();
+            if json {
+                let lines: Vec<String> = tokens::list(meta.as_ref(), None)
+                    .await?
+                    .iter()
+                    .map(|t| {
+                        let state = match t.refusal(now) {
+                            Some(helix_core::Error::TokenRevoked) => "revoked",
+                            Some(_) => "expired",
+                            None => "active",
+                        };
+                        serde_json::json!({"id": t.id, "user": t.user, "role": t.role.to_string(),
+                            "workspace_id": t.workspace_id.to_string(), "state": state, "expires_at": t.expires_at,
+                            "sha256": t.sha256})
+                        .to_string()
+                    })
+                    .collect();
+                return out(&lines.join("\n"));
+            }
             let mut rows = vec![["id", "user", "role", "workspace", "state", "expires", "sha256"].map(String::from)];
             for t in tokens::list(meta.as_ref(), None).await? {
                 let state = match t.refusal(now) {

@@ -141,6 +141,12 @@ fn teams_list_aligns_its_columns_and_survives_a_closed_pipe() {
     assert_eq!(lines.len(), 3, "{list}");
     let sha_column: Vec<usize> = lines.iter().map(|l| l.rfind(' ').unwrap()).collect();
     assert!(sha_column.iter().all(|c| *c == sha_column[0]), "the last column starts at one offset:\n{list}");
+    let json = helix(dir.path()).args(["teams", "list", "--json"]).output().unwrap();
+    let records: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&json.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), 2);
+    assert!(records.iter().all(|r| r["state"] == "active" && r["sha256"].as_str().unwrap().len() == 64));
+    assert!(!String::from_utf8_lossy(&json.stdout).contains("hlx_"), "never a secret");
 
     // Many rows into a pipe whose reader has gone: the write fails with EPIPE, not a panic.
     for i in 0..20 {
@@ -664,6 +670,12 @@ fn export_fails_closed_when_unreachable_and_the_override_is_reported_when_the_re
     let verified =
         helix(&data).args(["governance", "verify", receipt.to_str().unwrap(), "--registry", &url]).output().unwrap();
     assert!(String::from_utf8_lossy(&verified.stdout).starts_with("ok: 1 receipt(s) of demo/model@1"));
+    let verified = helix(&data)
+        .args(["governance", "verify", receipt.to_str().unwrap(), "--registry", &url, "--json"])
+        .output()
+        .unwrap();
+    let verified: serde_json::Value = serde_json::from_slice(&verified.stdout).unwrap();
+    assert_eq!((verified["ok"].as_bool(), verified["receipts"].as_u64()), (Some(true), Some(1)));
 
     drop(server);
     let export = |env: &[(&str, &str)], args: &[&str]| {
