@@ -1,21 +1,33 @@
 //! `helix backup` and `helix restore`: the embedded backend's data dir, copied consistently while
 //! `helix serve` runs, and put back into a fresh data dir. (On AWS the equivalents are DynamoDB
-//! point-in-time recovery and S3 versioning: docs/deploy.md, "Backups and restore".)
+//! point-in-time recovery and S3 versioning: docs/deploy.md, "Restore drill".)
 //!
-//! Order matters: the SQLite snapshot is taken first (`VACUUM INTO`: every transaction committed
-//! before it, nothing after), then the blobs are copied. A blob is written before its link commits,
-//! so every blob the snapshot links is already on disk when the copy runs. The signing key and the
-//! local presigning secret are copied too (0600): receipts and audit days stay verifiable with the
-//! same key id, and the restored registry keeps its identity.
+//! Backup, in this order: the SQLite snapshot (`VACUUM INTO`: every transaction committed before
+//! it, nothing after); the blob tree (a blob is written before its link commits, so every blob the
+//! snapshot links is on disk when the copy runs), following a symlinked folder (blobs moved to a
+//! bigger disk) and leaving out the store's scratch (`tmp/`) and staging uploads (`uploads/`,
+//! disposable, and their checksum records must never come back from a copy); the signing key and the
+//! local presigning secret. Then every blob the snapshot links must be in the copy, and `BACKUP.json`
+//! records the schema version and the SHA-256 of every file that is not a blob (a blob's name is its
+//! digest). Everything is fsynced; a failed backup removes what it wrote.
+//!
+//! Restore checks before anything reaches the data dir: the schema is one this build reads and the
+//! database's own, every recorded file hashes as recorded, every blob file hashes to its name, and
+//! every linked blob is there. It copies into a temporary sibling and renames it into place.
 
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use helix_core::adapters::sqlite::{SCHEMA_VERSION, SqliteStore};
 use helix_core::app::{BLOB_DIR, PRESIGN_SECRET_FILE, SIGNING_KEY_FILE, SQLITE_FILE};
+use helix_core::domain::{Digest, DigestWriter};
 use serde_json::{Value, json};
 
 /// What a backup holds, written beside it as `BACKUP.json`.
 pub const MANIFEST: &str = "BACKUP.json";
+/// Folders of the blob store a backup leaves out: scratch files and staging uploads.
+const SKIPPED: [&str; 2] = ["tmp", "uploads"];
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -33,8 +45,69 @@ fn fresh_dir(dir: &Path) -> Res<()> {
     Ok(())
 }
 
-/// Copy the tree `from` into `to` (regular files and folders only); the files and bytes copied.
-fn copy_tree(from: &Path, to: &Path) -> Res<(u64, u64)> {
+/// `path` made absolute and resolved as far as it exists (a path not created yet keeps its tail).
+fn resolved(path: &Path) -> PathBuf {
+    let mut existing = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut tail = Vec::new();
+    while !existing.exists() {
+        let Some(last) = existing.components().next_back() else { break };
+        tail.push(last.as_os_str().to_owned());
+        if !existing.pop() {
+            break;
+        }
+    }
+    let mut out = existing.canonicalize().unwrap_or_else(|_| existing.to_path_buf());
+    for part in tail.iter().rev() {
+        match part.to_str() {
+            Some("..") => {
+                out.pop();
+            }
+            Some(".") => {}
+            _ => out.push(part),
+        }
+    }
+    out
+}
+
+/// Neither directory may hold the other: a backup into the data dir would copy itself.
+fn apart(a: &Path, b: &Path) -> Res<()> {
+    let (ra, rb) = (resolved(a), resolved(b));
+    if ra.starts_with(&rb) || rb.starts_with(&ra) {
+        return Err(format!("{} and {} must not be inside one another", a.display(), b.display()).into());
+    }
+    Ok(())
+}
+
+fn sha256_of(path: &Path) -> Res<Digest> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(io(path))?;
+    let mut hash = DigestWriter::default();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io(path))?;
+        if n == 0 {
+            return Ok(hash.finish());
+        }
+        hash.update(&buf[..n]);
+    }
+}
+
+/// Copy one file, 0600, fsynced; false if it vanished meanwhile (a sweep).
+fn copy_file(from: &Path, to: &Path) -> Res<Option<u64>> {
+    let mut src = match std::fs::File::open(from) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(from)(e).into()),
+    };
+    let mut dst = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(to).map_err(io(to))?;
+    let n = std::io::copy(&mut src, &mut dst).map_err(io(to))?;
+    dst.sync_all().map_err(io(to))?;
+    Ok(Some(n))
+}
+
+/// Copy the tree `from` into `to`: regular files, and folders (a symlinked folder is followed);
+/// `skip` names top-level folders left out. The files and bytes copied.
+fn copy_tree(from: &Path, to: &Path, skip: &[&str]) -> Res<(u64, u64)> {
     let (mut files, mut bytes) = (0, 0);
     if !from.exists() {
         return Ok((0, 0));
@@ -42,88 +115,221 @@ fn copy_tree(from: &Path, to: &Path) -> Res<(u64, u64)> {
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(to).map_err(io(to))?;
     for entry in std::fs::read_dir(from).map_err(io(from))? {
         let entry = entry.map_err(io(from))?;
-        let kind = entry.file_type().map_err(io(&entry.path()))?;
-        let target = to.join(entry.file_name());
-        if kind.is_dir() {
-            let (f, b) = copy_tree(&entry.path(), &target)?;
+        let name = entry.file_name();
+        if skip.iter().any(|s| name == *s) {
+            continue;
+        }
+        let path = entry.path();
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(&path)(e).into()),
+        };
+        let target = to.join(&name);
+        if meta.is_dir() {
+            let (f, b) = copy_tree(&path, &target, &[])?;
             files += f;
             bytes += b;
-        } else if kind.is_file() {
-            bytes += std::fs::copy(entry.path(), &target).map_err(io(&entry.path()))?;
+        } else if meta.is_file()
+            && let Some(n) = copy_file(&path, &target)?
+        {
             files += 1;
+            bytes += n;
         }
     }
+    std::fs::File::open(to).and_then(|d| d.sync_all()).map_err(io(to))?;
     Ok((files, bytes))
 }
 
-fn copy_secret(from: &Path, to: &Path) -> Res<bool> {
-    if !from.exists() {
-        return Ok(false);
+/// Every blob `db` links must be a file under `blobs`; the schema version of `db`.
+fn links_present(db: &Path, blobs: &Path) -> Res<usize> {
+    let (schema, keys) = SqliteStore::linked_keys(db)?;
+    let missing: Vec<String> =
+        keys.iter().filter(|k| !blobs.join(k.storage_key()).is_file()).map(|k| k.storage_key()).collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "{} linked blob(s) missing from {} (first: {})",
+            missing.len(),
+            blobs.display(),
+            missing[0]
+        )
+        .into());
     }
-    std::fs::copy(from, to).map_err(io(from))?;
-    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o600)).map_err(io(to))?;
-    Ok(true)
+    Ok(schema)
 }
 
-/// Back up `data_dir` into the new directory `out`.
+/// Back up `data_dir` into the new directory `out`; its record.
 pub fn backup(data_dir: &Path, out: &Path) -> Res<Value> {
     let db = data_dir.join(SQLITE_FILE);
     if !db.exists() {
         return Err(format!("{} has no {SQLITE_FILE}: not an embedded data dir", data_dir.display()).into());
     }
+    apart(data_dir, out)?;
     fresh_dir(out)?;
-    let schema = helix_core::adapters::sqlite::SqliteStore::snapshot(&db, &out.join(SQLITE_FILE))?;
-    let (blob_files, blob_bytes) = copy_tree(&data_dir.join(BLOB_DIR), &out.join(BLOB_DIR))?;
-    let key = copy_secret(&data_dir.join(SIGNING_KEY_FILE), &out.join(SIGNING_KEY_FILE))?;
-    copy_secret(&data_dir.join(PRESIGN_SECRET_FILE), &out.join(PRESIGN_SECRET_FILE))?;
-    let db_bytes = std::fs::read(out.join(SQLITE_FILE)).map_err(io(out))?;
+    let result = write_backup(data_dir, out);
+    if result.is_err() {
+        // Nothing half-written is left to be mistaken for a backup.
+        let _ = std::fs::remove_dir_all(out);
+    }
+    result
+}
+
+fn write_backup(data_dir: &Path, out: &Path) -> Res<Value> {
+    let db = out.join(SQLITE_FILE);
+    SqliteStore::snapshot(&data_dir.join(SQLITE_FILE), &db)?;
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600)).map_err(io(&db))?;
+    std::fs::File::open(&db).and_then(|f| f.sync_all()).map_err(io(&db))?;
+    let (blob_files, blob_bytes) = copy_tree(&data_dir.join(BLOB_DIR), &out.join(BLOB_DIR), &SKIPPED)?;
+    let mut files = serde_json::Map::new();
+    for name in [SQLITE_FILE, SIGNING_KEY_FILE, PRESIGN_SECRET_FILE] {
+        let (from, to) = (data_dir.join(name), out.join(name));
+        if name != SQLITE_FILE && copy_file(&from, &to)?.is_none() {
+            continue;
+        }
+        files.insert(name.into(), json!(sha256_of(&to)?.to_string()));
+    }
+    let schema = links_present(&db, &out.join(BLOB_DIR))?;
     let manifest = json!({
         "kind": "helix.backup.v1",
         "created_at": helix_core::domain::time::now_rfc3339_ms(),
         "source": data_dir.display().to_string(),
         "schema_version": schema,
-        "database_sha256": helix_core::domain::Digest::of(&db_bytes).to_string(),
+        "files": files,
         "blob_files": blob_files,
         "blob_bytes": blob_bytes,
-        "signing_key": key,
     });
-    std::fs::write(out.join(MANIFEST), serde_json::to_string_pretty(&manifest)? + "\n").map_err(io(out))?;
+    let path = out.join(MANIFEST);
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(io(&path))?;
+    f.write_all((serde_json::to_string_pretty(&manifest)? + "\n").as_bytes()).map_err(io(&path))?;
+    f.sync_all().map_err(io(&path))?;
+    std::fs::File::open(out).and_then(|d| d.sync_all()).map_err(io(out))?;
     Ok(manifest)
 }
 
-/// Restore the backup `from` into the fresh data dir `data_dir`, after checking the database is the
-/// one the backup recorded.
-pub fn restore(from: &Path, data_dir: &Path) -> Res<Value> {
-    let manifest: Value = serde_json::from_slice(&std::fs::read(from.join(MANIFEST)).map_err(io(from))?)
-        .map_err(|e| format!("{}: {e}", from.join(MANIFEST).display()))?;
-    let db_bytes = std::fs::read(from.join(SQLITE_FILE)).map_err(io(from))?;
-    let actual = helix_core::domain::Digest::of(&db_bytes).to_string();
-    if manifest["database_sha256"].as_str() != Some(actual.as_str()) {
-        return Err(format!("{}: the database hashes to {actual}, not what the backup recorded", from.display()).into());
+/// Every file under `blobs/sha256/` hashes to the digest its name says; how many.
+fn blobs_match_their_names(blobs: &Path) -> Res<u64> {
+    let mut checked = 0;
+    let mut stack = vec![blobs.join("sha256")];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries {
+            let path = entry.map_err(io(&dir))?.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let hex = name.split('.').next().unwrap_or_default();
+            let named = Digest::parse(&format!("sha256:{hex}"))
+                .map_err(|_| format!("{}: not a blob of this store", path.display()))?;
+            let actual = sha256_of(&path)?;
+            if actual != named {
+                return Err(
+                    format!("{}: the bytes hash to {actual}, not the digest its name says", path.display()).into()
+                );
+            }
+            checked += 1;
+        }
     }
-    fresh_dir(data_dir)?;
-    std::fs::copy(from.join(SQLITE_FILE), data_dir.join(SQLITE_FILE)).map_err(io(from))?;
-    let (blob_files, _) = copy_tree(&from.join(BLOB_DIR), &data_dir.join(BLOB_DIR))?;
-    copy_secret(&from.join(SIGNING_KEY_FILE), &data_dir.join(SIGNING_KEY_FILE))?;
-    copy_secret(&from.join(PRESIGN_SECRET_FILE), &data_dir.join(PRESIGN_SECRET_FILE))?;
-    if blob_files != manifest["blob_files"].as_u64().unwrap_or(0) {
+    Ok(checked)
+}
+
+/// Check the backup `from` whole: schema, recorded files, blobs against their names, linked blobs.
+pub fn check(from: &Path) -> Res<Value> {
+    let path = from.join(MANIFEST);
+    let manifest: Value = serde_json::from_slice(&std::fs::read(&path).map_err(io(&path))?)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if manifest["kind"] != "helix.backup.v1" {
+        return Err(format!("{}: not a helix backup record", path.display()).into());
+    }
+    let recorded = manifest["schema_version"].as_u64().unwrap_or(u64::MAX) as usize;
+    if recorded > SCHEMA_VERSION {
         return Err(format!(
-            "{}: {blob_files} blob files, the backup recorded {}",
-            from.display(),
-            manifest["blob_files"]
+            "the backup is schema version {recorded}, newer than this build's {SCHEMA_VERSION}: upgrade helix"
         )
         .into());
     }
+    let files = manifest["files"].as_object().ok_or("the backup record lists no files")?;
+    if !files.contains_key(SQLITE_FILE) {
+        return Err("the backup record has no database".into());
+    }
+    for (name, digest) in files {
+        let actual = sha256_of(&from.join(name))?.to_string();
+        if digest.as_str() != Some(actual.as_str()) {
+            return Err(
+                format!("{}: hashes to {actual}, not what the backup recorded", from.join(name).display()).into()
+            );
+        }
+    }
+    for extra in [SIGNING_KEY_FILE, PRESIGN_SECRET_FILE] {
+        if from.join(extra).exists() && !files.contains_key(extra) {
+            return Err(format!("{}: not in the backup record", from.join(extra).display()).into());
+        }
+    }
+    let blobs = from.join(BLOB_DIR);
+    let schema = links_present(&from.join(SQLITE_FILE), &blobs)?;
+    if schema != recorded {
+        return Err(format!("the database is schema version {schema}, the record says {recorded}").into());
+    }
+    let checked = blobs_match_their_names(&blobs)?;
+    Ok(json!({"backup": manifest, "blobs_checked": checked}))
+}
+
+/// Restore the backup `from` into the new or empty data dir `data_dir`, after `check`.
+pub fn restore(from: &Path, data_dir: &Path) -> Res<Value> {
+    apart(from, data_dir)?;
+    if data_dir.exists() && std::fs::read_dir(data_dir).map_err(io(data_dir))?.next().is_some() {
+        return Err(format!("{} is not empty: a restore never writes over data", data_dir.display()).into());
+    }
+    let checked = check(from)?;
+    // Copied beside the target, then renamed into place: the data dir is never half restored.
+    let parent = resolved(data_dir).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&parent).map_err(io(&parent))?;
+    let staging = parent.join(format!(".helix-restore-{}", random_hex()?));
+    let result = (|| -> Res<()> {
+        fresh_dir(&staging)?;
+        copy_tree(from, &staging, &[MANIFEST])?;
+        if data_dir.exists() {
+            std::fs::remove_dir(data_dir).map_err(io(data_dir))?;
+        }
+        std::fs::rename(&staging, data_dir).map_err(io(data_dir))?;
+        std::fs::File::open(&parent).and_then(|d| d.sync_all()).map_err(io(&parent))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    result?;
     Ok(
-        json!({"restored_from": from.display().to_string(), "data_dir": data_dir.display().to_string(), "backup": manifest}),
+        json!({"restored_from": from.display().to_string(), "data_dir": data_dir.display().to_string(), "checked": checked}),
     )
 }
 
-/// A fresh temporary directory under the system's temp dir.
-pub fn temp_dir(prefix: &str) -> Res<PathBuf> {
+fn random_hex() -> Res<String> {
     let mut raw = [0u8; 6];
     getrandom::fill(&mut raw)?;
-    let dir = std::env::temp_dir().join(format!("{prefix}-{}", hex::encode(raw)));
+    Ok(hex::encode(raw))
+}
+
+/// A fresh temporary directory under `base` (default: the system's temp dir).
+pub fn temp_dir(base: Option<&Path>, prefix: &str) -> Res<PathBuf> {
+    let base = base.map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
+    let dir = base.join(format!("{prefix}-{}", random_hex()?));
     fresh_dir(&dir)?;
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_directories_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        assert!(apart(&data, &data.join("blobs/nightly")).is_err());
+        assert!(apart(&data.join("x/.."), &data.join("later")).is_err(), "resolved before comparing");
+        assert!(apart(&data, &dir.path().join("backup")).is_ok());
+    }
 }

@@ -81,6 +81,18 @@ enum Command {
         #[command(flatten)]
         args: SmokeArgs,
     },
+    /// Freeze the registry straight in its store (as `helix teams` writes: HELIX_DATA_DIR, or the AWS
+    /// tables with AWS credentials), for when its API is down or not serving yet (restored tables).
+    /// Over HTTP, `POST /v1/admin/freeze` does the same. Audited as `registry.freeze` by `cli:$USER`.
+    Freeze {
+        #[arg(long)]
+        reason: String,
+    },
+    /// Unfreeze the registry straight in its store (see `helix freeze`).
+    Unfreeze {
+        #[arg(long)]
+        reason: String,
+    },
     /// Back up the embedded backend's data dir (HELIX_DATA_DIR) into a new directory, consistently,
     /// while `helix serve` runs: the SQLite snapshot first, then the blobs, the signing key and the
     /// presigning secret. On AWS use point-in-time recovery and S3 versions (docs/deploy.md).
@@ -125,6 +137,10 @@ struct SmokeArgs {
     /// fresh one, and prove the restored registry serves the same data and its audit chain verifies.
     #[arg(long)]
     backup_restore: bool,
+    /// Where the run's files go (the backup and restored copies with --backup-restore: twice the data
+    /// dir); default the system's temp dir. Removed at the end.
+    #[arg(long)]
+    work_dir: Option<std::path::PathBuf>,
     #[arg(long)]
     json: bool,
 }
@@ -384,6 +400,15 @@ async fn status(json: bool) -> Result<(), Box<dyn std::error::Error>> {
     print_table(&rows)
 }
 
+/// `helix freeze` / `helix unfreeze`: the switch, straight in the configured store.
+async fn switch(config: &Config, frozen: bool, reason: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let (meta, _audit) = helix_core::app::meta_store(config).await?;
+    let (state, moved) = helix_core::freeze::record(meta.as_ref(), &operator(), "cli", frozen, reason).await?;
+    let what = if state.frozen { "frozen" } else { "not frozen" };
+    let how = if moved { "now" } else { "already" };
+    out(&format!("the registry is {how} {what}: {}", state.reason.unwrap_or_default()))
+}
+
 async fn smoke(config: &Config, args: SmokeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let url = args.url.or_else(|| std::env::var("HELIX_URL").ok()).ok_or("--url or HELIX_URL: the registry")?;
     let token =
@@ -394,8 +419,12 @@ async fn smoke(config: &Config, args: SmokeArgs) -> Result<(), Box<dyn std::erro
     if args.backup_restore && !embedded {
         return Err("--backup-restore needs the embedded backend (HELIX_DATA_DIR on this machine); on AWS follow the drill in docs/deploy.md".into());
     }
-    let smoke =
-        helix_cli::smoke::Smoke { url, token, backup_restore: args.backup_restore.then(|| config.data_dir.clone()) };
+    let smoke = helix_cli::smoke::Smoke {
+        url,
+        token,
+        backup_restore: args.backup_restore.then(|| config.data_dir.clone()),
+        work_dir: args.work_dir,
+    };
     let report = helix_cli::smoke::run(smoke).await.map_err(|e| e.to_string())?;
     if args.json {
         out(&serde_json::to_string(&report)?)?;
@@ -536,6 +565,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Audit { command } => audit(config, command).await,
         Command::Status { json } => status(json).await,
         Command::Smoke { args } => smoke(&config, args).await,
+        Command::Freeze { reason } => switch(&config, true, &reason).await,
+        Command::Unfreeze { reason } => switch(&config, false, &reason).await,
         Command::Backup { out: dir } => {
             let m = helix_cli::backup::backup(&config.data_dir, &dir)?;
             out(&format!(
@@ -545,15 +576,16 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 m["schema_version"],
                 m["blob_files"],
                 m["blob_bytes"],
-                s_of(&m["database_sha256"])
+                s_of(&m["files"]["helix.db"])
             ))
         }
         Command::Restore { from } => {
-            helix_cli::backup::restore(&from, &config.data_dir)?;
+            let r = helix_cli::backup::restore(&from, &config.data_dir)?;
             out(&format!(
-                "restored {} into {}; start it with `helix serve` (HELIX_DATA_DIR={})",
+                "restored {} into {} ({} blob file(s) checked against their digests); start it with `helix serve` (HELIX_DATA_DIR={})",
                 from.display(),
                 config.data_dir.display(),
+                r["checked"]["blobs_checked"],
                 config.data_dir.display()
             ))
         }
@@ -581,11 +613,14 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Pull { bundle, dir, transfer } => {
             let (ws, name, version) = helix_cli::client::bundle_parts(&bundle)?;
             let registry = helix_cli::export::connect().await?;
-            // Ctrl-C drops the downloads in flight, so their temporary files are removed.
+            // Ctrl-C or SIGTERM drops the downloads in flight, so their temporary files are removed.
             let pulled = helix_cli::transfer::pull(&registry, &ws, &name, &version, &dir, transfer.options());
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let interrupted = || "interrupted: no partial file was left; pull again to resume";
             let a = tokio::select! {
                 a = pulled => a?,
-                _ = tokio::signal::ctrl_c() => return Err("interrupted: no partial file was left; pull again to resume".into()),
+                _ = tokio::signal::ctrl_c() => return Err(interrupted().into()),
+                _ = term.recv() => return Err(interrupted().into()),
             };
             if transfer.json {
                 return out(&a.to_string());

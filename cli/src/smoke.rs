@@ -50,6 +50,8 @@ pub struct Smoke {
     pub token: String,
     /// `--backup-restore`: the data dir of the registry under test (embedded backend).
     pub backup_restore: Option<PathBuf>,
+    /// Where the run's files go (default: the system's temp dir).
+    pub work_dir: Option<PathBuf>,
 }
 
 struct Run {
@@ -141,7 +143,7 @@ pub async fn run(smoke: Smoke) -> Res<Report> {
     let mut raw = [0u8; 4];
     getrandom::fill(&mut raw)?;
     let ws = WorkspaceId::parse(&format!("smoke-{}", hex::encode(raw)))?;
-    let work = crate::backup::temp_dir("helix-smoke").map_err(|e| e.to_string())?;
+    let work = crate::backup::temp_dir(smoke.work_dir.as_deref(), "helix-smoke").map_err(|e| e.to_string())?;
     let mut run = Run {
         admin,
         token: smoke.token.clone(),
@@ -151,12 +153,25 @@ pub async fn run(smoke: Smoke) -> Res<Report> {
         publisher: None,
         approver: None,
     };
-    lifecycle(&mut run, smoke.backup_restore.as_deref()).await;
-    // Whatever happened: the run's tokens are revoked, its files removed.
+    // Ctrl-C stops the lifecycle, not the clean-up.
+    let interrupted = tokio::select! {
+        _ = lifecycle(&mut run, smoke.backup_restore.as_deref()) => false,
+        _ = tokio::signal::ctrl_c() => true,
+    };
+    if interrupted {
+        run.steps.push(Step { step: "interrupted", ok: false, ms: 0.0, detail: "Ctrl-C".into() });
+    }
+    // Whatever happened: the run's tokens are revoked (each on its own), its files removed.
     if run.publisher.is_some() || run.approver.is_some() {
         run.step("revoke", async |r: &mut Run| {
+            let mut failures = Vec::new();
             for (_, id) in [r.publisher.take(), r.approver.take()].into_iter().flatten() {
-                r.admin.post(&format!("/v1/tokens/{id}/revoke"), &json!({})).await?;
+                if let Err(e) = r.admin.post(&format!("/v1/tokens/{id}/revoke"), &json!({})).await {
+                    failures.push(format!("{id}: {e}"));
+                }
+            }
+            if !failures.is_empty() {
+                return Err(format!("still enabled (revoke them by hand): {}", failures.join("; ")).into());
             }
             Ok(((), "the run's publisher and approver tokens".into()))
         })
@@ -277,13 +292,26 @@ async fn lifecycle(run: &mut Run, backup_restore: Option<&Path>) -> Option<()> {
     let backup_dir = run.work.join("backup");
     run.step("backup", async |_: &mut Run| {
         let m = crate::backup::backup(data_dir, &backup_dir).map_err(|e| e.to_string())?;
-        Ok(((), format!("schema {}, {} blob file(s), {} bytes", m["schema_version"], m["blob_files"], m["blob_bytes"])))
+        Ok((
+            (),
+            format!(
+                "schema {}, {} blob file(s), {} bytes, every linked blob present",
+                m["schema_version"], m["blob_files"], m["blob_bytes"]
+            ),
+        ))
     })
     .await?;
     let restored = run.work.join("restored");
     run.step("restore", async |_: &mut Run| {
-        crate::backup::restore(&backup_dir, &restored).map_err(|e| e.to_string())?;
-        Ok(((), format!("into the fresh data dir {}", restored.display())))
+        let r = crate::backup::restore(&backup_dir, &restored).map_err(|e| e.to_string())?;
+        Ok((
+            (),
+            format!(
+                "{} blob file(s) checked against their digests, into {}",
+                r["checked"]["blobs_checked"],
+                restored.display()
+            ),
+        ))
     })
     .await?;
     let (app, server) = run
@@ -304,6 +332,14 @@ async fn lifecycle(run: &mut Run, backup_restore: Option<&Path>) -> Option<()> {
         .await?;
     let restored_registry = Registry::new(&server.url(), Some(run.token.clone())).ok()?;
     run.step("restored-data", async |r: &mut Run| {
+        let (live, there) = (r.admin.get("/v1/status").await?, restored_registry.get("/v1/status").await?);
+        if live["signer_key_id"] != there["signer_key_id"] {
+            return Err(format!(
+                "the restored registry signs with {}, not {}",
+                there["signer_key_id"], live["signer_key_id"]
+            )
+            .into());
+        }
         let ledger_there = restored_registry.get(&format!("{base}/governance")).await?;
         if ledger_there != ledger {
             return Err("the restored ledger differs from the live one".into());
@@ -311,7 +347,7 @@ async fn lifecycle(run: &mut Run, backup_restore: Option<&Path>) -> Option<()> {
         let out = r.work.join("pulled-restored");
         transfer::pull(&restored_registry, &r.ws, &name, &v1, &out, opts).await?;
         let n = same_tree(&src, &out)?;
-        Ok(((), format!("same ledger; {n} file(s) pulled from the restored registry, identical")))
+        Ok(((), format!("same signing key and ledger; {n} file(s) pulled from the restored registry, identical")))
     })
     .await?;
     run.step("restored-audit", async |_: &mut Run| {

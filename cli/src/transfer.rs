@@ -400,15 +400,9 @@ pub async fn pull(
     let mut kept = 0usize;
     for (f, digest) in manifest.files.iter().zip(manifest.digests()) {
         let (folder, leaf) = dest.folder(&f.path)?;
-        match folder.existing(leaf)? {
+        match folder.holds(leaf, f.size, &digest)? {
             None => todo.push((f, digest, folder, leaf)),
-            Some(held) if held == (digest.clone(), f.size) => kept += 1,
-            Some(_) => {
-                return Err(other(format!(
-                    "{} exists with other content: not overwritten",
-                    dir.join(&f.path).display()
-                )));
-            }
+            Some(()) => kept += 1,
         }
     }
     let total: u64 = todo.iter().map(|(f, ..)| f.size).sum();
@@ -490,29 +484,29 @@ impl Dest {
 }
 
 impl Folder {
-    /// The digest and size of a regular file `leaf` already here; None if there is none. Anything
-    /// else under that name (a symlink, a folder) is in the way.
-    fn existing(&self, leaf: &str) -> Result<Option<(Digest, u64)>, ClientError> {
+    /// Is a regular file `leaf` already here with `size` bytes hashing to `digest`? None if there is
+    /// none; anything else under that name (other content, a symlink, a folder) is in the way.
+    fn holds(&self, leaf: &str, size: u64, digest: &Digest) -> Result<Option<()>, ClientError> {
         use rustix::fs::{FileType, OFlags};
         let shown = self.shown.join(leaf);
         let fail = |e: rustix::io::Errno| other(format!("{}: {}", shown.display(), std::io::Error::from(e)));
+        let in_the_way = || other(format!("{} exists with other content: not overwritten", shown.display()));
         let stat = match rustix::fs::statat(self.fd.as_ref(), leaf, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
             Ok(stat) => stat,
             Err(rustix::io::Errno::NOENT) => return Ok(None),
             Err(e) => return Err(fail(e)),
         };
-        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
-            return Err(other(format!("{} exists and is not a regular file: not overwritten", shown.display())));
+        // Only a regular file of the right size is worth hashing.
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile || stat.st_size as u64 != size {
+            return Err(in_the_way());
         }
-        let fd = rustix::fs::openat(
-            self.fd.as_ref(),
-            leaf,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )
-        .map_err(fail)?;
-        let (digest, len) = hash_reader(std::fs::File::from(fd), &shown, &AtomicU64::new(0))?;
-        Ok(Some((digest, len)))
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(self.fd.as_ref(), leaf, flags, rustix::fs::Mode::empty()).map_err(fail)?;
+        let (held, _) = hash_reader(std::fs::File::from(fd), &shown, &AtomicU64::new(0))?;
+        if &held != digest {
+            return Err(in_the_way());
+        }
+        Ok(Some(()))
     }
 }
 

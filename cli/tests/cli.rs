@@ -362,7 +362,9 @@ fn drilled_blocks(doc: &str) -> Vec<String> {
 /// working directory.
 fn drill(blocks: &[String], fail_on_http: bool) -> (bool, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let (_server, url, lines) = serve(dir.path());
+    // The data dir and the working folder side by side (a backup inside the data dir is refused).
+    let data = dir.path().join("data");
+    let (_server, url, lines) = serve(&data);
     let admin = lines.iter().find_map(|l| l.strip_prefix("admin token: ")).expect("admin token").to_owned();
     let curl = if fail_on_http { "curl() { command curl --fail-with-body \"$@\"; }\n" } else { "" };
     let cargo = "cargo() { if [ \"${1-} ${2-} ${3-} ${4-} ${5-}\" = 'run -q -p helix-cli --' ]; then shift 5; helix \"$@\"; \
@@ -388,7 +390,7 @@ fn drill(blocks: &[String], fail_on_http: bool) -> (bool, String, tempfile::Temp
         .env("HOME", dir.path())
         .env("HELIX_URL", &url)
         .env("HELIX_TOKEN", &admin)
-        .env("HELIX_DATA_DIR", dir.path())
+        .env("HELIX_DATA_DIR", &data)
         .output()
         .unwrap();
     let said = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -815,4 +817,94 @@ fn pull_writes_only_under_its_destination_and_push_refuses_partial_downloads() {
         pushed.status.code() == Some(1) && err.contains("a partial download left by an interrupted helix pull"),
         "{err}"
     );
+}
+
+#[test]
+fn backup_and_restore_refuse_what_they_cannot_prove() {
+    let (dir, data, _server, url, _, publisher) = small_inline_registry();
+    let src = dir.path().join("src");
+    source_tree(&src, 20, 100_000);
+    push_model(&data, &url, &publisher, &src);
+    // The blob folder moved to another disk behind a symlink: still backed up.
+    let moved = dir.path().join("bigdisk");
+    std::fs::create_dir(&moved).unwrap();
+    std::fs::rename(data.join("blobs/sha256"), moved.join("sha256")).unwrap();
+    std::os::unix::fs::symlink(moved.join("sha256"), data.join("blobs/sha256")).unwrap();
+    let backup =
+        |out: &std::path::Path| helix(&data).args(["backup", "--out", out.to_str().unwrap()]).output().unwrap();
+    let inside = backup(&data.join("blobs/nightly"));
+    assert_eq!(inside.status.code(), Some(1), "a backup inside the data dir would copy itself");
+    assert!(!data.join("blobs/nightly").exists());
+    let good = dir.path().join("backup");
+    let made = backup(&good);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert!(
+        String::from_utf8_lossy(&made.stdout).contains("23 blob file(s)"),
+        "{}",
+        String::from_utf8_lossy(&made.stdout)
+    );
+    assert!(!good.join("blobs/uploads").exists() && !good.join("blobs/tmp").exists(), "scratch and staging left out");
+
+    let restore = |from: &std::path::Path, into: &std::path::Path| {
+        helix(into).args(["restore", "--from", from.to_str().unwrap()]).output().unwrap()
+    };
+    let copy_of_backup = |name: &str| {
+        let copy = dir.path().join(name);
+        assert!(
+            Command::new("cp").args(["-r", good.to_str().unwrap(), copy.to_str().unwrap()]).status().unwrap().success()
+        );
+        copy
+    };
+    // A blob with one byte changed, a linked blob missing, a replaced key: each refused, nothing restored.
+    let flipped = copy_of_backup("flipped");
+    let blob = files_under(&flipped.join("blobs/sha256")).into_iter().next().unwrap();
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&blob, bytes).unwrap();
+    let missing = copy_of_backup("missing");
+    std::fs::remove_file(files_under(&missing.join("blobs/sha256")).into_iter().next().unwrap()).unwrap();
+    let rekeyed = copy_of_backup("rekeyed");
+    std::fs::write(
+        rekeyed.join("signing-key.pem"),
+        b"-----BEGIN PRIVATE KEY-----\nnot ours\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    for (case, why) in [
+        (&flipped, "not the digest its name says"),
+        (&missing, "missing from"),
+        (&rekeyed, "not what the backup recorded"),
+    ] {
+        let target = dir.path().join(format!("restored-{}", case.file_name().unwrap().to_str().unwrap()));
+        let refused = restore(case, &target);
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert!(refused.status.code() == Some(1) && err.contains(why), "{}: {err}", case.display());
+        assert!(!target.exists(), "nothing restored from {}", case.display());
+    }
+    let target = dir.path().join("restored");
+    let restored = restore(&good, &target);
+    assert!(restored.status.success(), "{}", String::from_utf8_lossy(&restored.stderr));
+    assert!(String::from_utf8_lossy(&restored.stdout).contains("23 blob file(s) checked"));
+    // Never over data.
+    let again = restore(&good, &target);
+    assert!(again.status.code() == Some(1) && String::from_utf8_lossy(&again.stderr).contains("not empty"));
+}
+
+#[test]
+fn helix_freeze_writes_the_switch_straight_into_the_store() {
+    let (dir, data, _server, url, _, publisher) = small_inline_registry();
+    let src = dir.path().join("src");
+    source_tree(&src, 1, 10);
+    let frozen = helix(&data).args(["freeze", "--reason", "INC-1: tables restored, not checked yet"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&frozen.stdout).starts_with("the registry is now frozen: INC-1"));
+    let push = client(&data, &url, &publisher)
+        .args(["push", src.to_str().unwrap(), "--workspace", "demo", "--name", "model", "--version", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&push.stderr);
+    assert!(push.status.code() == Some(3) && err.contains("registry_frozen"), "{err}");
+    let again = helix(&data).args(["freeze", "--reason", "again"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&again.stdout).starts_with("the registry is already frozen: INC-1"));
+    let thawed = helix(&data).args(["unfreeze", "--reason", "checked"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&thawed.stdout).starts_with("the registry is now not frozen"));
+    push_model(&data, &url, &publisher, &src);
 }

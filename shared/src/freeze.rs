@@ -26,6 +26,19 @@ pub async fn set(
         // A workspace's admin cannot stop everyone else's registry.
         return Err(Error::ForbiddenWorkspace);
     }
+    record(app.meta.as_ref(), &principal.actor(), request_id, frozen, reason).await
+}
+
+/// Set the switch in `meta` as `actor`, with its audit event: the route's work, and `helix freeze` /
+/// `helix unfreeze` on an operator machine (straight into the store, as `helix teams` writes: for a
+/// registry whose API is down or not deployed yet, such as tables just restored).
+pub async fn record(
+    meta: &dyn crate::ports::MetaStore,
+    actor: &str,
+    request_id: &str,
+    frozen: bool,
+    reason: &str,
+) -> Result<(Freeze, bool)> {
     let reason = reason.trim();
     if !crate::domain::is_safe_text(reason, 1024) {
         return Err(Error::BadRequest(
@@ -33,10 +46,10 @@ pub async fn set(
         ));
     }
     let state =
-        Freeze { frozen, reason: Some(reason.to_owned()), by: Some(principal.actor()), at: Some(now_rfc3339_ms()) };
+        Freeze { frozen, reason: Some(reason.to_owned()), by: Some(actor.to_owned()), at: Some(now_rfc3339_ms()) };
     let event = AuditDraft {
         stream: "*".into(),
-        actor: principal.actor(),
+        actor: actor.to_owned(),
         action: if frozen { "registry.freeze" } else { "registry.unfreeze" }.into(),
         entity_type: "registry".into(),
         entity_id: "freeze".into(),
@@ -44,8 +57,8 @@ pub async fn set(
         request_id: request_id.into(),
         details: json!({"reason": reason}),
     };
-    match app.meta.commit(Change::SetFreeze(state.clone()), event).await? {
+    match meta.commit(Change::SetFreeze(state.clone()), event).await? {
         Commit::Applied(_) => Ok((state, true)),
-        Commit::AlreadyDone => Ok((app.meta.freeze().await?, false)),
+        Commit::AlreadyDone => Ok((meta.freeze().await?, false)),
     }
 }

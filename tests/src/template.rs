@@ -306,6 +306,7 @@ mod tests {
         }
         let conditions = &t.doc["Conditions"];
         assert!(conditions.get("UseRestoredMeta").is_some() && conditions.get("UseRestoredAudit").is_some());
+        assert!(t.doc["Rules"].get("RestoreBothTablesOrNeither").is_some(), "one table alone is refused");
     }
 
     #[test]

@@ -144,6 +144,24 @@ impl SqliteStore {
         Ok(version as usize)
     }
 
+    /// Every blob key a database links (any workspace), and its schema version, read-only: what a
+    /// backup of the blob store must hold for the database to be served.
+    pub fn linked_keys(db: &Path) -> Result<(usize, Vec<crate::ports::BlobKey>)> {
+        let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(meta_err)?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(meta_err)?;
+        let mut stmt = conn.prepare("SELECT DISTINCT digest, slot FROM blob_links").map_err(meta_err)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(meta_err)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(meta_err)?;
+        let keys = rows
+            .into_iter()
+            .map(|(d, slot)| Ok(crate::ports::BlobKey { digest: Digest::parse(&d)?, slot: slot as u8 }))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((version as usize, keys))
+    }
+
     /// Run `f` on the connection off the async runtime.
     async fn with<T: Send + 'static>(
         &self,

@@ -29,7 +29,9 @@ pub async fn smoke_runs_the_whole_lifecycle_and_names_the_step_that_fails(b: Bac
     // On the embedded backend the drill backs up this registry's data dir while it serves.
     let backup_restore = (b == Backend::Embedded).then(|| env.data_dir());
     let report =
-        run(Smoke { url: env.url(""), token: admin.clone(), backup_restore: backup_restore.clone() }).await.unwrap();
+        run(Smoke { url: env.url(""), token: admin.clone(), backup_restore: backup_restore.clone(), work_dir: None })
+            .await
+            .unwrap();
     assert!(report.failed().is_none(), "{:#?}", report.steps);
     let names: Vec<&str> = report.steps.iter().map(|s| s.step).collect();
     let mut expected: Vec<&str> = LIFECYCLE[..10].to_vec();
@@ -61,7 +63,8 @@ pub async fn smoke_runs_the_whole_lifecycle_and_names_the_step_that_fails(b: Bac
 
     // A workspace admin cannot issue tokens for the smoke's own workspace: the run stops there.
     let local_admin = env.token(Role::Admin, "team-a").await;
-    let report = run(Smoke { url: env.url(""), token: local_admin, backup_restore: None }).await.unwrap();
+    let report =
+        run(Smoke { url: env.url(""), token: local_admin, backup_restore: None, work_dir: None }).await.unwrap();
     let failed = report.failed().expect("a failed step");
     assert_eq!(failed.step, "tokens");
     assert!(failed.detail.contains("forbidden_workspace"), "{}", failed.detail);
@@ -76,7 +79,7 @@ pub async fn smoke_runs_the_whole_lifecycle_and_names_the_step_that_fails(b: Bac
         .await
         .unwrap();
     assert_eq!(freeze.status(), 200);
-    let report = run(Smoke { url: env.url(""), token: admin, backup_restore: None }).await.unwrap();
+    let report = run(Smoke { url: env.url(""), token: admin, backup_restore: None, work_dir: None }).await.unwrap();
     let failed = report.failed().expect("a failed step");
     assert_eq!((failed.step, report.steps.len()), ("status", 2));
     assert!(failed.detail.contains("frozen"), "{}", failed.detail);
