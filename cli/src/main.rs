@@ -964,6 +964,11 @@ fn print_first_start(url: &str, token: &str, id: &str, data_dir: &str) {
         "  curl -s -X PUT -H \"Authorization: Bearer $HELIX_TOKEN\" --data-binary @hello.txt $HELIX_URL/v1/workspaces/demo/blobs/$DIGEST"
     );
     println!("  curl -s -H \"Authorization: Bearer $HELIX_TOKEN\" $HELIX_URL/v1/workspaces/demo/blobs/$DIGEST");
+    println!(
+        "  # a whole folder, and back (the helix CLI: `cargo install --path cli --locked`, or `cargo run -q -p helix-cli --`):"
+    );
+    println!("  helix push <folder> --workspace demo --name results --version 1");
+    println!("  helix pull demo/results@1 results-copy");
     println!();
     println!("Stop with Ctrl-C; data stays in {data_dir}.");
 }
