@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use helix_core::adapters::sqlite::{SCHEMA_VERSION, SqliteStore};
 use helix_core::app::{BLOB_DIR, PRESIGN_SECRET_FILE, SIGNING_KEY_FILE, SQLITE_FILE};
-use helix_core::domain::{Digest, DigestWriter};
+use helix_core::domain::Digest;
 use serde_json::{Value, json};
 
 /// What a backup holds, written beside it as `BACKUP.json`.
@@ -79,17 +79,7 @@ fn apart(a: &Path, b: &Path) -> Res<()> {
 }
 
 fn sha256_of(path: &Path) -> Res<Digest> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(io(path))?;
-    let mut hash = DigestWriter::default();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(io(path))?;
-        if n == 0 {
-            return Ok(hash.finish());
-        }
-        hash.update(&buf[..n]);
-    }
+    Ok(crate::transfer::hash_file(path, &std::sync::atomic::AtomicU64::new(0))?.0)
 }
 
 /// Copy one file, 0600, fsynced; false if it vanished meanwhile (a sweep).
@@ -250,6 +240,13 @@ pub fn check(from: &Path) -> Res<Value> {
         .into());
     }
     let files = manifest["files"].as_object().ok_or("the backup record lists no files")?;
+    for entry in std::fs::read_dir(from).map_err(io(from))? {
+        let name = entry.map_err(io(from))?.file_name();
+        let known = [MANIFEST, BLOB_DIR, SQLITE_FILE, SIGNING_KEY_FILE, PRESIGN_SECRET_FILE].iter().any(|k| name == *k);
+        if !known {
+            return Err(format!("{}: not part of a helix backup", from.join(name).display()).into());
+        }
+    }
     if !files.contains_key(SQLITE_FILE) {
         return Err("the backup record has no database".into());
     }
@@ -275,31 +272,33 @@ pub fn check(from: &Path) -> Res<Value> {
     Ok(json!({"backup": manifest, "blobs_checked": checked}))
 }
 
-/// Restore the backup `from` into the new or empty data dir `data_dir`, after `check`.
+/// Restore the backup `from` into the new or empty data dir `data_dir`: copied beside the target,
+/// the copy checked whole (`check`: what lands is what was checked, each byte read once), then
+/// renamed into place. The data dir is never half restored.
 pub fn restore(from: &Path, data_dir: &Path) -> Res<Value> {
     apart(from, data_dir)?;
     if data_dir.exists() && std::fs::read_dir(data_dir).map_err(io(data_dir))?.next().is_some() {
         return Err(format!("{} is not empty: a restore never writes over data", data_dir.display()).into());
     }
-    let checked = check(from)?;
-    // Copied beside the target, then renamed into place: the data dir is never half restored.
     let parent = resolved(data_dir).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     std::fs::create_dir_all(&parent).map_err(io(&parent))?;
     let staging = parent.join(format!(".helix-restore-{}", random_hex()?));
-    let result = (|| -> Res<()> {
+    let result = (|| -> Res<Value> {
         fresh_dir(&staging)?;
-        copy_tree(from, &staging, &[MANIFEST])?;
+        copy_tree(from, &staging, &[])?;
+        let checked = check(&staging)?;
+        std::fs::remove_file(staging.join(MANIFEST)).map_err(io(&staging))?;
         if data_dir.exists() {
             std::fs::remove_dir(data_dir).map_err(io(data_dir))?;
         }
         std::fs::rename(&staging, data_dir).map_err(io(data_dir))?;
         std::fs::File::open(&parent).and_then(|d| d.sync_all()).map_err(io(&parent))?;
-        Ok(())
+        Ok(checked)
     })();
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&staging);
     }
-    result?;
+    let checked = result?;
     Ok(
         json!({"restored_from": from.display().to_string(), "data_dir": data_dir.display().to_string(), "checked": checked}),
     )

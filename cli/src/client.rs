@@ -82,17 +82,12 @@ impl Registry {
 
     /// GET `path` (with its query), as JSON, with the token when there is one.
     pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
-        self.send(self.http.get(format!("{}{path}", self.url))).await
+        self.send(self.request(reqwest::Method::GET, path)).await
     }
 
     /// POST `body` as JSON to `path`.
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
-        self.send(self.http.post(format!("{}{path}", self.url)).json(body)).await
-    }
-
-    /// PUT `body` as JSON to `path`.
-    pub async fn put_json(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
-        self.send(self.http.put(format!("{}{path}", self.url)).json(body)).await
+        self.send(self.request(reqwest::Method::POST, path).json(body)).await
     }
 
     /// A request to the registry with the token; `answer` sends it.
@@ -140,11 +135,8 @@ impl Registry {
         Err(ClientError::Refused { status, reason, detail: text("detail") })
     }
 
+    /// Send a request made by `request` and read its JSON answer.
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, ClientError> {
-        let req = match &self.token {
-            Some(t) => req.bearer_auth(t),
-            None => req,
-        };
         let resp = self.answer(req).await?;
         let status = resp.status().as_u16();
         // An answer that is not the API's JSON (a proxy's page, a captive portal) is nobody's success.
@@ -154,6 +146,41 @@ impl Registry {
             detail: format!("{}: the answer is not JSON: {e}", self.url),
         })
     }
+}
+
+impl Registry {
+    /// The keys the registry publishes at /v1/governance/public-key: the current one, then the
+    /// earlier ones (receipts and audit days signed before a rotation).
+    pub async fn public_keys(&self) -> Result<Vec<helix_core::ports::PublicKeyInfo>, ClientError> {
+        let doc = self.get("/v1/governance/public-key").await?;
+        let missing = || ClientError::Other(format!("{}: a published key has no pem", self.url));
+        let mut pems = vec![doc["pem"].as_str().ok_or_else(missing)?];
+        for k in doc["previous"].as_array().into_iter().flatten() {
+            pems.push(k["pem"].as_str().ok_or_else(missing)?);
+        }
+        pems.iter()
+            .map(|pem| helix_core::governance::public_key_from_pem(pem).map_err(|e| ClientError::Other(e.to_string())))
+            .collect()
+    }
+}
+
+/// Keys to trust: those `registry` publishes, else the PEM files given.
+pub async fn load_keys(
+    registry: Option<&str>,
+    files: &[std::path::PathBuf],
+) -> Result<Vec<helix_core::ports::PublicKeyInfo>, ClientError> {
+    if let Some(url) = registry {
+        return Registry::new(url, None)?.public_keys().await;
+    }
+    files
+        .iter()
+        .map(|path| {
+            let pem =
+                std::fs::read_to_string(path).map_err(|e| ClientError::Other(format!("{}: {e}", path.display())))?;
+            helix_core::governance::public_key_from_pem(&pem)
+                .map_err(|e| ClientError::Other(format!("{}: {e}", path.display())))
+        })
+        .collect()
 }
 
 /// An error and its causes on one line (reqwest's own message stops at "error sending request").
@@ -171,18 +198,15 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 /// `7d`, `12h`, `30m` before `now`, or an RFC 3339 time or a day as given.
 pub fn since(value: &str, now: time::OffsetDateTime) -> Result<String, ClientError> {
     let bad = || ClientError::Other(format!("--since {value:?}: a duration (7d, 12h, 30m), an RFC 3339 time or a day"));
-    let (n, unit) = value.split_at(value.len().saturating_sub(1));
-    let seconds = match unit {
-        "d" => 86_400,
-        "h" => 3_600,
-        "m" => 60,
-        _ => return if value.is_empty() { Err(bad()) } else { Ok(value.to_owned()) },
-    };
-    let n: i64 = n.parse().map_err(|_| bad())?;
-    if !(0..=36_500).contains(&n) {
-        return Err(bad());
+    match value.chars().last() {
+        None => Err(bad()),
+        // A duration, read as token lifetimes are (up to ten years).
+        Some('d' | 'h' | 'm') => {
+            let seconds = helix_core::domain::token::parse_ttl(value).map_err(|_| bad())?;
+            Ok(helix_core::domain::time::rfc3339_ms(now - time::Duration::seconds(seconds)))
+        }
+        Some(_) => Ok(value.to_owned()),
     }
-    Ok(helix_core::domain::time::rfc3339_ms(now - time::Duration::seconds(n * seconds)))
 }
 
 /// `WS/NAME@VERSION`, each part checked as the registry would.
@@ -200,7 +224,12 @@ pub fn bundle_parts(bundle: &str) -> Result<(WorkspaceId, BundleName, BundleName
 /// `WS/NAME@VERSION` as the path of that bundle version.
 pub fn version_path(bundle: &str) -> Result<String, ClientError> {
     let (ws, name, version) = bundle_parts(bundle)?;
-    Ok(format!("/v1/workspaces/{ws}/bundles/{}/versions/{}", name.as_str(), version.as_str()))
+    Ok(version_path_of(&ws, &name, &version))
+}
+
+/// The API path of a bundle version.
+pub fn version_path_of(ws: &WorkspaceId, name: &BundleName, version: &BundleName) -> String {
+    format!("/v1/workspaces/{ws}/bundles/{}/versions/{}", name.as_str(), version.as_str())
 }
 
 /// `90s`, `45m`, `12h`, `7d` as seconds.
@@ -224,6 +253,9 @@ mod tests {
         assert_eq!(since("90m", now).unwrap(), "2026-12-01T10:30:00.000Z");
         assert_eq!(since("2026-11-30", now).unwrap(), "2026-11-30");
         assert!(since("xd", now).is_err() && since("", now).is_err() && since("-1d", now).is_err());
+        // A value ending in a character of more than one byte is a time or day for the registry to
+        // judge, not a panic.
+        assert_eq!(since("7µ", now).unwrap(), "7µ");
         let refused = ClientError::Refused { status: 403, reason: "insufficient_role".into(), detail: "x".into() };
         assert_eq!((refused.exit_code(), ClientError::Unreachable("x".into()).exit_code()), (1, 3));
     }

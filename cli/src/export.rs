@@ -13,25 +13,21 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::client::{ClientError, Registry, version_path};
+use crate::client::{ClientError, Registry, bundle_parts, version_path, version_path_of};
 
 pub const OVERRIDE_ENV: &str = "HELIX_REGISTRY_ALLOW_UNREGISTERED_EXPORT";
 
 /// Where the client keeps its own records: HELIX_STATE_DIR, else $XDG_STATE_HOME/helix, else
-/// ~/.local/state/helix.
-pub fn state_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("HELIX_STATE_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("helix");
-    }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-    home.join(".local/state/helix")
+/// ~/.local/state/helix; None without any of them (never the current folder).
+pub fn state_dir() -> Option<PathBuf> {
+    let var = |name: &str| std::env::var_os(name).filter(|d| !d.is_empty()).map(PathBuf::from);
+    var("HELIX_STATE_DIR")
+        .or_else(|| var("XDG_STATE_HOME").map(|d| d.join("helix")))
+        .or_else(|| var("HOME").map(|d| d.join(".local/state/helix")))
 }
 
-fn overrides_dir(which: &str) -> PathBuf {
-    state_dir().join("unregistered-exports").join(which)
+fn overrides_dir(which: &str) -> Option<PathBuf> {
+    state_dir().map(|d| d.join("unregistered-exports").join(which))
 }
 
 /// Did the registry not answer at all, or answer that it cannot serve: a gateway error (502, 503,
@@ -51,17 +47,8 @@ fn unreachable(e: &ClientError) -> bool {
 /// `text` made fit for the registry's report limits: unsafe characters (control, line separators,
 /// invisible formatting) become spaces, and at most `max` characters are kept.
 fn fit(text: &str, max: usize) -> String {
-    let clean: String = text
-        .chars()
-        .map(|c| {
-            if c.is_control() || helix_core::tokens::is_invisible_format(c) || matches!(c, '\u{2028}' | '\u{2029}') {
-                ' '
-            } else {
-                c
-            }
-        })
-        .take(max)
-        .collect();
+    let clean: String =
+        text.chars().map(|c| if helix_core::domain::is_unsafe_char(c) { ' ' } else { c }).take(max).collect();
     let clean = clean.trim();
     if clean.is_empty() { "unknown".into() } else { clean.to_owned() }
 }
@@ -81,9 +68,8 @@ pub async fn export(
     receipt: Option<PathBuf>,
     reason: Option<&str>,
 ) -> Result<Exported, ClientError> {
-    let path = version_path(bundle)?;
-    let (_, rest) = bundle.split_once('/').expect("checked by version_path");
-    let (name, version) = rest.split_once('@').expect("checked by version_path");
+    let (ws, name, version) = bundle_parts(bundle)?;
+    let path = version_path_of(&ws, &name, &version);
     match registry.post(&format!("{path}/export"), &json!({})).await {
         Ok(answer) if !answer["receipt"].is_object() => {
             Err(ClientError::Other(format!("the registry's export answer has no receipt: {answer}")))
@@ -136,7 +122,8 @@ fn hostname() -> String {
 fn write_record(record: &Value) -> Result<PathBuf, ClientError> {
     use std::io::Write;
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let dir = overrides_dir("pending");
+    let dir = overrides_dir("pending")
+        .ok_or_else(|| ClientError::Other("no place for the override record: set HELIX_STATE_DIR (or HOME)".into()))?;
     let fail =
         |e: std::io::Error| ClientError::Other(format!("cannot write the override record in {}: {e}", dir.display()));
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(fail)?;
@@ -159,7 +146,7 @@ pub async fn connect() -> Result<Registry, ClientError> {
 /// Report every pending override record made against this registry; each one the registry
 /// recorded moves to `reported/`. What happened is said on stderr; nothing here fails the command.
 pub async fn report_pending(registry: &Registry) {
-    let Ok(entries) = std::fs::read_dir(overrides_dir("pending")) else { return };
+    let Some(Ok(entries)) = overrides_dir("pending").map(std::fs::read_dir) else { return };
     let mut files: Vec<PathBuf> =
         entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect();
     files.sort();
@@ -173,7 +160,7 @@ pub async fn report_pending(registry: &Registry) {
         }
         match report(registry, &record).await {
             Ok(()) => {
-                let reported = overrides_dir("reported");
+                let reported = overrides_dir("reported").expect("pending was found under the state dir");
                 let moved = std::fs::create_dir_all(&reported)
                     .and_then(|()| std::fs::rename(&file, reported.join(file.file_name().unwrap_or_default())));
                 eprintln!(

@@ -160,7 +160,7 @@ struct TransferArgs {
 
 impl TransferArgs {
     fn options(&self) -> helix_cli::transfer::Options {
-        helix_cli::transfer::Options { jobs: self.jobs.into(), quiet: self.quiet }
+        helix_cli::transfer::Options { jobs: self.jobs.into(), quiet: self.quiet, inline_max: None }
     }
 }
 
@@ -692,17 +692,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             decide(&bundle, "waivers", body, json).await
         }
         Command::Governance { command: GovernanceCommand::Verify { file, public_key, registry, json } } => {
-            let pems = match registry {
-                Some(url) => fetch_public_keys(&url).await?,
-                None => public_key
-                    .iter()
-                    .map(|path| std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display())))
-                    .collect::<Result<Vec<_>, _>>()?,
-            };
-            let keys = pems
-                .iter()
-                .map(|pem| helix_core::governance::public_key_from_pem(pem))
-                .collect::<Result<Vec<_>, _>>()?;
+            let keys = helix_cli::client::load_keys(registry.as_deref(), &public_key).await?;
             let document = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
             let (receipts, whole) =
                 helix_core::governance::receipts_in(&document).map_err(|e| format!("invalid: {e}"))?;
@@ -754,14 +744,9 @@ async fn audit(config: Config, command: AuditCommand) -> Result<(), Box<dyn std:
                 }
                 (None, None) => unreachable!("clap requires one"),
             };
-            let (keys, pinned) = if let Some(url) = registry {
-                let pems = fetch_public_keys(&url).await?;
-                let keys = pems
-                    .iter()
-                    .map(|p| helix_core::governance::public_key_from_pem(p))
-                    .collect::<Result<Vec<_>, _>>()?;
-                (keys, true)
-            } else if public_key.is_empty() {
+            let (keys, pinned) = if registry.is_some() || !public_key.is_empty() {
+                (helix_cli::client::load_keys(registry.as_deref(), &public_key).await?, true)
+            } else {
                 let mut keys = Vec::new();
                 for k in evidence.list().await?.iter().filter(|k| k.starts_with("keys/") && k.ends_with(".pem")) {
                     let pem = evidence.read(k).await?.ok_or_else(|| format!("{k} vanished"))?;
@@ -773,13 +758,6 @@ async fn audit(config: Config, command: AuditCommand) -> Result<(), Box<dyn std:
                     keys.push(key);
                 }
                 (keys, false)
-            } else {
-                let keys = public_key
-                    .iter()
-                    .map(|path| std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display())))
-                    .map(|pem| pem.map(|p| helix_core::governance::public_key_from_pem(&p)))
-                    .collect::<Result<Result<Vec<_>, _>, _>>()??;
-                (keys, true)
             };
             let summary = audit_verify::verify(evidence.as_ref(), &keys).await.map_err(|e| format!("invalid: {e}"))?;
             if json {
@@ -844,18 +822,6 @@ fn signers(statements: &[helix_core::governance::Statement]) -> String {
     ids.join(", ")
 }
 
-/// The PEMs a registry publishes at /v1/governance/public-key: the current key and the earlier ones.
-async fn fetch_public_keys(registry: &str) -> Result<Vec<String>, Box<dyn std::error::Error>> {
-    helix_core::oidc::check_url(registry)?;
-    let url = format!("{}/v1/governance/public-key", registry.trim_end_matches('/'));
-    let doc: serde_json::Value = reqwest::get(&url).await?.error_for_status()?.json().await?;
-    let mut pems = vec![doc["pem"].as_str().ok_or("the registry's answer has no pem")?.to_owned()];
-    for k in doc["previous"].as_array().into_iter().flatten() {
-        pems.push(k["pem"].as_str().ok_or("a previous key has no pem")?.to_owned());
-    }
-    Ok(pems)
-}
-
 async fn teams(config: &Config, command: TeamsCommand) -> Result<(), Box<dyn std::error::Error>> {
     let (meta, _audit) = helix_core::app::meta_store(config).await?;
     match command {
@@ -890,16 +856,22 @@ async fn teams(config: &Config, command: TeamsCommand) -> Result<(), Box<dyn std
         }
         TeamsCommand::List { json } => {
             let now = helix_core::domain::time::now_unix();
+            let listed: Vec<_> = tokens::list(meta.as_ref(), None)
+                .await?
+                .into_iter()
+                .map(|t| {
+                    let state = match t.refusal(now) {
+                        Some(helix_core::Error::TokenRevoked) => "revoked",
+                        Some(_) => "expired",
+                        None => "active",
+                    };
+                    (t, state)
+                })
+                .collect();
             if json {
-                let lines: Vec<String> = tokens::list(meta.as_ref(), None)
-                    .await?
+                let lines: Vec<String> = listed
                     .iter()
-                    .map(|t| {
-                        let state = match t.refusal(now) {
-                            Some(helix_core::Error::TokenRevoked) => "revoked",
-                            Some(_) => "expired",
-                            None => "active",
-                        };
+                    .map(|(t, state)| {
                         serde_json::json!({"id": t.id, "user": t.user, "role": t.role.to_string(),
                             "workspace_id": t.workspace_id.to_string(), "state": state, "expires_at": t.expires_at,
                             "sha256": t.sha256})
@@ -909,12 +881,7 @@ async fn teams(config: &Config, command: TeamsCommand) -> Result<(), Box<dyn std
                 return out(&lines.join("\n"));
             }
             let mut rows = vec![["id", "user", "role", "workspace", "state", "expires", "sha256"].map(String::from)];
-            for t in tokens::list(meta.as_ref(), None).await? {
-                let state = match t.refusal(now) {
-                    Some(helix_core::Error::TokenRevoked) => "revoked",
-                    Some(_) => "expired",
-                    None => "active",
-                };
+            for (t, state) in listed {
                 let expires =
                     t.expires_at.map(helix_core::domain::time::unix_to_rfc3339).unwrap_or_else(|| "never".into());
                 rows.push([

@@ -140,10 +140,7 @@ async fn local_upload(State(app): State<Arc<App>>, Path((ws, id)): Path<(String,
         store.presigner().verify(&grant, q.get("sig")?)?;
         // A URL signed before a freeze writes nothing during it (on S3 it stays valid for its 15 minutes,
         // but nothing it stages can be linked: `complete` is refused).
-        let freeze = app.meta.freeze().await?;
-        if freeze.frozen {
-            return Err(Error::RegistryFrozen(freeze.reason.unwrap_or_default()));
-        }
+        helix_core::freeze::refuse_if_frozen(app.meta.as_ref(), None).await?;
         store.receive_upload(&upload, &digest, grant.size, req.into_body().into_data_stream()).await
     }
     .await;

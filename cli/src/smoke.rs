@@ -128,10 +128,7 @@ async fn issue(admin: &Registry, ws: &WorkspaceId, user: &str, role: &str) -> Re
 
 /// Verify a ledger document offline with the registry's published keys; its state.
 async fn verified_state(registry: &Registry, ledger: &Value) -> Res<(String, usize)> {
-    let doc = registry.get("/v1/governance/public-key").await?;
-    let mut pems = vec![doc["pem"].as_str().unwrap_or_default().to_owned()];
-    pems.extend(doc["previous"].as_array().into_iter().flatten().filter_map(|k| k["pem"].as_str().map(str::to_owned)));
-    let keys = pems.iter().map(|p| helix_core::governance::public_key_from_pem(p)).collect::<Result<Vec<_>, _>>()?;
+    let keys = registry.public_keys().await?;
     let (receipts, whole) = helix_core::governance::receipts_in(&serde_json::to_vec(ledger)?)?;
     let verified = helix_core::governance::verify_receipts(&receipts, &keys, whole)?;
     let state = verified.state.map(|s| s.as_str().to_owned()).ok_or("the ledger yields no state")?;
@@ -182,7 +179,6 @@ pub async fn run(smoke: Smoke) -> Res<Report> {
 }
 
 async fn lifecycle(run: &mut Run, backup_restore: Option<&Path>) -> Option<()> {
-    let opts = Options { jobs: 4, quiet: true };
     let name = BundleName::parse("smoke").ok()?;
     let (small, v1) = (BundleName::parse("small").ok()?, BundleName::parse("1").ok()?);
     run.step("ready", async |r: &mut Run| {
@@ -199,7 +195,7 @@ async fn lifecycle(run: &mut Run, backup_restore: Option<&Path>) -> Option<()> {
             if s["frozen"] == true {
                 return Err(format!("the registry is frozen: {}", s["freeze"]["reason"]).into());
             }
-            let inline_max = s["inline_max"].as_u64().unwrap_or(4 * 1024 * 1024);
+            let inline_max = transfer::inline_max_of(&s);
             let text = |k: &str| s[k].as_str().unwrap_or_default().to_owned();
             let detail = format!(
                 "governance {}, blobs {}, signer {}",
@@ -210,6 +206,7 @@ async fn lifecycle(run: &mut Run, backup_restore: Option<&Path>) -> Option<()> {
             Ok((inline_max, detail))
         })
         .await?;
+    let opts = Options { jobs: 4, quiet: true, inline_max: Some(inline_max) };
     run.step("tokens", async |r: &mut Run| {
         r.publisher = Some(issue(&r.admin, &r.ws, "smoke-publisher", "publisher").await?);
         r.approver = Some(issue(&r.admin, &r.ws, "smoke-approver", "approver").await?);
@@ -242,7 +239,7 @@ async fn lifecycle(run: &mut Run, backup_restore: Option<&Path>) -> Option<()> {
         ))
     })
     .await?;
-    let base = format!("/v1/workspaces/{}/bundles/smoke/versions/1", run.ws);
+    let base = crate::client::version_path_of(&run.ws, &name, &v1);
     run.step("approve", async |r: &mut Run| {
         let a = r.approver.as_ref().expect("tokens").0.post(&format!("{base}/approve"), &json!({})).await?;
         Ok(((), format!("approval receipt seq {}", a["seq"])))

@@ -26,8 +26,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::client::{ClientError, Registry, chain};
 
-/// The registry's default HELIX_INLINE_MAX, for a registry whose status does not say.
-const DEFAULT_INLINE_MAX: u64 = 4 * 1024 * 1024;
 /// Read and write in chunks of this size (hashing, uploads, downloads).
 const CHUNK: usize = 256 * 1024;
 
@@ -189,7 +187,7 @@ pub fn manifest(
 }
 
 /// SHA-256 and length of a file, read as a stream on a blocking thread (`done` counts its bytes).
-fn hash_file(path: &Path, done: &AtomicU64) -> Result<(Digest, u64), ClientError> {
+pub(crate) fn hash_file(path: &Path, done: &AtomicU64) -> Result<(Digest, u64), ClientError> {
     let file = std::fs::File::open(path).map_err(|e| other(format!("{}: {e}", path.display())))?;
     hash_reader(file, path, done)
 }
@@ -223,6 +221,13 @@ pub struct Options {
     pub jobs: usize,
     /// No progress drawing, even on a terminal.
     pub quiet: bool,
+    /// The registry's `inline_max` when the caller knows it already (else `/v1/status` is asked).
+    pub inline_max: Option<u64>,
+}
+
+/// The largest blob the registry takes inline, as `/v1/status` says (its default when it does not).
+pub fn inline_max_of(status: &Value) -> u64 {
+    status["inline_max"].as_u64().unwrap_or(helix_core::config::DEFAULT_INLINE_MAX)
 }
 
 fn blob_path(ws: &WorkspaceId, digest: &Digest) -> String {
@@ -261,8 +266,10 @@ pub async fn push(
     let digests: Vec<Digest> = hashes.into_iter().map(|(d, _)| d).collect();
     let manifest = manifest(&files, &digests, name, version)?;
 
-    let status = registry.get("/v1/status").await?;
-    let inline_max = status["inline_max"].as_u64().unwrap_or(DEFAULT_INLINE_MAX);
+    let inline_max = match opts.inline_max {
+        Some(known) => known,
+        None => inline_max_of(&registry.get("/v1/status").await?),
+    };
 
     // One upload per distinct digest; a HEAD says whether the workspace already holds it.
     let mut distinct: std::collections::BTreeMap<Digest, &LocalFile> = Default::default();
@@ -291,7 +298,7 @@ pub async fn push(
     let elapsed = progress.finish();
 
     let body = manifest.canonical().map_err(other)?;
-    let path = format!("/v1/workspaces/{ws}/bundles/{}/versions/{}", name.as_str(), version.as_str());
+    let path = crate::client::version_path_of(ws, name, version);
     let req = registry.request(reqwest::Method::PUT, &path).header("content-type", "application/json").body(body);
     let mut answer: Value = registry.answer(req).await?.json().await.map_err(other)?;
     answer["uploaded_files"] = json!(missing.len());
@@ -383,7 +390,7 @@ pub async fn pull(
     dir: &Path,
     opts: Options,
 ) -> Result<Value, ClientError> {
-    let path = format!("/v1/workspaces/{ws}/bundles/{}/versions/{}", name.as_str(), version.as_str());
+    let path = crate::client::version_path_of(ws, name, version);
     let view = registry.get(&path).await?;
     let canonical = helix_core::domain::canonical::to_string(&view["manifest"]).map_err(other)?;
     let actual = Digest::of(canonical.as_bytes());
@@ -396,15 +403,21 @@ pub async fn pull(
     let manifest = Manifest::parse(canonical.as_bytes(), name, version).map_err(other)?;
 
     let dest = Dest::open(dir)?;
-    let mut todo = Vec::new();
-    let mut kept = 0usize;
+    let mut placed = Vec::new();
     for (f, digest) in manifest.files.iter().zip(manifest.digests()) {
         let (folder, leaf) = dest.folder(&f.path)?;
-        match folder.holds(leaf, f.size, &digest)? {
-            None => todo.push((f, digest, folder, leaf)),
-            Some(()) => kept += 1,
-        }
+        placed.push((f, digest, folder, leaf));
     }
+    // Files already in place are hashed as push hashes: on blocking threads, `--jobs` at a time.
+    let held: Vec<bool> = futures_util::stream::iter(placed.iter().map(|(f, digest, folder, leaf)| {
+        let (folder, leaf, size, digest) = (folder.clone(), leaf.to_string(), f.size, digest.clone());
+        async move { tokio::task::spawn_blocking(move || folder.holds(&leaf, size, &digest)).await.map_err(other)? }
+    }))
+    .buffered(opts.jobs.max(1))
+    .try_collect()
+    .await?;
+    let kept = held.iter().filter(|h| **h).count();
+    let todo: Vec<_> = placed.into_iter().zip(&held).filter(|(_, h)| !**h).map(|(p, _)| p).collect();
     let total: u64 = todo.iter().map(|(f, ..)| f.size).sum();
     let progress = Progress::start("downloading", total, opts.quiet);
     futures_util::stream::iter(
@@ -433,6 +446,8 @@ pub async fn pull(
 struct Dest {
     root: std::sync::Arc<rustix::fd::OwnedFd>,
     shown: PathBuf,
+    /// Each folder opened once, by its path under the destination: one handle per folder, not per file.
+    folders: std::sync::Mutex<std::collections::HashMap<String, Folder>>,
 }
 
 /// A folder under the destination, by handle.
@@ -454,46 +469,58 @@ impl Dest {
         let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC;
         let fd = rustix::fs::open(dir, flags, rustix::fs::Mode::empty())
             .map_err(|e| other(format!("{}: {}", dir.display(), std::io::Error::from(e))))?;
-        Ok(Dest { root: std::sync::Arc::new(fd), shown: dir.to_path_buf() })
+        Ok(Dest { root: std::sync::Arc::new(fd), shown: dir.to_path_buf(), folders: Default::default() })
     }
 
     /// The folder of a manifest path (created as needed) and the file's name in it.
     fn folder<'p>(&self, path: &'p str) -> Result<(Folder, &'p str), ClientError> {
         let (parents, leaf) = path.rsplit_once('/').map_or(("", path), |(p, l)| (p, l));
-        let mut at = Folder { fd: self.root.clone(), shown: self.shown.clone() };
-        for seg in parents.split('/').filter(|s| !s.is_empty()) {
-            let shown = at.shown.join(seg);
-            let in_the_way = || other(format!("{} is in the way (not a folder)", shown.display()));
-            let fd = match rustix::fs::openat(at.fd.as_ref(), seg, dir_flags(), rustix::fs::Mode::empty()) {
-                Ok(fd) => fd,
-                Err(rustix::io::Errno::NOENT) => {
-                    match rustix::fs::mkdirat(at.fd.as_ref(), seg, rustix::fs::Mode::from_raw_mode(0o755)) {
-                        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                        Err(e) => return Err(other(format!("{}: {}", shown.display(), std::io::Error::from(e)))),
-                    }
-                    rustix::fs::openat(at.fd.as_ref(), seg, dir_flags(), rustix::fs::Mode::empty())
-                        .map_err(|_| in_the_way())?
-                }
-                Err(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => return Err(in_the_way()),
-                Err(e) => return Err(other(format!("{}: {}", shown.display(), std::io::Error::from(e)))),
-            };
-            at = Folder { fd: std::sync::Arc::new(fd), shown };
+        Ok((self.folder_at(parents)?, leaf))
+    }
+
+    /// The folder at `parents` ("" is the destination), opened once: its parent first, then itself
+    /// without following a symlink.
+    fn folder_at(&self, parents: &str) -> Result<Folder, ClientError> {
+        if parents.is_empty() {
+            return Ok(Folder { fd: self.root.clone(), shown: self.shown.clone() });
         }
-        Ok((at, leaf))
+        if let Some(known) = self.folders.lock().expect("folder cache").get(parents) {
+            return Ok(known.clone());
+        }
+        let (up, seg) = parents.rsplit_once('/').unwrap_or(("", parents));
+        let at = self.folder_at(up)?;
+        let shown = at.shown.join(seg);
+        let in_the_way = || other(format!("{} is in the way (not a folder)", shown.display()));
+        let fd = match rustix::fs::openat(at.fd.as_ref(), seg, dir_flags(), rustix::fs::Mode::empty()) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => {
+                match rustix::fs::mkdirat(at.fd.as_ref(), seg, rustix::fs::Mode::from_raw_mode(0o755)) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(other(format!("{}: {}", shown.display(), std::io::Error::from(e)))),
+                }
+                rustix::fs::openat(at.fd.as_ref(), seg, dir_flags(), rustix::fs::Mode::empty())
+                    .map_err(|_| in_the_way())?
+            }
+            Err(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => return Err(in_the_way()),
+            Err(e) => return Err(other(format!("{}: {}", shown.display(), std::io::Error::from(e)))),
+        };
+        let folder = Folder { fd: std::sync::Arc::new(fd), shown };
+        self.folders.lock().expect("folder cache").insert(parents.to_owned(), folder.clone());
+        Ok(folder)
     }
 }
 
 impl Folder {
-    /// Is a regular file `leaf` already here with `size` bytes hashing to `digest`? None if there is
+    /// Is a regular file `leaf` already here with `size` bytes hashing to `digest`? False if there is
     /// none; anything else under that name (other content, a symlink, a folder) is in the way.
-    fn holds(&self, leaf: &str, size: u64, digest: &Digest) -> Result<Option<()>, ClientError> {
+    fn holds(&self, leaf: &str, size: u64, digest: &Digest) -> Result<bool, ClientError> {
         use rustix::fs::{FileType, OFlags};
         let shown = self.shown.join(leaf);
         let fail = |e: rustix::io::Errno| other(format!("{}: {}", shown.display(), std::io::Error::from(e)));
         let in_the_way = || other(format!("{} exists with other content: not overwritten", shown.display()));
         let stat = match rustix::fs::statat(self.fd.as_ref(), leaf, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
             Ok(stat) => stat,
-            Err(rustix::io::Errno::NOENT) => return Ok(None),
+            Err(rustix::io::Errno::NOENT) => return Ok(false),
             Err(e) => return Err(fail(e)),
         };
         // Only a regular file of the right size is worth hashing.
@@ -506,7 +533,7 @@ impl Folder {
         if &held != digest {
             return Err(in_the_way());
         }
-        Ok(Some(()))
+        Ok(true)
     }
 }
 
@@ -634,8 +661,9 @@ mod tests {
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         std::fs::write(dir.path().join("sub/a.txt"), b"a").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link")).unwrap();
-        let fifo = std::ffi::CString::new(dir.path().join("pipe").to_str().unwrap()).unwrap();
-        assert_eq!(unsafe { libc_mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let fifo = rustix::fs::FileType::Fifo;
+        rustix::fs::mknodat(rustix::fs::CWD, dir.path().join("pipe"), fifo, rustix::fs::Mode::from_raw_mode(0o600), 0)
+            .unwrap();
         let err = walk(dir.path()).unwrap_err().to_string();
         assert!(
             err.contains("2 path(s) refused") && err.contains("link: a symlink") && err.contains("pipe: not a regular"),
@@ -645,10 +673,5 @@ mod tests {
         std::fs::remove_file(dir.path().join("pipe")).unwrap();
         let files = walk(dir.path()).unwrap();
         assert_eq!(files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["sub/a.txt"]);
-    }
-
-    unsafe extern "C" {
-        #[link_name = "mkfifo"]
-        fn libc_mkfifo(path: *const std::ffi::c_char, mode: u32) -> i32;
     }
 }

@@ -66,6 +66,19 @@ fn post_status(token: &str, body: &serde_json::Value, url: &str) -> String {
     curl_status(&["-X", "POST", "-H", &auth, "-H", "content-type: application/json", "-d", &body, url])
 }
 
+/// GET with `token`; the HTTP status.
+fn get_status(token: &str, url: &str) -> String {
+    curl_status(&["-H", &format!("Authorization: Bearer {token}"), url])
+}
+
+/// PUT `body` with `token`; the HTTP status.
+fn put_status(token: &str, body: &str, url: &str) -> String {
+    curl_status(&["-X", "PUT", "-H", &format!("Authorization: Bearer {token}"), "--data-binary", body, url])
+}
+
+/// The digest of "foo", the blob the first tests publish.
+const FOO: &str = "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
+
 fn curl_status(args: &[&str]) -> String {
     let out = Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}"]).args(args).output().unwrap();
     String::from_utf8(out.stdout).unwrap()
@@ -78,7 +91,7 @@ fn first_start_prints_an_admin_token_once_and_teams_token_writes_to_the_same_sto
     let token_line = lines.iter().find(|l| l.starts_with("admin token: hlx_")).expect("admin token line");
     let admin = token_line.trim_start_matches("admin token: ");
     assert_eq!(admin.len(), 47);
-    assert_eq!(curl_status(&["-H", &format!("Authorization: Bearer {admin}"), &format!("{url}/v1/status")]), "200");
+    assert_eq!(get_status(admin, &format!("{url}/v1/status")), "200");
 
     let out = helix(dir.path())
         .args(["teams", "token", "--user", "ada", "--role", "publisher", "--workspace-id", "demo", "--ttl", "1h"])
@@ -87,22 +100,9 @@ fn first_start_prints_an_admin_token_once_and_teams_token_writes_to_the_same_sto
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let publisher = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert!(publisher.starts_with("hlx_"));
-    let digest = "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
-    let auth = format!("Authorization: Bearer {publisher}");
-    let blob_url = format!("{url}/v1/workspaces/demo/blobs/{digest}");
-    assert_eq!(curl_status(&["-X", "PUT", "-H", &auth, "--data-binary", "foo", &blob_url]), "201");
-    assert_eq!(
-        curl_status(&[
-            "-X",
-            "PUT",
-            "-H",
-            &auth,
-            "--data-binary",
-            "foo",
-            &format!("{url}/v1/workspaces/other/blobs/{digest}")
-        ]),
-        "403"
-    );
+    let blob_url = format!("{url}/v1/workspaces/demo/blobs/{FOO}");
+    assert_eq!(put_status(&publisher, "foo", &blob_url), "201");
+    assert_eq!(put_status(&publisher, "foo", &format!("{url}/v1/workspaces/other/blobs/{FOO}")), "403");
 
     let list = helix(dir.path()).args(["teams", "list"]).output().unwrap();
     let list = String::from_utf8(list.stdout).unwrap();
@@ -112,11 +112,7 @@ fn first_start_prints_an_admin_token_once_and_teams_token_writes_to_the_same_sto
     let out = helix(dir.path()).args(["teams", "revoke", "--sha256", &sha]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8(out.stdout).unwrap().starts_with("revoked tok_"));
-    assert_eq!(
-        curl_status(&["-X", "PUT", "-H", &auth, "--data-binary", "foo", &blob_url]),
-        "401",
-        "refused on its next request"
-    );
+    assert_eq!(put_status(&publisher, "foo", &blob_url), "401", "refused on its next request");
     drop(server);
 
     let (_server, _, lines) = serve(dir.path());
@@ -188,14 +184,14 @@ fn status_and_audit_query_answer_from_a_registry_and_fail_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let (_server, url, lines) = serve(dir.path());
     let admin = lines.iter().find_map(|l| l.strip_prefix("admin token: ")).expect("admin token").to_owned();
-    let client = |token: &str, args: &[&str]| {
-        let out = helix(dir.path()).env("HELIX_URL", &url).env("HELIX_TOKEN", token).args(args).output().unwrap();
+    let run = |token: &str, args: &[&str]| {
+        let out = client(dir.path(), &url, token).args(args).output().unwrap();
         let stdout = String::from_utf8(out.stdout).unwrap();
         let stderr = String::from_utf8(out.stderr).unwrap();
         (out.status.code(), stdout, stderr)
     };
 
-    let (code, stdout, _) = client(&admin, &["status", "--json"]);
+    let (code, stdout, _) = run(&admin, &["status", "--json"]);
     assert_eq!(code, Some(0), "{stdout}");
     let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(
@@ -204,7 +200,7 @@ fn status_and_audit_query_answer_from_a_registry_and_fail_in_one_line() {
     );
     assert_eq!((&doc["whoami"]["role"], &doc["status"]["meta_backend"]), (&json!("admin"), &json!("sqlite")));
     assert!(!stdout.contains(&admin), "never the secret");
-    let (code, stdout, _) = client(&admin, &["status"]);
+    let (code, stdout, _) = run(&admin, &["status"]);
     assert_eq!(code, Some(0));
     assert!(stdout.lines().any(|l| l.starts_with("frozen") && l.ends_with("no")), "{stdout}");
     assert!(stdout.lines().any(|l| l.starts_with("whoami") && l.contains("admin on *")), "{stdout}");
@@ -213,30 +209,24 @@ fn status_and_audit_query_answer_from_a_registry_and_fail_in_one_line() {
     for n in 0..3 {
         issue_token(dir.path(), &format!("u{n}"), "viewer");
     }
-    let (code, stdout, stderr) =
-        client(&admin, &["audit", "query", "--since", "1d", "--action", "token.issue", "--json"]);
+    let (code, stdout, stderr) = run(&admin, &["audit", "query", "--since", "1d", "--action", "token.issue", "--json"]);
     assert_eq!(code, Some(0), "{stderr}");
     let events: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(events.len(), 4, "{stdout}");
     assert!(events.iter().all(|e| e["action"] == "token.issue"));
-    let (_, plain, _) = client(&admin, &["audit", "query", "--workspace", "demo"]);
+    let (_, plain, _) = run(&admin, &["audit", "query", "--workspace", "demo"]);
     assert_eq!(plain.lines().count(), 3, "{plain}");
 
     // Refused: exit 1, one line with the reason. Unreachable: exit 3, registry_unreachable.
     let viewer = issue_token(dir.path(), "v", "viewer");
-    let (code, _, stderr) = client(&viewer, &["audit", "query", "--workspace", "demo"]);
+    let (code, _, stderr) = run(&viewer, &["audit", "query", "--workspace", "demo"]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.starts_with("helix: insufficient_role (403)") && stderr.lines().count() == 1, "{stderr}");
-    let dead = helix(dir.path())
-        .env("HELIX_URL", "http://127.0.0.1:9")
-        .env("HELIX_TOKEN", &admin)
-        .args(["status"])
-        .output()
-        .unwrap();
+    let dead = client(dir.path(), "http://127.0.0.1:9", &admin).args(["status"]).output().unwrap();
     let stderr = String::from_utf8(dead.stderr).unwrap();
     assert_eq!(dead.status.code(), Some(3), "{stderr}");
     assert!(stderr.starts_with("helix: registry_unreachable") && stderr.lines().count() == 1, "{stderr}");
-    let plain_http = helix(dir.path()).env("HELIX_URL", "http://registry.example").args(["status"]).output().unwrap();
+    let plain_http = client(dir.path(), "http://registry.example", &admin).args(["status"]).output().unwrap();
     assert_eq!(plain_http.status.code(), Some(1), "http only on loopback");
 }
 
@@ -249,34 +239,15 @@ fn governance_decisions_from_the_client() {
     let token = |user: &str, role: &str| issue_token(dir.path(), user, role);
     let (ada, grace, linus) =
         (token("ada", "publisher"), token("grace", "approver"), token("linus", "safety_reviewer"));
-    let digest = "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
-    let auth = format!("Authorization: Bearer {ada}");
-    assert_eq!(
-        curl_status(&[
-            "-X",
-            "PUT",
-            "-H",
-            &auth,
-            "--data-binary",
-            "foo",
-            &format!("{url}/v1/workspaces/demo/blobs/{digest}")
-        ]),
-        "201"
-    );
+    assert_eq!(put_status(&ada, "foo", &format!("{url}/v1/workspaces/demo/blobs/{FOO}")), "201");
     for v in ["1", "2"] {
         let manifest = json!({"schema": "helix.bundle.v1", "name": "model", "version": v,
-            "files": [{"path": "f", "digest": digest, "size": 3}]});
+            "files": [{"path": "f", "digest": FOO, "size": 3}]});
         let path = format!("{url}/v1/workspaces/demo/bundles/model/versions/{v}");
-        assert_eq!(curl_status(&["-X", "PUT", "-H", &auth, "--data-binary", &manifest.to_string(), &path]), "201");
+        assert_eq!(put_status(&ada, &manifest.to_string(), &path), "201");
     }
     let gov = |token: &str, args: &[&str]| {
-        let out = helix(dir.path())
-            .env("HELIX_URL", &url)
-            .env("HELIX_TOKEN", token)
-            .arg("governance")
-            .args(args)
-            .output()
-            .unwrap();
+        let out = client(dir.path(), &url, token).arg("governance").args(args).output().unwrap();
         (out.status.code(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
     };
     let (code, stdout, stderr) = gov(&grace, &["approve", "demo/model@1"]);
@@ -445,6 +416,17 @@ fn client(data_dir: &std::path::Path, url: &str, token: &str) -> Command {
     cmd
 }
 
+/// `cmd`, run by bash under `ulimit -n limit` (same program, arguments and environment).
+fn with_open_file_limit(cmd: &Command, limit: u32) -> Command {
+    let mut shell = Command::new("bash");
+    shell
+        .env_clear()
+        .envs(cmd.get_envs().filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))))
+        .args(["-c", &format!("ulimit -n {limit} && exec \"$0\" \"$@\""), cmd.get_program().to_str().unwrap()])
+        .args(cmd.get_args());
+    shell
+}
+
 /// Files under `dir`, recursively.
 fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
@@ -547,12 +529,10 @@ fn push_and_pull_round_trip_hundreds_of_files_and_a_large_one() {
     assert_eq!(again["manifest_digest"], first["manifest_digest"]);
 
     let out = dir.path().join("out");
-    let pulled = json_out(
-        &client(&data, &url, &publisher)
-            .args(["pull", "demo/model@1", out.to_str().unwrap(), "--json"])
-            .output()
-            .unwrap(),
-    );
+    // Under a limit of 64 open files: 303 files in 8 folders need a handle per folder, not per file.
+    let mut pull = client(&data, &url, &publisher);
+    pull.args(["pull", "demo/model@1", out.to_str().unwrap(), "--json"]);
+    let pulled = json_out(&with_open_file_limit(&pull, 64).output().unwrap());
     assert_eq!(
         (pulled["downloaded_files"].as_u64(), pulled["manifest_digest"].clone()),
         (Some(303), first["manifest_digest"].clone())
@@ -598,11 +578,7 @@ fn an_interrupted_push_resumes_and_uploads_only_what_is_missing() {
     let stored = files_under(&data.join("blobs")).len();
     assert!(stored < 400, "the push was interrupted midway ({stored} stored)");
     let version = format!("{url}/v1/workspaces/demo/bundles/model/versions/1");
-    assert_eq!(
-        curl_status(&["-H", &format!("Authorization: Bearer {publisher}"), &version]),
-        "404",
-        "not registered yet"
-    );
+    assert_eq!(get_status(&publisher, &version), "404", "not registered yet");
 
     // What the registry holds linked (an exact counter), whatever the store holds beside it.
     let metrics = Command::new("curl").args(["-s", &format!("{url}/metrics")]).output().unwrap();
@@ -619,7 +595,7 @@ fn an_interrupted_push_resumes_and_uploads_only_what_is_missing() {
     let (uploaded, present) = (resumed["uploaded_files"].as_u64().unwrap(), resumed["present_files"].as_u64().unwrap());
     assert_eq!(uploaded + present, 402, "{resumed}");
     assert_eq!(present, linked, "only what was missing was uploaded: {resumed}");
-    assert_eq!(curl_status(&["-H", &format!("Authorization: Bearer {publisher}"), &version]), "200");
+    assert_eq!(get_status(&publisher, &version), "200");
 }
 
 #[test]
@@ -863,6 +839,8 @@ fn backup_and_restore_refuse_what_they_cannot_prove() {
     std::fs::write(&blob, bytes).unwrap();
     let missing = copy_of_backup("missing");
     std::fs::remove_file(files_under(&missing.join("blobs/sha256")).into_iter().next().unwrap()).unwrap();
+    let stowaway = copy_of_backup("stowaway");
+    std::fs::write(stowaway.join("authorized_keys"), b"ssh-ed25519 AAAA...").unwrap();
     let rekeyed = copy_of_backup("rekeyed");
     std::fs::write(
         rekeyed.join("signing-key.pem"),
@@ -871,6 +849,7 @@ fn backup_and_restore_refuse_what_they_cannot_prove() {
     .unwrap();
     for (case, why) in [
         (&flipped, "not the digest its name says"),
+        (&stowaway, "not part of a helix backup"),
         (&missing, "missing from"),
         (&rekeyed, "not what the backup recorded"),
     ] {

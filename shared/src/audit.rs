@@ -52,12 +52,13 @@ fn time_bound(name: &str, value: &str) -> Result<String> {
     Ok(rfc3339_ms(OffsetDateTime::new_utc(day, time::Time::MIDNIGHT)))
 }
 
-/// A short field value: 1–256 characters, no control characters.
+/// A short field value: 1–256 characters, none of them control, line-separator or invisible
+/// formatting characters.
 fn field(name: &str, value: Option<String>) -> Result<Option<String>> {
     match value {
-        Some(v) if v.is_empty() || v.chars().count() > 256 || v.chars().any(char::is_control) => {
-            Err(Error::BadRequest(format!("{name} is 1 to 256 characters, none of them control characters")))
-        }
+        Some(v) if !crate::domain::is_safe_text(&v, 256) => Err(Error::BadRequest(format!(
+            "{name} is 1 to 256 characters, none of them control, line-separator or invisible formatting characters"
+        ))),
         other => Ok(other),
     }
 }

@@ -72,7 +72,8 @@ pub fn key_file(key_id: &str) -> String {
 
 pub use crate::domain::time::{day_string, parse_day};
 
-fn sha256(bytes: &[u8]) -> String {
+/// `sha256:` + hex, as manifests and statements name files.
+pub fn sha256(bytes: &[u8]) -> String {
     Digest::of(bytes).to_string()
 }
 

@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use time::Date;
 
-use crate::audit_export::{FILES, PAYLOAD_TYPE, StreamRun, day_string, manifest_doc, parse_day, statement_doc};
-use crate::domain::{AuditEvent, Digest, DigestWriter};
+use crate::audit_export::{self, FILES, PAYLOAD_TYPE, StreamRun, day_string, manifest_doc, parse_day, statement_doc};
+use crate::domain::{AuditEvent, DigestWriter};
 use crate::ports::PublicKeyInfo;
 
 /// Where exported days are read from: keys relative to the audit root (`2026/11/22/events.jsonl`,
@@ -163,10 +163,6 @@ struct Tip {
     ts: String,
 }
 
-fn sha256(bytes: &[u8]) -> String {
-    Digest::of(bytes).to_string()
-}
-
 /// Verify every exported day in `evidence` with `keys` (the registry's current and earlier keys).
 /// The error is one line naming the first thing that does not hold.
 pub async fn verify(evidence: &dyn Evidence, keys: &[PublicKeyInfo]) -> Result<Summary, String> {
@@ -305,8 +301,8 @@ pub async fn verify(evidence: &dyn Evidence, keys: &[PublicKeyInfo]) -> Result<S
 
         // The manifest and the statement, rebuilt, must be what was stored and signed.
         let is_genesis = previous.is_none();
-        let prev_manifest = previous.as_ref().map(|(_, m, _)| sha256(m));
-        let prev_checkpoint = previous.as_ref().map(|(_, _, c)| sha256(c));
+        let prev_manifest = previous.as_ref().map(|(_, m, _)| audit_export::sha256(m));
+        let prev_checkpoint = previous.as_ref().map(|(_, _, c)| audit_export::sha256(c));
         let (payload, key_id) =
             open_checkpoint(&checkpoint, keys).map_err(|e| format!("{day_s}: checkpoint.json: {e}"))?;
         let statement: serde_json::Value =
@@ -321,8 +317,8 @@ pub async fn verify(evidence: &dyn Evidence, keys: &[PublicKeyInfo]) -> Result<S
         if manifest != expected_manifest.as_bytes() {
             return Err(format!("{day_s}: manifest.json does not match the day's events and the previous day"));
         }
-        let expected =
-            statement_doc(&day_s, is_genesis, &sha256(&manifest), count, prev_checkpoint).map_err(|e| e.to_string())?;
+        let expected = statement_doc(&day_s, is_genesis, &audit_export::sha256(&manifest), count, prev_checkpoint)
+            .map_err(|e| e.to_string())?;
         if payload != expected.as_bytes() {
             return Err(format!(
                 "{day_s}: the signed statement does not match the manifest and the previous checkpoint"

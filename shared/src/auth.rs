@@ -99,14 +99,24 @@ impl Authenticator {
         Authenticator { meta, oidc }
     }
 
-    /// Turn an Authorization header into a principal, or the reason it cannot be one; and the freeze
-    /// switch when it came with the token lookup (API tokens: one round trip for both), None for a JWT,
-    /// whose caller reads the switch if it needs it.
-    pub async fn authenticate_with_freeze(&self, authorization: Option<&str>) -> Result<(Principal, Option<Freeze>)> {
+    /// Turn an Authorization header into a principal, or the reason it cannot be one. With
+    /// `with_freeze` (a request that changes something), an API token's lookup brings the freeze switch
+    /// in the same round trip; a read pays for the token alone. None: the caller reads the switch if it
+    /// needs it (a JWT, or a read).
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        with_freeze: bool,
+    ) -> Result<(Principal, Option<Freeze>)> {
         match credential(authorization)? {
             Credential::ApiToken(raw) => {
                 let token = BearerToken::parse(raw)?;
-                let (record, freeze) = self.meta.token_and_freeze(&token.sha256()).await?;
+                let (record, freeze) = if with_freeze {
+                    let (record, freeze) = self.meta.token_and_freeze(&token.sha256()).await?;
+                    (record, Some(freeze))
+                } else {
+                    (self.meta.token_by_sha256(&token.sha256()).await?, None)
+                };
                 let record = record.ok_or(Error::TokenInvalid)?;
                 if let Some(refusal) = record.refusal(now_unix()) {
                     return Err(refusal);
@@ -118,7 +128,7 @@ impl Authenticator {
                     credential_id: record.id,
                     kind: PrincipalKind::ApiToken,
                 };
-                Ok((principal, Some(freeze)))
+                Ok((principal, freeze))
             }
             Credential::Jwt(jwt) => match &self.oidc {
                 Some(oidc) => oidc.verify(jwt).await.map(|p| (p, None)),

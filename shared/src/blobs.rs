@@ -111,7 +111,8 @@ async fn verify_staged(
 /// Verified bytes on their way to a blob key.
 enum Source<'a> {
     Bytes(&'a Bytes),
-    Staged(&'a UploadRef, &'a Staged),
+    /// A staged upload, and whether the store's own checksum vouched for it (no re-hash was needed).
+    Staged(&'a UploadRef, &'a Staged, bool),
 }
 
 /// Write verified bytes for `digest`, slot after slot: the first slot that is empty (written now)
@@ -125,17 +126,13 @@ async fn place(app: &App, request_id: &str, digest: &Digest, source: Source<'_>)
         let key = BlobKey { digest: digest.clone(), slot };
         let written = match source {
             Source::Bytes(bytes) => app.blobs.put_if_absent(&key, bytes.clone()).await?,
-            Source::Staged(upload, staged) => app.blobs.promote(upload, staged, &key).await?,
+            Source::Staged(upload, staged, _) => app.blobs.promote(upload, staged, &key).await?,
         };
         // Bytes written now were checked by the write itself; staged bytes the store verified and
         // promoted as the same file (not a copy) need no second check either.
         let exact = match source {
             Source::Bytes(_) => true,
-            Source::Staged(_, staged) => {
-                app.blobs.promote_is_exact()
-                    && app.blobs.staged_checksums_verified()
-                    && staged.stored_sha256.as_ref() == Some(digest)
-            }
+            Source::Staged(_, _, by_store_checksum) => by_store_checksum && app.blobs.promote_is_exact(),
         };
         if written == PutOutcome::Created && exact {
             return Ok(key);
@@ -382,7 +379,8 @@ pub async fn complete_upload(
         }
         Err(e) => return Err(e),
     };
-    let key = place(app, caller.request_id, digest, Source::Staged(&upload, &staged)).await?;
+    let key =
+        place(app, caller.request_id, digest, Source::Staged(&upload, &staged, verified.by_store_checksum)).await?;
     let details = json!({"size": verified.size, "verified_by": verified.method(), "upload_id": upload.id});
     let linked = link(app, caller, ws, &key, verified.size, "upload.complete", details).await?;
     discard(app, &upload).await;

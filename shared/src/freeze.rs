@@ -14,6 +14,19 @@ use crate::domain::{AuditDraft, Outcome, Scope};
 use crate::error::{Error, Result};
 use crate::ports::{Change, Commit, Freeze};
 
+/// 503 `registry_frozen`, with the reason, while the registry is frozen: the switch as already read
+/// (with the caller's token), else read now.
+pub async fn refuse_if_frozen(meta: &dyn crate::ports::MetaStore, known: Option<Freeze>) -> Result<()> {
+    let freeze = match known {
+        Some(f) => f,
+        None => meta.freeze().await?,
+    };
+    if freeze.frozen {
+        return Err(Error::RegistryFrozen(freeze.reason.unwrap_or_default()));
+    }
+    Ok(())
+}
+
 /// Set the switch. Returns the switch as it now is and whether this call moved it (a repeat is a no-op).
 pub async fn set(
     app: &App,

@@ -330,8 +330,9 @@ pub trait MetaStore: Send + Sync {
 
     async fn token_by_id(&self, id: &str) -> Result<Option<TokenRecord>>;
 
-    /// The token of that SHA-256 and the freeze switch, in one round trip (every authenticated
-    /// request reads both: a freeze holds from the very next request, on every function).
+    /// The token of that SHA-256 and the freeze switch, in one round trip (every request that changes
+    /// something reads both: a freeze holds from the very next request, on every function; a read
+    /// looks up the token alone).
     async fn token_and_freeze(&self, sha256: &str) -> Result<(Option<TokenRecord>, Freeze)>;
 
     /// The freeze switch alone (JWT callers, status, metrics).

@@ -29,11 +29,6 @@ fn event(record: &TokenRecord, action: &str, actor: &str, request_id: &str) -> A
     }
 }
 
-/// Zero-width and bidirectional formatting characters: they make one user name display as another.
-pub fn is_invisible_format(c: char) -> bool {
-    matches!(c, '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
-}
-
 /// May `principal` (already at least admin) manage tokens of `scope`?
 pub fn may_manage(principal: &Principal, scope: &Scope) -> Result<()> {
     match (&principal.workspace_id, scope) {
@@ -59,7 +54,9 @@ pub async fn issue(
     request_id: &str,
 ) -> Result<(BearerToken, TokenRecord)> {
     let chars = grant.user.chars().count();
-    if !(1..=MAX_USER_LEN).contains(&chars) || grant.user.chars().any(|c| c.is_control() || is_invisible_format(c)) {
+    if !(1..=MAX_USER_LEN).contains(&chars)
+        || grant.user.chars().any(|c| c.is_control() || crate::domain::is_invisible_format(c))
+    {
         return Err(Error::BadRequest(format!(
             "user must be 1 to {MAX_USER_LEN} characters, none of them control characters"
         )));

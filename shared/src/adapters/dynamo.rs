@@ -559,17 +559,20 @@ impl DynamoStore {
     /// A search within one stream: the seq range its time bounds and cursor cover, read from the table.
     async fn search_stream(&self, stream: &str, q: &AuditSearch) -> Result<SearchPage> {
         let Some(head) = self.head(stream).await? else { return Ok(SearchPage::default()) };
-        let mut first = match &q.since {
-            Some(since) => self.first_seq_at_or_after(stream, head.seq, since).await?,
-            None => 1,
-        };
-        if let Some(after) = &q.after {
-            let (_, cursor_stream, seq) = parse_at_key(after)?;
-            if cursor_stream != stream {
-                return Err(Error::BadRequest("cursor is not one this search returned".into()));
-            }
-            first = first.max(seq + 1);
+        let cursor = q.after.as_deref().map(parse_at_key).transpose()?;
+        if cursor.as_ref().is_some_and(|(_, cursor_stream, _)| cursor_stream != stream) {
+            return Err(Error::BadRequest("cursor is not one this search returned".into()));
         }
+        let first = match (&q.since, cursor) {
+            // A cursor at or after `since` is where the search goes on (`ts` never goes back within a
+            // stream): no binary search on every page.
+            (Some(since), Some((ts, _, seq))) if ts.as_str() >= since.as_str() => seq + 1,
+            (Some(since), cursor) => {
+                let at = self.first_seq_at_or_after(stream, head.seq, since).await?;
+                cursor.map_or(at, |(_, _, seq)| at.max(seq + 1))
+            }
+            (None, cursor) => cursor.map_or(1, |(_, _, seq)| seq + 1),
+        };
         let end = match &q.until {
             Some(until) => self.first_seq_at_or_after(stream, head.seq, until).await?,
             None => head.seq + 1,

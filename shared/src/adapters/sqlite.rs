@@ -582,25 +582,17 @@ impl AuditLog for SqliteStore {
         let mut terms: Vec<&str> = Vec::new();
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
         use rusqlite::types::Value as V;
-        if let Some(stream) = &q.stream {
-            terms.push("stream = ?");
-            args.push(V::Text(stream.clone()));
-        }
-        if let Some(action) = &q.action {
-            terms.push("action = ?");
-            args.push(V::Text(action.clone()));
-        }
-        if let Some(actor) = &q.actor {
-            terms.push("actor = ?");
-            args.push(V::Text(actor.clone()));
-        }
-        if let Some(since) = &q.since {
-            terms.push("ts >= ?");
-            args.push(V::Text(since.clone()));
-        }
-        if let Some(until) = &q.until {
-            terms.push("ts < ?");
-            args.push(V::Text(until.clone()));
+        for (term, value) in [
+            ("stream = ?", &q.stream),
+            ("action = ?", &q.action),
+            ("actor = ?", &q.actor),
+            ("ts >= ?", &q.since),
+            ("ts < ?", &q.until),
+        ] {
+            if let Some(value) = value {
+                terms.push(term);
+                args.push(V::Text(value.clone()));
+            }
         }
         if let Some(after) = &q.after {
             let (ts, stream, seq) = parse_at_key(after)?;
@@ -697,6 +689,25 @@ mod tests {
                 [],
             )
             .unwrap();
+            // An event as the first release stored it: no action or actor column yet (schema 3
+            // fills them in from the event; schema 4 counts it).
+            let event = AuditDraft {
+                stream: "team-a".into(),
+                actor: "ada@tok_0123456789abcdef".into(),
+                action: "blob.link".into(),
+                entity_type: "blob".into(),
+                entity_id: "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae".into(),
+                outcome: crate::domain::Outcome::Success,
+                request_id: "r1".into(),
+                details: serde_json::json!({}),
+            }
+            .seal(None, "2026-11-23T10:00:00.000Z".into())
+            .unwrap();
+            c.execute(
+                "INSERT INTO audit_events (stream, seq, ts, event, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![event.stream, event.seq as i64, event.ts, event.canonical().unwrap(), event.hash],
+            )
+            .unwrap();
         }
         let store = SqliteStore::open(&path).unwrap();
         let token = store.token_by_sha256("ab").await.unwrap().expect("kept");
@@ -708,6 +719,16 @@ mod tests {
         assert!(store.signing_keys().await.unwrap().is_empty());
         let counters = store.counters(BUSINESS_COUNTERS).await.unwrap();
         assert_eq!((counters["blob_links"], counters["blob_bytes"], counters["tokens_enabled"]), (1, 3, 1), "seeded");
+        assert_eq!(counters["audit_events"], 1, "seeded from the stored events");
+        let q = AuditSearch {
+            action: Some("blob.link".into()),
+            actor: Some("ada@tok_0123456789abcdef".into()),
+            limit: 10,
+            ..Default::default()
+        };
+        let found = store.search(&q).await.unwrap().events;
+        assert_eq!(found.len(), 1, "action and actor filled in from the stored event");
+        assert_eq!(found[0].entity_type, "blob");
         let version: i64 = Connection::open(&path).unwrap().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(version as usize, SCHEMA_VERSION);
         drop(store);

@@ -227,6 +227,8 @@ mod tests {
         assert_eq!(parse_ord_key(&c.ord_key()).unwrap(), ("team-a".to_owned(), 3));
         assert!(parse_at_key("x#y").is_err() && parse_at_key("2026-11-23T10:00:01.000Z#a#12").is_err());
         assert_eq!(day_bounds("2026-12-31").unwrap(), ("2026-12-31".to_owned(), "2027-01-01".to_owned()));
+        // Stored index keys depend on it: the first byte of SHA-256, modulo 16, never another spread.
+        assert_eq!((shard_of("team-a"), shard_of("*"), shard_of("demo")), (6, 8, 10));
         assert!(shard_of("team-a") < AUDIT_SHARDS);
         assert_ne!((0..64).map(|i| shard_of(&format!("ws-{i}"))).collect::<std::collections::BTreeSet<_>>().len(), 1);
     }

@@ -80,18 +80,16 @@ fn invalid(msg: impl Into<String>) -> Error {
 /// Longest path segment, in bytes (what common filesystems take).
 pub const MAX_SEGMENT_LEN: usize = 255;
 
-/// Zero-width and bidirectional formatting characters: they make one path display as another.
-fn is_invisible_format(c: char) -> bool {
-    matches!(c, '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
-}
-
 /// A relative, `/`-separated path without empty, `.` or `..` segments, backslashes, control or
 /// invisible formatting characters, with segments of at most 255 bytes.
 fn check_path(path: &str) -> Result<()> {
     if path.is_empty() || path.len() > MAX_PATH_LEN {
         return Err(invalid(format!("a file path is 1 to {MAX_PATH_LEN} bytes: {path:?}")));
     }
-    if path.starts_with('/') || path.contains('\\') || path.chars().any(|c| c.is_control() || is_invisible_format(c)) {
+    if path.starts_with('/')
+        || path.contains('\\')
+        || path.chars().any(|c| c.is_control() || super::is_invisible_format(c))
+    {
         return Err(invalid(format!(
             "{path:?} must be relative, '/'-separated, without control or invisible formatting characters"
         )));

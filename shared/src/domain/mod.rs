@@ -21,8 +21,16 @@ pub use token::{BearerToken, TokenRecord};
 /// 1 to `max_chars` characters after trimming, none of them control, line-separator or invisible
 /// formatting characters (they would hide or reorder what an operator reads).
 pub fn is_safe_text(value: &str, max_chars: usize) -> bool {
-    let unsafe_char =
-        |c: char| c.is_control() || crate::tokens::is_invisible_format(c) || matches!(c, '\u{2028}' | '\u{2029}');
     let value = value.trim();
-    !value.is_empty() && value.chars().count() <= max_chars && !value.chars().any(unsafe_char)
+    !value.is_empty() && value.chars().count() <= max_chars && !value.chars().any(is_unsafe_char)
+}
+
+/// A control, line-separator or invisible formatting character (what `is_safe_text` refuses).
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control() || is_invisible_format(c) || matches!(c, '\u{2028}' | '\u{2029}')
+}
+
+/// Zero-width and bidirectional formatting characters: they make one name or path display as another.
+pub fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }

@@ -73,17 +73,10 @@ impl Ctx {
     /// still complete: the freeze holds for every request that begins after it.
     pub async fn authorize(&self, app: &App, req: &Request, route: &Route) -> Result<Principal> {
         let min = route.spec().min_role.unwrap_or(crate::domain::Role::Viewer);
-        let (principal, freeze) = self.authorized(app, req, min, route.workspace()).await?;
-        let mutates = !matches!(route.spec().method, "GET" | "HEAD");
-        // Revoking only takes access away: it is what a freeze buys time for.
-        if mutates && !matches!(route, Route::Freeze | Route::Unfreeze | Route::RevokeToken { .. }) {
-            let freeze = match freeze {
-                Some(f) => f,
-                None => app.meta.freeze().await?,
-            };
-            if freeze.frozen {
-                return Err(crate::Error::RegistryFrozen(freeze.reason.unwrap_or_default()));
-            }
+        let frozen_out = route.refused_while_frozen();
+        let (principal, freeze) = self.authorized(app, req, min, route.workspace(), frozen_out).await?;
+        if frozen_out {
+            crate::freeze::refuse_if_frozen(app.meta.as_ref(), freeze).await?;
         }
         Ok(principal)
     }
@@ -96,20 +89,21 @@ impl Ctx {
         min: crate::domain::Role,
         ws: Option<&crate::domain::WorkspaceId>,
     ) -> Result<Principal> {
-        self.authorized(app, req, min, ws).await.map(|(p, _)| p)
+        self.authorized(app, req, min, ws, false).await.map(|(p, _)| p)
     }
 
     /// The principal of the request's credential, authorized, and the freeze switch when it came with
-    /// the token lookup.
+    /// the token lookup (asked for with `with_freeze`).
     async fn authorized(
         &self,
         app: &App,
         req: &Request,
         min: crate::domain::Role,
         ws: Option<&crate::domain::WorkspaceId>,
+        with_freeze: bool,
     ) -> Result<(Principal, Option<crate::ports::Freeze>)> {
         let header = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let (principal, freeze) = app.auth.authenticate_with_freeze(header).await?;
+        let (principal, freeze) = app.auth.authenticate(header, with_freeze).await?;
         let _ = self.principal.set(principal.credential_id.clone());
         principal.authorize(min, ws)?;
         Ok((principal, freeze))

@@ -112,6 +112,16 @@ impl Params<'_> {
     }
 }
 
+impl Route {
+    /// Refused with 503 `registry_frozen` while the registry is frozen: every change (any method but
+    /// GET and HEAD), except the switch itself and token revocation (it only takes access away: it is
+    /// what a freeze buys time for).
+    pub fn refused_while_frozen(&self) -> bool {
+        !matches!(self.spec().method, "GET" | "HEAD")
+            && !matches!(self, Route::Freeze | Route::Unfreeze | Route::RevokeToken { .. })
+    }
+}
+
 macro_rules! routes {
     ($($variant:ident $({ $($field:ident: $ty:ty),* })? = $method:literal $path:literal, $function:ident, $role:expr;)*) => {
         #[derive(Clone, Debug, PartialEq)]

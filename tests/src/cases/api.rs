@@ -30,6 +30,15 @@ pub async fn get_blob(env: &TestEnv, token: &str, ws: &str, digest: &str, query:
         .unwrap()
 }
 
+pub async fn get(env: &TestEnv, token: &str, path: &str) -> reqwest::Response {
+    env.http.get(env.url(path)).header("authorization", bearer(token)).send().await.unwrap()
+}
+
+/// The registry's `/metrics` text (open, as by default).
+pub async fn metrics_text(env: &TestEnv) -> String {
+    env.http.get(env.url("/metrics")).send().await.unwrap().text().await.unwrap()
+}
+
 pub async fn post_json(env: &TestEnv, token: &str, path: &str, body: Value) -> reqwest::Response {
     env.http.post(env.url(path)).header("authorization", bearer(token)).json(&body).send().await.unwrap()
 }

@@ -4,7 +4,7 @@
 use helix_core::domain::Role;
 use serde_json::{Value, json};
 
-use super::api::put_blob;
+use super::api::{get, metrics_text, post_json, put_blob};
 use super::{expect_problem, unique_blob};
 use crate::{Backend, TestEnv};
 
@@ -16,10 +16,6 @@ fn manifest(name: &str, version: &str, files: &[(&str, String, usize)]) -> Value
 async fn register(env: &TestEnv, token: &str, ws: &str, name: &str, version: &str, body: &Value) -> reqwest::Response {
     let url = env.url(&format!("/v1/workspaces/{ws}/bundles/{name}/versions/{version}"));
     env.http.put(url).header("authorization", format!("Bearer {token}")).json(body).send().await.unwrap()
-}
-
-async fn get(env: &TestEnv, token: &str, path: &str) -> reqwest::Response {
-    env.http.get(env.url(path)).header("authorization", format!("Bearer {token}")).send().await.unwrap()
 }
 
 /// Two linked blobs of `ws`, as (path, digest, size) entries of a manifest.
@@ -176,10 +172,6 @@ pub async fn bad_manifests_and_unlinked_files_are_refused_and_change_nothing(b: 
     assert_eq!(listed["versions"], json!([]));
 }
 
-pub(crate) async fn post(env: &TestEnv, token: &str, path: &str, body: Value) -> reqwest::Response {
-    env.http.post(env.url(path)).header("authorization", format!("Bearer {token}")).json(&body).send().await.unwrap()
-}
-
 /// The statements of a ledger's receipts, after checking what an offline verifier checks: each
 /// signature with the published key, seq from 1 without gaps, each `prev` the digest of the previous
 /// payload.
@@ -227,13 +219,18 @@ pub async fn governance_decisions_are_signed_receipts_with_separation_of_duties(
     assert_eq!(key_doc["jwk"]["crv"], "P-256");
 
     // Approval: by an approver; not by the registering user, whatever role and credential.
-    expect_problem(post(&env, &publisher, &format!("{base}/1/approve"), json!({})).await, 403, "insufficient_role")
+    expect_problem(
+        post_json(&env, &publisher, &format!("{base}/1/approve"), json!({})).await,
+        403,
+        "insufficient_role",
+    )
+    .await;
+    expect_problem(post_json(&env, &ada_admin, &format!("{base}/1/approve"), json!({})).await, 403, "self_approval")
         .await;
-    expect_problem(post(&env, &ada_admin, &format!("{base}/1/approve"), json!({})).await, 403, "self_approval").await;
-    let first = post(&env, &approver, &format!("{base}/1/approve"), json!({})).await;
+    let first = post_json(&env, &approver, &format!("{base}/1/approve"), json!({})).await;
     assert_eq!(first.status(), 201);
     let first: Value = first.json().await.unwrap();
-    let again = post(&env, &approver, &format!("{base}/1/approve"), json!({})).await;
+    let again = post_json(&env, &approver, &format!("{base}/1/approve"), json!({})).await;
     assert_eq!(again.status(), 200, "idempotent");
     assert_eq!(again.json::<Value>().await.unwrap(), first, "the same receipt");
     let ledger: Value = get(&env, &publisher, &format!("{base}/1/governance")).await.json().await.unwrap();
@@ -251,8 +248,9 @@ pub async fn governance_decisions_are_signed_receipts_with_separation_of_duties(
     assert_eq!(s["manifest"], version["manifest_digest"]);
 
     // Rejection is final: no approval or waiver after it.
-    assert_eq!(post(&env, &approver, &format!("{base}/2/reject"), json!({})).await.status(), 201);
-    expect_problem(post(&env, &approver, &format!("{base}/2/approve"), json!({})).await, 409, "version_rejected").await;
+    assert_eq!(post_json(&env, &approver, &format!("{base}/2/reject"), json!({})).await.status(), 201);
+    expect_problem(post_json(&env, &approver, &format!("{base}/2/approve"), json!({})).await, 409, "version_rejected")
+        .await;
 
     // Waivers: a safety reviewer, for exactly the version's export transition, in scope, bounded.
     let v3: Value = get(&env, &publisher, &format!("{base}/3")).await.json().await.unwrap();
@@ -260,7 +258,7 @@ pub async fn governance_decisions_are_signed_receipts_with_separation_of_duties(
     let waiver = |t: &str, scope: &str, justification: String| json!({"transition": t, "scope": scope, "justification": justification});
     let waivers = format!("{base}/3/waivers");
     expect_problem(
-        post(&env, &approver, &waivers, waiver(&transition, "export_unapproved", "x".into())).await,
+        post_json(&env, &approver, &waivers, waiver(&transition, "export_unapproved", "x".into())).await,
         403,
         "insufficient_role",
     )
@@ -273,10 +271,11 @@ pub async fn governance_decisions_are_signed_receipts_with_separation_of_duties(
         (waiver(&transition, "export_unapproved", "j".repeat(2049)), "justification over 2048 bytes"),
         (waiver(&transition, "export_unapproved", "  ".into()), "empty justification"),
     ] {
-        let problem = expect_problem(post(&env, &reviewer, &waivers, body).await, 400, "waiver_invalid").await;
+        let problem = expect_problem(post_json(&env, &reviewer, &waivers, body).await, 400, "waiver_invalid").await;
         assert!(!problem["detail"].as_str().unwrap().is_empty(), "{what}");
     }
-    let made = post(&env, &reviewer, &waivers, waiver(&transition, "export_unapproved", "incident 42".into())).await;
+    let made =
+        post_json(&env, &reviewer, &waivers, waiver(&transition, "export_unapproved", "incident 42".into())).await;
     assert_eq!(made.status(), 201);
     let ledger: Value = get(&env, &publisher, &format!("{base}/3/governance")).await.json().await.unwrap();
     assert_eq!(ledger["state"], "submitted", "a waiver permits an export; it approves nothing");
@@ -286,9 +285,10 @@ pub async fn governance_decisions_are_signed_receipts_with_separation_of_duties(
         (Some("waiver"), Some(transition.as_str()), Some("export_unapproved"))
     );
     assert!(w["expires_at"].as_i64().unwrap() > helix_core::domain::time::now_unix());
-    expect_problem(post(&env, &approver, &format!("{base}/3/waivers"), json!({})).await, 403, "insufficient_role")
+    expect_problem(post_json(&env, &approver, &format!("{base}/3/waivers"), json!({})).await, 403, "insufficient_role")
         .await;
-    expect_problem(post(&env, &approver, &format!("{base}/9/approve"), json!({})).await, 404, "bundle_missing").await;
+    expect_problem(post_json(&env, &approver, &format!("{base}/9/approve"), json!({})).await, 404, "bundle_missing")
+        .await;
 
     // 16 approvers at once: a gapless, chained ledger of 16 receipts.
     let mut tokens = Vec::new();
@@ -369,7 +369,7 @@ pub async fn governed_export_checks_integrity_and_governance_in_every_mode(b: Ba
     // Not approved: refused, naming the transition a waiver would have to cover; the denial is audited.
     let d1 = one_file_bundle(&env, &ada, "team-a", "1").await;
     let v1: Value = get(&env, &ada, &format!("{base}/1")).await.json().await.unwrap();
-    let refused = expect_problem(post(&env, &ada, &export("1"), json!({})).await, 403, "not_approved").await;
+    let refused = expect_problem(post_json(&env, &ada, &export("1"), json!({})).await, 403, "not_approved").await;
     assert_eq!(refused["transition"], v1["export_transition"]);
     let denials: Vec<_> = env.audit("team-a").await.into_iter().filter(|e| e.action == "bundle.export").collect();
     assert_eq!(denials.len(), 1);
@@ -378,8 +378,8 @@ pub async fn governed_export_checks_integrity_and_governance_in_every_mode(b: Ba
     // A waiver for exactly that transition lets it export, with proof URLs that serve the bytes.
     let waiver =
         json!({"transition": v1["export_transition"], "scope": "export_unapproved", "justification": "incident 7"});
-    assert_eq!(post(&env, &linus, &format!("{base}/1/waivers"), waiver).await.status(), 201);
-    let done = post(&env, &ada, &export("1"), json!({})).await;
+    assert_eq!(post_json(&env, &linus, &format!("{base}/1/waivers"), waiver).await.status(), 201);
+    let done = post_json(&env, &ada, &export("1"), json!({})).await;
     assert_eq!(done.status(), 200);
     let done: Value = done.json().await.unwrap();
     assert_eq!(done["governance"], "waived");
@@ -398,16 +398,17 @@ pub async fn governed_export_checks_integrity_and_governance_in_every_mode(b: Ba
     assert_eq!(statements[1]["details"]["governance"], "waived");
     // Final: another export is a re-export; no decision after it.
     assert_eq!(
-        post(&env, &ada, &export("1"), json!({})).await.json::<Value>().await.unwrap()["governance"],
+        post_json(&env, &ada, &export("1"), json!({})).await.json::<Value>().await.unwrap()["governance"],
         "re-export"
     );
-    expect_problem(post(&env, &grace, &format!("{base}/1/approve"), json!({})).await, 409, "version_exported").await;
+    expect_problem(post_json(&env, &grace, &format!("{base}/1/approve"), json!({})).await, 409, "version_exported")
+        .await;
 
     // Approved by another user: exports.
     one_file_bundle(&env, &ada, "team-a", "2").await;
-    assert_eq!(post(&env, &grace, &format!("{base}/2/approve"), json!({})).await.status(), 201);
+    assert_eq!(post_json(&env, &grace, &format!("{base}/2/approve"), json!({})).await.status(), 201);
     assert_eq!(
-        post(&env, &ada, &export("2"), json!({})).await.json::<Value>().await.unwrap()["governance"],
+        post_json(&env, &ada, &export("2"), json!({})).await.json::<Value>().await.unwrap()["governance"],
         "approved"
     );
 
@@ -416,19 +417,19 @@ pub async fn governed_export_checks_integrity_and_governance_in_every_mode(b: Ba
     let v3: Value = get(&env, &ada, &format!("{base}/3")).await.json().await.unwrap();
     let short = json!({"transition": v3["export_transition"], "scope": "export_unapproved", "justification": "x",
         "expires_in_seconds": 1});
-    assert_eq!(post(&env, &linus, &format!("{base}/3/waivers"), short).await.status(), 201);
+    assert_eq!(post_json(&env, &linus, &format!("{base}/3/waivers"), short).await.status(), 201);
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    expect_problem(post(&env, &ada, &export("3"), json!({})).await, 403, "not_approved").await;
+    expect_problem(post_json(&env, &ada, &export("3"), json!({})).await, 403, "not_approved").await;
 
     // Integrity blocks in every mode: a corrupted file, a deleted one.
     let d4 = one_file_bundle(&env, &ada, "team-a", "4").await;
-    assert_eq!(post(&env, &grace, &format!("{base}/4/approve"), json!({})).await.status(), 201);
+    assert_eq!(post_json(&env, &grace, &format!("{base}/4/approve"), json!({})).await.status(), 201);
     env.plant_object(&d4, b"not the bytes").await;
-    expect_problem(post(&env, &ada, &export("4"), json!({})).await, 500, "blob_integrity_error").await;
+    expect_problem(post_json(&env, &ada, &export("4"), json!({})).await, 500, "blob_integrity_error").await;
     let d5 = one_file_bundle(&env, &ada, "team-a", "5").await;
-    assert_eq!(post(&env, &grace, &format!("{base}/5/approve"), json!({})).await.status(), 201);
+    assert_eq!(post_json(&env, &grace, &format!("{base}/5/approve"), json!({})).await.status(), 201);
     delete_object(&env, &d5).await;
-    let missing = expect_problem(post(&env, &ada, &export("5"), json!({})).await, 409, "blob_missing").await;
+    let missing = expect_problem(post_json(&env, &ada, &export("5"), json!({})).await, 409, "blob_missing").await;
     assert_eq!(missing["missing"], json!([d5.to_string()]));
     for v in ["4", "5"] {
         let ledger: Value = get(&env, &ada, &format!("{base}/{v}/governance")).await.json().await.unwrap();
@@ -440,7 +441,7 @@ pub async fn governed_export_checks_integrity_and_governance_in_every_mode(b: Ba
         let env = TestEnv::start_with(b, &[("HELIX_GOVERNANCE_MODE", mode)]).await;
         let ada = env.token_of("ada", Role::Publisher, "team-a").await;
         one_file_bundle(&env, &ada, "team-a", "1").await;
-        let done = post(&env, &ada, &export("1"), json!({})).await;
+        let done = post_json(&env, &ada, &export("1"), json!({})).await;
         assert_eq!(done.status(), 200, "{mode}");
         assert_eq!(done.json::<Value>().await.unwrap()["governance"], expected);
         let outcome = env.audit("team-a").await.into_iter().find(|e| e.action == "bundle.export").unwrap().outcome;
@@ -449,18 +450,18 @@ pub async fn governed_export_checks_integrity_and_governance_in_every_mode(b: Ba
         assert_eq!(outcome, want, "{mode}");
         let d = one_file_bundle(&env, &ada, "team-a", "2").await;
         env.plant_object(&d, b"bad").await;
-        expect_problem(post(&env, &ada, &export("2"), json!({})).await, 500, "blob_integrity_error").await;
+        expect_problem(post_json(&env, &ada, &export("2"), json!({})).await, 500, "blob_integrity_error").await;
         // A rejection is final whatever the mode.
         let grace = env.token_of("grace", Role::Approver, "team-a").await;
         one_file_bundle(&env, &ada, "team-a", "3").await;
-        assert_eq!(post(&env, &grace, &format!("{base}/3/reject"), json!({})).await.status(), 201);
-        expect_problem(post(&env, &ada, &export("3"), json!({})).await, 409, "version_rejected").await;
+        assert_eq!(post_json(&env, &grace, &format!("{base}/3/reject"), json!({})).await.status(), 201);
+        expect_problem(post_json(&env, &ada, &export("3"), json!({})).await, 409, "version_rejected").await;
     }
 
     if b == Backend::Emulator {
         // No unsigned export: the signer unreachable is a 503 and nothing is recorded.
         one_file_bundle(&env, &ada, "team-a", "6").await;
-        assert_eq!(post(&env, &grace, &format!("{base}/6/approve"), json!({})).await.status(), 201);
+        assert_eq!(post_json(&env, &grace, &format!("{base}/6/approve"), json!({})).await.status(), 201);
         let broken = crate::cases::serve_app(
             env.app_with(&[("AWS_ENDPOINT_URL_KMS", &super::closed_port_url())]).await.unwrap(),
         );
@@ -500,9 +501,9 @@ pub async fn ledgers_verify_offline_and_every_tampering_is_caught(b: Backend) {
     let base = "/v1/workspaces/team-a/bundles/model/versions";
     one_file_bundle(&env, &ada, "team-a", "1").await;
     for approver in [&grace, &hopper] {
-        assert_eq!(post(&env, approver, &format!("{base}/1/approve"), json!({})).await.status(), 201);
+        assert_eq!(post_json(&env, approver, &format!("{base}/1/approve"), json!({})).await.status(), 201);
     }
-    assert_eq!(post(&env, &ada, &format!("{base}/1/export"), json!({})).await.status(), 200);
+    assert_eq!(post_json(&env, &ada, &format!("{base}/1/export"), json!({})).await.status(), 200);
     let ledger: Value = get(&env, &ada, &format!("{base}/1/governance")).await.json().await.unwrap();
     let key: Value = env.http.get(env.url("/v1/governance/public-key")).send().await.unwrap().json().await.unwrap();
     let pem = env.dir.path().join("key.pem");
@@ -564,8 +565,8 @@ pub async fn receipts_verify_with_an_independent_ecdsa_implementation(b: Backend
         let grace = env.token_of("grace", Role::Approver, "team-a").await;
         let base = "/v1/workspaces/team-a/bundles/model/versions";
         one_file_bundle(&env, &ada, "team-a", "1").await;
-        assert_eq!(post(&env, &grace, &format!("{base}/1/approve"), json!({})).await.status(), 201);
-        assert_eq!(post(&env, &ada, &format!("{base}/1/export"), json!({})).await.status(), 200);
+        assert_eq!(post_json(&env, &grace, &format!("{base}/1/approve"), json!({})).await.status(), 201);
+        assert_eq!(post_json(&env, &ada, &format!("{base}/1/export"), json!({})).await.status(), 200);
         let ledger: Value = get(&env, &ada, &format!("{base}/1/governance")).await.json().await.unwrap();
         let key: Value = env.http.get(env.url("/v1/governance/public-key")).send().await.unwrap().json().await.unwrap();
         let dir = env.dir.path();
@@ -610,7 +611,7 @@ async fn two_versions_with_overrides(b: Backend, overrides: &[(&str, &str)]) -> 
     one_file_bundle(&env, &ada, "team-a", "1").await;
     one_file_bundle(&env, &ada, "team-a", "2").await;
     let approve = "/v1/workspaces/team-a/bundles/model/versions/1/approve";
-    assert_eq!(post(&env, &grace, approve, json!({})).await.status(), 201);
+    assert_eq!(post_json(&env, &grace, approve, json!({})).await.status(), 201);
     (env, ada, grace)
 }
 
@@ -641,7 +642,8 @@ pub async fn a_receipt_copied_into_another_ledger_is_never_a_state(b: Backend) {
     env.app.meta.commit(forged, draft).await.unwrap();
     expect_problem(get(&env, &ada, &format!("{base}/2/governance")).await, 500, "blob_integrity_error").await;
     expect_problem(get(&env, &ada, &format!("{base}/2")).await, 500, "blob_integrity_error").await;
-    expect_problem(post(&env, &ada, &format!("{base}/2/export"), json!({})).await, 500, "blob_integrity_error").await;
+    expect_problem(post_json(&env, &ada, &format!("{base}/2/export"), json!({})).await, 500, "blob_integrity_error")
+        .await;
     let ledger: Value = get(&env, &ada, &format!("{base}/1/governance")).await.json().await.unwrap();
     assert_eq!(ledger["state"], "approved", "the genuine ledger is untouched");
 }
@@ -717,18 +719,18 @@ pub async fn unregistered_exports_are_recorded_once_and_a_workspace_named_keys_b
     let files = linked_files(&env, &publisher, "keys").await;
     assert_eq!(register(&env, &publisher, "keys", "model", "1", &manifest("model", "1", &files)).await.status(), 201);
     let base = "/v1/workspaces/keys/bundles/model/versions/1";
-    assert_eq!(post(&env, &approver, &format!("{base}/approve"), json!({})).await.status(), 201);
+    assert_eq!(post_json(&env, &approver, &format!("{base}/approve"), json!({})).await.status(), 201);
     let key = env.http.get(env.url("/v1/governance/public-key")).send().await.unwrap();
     assert_eq!(key.status(), 200, "the key history is not confused by the workspace's ledger");
-    assert_eq!(post(&env, &publisher, &format!("{base}/export"), json!({})).await.status(), 200);
+    assert_eq!(post_json(&env, &publisher, &format!("{base}/export"), json!({})).await.status(), 200);
 
     let report = json!({"id": "uex_00112233445566778899aabbccddeeff", "exported_at": "2026-12-01T03:04:05Z",
         "local_user": "ada", "host": "lab-7", "reason": "registry down, partner deadline", "error": "connection refused"});
     let path = "/v1/workspaces/keys/bundles/model/versions/9/unregistered-exports";
-    let first = post(&env, &publisher, path, report.clone()).await;
+    let first = post_json(&env, &publisher, path, report.clone()).await;
     assert_eq!(first.status(), 201, "a version the registry never saw is recorded too");
     assert_eq!(first.json::<Value>().await.unwrap(), json!({"id": report["id"], "recorded": true}));
-    let again = post(&env, &publisher, path, report.clone()).await;
+    let again = post_json(&env, &publisher, path, report.clone()).await;
     assert_eq!(again.json::<Value>().await.unwrap()["recorded"], false);
     for (field, bad) in [
         ("id", json!("uex_XYZ")),
@@ -739,12 +741,12 @@ pub async fn unregistered_exports_are_recorded_once_and_a_workspace_named_keys_b
         let mut body = report.clone();
         body[field] = bad;
         body["id"] = if field == "id" { body["id"].clone() } else { json!("uex_ffeeddccbbaa99887766554433221100") };
-        expect_problem(post(&env, &publisher, path, body).await, 400, "invalid_request").await;
+        expect_problem(post_json(&env, &publisher, path, body).await, 400, "invalid_request").await;
     }
     let viewer = env.token_of("vic", Role::Viewer, "keys").await;
-    expect_problem(post(&env, &viewer, path, report.clone()).await, 403, "insufficient_role").await;
+    expect_problem(post_json(&env, &viewer, path, report.clone()).await, 403, "insufficient_role").await;
     let outsider = env.token_of("eve", Role::Publisher, "other").await;
-    expect_problem(post(&env, &outsider, path, report.clone()).await, 403, "forbidden_workspace").await;
+    expect_problem(post_json(&env, &outsider, path, report.clone()).await, 403, "forbidden_workspace").await;
 
     let events: Vec<_> =
         env.audit("keys").await.into_iter().filter(|e| e.action == "bundle.export_unregistered").collect();
@@ -753,6 +755,6 @@ pub async fn unregistered_exports_are_recorded_once_and_a_workspace_named_keys_b
     assert_eq!((e.entity_id.as_str(), e.outcome), ("keys/model@9", helix_core::domain::Outcome::Warned));
     assert!(e.actor.starts_with("ada@tok_"));
     assert_eq!((e.details["host"].as_str(), e.details["id"].clone()), (Some("lab-7"), report["id"].clone()));
-    let metrics = env.http.get(env.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = metrics_text(&env).await;
     assert!(metrics.lines().any(|l| l == "helix_unregistered_exports_total 1"), "{metrics}");
 }

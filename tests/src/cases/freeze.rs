@@ -5,7 +5,7 @@
 use helix_core::domain::Role;
 use serde_json::{Value, json};
 
-use super::api::{post_json, put_blob};
+use super::api::{get, get_blob, metrics_text, post_json, put_blob};
 use super::{expect_problem, unique_blob};
 use crate::{Backend, TestEnv};
 
@@ -69,13 +69,7 @@ pub async fn freeze_stops_every_change_under_a_running_publish_loop_and_reads_go
     let plan = json!({"digest": kept_digest.to_string(), "size": 64});
     expect_problem(post_json(&env, &publisher, "/v1/workspaces/team-a/uploads", plan).await, 503, "registry_frozen")
         .await;
-    let got = env
-        .http
-        .get(env.url(&format!("/v1/workspaces/team-a/blobs/{kept_digest}")))
-        .bearer_auth(&publisher)
-        .send()
-        .await
-        .unwrap();
+    let got = get_blob(&env, &publisher, "team-a", &kept_digest.to_string(), "").await;
     assert_eq!(got.bytes().await.unwrap().to_vec(), kept, "reads go on");
     // The upload signed before the freeze: nothing it stages can be linked, and the local stand-in for
     // S3 refuses the bytes themselves.
@@ -95,13 +89,12 @@ pub async fn freeze_stops_every_change_under_a_running_publish_loop_and_reads_go
     expect_problem(freeze(&admin, json!({"reason": "ok\u{202e}evil"})).await, 400, "invalid_request").await;
     assert_eq!(env.http.get(env.url("/healthz")).send().await.unwrap().status(), 200);
     assert_eq!(env.http.get(env.url("/readyz")).send().await.unwrap().status(), 200);
-    let status: Value =
-        env.http.get(env.url("/v1/status")).bearer_auth(&publisher).send().await.unwrap().json().await.unwrap();
+    let status: Value = get(&env, &publisher, "/v1/status").await.json().await.unwrap();
     assert_eq!(
         (&status["frozen"], &status["freeze"]["reason"]),
         (&json!(true), &json!("INC-42: stolen publisher token"))
     );
-    let metrics = env.http.get(env.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = metrics_text(&env).await;
     assert!(metrics.contains("\nhelix_frozen 1\n"), "{metrics}");
     // Freezing again changes nothing.
     let again: Value = freeze(&admin, json!({"reason": "again"})).await.json().await.unwrap();
@@ -132,6 +125,6 @@ pub async fn freeze_stops_every_change_under_a_running_publish_loop_and_reads_go
         switches,
         [("registry.freeze", &json!("INC-42: stolen publisher token")), ("registry.unfreeze", &json!("INC-42 closed"))]
     );
-    let metrics = env.http.get(env.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = metrics_text(&env).await;
     assert!(metrics.contains("\nhelix_frozen 0\n"));
 }

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use helix_core::domain::Role;
 use serde_json::json;
 
+use super::api::post_json;
 use super::api::put_blob;
-use super::bundles::{one_file_bundle, post};
+use super::bundles::one_file_bundle;
 use super::{expect_problem, serve_app, unique_blob};
 use crate::{Backend, TestEnv};
 
@@ -97,9 +98,9 @@ pub async fn metrics_count_requests_after_a_flush_and_business_counters_exactly(
     let grace = env.token_of("grace", Role::Approver, "team-a").await;
     one_file_bundle(&env, &ada, "team-a", "1").await;
     let v = "/v1/workspaces/team-a/bundles/model/versions/1";
-    expect_problem(post(&env, &ada, &format!("{v}/export"), json!({})).await, 403, "not_approved").await;
-    assert_eq!(post(&env, &grace, &format!("{v}/approve"), json!({})).await.status(), 201);
-    assert_eq!(post(&env, &ada, &format!("{v}/export"), json!({})).await.status(), 200);
+    expect_problem(post_json(&env, &ada, &format!("{v}/export"), json!({})).await, 403, "not_approved").await;
+    assert_eq!(post_json(&env, &grace, &format!("{v}/approve"), json!({})).await.status(), 201);
+    assert_eq!(post_json(&env, &ada, &format!("{v}/export"), json!({})).await.status(), 200);
     let m = metrics(&env, &reader.url()).await;
     let moved = |k: &str| count(&m, k) - count(&before, k);
     assert_eq!(

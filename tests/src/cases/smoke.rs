@@ -6,21 +6,11 @@ use helix_cli::smoke::{Smoke, run};
 use helix_core::domain::Role;
 use serde_json::json;
 
+use super::api::{get, post_json};
 use crate::{Backend, TestEnv};
 
-const LIFECYCLE: [&str; 11] = [
-    "ready",
-    "status",
-    "tokens",
-    "publish-small",
-    "publish-large",
-    "approve",
-    "export",
-    "verify",
-    "fetch",
-    "audit",
-    "revoke",
-];
+const LIFECYCLE: [&str; 10] =
+    ["ready", "status", "tokens", "publish-small", "publish-large", "approve", "export", "verify", "fetch", "audit"];
 const BACKUP: [&str; 5] = ["backup", "restore", "restored-serve", "restored-data", "restored-audit"];
 
 pub async fn smoke_runs_the_whole_lifecycle_and_names_the_step_that_fails(b: Backend) {
@@ -34,7 +24,7 @@ pub async fn smoke_runs_the_whole_lifecycle_and_names_the_step_that_fails(b: Bac
             .unwrap();
     assert!(report.failed().is_none(), "{:#?}", report.steps);
     let names: Vec<&str> = report.steps.iter().map(|s| s.step).collect();
-    let mut expected: Vec<&str> = LIFECYCLE[..10].to_vec();
+    let mut expected: Vec<&str> = LIFECYCLE.to_vec();
     if backup_restore.is_some() {
         expected.extend(BACKUP);
     }
@@ -42,16 +32,7 @@ pub async fn smoke_runs_the_whole_lifecycle_and_names_the_step_that_fails(b: Bac
     assert_eq!(names, expected);
     assert!(report.steps.iter().all(|s| s.ms > 0.0));
     // The run's tokens are revoked: the registry lists them disabled.
-    let tokens: serde_json::Value = env
-        .http
-        .get(env.url("/v1/tokens"))
-        .header("authorization", format!("Bearer {admin}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tokens: serde_json::Value = get(&env, &admin, "/v1/tokens").await.json().await.unwrap();
     let smoke_tokens: Vec<_> = tokens["tokens"]
         .as_array()
         .unwrap()
@@ -70,14 +51,7 @@ pub async fn smoke_runs_the_whole_lifecycle_and_names_the_step_that_fails(b: Bac
     assert!(failed.detail.contains("forbidden_workspace"), "{}", failed.detail);
 
     // A frozen registry fails the run at its status step, before anything is written.
-    let freeze = env
-        .http
-        .post(env.url("/v1/admin/freeze"))
-        .header("authorization", format!("Bearer {admin}"))
-        .json(&json!({"reason": "smoke test of the smoke"}))
-        .send()
-        .await
-        .unwrap();
+    let freeze = post_json(&env, &admin, "/v1/admin/freeze", json!({"reason": "smoke test of the smoke"})).await;
     assert_eq!(freeze.status(), 200);
     let report = run(Smoke { url: env.url(""), token: admin, backup_restore: None, work_dir: None }).await.unwrap();
     let failed = report.failed().expect("a failed step");
