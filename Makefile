@@ -36,7 +36,10 @@ run:
 	$(CARGO) build -q -p helix-cli --bin helix
 	$(CARGO) run -q -p helix-cli --bin helix -- serve
 
-test: test-unit test-embedded test-fuzz test-emulator
+# One build for every suite, then the suites, the fuzzing beside the emulator suite (scripts/make-test.sh).
+# The targets below run one suite each.
+test:
+	scripts/make-test.sh
 	@echo
 	@echo "== test summary =="
 	@for suite in unit embedded emulator; do \

@@ -13,7 +13,8 @@ if [ -f "$state/moto.pid" ] && kill -0 "$(cat "$state/moto.pid")" 2>/dev/null; t
   exit 0
 fi
 port=$("$root/.venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-nohup "$root/.venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$state/moto.log" 2>&1 &
+# moto with DynamoDB isolated (localstack/emulator.py): the same emulator the tests use.
+nohup "$root/.venv/bin/python" "$root/localstack/emulator.py" 127.0.0.1 "$port" >"$state/moto.log" 2>&1 &
 echo $! >"$state/moto.pid"
 endpoint="http://127.0.0.1:$port"
 for _ in $(seq 1 100); do

@@ -194,6 +194,10 @@ impl Config {
                 })?
             }
         };
+        // Read by telemetry before the configuration; checked here so a typo fails the start.
+        if let Some(v) = get(crate::telemetry::LOG_FORMAT_VAR) {
+            crate::telemetry::LogFormat::parse(&v).map_err(|m| err(crate::telemetry::LOG_FORMAT_VAR, m))?;
+        }
         let listen_raw = get("HELIX_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.into());
         let listen: SocketAddr =
             listen_raw.parse().map_err(|_| err("HELIX_LISTEN", format!("{listen_raw:?} is not host:port")))?;
@@ -288,6 +292,14 @@ mod tests {
         );
         assert_eq!(c.inline_max, DEFAULT_INLINE_MAX);
         assert_eq!(c.public_url, "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn a_log_format_other_than_json_or_text_fails_the_start() {
+        assert!(cfg(Mode::Serve, &[("HELIX_LOG_FORMAT", "text")]).is_ok());
+        assert!(cfg(Mode::Serve, &[("HELIX_LOG_FORMAT", "json")]).is_ok());
+        let e = cfg(Mode::Serve, &[("HELIX_LOG_FORMAT", "pretty")]).unwrap_err();
+        assert_eq!(e.var, "HELIX_LOG_FORMAT");
     }
 
     #[test]

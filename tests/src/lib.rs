@@ -202,10 +202,10 @@ impl TestEnv {
         TestEnv::start_full(backend, None, overrides).await
     }
 
-    /// For many concurrent writers: on the emulator, a private moto that serves one request at a time
-    /// (moto's transactions are not isolated between its threads: a cancelled one restores a snapshot
-    /// and erases what another committed; DynamoDB is atomic). Keep the PrivateMoto alive with the env.
-    pub async fn start_serial(backend: Backend) -> (TestEnv, Option<PrivateMoto>) {
+    /// For heavy concurrent writers: on the emulator, a private emulator process of its own (moto is
+    /// one Python process bound by one core; a second process uses the other). Keep the PrivateMoto
+    /// alive with the env.
+    pub async fn start_private(backend: Backend) -> (TestEnv, Option<PrivateMoto>) {
         match backend {
             Backend::Embedded => (TestEnv::start(backend).await, None),
             Backend::Emulator => {
@@ -452,10 +452,9 @@ impl TestEnv {
     }
 }
 
-/// A private moto server (from the project venv that `make test` installs) on a free 127.0.0.1 port,
-/// for drills that break the emulator itself (pause it, kill it) without touching other tests. It
-/// serves one request at a time (localstack/moto_serial.py): moto's transactions are not isolated
-/// between its threads, and a drill must not lose a write to the emulator.
+/// A private emulator (localstack/emulator.py from the project venv that `make test` installs, the
+/// same program as the shared one: moto with DynamoDB requests isolated) on a free 127.0.0.1 port, for
+/// drills that break the emulator itself (pause it, kill it) without touching other tests.
 pub struct PrivateMoto {
     pub endpoint: String,
     child: std::process::Child,
@@ -467,7 +466,7 @@ impl PrivateMoto {
         let bin = root.join(".venv/bin/python");
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut child = std::process::Command::new(&bin)
-            .arg(root.join("localstack/moto_serial.py"))
+            .arg(root.join("localstack/emulator.py"))
             .args(["127.0.0.1", &port.to_string()])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -608,6 +607,53 @@ macro_rules! common_suite {
 
 #[cfg(test)]
 mod suite_tests {
+    /// `cargo tree` of a package selection: "name version" → its enabled features, for every
+    /// normal and build dependency.
+    fn features_of(selection: &[&str]) -> std::collections::BTreeMap<String, String> {
+        let out = std::process::Command::new(env!("CARGO"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["tree", "--offline", "-e", "normal,build", "--prefix", "none", "-f", "{p} {f}"])
+            .args(selection)
+            .output()
+            .expect("run cargo tree");
+        assert!(out.status.success(), "cargo tree {selection:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let mut map = std::collections::BTreeMap::new();
+        for line in String::from_utf8(out.stdout).unwrap().lines() {
+            let line = line.replace(" (*)", "").replace(" (proc-macro)", "");
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if words.len() < 2 {
+                continue;
+            }
+            let features = words[2..].last().filter(|w| !w.starts_with('(')).copied().unwrap_or("");
+            map.insert(format!("{} {}", words[0], words[1]), features.to_owned());
+        }
+        assert!(map.len() > 100, "cargo tree {selection:?} listed {} packages: the parse is broken", map.len());
+        map
+    }
+
+    /// The unit tests, the function binaries (built by the conformance cases), `helix` (built for
+    /// `make run` and the fuzz suite) and helix-tests resolve every dependency they share to the same
+    /// features, so one build of the AWS SDK serves them all (the feature pins in Cargo.toml; without
+    /// them s3s's uuid and simdutf8 features made a second build of everything above aws-runtime and
+    /// lambda_http). A new test dependency that turns a shared feature on fails here: pin it.
+    #[test]
+    fn every_build_resolves_shared_dependencies_to_the_test_builds_features() {
+        let tests = features_of(&["-p", "helix-tests"]);
+        let functions = crate::runtime_api::functions();
+        let mut binaries: Vec<&str> = functions.iter().flat_map(|f| ["-p", f.as_str()]).collect();
+        binaries.extend(["-p", "helix-cli"]);
+        for selection in [vec!["--workspace", "--exclude", "helix-tests"], vec!["-p", "helix-cli"], binaries] {
+            let differ: Vec<String> = features_of(&selection)
+                .into_iter()
+                .filter_map(|(package, features)| match tests.get(&package) {
+                    Some(t) if *t != features => Some(format!("{package}: [{features}] here, [{t}] in helix-tests")),
+                    _ => None,
+                })
+                .collect();
+            assert!(differ.is_empty(), "cargo build {selection:?} would compile these again: {differ:#?}");
+        }
+    }
+
     /// Every case (`pub async fn name(b: Backend)` in src/cases/ or src/rbac.rs) is in a suite list:
     /// `common_suite!` here or a `cases!` list in tests/*.rs. A case left off every list would compile
     /// and never run.

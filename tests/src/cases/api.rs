@@ -484,9 +484,14 @@ pub async fn concurrent_puts_of_one_new_blob_create_one_object_and_one_event(b: 
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 63, "{statuses:?}");
     assert_eq!(env.stored_objects().await, 1, "exactly one object written");
     assert_eq!(env.temp_files(), 0);
+    // The 63 losers committed nothing: one link event, and the link counters that share its
+    // transaction counted one link. (On moto's stock threaded server a cancelled transaction's items
+    // could survive; the emulator isolates DynamoDB: localstack/emulator.py, docs/decisions.md.)
     let events = env.audit("team-a").await;
     assert_eq!(events.iter().filter(|e| e.action == "blob.link" && e.entity_id == d.to_string()).count(), 1);
     verify_chain(&events).unwrap();
+    let counters = env.app.meta.counters(helix_core::ports::BUSINESS_COUNTERS).await.unwrap();
+    assert_eq!((counters.get("blob_links"), counters.get("blob_bytes")), (Some(&1), Some(&100_000)), "{counters:?}");
 }
 
 pub async fn lambda_fixture_events_are_served_by_the_handlers(b: Backend) {

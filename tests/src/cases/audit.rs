@@ -417,7 +417,7 @@ pub async fn audit_verify_catches_every_kind_of_tampering(b: Backend) {
 /// so its cost grows with the stream (8 × 50 took 17 s, 8 × 100 42 s; 8 × 500 would take many
 /// minutes), while the contention is the same. HELIX_TEST_APPENDS overrides the count per writer.
 pub async fn audit_concurrent_appends_on_one_stream_export_and_verify(b: Backend) {
-    let (env, _moto) = TestEnv::start_serial(b).await;
+    let (env, _moto) = TestEnv::start_private(b).await;
     let default = if b == Backend::Embedded { 500 } else { 100 };
     let per_writer: u64 = std::env::var("HELIX_TEST_APPENDS").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let writers: Vec<_> = (0..8)

@@ -199,8 +199,8 @@ fn verified_statements(receipts: &[Value], key: &helix_core::ports::PublicKeyInf
 }
 
 pub async fn governance_decisions_are_signed_receipts_with_separation_of_duties(b: Backend) {
-    // 16 concurrent decisions below: on the emulator, a moto that serves one request at a time.
-    let (env, _moto) = TestEnv::start_serial(b).await;
+    // 16 concurrent decisions below: on the emulator, a private emulator process.
+    let (env, _moto) = TestEnv::start_private(b).await;
     let publisher = env.token_of("ada", Role::Publisher, "team-a").await;
     let approver = env.token_of("grace", Role::Approver, "team-a").await;
     let reviewer = env.token_of("linus", Role::SafetyReviewer, "team-a").await;

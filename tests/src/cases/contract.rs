@@ -215,7 +215,7 @@ pub async fn meta_store_counters_add_atomically(b: Backend) {
 }
 
 pub async fn audit_log_concurrent_appends_form_a_gapless_verified_chain(b: Backend) {
-    let (env, _moto) = TestEnv::start_serial(b).await;
+    let (env, _moto) = TestEnv::start_private(b).await;
     let mut tasks = Vec::new();
     for n in 0..12 {
         let audit = env.app.audit.clone();

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# `make test`: every suite, from one build, independent suites side by side (docs/performance.md).
+#   1. the Python venvs install (moto, Schemathesis) while cargo builds every test binary and every
+#      binary once (`cargo test --workspace --no-run` and `cargo build --workspace --bins`: the
+#      feature pins in Cargo.toml give every later cargo command the same feature set, so nothing
+#      below compiles again);
+#   2. the unit tests, then the embedded suite;
+#   3. the emulator suite (one moto for the whole suite, localstack/with-emulator.sh) and the
+#      Schemathesis fuzzing (its own `helix serve`) at the same time: moto and Schemathesis are each
+#      one Python process, so together they use the two cores one of them alone leaves half idle.
+# Every suite writes target/test-logs/SUITE.log; the Makefile's summary reads them. Any failure fails.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+cargo=${CARGO:-cargo}
+target=${CARGO_TARGET_DIR:-target}
+logs=target/test-logs
+mkdir -p "$logs"
+rm -f "$logs"/{build,venvs,unit,embedded,fuzz,emulator}.log
+timings=()
+started=$(date +%s)
+mark=$started
+phase() { # NAME: record how long the phase that just ended took
+  local now
+  now=$(date +%s)
+  timings+=("$(printf '%-34s %4ds' "$1" $((now - mark)))")
+  mark=$now
+}
+
+(localstack/venv.sh && scripts/venv.sh .venv-fuzz tests/fuzz/requirements.txt) >"$logs/venvs.log" 2>&1 &
+venvs=$!
+{
+  $cargo test --workspace --no-run
+  $cargo build --workspace --bins
+} 2>&1 | tee "$logs/build.log"
+phase "build (venvs installed meanwhile)"
+if ! wait "$venvs"; then
+  cat "$logs/venvs.log" >&2
+  echo "make test: the Python venvs did not install" >&2
+  exit 1
+fi
+phase "venvs (rest of the install)"
+
+$cargo test --workspace --exclude helix-tests 2>&1 | tee "$logs/unit.log"
+phase "unit"
+$cargo test -p helix-tests --lib --bins --test embedded 2>&1 | tee "$logs/embedded.log"
+phase "embedded"
+
+fuzz_started=$(date +%s)
+tests/fuzz/run.sh "$target/debug/helix" 200 >"$logs/fuzz.log" 2>&1 &
+fuzz=$!
+trap 'kill "$fuzz" 2>/dev/null || true' EXIT
+emulator=0
+localstack/with-emulator.sh $cargo test -p helix-tests --test emulator 2>&1 | tee "$logs/emulator.log" || emulator=$?
+phase "emulator (fuzz alongside)"
+fuzz_status=0
+wait "$fuzz" || fuzz_status=$?
+trap - EXIT
+fuzz_seconds=$(($(date +%s) - fuzz_started))
+phase "fuzz (rest, after the emulator suite)"
+echo
+echo "== fuzz (target/test-logs/fuzz.log, ${fuzz_seconds}s) =="
+grep -E ' generated, |Failures|FAILED|Error' "$logs/fuzz.log" || tail -n 30 "$logs/fuzz.log"
+
+echo
+echo "== test phases =="
+printf '%s\n' "${timings[@]}"
+printf '%-34s %4ds\n' "total" $(($(date +%s) - started))
+[ "$emulator" -eq 0 ] || { echo "make test: the emulator suite failed" >&2; exit 1; }
+[ "$fuzz_status" -eq 0 ] || { tail -n 60 "$logs/fuzz.log" >&2; echo "make test: the fuzz suite failed" >&2; exit 1; }
