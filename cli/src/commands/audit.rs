@@ -1,0 +1,189 @@
+//! `helix audit`: search a registry's trail (query), export settled days (export), verify exported
+//! days offline (verify).
+
+use clap::Subcommand;
+use helix_core::{App, Config};
+
+use super::{Res, out, s_of};
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Search a registry's audit trail (GET /v1/audit, every page): one line per event, or JSON Lines.
+    /// HELIX_URL and HELIX_TOKEN (an approver for a workspace, an admin of `*` for all).
+    Query {
+        /// 7d, 12h, 30m ago, or an RFC 3339 time, or a day.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        /// e.g. bundle.export, token.issue, registry.freeze.
+        #[arg(long)]
+        action: Option<String>,
+        /// A workspace, or `*` for the global stream; every workspace when left out (admins).
+        #[arg(long)]
+        workspace: Option<String>,
+        #[arg(long)]
+        actor: Option<String>,
+        /// Print JSON Lines (one event per line, as the registry stores it).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export a settled UTC day (and every missing day before it) with the export code the schedule
+    /// runs: under the data dir on the embedded backend, to the bucket with AWS variables. Prints
+    /// the report as JSON.
+    Export {
+        /// The day, YYYY-MM-DD (default: yesterday, UTC).
+        #[arg(long)]
+        day: Option<String>,
+    },
+    /// Verify exported days offline: event hashes, gapless seq per stream, the chain across days from
+    /// the genesis, manifests and checkpoint signatures. Exit 0 with a one-line summary, or 1 with a
+    /// one-line reason.
+    Verify {
+        /// A directory holding the export (the `audit/` directory, or its parent: a data dir's
+        /// `blobs/`, or a copy made with `aws s3 sync s3://BUCKET/PREFIXaudit/ DIR`).
+        #[arg(long, conflicts_with = "bucket", required_unless_present = "bucket")]
+        dir: Option<std::path::PathBuf>,
+        /// Read the export from this bucket instead (AWS credentials and endpoint from the environment).
+        #[arg(long)]
+        bucket: Option<String>,
+        /// The registry's key prefix in the bucket (HELIX_S3_PREFIX); `audit/` follows it.
+        #[arg(long, default_value = "", requires = "bucket")]
+        prefix: String,
+        /// A registry public key (PEM) to trust; repeat it for earlier keys. Without it (or
+        /// --registry) the keys the export carries (`keys/*.pem`) are used, and the summary says so.
+        #[arg(long, conflicts_with = "registry")]
+        public_key: Vec<std::path::PathBuf>,
+        /// Trust the keys this registry publishes (GET /v1/governance/public-key: current and previous).
+        #[arg(long)]
+        registry: Option<String>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(config: Config, command: AuditCommand) -> Res {
+    match command {
+        AuditCommand::Query { since, until, action, workspace, actor, json } => {
+            query(since, until, action, workspace, actor, json).await
+        }
+        AuditCommand::Export { day } => export(config, day).await,
+        AuditCommand::Verify { dir, bucket, prefix, public_key, registry, json } => {
+            verify(config, dir, bucket, prefix, public_key, registry, json).await
+        }
+    }
+}
+
+async fn export(config: Config, day: Option<String>) -> Res {
+    use helix_core::audit_export;
+    let now = time::OffsetDateTime::now_utc();
+    let day = match day {
+        Some(d) => audit_export::parse_day(&d)?,
+        None => now.date().previous_day().ok_or("no day before today")?,
+    };
+    let app = App::build(config).await?;
+    let request_id = helix_core::http::new_request_id();
+    // No per-run bound here (the scheduled function has one: its time limit).
+    let report = audit_export::export_through(&app, day, now, &request_id, usize::MAX).await?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+async fn verify(
+    config: Config,
+    dir: Option<std::path::PathBuf>,
+    bucket: Option<String>,
+    prefix: String,
+    public_key: Vec<std::path::PathBuf>,
+    registry: Option<String>,
+    json: bool,
+) -> Res {
+    use helix_core::audit_verify::{self, DirEvidence, Evidence, S3Evidence};
+    let evidence: Box<dyn Evidence> = match (dir, bucket) {
+        (Some(dir), _) => Box::new(DirEvidence::open(dir)?),
+        (None, Some(bucket)) => {
+            Box::new(S3Evidence { client: helix_core::app::s3_client(&config).await, bucket, prefix })
+        }
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let (keys, pinned) = if registry.is_some() || !public_key.is_empty() {
+        (helix_cli::client::load_keys(registry.as_deref(), &public_key).await?, true)
+    } else {
+        let mut keys = Vec::new();
+        for k in evidence.list().await?.iter().filter(|k| k.starts_with("keys/") && k.ends_with(".pem")) {
+            let pem = evidence.read(k).await?.ok_or_else(|| format!("{k} vanished"))?;
+            let key = helix_core::governance::public_key_from_pem(&String::from_utf8_lossy(&pem))?;
+            // A key file is named by its key id: a renamed or swapped file is no key of ours.
+            if format!("keys/{}.pem", key.key_id.trim_start_matches("sha256:")) != *k {
+                return Err(format!("invalid: {k} holds key {}, not the key its name says", key.key_id).into());
+            }
+            keys.push(key);
+        }
+        (keys, false)
+    };
+    let summary = audit_verify::verify(evidence.as_ref(), &keys).await.map_err(|e| format!("invalid: {e}"))?;
+    if json {
+        println!("{}", serde_json::json!({"ok": true, "keys_pinned": pinned, "summary": summary}));
+    } else {
+        let trust = if pinned { "" } else { " (keys from the export itself; pass --public-key to pin)" };
+        println!(
+            "ok: {} day(s) {}..{}, {} event(s) in {} stream(s), chain unbroken from the genesis, signed by {}{trust}",
+            summary.days,
+            summary.first_day,
+            summary.last_day,
+            summary.events,
+            summary.streams,
+            summary.key_ids.join(", ")
+        );
+    }
+    Ok(())
+}
+
+async fn query(
+    since: Option<String>,
+    until: Option<String>,
+    action: Option<String>,
+    workspace: Option<String>,
+    actor: Option<String>,
+    json: bool,
+) -> Res {
+    use helix_cli::client::q;
+    let registry = helix_cli::export::connect().await?;
+    let now = time::OffsetDateTime::now_utc();
+    let mut query = String::from("limit=1000");
+    let since = since.map(|s| helix_cli::client::since(&s, now)).transpose()?;
+    for (k, v) in
+        [("since", &since), ("until", &until), ("action", &action), ("workspace", &workspace), ("actor", &actor)]
+    {
+        if let Some(v) = v {
+            query.push_str(&format!("&{k}={}", q(v)));
+        }
+    }
+    let mut cursor: Option<String> = None;
+    loop {
+        let c = cursor.as_ref().map(|c| format!("&cursor={}", q(c))).unwrap_or_default();
+        let page = registry.get(&format!("/v1/audit?{query}{c}")).await?;
+        for e in page["events"].as_array().into_iter().flatten() {
+            let line = if json {
+                e.to_string()
+            } else {
+                format!(
+                    "{}  {}#{}  {}  {}  {}  {}",
+                    s_of(&e["ts"]),
+                    s_of(&e["stream"]),
+                    e["seq"],
+                    s_of(&e["actor"]),
+                    s_of(&e["action"]),
+                    s_of(&e["entity_id"]),
+                    s_of(&e["outcome"])
+                )
+            };
+            out(&line)?;
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return Ok(()),
+        }
+    }
+}

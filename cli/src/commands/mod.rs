@@ -1,0 +1,50 @@
+//! One module per command group, as cargo lays out its own: each parses its flags and calls the
+//! `helix_cli` library. `main.rs` only builds the command tree and dispatches.
+
+pub mod audit;
+pub mod backup;
+pub mod export;
+pub mod freeze;
+pub mod governance;
+pub mod serve;
+pub mod smoke;
+pub mod status;
+pub mod teams;
+pub mod transfer;
+
+pub type Res = Result<(), Box<dyn std::error::Error>>;
+
+/// Who a command that writes straight into the store acts as (its audit events' actor).
+pub fn operator() -> String {
+    format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
+}
+
+/// Print `text` to stdout; a reader that stops early (`| head`) ends the output quietly.
+pub fn out(text: &str) -> Res {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// Columns as wide as their widest cell. A reader that stops early (`| head`) ends the listing
+/// quietly instead of a panic on the broken pipe.
+pub fn print_table<const N: usize>(rows: &[[String; N]]) -> Res {
+    let widths: Vec<usize> = (0..N).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let lines: Vec<String> = rows
+        .iter()
+        .map(|row| {
+            let cells: Vec<String> =
+                row.iter().enumerate().map(|(c, cell)| format!("{cell:<w$}", w = widths[c])).collect();
+            cells.join("  ").trim_end().to_owned()
+        })
+        .collect();
+    out(&lines.join("\n"))
+}
+
+/// A JSON string's text, or "" for anything else.
+pub fn s_of(v: &serde_json::Value) -> String {
+    v.as_str().map(str::to_owned).unwrap_or_default()
+}

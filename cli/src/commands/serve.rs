@@ -1,0 +1,78 @@
+//! `helix serve`: every route in one process; on a fresh data dir, the first admin token.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use helix_cli::serve::Server;
+use helix_core::config::{BlobBackend, MetaBackend, SignerBackend};
+use helix_core::domain::{Role, Scope};
+use helix_core::tokens::{self, Grant};
+use helix_core::{App, Config};
+
+use super::Res;
+
+pub async fn run(mut config: Config, listen: Option<SocketAddr>) -> Res {
+    let listener = tokio::net::TcpListener::bind(listen.unwrap_or(config.listen))
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", listen.unwrap_or(config.listen)))?;
+    config.listen = listener.local_addr()?;
+    if std::env::var("HELIX_PUBLIC_URL").is_err() {
+        config.public_url = format!("http://{}", config.listen);
+    }
+    let fresh =
+        config.meta_backend == MetaBackend::Sqlite && !config.data_dir.join(helix_core::app::SQLITE_FILE).exists();
+    let app = Arc::new(App::build(config).await?);
+    let server = Server::start(app.clone(), listener);
+    let url = server.url();
+    println!("Helix Registry listening on {url}");
+    println!("  blobs: {}  meta: {}  signer: {}", app.blobs.info().backend, app.meta.backend(), app.signer.backend());
+    if fresh {
+        let grant = Grant {
+            user: "admin".into(),
+            role: Role::Admin,
+            workspace_id: Scope::All,
+            ttl_seconds: None,
+            description: Some("first-start admin token".into()),
+        };
+        let (secret, record) = tokens::issue(app.meta.as_ref(), grant, "helix-serve:bootstrap", "bootstrap").await?;
+        print_first_start(&url, secret.expose(), &record.id, &app.config.data_dir.display().to_string());
+    } else if app.config.meta_backend == MetaBackend::Sqlite {
+        println!("  data dir: {} (existing; issue tokens with `helix teams token`)", app.config.data_dir.display());
+    } else {
+        let c = &app.config;
+        println!("  tables: {} and {} (existing; issue tokens with `helix teams token`)", c.table, c.audit_table);
+        if c.blob_backend == BlobBackend::Fs || c.signer_backend == SignerBackend::Local {
+            println!("  data dir: {} (blobs or signing key)", c.data_dir.display());
+        }
+    }
+    tokio::signal::ctrl_c().await?;
+    drop(server);
+    // This process's request counts since its last flush (docs/architecture.md, "Metrics").
+    app.metrics.flush(app.meta.as_ref()).await;
+    Ok(())
+}
+
+fn print_first_start(url: &str, token: &str, id: &str, data_dir: &str) {
+    println!();
+    println!("First start: created data dir {data_dir} and an admin token ({id}). It is shown only now:");
+    println!();
+    println!("admin token: {token}");
+    println!();
+    println!("Try it:");
+    println!("  export HELIX_URL={url} HELIX_TOKEN={token}");
+    println!("  curl -s $HELIX_URL/readyz");
+    println!("  curl -s -H \"Authorization: Bearer $HELIX_TOKEN\" $HELIX_URL/v1/status");
+    println!("  printf 'hello helix' > hello.txt");
+    println!("  DIGEST=sha256:$(sha256sum hello.txt | cut -d' ' -f1)");
+    println!(
+        "  curl -s -X PUT -H \"Authorization: Bearer $HELIX_TOKEN\" --data-binary @hello.txt $HELIX_URL/v1/workspaces/demo/blobs/$DIGEST"
+    );
+    println!("  curl -s -H \"Authorization: Bearer $HELIX_TOKEN\" $HELIX_URL/v1/workspaces/demo/blobs/$DIGEST");
+    println!(
+        "  # a whole folder, and back (the helix CLI: `cargo install --path cli --locked`, or `cargo run -q -p helix-cli --`):"
+    );
+    println!("  helix push <folder> --workspace demo --name results --version 1");
+    println!("  helix pull demo/results@1 results-copy");
+    println!();
+    println!("Stop with Ctrl-C; data stays in {data_dir}.");
+}

@@ -1,0 +1,96 @@
+//! `helix push` and `helix pull`: a folder to a bundle version and back.
+
+use helix_core::domain::{BundleName, WorkspaceId};
+
+use super::{Res, out, s_of};
+
+#[derive(clap::Args)]
+pub struct PushArgs {
+    dir: std::path::PathBuf,
+    #[arg(long)]
+    workspace: String,
+    #[arg(long)]
+    name: String,
+    #[arg(long)]
+    version: String,
+    #[command(flatten)]
+    transfer: TransferArgs,
+}
+
+#[derive(clap::Args)]
+pub struct PullArgs {
+    /// WORKSPACE/NAME@VERSION
+    bundle: String,
+    dir: std::path::PathBuf,
+    #[command(flatten)]
+    transfer: TransferArgs,
+}
+
+#[derive(clap::Args)]
+struct TransferArgs {
+    /// Files transferred at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    jobs: u16,
+    /// No progress bar (it is drawn only on a terminal anyway).
+    #[arg(long)]
+    quiet: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl TransferArgs {
+    fn options(&self) -> helix_cli::transfer::Options {
+        helix_cli::transfer::Options { jobs: self.jobs.into(), quiet: self.quiet, inline_max: None }
+    }
+}
+
+pub async fn push(args: PushArgs) -> Res {
+    let PushArgs { dir, workspace, name, version, transfer } = args;
+    let ws = WorkspaceId::parse(&workspace).map_err(|e| format!("--workspace: {e}"))?;
+    let name = BundleName::parse(&name).map_err(|e| format!("--name: {e}"))?;
+    let version = BundleName::parse(&version).map_err(|e| format!("--version: {e}"))?;
+    let registry = helix_cli::export::connect().await?;
+    let a = helix_cli::transfer::push(&registry, &dir, &ws, &name, &version, transfer.options()).await?;
+    if transfer.json {
+        return out(&a.to_string());
+    }
+    out(&format!(
+        "pushed {ws}/{name}@{version}: {} file(s), {}; uploaded {} ({}), {} already in {ws}; manifest {}, state {}",
+        a["files"],
+        helix_cli::transfer::bytes(a["bytes"].as_u64().unwrap_or(0)),
+        a["uploaded_files"],
+        helix_cli::transfer::bytes(a["uploaded_bytes"].as_u64().unwrap_or(0)),
+        a["present_files"],
+        s_of(&a["manifest_digest"]),
+        s_of(&a["state"])
+    ))
+}
+
+pub async fn pull(args: PullArgs) -> Res {
+    let PullArgs { bundle, dir, transfer } = args;
+    let (ws, name, version) = helix_cli::client::bundle_parts(&bundle)?;
+    let registry = helix_cli::export::connect().await?;
+    // Ctrl-C or SIGTERM drops the downloads in flight, so their temporary files are removed.
+    let pulled = helix_cli::transfer::pull(&registry, &ws, &name, &version, &dir, transfer.options());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let interrupted = || "interrupted: no partial file was left; pull again to resume";
+    let a = tokio::select! {
+        a = pulled => a?,
+        _ = tokio::signal::ctrl_c() => return Err(interrupted().into()),
+        _ = term.recv() => return Err(interrupted().into()),
+    };
+    if transfer.json {
+        return out(&a.to_string());
+    }
+    out(&format!(
+        "pulled {bundle} into {}: {} file(s) verified; downloaded {} ({}), {} already in place; manifest {}, state {}",
+        dir.display(),
+        a["files"],
+        a["downloaded_files"],
+        helix_cli::transfer::bytes(a["downloaded_bytes"].as_u64().unwrap_or(0)),
+        a["kept_files"],
+        s_of(&a["manifest_digest"]),
+        s_of(&a["state"])
+    ))
+}
