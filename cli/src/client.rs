@@ -159,7 +159,7 @@ impl Registry {
             pems.push(k["pem"].as_str().ok_or_else(missing)?);
         }
         pems.iter()
-            .map(|pem| helix_core::governance::public_key_from_pem(pem).map_err(|e| ClientError::Other(e.to_string())))
+            .map(|pem| helix_core::keys::public_key_from_pem(pem).map_err(|e| ClientError::Other(e.to_string())))
             .collect()
     }
 }
@@ -177,7 +177,7 @@ pub async fn load_keys(
         .map(|path| {
             let pem =
                 std::fs::read_to_string(path).map_err(|e| ClientError::Other(format!("{}: {e}", path.display())))?;
-            helix_core::governance::public_key_from_pem(&pem)
+            helix_core::keys::public_key_from_pem(&pem)
                 .map_err(|e| ClientError::Other(format!("{}: {e}", path.display())))
         })
         .collect()

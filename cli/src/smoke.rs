@@ -355,7 +355,7 @@ async fn lifecycle(run: &mut Run, backup_restore: Option<&Path>) -> Option<()> {
         let tomorrow = now.date().next_day().ok_or("no tomorrow")?;
         let as_of = time::OffsetDateTime::new_utc(tomorrow, time::Time::MIDNIGHT) + time::Duration::hours(1);
         audit_export::export_through(&app, now.date(), as_of, "helix-smoke", usize::MAX).await?;
-        let keys = helix_core::governance::verification_keys(&app).await?;
+        let keys = helix_core::keys::verification_keys(&app).await?;
         let evidence = audit_verify::DirEvidence::open(restored.join(helix_core::app::BLOB_DIR))?;
         let s = audit_verify::verify(&evidence, &keys).await?;
         Ok(((), format!("{} event(s) in {} stream(s) over {} day(s), chain unbroken", s.events, s.streams, s.days)))

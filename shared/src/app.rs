@@ -34,7 +34,7 @@ pub struct App {
     /// spares a write per decision). Per App, not per process: two Apps may share a key, not a store.
     pub recorded_signing_keys: std::sync::Mutex<Vec<String>>,
     /// This instance's request counts, flushed to the meta store now and then (`metrics`).
-    pub metrics: crate::metrics::Recorder,
+    pub metrics: crate::request_counts::Recorder,
 }
 
 /// File names inside HELIX_DATA_DIR.
@@ -109,7 +109,7 @@ impl App {
         let oidc = config.oidc.clone().map(OidcVerifier::new);
         Ok(App {
             auth: Authenticator::new(meta.clone(), oidc),
-            metrics: crate::metrics::Recorder::new(config.metrics_flush),
+            metrics: crate::request_counts::Recorder::new(config.metrics_flush),
             config,
             blobs,
             meta,

@@ -29,7 +29,7 @@ use crate::domain::{AuditDraft, AuditEvent, Digest, DigestWriter, Outcome, canon
 use crate::error::{Error, Result};
 use crate::ports::{PublicKeyInfo, PutOutcome};
 
-pub const PAYLOAD_TYPE: &str = "application/vnd.helix.audit-checkpoint.v1+json";
+pub use crate::keys::{CHECKPOINT_PAYLOAD_TYPE as PAYLOAD_TYPE, key_file};
 const ACTOR: &str = "audit-export";
 /// The files of one exported day, in the order they are written.
 pub const FILES: [&str; 3] = ["events.jsonl", "manifest.json", "checkpoint.json"];
@@ -63,11 +63,6 @@ pub struct ExportReport {
 /// `audit/YYYY/MM/DD/<file>`.
 pub fn key(day: Date, file: &str) -> String {
     format!("audit/{:04}/{:02}/{:02}/{file}", day.year(), u8::from(day.month()), day.day())
-}
-
-/// `audit/keys/<hex of the key id>.pem`.
-pub fn key_file(key_id: &str) -> String {
-    format!("audit/keys/{}.pem", key_id.strip_prefix("sha256:").unwrap_or(key_id))
 }
 
 pub use crate::domain::time::{day_string, parse_day};
@@ -574,8 +569,8 @@ async fn signing_key(app: &App, request_id: &str) -> Result<SigningKey> {
     {
         return Err(Error::AuditExportMismatch(file));
     }
-    crate::governance::record_signing_key(app, ACTOR, request_id, &current).await?;
-    let history = crate::governance::verification_keys(app).await?;
+    crate::keys::record_signing_key(app, ACTOR, request_id, &current).await?;
+    let history = crate::keys::verification_keys(app).await?;
     Ok(SigningKey { current, history })
 }
 

@@ -17,10 +17,11 @@ use tokio::io::AsyncReadExt;
 use crate::App;
 use crate::auth::Principal;
 use crate::domain::time::now_unix;
-use crate::domain::{AuditDraft, Digest, DigestWriter, Outcome, WorkspaceId};
+use crate::domain::{AuditDraft, Digest, DigestWriter, Manifest, Outcome, WorkspaceId};
 use crate::error::{Dependency, Error, Result};
 use crate::ports::{
-    BLOB_SLOTS, BlobKey, BlobLink, BlobReader, BlobStore, Change, Commit, Presigned, PutOutcome, Staged, UploadRef,
+    BLOB_SLOTS, BlobKey, BlobLink, BlobReader, BlobStore, BundleVersion, Change, Commit, Presigned, PutOutcome, Staged,
+    UploadRef,
 };
 
 /// How long a presigned upload URL lives.
@@ -429,4 +430,18 @@ pub async fn fetch(app: &App, ws: &WorkspaceId, digest: &Digest) -> Result<Fetch
         return Err(Error::BlobIntegrity(format!("{} holds bytes that hash to {actual}", link.key().storage_key())));
     }
     Ok(Fetched::Inline { bytes: bytes.into() })
+}
+
+/// A registered version's manifest, read back from the store and verified against its digest.
+pub async fn stored_manifest(app: &App, ws: &WorkspaceId, v: &BundleVersion) -> Result<Manifest> {
+    let gone = || Error::BlobIntegrity(format!("manifest {} of a registered version is gone", v.manifest_digest));
+    let link = app.meta.blob_link(ws, &v.manifest_digest).await?.ok_or_else(gone)?;
+    let reader = app.blobs.get(&link.key()).await?.ok_or_else(gone)?;
+    let mut bytes = Vec::new();
+    let mut body = reader.body;
+    body.read_to_end(&mut bytes).await.map_err(|e| Error::unavailable(Dependency::BlobStore, e))?;
+    if Digest::of(&bytes) != v.manifest_digest {
+        return Err(Error::BlobIntegrity(format!("stored manifest {} does not hash to its digest", v.manifest_digest)));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| Error::BlobIntegrity(format!("stored manifest: {e}")))
 }

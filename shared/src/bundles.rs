@@ -12,7 +12,7 @@ use crate::App;
 use crate::blobs::{self, Caller};
 use crate::domain::governance::{State, transition_id};
 use crate::domain::time::now_unix;
-use crate::domain::{AuditDraft, BundleName, Digest, Manifest, Outcome, WorkspaceId};
+use crate::domain::{AuditDraft, BundleName, Digest, Manifest, Outcome, WorkspaceId, bundle_ref};
 use crate::error::{Error, Result};
 use crate::ports::{BundleVersion, Change, Commit};
 
@@ -40,10 +40,6 @@ pub struct VersionView {
 }
 
 /// `ws/name@version`: how receipts and transition ids name a version.
-pub fn bundle_ref(ws: &WorkspaceId, name: &str, version: &str) -> String {
-    format!("{ws}/{name}@{version}")
-}
-
 fn view(record: BundleVersion, state: State, manifest: Option<Value>, created: bool) -> Result<VersionView> {
     let ws = WorkspaceId::parse(&record.workspace_id)?;
     let export_transition = transition_id(&bundle_ref(&ws, &record.name, &record.version), state, State::Exported)?;
@@ -154,26 +150,10 @@ async fn check_files(app: &App, ws: &WorkspaceId, manifest: &Manifest) -> Result
 /// GET a version: its record, state, and manifest (read back from the store and verified).
 pub async fn get(app: &App, ws: &WorkspaceId, name: &BundleName, version: &BundleName) -> Result<VersionView> {
     let v = app.meta.bundle_version(ws, name.as_str(), version.as_str()).await?.ok_or(Error::BundleMissing)?;
-    let manifest = stored_manifest(app, ws, &v).await?;
+    let manifest = blobs::stored_manifest(app, ws, &v).await?;
     let manifest = serde_json::to_value(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
     let state = crate::governance::ledger(app, ws, name.as_str(), version.as_str(), &v.manifest_digest).await?.state;
     view(v, state, Some(manifest), false)
-}
-
-/// A registered version's manifest, read back from the store and verified against its digest.
-pub async fn stored_manifest(app: &App, ws: &WorkspaceId, v: &BundleVersion) -> Result<Manifest> {
-    let gone = || Error::BlobIntegrity(format!("manifest {} of a registered version is gone", v.manifest_digest));
-    let link = app.meta.blob_link(ws, &v.manifest_digest).await?.ok_or_else(gone)?;
-    let reader = app.blobs.get(&link.key()).await?.ok_or_else(gone)?;
-    let mut bytes = Vec::new();
-    let mut body = reader.body;
-    tokio::io::AsyncReadExt::read_to_end(&mut body, &mut bytes)
-        .await
-        .map_err(|e| Error::unavailable(crate::error::Dependency::BlobStore, e))?;
-    if Digest::of(&bytes) != v.manifest_digest {
-        return Err(Error::BlobIntegrity(format!("stored manifest {} does not hash to its digest", v.manifest_digest)));
-    }
-    serde_json::from_slice(&bytes).map_err(|e| Error::BlobIntegrity(format!("stored manifest: {e}")))
 }
 
 /// A page of the workspace's bundle versions, ordered by (name, version); the cursor is the last

@@ -3,8 +3,6 @@
 
 use std::fmt;
 
-use crate::domain::Role;
-
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The dependencies a request can find unavailable; each has its own `*_unavailable` reason.
@@ -91,7 +89,8 @@ pub enum Error {
     #[error("the token has been revoked")]
     TokenRevoked,
     #[error("this route needs role {need} or higher; the token has {have}")]
-    InsufficientRole { need: Role, have: Role },
+    /// Role names (`Role::as_str`): the error type sits below the domain and does not import it.
+    InsufficientRole { need: &'static str, have: &'static str },
     #[error("the token is not valid for this workspace")]
     ForbiddenWorkspace,
     #[error("{dep} unavailable: {detail}")]

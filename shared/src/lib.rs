@@ -19,11 +19,13 @@ pub mod error;
 pub mod freeze;
 pub mod governance;
 pub mod http;
+pub mod keys;
 pub mod lambda;
 pub mod metrics;
 pub mod oidc;
 pub mod ports;
 pub mod posture;
+pub mod request_counts;
 pub mod telemetry;
 pub mod tokens;
 

@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::auth::{Principal, PrincipalKind};
+use crate::domain::principal::{Principal, PrincipalKind};
 use crate::domain::{Role, Scope};
 use crate::error::{Dependency, Error, Result};
 

@@ -113,7 +113,7 @@ async fn verify(
         let mut keys = Vec::new();
         for k in evidence.list().await?.iter().filter(|k| k.starts_with("keys/") && k.ends_with(".pem")) {
             let pem = evidence.read(k).await?.ok_or_else(|| format!("{k} vanished"))?;
-            let key = helix_core::governance::public_key_from_pem(&String::from_utf8_lossy(&pem))?;
+            let key = helix_core::keys::public_key_from_pem(&String::from_utf8_lossy(&pem))?;
             // A key file is named by its key id: a renamed or swapped file is no key of ours.
             if format!("keys/{}.pem", key.key_id.trim_start_matches("sha256:")) != *k {
                 return Err(format!("invalid: {k} holds key {}, not the key its name says", key.key_id).into());

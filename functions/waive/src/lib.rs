@@ -31,7 +31,7 @@ fn receipt(created: bool, receipt: &helix_core::ports::LedgerReceipt) -> Respons
 
 async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_core::Result<Response> {
     if let Route::GovernancePublicKey = route {
-        return Ok(http::json(200, &governance::public_keys_view(app).await?));
+        return Ok(http::json(200, &helix_core::keys::public_keys_view(app).await?));
     }
     let principal = ctx.authorize(app, req, &route).await?;
     let caller = Caller { principal: &principal, request_id: &ctx.request_id };

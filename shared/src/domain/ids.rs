@@ -5,6 +5,11 @@ use std::fmt;
 
 use crate::error::{Error, Result};
 
+/// How receipts, audit events and messages name a bundle version: `ws/name@version`.
+pub fn bundle_ref(ws: &WorkspaceId, name: &str, version: &str) -> String {
+    format!("{ws}/{name}@{version}")
+}
+
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub struct WorkspaceId(String);
 

@@ -6,13 +6,14 @@ pub mod digest;
 pub mod governance;
 pub mod ids;
 pub mod manifest;
+pub mod principal;
 pub mod role;
 pub mod time;
 pub mod token;
 
 pub use audit::{AuditDraft, AuditEvent, Outcome};
 pub use digest::{Digest, DigestWriter};
-pub use ids::{Scope, WorkspaceId};
+pub use ids::{Scope, WorkspaceId, bundle_ref};
 pub use manifest::{BundleName, Manifest};
 pub use role::Role;
 pub use token::{BearerToken, TokenRecord};

@@ -127,7 +127,7 @@ async fn evidence_dir_of(env: &TestEnv, app: &helix_core::App, days: &[Date]) ->
     for day in days {
         keys.extend(FILES.iter().map(|f| audit_export::key(*day, f)));
     }
-    for k in helix_core::governance::verification_keys(app).await.unwrap() {
+    for k in helix_core::keys::verification_keys(app).await.unwrap() {
         keys.push(audit_export::key_file(&k.key_id));
     }
     for key in keys {

@@ -671,7 +671,7 @@ pub async fn a_signing_key_shared_by_two_stores_is_recorded_in_each(b: Backend) 
         .await
         .unwrap()
         .iter()
-        .map(|pem| helix_core::governance::public_key_from_pem(pem).unwrap().key_id)
+        .map(|pem| helix_core::keys::public_key_from_pem(pem).unwrap().key_id)
         .collect();
     assert_eq!(recorded, vec![key_id], "the second store has the key its receipt was signed with");
 }

@@ -1,0 +1,94 @@
+//! The registry's signing-key history: every key that ever signed a receipt or an audit checkpoint,
+//! recorded (and audited in the `*` stream) before its first signature, so a rotation never orphans
+//! evidence. Governance (receipts) and the audit export (checkpoints) both read it; it imports neither.
+
+use serde_json::{Value, json};
+
+use crate::App;
+use crate::domain::{AuditDraft, Outcome};
+use crate::error::{Error, Result};
+use crate::ports::{Change, PublicKeyInfo};
+
+/// The DSSE payload type of a governance receipt.
+pub const RECEIPT_PAYLOAD_TYPE: &str = "application/vnd.helix.receipt.v1+json";
+/// The DSSE payload type of an audit checkpoint.
+pub const CHECKPOINT_PAYLOAD_TYPE: &str = "application/vnd.helix.audit-checkpoint.v1+json";
+
+/// `audit/keys/<hex of the key id>.pem`: where the audit export puts a key beside the days it signs.
+pub fn key_file(key_id: &str) -> String {
+    format!("audit/keys/{}.pem", key_id.strip_prefix("sha256:").unwrap_or(key_id))
+}
+
+/// The keys receipts are verified with: the current signing key, and every earlier key the registry
+/// signed receipts with (recorded when it first signed), so a key rotation never orphans evidence.
+pub async fn verification_keys(app: &App) -> Result<Vec<PublicKeyInfo>> {
+    let current = app.signer.public_key().await?;
+    let mut keys = vec![current];
+    for pem in app.meta.signing_keys().await? {
+        let key = public_key_from_pem(&pem).map_err(|e| Error::Internal(format!("a recorded signing key: {e}")))?;
+        if keys.iter().all(|k| k.key_id != key.key_id) {
+            keys.push(key);
+        }
+    }
+    Ok(keys)
+}
+
+/// A P-256 public key from its PEM (SubjectPublicKeyInfo).
+pub fn public_key_from_pem(pem: &str) -> Result<PublicKeyInfo> {
+    use p256::pkcs8::{DecodePublicKey, EncodePublicKey};
+    let key = p256::PublicKey::from_public_key_pem(pem.trim())
+        .map_err(|e| Error::BadRequest(format!("not a P-256 public key PEM: {e}")))?;
+    let der = key.to_public_key_der().map_err(|e| Error::Internal(e.to_string()))?;
+    PublicKeyInfo::from_spki_der(der.as_bytes())
+}
+
+/// Record the current signing key before its first receipt (once per App; a repeat is a no-op in
+/// the store too), audited in the global stream.
+pub async fn record_signing_key(app: &App, actor: &str, request_id: &str, key: &PublicKeyInfo) -> Result<()> {
+    let recorded = || app.recorded_signing_keys.lock().unwrap_or_else(|p| p.into_inner());
+    if recorded().contains(&key.key_id) {
+        return Ok(());
+    }
+    let event = AuditDraft {
+        stream: "*".into(),
+        actor: actor.to_owned(),
+        action: "governance.signing_key".into(),
+        entity_type: "signing_key".into(),
+        entity_id: key.key_id.clone(),
+        outcome: Outcome::Success,
+        request_id: request_id.into(),
+        details: json!({"pem": key.pem}),
+    };
+    app.meta.commit(Change::RecordSigningKey { key_id: key.key_id.clone(), pem: key.pem.clone() }, event).await?;
+    recorded().push(key.key_id.clone());
+    Ok(())
+}
+
+/// GET /v1/governance/public-key: the key receipts and checkpoints are verified with, as PEM and JWK,
+/// with its key id (`sha256:` of the DER SubjectPublicKeyInfo).
+pub async fn public_keys_view(app: &App) -> Result<Value> {
+    let keys = verification_keys(app).await?;
+    let mut view = public_key_view(&keys[0])?;
+    let previous: Vec<Value> = keys[1..]
+        .iter()
+        .map(|k| public_key_view(k).map(|v| json!({"key_id": v["key_id"], "pem": v["pem"], "jwk": v["jwk"]})))
+        .collect::<Result<_>>()?;
+    view["previous"] = json!(previous);
+    Ok(view)
+}
+
+/// One key as PEM, JWK and key id.
+pub fn public_key_view(key: &PublicKeyInfo) -> Result<Value> {
+    use base64::Engine;
+    // A P-256 SubjectPublicKeyInfo (validated when the key was loaded) ends with the uncompressed
+    // point: 0x04 || X (32 bytes) || Y (32 bytes).
+    let der = &key.spki_der;
+    let point = der.get(der.len().saturating_sub(65)..).filter(|p| p.len() == 65 && p[0] == 4);
+    let point = point.ok_or_else(|| Error::Internal("public key is not an uncompressed P-256 point".into()))?;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let (x, y) = (&point[1..33], &point[33..]);
+    let jwk = json!({"kty": "EC", "crv": "P-256", "x": b64.encode(x), "y": b64.encode(y), "kid": key.key_id,
+                     "alg": "ES256", "use": "sig"});
+    Ok(json!({"key_id": key.key_id, "pem": key.pem, "jwk": jwk, "algorithm": "ECDSA_P256_SHA256",
+              "payload_types": [RECEIPT_PAYLOAD_TYPE, CHECKPOINT_PAYLOAD_TYPE]}))
+}
