@@ -35,6 +35,9 @@ pub struct App {
     pub recorded_signing_keys: std::sync::Mutex<Vec<String>>,
     /// This instance's request counts, flushed to the meta store now and then (`metrics`).
     pub metrics: crate::request_counts::Recorder,
+    /// Ledger receipts this App has read from the store and verified (`governance::head` reads one
+    /// whatever the ledger's length; tests count them to hold the hot path to O(1)).
+    pub receipts_read: std::sync::atomic::AtomicU64,
 }
 
 /// File names inside HELIX_DATA_DIR.
@@ -117,6 +120,7 @@ impl App {
             signer,
             fs_blobs,
             recorded_signing_keys: Default::default(),
+            receipts_read: Default::default(),
         })
     }
 }

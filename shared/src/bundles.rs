@@ -104,7 +104,7 @@ pub async fn register(
 async fn same_or_conflict(app: &App, existing: BundleVersion, digest: &Digest) -> Result<VersionView> {
     if &existing.manifest_digest == digest {
         let ws = WorkspaceId::parse(&existing.workspace_id)?;
-        let state = crate::governance::ledger(app, &ws, &existing.name, &existing.version, &existing.manifest_digest)
+        let state = crate::governance::head(app, &ws, &existing.name, &existing.version, &existing.manifest_digest)
             .await?
             .state;
         view(existing, state, None, false)
@@ -152,7 +152,7 @@ pub async fn get(app: &App, ws: &WorkspaceId, name: &BundleName, version: &Bundl
     let v = app.meta.bundle_version(ws, name.as_str(), version.as_str()).await?.ok_or(Error::BundleMissing)?;
     let manifest = blobs::stored_manifest(app, ws, &v).await?;
     let manifest = serde_json::to_value(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
-    let state = crate::governance::ledger(app, ws, name.as_str(), version.as_str(), &v.manifest_digest).await?.state;
+    let state = crate::governance::head(app, ws, name.as_str(), version.as_str(), &v.manifest_digest).await?.state;
     view(v, state, Some(manifest), false)
 }
 

@@ -75,6 +75,9 @@ pub struct Config {
     pub governance_mode: GovernanceMode,
     pub metrics_min_role: Option<Role>,
     pub inline_max: u64,
+    /// Most official exports of one bundle version (HELIX_EXPORT_LIMIT, 1 to 1,000,000; default
+    /// `DEFAULT_EXPORT_LIMIT`): each appends a signed receipt, so re-exports are bounded.
+    pub export_limit: u64,
     /// How often an instance flushes its request counters (HELIX_METRICS_FLUSH_SECONDS, 0 to 3600).
     pub metrics_flush: std::time::Duration,
     pub listen: SocketAddr,
@@ -95,6 +98,9 @@ fn err(var: &'static str, msg: impl Into<String>) -> ConfigError {
 }
 
 pub const DEFAULT_INLINE_MAX: u64 = 4 * 1024 * 1024;
+/// Official exports of one bundle version, at most (a version exported a thousand times is a
+/// pipeline in a loop, not a release; publish a new version).
+pub const DEFAULT_EXPORT_LIMIT: u64 = 1000;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 impl Config {
@@ -186,6 +192,14 @@ impl Config {
                 .filter(|n| (1..=64 * 1024 * 1024).contains(n))
                 .ok_or_else(|| err("HELIX_INLINE_MAX", format!("{v:?} is not a byte count in 1..=67108864")))?,
         };
+        let export_limit = match get("HELIX_EXPORT_LIMIT") {
+            None => DEFAULT_EXPORT_LIMIT,
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (1..=1_000_000).contains(n))
+                .ok_or_else(|| err("HELIX_EXPORT_LIMIT", format!("{v:?} is not a count in 1..=1000000")))?,
+        };
         let metrics_flush = match get("HELIX_METRICS_FLUSH_SECONDS") {
             None => std::time::Duration::from_secs(10),
             Some(v) => {
@@ -259,6 +273,7 @@ impl Config {
             governance_mode,
             metrics_min_role,
             inline_max,
+            export_limit,
             metrics_flush,
             listen,
             public_url,

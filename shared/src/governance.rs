@@ -5,8 +5,13 @@
 //! authenticated principal, never from the body.
 //!
 //! Rules: separation of duties (the user who registered a version can neither approve nor waive it:
-//! `403 self_approval`); idempotency (the same decision by the same user returns the receipt it made);
-//! a waiver covers exactly one transition, in scope `export_unapproved`, until it expires.
+//! `403 self_approval`); the state first (a decision the version's state forbids is refused with the
+//! state's reason, whatever was decided before); idempotency while in force (the same decision by the
+//! same user, identical in every requested field, returns the receipt it made while that receipt is in
+//! force: an expired waiver asked for again is a new receipt); a waiver covers exactly one transition,
+//! in scope `export_unapproved`, until it expires. Reads, decisions and exports verify the ledger's
+//! last receipt only (`head`), whatever its length; the whole ledger is read where it is short by
+//! construction (before an export) and by GET .../governance (docs/security.md, "Ledger heads").
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -23,7 +28,9 @@ use crate::ports::{BundleVersion, Change, Commit, LedgerReceipt, PublicKeyInfo};
 
 pub use crate::keys::RECEIPT_PAYLOAD_TYPE;
 pub const WAIVER_SCOPE: &str = "export_unapproved";
-/// Longest justification, in bytes (anything longer is referenced by a blob digest).
+/// Longest justification, in bytes as signed (JSON-escaped: `"` and `\` count 2, a control
+/// character 6), so a receipt always fits the signer's 4096 bytes; a longer text is referenced by
+/// the digest of a blob holding it.
 pub const MAX_JUSTIFICATION: usize = 2048;
 /// Waiver lifetime: default and most.
 pub const WAIVER_DEFAULT_SECONDS: i64 = 86_400;
@@ -81,9 +88,12 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// The `prev` of the next receipt: the digest of the last payload, as signed.
-    fn head(&self) -> Option<String> {
-        self.payloads.last().map(|p| Digest::of(p).to_string())
+    /// The seq and `prev` of the next receipt: the digest of the last payload, as signed.
+    fn next_position(&self) -> Position {
+        Position {
+            seq: self.receipts.last().map_or(1, |r| r.seq + 1),
+            prev: self.payloads.last().map(|p| Digest::of(p).to_string()),
+        }
     }
 
     /// A waiver that is live at `now` for `transition`.
@@ -103,6 +113,7 @@ impl Ledger {
 /// another version, a reordered or overwritten one, is an integrity error (500), never a state.
 pub async fn ledger(app: &App, ws: &WorkspaceId, name: &str, version: &str, manifest: &Digest) -> Result<Ledger> {
     let receipts = app.meta.ledger(ws, name, version).await?;
+    app.receipts_read.fetch_add(receipts.len() as u64, std::sync::atomic::Ordering::Relaxed);
     if receipts.is_empty() {
         return Ok(Ledger { receipts, statements: Vec::new(), payloads: Vec::new(), state: State::Submitted });
     }
@@ -121,6 +132,52 @@ pub async fn ledger(app: &App, ws: &WorkspaceId, name: &str, version: &str, mani
     }
     let state = verified.state.unwrap_or(State::Submitted);
     Ok(Ledger { receipts, statements: verified.statements, payloads: verified.payloads, state })
+}
+
+/// Where the next receipt goes: its seq and its `prev`.
+#[derive(Clone, Debug)]
+struct Position {
+    seq: u64,
+    prev: Option<String>,
+}
+
+/// A ledger's last receipt, verified, and the state it yields.
+pub struct Head {
+    pub statement: Option<Statement>,
+    pub state: State,
+    position: Position,
+}
+
+/// The state of a version from its ledger's last receipt alone: one store read and one signature
+/// check whatever the ledger's length. The receipt must verify with a registry key (transition id
+/// recomputed, one signature by the key it names), be about this version and manifest and sit at its
+/// own seq; a receipt at seq 1 must start from `submitted`. The state is what that signed receipt
+/// says: the registry signed it only after verifying the ledger before it (its `from` is the state it
+/// found; `to`, or `from` for a waiver, the state it left). What storage alone could still do, and
+/// where each thing is caught, is in docs/security.md ("Ledger heads").
+pub async fn head(app: &App, ws: &WorkspaceId, name: &str, version: &str, manifest: &Digest) -> Result<Head> {
+    let Some(last) = app.meta.ledger_head(ws, name, version).await? else {
+        return Ok(Head { statement: None, state: State::Submitted, position: Position { seq: 1, prev: None } });
+    };
+    app.receipts_read.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let keys = verification_keys(app).await?;
+    let bundle = bundle_ref(ws, name, version);
+    let broken = |why: String| Error::BlobIntegrity(format!("the ledger of {bundle} does not verify: {why}"));
+    let mut verified = verify_receipts(&[last.envelope.clone().into_bytes()], &keys, false).map_err(broken)?;
+    let s = verified.statements.remove(0);
+    if s.bundle != bundle || s.manifest != manifest.to_string() || s.seq != last.seq {
+        return Err(broken(format!(
+            "the receipt stored at seq {} is seq {} of {} ({})",
+            last.seq, s.seq, s.bundle, s.manifest
+        )));
+    }
+    let left = if s.kind == "waiver" { &s.from } else { &s.to };
+    let state = State::ALL
+        .into_iter()
+        .find(|st| st.as_str() == left)
+        .ok_or_else(|| broken(format!("seq {}: unknown state {left:?}", s.seq)))?;
+    let position = Position { seq: last.seq + 1, prev: Some(Digest::of(&verified.payloads[0]).to_string()) };
+    Ok(Head { statement: Some(s), state, position })
 }
 
 /// The statement of a receipt envelope, if a registry key signed it.
@@ -145,7 +202,10 @@ pub enum Request {
 }
 
 /// Record a decision by `caller` on `ws`/`name`@`version`: the receipt (201 when made by this request,
-/// 200 when the same decision by the same user was already recorded).
+/// 200 when the same decision by the same user, identical in every requested field, was already
+/// recorded and is still in force). The version's state is checked first: a decision it forbids is
+/// refused with the state's reason (409 `version_rejected`, `version_exported`), never answered with an
+/// earlier receipt.
 pub async fn decide(
     app: &App,
     caller: Caller<'_>,
@@ -168,13 +228,17 @@ pub async fn decide(
     if let Request::Waive(w) = &request {
         check_waiver_fields(w)?;
     }
+    let identity = decision_identity(kind, principal, &request)?;
     for attempt in 0..APPEND_ATTEMPTS {
+        // The state first, from the last receipt alone: an exported or rejected version refuses
+        // (every re-export lengthens an exported version's ledger; none of it is read here).
+        let head = head(app, ws, name.as_str(), version.as_str(), &v.manifest_digest).await?;
+        let head_transition = transition_id(&bundle, head.state, State::Exported)?;
+        next(head.state, decision).map_err(|r| r.into_error(&head_transition))?;
+        // Permitted: the whole ledger, which holds decisions only (no export yet), for the receipt this
+        // very decision may already have.
         let ledger = ledger(app, ws, name.as_str(), version.as_str(), &v.manifest_digest).await?;
         let export_transition = transition_id(&bundle, ledger.state, State::Exported)?;
-        let key = decision_key(kind, principal, &request)?;
-        if let Some(existing) = ledger.receipts.iter().find(|r| r.decision_key.as_deref() == Some(key.as_str())) {
-            return Ok((existing.clone(), false));
-        }
         let to = next(ledger.state, decision).map_err(|r| r.into_error(&export_transition))?;
         let (transition, from, to_s, waiver) = match &request {
             Request::Waive(w) => {
@@ -188,6 +252,16 @@ pub async fn decide(
             }
             _ => (transition_id(&bundle, ledger.state, to)?, ledger.state, to, None),
         };
+        let now = now_unix();
+        let (latest, occurrence) = latest_occurrence(&ledger, &identity);
+        if let Some((receipt, statement)) = latest {
+            // An approval or a rejection stays in force while the state permits it again (checked
+            // above); a waiver until it expires.
+            let in_force = statement.kind != "waiver" || statement.expires_at.is_some_and(|e| now < e);
+            if in_force {
+                return Ok((receipt.clone(), false));
+            }
+        }
         let draft = Draft {
             kind,
             manifest: &v.manifest_digest,
@@ -196,11 +270,12 @@ pub async fn decide(
             to: to_s,
             scope: waiver.map(|w| w.scope.clone()),
             justification: waiver.map(|w| w.justification.clone()),
-            expires_at: waiver.map(|w| now_unix() + w.expires_in_seconds.unwrap_or(WAIVER_DEFAULT_SECONDS)),
+            expires_at: waiver.map(|w| now + w.expires_in_seconds.unwrap_or(WAIVER_DEFAULT_SECONDS)),
             details: None,
             outcome: Outcome::Success,
         };
-        if let Some(receipt) = append(app, caller, ws, name, version, &ledger, draft, Some(key)).await? {
+        let key = decision_key(&identity, occurrence);
+        if let Some(receipt) = append(app, caller, ws, name, version, ledger.next_position(), draft, Some(key)).await? {
             return Ok((receipt, true));
         }
         // The seq was taken by a concurrent decision, or this very decision was recorded concurrently:
@@ -233,7 +308,7 @@ async fn append(
     ws: &WorkspaceId,
     name: &BundleName,
     version: &BundleName,
-    ledger: &Ledger,
+    at: Position,
     draft: Draft<'_>,
     decision_key: Option<String>,
 ) -> Result<Option<LedgerReceipt>> {
@@ -241,7 +316,7 @@ async fn append(
     let bundle = bundle_ref(ws, name.as_str(), version.as_str());
     let signer_key = app.signer.public_key().await?;
     record_signing_key(app, &caller.principal.actor(), caller.request_id, &signer_key).await?;
-    let seq = ledger.receipts.last().map_or(1, |r| r.seq + 1);
+    let seq = at.seq;
     let statement = Statement {
         kind: draft.kind.into(),
         bundle: bundle.clone(),
@@ -254,7 +329,7 @@ async fn append(
         credential: principal.credential_id.clone(),
         time: now_rfc3339_ms(),
         seq,
-        prev: ledger.head(),
+        prev: at.prev,
         key_id: signer_key.key_id.clone(),
         scope: draft.scope,
         justification: draft.justification,
@@ -302,9 +377,13 @@ fn check_waiver_fields(w: &WaiverRequest) -> Result<()> {
     if w.scope != WAIVER_SCOPE {
         return Err(Error::WaiverInvalid(format!("scope must be {WAIVER_SCOPE:?}")));
     }
-    if w.justification.trim().is_empty() || w.justification.len() > MAX_JUSTIFICATION {
+    // What is signed is bounded, not what was typed: the justification as the statement holds it.
+    let signed = serde_json::to_string(&w.justification).map_or(usize::MAX, |j| j.len() - 2);
+    if w.justification.trim().is_empty() || signed > MAX_JUSTIFICATION {
         return Err(Error::WaiverInvalid(format!(
-            "a justification is 1 to {MAX_JUSTIFICATION} bytes (reference a longer text by its blob digest)"
+            "a justification is 1 to {MAX_JUSTIFICATION} bytes as signed (JSON-escaped: each \" and \\ counts 2 \
+             bytes, each control character 6); this one is {signed}: reference a longer text by the digest of a \
+             blob holding it"
         )));
     }
     if w.expires_in_seconds.is_some_and(|s| !(1..=WAIVER_MAX_SECONDS).contains(&s)) {
@@ -315,14 +394,43 @@ fn check_waiver_fields(w: &WaiverRequest) -> Result<()> {
 }
 
 /// A decision's identity: kind and user (the same approval by the same user through another token is
-/// the same decision), and for a waiver what it covers and says.
-fn decision_key(kind: &str, principal: &Principal, request: &Request) -> Result<String> {
+/// the same decision), and for a waiver everything it asks for (transition, scope, justification,
+/// lifetime): a request that differs in any of them is another decision.
+fn decision_identity(kind: &str, principal: &Principal, request: &Request) -> Result<String> {
     let covers = match request {
-        Request::Waive(w) => json!({"transition": w.transition, "scope": w.scope, "justification": w.justification}),
+        Request::Waive(w) => json!({"transition": w.transition, "scope": w.scope, "justification": w.justification,
+            "expires_in_seconds": w.expires_in_seconds.unwrap_or(WAIVER_DEFAULT_SECONDS)}),
         _ => Value::Null,
     };
-    let identity = canonical::to_string(&json!({"kind": kind, "user": principal.user, "covers": covers}))?;
-    Ok(Digest::of(identity.as_bytes()).hex().to_owned())
+    canonical::to_string(&json!({"kind": kind, "user": principal.user, "covers": covers}))
+}
+
+/// The stored key of the `occurrence`-th receipt of one decision (0 for the first; a waiver asked for
+/// again after it expired is the next occurrence). The first keeps the form keys always had.
+fn decision_key(identity: &str, occurrence: u64) -> String {
+    match occurrence {
+        0 => Digest::of(identity.as_bytes()).hex().to_owned(),
+        n => Digest::of(format!("{identity}#{n}").as_bytes()).hex().to_owned(),
+    }
+}
+
+/// The latest receipt of a decision in `ledger` (with its statement), and the occurrence a new one
+/// would be.
+fn latest_occurrence<'l>(ledger: &'l Ledger, identity: &str) -> (Option<(&'l LedgerReceipt, &'l Statement)>, u64) {
+    let mut latest = None;
+    let mut occurrence = 0;
+    loop {
+        let key = decision_key(identity, occurrence);
+        let found =
+            ledger.receipts.iter().zip(&ledger.statements).find(|(r, _)| r.decision_key.as_deref() == Some(&key));
+        match found {
+            Some(f) => {
+                latest = Some(f);
+                occurrence += 1;
+            }
+            None => return (latest, occurrence),
+        }
+    }
 }
 
 /// GET .../governance: every receipt in order, and the state it yields.
@@ -390,15 +498,38 @@ pub async fn export(
     let bundle = bundle_ref(ws, name.as_str(), version.as_str());
     let manifest = crate::blobs::stored_manifest(app, ws, &v).await?;
     let keys = check_integrity(app, ws, &v, &manifest).await?;
+    let enforce = app.config.governance_mode == GovernanceMode::Enforce;
     for attempt in 0..APPEND_ATTEMPTS {
-        let ledger = ledger(app, ws, name.as_str(), version.as_str(), &v.manifest_digest).await?;
-        let transition = transition_id(&bundle, ledger.state, State::Exported)?;
+        // The last receipt alone gives the state and the exports so far; only an export that needs a
+        // waiver reads the whole ledger, which then holds waivers only (nothing leaves `submitted` but
+        // to a state where no waiver counts).
+        let head = head(app, ws, name.as_str(), version.as_str(), &v.manifest_digest).await?;
+        let (state, position, waiver) = if head.state == State::Submitted && enforce {
+            let ledger = ledger(app, ws, name.as_str(), version.as_str(), &v.manifest_digest).await?;
+            let transition = transition_id(&bundle, ledger.state, State::Exported)?;
+            let waiver = ledger.live_waiver(&transition, now_unix()).map(|w| w.seq);
+            (ledger.state, ledger.next_position(), waiver)
+        } else {
+            (head.state, head.position.clone(), None)
+        };
+        let transition = transition_id(&bundle, state, State::Exported)?;
         // A rejection is final in every mode: `warn` and `off` relax the approval, not a refusal.
-        if ledger.state == State::Rejected {
+        if state == State::Rejected {
             return Err(crate::domain::governance::Refusal::VersionRejected.into_error(&transition));
         }
-        let waiver = ledger.live_waiver(&transition, now_unix());
-        let (permitted, governance) = match (app.config.governance_mode, ledger.state, waiver) {
+        let number = exports_so_far(app, ws, name, version, &v, &head).await? + 1;
+        if number > app.config.export_limit {
+            return Err(Error::GovernanceConflict {
+                reason: "export_limit_reached",
+                detail: format!(
+                    "this version was exported {} times, the most HELIX_EXPORT_LIMIT allows; its receipts and \
+                     proof stay readable (GET .../governance, GET .../blobs/{{digest}}); publish a new version to \
+                     export again",
+                    number - 1
+                ),
+            });
+        }
+        let (permitted, governance) = match (app.config.governance_mode, state, waiver) {
             (_, State::Exported, _) => (true, "re-export"),
             (_, State::Approved, _) => (true, "approved"),
             (GovernanceMode::Enforce, State::Submitted, Some(_)) => (true, "waived"),
@@ -406,23 +537,23 @@ pub async fn export(
             (GovernanceMode::Warn, _, _) => (true, "warned"),
             (GovernanceMode::Off, _, _) => (true, "off"),
         };
-        let to = match next(ledger.state, Decision::Export { permitted }) {
+        let to = match next(state, Decision::Export { permitted }) {
             Ok(to) => to,
             Err(refusal) => {
-                deny(app, caller, &bundle, &transition, ledger.state).await;
+                deny(app, caller, &bundle, &transition, state).await;
                 return Err(refusal.into_error(&transition));
             }
         };
         let details = json!({
             "mode": app.config.governance_mode.as_str(), "governance": governance,
             "files": v.files, "bytes": v.bytes,
-            "waiver_seq": waiver.map(|w| w.seq),
+            "waiver_seq": waiver, "number": number,
         });
         let draft = Draft {
             kind: "export",
             manifest: &v.manifest_digest,
             transition: &transition,
-            from: ledger.state,
+            from: state,
             to,
             scope: None,
             justification: None,
@@ -432,13 +563,75 @@ pub async fn export(
         };
         // The proof is built before the receipt: an export is never recorded without its answer.
         let proof = proof(app, ws, &v, &manifest, &keys).await?;
-        if let Some(receipt) = append(app, caller, ws, name, version, &ledger, draft, None).await? {
+        if let Some(receipt) = append(app, caller, ws, name, version, position, draft, None).await? {
             let envelope: Value = serde_json::from_str(&receipt.envelope).unwrap_or(Value::Null);
             return Ok(Exported { seq: receipt.seq, receipt: envelope, governance, proof });
         }
         crate::adapters::backoff(attempt.min(5)).await;
     }
     Err(Error::unavailable(crate::error::Dependency::MetaStore, "could not claim the next ledger seq"))
+}
+
+/// How many official exports a version's ledger holds, from its last receipt: the `number` a signed
+/// export receipt carries (0 when the last receipt is no export: exports are final, so none came
+/// before). A ledger whose last export predates `number` is counted once by reading it whole.
+async fn exports_so_far(
+    app: &App,
+    ws: &WorkspaceId,
+    name: &BundleName,
+    version: &BundleName,
+    v: &BundleVersion,
+    head: &Head,
+) -> Result<u64> {
+    let Some(last) = head.statement.as_ref().filter(|s| s.kind == "export") else { return Ok(0) };
+    if let Some(n) = last.details.as_ref().and_then(|d| d["number"].as_u64()) {
+        return Ok(n);
+    }
+    let ledger = ledger(app, ws, name.as_str(), version.as_str(), &v.manifest_digest).await?;
+    Ok(ledger.statements.iter().filter(|s| s.kind == "export").count() as u64)
+}
+
+/// Whether a refusal of a governance route (approve, reject, waive, export) or of the freeze switch is
+/// a governance denial, audited with outcome `denied` and counted in `helix_governance_denials_total`
+/// (SPEC §4): separation of duties, a state that forbids the decision, an invalid waiver, the export
+/// limit, a role or workspace the credential lacks, an unapproved export (`deny`, in `export`).
+pub fn is_denial(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::SelfApproval
+            | Error::GovernanceConflict { .. }
+            | Error::WaiverInvalid(_)
+            | Error::NotApproved { .. }
+            | Error::InsufficientRole { .. }
+            | Error::ForbiddenWorkspace
+    )
+}
+
+/// Audit a refusal as `denied` in `stream`: the reason (the problem's `reason`), its status and
+/// detail, under the request id. Best effort: the refusal stands whether or not it is recorded.
+pub async fn audit_denial(app: &App, actor: &str, request_id: &str, target: DenialTarget<'_>, e: &Error) {
+    let (status, reason) = crate::http::problem::classify(e);
+    let event = AuditDraft {
+        stream: target.stream.to_owned(),
+        actor: actor.to_owned(),
+        action: target.action.to_owned(),
+        entity_type: target.entity_type.to_owned(),
+        entity_id: target.entity_id.to_owned(),
+        outcome: Outcome::Denied,
+        request_id: request_id.into(),
+        details: json!({"reason": reason, "status": status, "detail": e.to_string()}),
+    };
+    if let Err(e) = app.audit.append(event).await {
+        tracing::error!(error = %e, "could not audit a governance denial");
+    }
+}
+
+/// What a denial was about: the stream it is recorded in and the action and entity it refused.
+pub struct DenialTarget<'a> {
+    pub stream: &'a str,
+    pub action: &'a str,
+    pub entity_type: &'a str,
+    pub entity_id: &'a str,
 }
 
 /// Audit a governance refusal (best effort: the refusal stands whether or not it is recorded).

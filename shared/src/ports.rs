@@ -292,7 +292,9 @@ pub const BUSINESS_COUNTERS: &str = "business";
 /// governance denials; blob links and their bytes; enabled tokens; bundle versions; receipts by kind.
 pub fn counter_deltas(change: Option<&Change>, event: &AuditDraft) -> Vec<(String, i64)> {
     let mut d: Vec<(&str, i64)> = vec![("audit_events", 1)];
-    let governance = event.action.starts_with("bundle.") || event.action.starts_with("governance.");
+    let governance = event.action.starts_with("bundle.")
+        || event.action.starts_with("governance.")
+        || event.action.starts_with("registry.");
     if governance && event.outcome == crate::domain::Outcome::Denied {
         d.push(("governance_denials", 1));
     }
@@ -350,6 +352,10 @@ pub trait MetaStore: Send + Sync {
 
     /// A version's ledger, in seq order.
     async fn ledger(&self, ws: &WorkspaceId, name: &str, version: &str) -> Result<Vec<LedgerReceipt>>;
+
+    /// The last receipt (highest seq) of a version's ledger, read consistently, in one read whatever
+    /// the ledger's length (the hot path of reads, decisions and exports: `governance::head`).
+    async fn ledger_head(&self, ws: &WorkspaceId, name: &str, version: &str) -> Result<Option<LedgerReceipt>>;
 
     /// Bundle versions of `ws` ordered by (name, version), after `after` when given, at most `limit`.
     async fn list_bundles(

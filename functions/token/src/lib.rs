@@ -39,6 +39,24 @@ fn secret_response(status: u16, secret: &str, record: &helix_core::domain::Token
 }
 
 async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_core::Result<Response> {
+    let switch = matches!(route, Route::Freeze | Route::Unfreeze).then(|| route == Route::Freeze);
+    let result = dispatch_route(app, ctx, route, req).await;
+    // A refused freeze or unfreeze is a governance denial: audited in the global stream (SPEC §4).
+    if let (Some(frozen), Err(e), Some(actor)) = (switch, &result, ctx.actor())
+        && (helix_core::governance::is_denial(e) || matches!(e, helix_core::Error::BadRequest(_)))
+    {
+        let target = helix_core::governance::DenialTarget {
+            stream: "*",
+            action: if frozen { "registry.freeze" } else { "registry.unfreeze" },
+            entity_type: "registry",
+            entity_id: "freeze",
+        };
+        helix_core::governance::audit_denial(app, actor, &ctx.request_id, target, e).await;
+    }
+    result
+}
+
+async fn dispatch_route(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_core::Result<Response> {
     let principal = ctx.authorize(app, req, &route).await?;
     let actor = principal.actor();
     match route {

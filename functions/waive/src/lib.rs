@@ -33,6 +33,36 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
     if let Route::GovernancePublicKey = route {
         return Ok(http::json(200, &helix_core::keys::public_keys_view(app).await?));
     }
+    let result = decide_or_export(app, ctx, route.clone(), req).await;
+    if let Err(e) = &result {
+        audit_denial(app, ctx, &route, e).await;
+    }
+    result
+}
+
+/// Every governance denial on a decision or an export is audited in the workspace's stream (SPEC §4);
+/// an unapproved export is audited by `governance::export` itself, with the transition it needed. A
+/// request whose credential did not verify (401) names no actor and is not.
+async fn audit_denial(app: &App, ctx: &Ctx, route: &Route, e: &helix_core::Error) {
+    let (ws, name, version, action) = match route {
+        Route::Approve { ws, name, version } => (ws, name, version, "governance.approval"),
+        Route::Reject { ws, name, version } => (ws, name, version, "governance.rejection"),
+        Route::Waive { ws, name, version } => (ws, name, version, "governance.waiver"),
+        Route::Export { ws, name, version } => (ws, name, version, "bundle.export"),
+        _ => return,
+    };
+    let Some(actor) = ctx.actor() else { return };
+    if !governance::is_denial(e) || matches!(e, helix_core::Error::NotApproved { .. }) {
+        return;
+    }
+    let stream = ws.to_string();
+    let entity_id = helix_core::domain::bundle_ref(ws, name.as_str(), version.as_str());
+    let target =
+        governance::DenialTarget { stream: &stream, action, entity_type: "bundle_version", entity_id: &entity_id };
+    governance::audit_denial(app, actor, &ctx.request_id, target, e).await;
+}
+
+async fn decide_or_export(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_core::Result<Response> {
     let principal = ctx.authorize(app, req, &route).await?;
     let caller = Caller { principal: &principal, request_id: &ctx.request_id };
     let (ws, name, version, decision) = match route {
@@ -48,7 +78,8 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
             return Ok(http::json(if recorded { 201 } else { 200 }, &answer));
         }
         Route::Waive { ws, name, version } => {
-            let body: WaiverBody = http::json_body(req)?;
+            // A malformed waiver is an invalid waiver (400 `waiver_invalid`, audited as a denial).
+            let body: WaiverBody = http::json_body(req).map_err(|e| helix_core::Error::WaiverInvalid(e.to_string()))?;
             let waiver = WaiverRequest {
                 transition: body.transition,
                 scope: body.scope,

@@ -809,6 +809,33 @@ impl MetaStore for DynamoStore {
             .collect()
     }
 
+    async fn ledger_head(&self, ws: &WorkspaceId, name: &str, version: &str) -> Result<Option<LedgerReceipt>> {
+        // Sort keys are zero-padded seqs: the last item in key order is the highest seq.
+        let page = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :l)")
+            .expression_attribute_values(":pk", s(format!("GOV#{ws}")))
+            .expression_attribute_values(":l", s(format!("LEDGER#{name}#{version}#")))
+            .scan_index_forward(false)
+            .limit(1)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(err(Dependency::MetaStore))?;
+        page.items()
+            .first()
+            .map(|item| {
+                Ok(LedgerReceipt {
+                    seq: get_n(item, "seq")?.unwrap_or(0) as u64,
+                    envelope: get_s(item, "envelope")?,
+                    decision_key: get_s(item, "decision_key").ok(),
+                })
+            })
+            .transpose()
+    }
+
     async fn list_bundles(
         &self,
         ws: &WorkspaceId,

@@ -410,6 +410,20 @@ impl MetaStore for SqliteStore {
         .await
     }
 
+    async fn ledger_head(&self, ws: &WorkspaceId, name: &str, version: &str) -> Result<Option<LedgerReceipt>> {
+        let (ws, name, version) = (ws.to_string(), name.to_owned(), version.to_owned());
+        self.with(meta_err, move |c| {
+            c.query_row(
+                "SELECT seq, envelope, decision_key FROM ledger WHERE workspace_id = ?1 AND name = ?2 AND version = ?3
+                 ORDER BY seq DESC LIMIT 1",
+                params![ws, name, version],
+                |r| Ok(LedgerReceipt { seq: r.get::<_, i64>(0)? as u64, envelope: r.get(1)?, decision_key: r.get(2)? }),
+            )
+            .optional()
+        })
+        .await
+    }
+
     async fn list_bundles(
         &self,
         ws: &WorkspaceId,

@@ -25,6 +25,9 @@ pub struct Ctx {
     started: Instant,
     route_key: OnceLock<String>,
     principal: OnceLock<String>,
+    /// The authenticated actor (`user@credential`), set before authorization: a refusal for role or
+    /// workspace is audited under it.
+    actor: OnceLock<String>,
 }
 
 pub fn new_request_id() -> String {
@@ -48,6 +51,7 @@ impl Ctx {
             started: Instant::now(),
             route_key: OnceLock::new(),
             principal: OnceLock::new(),
+            actor: OnceLock::new(),
         }
     }
 
@@ -59,6 +63,11 @@ impl Ctx {
             return Err(crate::Error::NotFound);
         }
         Ok(route)
+    }
+
+    /// The authenticated actor (`user@credential`), once the credential was verified (authorized or not).
+    pub fn actor(&self) -> Option<&str> {
+        self.actor.get().map(String::as_str)
     }
 
     /// The matched route's key (`GET /v1/audit`), or `-` when none matched.
@@ -105,6 +114,7 @@ impl Ctx {
         let header = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let (principal, freeze) = app.auth.authenticate(header, with_freeze).await?;
         let _ = self.principal.set(principal.credential_id.clone());
+        let _ = self.actor.set(principal.actor());
         principal.authorize(min, ws)?;
         Ok((principal, freeze))
     }
