@@ -304,6 +304,23 @@ enum TeamsCommand {
         #[arg(long)]
         sha256: Option<String>,
     },
+    /// Suspend a workspace straight in the store: every request scoped to it (reads too, API tokens and
+    /// JWTs alike) answers 403 workspace_suspended; other workspaces go on. Audited in its stream.
+    Suspend {
+        /// The workspace id.
+        workspace: String,
+        /// Why (kept with the switch, shown in status and the audit event).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a workspace's suspension straight in the store (see `helix teams suspend`).
+    Unsuspend {
+        /// The workspace id.
+        workspace: String,
+        /// Why (kept with the switch and the audit event).
+        #[arg(long)]
+        reason: String,
+    },
     /// List tokens (never secrets), one per line.
     List {
         /// Print JSON Lines (one token record per line).
@@ -839,6 +856,12 @@ async fn teams(config: &Config, command: TeamsCommand) -> Result<(), Box<dyn std
                 record.id, record.user, record.role, record.workspace_id
             );
             println!("{}", secret.expose());
+        }
+        TeamsCommand::Suspend { workspace, reason } => {
+            out(&helix_cli::suspend::switch(meta.as_ref(), &workspace, true, &reason, &operator()).await?)?
+        }
+        TeamsCommand::Unsuspend { workspace, reason } => {
+            out(&helix_cli::suspend::switch(meta.as_ref(), &workspace, false, &reason, &operator()).await?)?
         }
         TeamsCommand::Revoke { id, sha256 } => {
             let target = match (id, sha256) {

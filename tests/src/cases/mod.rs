@@ -13,6 +13,7 @@ mod freeze;
 mod metrics;
 mod oidc;
 mod smoke;
+mod suspension;
 mod tokens;
 
 pub use crate::rbac::rbac_matrix_holds_over_http;
@@ -27,6 +28,7 @@ pub use freeze::*;
 pub use metrics::*;
 pub use oidc::*;
 pub use smoke::*;
+pub use suspension::*;
 pub use tokens::*;
 
 use helix_core::domain::Digest;
