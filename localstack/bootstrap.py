@@ -1,7 +1,7 @@
 """Create what Helix needs in an AWS API (moto, LocalStack, or a sandbox account) and print the
 environment that points Helix at it. The tables come from init/ready.d/tables/*.json (also the LocalStack
 ready hook's; checked against infra/template.yaml by the template test):
-  meta table  pk (S) / sk (S)          audit table  stream (S) / seq (N), indexes by-day-shard: day_shard (S) / ord (S), by-action: action_shard (S) / at (S)
+  meta table  pk (S) / sk (S)          audit table  stream (S) / seq (N), indexes by-day-shard: day_shard (S) / ord (S), by-action: action_shard (S) / at (S), by-actor: actor (S) / at (S)
   bucket      versioning on            key          ECC_NIST_P256, SIGN_VERIFY
 Usage: bootstrap.py ENDPOINT_URL [NAME_PREFIX]"""
 import json

@@ -6,4 +6,5 @@ pub mod client;
 pub mod export;
 pub mod serve;
 pub mod smoke;
+pub mod suspend;
 pub mod transfer;

@@ -138,9 +138,11 @@ async fn local_upload(State(app): State<Arc<App>>, Path((ws, id)): Path<(String,
         let grant = LocalGrant::upload(&upload, &digest, q.number("size")?, q.number("expires")?);
         let store = app.fs_blobs.as_ref().ok_or(Error::NotFound)?;
         store.presigner().verify(&grant, q.get("sig")?)?;
-        // A URL signed before a freeze writes nothing during it (on S3 it stays valid for its 15 minutes,
-        // but nothing it stages can be linked: `complete` is refused).
-        helix_core::freeze::refuse_if_frozen(app.meta.as_ref(), None).await?;
+        // A URL signed before a freeze or its workspace's suspension writes nothing during it (on S3 it
+        // stays valid for its 15 minutes, but nothing it stages can be linked: `complete` is refused).
+        let gate = app.meta.gate(None, true, Some(&upload.workspace)).await?;
+        helix_core::suspension::refuse_if_suspended(app.meta.as_ref(), &upload.workspace, gate.suspension).await?;
+        helix_core::freeze::refuse_if_frozen(app.meta.as_ref(), gate.freeze).await?;
         store.receive_upload(&upload, &digest, grant.size, req.into_body().into_data_stream()).await
     }
     .await;

@@ -377,6 +377,12 @@ fn the_runbooks_marked_command_blocks_run_as_written_against_helix_serve() {
     let (ok, said, dir) = drill(&blocks, true);
     assert!(ok, "a runbook block failed:\n{said}");
     assert!(said.contains("\"frozen\":true"), "the freeze block froze the registry:\n{said}");
+    assert!(
+        said.contains("\"reason\":\"INC-43: team-a CI token leaked\",\"suspended\":true"),
+        "the suspend block suspended team-a:\n{said}"
+    );
+    assert!(said.contains("\"action\":\"workspace.suspend\""), "the actor search found the suspension:\n{said}");
+    assert!(said.contains("workspace team-a is now not suspended"), "the CLI lifted it:\n{said}");
     assert!(said.contains("ok: 1 day(s)"), "the evidence verified:\n{said}");
     assert!(said.contains("smoke passed: 16 steps"), "the backup drill ran the smoke with a restore:\n{said}");
     assert!(said.contains("UNREGISTERED EXPORT of demo/model@1"), "the override warned:\n{said}");

@@ -1,8 +1,9 @@
 //! GET /v1/audit (SPEC §2, §5): search the audit trail. An approver searches the workspaces their
 //! grant covers (`workspace` is required); an admin whose grant covers every workspace may leave it
 //! out (every workspace) or name `*` (the global stream of token, key and export events). A search
-//! names a workspace or an action: "every export in the last 7 days across all workspaces" is one
-//! indexed query per index shard, never a table scan; everything of a day is the daily export.
+//! names a workspace, an action or (an admin of every workspace only) an actor: "every export in the
+//! last 7 days across all workspaces" is one indexed query per index shard, "everything this user did"
+//! one indexed query, never a table scan; everything of a day is the daily export.
 //! Results come in (ts, stream, seq) order with an opaque cursor for the next page.
 
 use base64::Engine;
@@ -93,9 +94,11 @@ pub async fn search(app: &App, principal: &Principal, p: Params) -> Result<Page>
         }
     };
     let action = field("action", p.action)?;
-    if stream.is_none() && action.is_none() {
+    let actor = field("actor", p.actor)?;
+    if stream.is_none() && action.is_none() && actor.is_none() {
         return Err(Error::BadRequest(
-            "name a workspace or an action (every event of a day is the daily export: helix audit export)".into(),
+            "name a workspace, an action or an actor (every event of a day is the daily export: helix audit export)"
+                .into(),
         ));
     }
     let since = p.since.as_deref().map(|v| time_bound("since", v)).transpose()?;
@@ -108,7 +111,7 @@ pub async fn search(app: &App, principal: &Principal, p: Params) -> Result<Page>
         },
     };
     let after = p.cursor.as_deref().map(decode_cursor).transpose()?;
-    let q = AuditSearch { stream, action, actor: field("actor", p.actor)?, since, until, after, limit: limit + 1 };
+    let q = AuditSearch { stream, action, actor, since, until, after, limit: limit + 1 };
     if let (Some(s), Some(u)) = (&q.since, &q.until)
         && s >= u
     {

@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
-use crate::domain::BearerToken;
+use crate::domain::{BearerToken, WorkspaceId};
 pub use crate::domain::principal::{Principal, PrincipalKind};
 use crate::domain::time::now_unix;
 use crate::error::{Error, Result};
 use crate::oidc::OidcVerifier;
-use crate::ports::{Freeze, MetaStore};
+use crate::ports::{Gate, MetaStore};
 
 /// Longest Authorization header we look at; anything longer is refused unparsed.
 pub const MAX_AUTHORIZATION_LEN: usize = 8192;
@@ -55,25 +55,23 @@ impl Authenticator {
         Authenticator { meta, oidc }
     }
 
-    /// Turn an Authorization header into a principal, or the reason it cannot be one. With
-    /// `with_freeze` (a request that changes something), an API token's lookup brings the freeze switch
-    /// in the same round trip; a read pays for the token alone. None: the caller reads the switch if it
-    /// needs it (a JWT, or a read).
+    /// Turn an Authorization header into a principal, or the reason it cannot be one, with the switches
+    /// that concern the request: the freeze switch when `with_freeze` (a request that changes
+    /// something), and the suspension of `workspace` (the workspace its route names). An API token's
+    /// lookup brings them in the same round trip; a JWT's are read once it is verified, also in one
+    /// round trip, for the route's workspace or else the JWT's own. A switch not in the `Gate` is one
+    /// the caller reads if it needs it (an API token of one workspace on a route naming none).
     pub async fn authenticate(
         &self,
         authorization: Option<&str>,
         with_freeze: bool,
-    ) -> Result<(Principal, Option<Freeze>)> {
+        workspace: Option<&WorkspaceId>,
+    ) -> Result<(Principal, Gate)> {
         match credential(authorization)? {
             Credential::ApiToken(raw) => {
                 let token = BearerToken::parse(raw)?;
-                let (record, freeze) = if with_freeze {
-                    let (record, freeze) = self.meta.token_and_freeze(&token.sha256()).await?;
-                    (record, Some(freeze))
-                } else {
-                    (self.meta.token_by_sha256(&token.sha256()).await?, None)
-                };
-                let record = record.ok_or(Error::TokenInvalid)?;
+                let mut gate = self.meta.gate(Some(&token.sha256()), with_freeze, workspace).await?;
+                let record = gate.token.take().ok_or(Error::TokenInvalid)?;
                 if let Some(refusal) = record.refusal(now_unix()) {
                     return Err(refusal);
                 }
@@ -84,10 +82,19 @@ impl Authenticator {
                     credential_id: record.id,
                     kind: PrincipalKind::ApiToken,
                 };
-                Ok((principal, freeze))
+                Ok((principal, gate))
             }
             Credential::Jwt(jwt) => match &self.oidc {
-                Some(oidc) => oidc.verify(jwt).await.map(|p| (p, None)),
+                Some(oidc) => {
+                    let principal = oidc.verify(jwt).await?;
+                    let scoped = crate::suspension::scope_of(workspace, &principal);
+                    let gate = if with_freeze || scoped.is_some() {
+                        self.meta.gate(None, with_freeze, scoped).await?
+                    } else {
+                        Gate::default()
+                    };
+                    Ok((principal, gate))
+                }
                 // OIDC not configured: a JWT is refused, never accepted unverified.
                 None => Err(Error::TokenInvalid),
             },

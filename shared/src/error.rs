@@ -112,6 +112,12 @@ pub enum Error {
     /// The registry is frozen (the kill switch): no change until an admin unfreezes it.
     #[error("the registry is frozen ({0}); reads keep working, changes are refused until an admin unfreezes it")]
     RegistryFrozen(String),
+    /// The workspace is suspended (one tenant contained): every request scoped to it is refused until
+    /// an admin of every workspace unsuspends it.
+    #[error(
+        "workspace {workspace} is suspended ({reason}); every request scoped to it is refused until an admin of every workspace unsuspends it"
+    )]
+    WorkspaceSuspended { workspace: String, reason: String },
 }
 
 impl Error {

@@ -26,6 +26,7 @@ pub mod oidc;
 pub mod ports;
 pub mod posture;
 pub mod request_counts;
+pub mod suspension;
 pub mod telemetry;
 pub mod tokens;
 

@@ -77,6 +77,12 @@ pub async fn render(app: &App) -> Result<String> {
             "tokens_enabled",
         ),
         ("helix_bundle_versions", "gauge", "Registered bundle versions.", "bundle_versions"),
+        (
+            "helix_workspaces_suspended",
+            "gauge",
+            "Workspaces suspended now (every request scoped to them refused).",
+            "workspaces_suspended",
+        ),
         ("helix_audit_events_total", "counter", "Audit events appended.", "audit_events"),
         (
             "helix_governance_denials_total",

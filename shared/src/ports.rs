@@ -259,6 +259,29 @@ pub struct Freeze {
     pub at: Option<String>,
 }
 
+/// One workspace's suspension switch (SPEC §2, "contain one tenant"): while `suspended`, every request
+/// scoped to the workspace answers 403 `workspace_suspended`. A workspace never suspended reads as
+/// `suspended: false` with nothing else set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Suspension {
+    pub workspace_id: String,
+    pub suspended: bool,
+    /// Why (the operator's words), who and when (RFC 3339) the switch was last set.
+    pub reason: Option<String>,
+    pub by: Option<String>,
+    pub at: Option<String>,
+}
+
+/// What a request reads with its credential, in one round trip: the API token (when it has one), the
+/// freeze switch (when it changes something) and the suspension of the workspace it is scoped to
+/// (when it names one). Each is None when it was not asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Gate {
+    pub token: Option<TokenRecord>,
+    pub freeze: Option<Freeze>,
+    pub suspension: Option<Suspension>,
+}
+
 /// A conditional state change. Each one fails its condition when its effect is already present.
 #[derive(Debug, Clone)]
 pub enum Change {
@@ -280,6 +303,8 @@ pub enum Change {
     RecordSigningKey { key_id: String, pem: String },
     /// Set the freeze switch (condition: it is not in that position already).
     SetFreeze(Freeze),
+    /// Set a workspace's suspension switch (condition: it is not in that position already).
+    SetSuspension(Suspension),
     /// Record a client's report of an export made while the registry was unreachable (condition: no
     /// report of that id for that bundle version yet), so a client that re-sends it records it once.
     RecordUnregisteredExport { workspace_id: String, name: String, version: String, id: String },
@@ -310,6 +335,7 @@ pub fn counter_deltas(change: Option<&Change>, event: &AuditDraft) -> Vec<(Strin
             "bundle.export" => d.push(("exports", 1)),
             _ => {}
         },
+        Some(Change::SetSuspension(s)) => d.push(("workspaces_suspended", if s.suspended { 1 } else { -1 })),
         Some(Change::RotateToken { .. } | Change::RecordSigningKey { .. } | Change::SetFreeze(_)) | None => {}
         Some(Change::RecordUnregisteredExport { .. }) => d.push(("unregistered_exports", 1)),
     }
@@ -332,13 +358,16 @@ pub trait MetaStore: Send + Sync {
 
     async fn token_by_id(&self, id: &str) -> Result<Option<TokenRecord>>;
 
-    /// The token of that SHA-256 and the freeze switch, in one round trip (every request that changes
-    /// something reads both: a freeze holds from the very next request, on every function; a read
-    /// looks up the token alone).
-    async fn token_and_freeze(&self, sha256: &str) -> Result<(Option<TokenRecord>, Freeze)>;
+    /// In one round trip: the token of that SHA-256 (when given), the freeze switch (when `freeze`) and
+    /// `workspace`'s suspension (when given). Every request reads its token with the switches that
+    /// concern it: a freeze or a suspension holds from the very next request, on every function.
+    async fn gate(&self, token_sha256: Option<&str>, freeze: bool, workspace: Option<&WorkspaceId>) -> Result<Gate>;
 
-    /// The freeze switch alone (JWT callers, status, metrics).
+    /// The freeze switch alone (status, metrics).
     async fn freeze(&self) -> Result<Freeze>;
+
+    /// The workspaces suspended now, in workspace order (status, for an admin of every workspace).
+    async fn suspended_workspaces(&self) -> Result<Vec<Suspension>>;
 
     /// Every token record (never a secret: none is stored), in no particular order.
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>>;
@@ -394,8 +423,8 @@ pub struct AuditQuery {
     pub limit: usize,
 }
 
-/// A search of the audit trail (GET /v1/audit). It names a stream, an action, or both (a search
-/// naming neither would read everything: the daily export is that). Results come in (ts, stream,
+/// A search of the audit trail (GET /v1/audit). It names a stream, an action or an actor, each an
+/// indexed read (a search naming none would read everything: the daily export is that). Results come in (ts, stream,
 /// seq) order, the order of `AuditEvent::at_key`.
 #[derive(Debug, Clone, Default)]
 pub struct AuditSearch {

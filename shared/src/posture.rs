@@ -51,9 +51,15 @@ pub async fn readiness(app: &App) -> Readiness {
     Readiness { ready: dependencies.iter().all(|d| d.ok), dependencies }
 }
 
-pub async fn status(app: &App) -> Result<Value> {
+/// The posture `principal` may see: a credential of every workspace also sees which workspaces are
+/// suspended, why, by whom and since when (a tenant never learns of another).
+pub async fn status(app: &App, principal: &crate::auth::Principal) -> Result<Value> {
     let key = app.signer.public_key().await?;
     let freeze = app.meta.freeze().await?;
+    let suspended = match principal.workspace_id {
+        crate::domain::Scope::All => Some(app.meta.suspended_workspaces().await?),
+        crate::domain::Scope::One(_) => None,
+    };
     let blobs = app.blobs.info();
     Ok(json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -71,5 +77,7 @@ pub async fn status(app: &App) -> Result<Value> {
         "frozen": freeze.frozen,
         // Who threw the switch is in the audit trail (admins); a viewer sees why and when.
         "freeze": {"frozen": freeze.frozen, "reason": freeze.reason, "at": freeze.at},
+        // Only for a credential of every workspace (null otherwise): the workspaces suspended now.
+        "suspended_workspaces": suspended,
     }))
 }

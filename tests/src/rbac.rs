@@ -56,6 +56,12 @@ pub fn expected(spec: &RouteSpec, role: Role, pos: Position) -> Expect {
         ("POST", "/v1/admin/freeze" | "/v1/admin/unfreeze", Position::Own) if role_ok => {
             Expect::Deny(403, "forbidden_workspace")
         }
+        // So is a workspace's suspension: a workspace's admin cannot switch even its own.
+        ("POST", "/v1/admin/workspaces/{ws}/suspend" | "/v1/admin/workspaces/{ws}/unsuspend", Position::Own)
+            if role_ok =>
+        {
+            Expect::Deny(403, "forbidden_workspace")
+        }
         // The audit search names its workspace in the query (`?workspace=`): role first, then the grant.
         ("GET", "/v1/audit", Position::Other) if role_ok => Expect::Deny(403, "forbidden_workspace"),
         _ if role_ok => Expect::Allow,
@@ -141,7 +147,13 @@ pub async fn rbac_matrix_holds_over_http(b: Backend) {
                     continue;
                 }
                 let scope = if pos == Position::Global { "*" } else { "team-a" };
-                let ws = if pos == Position::Other { "team-b" } else { "team-a" };
+                let ws = match pos {
+                    Position::Other => "team-b",
+                    // The global admin's suspend cell suspends a workspace no other cell uses, and its
+                    // unsuspend cell (the next route) lifts it.
+                    Position::Global if spec.path.starts_with("/v1/admin/workspaces/") => "team-c",
+                    _ => "team-a",
+                };
                 let token = env.token(role, scope).await;
                 let target = env.token(Role::Viewer, ws).await;
                 let target_id = env.token_id(&target).await;
@@ -182,7 +194,10 @@ pub async fn rbac_matrix_holds_over_http(b: Backend) {
                     }
                     ("POST", "/v1/tokens") => req.json(&json!({"user": "new", "role": "viewer", "workspace_id": ws})),
                     // The global admin's freeze cell freezes, its unfreeze cell (the next route) thaws.
-                    ("POST", "/v1/admin/freeze" | "/v1/admin/unfreeze") => req.json(&json!({"reason": "rbac matrix"})),
+                    ("POST", "/v1/admin/freeze" | "/v1/admin/unfreeze")
+                    | ("POST", "/v1/admin/workspaces/{ws}/suspend" | "/v1/admin/workspaces/{ws}/unsuspend") => {
+                        req.json(&json!({"reason": "rbac matrix"}))
+                    }
                     _ => req,
                 };
                 let resp = req.send().await.unwrap();
@@ -202,7 +217,7 @@ pub async fn rbac_matrix_holds_over_http(b: Backend) {
             }
         }
     }
-    assert_eq!(checked, 323, "every applicable cell of the 27 routes ran");
+    assert_eq!(checked, 353, "every applicable cell of the 29 routes ran");
 }
 
 #[cfg(test)]

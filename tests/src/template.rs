@@ -23,7 +23,7 @@ pub fn load_yaml(rel: &str) -> Value {
 /// The table references a point-in-time restore switches (condition, the restored table's form, the
 /// stack's own table's form): `!If [condition, restored, own]` is read as `own`, so every other check
 /// applies to it unchanged, and nothing else may stand in an `!If` beside a table.
-const RESTORE_SWITCHES: [(&str, &str, &str); 6] = [
+const RESTORE_SWITCHES: [(&str, &str, &str); 7] = [
     ("UseRestoredMeta", "!Ref RestoredMetaTableName", "!Ref MetaTable"),
     ("UseRestoredAudit", "!Ref RestoredAuditTableName", "!Ref AuditTable"),
     (
@@ -45,6 +45,11 @@ const RESTORE_SWITCHES: [(&str, &str, &str); 6] = [
         "UseRestoredAudit",
         "!Sub arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${RestoredAuditTableName}/index/by-action",
         "!Sub ${AuditTable.Arn}/index/by-action",
+    ),
+    (
+        "UseRestoredAudit",
+        "!Sub arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${RestoredAuditTableName}/index/by-actor",
+        "!Sub ${AuditTable.Arn}/index/by-actor",
     ),
 ];
 
@@ -381,6 +386,7 @@ mod tests {
             "health" => &[
                 ("s3:ListBucket", bucket, ""),
                 ("dynamodb:GetItem", meta, ""),
+                ("dynamodb:Query", meta, "SUSPENDED"),
                 ("dynamodb:GetItem", audit, ""),
                 ("kms:GetPublicKey", key, ""),
             ],
@@ -389,7 +395,7 @@ mod tests {
                 ("dynamodb:Scan", meta, ""),
                 ("dynamodb:PutItem", meta, "TOKEN#*,TOKENID#*"),
                 ("dynamodb:UpdateItem", meta, "TOKEN#*,TOKENID#*"),
-                ("dynamodb:UpdateItem", meta, "FREEZE"),
+                ("dynamodb:UpdateItem", meta, "FREEZE,SUSPENDED"),
                 ("dynamodb:PutItem", audit, ""),
                 ("dynamodb:Query", audit, ""),
             ],
@@ -408,13 +414,15 @@ mod tests {
             "audit" => &[
                 ("dynamodb:Query", audit, ""),
                 ("dynamodb:Query", "!Sub ${AuditTable.Arn}/index/by-action", ""),
+                ("dynamodb:Query", "!Sub ${AuditTable.Arn}/index/by-actor", ""),
                 ("dynamodb:GetItem", meta, ""),
             ],
             "metrics" => &[("dynamodb:GetItem", meta, "")],
             other => panic!("no expected grants for function {other}: add them here after reading its code"),
         };
         // Every function writes counters (request counts; the business counters of its commits), and
-        // every one that authenticates reads the token and the freeze switch in one BatchGetItem.
+        // every one that authenticates reads the token, the freeze switch and its workspace's suspension
+        // in one BatchGetItem.
         let batch = ("dynamodb:BatchGetItem", meta, "");
         let authenticates = function != "audit-export";
         grants.iter().copied().chain([counters]).chain(authenticates.then_some(batch)).collect()
@@ -594,9 +602,10 @@ mod tests {
                 i["KeySchema"].as_sequence().unwrap().iter().map(|k| str_of(&k["AttributeName"])).collect();
             keys
         };
-        use helix_core::adapters::dynamo::{AUDIT_ACTION_INDEX, AUDIT_DAY_INDEX};
+        use helix_core::adapters::dynamo::{AUDIT_ACTION_INDEX, AUDIT_ACTOR_INDEX, AUDIT_DAY_INDEX};
         assert_eq!(index(AUDIT_DAY_INDEX), ["day_shard", "ord"]);
         assert_eq!(index(AUDIT_ACTION_INDEX), ["action_shard", "at"]);
+        assert_eq!(index(AUDIT_ACTOR_INDEX), ["actor", "at"]);
         let rp = &audit["ResourcePolicy"]["PolicyDocument"]["Statement"][0];
         assert_eq!(rp["Effect"].as_str(), Some("Deny"));
         let denied = strings(&rp["Action"]);

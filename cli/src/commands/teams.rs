@@ -35,6 +35,23 @@ pub enum TeamsCommand {
         #[arg(long)]
         sha256: Option<String>,
     },
+    /// Suspend a workspace straight in the store: every request scoped to it (reads too, API tokens and
+    /// JWTs alike) answers 403 workspace_suspended; other workspaces go on. Audited in its stream.
+    Suspend {
+        /// The workspace id.
+        workspace: String,
+        /// Why (kept with the switch, shown in status and the audit event).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a workspace's suspension straight in the store (see `helix teams suspend`).
+    Unsuspend {
+        /// The workspace id.
+        workspace: String,
+        /// Why (kept with the switch and the audit event).
+        #[arg(long)]
+        reason: String,
+    },
     /// List tokens (never secrets), one per line.
     List {
         /// Print JSON Lines (one token record per line).
@@ -74,6 +91,12 @@ pub async fn run(config: &Config, command: TeamsCommand) -> Res {
             for id in &revoked.successors {
                 println!("revoked {id} too: {} had been rotated into it", record.id);
             }
+        }
+        TeamsCommand::Suspend { workspace, reason } => {
+            out(&helix_cli::suspend::switch(meta.as_ref(), &workspace, true, &reason, &operator()).await?)?
+        }
+        TeamsCommand::Unsuspend { workspace, reason } => {
+            out(&helix_cli::suspend::switch(meta.as_ref(), &workspace, false, &reason, &operator()).await?)?
         }
         TeamsCommand::List { json } => list(meta.as_ref(), json).await?,
     }

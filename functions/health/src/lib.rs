@@ -16,8 +16,8 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
             Ok(http::json(if r.ready { 200 } else { 503 }, &r))
         }
         Route::Status => {
-            ctx.authorize(app, req, &route).await?;
-            Ok(http::json(200, &posture::status(app).await?))
+            let principal = ctx.authorize(app, req, &route).await?;
+            Ok(http::json(200, &posture::status(app, &principal).await?))
         }
         _ => Err(helix_core::Error::NotFound),
     }

@@ -1,4 +1,4 @@
-//! token: issue, list, revoke and rotate API tokens; whoami. Secrets appear in exactly one response
+//! token: issue, list, revoke and rotate API tokens; whoami; the freeze and suspension switches. Secrets appear in exactly one response
 //! (the one that creates them) and nowhere else: not in lists, logs, audit events or errors.
 
 use helix_core::App;
@@ -78,6 +78,22 @@ async fn dispatch_route(app: &App, ctx: &Ctx, route: Route, req: &Request) -> he
             let frozen = route == Route::Freeze;
             let (state, changed) =
                 helix_core::freeze::set(app, &principal, &ctx.request_id, frozen, &body.reason).await?;
+            let mut view = serde_json::to_value(&state).expect("serializable");
+            view["changed"] = json!(changed);
+            Ok(http::json(200, &view))
+        }
+        Route::Suspend { ref ws } | Route::Unsuspend { ref ws } => {
+            let body: FreezeRequest = http::json_body(req)?;
+            let suspended = matches!(route, Route::Suspend { .. });
+            let (state, changed) = helix_core::suspension::set(
+                app.meta.as_ref(),
+                &principal,
+                &ctx.request_id,
+                ws,
+                suspended,
+                &body.reason,
+            )
+            .await?;
             let mut view = serde_json::to_value(&state).expect("serializable");
             view["changed"] = json!(changed);
             Ok(http::json(200, &view))

@@ -1,6 +1,7 @@
 //! DynamoDB MetaStore and AuditLog. Meta table: `pk`/`sk` strings (tokens `TOKEN#{sha256}`, token
 //! ids `TOKENID#{id}`, links `WS#{ws}`/`BLOB#{digest}`, bundle versions `WS#{ws}`/`BUNDLE#…`,
-//! ledgers `GOV#{ws}`/`LEDGER#…` and `DECISION#…`, counters `COUNTER#{name}`/`SHARD#{n}`). Each
+//! ledgers `GOV#{ws}`/`LEDGER#…` and `DECISION#…`, counters `COUNTER#{name}`/`SHARD#{n}`, the freeze
+//! switch `FREEZE`/`FREEZE`, workspace suspensions `SUSPENDED`/`{ws}`). Each
 //! partition-key prefix is written by one function only (IAM `dynamodb:LeadingKeys`).
 //! Audit table: `stream` (S) / `seq` (N), the canonical event in `event`.
 //!
@@ -22,8 +23,8 @@ use crate::domain::time::now_rfc3339_ms;
 use crate::domain::{AuditDraft, AuditEvent, Digest, Scope, TokenRecord, WorkspaceId};
 use crate::error::{Dependency, Error, Result};
 use crate::ports::{
-    AuditLog, AuditQuery, AuditSearch, BUSINESS_COUNTERS, BlobLink, BundleVersion, Change, Commit, Freeze,
-    LedgerReceipt, MetaStore, SearchPage, counter_deltas,
+    AuditLog, AuditQuery, AuditSearch, BUSINESS_COUNTERS, BlobLink, BundleVersion, Change, Commit, Freeze, Gate,
+    LedgerReceipt, MetaStore, SearchPage, Suspension, counter_deltas,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -138,6 +139,22 @@ fn bundle_from_item(ws: &WorkspaceId, item: &Item) -> Result<BundleVersion> {
 /// The freeze switch's item (`pk` = `sk` = `FREEZE`), written by the token function only.
 const FREEZE_PK: &str = "FREEZE";
 
+/// The partition of the workspace suspension switches (`pk` = `SUSPENDED`, `sk` = the workspace id;
+/// attributes `suspended` (BOOL), `reason`, `by`, `at`), written by the token function only. One
+/// partition: status lists the suspended workspaces with one Query; a request reads its workspace's
+/// item in the BatchGetItem that reads its token.
+const SUSPENDED_PK: &str = "SUSPENDED";
+
+fn suspension_from_item(item: &Item) -> Result<Suspension> {
+    Ok(Suspension {
+        workspace_id: get_s(item, "sk")?,
+        suspended: matches!(item.get("suspended"), Some(AttributeValue::Bool(true))),
+        reason: get_s(item, "reason").ok(),
+        by: get_s(item, "by").ok(),
+        at: get_s(item, "at").ok(),
+    })
+}
+
 /// A filter expression requiring each named attribute to equal its value (those given).
 fn equal_filters(mut req: QueryFluentBuilder, equal: &[(&str, Option<&str>)]) -> QueryFluentBuilder {
     let mut terms = Vec::new();
@@ -182,6 +199,11 @@ pub const AUDIT_DAY_INDEX: &str = "by-day-shard";
 /// Global secondary index for audit searches by action: hash key `action_shard`
 /// (`{action}#{shard:02}`), range key `at` (`{ts}#{stream}#{seq:020}`), all attributes.
 pub const AUDIT_ACTION_INDEX: &str = "by-action";
+/// Global secondary index for audit searches by actor alone (an admin of every workspace: "everything
+/// this user did"): hash key `actor` (the event's own attribute, so events written before the index
+/// existed are in it too), range key `at`, all attributes. Unsharded: one actor's appends are bounded
+/// by one index partition (~1,000 events/s), far above what one credential does.
+pub const AUDIT_ACTOR_INDEX: &str = "by-actor";
 
 fn event_from_item(item: &Item) -> Result<AuditEvent> {
     AuditEvent::from_canonical(&get_s(item, "event")?)
@@ -424,6 +446,25 @@ impl DynamoStore {
                     .expression_attribute_values(":a", s(f.at.clone().unwrap_or_default()));
                 Ok(vec![TransactWriteItem::builder().update(build(update.build())?).build()])
             }
+            Change::SetSuspension(w) => {
+                // Suspending a suspended workspace, or unsuspending one that is not, changes nothing.
+                let condition =
+                    if w.suspended { "attribute_not_exists(pk) OR suspended = :other" } else { "suspended = :other" };
+                let update = Update::builder()
+                    .table_name(&self.table)
+                    .key("pk", s(SUSPENDED_PK))
+                    .key("sk", s(&w.workspace_id))
+                    .update_expression("SET suspended = :v, reason = :r, #by = :b, #at = :a")
+                    .condition_expression(condition)
+                    .expression_attribute_names("#by", "by")
+                    .expression_attribute_names("#at", "at")
+                    .expression_attribute_values(":v", AttributeValue::Bool(w.suspended))
+                    .expression_attribute_values(":other", AttributeValue::Bool(!w.suspended))
+                    .expression_attribute_values(":r", s(w.reason.clone().unwrap_or_default()))
+                    .expression_attribute_values(":b", s(w.by.clone().unwrap_or_default()))
+                    .expression_attribute_values(":a", s(w.at.clone().unwrap_or_default()));
+                Ok(vec![TransactWriteItem::builder().update(build(update.build())?).build()])
+            }
             Change::RecordUnregisteredExport { workspace_id, name, version, id } => {
                 let item = Item::from([
                     ("pk".into(), s(format!("GOV#{workspace_id}"))),
@@ -607,6 +648,26 @@ impl DynamoStore {
             Some(stream) => vec![shard_of(stream)],
             None => (0..AUDIT_SHARDS).collect(),
         };
+        let keys = shards.into_iter().map(|shard| format!("{action}#{shard:02}")).collect();
+        let filters = [("stream", q.stream.as_deref()), ("actor", q.actor.as_deref())];
+        self.search_by_time(AUDIT_ACTION_INDEX, "action_shard", keys, &filters, q).await
+    }
+
+    /// A search by actor alone: the actor's partition of the `by-actor` index, in `at` order.
+    async fn search_actor(&self, actor: &str, q: &AuditSearch) -> Result<SearchPage> {
+        self.search_by_time(AUDIT_ACTOR_INDEX, "actor", vec![actor.to_owned()], &[], q).await
+    }
+
+    /// A search of an index whose range key is `at` (`{ts}#{stream}#{seq:020}`): each of `keys` (values of
+    /// its hash key `hash`) read in `at` order within the search's bounds, filtered, and merged.
+    async fn search_by_time(
+        &self,
+        index: &str,
+        hash: &str,
+        keys: Vec<String>,
+        filters: &[(&str, Option<&str>)],
+        q: &AuditSearch,
+    ) -> Result<SearchPage> {
         // The lower key bound: the cursor (exclusive, filtered below) or `since`, whichever is later.
         let from = match (&q.after, &q.since) {
             (Some(a), Some(since)) => Some(a.clone().max(since.clone())),
@@ -617,35 +678,36 @@ impl DynamoStore {
         {
             return Ok(SearchPage::default());
         }
-        let queries = shards.into_iter().map(|shard| {
+        let queries = keys.into_iter().map(|k| {
             let mut req = self
                 .client
                 .query()
                 .table_name(&self.audit_table)
-                .index_name(AUDIT_ACTION_INDEX)
-                .expression_attribute_values(":k", s(format!("{action}#{shard:02}")));
+                .index_name(index)
+                .expression_attribute_names("#h", hash)
+                .expression_attribute_values(":k", s(k));
             let key = match (&from, &q.until) {
                 (Some(from), Some(until)) => {
                     req = req
                         .expression_attribute_values(":from", s(from))
                         .expression_attribute_values(":until", s(until));
-                    "action_shard = :k AND #at BETWEEN :from AND :until"
+                    "#h = :k AND #at BETWEEN :from AND :until"
                 }
                 (Some(from), None) => {
                     req = req.expression_attribute_values(":from", s(from));
-                    "action_shard = :k AND #at >= :from"
+                    "#h = :k AND #at >= :from"
                 }
                 (None, Some(until)) => {
                     req = req.expression_attribute_values(":until", s(until));
-                    "action_shard = :k AND #at < :until"
+                    "#h = :k AND #at < :until"
                 }
-                (None, None) => "action_shard = :k",
+                (None, None) => "#h = :k",
             };
             if key.contains("#at") {
                 req = req.expression_attribute_names("#at", "at");
             }
             req = req.key_condition_expression(key);
-            req = equal_filters(req, &[("stream", q.stream.as_deref()), ("actor", q.actor.as_deref())]);
+            req = equal_filters(req, filters);
             // One more than asked: the cursor's own event may come back (BETWEEN is inclusive).
             self.events_bounded(req.limit(SEARCH_PAGE), q.limit + 1, SEARCH_PAGES)
         });
@@ -695,21 +757,51 @@ impl MetaStore for DynamoStore {
         self.get_meta(format!("TOKEN#{sha256}"), "TOKEN").await?.as_ref().map(token_from_item).transpose()
     }
 
-    async fn token_and_freeze(&self, sha256: &str) -> Result<(Option<TokenRecord>, Freeze)> {
-        let (mut token, mut freeze) = (None, Freeze::default());
-        for item in
-            self.batch_get(vec![meta_key(format!("TOKEN#{sha256}"), "TOKEN"), meta_key(FREEZE_PK, FREEZE_PK)]).await?
-        {
+    async fn gate(&self, token_sha256: Option<&str>, freeze: bool, workspace: Option<&WorkspaceId>) -> Result<Gate> {
+        let mut keys = Vec::new();
+        if let Some(sha) = token_sha256 {
+            keys.push(meta_key(format!("TOKEN#{sha}"), "TOKEN"));
+        }
+        if freeze {
+            keys.push(meta_key(FREEZE_PK, FREEZE_PK));
+        }
+        if let Some(ws) = workspace {
+            keys.push(meta_key(SUSPENDED_PK, ws.as_str()));
+        }
+        let mut gate = Gate {
+            token: None,
+            freeze: freeze.then(Freeze::default),
+            suspension: workspace.map(|ws| Suspension { workspace_id: ws.to_string(), ..Suspension::default() }),
+        };
+        if keys.is_empty() {
+            return Ok(gate);
+        }
+        // One round trip for all of them (BatchGetItem, read consistently).
+        for item in self.batch_get(keys).await? {
             match get_s(&item, "pk")?.as_str() {
-                FREEZE_PK => freeze = freeze_from_item(&item),
-                _ => token = Some(token_from_item(&item)?),
+                FREEZE_PK => gate.freeze = Some(freeze_from_item(&item)),
+                SUSPENDED_PK => gate.suspension = Some(suspension_from_item(&item)?),
+                _ => gate.token = Some(token_from_item(&item)?),
             }
         }
-        Ok((token, freeze))
+        Ok(gate)
     }
 
     async fn freeze(&self) -> Result<Freeze> {
         Ok(self.get_meta(FREEZE_PK.into(), FREEZE_PK).await?.as_ref().map(freeze_from_item).unwrap_or_default())
+    }
+
+    async fn suspended_workspaces(&self) -> Result<Vec<Suspension>> {
+        let req = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .filter_expression("suspended = :t")
+            .expression_attribute_values(":pk", s(SUSPENDED_PK))
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .consistent_read(true);
+        self.meta_items(req).await?.iter().map(suspension_from_item).collect()
     }
 
     async fn token_by_id(&self, id: &str) -> Result<Option<TokenRecord>> {
@@ -1023,7 +1115,10 @@ impl AuditLog for DynamoStore {
         match (&q.action, &q.stream) {
             (Some(action), _) => self.search_action(action, q).await,
             (None, Some(stream)) => self.search_stream(stream, q).await,
-            (None, None) => Err(Error::BadRequest("a search names a workspace or an action".into())),
+            (None, None) => match &q.actor {
+                Some(actor) => self.search_actor(actor, q).await,
+                None => Err(Error::BadRequest("a search names a workspace, an action or an actor".into())),
+            },
         }
     }
 

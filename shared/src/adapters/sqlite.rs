@@ -15,8 +15,8 @@ use crate::domain::time::now_rfc3339_ms;
 use crate::domain::{AuditDraft, AuditEvent, Digest, Scope, TokenRecord, WorkspaceId};
 use crate::error::{Dependency, Error, Result};
 use crate::ports::{
-    AuditLog, AuditQuery, AuditSearch, BUSINESS_COUNTERS, BlobLink, BundleVersion, Change, Commit, Freeze,
-    LedgerReceipt, MetaStore, SearchPage, counter_deltas,
+    AuditLog, AuditQuery, AuditSearch, BUSINESS_COUNTERS, BlobLink, BundleVersion, Change, Commit, Freeze, Gate,
+    LedgerReceipt, MetaStore, SearchPage, Suspension, counter_deltas,
 };
 
 /// Schema version 1: the tables of the first release (tokens, blob links, counters, audit events).
@@ -79,6 +79,34 @@ CREATE TABLE IF NOT EXISTS unregistered_exports (
   PRIMARY KEY (workspace_id, id));
 ";
 
+/// Schema version 6: workspace suspensions (one row per workspace ever switched), and the audit index
+/// for searches by actor alone (an admin of every workspace: "everything this user did").
+const SCHEMA_V6_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS workspace_suspensions (
+  workspace_id TEXT PRIMARY KEY, suspended INTEGER NOT NULL, reason TEXT, by TEXT, at TEXT);
+CREATE INDEX IF NOT EXISTS audit_by_actor ON audit_events (actor, ts, stream, seq);
+";
+
+fn suspension_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Suspension> {
+    Ok(Suspension {
+        workspace_id: r.get(0)?,
+        suspended: r.get::<_, i64>(1)? != 0,
+        reason: r.get(2)?,
+        by: r.get(3)?,
+        at: r.get(4)?,
+    })
+}
+
+fn suspension_in(conn: &Connection, ws: &str) -> rusqlite::Result<Suspension> {
+    conn.query_row(
+        "SELECT workspace_id, suspended, reason, by, at FROM workspace_suspensions WHERE workspace_id = ?1",
+        params![ws],
+        suspension_from_row,
+    )
+    .optional()
+    .map(|s| s.unwrap_or_else(|| Suspension { workspace_id: ws.to_owned(), ..Suspension::default() }))
+}
+
 fn freeze_in(conn: &Connection) -> rusqlite::Result<Freeze> {
     conn.query_row("SELECT frozen, reason, by, at FROM freeze WHERE id = 1", [], |r| {
         Ok(Freeze { frozen: r.get::<_, i64>(0)? != 0, reason: r.get(1)?, by: r.get(2)?, at: r.get(3)? })
@@ -104,6 +132,7 @@ const MIGRATIONS: &[fn(&Connection) -> rusqlite::Result<()>] = &[
     },
     |c| c.execute_batch(SCHEMA_V4_TABLES),
     |c| c.execute_batch(SCHEMA_V5_TABLES),
+    |c| c.execute_batch(SCHEMA_V6_TABLES),
 ];
 
 /// The schema version this build writes.
@@ -320,18 +349,36 @@ impl MetaStore for SqliteStore {
         .await
     }
 
-    async fn token_and_freeze(&self, sha256: &str) -> Result<(Option<TokenRecord>, Freeze)> {
-        let sha = sha256.to_owned();
+    async fn gate(&self, token_sha256: Option<&str>, freeze: bool, workspace: Option<&WorkspaceId>) -> Result<Gate> {
+        let (sha, ws) = (token_sha256.map(str::to_owned), workspace.map(WorkspaceId::to_string));
         self.with(meta_err, move |c| {
-            let token =
-                c.query_row("SELECT * FROM tokens WHERE sha256 = ?1", params![sha], token_from_row).optional()?;
-            Ok((token, freeze_in(c)?))
+            let token = match sha {
+                Some(sha) => {
+                    c.query_row("SELECT * FROM tokens WHERE sha256 = ?1", params![sha], token_from_row).optional()?
+                }
+                None => None,
+            };
+            let freeze = if freeze { Some(freeze_in(c)?) } else { None };
+            let suspension = ws.map(|ws| suspension_in(c, &ws)).transpose()?;
+            Ok(Gate { token, freeze, suspension })
         })
         .await
     }
 
     async fn freeze(&self) -> Result<Freeze> {
         self.with(meta_err, |c| freeze_in(c)).await
+    }
+
+    async fn suspended_workspaces(&self) -> Result<Vec<Suspension>> {
+        self.with(meta_err, |c| {
+            let mut stmt = c.prepare(
+                "SELECT workspace_id, suspended, reason, by, at FROM workspace_suspensions WHERE suspended = 1
+                 ORDER BY workspace_id",
+            )?;
+            let rows = stmt.query_map([], suspension_from_row)?;
+            rows.collect()
+        })
+        .await
     }
 
     async fn token_by_id(&self, id: &str) -> Result<Option<TokenRecord>> {
@@ -493,6 +540,18 @@ impl MetaStore for SqliteStore {
                     "UPDATE freeze SET frozen = 0, reason = ?1, by = ?2, at = ?3 WHERE id = 1 AND frozen = 1",
                     params![f.reason, f.by, f.at],
                 )?,
+                // Suspending a suspended workspace, or unsuspending one that is not, changes nothing.
+                Change::SetSuspension(w) if w.suspended => tx.execute(
+                    "INSERT INTO workspace_suspensions (workspace_id, suspended, reason, by, at) VALUES (?1, 1, ?2, ?3, ?4)
+                     ON CONFLICT(workspace_id) DO UPDATE SET suspended = 1, reason = excluded.reason, by = excluded.by,
+                       at = excluded.at WHERE suspended = 0",
+                    params![w.workspace_id, w.reason, w.by, w.at],
+                )?,
+                Change::SetSuspension(w) => tx.execute(
+                    "UPDATE workspace_suspensions SET suspended = 0, reason = ?2, by = ?3, at = ?4
+                     WHERE workspace_id = ?1 AND suspended = 1",
+                    params![w.workspace_id, w.reason, w.by, w.at],
+                )?,
                 Change::RotateToken { old_sha256, new } => {
                     // Both or neither: a rotation that cannot disable the old token creates nothing.
                     let disabled = disable_token(&tx, old_sha256, Some(&new.id))?;
@@ -588,11 +647,12 @@ impl AuditLog for SqliteStore {
     }
 
     async fn search(&self, q: &AuditSearch) -> Result<SearchPage> {
-        if q.stream.is_none() && q.action.is_none() {
-            return Err(Error::BadRequest("a search names a workspace or an action".into()));
+        if q.stream.is_none() && q.action.is_none() && q.actor.is_none() {
+            return Err(Error::BadRequest("a search names a workspace, an action or an actor".into()));
         }
         // The SQL for this search's shape only (an `?x IS NULL OR` term would keep the planner from
-        // the index: `audit_by_stream` or `audit_by_action`, both in (ts, stream, seq) order).
+        // the index: `audit_by_stream`, `audit_by_action` or `audit_by_actor`, all in (ts, stream, seq)
+        // order).
         let mut terms: Vec<&str> = Vec::new();
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
         use rusqlite::types::Value as V;

@@ -76,21 +76,26 @@ impl Ctx {
     }
 
     /// Authenticate and authorize for `route`'s minimum role and workspace.
+    /// A request scoped to a suspended workspace (`Route::suspension_scope`, or the credential's own
+    /// single workspace) is refused with 403 `workspace_suspended`, after authorization (so a refusal
+    /// for role or workspace stays what it is, and an outsider learns nothing of the switch).
     /// A change (any method but GET and HEAD) is refused with 503 `registry_frozen` while the registry
-    /// is frozen, after authorization (so a refusal for role or workspace stays what it is); freeze,
-    /// unfreeze and token revocation pass. A request already past this check when the freeze lands may
-    /// still complete: the freeze holds for every request that begins after it.
+    /// is frozen; freeze, unfreeze, the suspension switches and token revocation pass. A request already
+    /// past these checks when a switch lands may still complete: the switch holds for every request that
+    /// begins after it.
     pub async fn authorize(&self, app: &App, req: &Request, route: &Route) -> Result<Principal> {
         let min = route.spec().min_role.unwrap_or(crate::domain::Role::Viewer);
         let frozen_out = route.refused_while_frozen();
-        let (principal, freeze) = self.authorized(app, req, min, route.workspace(), frozen_out).await?;
+        let (principal, gate) =
+            self.authorized(app, req, min, route.workspace(), route.suspension_scope(), frozen_out).await?;
         if frozen_out {
-            crate::freeze::refuse_if_frozen(app.meta.as_ref(), freeze).await?;
+            crate::freeze::refuse_if_frozen(app.meta.as_ref(), gate.freeze).await?;
         }
         Ok(principal)
     }
 
-    /// Authenticate and require at least `min` (and `ws`, if given, within the grant).
+    /// Authenticate and require at least `min` (and `ws`, if given, within the grant); refused while
+    /// the workspace the request is scoped to is suspended.
     pub async fn authorize_with(
         &self,
         app: &App,
@@ -98,25 +103,29 @@ impl Ctx {
         min: crate::domain::Role,
         ws: Option<&crate::domain::WorkspaceId>,
     ) -> Result<Principal> {
-        self.authorized(app, req, min, ws, false).await.map(|(p, _)| p)
+        self.authorized(app, req, min, ws, ws, false).await.map(|(p, _)| p)
     }
 
-    /// The principal of the request's credential, authorized, and the freeze switch when it came with
-    /// the token lookup (asked for with `with_freeze`).
+    /// The principal of the request's credential, authorized and not suspended, and the switches read
+    /// with it (the freeze switch when asked for with `with_freeze`).
     async fn authorized(
         &self,
         app: &App,
         req: &Request,
         min: crate::domain::Role,
         ws: Option<&crate::domain::WorkspaceId>,
+        suspension_ws: Option<&crate::domain::WorkspaceId>,
         with_freeze: bool,
-    ) -> Result<(Principal, Option<crate::ports::Freeze>)> {
+    ) -> Result<(Principal, crate::ports::Gate)> {
         let header = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let (principal, freeze) = app.auth.authenticate(header, with_freeze).await?;
+        let (principal, mut gate) = app.auth.authenticate(header, with_freeze, suspension_ws).await?;
         let _ = self.principal.set(principal.credential_id.clone());
         let _ = self.actor.set(principal.actor());
         principal.authorize(min, ws)?;
-        Ok((principal, freeze))
+        if let Some(scoped) = crate::suspension::scope_of(suspension_ws, &principal) {
+            crate::suspension::refuse_if_suspended(app.meta.as_ref(), scoped, gate.suspension.take()).await?;
+        }
+        Ok((principal, gate))
     }
 
     /// Map an error to problem+json, stamp the request id, and log the request's one line.

@@ -38,6 +38,7 @@ pub fn classify(e: &Error) -> (u16, &'static str) {
         Error::TokenRevoked => (401, "token_revoked"),
         Error::InsufficientRole { .. } => (403, "insufficient_role"),
         Error::ForbiddenWorkspace => (403, "forbidden_workspace"),
+        Error::WorkspaceSuspended { .. } => (403, "workspace_suspended"),
         Error::Unavailable { dep: Dependency::BlobStore, .. } => (503, "blob_store_unavailable"),
         Error::Unavailable { dep: Dependency::MetaStore, .. } => (503, "meta_store_unavailable"),
         Error::Unavailable { dep: Dependency::AuditLog, .. } => (503, "audit_log_unavailable"),
@@ -97,6 +98,7 @@ pub fn problem(e: &Error, request_id: &str) -> Response {
     match e {
         Error::BlobsMissing(digests) => body["missing"] = json!(digests),
         Error::NotApproved { transition } => body["transition"] = json!(transition),
+        Error::WorkspaceSuspended { workspace, .. } => body["workspace"] = json!(workspace),
         _ => {}
     }
     let mut builder = http::Response::builder().status(status).header("content-type", "application/problem+json");

@@ -118,7 +118,24 @@ impl Route {
     /// what a freeze buys time for).
     pub fn refused_while_frozen(&self) -> bool {
         !matches!(self.spec().method, "GET" | "HEAD")
-            && !matches!(self, Route::Freeze | Route::Unfreeze | Route::RevokeToken { .. })
+            && !matches!(
+                self,
+                Route::Freeze
+                    | Route::Unfreeze
+                    | Route::RevokeToken { .. }
+                    | Route::Suspend { .. }
+                    | Route::Unsuspend { .. }
+            )
+    }
+
+    /// The workspace whose suspension refuses this route with 403 `workspace_suspended` (besides the
+    /// one a credential of a single workspace is limited to): the workspace the route acts on, except
+    /// for the suspension switches themselves, whose `{ws}` is the tenant being switched.
+    pub fn suspension_scope(&self) -> Option<&WorkspaceId> {
+        match self {
+            Route::Suspend { .. } | Route::Unsuspend { .. } => None,
+            other => other.workspace(),
+        }
     }
 }
 
@@ -192,6 +209,8 @@ routes! {
     Whoami = "GET" "/v1/whoami", Token, Some(Role::Viewer);
     Freeze = "POST" "/v1/admin/freeze", Token, Some(Role::Admin);
     Unfreeze = "POST" "/v1/admin/unfreeze", Token, Some(Role::Admin);
+    Suspend { ws: WorkspaceId } = "POST" "/v1/admin/workspaces/{ws}/suspend", Token, Some(Role::Admin);
+    Unsuspend { ws: WorkspaceId } = "POST" "/v1/admin/workspaces/{ws}/unsuspend", Token, Some(Role::Admin);
     SearchAudit = "GET" "/v1/audit", Audit, Some(Role::Approver);
 }
 

@@ -14,6 +14,7 @@ mod freeze;
 mod metrics;
 mod oidc;
 mod smoke;
+mod suspension;
 mod tokens;
 
 pub use crate::rbac::rbac_matrix_holds_over_http;
@@ -29,6 +30,7 @@ pub use freeze::*;
 pub use metrics::*;
 pub use oidc::*;
 pub use smoke::*;
+pub use suspension::*;
 pub use tokens::*;
 
 use helix_core::domain::Digest;

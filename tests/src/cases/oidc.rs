@@ -372,3 +372,36 @@ pub async fn a_slow_idp_never_delays_jwts_whose_key_is_cached(b: Backend) {
     }
     assert_eq!(issuer.jwks_fetches.load(Ordering::SeqCst), 2, "one fetch for the whole flood");
 }
+
+/// A suspended workspace refuses JWTs as it refuses API tokens, reads included (the switch is read
+/// for the JWT's workspace once it is verified); another workspace's JWTs go on; unsuspending restores.
+pub async fn a_suspended_workspace_refuses_jwts_too(b: Backend) {
+    let issuer = Issuer::start().await;
+    let env = oidc_env(b, &issuer, &[]).await;
+    let admin = env.token(Role::Admin, "*").await;
+    let jwt_a = issuer.sign(&issuer.claims("publisher", "team-a"));
+    let jwt_b = issuer.sign(&issuer.claims("publisher", "team-b"));
+    let (bytes, d) = unique_blob(64);
+    let send = |method: reqwest::Method, bearer: &str, ws: &str| {
+        let req = env.http.request(method.clone(), env.url(&format!("/v1/workspaces/{ws}/blobs/{d}")));
+        let req = if method == reqwest::Method::PUT { req.body(bytes.clone()) } else { req };
+        req.header("authorization", format!("Bearer {bearer}")).send()
+    };
+    assert_eq!(send(reqwest::Method::PUT, &jwt_a, "team-a").await.unwrap().status(), 201);
+    assert_eq!(send(reqwest::Method::PUT, &jwt_b, "team-b").await.unwrap().status(), 201);
+    let switch = |what: &str| {
+        let url = env.url(&format!("/v1/admin/workspaces/team-a/{what}"));
+        env.http.post(url).header("authorization", format!("Bearer {admin}")).json(&json!({"reason": "INC-9"})).send()
+    };
+    assert_eq!(switch("suspend").await.unwrap().status(), 200);
+
+    expect_problem(send(reqwest::Method::PUT, &jwt_a, "team-a").await.unwrap(), 403, "workspace_suspended").await;
+    expect_problem(send(reqwest::Method::GET, &jwt_a, "team-a").await.unwrap(), 403, "workspace_suspended").await;
+    expect_problem(whoami(&env, &jwt_a).await, 403, "workspace_suspended").await;
+    assert_eq!(send(reqwest::Method::GET, &jwt_b, "team-b").await.unwrap().status(), 200);
+    assert_eq!(whoami(&env, &jwt_b).await.status(), 200);
+
+    assert_eq!(switch("unsuspend").await.unwrap().status(), 200);
+    assert_eq!(send(reqwest::Method::GET, &jwt_a, "team-a").await.unwrap().status(), 200);
+    assert_eq!(whoami(&env, &jwt_a).await.status(), 200);
+}
