@@ -113,6 +113,11 @@ pub enum Error {
     /// The registry is frozen (the kill switch): no change until an admin unfreezes it.
     #[error("the registry is frozen ({0}); reads keep working, changes are refused until an admin unfreezes it")]
     RegistryFrozen(String),
+    /// A proof URL that is malformed, forged, altered, or names what its grant does not cover.
+    #[error("this proof URL is not valid: {0}")]
+    ProofInvalid(String),
+    #[error("this proof URL has expired; export again for new ones")]
+    ProofExpired,
 }
 
 impl Error {

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod oidc;
 pub mod ports;
 pub mod posture;
+pub mod proofs;
 pub mod telemetry;
 pub mod tokens;
 

@@ -12,6 +12,7 @@ mod faults;
 mod freeze;
 mod metrics;
 mod oidc;
+mod proofs;
 mod smoke;
 mod tokens;
 
@@ -26,6 +27,7 @@ pub use faults::*;
 pub use freeze::*;
 pub use metrics::*;
 pub use oidc::*;
+pub use proofs::*;
 pub use smoke::*;
 pub use tokens::*;
 
