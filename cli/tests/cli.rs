@@ -408,6 +408,7 @@ fn the_readmes_tour_runs_as_written() {
         "\"reason\":\"token_revoked\"",
         "\"reason\":\"not_approved\"",
         "\"governance\":\"approved\"",
+        "{\"annotations\":{},\"files\":[{\"digest\":\"sha256:",
         "ok: 3 receipt(s) of demo/demo-model@1.0 from seq 1, state exported",
         "ok: 1 day(s)",
     ] {

@@ -118,6 +118,11 @@ pub enum Error {
         "workspace {workspace} is suspended ({reason}); every request scoped to it is refused until an admin of every workspace unsuspends it"
     )]
     WorkspaceSuspended { workspace: String, reason: String },
+    /// A proof URL that is malformed, forged, altered, or names what its grant does not cover.
+    #[error("this proof URL is not valid: {0}")]
+    ProofInvalid(String),
+    #[error("this proof URL has expired; export again for new ones")]
+    ProofExpired,
 }
 
 impl Error {

@@ -463,29 +463,12 @@ pub struct Exported {
     pub proof: Proof,
 }
 
-#[derive(Debug, Serialize)]
-pub struct Proof {
-    pub expires_at: i64,
-    pub manifest: crate::ports::Presigned,
-    pub files: Vec<ProofFile>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ProofFile {
-    pub path: String,
-    pub digest: Digest,
-    /// A presigned GET, for the first `PROOF_URL_FILES` files (an answer must fit Lambda's 6 MB);
-    /// the others are fetched by digest (GET .../blobs/{digest}).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-}
-
-/// Files an export answer carries a presigned URL for.
-pub const PROOF_URL_FILES: usize = 1000;
+pub use crate::proofs::{PROOF_URL_FILES, Proof, ProofFile};
 
 /// POST .../export (SPEC §4): every file intact (checked in parallel, bounded), the governance gate
-/// of HELIX_GOVERNANCE_MODE, a signed export receipt appended to the ledger, and presigned GETs of the
-/// manifest and every file as proof. A refusal by governance is audited as a denial.
+/// of HELIX_GOVERNANCE_MODE, a signed export receipt appended to the ledger, and proof URLs of the
+/// manifest and every file (`proofs`: registry-signed, never a presigned GET of a shared object). A
+/// refusal by governance is audited as a denial.
 pub async fn export(
     app: &App,
     caller: Caller<'_>,
@@ -562,7 +545,7 @@ pub async fn export(
             outcome: if governance == "warned" { Outcome::Warned } else { Outcome::Success },
         };
         // The proof is built before the receipt: an export is never recorded without its answer.
-        let proof = proof(app, ws, &v, &manifest, &keys).await?;
+        let proof = crate::proofs::proof(app, ws, &v, &manifest, &keys).await?;
         if let Some(receipt) = append(app, caller, ws, name, version, position, draft, None).await? {
             let envelope: Value = serde_json::from_str(&receipt.envelope).unwrap_or(Value::Null);
             return Ok(Exported { seq: receipt.seq, receipt: envelope, governance, proof });
@@ -693,28 +676,6 @@ async fn check_integrity(
         return Err(Error::BlobsMissing(missing));
     }
     Ok(keys)
-}
-
-async fn proof(
-    app: &App,
-    ws: &WorkspaceId,
-    v: &BundleVersion,
-    manifest: &crate::domain::Manifest,
-    keys: &[crate::ports::BlobKey],
-) -> Result<Proof> {
-    let ttl = crate::blobs::DOWNLOAD_URL_TTL;
-    let link = app
-        .meta
-        .blob_link(ws, &v.manifest_digest)
-        .await?
-        .ok_or_else(|| Error::BlobMissing(v.manifest_digest.to_string()))?;
-    let manifest_url = app.blobs.presign_get(&link.key(), ttl).await?;
-    let mut files = Vec::with_capacity(keys.len());
-    for (i, (file, key)) in manifest.files.iter().zip(keys).enumerate() {
-        let url = if i < PROOF_URL_FILES { Some(app.blobs.presign_get(key, ttl).await?.url) } else { None };
-        files.push(ProofFile { path: file.path.clone(), digest: key.digest.clone(), url });
-    }
-    Ok(Proof { expires_at: manifest_url.expires_at, manifest: manifest_url, files })
 }
 
 /// What an offline verification of receipts established.

@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod oidc;
 pub mod ports;
 pub mod posture;
+pub mod proofs;
 pub mod request_counts;
 pub mod suspension;
 pub mod telemetry;

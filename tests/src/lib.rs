@@ -598,6 +598,7 @@ macro_rules! common_suite {
             bad_manifests_and_unlinked_files_are_refused_and_change_nothing,
             governance_decisions_are_signed_receipts_with_separation_of_duties,
             governed_export_checks_integrity_and_governance_in_every_mode,
+            proof_urls_reveal_nothing_of_the_shared_object_and_hold_only_for_their_grant,
             ledgers_verify_offline_and_every_tampering_is_caught,
             a_receipt_copied_into_another_ledger_is_never_a_state,
             decisions_repeat_only_while_in_force_and_identical,

@@ -164,7 +164,12 @@ pub async fn rbac_matrix_holds_over_http(b: Backend) {
                     .replace("{id}", &target_id)
                     .replace("{name}", "model")
                     .replace("{version}", version_of(spec.path));
-                let path = if spec.path == "/v1/audit" { format!("{path}?workspace={ws}") } else { path };
+                let path = match spec.path {
+                    "/v1/audit" => format!("{path}?workspace={ws}"),
+                    // A proof URL is its own credential: a grant for the manifest of version 1.
+                    "/v1/proofs/{ws}/{digest}" => format!("{path}?{}", proof_grant(&env, &admin, ws).await),
+                    _ => path,
+                };
                 let mut req = env.http.request(spec.method.parse().unwrap(), env.url(&path));
                 if spec.min_role.is_some() {
                     req = req.header("authorization", format!("Bearer {token}"));
@@ -217,7 +222,20 @@ pub async fn rbac_matrix_holds_over_http(b: Backend) {
             }
         }
     }
-    assert_eq!(checked, 353, "every applicable cell of the 29 routes ran");
+    assert_eq!(checked, 356, "every applicable cell of the 30 routes ran");
+}
+
+/// The signed query of a live proof grant for version 1 of `model` in `ws`.
+async fn proof_grant(env: &TestEnv, admin: &str, ws: &str) -> String {
+    let path = format!("/v1/workspaces/{ws}/bundles/model/versions/1");
+    let version: serde_json::Value =
+        env.http.get(env.url(&path)).bearer_auth(admin).send().await.unwrap().json().await.unwrap();
+    let grant = helix_core::proofs::Grant {
+        ws: helix_core::domain::WorkspaceId::parse(ws).unwrap(),
+        manifest: helix_core::domain::Digest::parse(version["manifest_digest"].as_str().unwrap()).unwrap(),
+        expires: helix_core::domain::time::now_unix() + 300,
+    };
+    helix_core::proofs::signed_query(&env.app, &grant).await.unwrap()
 }
 
 #[cfg(test)]

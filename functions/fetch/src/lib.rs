@@ -1,10 +1,12 @@
 //! fetch: HEAD and GET of a linked blob. Blobs up to HELIX_INLINE_MAX come inline and verified;
 //! larger ones as a 307 to a short-lived presigned GET. Bundle versions and the workspace's listing.
+//! Proof URLs of exports (`/v1/proofs/...`, no token: the URL carries a registry-signed grant).
 
 use helix_core::App;
 use helix_core::blobs::{self, Fetched};
 use helix_core::bundles;
 use helix_core::http::{self, Ctx, Function, Request, Response, Route};
+use helix_core::proofs;
 
 pub async fn handle(app: &App, req: Request) -> Response {
     http::serve(app, req, Function::Fetch, dispatch).await
@@ -22,27 +24,32 @@ fn blob_response(status: u16, digest: &str, size: u64, body: lambda_http::Body) 
         .expect("valid response")
 }
 
+fn fetched(digest: &str, fetched: Fetched) -> Response {
+    match fetched {
+        Fetched::Inline { bytes } => {
+            blob_response(200, digest, bytes.len() as u64, lambda_http::Body::Binary(bytes.to_vec()))
+        }
+        Fetched::Redirect(presigned) => lambda_http::http::Response::builder()
+            .status(307)
+            .header("location", presigned.url)
+            .header("cache-control", "no-store")
+            .body(lambda_http::Body::Empty)
+            .expect("valid response"),
+    }
+}
+
 async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_core::Result<Response> {
+    // A proof URL is its own credential (a grant the registry signed): no token.
+    if let Route::GetProof { ws, digest } = &route {
+        return Ok(fetched(&digest.to_string(), proofs::serve(app, ws, digest, req.uri().query()).await?));
+    }
     ctx.authorize(app, req, &route).await?;
     match &route {
         Route::HeadBlob { ws, digest } => {
             let link = blobs::linked(app, ws, digest).await?;
             Ok(blob_response(200, &digest.to_string(), link.size, lambda_http::Body::Empty))
         }
-        Route::GetBlob { ws, digest } => match blobs::fetch(app, ws, digest).await? {
-            Fetched::Inline { bytes } => Ok(blob_response(
-                200,
-                &digest.to_string(),
-                bytes.len() as u64,
-                lambda_http::Body::Binary(bytes.to_vec()),
-            )),
-            Fetched::Redirect(presigned) => Ok(lambda_http::http::Response::builder()
-                .status(307)
-                .header("location", presigned.url)
-                .header("cache-control", "no-store")
-                .body(lambda_http::Body::Empty)
-                .expect("valid response")),
-        },
+        Route::GetBlob { ws, digest } => Ok(fetched(&digest.to_string(), blobs::fetch(app, ws, digest).await?)),
         Route::GetBundleVersion { ws, name, version } => {
             Ok(http::json(200, &bundles::get(app, ws, name, version).await?))
         }

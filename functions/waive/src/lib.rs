@@ -69,7 +69,9 @@ async fn decide_or_export(app: &App, ctx: &Ctx, route: Route, req: &Request) -> 
         Route::Approve { ws, name, version } => (ws, name, version, Decision::Approve),
         Route::Reject { ws, name, version } => (ws, name, version, Decision::Reject),
         Route::Export { ws, name, version } => {
-            return Ok(http::json(200, &governance::export(app, caller, &ws, &name, &version).await?));
+            let mut exported = governance::export(app, caller, &ws, &name, &version).await?;
+            exported.proof = exported.proof.absolute(&helix_core::proofs::base_url(app, req));
+            return Ok(http::json(200, &exported));
         }
         Route::ReportUnregisteredExport { ws, name, version } => {
             let report: governance::UnregisteredExport = http::json_body(req)?;

@@ -29,6 +29,8 @@ pub fn classify(e: &Error) -> (u16, &'static str) {
         Error::AuditExportMismatch(_) => (500, "audit_export_mismatch"),
         Error::AuditExportBlocked(_) => (500, "audit_export_blocked"),
         Error::RegistryFrozen(_) => (503, "registry_frozen"),
+        Error::ProofInvalid(_) => (403, "proof_invalid"),
+        Error::ProofExpired => (403, "proof_expired"),
         Error::TokenNotFound => (404, "token_not_found"),
         Error::NotFound => (404, "not_found"),
         Error::MethodNotAllowed { .. } => (405, "method_not_allowed"),
