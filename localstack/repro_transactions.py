@@ -14,7 +14,8 @@ Exactly one can commit (the LINK condition); every other is cancelled and, on Dy
 nothing. So after a round the audit stream must hold as many events as transactions committed and
 the counters must sum to that number. Then as many rounds of `helix push --jobs 4` of 100 new files
 (4 writers, each link its own blob with the next seq of one stream, retried on a lost seq): every link
-and one event per link must be there, and no request may fail. A round that breaks this is an anomaly. Exit status: 0 when the
+and one event per link must be there, and no request may fail. Last, one transaction re-sent with
+its ClientRequestToken must succeed twice and write once. A round that breaks this is an anomaly. Exit status: 0 when the
 isolated emulator has no anomaly (whatever the stock server does), 1 otherwise.
 """
 
@@ -197,6 +198,33 @@ def push_round(endpoint: str, round_no: int, writers: int, blobs: int) -> dict:
     }
 
 
+def resend_round(endpoint: str, round_no: int) -> dict:
+    """A transaction re-sent with its ClientRequestToken (a client that lost the first answer, as the
+    registry's `transact` does): DynamoDB answers success again without writing."""
+    ddb = client(endpoint)
+    table = f"resend-{round_no}"
+    ddb.create_table(
+        TableName=table,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+    )
+    items = [
+        {"Put": {"TableName": table, "Item": {"pk": {"S": "EVENT#1"}}, "ConditionExpression": "attribute_not_exists(pk)"}},
+        {"Update": {"TableName": table, "Key": {"pk": {"S": "COUNTER"}}, "UpdateExpression": "ADD n :one",
+                    "ExpressionAttributeValues": {":one": {"N": "1"}}}},
+    ]
+    answers = []
+    for _ in range(2):
+        try:
+            ddb.transact_write_items(TransactItems=items, ClientRequestToken=f"token-{round_no}")
+            answers.append("committed")
+        except ClientError as e:
+            answers.append(e.response["Error"]["Code"])
+    counter = ddb.get_item(TableName=table, Key={"pk": {"S": "COUNTER"}}, ConsistentRead=True)["Item"]["n"]["N"]
+    return {"answers": answers, "counter": int(counter), "anomaly": answers != ["committed"] * 2 or counter != "1"}
+
+
 def run(name: str, cmd: list[str], port: int, rounds: int, writers: int, log) -> int:
     proc = start(cmd, port, log)
     endpoint = f"http://127.0.0.1:{port}"
@@ -216,10 +244,14 @@ def run(name: str, cmd: list[str], port: int, rounds: int, writers: int, log) ->
             print(f"{name:<9} 100 blobs, 4 writers, round {r + 1:>2}: {res['links']} links, {res['events']} events "
                   f"({res['duplicate_events']} duplicates), {res['error_count']} errors {res['errors']}  {flag}",
                   flush=True)
+        res = resend_round(endpoint, 0)
+        anomalies += res["anomaly"]
+        print(f"{name:<9} a transaction re-sent with its token: answers {res['answers']}, counter "
+              f"{res['counter']}  {'ANOMALY' if res['anomaly'] else 'ok'}", flush=True)
     finally:
         proc.terminate()
         proc.wait(10)
-    print(f"{name:<9} {anomalies} of {2 * rounds} rounds broke isolation", flush=True)
+    print(f"{name:<9} {anomalies} of {2 * rounds + 1} rounds broke isolation or idempotency", flush=True)
     return anomalies
 
 
