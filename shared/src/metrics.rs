@@ -87,7 +87,7 @@ pub async fn render(app: &App) -> Result<String> {
         (
             "helix_governance_denials_total",
             "counter",
-            "Governance decisions and exports refused (audited as denied).",
+            "Governance decisions, exports and freeze switches refused (audited as denied).",
             "governance_denials",
         ),
         ("helix_approvals_total", "counter", "Approval receipts.", "approvals"),
