@@ -112,9 +112,9 @@ pub async fn function_binaries_serve_api_gateway_events_as_lambdas(b: Backend) {
     let r = call(api, p, &apigw_event("GET", route, "/v1/workspaces/Team_A/blobs/x", "", Some(&publisher))).await;
     assert_eq!(r["statusCode"], 400, "{r}");
     // Within the limit, inline: binary bodies go back base64-encoded, as API Gateway expects.
-    let (api, p) = start(&env, "fetch", &[]).await;
-    ready(&api, &p, "fetch").await;
-    let r = call(&api, &p, &apigw_event("GET", route, &path, "", Some(&publisher))).await;
+    let (api_f, p_f) = start(&env, "fetch", &[]).await;
+    ready(&api_f, &p_f, "fetch").await;
+    let r = call(&api_f, &p_f, &apigw_event("GET", route, &path, "", Some(&publisher))).await;
     assert_eq!(r["statusCode"], 200, "{r}");
     assert_eq!(r["isBase64Encoded"], true, "{r}");
     assert_eq!(r["body"], "Zm9v", "the bytes of 'foo'");
@@ -142,6 +142,33 @@ pub async fn function_binaries_serve_api_gateway_events_as_lambdas(b: Backend) {
     let kms_key = env.app.signer.public_key().await.unwrap();
     assert_eq!(body_json(&r)["key_id"], kms_key.key_id.as_str());
 
+    // The official export through waive: proof URLs on API Gateway's own domain, served by fetch
+    // without a token (the blob "foo" and its manifest inline, no store header).
+    let version = "/v1/workspaces/team-a/bundles/m/versions/1";
+    let manifest = json!({"schema": "helix.bundle.v1", "name": "m", "version": "1",
+                          "files": [{"path": "foo", "digest": digest, "size": 3}]});
+    let registered = env.http.put(env.url(version)).bearer_auth(&publisher).json(&manifest).send().await.unwrap();
+    assert_eq!(registered.status(), 201);
+    let approver = env.token_of("grace", Role::Approver, "team-a").await;
+    let approved = env.http.post(env.url(&format!("{version}/approve"))).bearer_auth(&approver).send().await.unwrap();
+    assert_eq!(approved.status(), 201);
+    let route = "/v1/workspaces/{ws}/bundles/{name}/versions/{version}/export";
+    let export = apigw_event("POST", route, &format!("{version}/export"), "", Some(&publisher));
+    let r = call(api_w, p_w, &export).await;
+    assert_eq!(r["statusCode"], 200, "{r}");
+    let url = body_json(&r)["proof"]["files"][0]["url"].as_str().unwrap().to_owned();
+    let (path, query) = url
+        .strip_prefix("https://abc123.execute-api.eu-west-1.amazonaws.com")
+        .and_then(|u| u.split_once('?'))
+        .unwrap_or_else(|| panic!("a proof URL on the API's domain: {url}"));
+    let r = call(&api_f, &p_f, &apigw_event("GET", "/v1/proofs/{ws}/{digest}", path, query, None)).await;
+    assert_eq!(r["statusCode"], 200, "{r}");
+    assert_eq!(r["body"], "Zm9v", "the bytes of 'foo'");
+    assert!(r["headers"].get("last-modified").is_none(), "{r}");
+    let forged = query.replace("exp=", "exp=1");
+    let r = call(&api_f, &p_f, &apigw_event("GET", "/v1/proofs/{ws}/{digest}", path, &forged, None)).await;
+    assert_eq!((r["statusCode"].as_u64(), body_json(&r)["reason"].as_str()), (Some(403), Some("proof_invalid")), "{r}");
+
     // audit: team-a's trail, with the publisher's link in it, read through the table.
     let (api_a, p_a) = get("audit");
     let mut search = apigw_event("GET", "/v1/audit", "/v1/audit", "workspace=team-a", Some(&admin));
@@ -150,14 +177,15 @@ pub async fn function_binaries_serve_api_gateway_events_as_lambdas(b: Backend) {
     assert_eq!(r["statusCode"], 200, "{r}");
     assert!(body_json(&r)["events"].as_array().unwrap().iter().any(|e| e["action"] == "blob.link"), "{r}");
 
-    // metrics: the exposition, with the publish above counted (exactly, in its commit).
+    // metrics: the exposition, with the publish above and the exported version's manifest counted
+    // (exactly, each in its commit).
     let (api_m, p_m) = get("metrics");
     let r = call(api_m, p_m, &apigw_event("GET", "/metrics", "/metrics", "", None)).await;
     assert_eq!(r["statusCode"], 200, "{r}");
     assert_eq!(r["headers"]["content-type"], "text/plain; version=0.0.4; charset=utf-8");
     assert!(
-        r["body"].as_str().unwrap().contains("\nhelix_blobs 1\n"),
-        "the publish's link, counted in its commit: {r}"
+        r["body"].as_str().unwrap().contains("\nhelix_blobs 2\n"),
+        "the publish's link and the manifest's, counted in their commits: {r}"
     );
 
     // An event that is not an API Gateway request is reported on /error, and the process goes on.
