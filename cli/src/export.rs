@@ -134,6 +134,17 @@ fn write_record(record: &Value) -> Result<PathBuf, ClientError> {
     Ok(file)
 }
 
+/// Override records not yet reported: to the registry at `url`, and to any registry.
+pub fn pending_records(url: &str) -> (usize, usize) {
+    let Some(Ok(entries)) = overrides_dir("pending").map(std::fs::read_dir) else { return (0, 0) };
+    let records: Vec<Value> = entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .map(|e| std::fs::read(e.path()).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default())
+        .collect();
+    (records.iter().filter(|r| r["registry"].as_str() == Some(url)).count(), records.len())
+}
+
 /// The registry from the environment, after reporting any pending override records to it.
 pub async fn connect() -> Result<Registry, ClientError> {
     let registry = Registry::from_env()?;

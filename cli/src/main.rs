@@ -104,6 +104,7 @@ async fn main() -> ExitCode {
             eprintln!("helix: {e}");
             match e.downcast_ref::<ClientError>() {
                 Some(c) => ExitCode::from(c.exit_code()),
+                None if e.is::<commands::Usage>() => ExitCode::from(2),
                 None => ExitCode::FAILURE,
             }
         }

@@ -403,26 +403,35 @@ pub async fn pull(
     let manifest = Manifest::parse(canonical.as_bytes(), name, version).map_err(other)?;
 
     let dest = Dest::open(dir)?;
-    let mut placed = Vec::new();
-    for (f, digest) in manifest.files.iter().zip(manifest.digests()) {
-        let (folder, leaf) = dest.folder(&f.path)?;
-        placed.push((f, digest, folder, leaf));
+    // Every folder first (created in order, so a path in the way is reported before any download);
+    // a folder's handle is held only while a file in it is being checked or written.
+    for f in &manifest.files {
+        dest.folder(&f.path)?;
     }
+    let files: Vec<_> = manifest.files.iter().zip(manifest.digests()).collect();
     // Files already in place are hashed as push hashes: on blocking threads, `--jobs` at a time.
-    let held: Vec<bool> = futures_util::stream::iter(placed.iter().map(|(f, digest, folder, leaf)| {
-        let (folder, leaf, size, digest) = (folder.clone(), leaf.to_string(), f.size, digest.clone());
-        async move { tokio::task::spawn_blocking(move || folder.holds(&leaf, size, &digest)).await.map_err(other)? }
+    let held: Vec<bool> = futures_util::stream::iter(files.iter().map(|(f, digest)| {
+        let (size, digest) = (f.size, digest.clone());
+        let found = dest.folder(&f.path).map(|(folder, leaf)| (folder, leaf.to_owned()));
+        async move {
+            let (folder, leaf) = found?;
+            tokio::task::spawn_blocking(move || folder.holds(&leaf, size, &digest)).await.map_err(other)?
+        }
     }))
     .buffered(opts.jobs.max(1))
     .try_collect()
     .await?;
     let kept = held.iter().filter(|h| **h).count();
-    let todo: Vec<_> = placed.into_iter().zip(&held).filter(|(_, h)| !**h).map(|(p, _)| p).collect();
-    let total: u64 = todo.iter().map(|(f, ..)| f.size).sum();
+    let todo: Vec<_> = files.into_iter().zip(&held).filter(|(_, h)| !**h).map(|(p, _)| p).collect();
+    let total: u64 = todo.iter().map(|(f, _)| f.size).sum();
     let progress = Progress::start("downloading", total, opts.quiet);
-    futures_util::stream::iter(
-        todo.iter().map(|(f, d, folder, leaf)| download(registry, ws, f, d, folder, leaf, &progress)),
-    )
+    futures_util::stream::iter(todo.iter().map(|(f, d)| {
+        let (dest, progress) = (&dest, &progress);
+        async move {
+            let (folder, leaf) = dest.folder(&f.path)?;
+            download(registry, ws, f, d, &folder, leaf, progress).await
+        }
+    }))
     .buffer_unordered(opts.jobs.max(1))
     .try_collect::<Vec<()>>()
     .await?;
@@ -446,7 +455,9 @@ pub async fn pull(
 struct Dest {
     root: std::sync::Arc<rustix::fd::OwnedFd>,
     shown: PathBuf,
-    /// Each folder opened once, by its path under the destination: one handle per folder, not per file.
+    /// Folders recently opened, by their path under the destination: at most `OPEN_FOLDERS` handles
+    /// are kept (a bundle of thousands of folders must not exhaust the open-file limit; macOS's
+    /// default is 256). A folder dropped from here is opened again, the same way, when needed.
     folders: std::sync::Mutex<std::collections::HashMap<String, Folder>>,
 }
 
@@ -456,6 +467,9 @@ struct Folder {
     fd: std::sync::Arc<rustix::fd::OwnedFd>,
     shown: PathBuf,
 }
+
+/// Folder handles a pull keeps open between files (besides those of the files in flight).
+const OPEN_FOLDERS: usize = 64;
 
 fn dir_flags() -> rustix::fs::OFlags {
     use rustix::fs::OFlags;
@@ -505,7 +519,12 @@ impl Dest {
             Err(e) => return Err(other(format!("{}: {}", shown.display(), std::io::Error::from(e)))),
         };
         let folder = Folder { fd: std::sync::Arc::new(fd), shown };
-        self.folders.lock().expect("folder cache").insert(parents.to_owned(), folder.clone());
+        let mut folders = self.folders.lock().expect("folder cache");
+        if folders.len() >= OPEN_FOLDERS {
+            // Handles still in use stay open through their clones; the rest close here.
+            folders.clear();
+        }
+        folders.insert(parents.to_owned(), folder.clone());
         Ok(folder)
     }
 }

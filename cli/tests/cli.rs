@@ -226,6 +226,29 @@ fn status_and_audit_query_answer_from_a_registry_and_fail_in_one_line() {
     let stderr = String::from_utf8(dead.stderr).unwrap();
     assert_eq!(dead.status.code(), Some(3), "{stderr}");
     assert!(stderr.starts_with("helix: registry_unreachable") && stderr.lines().count() == 1, "{stderr}");
+    // Unreachable, the local posture is still printed: URL, why, the override, what is pending.
+    let stdout = String::from_utf8(dead.stdout).unwrap();
+    let row = |name: &str| stdout.lines().find(|l| l.starts_with(name)).unwrap_or_default().to_owned();
+    assert!(row("registry").ends_with("http://127.0.0.1:9"), "{stdout}");
+    assert!(row("reachable").contains("NO") && row("reachable").contains("onnect"), "{stdout}");
+    assert!(row("governance (client)").contains("fail closed"), "{stdout}");
+    assert!(row("pending unreported exports").contains("0 for this registry"), "{stdout}");
+    let allow = [("HELIX_REGISTRY_ALLOW_UNREGISTERED_EXPORT", "1")];
+    let overridden = client(dir.path(), "http://127.0.0.1:9", &admin)
+        .envs(allow)
+        .args(["export", "demo/model@1", "--reason", "registry down, deadline"])
+        .output()
+        .unwrap();
+    assert!(overridden.status.success(), "{}", String::from_utf8_lossy(&overridden.stderr));
+    let dead =
+        client(dir.path(), "http://127.0.0.1:9", &admin).envs(allow).args(["status", "--json"]).output().unwrap();
+    assert_eq!(dead.status.code(), Some(3));
+    let doc: serde_json::Value = serde_json::from_slice(&dead.stdout).unwrap();
+    assert_eq!(
+        (&doc["reachable"], &doc["local"]["allow_unregistered_export"], &doc["local"]["pending_unreported_exports"]),
+        (&json!(false), &json!(true), &json!(1)),
+        "{doc}"
+    );
     let plain_http = client(dir.path(), "http://registry.example", &admin).args(["status"]).output().unwrap();
     assert_eq!(plain_http.status.code(), Some(1), "http only on loopback");
 }
@@ -847,9 +870,20 @@ fn backup_and_restore_refuse_what_they_cannot_prove() {
         b"-----BEGIN PRIVATE KEY-----\nnot ours\n-----END PRIVATE KEY-----\n",
     )
     .unwrap();
+    // A staged upload with a forged checksum record (`complete` would trust it and link wrong bytes
+    // under a digest), and a folder the blob store does not have: restore cannot verify either.
+    let staged = copy_of_backup("staged");
+    std::fs::create_dir_all(staged.join("blobs/uploads/demo")).unwrap();
+    std::fs::write(staged.join("blobs/uploads/demo/up_1"), b"not the bytes of the digest").unwrap();
+    std::fs::write(staged.join("blobs/uploads/demo/up_1.sha256"), format!("sha256:{}", "ab".repeat(32))).unwrap();
+    let extra_folder = copy_of_backup("extra-folder");
+    std::fs::create_dir_all(extra_folder.join("blobs/elsewhere")).unwrap();
+    std::fs::write(extra_folder.join("blobs/elsewhere/x"), b"x").unwrap();
     for (case, why) in [
         (&flipped, "not the digest its name says"),
         (&stowaway, "not part of a helix backup"),
+        (&staged, "staging state"),
+        (&extra_folder, "not part of a helix backup"),
         (&missing, "missing from"),
         (&rekeyed, "not what the backup recorded"),
     ] {
@@ -886,4 +920,49 @@ fn helix_freeze_writes_the_switch_straight_into_the_store() {
     let thawed = helix(&data).args(["unfreeze", "--reason", "checked"]).output().unwrap();
     assert!(String::from_utf8_lossy(&thawed.stdout).starts_with("the registry is now not frozen"));
     push_model(&data, &url, &publisher, &src);
+}
+
+#[test]
+fn pull_keeps_a_bounded_number_of_folders_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (_server, url, _) = serve(&data);
+    let publisher = issue_token(&data, "ada", "publisher");
+    let src = dir.path().join("src");
+    for i in 0..2000 {
+        let folder = src.join(format!("d{}/f{i}", i % 10));
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("x.txt"), b"same bytes").unwrap();
+    }
+    push_model(&data, &url, &publisher, &src);
+    let dest = dir.path().join("copy");
+    let mut pull = client(&data, &url, &publisher);
+    pull.args(["pull", "demo/model@1", dest.to_str().unwrap(), "--json"]);
+    let pulled = with_open_file_limit(&pull, 256).output().unwrap();
+    let answer = json_out(&pulled);
+    assert_eq!((answer["files"].as_u64(), answer["downloaded_files"].as_u64()), (Some(2000), Some(2000)));
+    assert_eq!(files_under(&dest).len(), 2000);
+    // A re-run checks every file in place under the same limit.
+    let again = json_out(&with_open_file_limit(&pull, 256).output().unwrap());
+    assert_eq!(again["kept_files"].as_u64(), Some(2000));
+}
+
+#[test]
+fn smoke_takes_its_token_from_the_environment_or_a_file_never_from_argv() {
+    let dir = tempfile::tempdir().unwrap();
+    let smoke = |args: &[&str]| {
+        let out = helix(dir.path()).args(["smoke", "--url", "http://127.0.0.1:9"]).args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = smoke(&["--token", "hx_secret_in_argv"]);
+    assert_eq!(code, Some(2), "a usage error: {err}");
+    assert!(err.contains("HELIX_TOKEN") && err.contains("--token-file") && !err.contains("hx_secret_in_argv"), "{err}");
+    let file = dir.path().join("token");
+    std::fs::write(&file, "hx_from_a_file\n").unwrap();
+    // The token was read: the run starts, and fails at its first step (nothing listens there).
+    let (code, err) = smoke(&["--token-file", file.to_str().unwrap()]);
+    assert!(code == Some(1) && err.contains("smoke failed at step ready"), "{err}");
+    std::fs::write(&file, "").unwrap();
+    let (code, err) = smoke(&["--token-file", file.to_str().unwrap()]);
+    assert!(code == Some(2) && err.contains("empty"), "{err}");
 }

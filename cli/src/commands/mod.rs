@@ -14,6 +14,19 @@ pub mod transfer;
 
 pub type Res = Result<(), Box<dyn std::error::Error>>;
 
+/// A usage error found after parsing (a flag's value, or a flag that must not be used): exit 2,
+/// like clap's own.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
 /// Who a command that writes straight into the store acts as (its audit events' actor).
 pub fn operator() -> String {
     format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
