@@ -15,8 +15,14 @@ impl Drop for Serve {
     }
 }
 
+/// The binary under test: cargo's, or HELIX_TEST_BIN (a copy, when several checkouts share one target
+/// dir and overwrite each other's `target/debug/helix`).
+fn helix_bin() -> std::path::PathBuf {
+    std::env::var_os("HELIX_TEST_BIN").map(Into::into).unwrap_or_else(|| env!("CARGO_BIN_EXE_helix").into())
+}
+
 fn helix(data_dir: &std::path::Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_helix"));
+    let mut cmd = Command::new(helix_bin());
     cmd.env_clear().env("HELIX_DATA_DIR", data_dir).env("PATH", std::env::var("PATH").unwrap_or_default());
     cmd
 }
@@ -374,7 +380,7 @@ fn drill(blocks: &[String], fail_on_http: bool) -> (bool, String, tempfile::Temp
     );
     let work = dir.path().join("work");
     std::fs::create_dir(&work).unwrap();
-    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_helix")).parent().unwrap().to_owned();
+    let bin_dir = helix_bin().parent().unwrap().to_owned();
     let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
     let out = Command::new("bash")
         .args(["-c", &script])
@@ -965,4 +971,60 @@ fn smoke_takes_its_token_from_the_environment_or_a_file_never_from_argv() {
     std::fs::write(&file, "").unwrap();
     let (code, err) = smoke(&["--token-file", file.to_str().unwrap()]);
     assert!(code == Some(2) && err.contains("empty"), "{err}");
+}
+
+#[test]
+fn push_asks_the_registry_before_hashing_and_every_refusal_names_its_reason() {
+    let (dir, data, _server, url, admin, publisher) = small_inline_registry();
+    let src = dir.path().join("src");
+    source_tree(&src, 3, 10);
+    let push = |token: &str, ws: &str, src: &std::path::Path| {
+        let out = client(&data, &url, token)
+            .args(["push", src.to_str().unwrap(), "--workspace", ws, "--name", "model", "--version", "1"])
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // A workspace the token does not cover: the reason, not a bare `http_403 (403): `.
+    let (code, err) = push(&publisher, "other", &src);
+    assert!(
+        code == Some(1) && err.starts_with("helix: forbidden_workspace (403): this token is for workspace demo"),
+        "{err}"
+    );
+    let viewer = issue_token(&data, "val", "viewer");
+    let (code, err) = push(&viewer, "demo", &src);
+    assert!(code == Some(1) && err.contains("insufficient_role (403): pushing needs a publisher"), "{err}");
+    push_model(&data, &url, &publisher, &src);
+    // The version exists: refused before a byte of the new content is uploaded.
+    let changed = dir.path().join("changed");
+    std::fs::create_dir(&changed).unwrap();
+    std::fs::write(changed.join("new.txt"), b"content never uploaded").unwrap();
+    let (code, err) = push(&publisher, "demo", &changed);
+    assert!(code == Some(1) && err.contains("version_exists (409)"), "{err}");
+    let digest = format!("sha256:{}", helix_core::domain::Digest::of(b"content never uploaded").hex());
+    let head = curl_status(&[
+        "-I",
+        "-H",
+        &format!("Authorization: Bearer {admin}"),
+        &format!("{url}/v1/workspaces/demo/blobs/{digest}"),
+    ]);
+    assert_eq!(head, "404", "no orphan upload");
+}
+
+#[test]
+fn teams_token_outside_the_data_dir_refuses_instead_of_creating_a_second_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let mut cmd = helix(dir.path());
+    cmd.env_remove("HELIX_DATA_DIR").current_dir(&elsewhere);
+    let out =
+        cmd.args(["teams", "token", "--user", "u", "--role", "viewer", "--workspace-id", "demo"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(1) && err.contains("set HELIX_DATA_DIR") && err.lines().count() == 1, "{err}");
+    assert!(!elsewhere.join(".helix").exists(), "no second store");
+    let mut freeze = helix(dir.path());
+    let frozen = freeze.env_remove("HELIX_DATA_DIR").current_dir(&elsewhere).args(["freeze", "--reason", "x"]);
+    assert_eq!(frozen.output().unwrap().status.code(), Some(1));
+    assert!(!elsewhere.join(".helix").exists(), "no second store");
 }

@@ -27,6 +27,23 @@ impl std::fmt::Display for Usage {
 
 impl std::error::Error for Usage {}
 
+/// A command that writes straight into the store (`teams`, `freeze`) must find the store `helix
+/// serve` uses. With HELIX_DATA_DIR unset that is `./.helix` in the folder `helix serve` started in:
+/// run anywhere else, it would create a second, empty store that the registry never reads.
+/// (An explicit HELIX_DATA_DIR is trusted: tokens may be issued before the first start.)
+pub fn existing_store(config: &helix_core::Config) -> Res {
+    let db = config.data_dir.join(helix_core::app::SQLITE_FILE);
+    let sqlite = config.meta_backend == helix_core::config::MetaBackend::Sqlite;
+    if !sqlite || db.exists() || std::env::var_os("HELIX_DATA_DIR").is_some() {
+        return Ok(());
+    }
+    Err(format!(
+        "no registry store here: HELIX_DATA_DIR is not set and {} does not exist; set HELIX_DATA_DIR to the data dir `helix serve` printed",
+        db.display()
+    )
+    .into())
+}
+
 /// Who a command that writes straight into the store acts as (its audit events' actor).
 pub fn operator() -> String {
     format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))

@@ -44,6 +44,7 @@ pub enum TeamsCommand {
 }
 
 pub async fn run(config: &Config, command: TeamsCommand) -> Res {
+    super::existing_store(config)?;
     let (meta, _audit) = helix_core::app::meta_store(config).await?;
     match command {
         TeamsCommand::Token { user, role, workspace_id, ttl, description } => {
