@@ -78,7 +78,7 @@ pub async fn export(
             let file = receipt.unwrap_or_else(|| PathBuf::from(format!("{name}-{version}.export-receipt.json")));
             let envelope =
                 serde_json::to_string_pretty(&answer["receipt"]).map_err(|e| ClientError::Other(e.to_string()))?;
-            std::fs::write(&file, envelope + "\n")
+            let file = write_new(&file, &(envelope + "\n"))
                 .map_err(|e| ClientError::Other(format!("the export is recorded, but {}: {e}", file.display())))?;
             Ok(Exported::Official { answer, receipt: file })
         }
@@ -107,6 +107,27 @@ pub async fn export(
         }
         Err(e) => Err(e),
     }
+}
+
+/// Write `text` to `file`, or, when that exists, to the first free `STEM-2.EXT`, `STEM-3.EXT`, …:
+/// a receipt is evidence, and an earlier one is never overwritten. Where it went.
+pub fn write_new(file: &Path, text: &str) -> std::io::Result<PathBuf> {
+    use std::io::Write;
+    let stem = file.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+    let ext = file.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+    for n in 1..10_000 {
+        let candidate = if n == 1 { file.to_path_buf() } else { file.with_file_name(format!("{stem}-{n}{ext}")) };
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&candidate) {
+            Ok(mut f) => {
+                f.write_all(text.as_bytes())?;
+                f.sync_all()?;
+                return Ok(candidate);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("9,999 receipts of that name already: choose --receipt"))
 }
 
 fn hostname() -> String {

@@ -1028,3 +1028,39 @@ fn teams_token_outside_the_data_dir_refuses_instead_of_creating_a_second_store()
     assert_eq!(frozen.output().unwrap().status.code(), Some(1));
     assert!(!elsewhere.join(".helix").exists(), "no second store");
 }
+
+#[test]
+fn a_re_export_never_overwrites_a_receipt_and_many_proof_urls_are_summarised() {
+    let (dir, data, _server, url, _, publisher) = small_inline_registry();
+    let src = dir.path().join("src");
+    source_tree(&src, 20, 10);
+    push_approved_model(&data, &url, &publisher, &src);
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let export = |args: &[&str]| {
+        let out = client(&data, &url, &publisher)
+            .current_dir(&work)
+            .args(["export", "demo/model@1"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = export(&[]);
+    assert!(first.lines().count() <= 3 && first.contains("23 file proof URL(s)"), "summarised:\n{first}");
+    let second = export(&["--urls", "urls.tsv"]);
+    assert!(
+        second.contains("saved to model-1.export-receipt-2.json") && second.contains("written to urls.tsv"),
+        "{second}"
+    );
+    let receipt =
+        |name: &str| -> serde_json::Value { serde_json::from_slice(&std::fs::read(work.join(name)).unwrap()).unwrap() };
+    assert_ne!(
+        receipt("model-1.export-receipt.json"),
+        receipt("model-1.export-receipt-2.json"),
+        "the first receipt is kept"
+    );
+    let urls = std::fs::read_to_string(work.join("urls.tsv")).unwrap();
+    assert_eq!(urls.lines().count(), 24, "the manifest and every file");
+}
