@@ -1064,3 +1064,24 @@ fn a_re_export_never_overwrites_a_receipt_and_many_proof_urls_are_summarised() {
     let urls = std::fs::read_to_string(work.join("urls.tsv")).unwrap();
     assert_eq!(urls.lines().count(), 24, "the manifest and every file");
 }
+
+#[test]
+fn audit_query_answers_the_common_questions_as_the_help_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url, _) = serve(dir.path());
+    let approver = issue_token(dir.path(), "grace", "approver");
+    let query = |args: &[&str]| {
+        let out = client(dir.path(), &url, &approver).args(["audit", "query"]).args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // No --workspace: the token's own (demo), with relative times as the help writes them.
+    let (code, stdout, stderr) = query(&["--since", "30m ago", "--action", "token.issue"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.lines().count() == 1 && stdout.contains("token.issue"), "{stdout}");
+    let (code, stdout, stderr) = query(&["--since", "2d ago", "--until", "1d ago"]);
+    assert_eq!((code, stdout.trim()), (Some(0), "no events"), "{stderr}");
+}
