@@ -1085,3 +1085,44 @@ fn audit_query_answers_the_common_questions_as_the_help_says() {
     let (code, stdout, stderr) = query(&["--since", "2d ago", "--until", "1d ago"]);
     assert_eq!((code, stdout.trim()), (Some(0), "no events"), "{stderr}");
 }
+
+#[test]
+fn every_help_entry_has_a_description() {
+    let dir = tempfile::tempdir().unwrap();
+    let commands = [
+        "serve",
+        "status",
+        "push",
+        "pull",
+        "smoke",
+        "freeze",
+        "unfreeze",
+        "backup",
+        "restore",
+        "export",
+        "teams token",
+        "teams revoke",
+        "teams list",
+        "governance approve",
+        "governance reject",
+        "governance waive",
+        "governance verify",
+        "audit query",
+        "audit export",
+        "audit verify",
+    ];
+    let mut bare = Vec::new();
+    for command in commands {
+        let out = helix(dir.path()).args(command.split(' ')).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{command}");
+        for line in String::from_utf8(out.stdout).unwrap().lines() {
+            let entry = line.trim();
+            let is_entry = line.starts_with("  ") && (entry.starts_with('-') || entry.starts_with('<'));
+            // An entry is its flag or argument, then at least two spaces and its description.
+            if is_entry && !entry.contains("  ") {
+                bare.push(format!("{command}: {entry}"));
+            }
+        }
+    }
+    assert!(bare.is_empty(), "no description:\n{}", bare.join("\n"));
+}

@@ -24,6 +24,7 @@ pub struct SmokeArgs {
     /// dir); default the system's temp dir. Removed at the end.
     #[arg(long)]
     work_dir: Option<std::path::PathBuf>,
+    /// Print the report (every step, timed) as JSON.
     #[arg(long)]
     json: bool,
 }
