@@ -12,8 +12,9 @@
 //! digest). Everything is fsynced; a failed backup removes what it wrote.
 //!
 //! Restore checks before anything reaches the data dir: the schema is one this build reads and the
-//! database's own, every recorded file hashes as recorded, every blob file hashes to its name, and
-//! every linked blob is there. It copies into a temporary sibling and renames it into place.
+//! database's own, every recorded file hashes as recorded, every blob file hashes to its name,
+//! every linked blob is there, and the blob folder holds nothing else (no staging state, which
+//! it could not verify) but the signed audit export. It copies into a temporary sibling and renames it into place.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -224,6 +225,35 @@ fn blobs_match_their_names(blobs: &Path) -> Res<u64> {
     Ok(checked)
 }
 
+/// What the blob folder of a backup may hold: blobs (each checked against its name) and the audit
+/// export (signed days and their keys; `helix audit verify` with a pinned key checks them).
+const BLOB_FOLDERS: [&str; 2] = ["sha256", "audit"];
+
+/// Nothing under `blobs/` but `BLOB_FOLDERS`. Staging state (`uploads/`, `tmp/`) is scratch that
+/// `helix backup` never copies, and restore cannot verify it: `complete` trusts a staged upload's
+/// checksum record, so a forged one would link wrong bytes under a digest. A backup carrying it
+/// has been changed since it was made: refused (docs/decisions.md, "Restore refuses staging state").
+fn blob_folders_known(blobs: &Path) -> Res<()> {
+    let Ok(entries) = std::fs::read_dir(blobs) else { return Ok(()) };
+    for entry in entries {
+        let entry = entry.map_err(io(blobs))?;
+        let name = entry.file_name();
+        let path = entry.path();
+        if SKIPPED.iter().any(|s| name == *s) {
+            return Err(format!(
+                "{}: staging state (scratch that helix backup never copies, and restore cannot verify): \
+                 this backup was changed after it was made",
+                path.display()
+            )
+            .into());
+        }
+        if !BLOB_FOLDERS.iter().any(|k| name == *k) || !path.is_dir() {
+            return Err(format!("{}: not part of a helix backup", path.display()).into());
+        }
+    }
+    Ok(())
+}
+
 /// Check the backup `from` whole: schema, recorded files, blobs against their names, linked blobs.
 pub fn check(from: &Path) -> Res<Value> {
     let path = from.join(MANIFEST);
@@ -264,6 +294,7 @@ pub fn check(from: &Path) -> Res<Value> {
         }
     }
     let blobs = from.join(BLOB_DIR);
+    blob_folders_known(&blobs)?;
     let schema = links_present(&from.join(SQLITE_FILE), &blobs)?;
     if schema != recorded {
         return Err(format!("the database is schema version {schema}, the record says {recorded}").into());

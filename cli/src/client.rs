@@ -195,9 +195,12 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// `7d`, `12h`, `30m` before `now`, or an RFC 3339 time or a day as given.
+/// `7d`, `12h`, `30m` (optionally followed by ` ago`) before `now`, or an RFC 3339 time or a day as given.
 pub fn since(value: &str, now: time::OffsetDateTime) -> Result<String, ClientError> {
-    let bad = || ClientError::Other(format!("--since {value:?}: a duration (7d, 12h, 30m), an RFC 3339 time or a day"));
+    let bad =
+        || ClientError::Other(format!("{value:?}: a duration (7d, 12h, 30m, \"30m ago\"), an RFC 3339 time or a day"));
+    let value = value.trim();
+    let value = value.strip_suffix(" ago").map(str::trim_end).unwrap_or(value);
     match value.chars().last() {
         None => Err(bad()),
         // A duration, read as token lifetimes are (up to ten years).
@@ -251,6 +254,7 @@ mod tests {
         let now = time::macros::datetime!(2026-12-01 12:00 UTC);
         assert_eq!(since("7d", now).unwrap(), "2026-11-24T12:00:00.000Z");
         assert_eq!(since("90m", now).unwrap(), "2026-12-01T10:30:00.000Z");
+        assert_eq!(since("30m ago", now).unwrap(), "2026-12-01T11:30:00.000Z");
         assert_eq!(since("2026-11-30", now).unwrap(), "2026-11-30");
         assert!(since("xd", now).is_err() && since("", now).is_err() && since("-1d", now).is_err());
         // A value ending in a character of more than one byte is a time or day for the registry to

@@ -78,7 +78,7 @@ pub async fn export(
             let file = receipt.unwrap_or_else(|| PathBuf::from(format!("{name}-{version}.export-receipt.json")));
             let envelope =
                 serde_json::to_string_pretty(&answer["receipt"]).map_err(|e| ClientError::Other(e.to_string()))?;
-            std::fs::write(&file, envelope + "\n")
+            let file = write_new(&file, &(envelope + "\n"))
                 .map_err(|e| ClientError::Other(format!("the export is recorded, but {}: {e}", file.display())))?;
             Ok(Exported::Official { answer, receipt: file })
         }
@@ -109,6 +109,27 @@ pub async fn export(
     }
 }
 
+/// Write `text` to `file`, or, when that exists, to the first free `STEM-2.EXT`, `STEM-3.EXT`, …:
+/// a receipt is evidence, and an earlier one is never overwritten. Where it went.
+pub fn write_new(file: &Path, text: &str) -> std::io::Result<PathBuf> {
+    use std::io::Write;
+    let stem = file.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+    let ext = file.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+    for n in 1..10_000 {
+        let candidate = if n == 1 { file.to_path_buf() } else { file.with_file_name(format!("{stem}-{n}{ext}")) };
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&candidate) {
+            Ok(mut f) => {
+                f.write_all(text.as_bytes())?;
+                f.sync_all()?;
+                return Ok(candidate);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("9,999 receipts of that name already: choose --receipt"))
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -132,6 +153,17 @@ fn write_record(record: &Value) -> Result<PathBuf, ClientError> {
     f.write_all(serde_json::to_string_pretty(record).unwrap_or_default().as_bytes()).map_err(fail)?;
     f.sync_all().map_err(fail)?;
     Ok(file)
+}
+
+/// Override records not yet reported: to the registry at `url`, and to any registry.
+pub fn pending_records(url: &str) -> (usize, usize) {
+    let Some(Ok(entries)) = overrides_dir("pending").map(std::fs::read_dir) else { return (0, 0) };
+    let records: Vec<Value> = entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .map(|e| std::fs::read(e.path()).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default())
+        .collect();
+    (records.iter().filter(|r| r["registry"].as_str() == Some(url)).count(), records.len())
 }
 
 /// The registry from the environment, after reporting any pending override records to it.

@@ -66,11 +66,13 @@ enum Command {
     /// tables with AWS credentials), for when its API is down or not serving yet (restored tables).
     /// Over HTTP, `POST /v1/admin/freeze` does the same. Audited as `registry.freeze` by `cli:$USER`.
     Freeze {
+        /// Why (recorded with the switch and in the audit trail).
         #[arg(long)]
         reason: String,
     },
     /// Unfreeze the registry straight in its store (see `helix freeze`).
     Unfreeze {
+        /// Why (recorded with the switch and in the audit trail).
         #[arg(long)]
         reason: String,
     },
@@ -104,6 +106,7 @@ async fn main() -> ExitCode {
             eprintln!("helix: {e}");
             match e.downcast_ref::<ClientError>() {
                 Some(c) => ExitCode::from(c.exit_code()),
+                None if e.is::<commands::Usage>() => ExitCode::from(2),
                 None => ExitCode::FAILURE,
             }
         }

@@ -1,5 +1,5 @@
-//! `helix smoke --url URL --token T [--backup-restore]`: the whole lifecycle against a running or
-//! deployed registry, in a workspace of its own (`smoke-` + random), each step timed. The token must
+//! `helix smoke --url URL [--token-file FILE] [--backup-restore]` (or the token in HELIX_TOKEN): the
+//! whole lifecycle against a running or deployed registry, in a workspace of its own (`smoke-` + random), each step timed. The token must
 //! be an admin whose grant covers every workspace: the smoke issues a publisher and an approver for its
 //! workspace (separation of duties needs two users) and revokes both at the end, whatever happened.
 //!

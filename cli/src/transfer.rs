@@ -248,6 +248,9 @@ pub async fn push(
     // The paths are checked before anything is hashed: a refused name fails at once.
     manifest(&files, &vec![Digest::of(b""); files.len()], name, version)?;
 
+    // The registry is asked first: nothing is hashed or uploaded for a push it would refuse.
+    let (status, registered) = preflight(registry, ws, name, version).await?;
+
     let total: u64 = files.iter().map(|f| f.size).sum();
     let progress = Progress::start("hashing", total, opts.quiet);
     let hashes: Vec<(Digest, u64)> = futures_util::stream::iter(files.iter().map(|f| {
@@ -265,11 +268,25 @@ pub async fn push(
     }
     let digests: Vec<Digest> = hashes.into_iter().map(|(d, _)| d).collect();
     let manifest = manifest(&files, &digests, name, version)?;
+    if let Some(registered) = registered {
+        // Registered already: the same content is an idempotent re-run (nothing to upload); other
+        // content is refused before a byte is uploaded.
+        let local = Digest::of(manifest.canonical().map_err(other)?.as_bytes());
+        if local.to_string() != registered {
+            return Err(ClientError::Refused {
+                status: 409,
+                reason: "version_exists".into(),
+                detail: format!(
+                    "{ws}/{}@{} is registered with manifest {registered}; this folder's is {local}: push a new \
+                     version (nothing was uploaded)",
+                    name.as_str(),
+                    version.as_str()
+                ),
+            });
+        }
+    }
 
-    let inline_max = match opts.inline_max {
-        Some(known) => known,
-        None => inline_max_of(&registry.get("/v1/status").await?),
-    };
+    let inline_max = opts.inline_max.unwrap_or_else(|| inline_max_of(&status));
 
     // One upload per distinct digest; a HEAD says whether the workspace already holds it.
     let mut distinct: std::collections::BTreeMap<Digest, &LocalFile> = Default::default();
@@ -280,6 +297,10 @@ pub async fn push(
         match registry.answer(registry.request(reqwest::Method::HEAD, &blob_path(ws, d))).await {
             Ok(_) => Ok(true),
             Err(ClientError::Refused { status: 404, .. }) => Ok(false),
+            // A HEAD's refusal has no body: the same GET names the reason.
+            Err(ClientError::Refused { reason, .. }) if reason.starts_with("http_") => {
+                registry.get(&blob_path(ws, d)).await.map(|_| true)
+            }
             Err(e) => Err(e),
         }
     }))
@@ -306,6 +327,44 @@ pub async fn push(
     answer["present_files"] = json!(distinct.len() - missing.len());
     answer["upload_seconds"] = json!((elapsed.as_secs_f64() * 1000.0).round() / 1000.0);
     Ok(answer)
+}
+
+/// What the registry would refuse, asked before a byte is hashed: reachable, the token valid, a
+/// publisher's role on `ws`, not frozen. Its `/v1/status`, and the manifest digest of the version
+/// when it is registered already (the caller compares it with its own before uploading anything).
+async fn preflight(
+    registry: &Registry,
+    ws: &WorkspaceId,
+    name: &BundleName,
+    version: &BundleName,
+) -> Result<(Value, Option<String>), ClientError> {
+    let status = registry.get("/v1/status").await?;
+    let whoami = registry.get("/v1/whoami").await?;
+    let (role, scope) = (whoami["role"].as_str().unwrap_or_default(), whoami["workspace_id"].as_str());
+    let refused = |status: u16, reason: &str, detail: String| ClientError::Refused {
+        status,
+        reason: reason.into(),
+        detail: format!("{detail} (checked before anything was hashed or uploaded)"),
+    };
+    if scope != Some("*") && scope != Some(ws.as_str()) {
+        return Err(refused(
+            403,
+            "forbidden_workspace",
+            format!("this token is for workspace {}, not {ws}", scope.unwrap_or("?")),
+        ));
+    }
+    if !role.parse::<helix_core::domain::Role>().is_ok_and(|r| r.at_least(helix_core::domain::Role::Publisher)) {
+        return Err(refused(403, "insufficient_role", format!("pushing needs a publisher; this token is a {role}")));
+    }
+    if status["frozen"] == true {
+        let why = status["freeze"]["reason"].as_str().unwrap_or_default();
+        return Err(refused(503, "registry_frozen", format!("the registry is frozen: {why}")));
+    }
+    match registry.get(&crate::client::version_path_of(ws, name, version)).await {
+        Ok(view) => Ok((status, Some(view["manifest_digest"].as_str().unwrap_or_default().to_owned()))),
+        Err(ClientError::Refused { status: 404, .. }) => Ok((status, None)),
+        Err(e) => Err(e),
+    }
 }
 
 /// Upload one blob the workspace lacks: inline up to `inline_max`, else presigned PUT and complete.
@@ -403,26 +462,35 @@ pub async fn pull(
     let manifest = Manifest::parse(canonical.as_bytes(), name, version).map_err(other)?;
 
     let dest = Dest::open(dir)?;
-    let mut placed = Vec::new();
-    for (f, digest) in manifest.files.iter().zip(manifest.digests()) {
-        let (folder, leaf) = dest.folder(&f.path)?;
-        placed.push((f, digest, folder, leaf));
+    // Every folder first (created in order, so a path in the way is reported before any download);
+    // a folder's handle is held only while a file in it is being checked or written.
+    for f in &manifest.files {
+        dest.folder(&f.path)?;
     }
+    let files: Vec<_> = manifest.files.iter().zip(manifest.digests()).collect();
     // Files already in place are hashed as push hashes: on blocking threads, `--jobs` at a time.
-    let held: Vec<bool> = futures_util::stream::iter(placed.iter().map(|(f, digest, folder, leaf)| {
-        let (folder, leaf, size, digest) = (folder.clone(), leaf.to_string(), f.size, digest.clone());
-        async move { tokio::task::spawn_blocking(move || folder.holds(&leaf, size, &digest)).await.map_err(other)? }
+    let held: Vec<bool> = futures_util::stream::iter(files.iter().map(|(f, digest)| {
+        let (size, digest) = (f.size, digest.clone());
+        let found = dest.folder(&f.path).map(|(folder, leaf)| (folder, leaf.to_owned()));
+        async move {
+            let (folder, leaf) = found?;
+            tokio::task::spawn_blocking(move || folder.holds(&leaf, size, &digest)).await.map_err(other)?
+        }
     }))
     .buffered(opts.jobs.max(1))
     .try_collect()
     .await?;
     let kept = held.iter().filter(|h| **h).count();
-    let todo: Vec<_> = placed.into_iter().zip(&held).filter(|(_, h)| !**h).map(|(p, _)| p).collect();
-    let total: u64 = todo.iter().map(|(f, ..)| f.size).sum();
+    let todo: Vec<_> = files.into_iter().zip(&held).filter(|(_, h)| !**h).map(|(p, _)| p).collect();
+    let total: u64 = todo.iter().map(|(f, _)| f.size).sum();
     let progress = Progress::start("downloading", total, opts.quiet);
-    futures_util::stream::iter(
-        todo.iter().map(|(f, d, folder, leaf)| download(registry, ws, f, d, folder, leaf, &progress)),
-    )
+    futures_util::stream::iter(todo.iter().map(|(f, d)| {
+        let (dest, progress) = (&dest, &progress);
+        async move {
+            let (folder, leaf) = dest.folder(&f.path)?;
+            download(registry, ws, f, d, &folder, leaf, progress).await
+        }
+    }))
     .buffer_unordered(opts.jobs.max(1))
     .try_collect::<Vec<()>>()
     .await?;
@@ -446,7 +514,9 @@ pub async fn pull(
 struct Dest {
     root: std::sync::Arc<rustix::fd::OwnedFd>,
     shown: PathBuf,
-    /// Each folder opened once, by its path under the destination: one handle per folder, not per file.
+    /// Folders recently opened, by their path under the destination: at most `OPEN_FOLDERS` handles
+    /// are kept (a bundle of thousands of folders must not exhaust the open-file limit; macOS's
+    /// default is 256). A folder dropped from here is opened again, the same way, when needed.
     folders: std::sync::Mutex<std::collections::HashMap<String, Folder>>,
 }
 
@@ -456,6 +526,9 @@ struct Folder {
     fd: std::sync::Arc<rustix::fd::OwnedFd>,
     shown: PathBuf,
 }
+
+/// Folder handles a pull keeps open between files (besides those of the files in flight).
+const OPEN_FOLDERS: usize = 64;
 
 fn dir_flags() -> rustix::fs::OFlags {
     use rustix::fs::OFlags;
@@ -505,7 +578,12 @@ impl Dest {
             Err(e) => return Err(other(format!("{}: {}", shown.display(), std::io::Error::from(e)))),
         };
         let folder = Folder { fd: std::sync::Arc::new(fd), shown };
-        self.folders.lock().expect("folder cache").insert(parents.to_owned(), folder.clone());
+        let mut folders = self.folders.lock().expect("folder cache");
+        if folders.len() >= OPEN_FOLDERS {
+            // Handles still in use stay open through their clones; the rest close here.
+            folders.clear();
+        }
+        folders.insert(parents.to_owned(), folder.clone());
         Ok(folder)
     }
 }

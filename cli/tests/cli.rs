@@ -15,8 +15,14 @@ impl Drop for Serve {
     }
 }
 
+/// The binary under test: cargo's, or HELIX_TEST_BIN (a copy, when several checkouts share one target
+/// dir and overwrite each other's `target/debug/helix`).
+fn helix_bin() -> std::path::PathBuf {
+    std::env::var_os("HELIX_TEST_BIN").map(Into::into).unwrap_or_else(|| env!("CARGO_BIN_EXE_helix").into())
+}
+
 fn helix(data_dir: &std::path::Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_helix"));
+    let mut cmd = Command::new(helix_bin());
     cmd.env_clear().env("HELIX_DATA_DIR", data_dir).env("PATH", std::env::var("PATH").unwrap_or_default());
     cmd
 }
@@ -226,6 +232,29 @@ fn status_and_audit_query_answer_from_a_registry_and_fail_in_one_line() {
     let stderr = String::from_utf8(dead.stderr).unwrap();
     assert_eq!(dead.status.code(), Some(3), "{stderr}");
     assert!(stderr.starts_with("helix: registry_unreachable") && stderr.lines().count() == 1, "{stderr}");
+    // Unreachable, the local posture is still printed: URL, why, the override, what is pending.
+    let stdout = String::from_utf8(dead.stdout).unwrap();
+    let row = |name: &str| stdout.lines().find(|l| l.starts_with(name)).unwrap_or_default().to_owned();
+    assert!(row("registry").ends_with("http://127.0.0.1:9"), "{stdout}");
+    assert!(row("reachable").contains("NO") && row("reachable").contains("onnect"), "{stdout}");
+    assert!(row("governance (client)").contains("fail closed"), "{stdout}");
+    assert!(row("pending unreported exports").contains("0 for this registry"), "{stdout}");
+    let allow = [("HELIX_REGISTRY_ALLOW_UNREGISTERED_EXPORT", "1")];
+    let overridden = client(dir.path(), "http://127.0.0.1:9", &admin)
+        .envs(allow)
+        .args(["export", "demo/model@1", "--reason", "registry down, deadline"])
+        .output()
+        .unwrap();
+    assert!(overridden.status.success(), "{}", String::from_utf8_lossy(&overridden.stderr));
+    let dead =
+        client(dir.path(), "http://127.0.0.1:9", &admin).envs(allow).args(["status", "--json"]).output().unwrap();
+    assert_eq!(dead.status.code(), Some(3));
+    let doc: serde_json::Value = serde_json::from_slice(&dead.stdout).unwrap();
+    assert_eq!(
+        (&doc["reachable"], &doc["local"]["allow_unregistered_export"], &doc["local"]["pending_unreported_exports"]),
+        (&json!(false), &json!(true), &json!(1)),
+        "{doc}"
+    );
     let plain_http = client(dir.path(), "http://registry.example", &admin).args(["status"]).output().unwrap();
     assert_eq!(plain_http.status.code(), Some(1), "http only on loopback");
 }
@@ -351,7 +380,7 @@ fn drill(blocks: &[String], fail_on_http: bool) -> (bool, String, tempfile::Temp
     );
     let work = dir.path().join("work");
     std::fs::create_dir(&work).unwrap();
-    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_helix")).parent().unwrap().to_owned();
+    let bin_dir = helix_bin().parent().unwrap().to_owned();
     let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
     let out = Command::new("bash")
         .args(["-c", &script])
@@ -854,9 +883,20 @@ fn backup_and_restore_refuse_what_they_cannot_prove() {
         b"-----BEGIN PRIVATE KEY-----\nnot ours\n-----END PRIVATE KEY-----\n",
     )
     .unwrap();
+    // A staged upload with a forged checksum record (`complete` would trust it and link wrong bytes
+    // under a digest), and a folder the blob store does not have: restore cannot verify either.
+    let staged = copy_of_backup("staged");
+    std::fs::create_dir_all(staged.join("blobs/uploads/demo")).unwrap();
+    std::fs::write(staged.join("blobs/uploads/demo/up_1"), b"not the bytes of the digest").unwrap();
+    std::fs::write(staged.join("blobs/uploads/demo/up_1.sha256"), format!("sha256:{}", "ab".repeat(32))).unwrap();
+    let extra_folder = copy_of_backup("extra-folder");
+    std::fs::create_dir_all(extra_folder.join("blobs/elsewhere")).unwrap();
+    std::fs::write(extra_folder.join("blobs/elsewhere/x"), b"x").unwrap();
     for (case, why) in [
         (&flipped, "not the digest its name says"),
         (&stowaway, "not part of a helix backup"),
+        (&staged, "staging state"),
+        (&extra_folder, "not part of a helix backup"),
         (&missing, "missing from"),
         (&rekeyed, "not what the backup recorded"),
     ] {
@@ -893,4 +933,203 @@ fn helix_freeze_writes_the_switch_straight_into_the_store() {
     let thawed = helix(&data).args(["unfreeze", "--reason", "checked"]).output().unwrap();
     assert!(String::from_utf8_lossy(&thawed.stdout).starts_with("the registry is now not frozen"));
     push_model(&data, &url, &publisher, &src);
+}
+
+#[test]
+fn pull_keeps_a_bounded_number_of_folders_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (_server, url, _) = serve(&data);
+    let publisher = issue_token(&data, "ada", "publisher");
+    let src = dir.path().join("src");
+    for i in 0..2000 {
+        let folder = src.join(format!("d{}/f{i}", i % 10));
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("x.txt"), b"same bytes").unwrap();
+    }
+    push_model(&data, &url, &publisher, &src);
+    let dest = dir.path().join("copy");
+    let mut pull = client(&data, &url, &publisher);
+    pull.args(["pull", "demo/model@1", dest.to_str().unwrap(), "--json"]);
+    let pulled = with_open_file_limit(&pull, 256).output().unwrap();
+    let answer = json_out(&pulled);
+    assert_eq!((answer["files"].as_u64(), answer["downloaded_files"].as_u64()), (Some(2000), Some(2000)));
+    assert_eq!(files_under(&dest).len(), 2000);
+    // A re-run checks every file in place under the same limit.
+    let again = json_out(&with_open_file_limit(&pull, 256).output().unwrap());
+    assert_eq!(again["kept_files"].as_u64(), Some(2000));
+}
+
+#[test]
+fn smoke_takes_its_token_from_the_environment_or_a_file_never_from_argv() {
+    let dir = tempfile::tempdir().unwrap();
+    let smoke = |args: &[&str]| {
+        let out = helix(dir.path()).args(["smoke", "--url", "http://127.0.0.1:9"]).args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = smoke(&["--token", "hx_secret_in_argv"]);
+    assert_eq!(code, Some(2), "a usage error: {err}");
+    assert!(err.contains("HELIX_TOKEN") && err.contains("--token-file") && !err.contains("hx_secret_in_argv"), "{err}");
+    let file = dir.path().join("token");
+    std::fs::write(&file, "hx_from_a_file\n").unwrap();
+    // The token was read: the run starts, and fails at its first step (nothing listens there).
+    let (code, err) = smoke(&["--token-file", file.to_str().unwrap()]);
+    assert!(code == Some(1) && err.contains("smoke failed at step ready"), "{err}");
+    std::fs::write(&file, "").unwrap();
+    let (code, err) = smoke(&["--token-file", file.to_str().unwrap()]);
+    assert!(code == Some(2) && err.contains("empty"), "{err}");
+}
+
+#[test]
+fn push_asks_the_registry_before_hashing_and_every_refusal_names_its_reason() {
+    let (dir, data, _server, url, admin, publisher) = small_inline_registry();
+    let src = dir.path().join("src");
+    source_tree(&src, 3, 10);
+    let push = |token: &str, ws: &str, src: &std::path::Path| {
+        let out = client(&data, &url, token)
+            .args(["push", src.to_str().unwrap(), "--workspace", ws, "--name", "model", "--version", "1"])
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // A workspace the token does not cover: the reason, not a bare `http_403 (403): `.
+    let (code, err) = push(&publisher, "other", &src);
+    assert!(
+        code == Some(1) && err.starts_with("helix: forbidden_workspace (403): this token is for workspace demo"),
+        "{err}"
+    );
+    let viewer = issue_token(&data, "val", "viewer");
+    let (code, err) = push(&viewer, "demo", &src);
+    assert!(code == Some(1) && err.contains("insufficient_role (403): pushing needs a publisher"), "{err}");
+    push_model(&data, &url, &publisher, &src);
+    // The version exists: refused before a byte of the new content is uploaded.
+    let changed = dir.path().join("changed");
+    std::fs::create_dir(&changed).unwrap();
+    std::fs::write(changed.join("new.txt"), b"content never uploaded").unwrap();
+    let (code, err) = push(&publisher, "demo", &changed);
+    assert!(code == Some(1) && err.contains("version_exists (409)"), "{err}");
+    let digest = format!("sha256:{}", helix_core::domain::Digest::of(b"content never uploaded").hex());
+    let head = curl_status(&[
+        "-I",
+        "-H",
+        &format!("Authorization: Bearer {admin}"),
+        &format!("{url}/v1/workspaces/demo/blobs/{digest}"),
+    ]);
+    assert_eq!(head, "404", "no orphan upload");
+}
+
+#[test]
+fn teams_token_outside_the_data_dir_refuses_instead_of_creating_a_second_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let mut cmd = helix(dir.path());
+    cmd.env_remove("HELIX_DATA_DIR").current_dir(&elsewhere);
+    let out =
+        cmd.args(["teams", "token", "--user", "u", "--role", "viewer", "--workspace-id", "demo"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(1) && err.contains("set HELIX_DATA_DIR") && err.lines().count() == 1, "{err}");
+    assert!(!elsewhere.join(".helix").exists(), "no second store");
+    let mut freeze = helix(dir.path());
+    let frozen = freeze.env_remove("HELIX_DATA_DIR").current_dir(&elsewhere).args(["freeze", "--reason", "x"]);
+    assert_eq!(frozen.output().unwrap().status.code(), Some(1));
+    assert!(!elsewhere.join(".helix").exists(), "no second store");
+}
+
+#[test]
+fn a_re_export_never_overwrites_a_receipt_and_many_proof_urls_are_summarised() {
+    let (dir, data, _server, url, _, publisher) = small_inline_registry();
+    let src = dir.path().join("src");
+    source_tree(&src, 20, 10);
+    push_approved_model(&data, &url, &publisher, &src);
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let export = |args: &[&str]| {
+        let out = client(&data, &url, &publisher)
+            .current_dir(&work)
+            .args(["export", "demo/model@1"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = export(&[]);
+    assert!(first.lines().count() <= 3 && first.contains("23 file proof URL(s)"), "summarised:\n{first}");
+    let second = export(&["--urls", "urls.tsv"]);
+    assert!(
+        second.contains("saved to model-1.export-receipt-2.json") && second.contains("written to urls.tsv"),
+        "{second}"
+    );
+    let receipt =
+        |name: &str| -> serde_json::Value { serde_json::from_slice(&std::fs::read(work.join(name)).unwrap()).unwrap() };
+    assert_ne!(
+        receipt("model-1.export-receipt.json"),
+        receipt("model-1.export-receipt-2.json"),
+        "the first receipt is kept"
+    );
+    let urls = std::fs::read_to_string(work.join("urls.tsv")).unwrap();
+    assert_eq!(urls.lines().count(), 24, "the manifest and every file");
+}
+
+#[test]
+fn audit_query_answers_the_common_questions_as_the_help_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url, _) = serve(dir.path());
+    let approver = issue_token(dir.path(), "grace", "approver");
+    let query = |args: &[&str]| {
+        let out = client(dir.path(), &url, &approver).args(["audit", "query"]).args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // No --workspace: the token's own (demo), with relative times as the help writes them.
+    let (code, stdout, stderr) = query(&["--since", "30m ago", "--action", "token.issue"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.lines().count() == 1 && stdout.contains("token.issue"), "{stdout}");
+    let (code, stdout, stderr) = query(&["--since", "2d ago", "--until", "1d ago"]);
+    assert_eq!((code, stdout.trim()), (Some(0), "no events"), "{stderr}");
+}
+
+#[test]
+fn every_help_entry_has_a_description() {
+    let dir = tempfile::tempdir().unwrap();
+    let commands = [
+        "serve",
+        "status",
+        "push",
+        "pull",
+        "smoke",
+        "freeze",
+        "unfreeze",
+        "backup",
+        "restore",
+        "export",
+        "teams token",
+        "teams revoke",
+        "teams list",
+        "governance approve",
+        "governance reject",
+        "governance waive",
+        "governance verify",
+        "audit query",
+        "audit export",
+        "audit verify",
+    ];
+    let mut bare = Vec::new();
+    for command in commands {
+        let out = helix(dir.path()).args(command.split(' ')).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{command}");
+        for line in String::from_utf8(out.stdout).unwrap().lines() {
+            let entry = line.trim();
+            let is_entry = line.starts_with("  ") && (entry.starts_with('-') || entry.starts_with('<'));
+            // An entry is its flag or argument, then at least two spaces and its description.
+            if is_entry && !entry.contains("  ") {
+                bare.push(format!("{command}: {entry}"));
+            }
+        }
+    }
+    assert!(bare.is_empty(), "no description:\n{}", bare.join("\n"));
 }

@@ -11,17 +11,20 @@ pub enum AuditCommand {
     /// Search a registry's audit trail (GET /v1/audit, every page): one line per event, or JSON Lines.
     /// HELIX_URL and HELIX_TOKEN (an approver for a workspace, an admin of `*` for all).
     Query {
-        /// 7d, 12h, 30m ago, or an RFC 3339 time, or a day.
+        /// From: 7d, 12h, "30m ago", an RFC 3339 time, or a day.
         #[arg(long)]
         since: Option<String>,
+        /// Until (exclusive): the same forms as --since.
         #[arg(long)]
         until: Option<String>,
         /// e.g. bundle.export, token.issue, registry.freeze.
         #[arg(long)]
         action: Option<String>,
-        /// A workspace, or `*` for the global stream; every workspace when left out (admins).
+        /// A workspace, or `*` for the global stream. Left out: the token's own workspace, or every
+        /// workspace for an admin of `*`.
         #[arg(long)]
         workspace: Option<String>,
+        /// Who acted, as the events name them (e.g. marie@tok_…).
         #[arg(long)]
         actor: Option<String>,
         /// Print JSON Lines (one event per line, as the registry stores it).
@@ -152,7 +155,16 @@ async fn query(
     let registry = helix_cli::export::connect().await?;
     let now = time::OffsetDateTime::now_utc();
     let mut query = String::from("limit=1000");
-    let since = since.map(|s| helix_cli::client::since(&s, now)).transpose()?;
+    let since = since.map(|s| helix_cli::client::since(&s, now)).transpose().map_err(|e| format!("--since {e}"))?;
+    let until = until.map(|s| helix_cli::client::since(&s, now)).transpose().map_err(|e| format!("--until {e}"))?;
+    // A token for one workspace asks about that workspace (the whole trail needs an admin of `*`).
+    let workspace = match workspace {
+        Some(ws) => Some(ws),
+        None => match registry.get("/v1/whoami").await?["workspace_id"].as_str() {
+            Some("*") | None => None,
+            Some(ws) => Some(ws.to_owned()),
+        },
+    };
     for (k, v) in
         [("since", &since), ("until", &until), ("action", &action), ("workspace", &workspace), ("actor", &actor)]
     {
@@ -161,6 +173,7 @@ async fn query(
         }
     }
     let mut cursor: Option<String> = None;
+    let mut printed = 0usize;
     loop {
         let c = cursor.as_ref().map(|c| format!("&cursor={}", q(c))).unwrap_or_default();
         let page = registry.get(&format!("/v1/audit?{query}{c}")).await?;
@@ -180,9 +193,12 @@ async fn query(
                 )
             };
             out(&line)?;
+            printed += 1;
         }
         match page["next_cursor"].as_str() {
             Some(next) => cursor = Some(next.to_owned()),
+            // JSON Lines stay empty; a reader is told.
+            None if printed == 0 && !json => return out("no events"),
             None => return Ok(()),
         }
     }

@@ -15,12 +15,19 @@ pub struct ExportArgs {
     /// Why an unregistered export cannot wait (needed with the override).
     #[arg(long)]
     reason: Option<String>,
+    /// Also write every proof URL (PATH<TAB>URL, one a line, the manifest first) to this file.
+    #[arg(long)]
+    urls: Option<std::path::PathBuf>,
+    /// Print the registry's whole answer (receipt and proof URLs) as JSON.
     #[arg(long)]
     json: bool,
 }
 
+/// Up to this many files, the proof URLs are printed; above, a summary (and --urls FILE for all).
+const LISTED: usize = 10;
+
 pub async fn run(args: ExportArgs) -> Res {
-    let ExportArgs { bundle, receipt, reason, json } = args;
+    let ExportArgs { bundle, receipt, reason, urls, json } = args;
     let registry = helix_cli::export::connect().await?;
     match export(&registry, &bundle, receipt, reason.as_deref()).await? {
         Exported::Official { answer, receipt } => {
@@ -33,13 +40,26 @@ pub async fn run(args: ExportArgs) -> Res {
                 answer["seq"],
                 receipt.display()
             )];
-            lines.push(format!("manifest  {}", s_of(&answer["proof"]["manifest"]["url"])));
+            let mut proofs = vec![("manifest".to_owned(), s_of(&answer["proof"]["manifest"]["url"]))];
             for f in answer["proof"]["files"].as_array().into_iter().flatten() {
                 let url = f["url"]
                     .as_str()
                     .map(str::to_owned)
                     .unwrap_or_else(|| format!("(fetch by digest {})", s_of(&f["digest"])));
-                lines.push(format!("{}  {url}", s_of(&f["path"])));
+                proofs.push((s_of(&f["path"]), url));
+            }
+            if let Some(file) = &urls {
+                let text: String = proofs.iter().map(|(p, u)| format!("{p}\t{u}\n")).collect();
+                std::fs::write(file, text).map_err(|e| format!("--urls {}: {e}", file.display()))?;
+                lines.push(format!("{} proof URL(s) (valid 5 minutes) written to {}", proofs.len(), file.display()));
+            } else if proofs.len() <= LISTED + 1 {
+                lines.extend(proofs.iter().map(|(p, u)| format!("{p}  {u}")));
+            } else {
+                lines.push(format!("manifest  {}", proofs[0].1));
+                lines.push(format!(
+                    "{} file proof URL(s) (valid 5 minutes) not listed: --urls FILE writes them all, --json prints the answer",
+                    proofs.len() - 1
+                ));
             }
             out(&lines.join("\n"))
         }

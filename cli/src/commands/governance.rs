@@ -12,6 +12,7 @@ pub enum GovernanceCommand {
     Approve {
         /// WORKSPACE/NAME@VERSION
         bundle: String,
+        /// Print the registry's answer (with the signed receipt) as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -19,6 +20,7 @@ pub enum GovernanceCommand {
     Reject {
         /// WORKSPACE/NAME@VERSION
         bundle: String,
+        /// Print the registry's answer (with the signed receipt) as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -38,6 +40,7 @@ pub enum GovernanceCommand {
         /// 90s, 45m, 12h, 7d (at most 7 days; the registry's default is 24 h).
         #[arg(long)]
         expires_in: Option<String>,
+        /// Print the registry's answer (with the signed receipt) as JSON.
         #[arg(long)]
         json: bool,
     },

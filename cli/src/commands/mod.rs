@@ -14,6 +14,36 @@ pub mod transfer;
 
 pub type Res = Result<(), Box<dyn std::error::Error>>;
 
+/// A usage error found after parsing (a flag's value, or a flag that must not be used): exit 2,
+/// like clap's own.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// A command that writes straight into the store (`teams`, `freeze`) must find the store `helix
+/// serve` uses. With HELIX_DATA_DIR unset that is `./.helix` in the folder `helix serve` started in:
+/// run anywhere else, it would create a second, empty store that the registry never reads.
+/// (An explicit HELIX_DATA_DIR is trusted: tokens may be issued before the first start.)
+pub fn existing_store(config: &helix_core::Config) -> Res {
+    let db = config.data_dir.join(helix_core::app::SQLITE_FILE);
+    let sqlite = config.meta_backend == helix_core::config::MetaBackend::Sqlite;
+    if !sqlite || db.exists() || std::env::var_os("HELIX_DATA_DIR").is_some() {
+        return Ok(());
+    }
+    Err(format!(
+        "no registry store here: HELIX_DATA_DIR is not set and {} does not exist; set HELIX_DATA_DIR to the data dir `helix serve` printed",
+        db.display()
+    )
+    .into())
+}
+
 /// Who a command that writes straight into the store acts as (its audit events' actor).
 pub fn operator() -> String {
     format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))

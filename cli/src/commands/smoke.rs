@@ -3,15 +3,18 @@
 use helix_core::Config;
 use helix_core::config::{BlobBackend, MetaBackend, SignerBackend};
 
-use super::{Res, out, print_table};
+use super::{Res, Usage, out, print_table};
 
 #[derive(clap::Args)]
 pub struct SmokeArgs {
     /// The registry (https, or http on loopback); default HELIX_URL.
     #[arg(long)]
     url: Option<String>,
-    /// An admin token whose grant covers every workspace; default HELIX_TOKEN.
+    /// A file holding an admin token whose grant covers every workspace; default HELIX_TOKEN.
     #[arg(long)]
+    token_file: Option<std::path::PathBuf>,
+    /// Refused: a token in the arguments is visible to every local user (`ps`, /proc).
+    #[arg(long, hide = true)]
     token: Option<String>,
     /// Also back up the registry's data dir (HELIX_DATA_DIR, embedded backend), restore it into a
     /// fresh one, and prove the restored registry serves the same data and its audit chain verifies.
@@ -21,14 +24,14 @@ pub struct SmokeArgs {
     /// dir); default the system's temp dir. Removed at the end.
     #[arg(long)]
     work_dir: Option<std::path::PathBuf>,
+    /// Print the report (every step, timed) as JSON.
     #[arg(long)]
     json: bool,
 }
 
 pub async fn run(config: &Config, args: SmokeArgs) -> Res {
+    let token = token(&args)?;
     let url = args.url.or_else(|| std::env::var("HELIX_URL").ok()).ok_or("--url or HELIX_URL: the registry")?;
-    let token =
-        args.token.or_else(|| std::env::var("HELIX_TOKEN").ok()).ok_or("--token or HELIX_TOKEN: an admin token")?;
     let embedded = config.meta_backend == MetaBackend::Sqlite
         && config.blob_backend == BlobBackend::Fs
         && config.signer_backend == SignerBackend::Local;
@@ -68,4 +71,27 @@ pub async fn run(config: &Config, args: SmokeArgs) -> Res {
             Ok(())
         }
     }
+}
+
+/// The admin token: from --token-file, else HELIX_TOKEN; never from the arguments, which every local
+/// user can read (`ps`, /proc/PID/cmdline).
+fn token(args: &SmokeArgs) -> Result<String, Usage> {
+    if args.token.is_some() {
+        return Err(Usage(
+            "--token puts the secret in every local user's `ps`: pass it in HELIX_TOKEN or --token-file FILE instead"
+                .into(),
+        ));
+    }
+    let token = match &args.token_file {
+        Some(file) => std::fs::read_to_string(file)
+            .map_err(|e| Usage(format!("--token-file {}: {e}", file.display())))?
+            .trim()
+            .to_owned(),
+        None => std::env::var("HELIX_TOKEN").unwrap_or_default(),
+    };
+    if token.is_empty() {
+        let from = args.token_file.as_ref().map(|f| format!("--token-file {} is empty", f.display()));
+        return Err(Usage(from.unwrap_or_else(|| "HELIX_TOKEN or --token-file FILE: an admin token".into())));
+    }
+    Ok(token)
 }

@@ -1,14 +1,19 @@
-//! `helix status`: the registry's posture and whether it answers (never a secret).
+//! `helix status`: the registry's posture and whether it answers (never a secret), and always the
+//! client's own posture: what `helix export` would do now, and what it still owes the audit trail.
+//! An unreachable registry still prints everything local, then exits 3.
 
 use helix_cli::client::ClientError;
+use helix_cli::export::{OVERRIDE_ENV, pending_records};
+use serde_json::{Value, json};
 
 use super::{Res, out, print_table, s_of};
 
 pub async fn run(json: bool) -> Res {
+    // `connect` first reports what it can of the pending override records (and moves them).
     let registry = helix_cli::export::connect().await?;
-    let ready = registry.get("/readyz").await;
-    let ready = match ready {
-        Err(ClientError::Unreachable(e)) => return Err(ClientError::Unreachable(e).into()),
+    let local = local_posture(&registry.url);
+    let ready = match registry.get("/readyz").await {
+        Err(ClientError::Unreachable(e)) => return unreachable(&registry.url, local, e, json),
         // 503 with the dependencies is still an answer.
         Err(ClientError::Refused { .. }) => false,
         Err(e) => return Err(e.into()),
@@ -20,7 +25,8 @@ pub async fn run(json: bool) -> Res {
         (None, None)
     };
     if json {
-        let doc = serde_json::json!({"url": registry.url, "reachable": true, "ready": ready, "status": posture, "whoami": whoami});
+        let doc = json!({"url": registry.url, "reachable": true, "ready": ready, "status": posture,
+            "whoami": whoami, "local": local});
         return out(&doc.to_string());
     }
     let mut rows = vec![
@@ -60,5 +66,49 @@ pub async fn run(json: bool) -> Res {
         }
         _ => rows.push(["whoami".into(), "no HELIX_TOKEN: posture not shown".into()]),
     }
+    rows.extend(local_rows(&local));
     print_table(&rows)
+}
+
+/// No answer: the local posture, then exit 3 (`registry_unreachable`, with why).
+fn unreachable(url: &str, local: Value, why: String, json: bool) -> Res {
+    if json {
+        out(&json!({"url": url, "reachable": false, "error": why, "local": local}).to_string())?;
+    } else {
+        let mut rows = vec![["registry".to_owned(), url.to_owned()], ["reachable".into(), format!("NO: {why}")]];
+        rows.extend(local_rows(&local));
+        print_table(&rows)?;
+    }
+    Err(ClientError::Unreachable(why).into())
+}
+
+/// What this client does on its own: the override switch, the export rule it enforces while the
+/// registry cannot be reached, and the override records not yet reported to `url`.
+fn local_posture(url: &str) -> Value {
+    let override_set = std::env::var(OVERRIDE_ENV).as_deref() == Ok("1");
+    let (mine, all) = pending_records(url);
+    json!({
+        "allow_unregistered_export": override_set,
+        "client_export_rule": if override_set { "override" } else { "fail_closed" },
+        "pending_unreported_exports": mine,
+        "pending_unreported_exports_all_registries": all,
+        "state_dir": helix_cli::export::state_dir().map(|d| d.display().to_string()),
+    })
+}
+
+fn local_rows(local: &Value) -> Vec<[String; 2]> {
+    let rule = if local["allow_unregistered_export"] == true {
+        format!(
+            "OVERRIDE: {OVERRIDE_ENV}=1 is set; helix export writes an unregistered local record (with --reason) when the registry cannot be reached"
+        )
+    } else {
+        format!("fail closed: helix export refuses when the registry cannot be reached ({OVERRIDE_ENV} not set)")
+    };
+    let pending = format!(
+        "{} for this registry ({} in all){}",
+        local["pending_unreported_exports"],
+        local["pending_unreported_exports_all_registries"],
+        local["state_dir"].as_str().map(|d| format!(", under {d}/unregistered-exports/pending")).unwrap_or_default()
+    );
+    vec![["governance (client)".into(), rule], ["pending unreported exports".into(), pending]]
 }

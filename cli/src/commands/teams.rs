@@ -12,6 +12,7 @@ use super::{Res, operator, out, print_table};
 pub enum TeamsCommand {
     /// Issue an API token straight into the configured store and print it once.
     Token {
+        /// Who the token is for (audit events name them by it).
         #[arg(long)]
         user: String,
         /// viewer, publisher, approver, safety_reviewer or admin.
@@ -23,6 +24,7 @@ pub enum TeamsCommand {
         /// Lifetime: 90s, 45m, 12h, 30d. No expiry if omitted.
         #[arg(long)]
         ttl: Option<String>,
+        /// A note shown by `helix teams list` (what the token is for).
         #[arg(long)]
         description: Option<String>,
     },
@@ -61,6 +63,7 @@ pub enum TeamsCommand {
 }
 
 pub async fn run(config: &Config, command: TeamsCommand) -> Res {
+    super::existing_store(config)?;
     let (meta, _audit) = helix_core::app::meta_store(config).await?;
     match command {
         TeamsCommand::Token { user, role, workspace_id, ttl, description } => {

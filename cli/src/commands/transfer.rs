@@ -6,11 +6,15 @@ use super::{Res, out, s_of};
 
 #[derive(clap::Args)]
 pub struct PushArgs {
+    /// The folder to publish (every regular file under it).
     dir: std::path::PathBuf,
+    /// The workspace to publish into (the token must be a publisher there).
     #[arg(long)]
     workspace: String,
+    /// The bundle's name.
     #[arg(long)]
     name: String,
+    /// The version to register (never overwritten: a new push needs a new version).
     #[arg(long)]
     version: String,
     #[command(flatten)]
@@ -21,6 +25,7 @@ pub struct PushArgs {
 pub struct PullArgs {
     /// WORKSPACE/NAME@VERSION
     bundle: String,
+    /// The folder to download into (created if missing; files already there are checked, never overwritten).
     dir: std::path::PathBuf,
     #[command(flatten)]
     transfer: TransferArgs,
