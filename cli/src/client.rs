@@ -183,6 +183,16 @@ pub async fn load_keys(
         .collect()
 }
 
+/// A key id as `--key-fingerprint` takes it: `sha256:` and 64 lowercase hex digits.
+pub fn key_fingerprint(value: &str) -> Result<String, String> {
+    let hex = value.strip_prefix("sha256:").unwrap_or_default();
+    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        Ok(value.to_owned())
+    } else {
+        Err("a key id: sha256: and 64 lowercase hex digits (the key_id of GET /v1/governance/public-key)".into())
+    }
+}
+
 /// An error and its causes on one line (reqwest's own message stops at "error sending request").
 pub fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
