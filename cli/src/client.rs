@@ -154,12 +154,17 @@ impl Registry {
     pub async fn public_keys(&self) -> Result<Vec<helix_core::ports::PublicKeyInfo>, ClientError> {
         let doc = self.get("/v1/governance/public-key").await?;
         let missing = || ClientError::Other(format!("{}: a published key has no pem", self.url));
-        let mut pems = vec![doc["pem"].as_str().ok_or_else(missing)?];
-        for k in doc["previous"].as_array().into_iter().flatten() {
-            pems.push(k["pem"].as_str().ok_or_else(missing)?);
-        }
-        pems.iter()
-            .map(|pem| helix_core::keys::public_key_from_pem(pem).map_err(|e| ClientError::Other(e.to_string())))
+        std::iter::once(&doc)
+            .chain(doc["previous"].as_array().into_iter().flatten())
+            .map(|k| {
+                let pem = k["pem"].as_str().ok_or_else(missing)?;
+                let mut key =
+                    helix_core::keys::public_key_from_pem(pem).map_err(|e| ClientError::Other(e.to_string()))?;
+                // The registry's key history bounds each key's validity (retired keys sign nothing later).
+                key.valid_from = k["valid_from"].as_str().map(str::to_owned);
+                key.retired_at = k["retired_at"].as_str().map(str::to_owned);
+                Ok(key)
+            })
             .collect()
     }
 }

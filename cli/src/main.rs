@@ -88,6 +88,11 @@ enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// The signing-key history straight in the store (see `helix freeze`): list, retire.
+    Keys {
+        #[command(subcommand)]
+        command: helix_cli::keys::KeysCommand,
+    },
     /// Unfreeze the registry straight in its store (see `helix freeze`).
     Unfreeze {
         #[arg(long)]
@@ -570,6 +575,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Status { json } => status(json).await,
         Command::Smoke { args } => smoke(&config, args).await,
         Command::Freeze { reason } => switch(&config, true, &reason).await,
+        Command::Keys { command } => out(&helix_cli::keys::run(config, command, &operator()).await?),
         Command::Unfreeze { reason } => switch(&config, false, &reason).await,
         Command::Backup { out: dir } => {
             let m = helix_cli::backup::backup(&config.data_dir, &dir)?;

@@ -305,6 +305,12 @@ pub async fn verify(evidence: &dyn Evidence, keys: &[PublicKeyInfo]) -> Result<S
         let prev_checkpoint = previous.as_ref().map(|(_, _, c)| audit_export::sha256(c));
         let (payload, key_id) =
             open_checkpoint(&checkpoint, keys).map_err(|e| format!("{day_s}: checkpoint.json: {e}"))?;
+        // A day is signed after it ends: a key retired before the end of the day cannot have signed it.
+        let key = keys.iter().find(|k| k.key_id == key_id).expect("the key that verified");
+        let day_end = day.next_day().unwrap_or(day).midnight().assume_utc();
+        if let Some(why) = key.outside_window(day_end, false) {
+            return Err(format!("{day_s}: checkpoint.json: {why}"));
+        }
         let statement: serde_json::Value =
             serde_json::from_slice(&payload).map_err(|e| format!("{day_s}: checkpoint statement: {e}"))?;
         if is_genesis && statement["genesis"] != true {

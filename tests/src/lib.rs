@@ -600,6 +600,7 @@ macro_rules! common_suite {
             ledgers_verify_offline_and_every_tampering_is_caught,
             a_receipt_copied_into_another_ledger_is_never_a_state,
             receipts_stay_verifiable_after_a_signing_key_rotation,
+            a_retired_signing_key_verifies_only_what_it_signed_before,
             a_signing_key_shared_by_two_stores_is_recorded_in_each,
             unregistered_exports_are_recorded_once_and_a_workspace_named_keys_breaks_no_one,
             smoke_runs_the_whole_lifecycle_and_names_the_step_that_fails,

@@ -322,7 +322,7 @@ pub async fn audit_export_backfills_missing_days_and_the_chain_verifies_offline(
     assert!(matches!(unsettled, Err(helix_core::Error::BadRequest(_))), "00:03 is not settled: {unsettled:?}");
     // The key that signed is in the export and in the registry's key history.
     let key = env.app.signer.public_key().await.unwrap();
-    assert!(env.app.meta.signing_keys().await.unwrap().iter().any(|pem| pem.trim() == key.pem.trim()));
+    assert!(env.app.meta.signing_keys().await.unwrap().iter().any(|r| r.pem.trim() == key.pem.trim()));
 
     let days: Vec<Date> = (0..4).rev().map(|n| days_back(today, n)).collect();
     let dir = evidence_dir(&env, &days).await;
