@@ -19,6 +19,17 @@ pub fn key_file(key_id: &str) -> String {
     format!("audit/keys/{}.pem", key_id.strip_prefix("sha256:").unwrap_or(key_id))
 }
 
+/// `audit/keys/<hex of the key id>.retired.json`: a retired key's end of validity, beside its PEM
+/// (`{"key_id", "retired_at", "reason"}`, canonical, written once).
+pub fn retired_file(key_id: &str) -> String {
+    format!("audit/keys/{}.retired.json", key_id.strip_prefix("sha256:").unwrap_or(key_id))
+}
+
+/// The document `retired_file` holds.
+pub fn retired_doc(key_id: &str, retired_at: &str, reason: &str) -> Result<String> {
+    crate::domain::canonical::to_string(&json!({"key_id": key_id, "retired_at": retired_at, "reason": reason}))
+}
+
 /// The keys receipts are verified with: the current signing key, and every earlier key the registry
 /// signed receipts with (recorded when it first signed), so a key rotation never orphans evidence.
 /// Each carries its validity window from the history (recorded, retired), which verification applies.

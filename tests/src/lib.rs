@@ -559,6 +559,7 @@ macro_rules! common_suite {
             audit_export_backfills_missing_days_and_the_chain_verifies_offline,
             audit_verify_catches_every_kind_of_tampering,
             audit_verify_needs_a_pinned_key_and_a_forged_day_fails_it,
+            audit_days_signed_by_a_retired_key_after_its_retirement_do_not_verify,
             audit_concurrent_appends_on_one_stream_export_and_verify,
             audit_export_days_signed_before_a_key_rotation_still_verify,
             metrics_count_requests_after_a_flush_and_business_counters_exactly,

@@ -129,6 +129,10 @@ async fn evidence_dir_of(env: &TestEnv, app: &helix_core::App, days: &[Date]) ->
     }
     for k in helix_core::keys::verification_keys(app).await.unwrap() {
         keys.push(audit_export::key_file(&k.key_id));
+        let retired = helix_core::keys::retired_file(&k.key_id);
+        if app.blobs.get_document(&retired).await.unwrap().is_some() {
+            keys.push(retired);
+        }
     }
     for key in keys {
         let bytes = app.blobs.get_document(&key).await.unwrap().unwrap_or_else(|| panic!("{key} not stored"));
@@ -525,6 +529,52 @@ pub async fn audit_verify_catches_every_kind_of_tampering(b: Backend) {
     copy_dir(&clean, &copy);
     std::fs::remove_dir_all(day_dir(&copy, today)).unwrap();
     assert_eq!(verify_dir(&env, &copy).await.unwrap().last_day, audit_export::day_string(days[1]));
+}
+
+/// A day that ends after its signing key was retired does not verify offline, naming the key: with
+/// the retirement the export records beside the key (`keys/<hex>.retired.json`), or, without that file,
+/// with the registry's key history; a day that ended before the retirement still verifies.
+pub async fn audit_days_signed_by_a_retired_key_after_its_retirement_do_not_verify(b: Backend) {
+    let env = TestEnv::start(b).await;
+    env.token(Role::Viewer, "team-a").await;
+    let today = audit_export::parse_day(env.audit("team-a").await[0].day()).unwrap();
+    let yesterday = days_back(today, 1);
+    export_day(&env.app, yesterday, run_time(today), "t").await.unwrap();
+    let old_key = env.app.signer.public_key().await.unwrap();
+    let rotated = env.app_with_a_new_signing_key().await;
+    helix_core::keys::retire_signing_key(&rotated, &old_key.key_id, "leaked", "cli:ops", "r").await.unwrap();
+    // The new key is recorded (an event of today) before today is exported.
+    let new_key = rotated.signer.public_key().await.unwrap();
+    helix_core::keys::record_signing_key(&rotated, "t", "r", &new_key).await.unwrap();
+    // An instance still holding the old key signs today (which ends after the retirement).
+    export_day(&env.app, today, run_time(today), "t").await.unwrap();
+    let again = export_day(&rotated, today, run_time(today), "t").await.unwrap();
+    assert_eq!(again.unchanged, FILES, "{again:?}");
+    let retired = rotated.blobs.get_document(&helix_core::keys::retired_file(&old_key.key_id)).await.unwrap();
+    assert!(
+        retired.is_some_and(|d| String::from_utf8_lossy(&d).contains("leaked")),
+        "the export records the retirement"
+    );
+
+    let dir = evidence_dir_of(&env, &rotated, &[yesterday, today]).await;
+    let pinned_pem = helix_core::keys::public_key_from_pem(&old_key.pem).unwrap();
+    let err = audit_verify::verify(&DirEvidence::open(dir.clone()).unwrap(), std::slice::from_ref(&pinned_pem))
+        .await
+        .unwrap_err();
+    let today_s = audit_export::day_string(today);
+    assert!(err.contains(&today_s) && err.contains(&old_key.key_id) && err.contains("retired"), "{err}");
+    // Without the file, the registry's key history still knows.
+    std::fs::remove_file(dir.join(helix_core::keys::retired_file(&old_key.key_id))).unwrap();
+    let history = helix_core::keys::verification_keys(&rotated).await.unwrap();
+    let err = audit_verify::verify(&DirEvidence::open(dir.clone()).unwrap(), &history).await.unwrap_err();
+    assert!(err.contains(&today_s) && err.contains(&old_key.key_id), "{err}");
+    // The day that ended before the retirement verifies with the same keys.
+    std::fs::remove_dir_all(
+        dir.join("audit").join(audit_export::key(today, "x").trim_start_matches("audit/").trim_end_matches("/x")),
+    )
+    .unwrap();
+    let summary = audit_verify::verify(&DirEvidence::open(dir).unwrap(), &history).await.unwrap();
+    assert_eq!(summary.last_day, audit_export::day_string(yesterday));
 }
 
 /// 8 writers × 500 appends on one stream: 4000 events, seq 1..4000 without a gap, and the day
