@@ -154,12 +154,17 @@ impl Registry {
     pub async fn public_keys(&self) -> Result<Vec<helix_core::ports::PublicKeyInfo>, ClientError> {
         let doc = self.get("/v1/governance/public-key").await?;
         let missing = || ClientError::Other(format!("{}: a published key has no pem", self.url));
-        let mut pems = vec![doc["pem"].as_str().ok_or_else(missing)?];
-        for k in doc["previous"].as_array().into_iter().flatten() {
-            pems.push(k["pem"].as_str().ok_or_else(missing)?);
-        }
-        pems.iter()
-            .map(|pem| helix_core::keys::public_key_from_pem(pem).map_err(|e| ClientError::Other(e.to_string())))
+        std::iter::once(&doc)
+            .chain(doc["previous"].as_array().into_iter().flatten())
+            .map(|k| {
+                let pem = k["pem"].as_str().ok_or_else(missing)?;
+                let mut key =
+                    helix_core::keys::public_key_from_pem(pem).map_err(|e| ClientError::Other(e.to_string()))?;
+                // The registry's key history bounds each key's validity (retired keys sign nothing later).
+                key.valid_from = k["valid_from"].as_str().map(str::to_owned);
+                key.retired_at = k["retired_at"].as_str().map(str::to_owned);
+                Ok(key)
+            })
             .collect()
     }
 }
@@ -181,6 +186,16 @@ pub async fn load_keys(
                 .map_err(|e| ClientError::Other(format!("{}: {e}", path.display())))
         })
         .collect()
+}
+
+/// A key id as `--key-fingerprint` takes it: `sha256:` and 64 lowercase hex digits.
+pub fn key_fingerprint(value: &str) -> Result<String, String> {
+    let hex = value.strip_prefix("sha256:").unwrap_or_default();
+    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        Ok(value.to_owned())
+    } else {
+        Err("a key id: sha256: and 64 lowercase hex digits (the key_id of GET /v1/governance/public-key)".into())
+    }
 }
 
 /// An error and its causes on one line (reqwest's own message stops at "error sending request").

@@ -70,6 +70,11 @@ enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// The signing-key history straight in the store (see `helix freeze`): list, retire.
+    Keys {
+        #[command(subcommand)]
+        command: helix_cli::keys::KeysCommand,
+    },
     /// Unfreeze the registry straight in its store (see `helix freeze`).
     Unfreeze {
         /// Why (recorded with the switch and in the audit trail).
@@ -125,6 +130,9 @@ async fn run(cli: Cli) -> commands::Res {
         Command::Pull(args) => commands::transfer::pull(args).await,
         Command::Smoke(args) => commands::smoke::run(&config, args).await,
         Command::Freeze { reason } => commands::freeze::run(&config, true, &reason).await,
+        Command::Keys { command } => {
+            commands::out(&helix_cli::keys::run(config, command, &commands::operator()).await?)
+        }
         Command::Unfreeze { reason } => commands::freeze::run(&config, false, &reason).await,
         Command::Backup { out } => commands::backup::backup(&config, &out),
         Command::Restore { from } => commands::backup::restore(&config, &from),

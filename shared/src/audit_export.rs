@@ -571,6 +571,18 @@ async fn signing_key(app: &App, request_id: &str) -> Result<SigningKey> {
     }
     crate::keys::record_signing_key(app, ACTOR, request_id, &current).await?;
     let history = crate::keys::verification_keys(app).await?;
+    // Each retired key's end of validity goes beside its PEM, so offline verification applies it.
+    for record in app.meta.signing_keys().await? {
+        if let Some(at) = &record.retired_at {
+            let doc = crate::keys::retired_doc(&record.key_id, at, record.retired_reason.as_deref().unwrap_or(""))?;
+            let file = crate::keys::retired_file(&record.key_id);
+            if app.blobs.put_document_if_absent(&file, Bytes::from(doc.clone())).await? == PutOutcome::Existed
+                && app.blobs.get_document(&file).await?.as_deref() != Some(doc.as_bytes())
+            {
+                return Err(Error::AuditExportMismatch(file));
+            }
+        }
+    }
     Ok(SigningKey { current, history })
 }
 

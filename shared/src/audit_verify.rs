@@ -166,6 +166,7 @@ struct Tip {
 /// Verify every exported day in `evidence` with `keys` (the registry's current and earlier keys).
 /// The error is one line naming the first thing that does not hold.
 pub async fn verify(evidence: &dyn Evidence, keys: &[PublicKeyInfo]) -> Result<Summary, String> {
+    let keys = &with_exported_retirements(evidence, keys).await?;
     let mut days: BTreeSet<Date> = BTreeSet::new();
     // Only what an export writes, spelled as it writes it: anything else is refused, never ignored
     // (a tool that globs the tree must not read unverified files).
@@ -177,6 +178,7 @@ pub async fn verify(evidence: &dyn Evidence, keys: &[PublicKeyInfo]) -> Result<S
             ["keys", pem]
                 if pem
                     .strip_suffix(".pem")
+                    .or_else(|| pem.strip_suffix(".retired.json"))
                     .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())) => {}
             [y, m, d, file] if digits(y, 4) && digits(m, 2) && digits(d, 2) && FILES.contains(&file) => {
                 let day = parse_day(&format!("{y}-{m}-{d}")).map_err(|_| format!("unexpected file {key}"))?;
@@ -305,6 +307,12 @@ pub async fn verify(evidence: &dyn Evidence, keys: &[PublicKeyInfo]) -> Result<S
         let prev_checkpoint = previous.as_ref().map(|(_, _, c)| audit_export::sha256(c));
         let (payload, key_id) =
             open_checkpoint(&checkpoint, keys).map_err(|e| format!("{day_s}: checkpoint.json: {e}"))?;
+        // A day is signed after it ends: a key retired before the end of the day cannot have signed it.
+        let key = keys.iter().find(|k| k.key_id == key_id).expect("the key that verified");
+        let day_end = day.next_day().unwrap_or(day).midnight().assume_utc();
+        if let Some(why) = key.outside_window(day_end, false) {
+            return Err(format!("{day_s}: checkpoint.json: {why}"));
+        }
         let statement: serde_json::Value =
             serde_json::from_slice(&payload).map_err(|e| format!("{day_s}: checkpoint statement: {e}"))?;
         if is_genesis && statement["genesis"] != true {
@@ -337,6 +345,28 @@ pub async fn verify(evidence: &dyn Evidence, keys: &[PublicKeyInfo]) -> Result<S
         streams: tips.len(),
         key_ids,
     })
+}
+
+/// `keys`, each with the earlier of its own retirement and the one the export records for it
+/// (`keys/<hex>.retired.json`). A retirement file can only narrow a pinned key's window; one that does
+/// not name its key is refused. (Deleting the file widens nothing the registry's key history, pinned
+/// with `--registry`, already bounds.)
+async fn with_exported_retirements(
+    evidence: &dyn Evidence,
+    keys: &[PublicKeyInfo],
+) -> Result<Vec<PublicKeyInfo>, String> {
+    let mut out = keys.to_vec();
+    for key in &mut out {
+        let file = crate::keys::retired_file(&key.key_id).trim_start_matches("audit/").to_owned();
+        let Some(doc) = evidence.read(&file).await? else { continue };
+        let v: serde_json::Value = serde_json::from_slice(&doc).map_err(|e| format!("{file}: {e}"))?;
+        let at = v["retired_at"].as_str().filter(|_| v["key_id"] == key.key_id.as_str());
+        let at = at.ok_or_else(|| format!("{file}: not the retirement of key {}", key.key_id))?;
+        if key.retired_at.as_deref().is_none_or(|mine| at < mine) {
+            key.retired_at = Some(at.to_owned());
+        }
+    }
+    Ok(out)
 }
 
 /// The payload of a checkpoint whose signature verifies with one of `keys`, and the id of the key

@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
-use crate::domain::{BearerToken, WorkspaceId};
 pub use crate::domain::principal::{Principal, PrincipalKind};
 use crate::domain::time::now_unix;
+use crate::domain::{BearerToken, WorkspaceId};
 use crate::error::{Error, Result};
 use crate::oidc::OidcVerifier;
 use crate::ports::{Gate, MetaStore};

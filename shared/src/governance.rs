@@ -707,9 +707,15 @@ pub fn verify_receipts(
     let mut statements = Vec::new();
     let mut payloads = Vec::new();
     for (i, e) in envelopes.iter().enumerate() {
-        let payload =
-            crate::dsse::verify(e, RECEIPT_PAYLOAD_TYPE, keys).map_err(|why| format!("receipt {}: {why}", i + 1))?;
+        let (payload, key) =
+            crate::dsse::verify_by(e, RECEIPT_PAYLOAD_TYPE, keys).map_err(|why| format!("receipt {}: {why}", i + 1))?;
         let s: Statement = serde_json::from_slice(&payload).map_err(|why| format!("receipt {}: {why}", i + 1))?;
+        // Within the signing key's validity window (a retired or leaked key signs nothing later).
+        let at = time::OffsetDateTime::parse(&s.time, &time::format_description::well_known::Rfc3339)
+            .map_err(|_| format!("seq {}: time {:?} is not RFC 3339", s.seq, s.time))?;
+        if let Some(why) = key.outside_window(at, true) {
+            return Err(format!("seq {}: {why}", s.seq));
+        }
         let env: Value = serde_json::from_slice(e).map_err(|why| why.to_string())?;
         // Exactly one signature, by the key the statement names (which then verified it above).
         let sigs = env["signatures"].as_array().map(Vec::as_slice).unwrap_or_default();

@@ -301,6 +301,9 @@ pub enum Change {
     /// Record a public key the registry signs with (condition: not recorded yet), so that what it
     /// signed stays verifiable after the key is rotated.
     RecordSigningKey { key_id: String, pem: String },
+    /// Retire a recorded signing key at `at` (RFC 3339) for `reason` (condition: recorded and not
+    /// retired yet): whatever it signed dated after `at` no longer verifies.
+    RetireSigningKey { key_id: String, at: String, reason: String },
     /// Set the freeze switch (condition: it is not in that position already).
     SetFreeze(Freeze),
     /// Set a workspace's suspension switch (condition: it is not in that position already).
@@ -336,7 +339,13 @@ pub fn counter_deltas(change: Option<&Change>, event: &AuditDraft) -> Vec<(Strin
             _ => {}
         },
         Some(Change::SetSuspension(s)) => d.push(("workspaces_suspended", if s.suspended { 1 } else { -1 })),
-        Some(Change::RotateToken { .. } | Change::RecordSigningKey { .. } | Change::SetFreeze(_)) | None => {}
+        Some(
+            Change::RotateToken { .. }
+            | Change::RecordSigningKey { .. }
+            | Change::RetireSigningKey { .. }
+            | Change::SetFreeze(_),
+        )
+        | None => {}
         Some(Change::RecordUnregisteredExport { .. }) => d.push(("unregistered_exports", 1)),
     }
     d.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
@@ -376,8 +385,8 @@ pub trait MetaStore: Send + Sync {
 
     async fn bundle_version(&self, ws: &WorkspaceId, name: &str, version: &str) -> Result<Option<BundleVersion>>;
 
-    /// Every public key the registry has signed receipts with (PEM), in the order recorded.
-    async fn signing_keys(&self) -> Result<Vec<String>>;
+    /// Every public key the registry has signed receipts with, in the order recorded.
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>>;
 
     /// A version's ledger, in seq order.
     async fn ledger(&self, ws: &WorkspaceId, name: &str, version: &str) -> Result<Vec<LedgerReceipt>>;
@@ -489,7 +498,28 @@ pub struct PublicKeyInfo {
     #[serde(skip)]
     pub spki_der: Vec<u8>,
     pub pem: String,
+    /// The key's validity window, when known (from the key history): recorded before its first
+    /// signature, and retired (RFC 3339 times).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid_from: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retired_at: Option<String>,
 }
+
+/// One key of the signing-key history (`MetaStore::signing_keys`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKeyRecord {
+    pub key_id: String,
+    pub pem: String,
+    /// When it was recorded: before its first signature.
+    pub recorded_at: String,
+    pub retired_at: Option<String>,
+    pub retired_reason: Option<String>,
+}
+
+/// Instance clocks differ by a second or so; a receipt may be dated this much before its key was
+/// recorded by another instance.
+pub const KEY_WINDOW_LEEWAY: time::Duration = time::Duration::minutes(5);
 
 #[async_trait]
 pub trait Signer: Send + Sync {
@@ -513,7 +543,36 @@ impl PublicKeyInfo {
         };
         let key = p256::PublicKey::from_public_key_der(der).map_err(|e| bad(&e))?;
         let pem = key.to_public_key_pem(LineEnding::LF).map_err(|e| bad(&e))?;
-        Ok(PublicKeyInfo { key_id: Digest::of(der).to_string(), spki_der: der.to_vec(), pem })
+        Ok(PublicKeyInfo {
+            key_id: Digest::of(der).to_string(),
+            spki_der: der.to_vec(),
+            pem,
+            valid_from: None,
+            retired_at: None,
+        })
+    }
+
+    /// Why this key cannot have signed something dated `at`, if it cannot: `at` is after the key was
+    /// retired, or (when `check_start`) before it was recorded, beyond `KEY_WINDOW_LEEWAY`. The
+    /// reason names the key.
+    pub fn outside_window(&self, at: time::OffsetDateTime, check_start: bool) -> Option<String> {
+        let parse = |t: &str| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok();
+        let shown = crate::domain::time::rfc3339_ms(at);
+        if let Some(retired) = self.retired_at.as_deref()
+            && parse(retired).is_none_or(|r| at > r)
+        {
+            return Some(format!(
+                "key {} was retired at {retired}: nothing it signed dated {shown} counts",
+                self.key_id
+            ));
+        }
+        if check_start
+            && let Some(from) = self.valid_from.as_deref()
+            && parse(from).is_none_or(|f| at < f - KEY_WINDOW_LEEWAY)
+        {
+            return Some(format!("key {} was first used at {from}: it signed nothing dated {shown}", self.key_id));
+        }
+        None
     }
 
     /// Verify a DER ECDSA P-256/SHA-256 signature over `message` with this key.

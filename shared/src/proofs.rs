@@ -179,6 +179,9 @@ pub async fn check(app: &App, grant: &Grant, sig: &[u8]) -> Result<()> {
 pub async fn serve(app: &App, ws: &WorkspaceId, digest: &Digest, query: Option<&str>) -> Result<Fetched> {
     let (grant, sig) = parse_query(ws, query)?;
     check(app, &grant, &sig).await?;
+    // A grant is scoped to its workspace: a suspension stops it too (checked after the signature, so
+    // a forged URL learns nothing of the switch).
+    crate::suspension::refuse_if_suspended(app.meta.as_ref(), ws, None).await?;
     if digest != &grant.manifest && !manifest_files(app, ws, &grant.manifest).await?.contains(digest) {
         return Err(Error::ProofInvalid("this digest is not part of the granted manifest".into()));
     }

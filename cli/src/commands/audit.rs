@@ -40,8 +40,9 @@ pub enum AuditCommand {
         day: Option<String>,
     },
     /// Verify exported days offline: event hashes, gapless seq per stream, the chain across days from
-    /// the genesis, manifests and checkpoint signatures. Exit 0 with a one-line summary, or 1 with a
-    /// one-line reason.
+    /// the genesis, manifests and checkpoint signatures, against keys you pin (--public-key,
+    /// --key-fingerprint or --registry; one is required). Exit 0 with a one-line summary, 1 with a
+    /// one-line reason, 2 without a pinned key.
     Verify {
         /// A directory holding the export (the `audit/` directory, or its parent: a data dir's
         /// `blobs/`, or a copy made with `aws s3 sync s3://BUCKET/PREFIXaudit/ DIR`).
@@ -53,10 +54,13 @@ pub enum AuditCommand {
         /// The registry's key prefix in the bucket (HELIX_S3_PREFIX); `audit/` follows it.
         #[arg(long, default_value = "", requires = "bucket")]
         prefix: String,
-        /// A registry public key (PEM) to trust; repeat it for earlier keys. Without it (or
-        /// --registry) the keys the export carries (`keys/*.pem`) are used, and the summary says so.
+        /// A registry public key (PEM) to trust; repeat it for earlier keys.
         #[arg(long, conflicts_with = "registry")]
         public_key: Vec<std::path::PathBuf>,
+        /// Trust the key the export carries (`keys/<hex>.pem`) whose key id is this `sha256:…`
+        /// fingerprint (GET /v1/governance/public-key shows it); repeat it for earlier keys.
+        #[arg(long, conflicts_with = "registry", value_parser = helix_cli::client::key_fingerprint)]
+        key_fingerprint: Vec<String>,
         /// Trust the keys this registry publishes (GET /v1/governance/public-key: current and previous).
         #[arg(long)]
         registry: Option<String>,
@@ -72,8 +76,9 @@ pub async fn run(config: Config, command: AuditCommand) -> Res {
             query(since, until, action, workspace, actor, json).await
         }
         AuditCommand::Export { day } => export(config, day).await,
-        AuditCommand::Verify { dir, bucket, prefix, public_key, registry, json } => {
-            verify(config, dir, bucket, prefix, public_key, registry, json).await
+        AuditCommand::Verify { dir, bucket, prefix, public_key, key_fingerprint, registry, json } => {
+            let pins = Pins { public_key, key_fingerprint, registry };
+            verify(config, dir, bucket, prefix, pins, json).await
         }
     }
 }
@@ -93,16 +98,32 @@ async fn export(config: Config, day: Option<String>) -> Res {
     Ok(())
 }
 
+/// The keys `helix audit verify` is told to trust (one of them is required).
+struct Pins {
+    public_key: Vec<std::path::PathBuf>,
+    key_fingerprint: Vec<String>,
+    registry: Option<String>,
+}
+
 async fn verify(
     config: Config,
     dir: Option<std::path::PathBuf>,
     bucket: Option<String>,
     prefix: String,
-    public_key: Vec<std::path::PathBuf>,
-    registry: Option<String>,
+    pins: Pins,
     json: bool,
 ) -> Res {
     use helix_core::audit_verify::{self, DirEvidence, Evidence, S3Evidence};
+    if pins.public_key.is_empty() && pins.key_fingerprint.is_empty() && pins.registry.is_none() {
+        // The export's own keys/*.pem prove nothing: whoever rewrites a day replaces them too.
+        return Err(super::Usage(
+            "helix audit verify needs a key to trust: pin the registry's key with --public-key FILE.pem, \
+             --key-fingerprint sha256:HEX (its key_id, from GET /v1/governance/public-key), or --registry URL; \
+             the keys an export carries are not evidence on their own"
+                .into(),
+        )
+        .into());
+    }
     let evidence: Box<dyn Evidence> = match (dir, bucket) {
         (Some(dir), _) => Box::new(DirEvidence::open(dir)?),
         (None, Some(bucket)) => {
@@ -110,28 +131,24 @@ async fn verify(
         }
         (None, None) => unreachable!("clap requires one"),
     };
-    let (keys, pinned) = if registry.is_some() || !public_key.is_empty() {
-        (helix_cli::client::load_keys(registry.as_deref(), &public_key).await?, true)
-    } else {
-        let mut keys = Vec::new();
-        for k in evidence.list().await?.iter().filter(|k| k.starts_with("keys/") && k.ends_with(".pem")) {
-            let pem = evidence.read(k).await?.ok_or_else(|| format!("{k} vanished"))?;
-            let key = helix_core::keys::public_key_from_pem(&String::from_utf8_lossy(&pem))?;
-            // A key file is named by its key id: a renamed or swapped file is no key of ours.
-            if format!("keys/{}.pem", key.key_id.trim_start_matches("sha256:")) != *k {
-                return Err(format!("invalid: {k} holds key {}, not the key its name says", key.key_id).into());
-            }
-            keys.push(key);
+    let mut keys = helix_cli::client::load_keys(pins.registry.as_deref(), &pins.public_key).await?;
+    for fingerprint in &pins.key_fingerprint {
+        // The export's key file of a pinned fingerprint: its content must hash to that id.
+        let k = format!("keys/{}.pem", fingerprint.trim_start_matches("sha256:"));
+        let pem =
+            evidence.read(&k).await?.ok_or_else(|| format!("invalid: {k} (key {fingerprint}) is not in the export"))?;
+        let key = helix_core::keys::public_key_from_pem(&String::from_utf8_lossy(&pem))?;
+        if key.key_id != *fingerprint {
+            return Err(format!("invalid: {k} holds key {}, not the pinned {fingerprint}", key.key_id).into());
         }
-        (keys, false)
-    };
+        keys.push(key);
+    }
     let summary = audit_verify::verify(evidence.as_ref(), &keys).await.map_err(|e| format!("invalid: {e}"))?;
     if json {
-        println!("{}", serde_json::json!({"ok": true, "keys_pinned": pinned, "summary": summary}));
+        println!("{}", serde_json::json!({"ok": true, "keys_pinned": true, "summary": summary}));
     } else {
-        let trust = if pinned { "" } else { " (keys from the export itself; pass --public-key to pin)" };
         println!(
-            "ok: {} day(s) {}..{}, {} event(s) in {} stream(s), chain unbroken from the genesis, signed by {}{trust}",
+            "ok: {} day(s) {}..{}, {} event(s) in {} stream(s), chain unbroken from the genesis, signed by {}",
             summary.days,
             summary.first_day,
             summary.last_day,

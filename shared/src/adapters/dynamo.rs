@@ -24,7 +24,7 @@ use crate::domain::{AuditDraft, AuditEvent, Digest, Scope, TokenRecord, Workspac
 use crate::error::{Dependency, Error, Result};
 use crate::ports::{
     AuditLog, AuditQuery, AuditSearch, BUSINESS_COUNTERS, BlobLink, BundleVersion, Change, Commit, Freeze, Gate,
-    LedgerReceipt, MetaStore, SearchPage, Suspension, counter_deltas,
+    LedgerReceipt, MetaStore, SearchPage, SigningKeyRecord, Suspension, counter_deltas,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -483,6 +483,17 @@ impl DynamoStore {
                 ]);
                 Ok(vec![self.put(&self.table, item, absent)?])
             }
+            Change::RetireSigningKey { key_id, at, reason } => {
+                let update = Update::builder()
+                    .table_name(&self.table)
+                    .key("pk", s(SIGNING_KEYS_PK))
+                    .key("sk", s(format!("KEY#{key_id}")))
+                    .update_expression("SET retired_at = :at, retired_reason = :r")
+                    .condition_expression("attribute_exists(pem) AND attribute_not_exists(retired_at)")
+                    .expression_attribute_values(":at", s(at))
+                    .expression_attribute_values(":r", s(reason));
+                Ok(vec![TransactWriteItem::builder().update(build(update.build())?).build()])
+            }
             Change::AppendReceipt { workspace_id, name, version, receipt } => {
                 let pk = format!("GOV#{workspace_id}");
                 let mut item = Item::from([
@@ -859,7 +870,7 @@ impl MetaStore for DynamoStore {
         item.as_ref().map(|i| bundle_from_item(ws, i)).transpose()
     }
 
-    async fn signing_keys(&self) -> Result<Vec<String>> {
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
         let req = self
             .client
             .query()
@@ -869,14 +880,23 @@ impl MetaStore for DynamoStore {
             .expression_attribute_values(":pk", s(SIGNING_KEYS_PK))
             .expression_attribute_values(":key", s("KEY#"))
             .consistent_read(true);
-        let mut keys: Vec<(String, String)> = self
+        let optional = |i: &Item, k: &str| i.get(k).and_then(|v| v.as_s().ok()).cloned();
+        let mut keys: Vec<SigningKeyRecord> = self
             .meta_items(req)
             .await?
             .iter()
-            .map(|i| Ok((get_s(i, "recorded_at")?, get_s(i, "pem")?)))
+            .map(|i| {
+                Ok(SigningKeyRecord {
+                    key_id: get_s(i, "sk")?.trim_start_matches("KEY#").to_owned(),
+                    pem: get_s(i, "pem")?,
+                    recorded_at: get_s(i, "recorded_at")?,
+                    retired_at: optional(i, "retired_at"),
+                    retired_reason: optional(i, "retired_reason"),
+                })
+            })
             .collect::<Result<_>>()?;
-        keys.sort();
-        Ok(keys.into_iter().map(|(_, pem)| pem).collect())
+        keys.sort_by(|a, b| (&a.recorded_at, &a.key_id).cmp(&(&b.recorded_at, &b.key_id)));
+        Ok(keys)
     }
 
     async fn ledger(&self, ws: &WorkspaceId, name: &str, version: &str) -> Result<Vec<LedgerReceipt>> {

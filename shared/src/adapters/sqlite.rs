@@ -16,7 +16,7 @@ use crate::domain::{AuditDraft, AuditEvent, Digest, Scope, TokenRecord, Workspac
 use crate::error::{Dependency, Error, Result};
 use crate::ports::{
     AuditLog, AuditQuery, AuditSearch, BUSINESS_COUNTERS, BlobLink, BundleVersion, Change, Commit, Freeze, Gate,
-    LedgerReceipt, MetaStore, SearchPage, Suspension, counter_deltas,
+    LedgerReceipt, MetaStore, SearchPage, SigningKeyRecord, Suspension, counter_deltas,
 };
 
 /// Schema version 1: the tables of the first release (tokens, blob links, counters, audit events).
@@ -133,6 +133,11 @@ const MIGRATIONS: &[fn(&Connection) -> rusqlite::Result<()>] = &[
     |c| c.execute_batch(SCHEMA_V4_TABLES),
     |c| c.execute_batch(SCHEMA_V5_TABLES),
     |c| c.execute_batch(SCHEMA_V6_TABLES),
+    // Version 7: a signing key's retirement (the end of its validity window).
+    |c| {
+        add_column(c, "signing_keys", "retired_at", "TEXT")?;
+        add_column(c, "signing_keys", "retired_reason", "TEXT")
+    },
 ];
 
 /// The schema version this build writes.
@@ -433,10 +438,20 @@ impl MetaStore for SqliteStore {
         .await
     }
 
-    async fn signing_keys(&self) -> Result<Vec<String>> {
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
         self.with(meta_err, |c| {
-            let mut stmt = c.prepare("SELECT pem FROM signing_keys ORDER BY recorded_at, key_id")?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            let mut stmt = c.prepare(
+                "SELECT key_id, pem, recorded_at, retired_at, retired_reason FROM signing_keys ORDER BY recorded_at, key_id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(SigningKeyRecord {
+                    key_id: r.get(0)?,
+                    pem: r.get(1)?,
+                    recorded_at: r.get(2)?,
+                    retired_at: r.get(3)?,
+                    retired_reason: r.get(4)?,
+                })
+            })?;
             rows.collect()
         })
         .await
@@ -523,6 +538,10 @@ impl MetaStore for SqliteStore {
                 Change::RecordSigningKey { key_id, pem } => tx.execute(
                     "INSERT OR IGNORE INTO signing_keys (key_id, pem, recorded_at) VALUES (?1, ?2, ?3)",
                     params![key_id, pem, now_rfc3339_ms()],
+                )?,
+                Change::RetireSigningKey { key_id, at, reason } => tx.execute(
+                    "UPDATE signing_keys SET retired_at = ?2, retired_reason = ?3 WHERE key_id = ?1 AND retired_at IS NULL",
+                    params![key_id, at, reason],
                 )?,
                 Change::AppendReceipt { workspace_id, name, version, receipt } => tx.execute(
                     "INSERT OR IGNORE INTO ledger (workspace_id, name, version, seq, envelope, decision_key)

@@ -129,6 +129,10 @@ async fn evidence_dir_of(env: &TestEnv, app: &helix_core::App, days: &[Date]) ->
     }
     for k in helix_core::keys::verification_keys(app).await.unwrap() {
         keys.push(audit_export::key_file(&k.key_id));
+        let retired = helix_core::keys::retired_file(&k.key_id);
+        if app.blobs.get_document(&retired).await.unwrap().is_some() {
+            keys.push(retired);
+        }
     }
     for key in keys {
         let bytes = app.blobs.get_document(&key).await.unwrap().unwrap_or_else(|| panic!("{key} not stored"));
@@ -171,6 +175,121 @@ async fn cli_audit(env: &TestEnv, args: &[&str], vars: &[(String, String)]) -> (
     (out.status.success(), text.trim().to_owned())
 }
 
+/// `helix audit verify ARGS`: its exit code and output.
+async fn cli_audit_code(env: &TestEnv, args: &[&str]) -> (Option<i32>, String) {
+    let bins = tokio::task::spawn_blocking(|| crate::runtime_api::function_binaries().clone()).await.unwrap();
+    let out = tokio::process::Command::new(bins.join("helix"))
+        .arg("audit")
+        .args(args)
+        .env("HELIX_DATA_DIR", env.dir.path().join("cli-data"))
+        .output()
+        .await
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code(), text.trim().to_owned())
+}
+
+/// Rewrite the genesis day `day` of the export in `root` as a forger would: one event's actor
+/// changed, its stream re-chained, the manifest and checkpoint rebuilt and signed with a fresh key,
+/// `keys/` holding only that key. Returns the forger's key id.
+async fn forge_genesis_day(env: &TestEnv, root: &Path, day: Date) -> String {
+    let audit = root.join("audit");
+    let day_dir = audit.join(audit_export::key(day, "x").trim_start_matches("audit/").trim_end_matches("/x"));
+    let text = std::fs::read_to_string(day_dir.join("events.jsonl")).unwrap();
+    let mut events: Vec<helix_core::domain::AuditEvent> =
+        text.lines().map(|l| helix_core::domain::AuditEvent::from_canonical(l).unwrap()).collect();
+    events[0].actor = "mallory@tok_forged".into();
+    let mut tips: std::collections::HashMap<String, String> = Default::default();
+    for e in &mut events {
+        e.prev = tips.get(&e.stream).cloned();
+        e.hash = e.compute_hash().unwrap();
+        tips.insert(e.stream.clone(), e.hash.clone());
+    }
+    let jsonl: String = events.iter().map(|e| format!("{}\n", e.canonical().unwrap())).collect();
+    let mut runs: Vec<Value> = Vec::new();
+    let mut run: Option<audit_export::StreamRun> = None;
+    for e in &events {
+        match run.as_mut() {
+            Some(r) if r.stream == e.stream => r.push(e),
+            _ => runs.extend(run.replace(audit_export::StreamRun::start(e)).map(|r| r.entry())),
+        }
+    }
+    runs.extend(run.map(|r| r.entry()));
+    let day_s = audit_export::day_string(day);
+    let count = events.len() as u64;
+    let manifest =
+        audit_export::manifest_doc(&day_s, count, &audit_export::sha256(jsonl.as_bytes()), runs, None).unwrap();
+    let statement =
+        audit_export::statement_doc(&day_s, true, &audit_export::sha256(manifest.as_bytes()), count, None).unwrap();
+    let forger =
+        helix_core::adapters::local_key::LocalKeySigner::load_or_create(&env.dir.path().join("forger.pem")).unwrap();
+    use helix_core::ports::Signer;
+    let key = forger.public_key().await.unwrap();
+    let checkpoint =
+        helix_core::dsse::sign(&forger, &key, audit_export::PAYLOAD_TYPE, statement.as_bytes()).await.unwrap();
+    std::fs::write(day_dir.join("events.jsonl"), jsonl).unwrap();
+    std::fs::write(day_dir.join("manifest.json"), manifest).unwrap();
+    std::fs::write(day_dir.join("checkpoint.json"), checkpoint).unwrap();
+    std::fs::remove_dir_all(audit.join("keys")).unwrap();
+    let file = root.join(audit_export::key_file(&key.key_id));
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(file, &key.pem).unwrap();
+    key.key_id
+}
+
+/// A day rewritten (who did what), re-chained and re-signed with a fresh key whose PEM replaces the
+/// export's `keys/`: `helix audit verify` without a pinned key refuses to judge (exit 2, saying how to
+/// pin) instead of answering ok; pinned by PEM or by fingerprint, the forgery fails and the true
+/// export verifies.
+pub async fn audit_verify_needs_a_pinned_key_and_a_forged_day_fails_it(b: Backend) {
+    let env = TestEnv::start(b).await;
+    env.token(Role::Viewer, "team-a").await;
+    env.token(Role::Publisher, "team-b").await;
+    let today = audit_export::parse_day(env.audit("team-a").await[0].day()).unwrap();
+    export_day(&env.app, today, run_time(today), "t").await.unwrap();
+    let clean = evidence_dir(&env, &[today]).await;
+    let forged = env.dir.path().join("forged");
+    copy_dir(&clean, &forged);
+    let forger = forge_genesis_day(&env, &forged, today).await;
+    let key = env.app.signer.public_key().await.unwrap();
+    assert_ne!(forger, key.key_id);
+    // The forgery is internally consistent: its own key verifies it.
+    let own = helix_core::keys::public_key_from_pem(
+        &std::fs::read_to_string(forged.join(audit_export::key_file(&forger))).unwrap(),
+    )
+    .unwrap();
+    audit_verify::verify(&DirEvidence::open(forged.clone()).unwrap(), &[own]).await.expect("self-consistent");
+
+    let (code, line) = cli_audit_code(&env, &["verify", "--dir", forged.to_str().unwrap()]).await;
+    assert_eq!(code, Some(2), "an unpinned verification is a usage error, never ok: {line}");
+    assert!(
+        line.contains("--public-key") && line.contains("--key-fingerprint") && line.contains("--registry"),
+        "{line}"
+    );
+    let (code, _) = cli_audit_code(&env, &["verify", "--dir", clean.to_str().unwrap(), "--json"]).await;
+    assert_eq!(code, Some(2), "the true export unpinned is refused too");
+
+    let pem = env.dir.path().join("registry.pem");
+    std::fs::write(&pem, &key.pem).unwrap();
+    let by_pem = ["--public-key", pem.to_str().unwrap()];
+    let by_fingerprint = ["--key-fingerprint", key.key_id.as_str()];
+    for pin in [&by_pem, &by_fingerprint] {
+        let (code, line) =
+            cli_audit_code(&env, &[&["verify", "--dir", forged.to_str().unwrap()][..], pin].concat()).await;
+        assert_eq!(code, Some(1), "{pin:?}: {line}");
+        assert!(line.starts_with("helix: invalid:"), "{pin:?}: {line}");
+        let (code, line) =
+            cli_audit_code(&env, &[&["verify", "--dir", clean.to_str().unwrap()][..], pin].concat()).await;
+        assert_eq!(code, Some(0), "{pin:?}: {line}");
+        assert!(line.starts_with("ok: 1 day(s)") && line.contains(&key.key_id), "{pin:?}: {line}");
+    }
+    // A fingerprint is a key id; anything else is a usage error.
+    let (code, line) =
+        cli_audit_code(&env, &["verify", "--dir", clean.to_str().unwrap(), "--key-fingerprint", "sha256:../../x"])
+            .await;
+    assert_eq!(code, Some(2), "{line}");
+}
+
 fn days_back(today: Date, n: u16) -> Date {
     (0..n).fold(today, |d, _| d.previous_day().unwrap())
 }
@@ -207,7 +326,7 @@ pub async fn audit_export_backfills_missing_days_and_the_chain_verifies_offline(
     assert!(matches!(unsettled, Err(helix_core::Error::BadRequest(_))), "00:03 is not settled: {unsettled:?}");
     // The key that signed is in the export and in the registry's key history.
     let key = env.app.signer.public_key().await.unwrap();
-    assert!(env.app.meta.signing_keys().await.unwrap().iter().any(|pem| pem.trim() == key.pem.trim()));
+    assert!(env.app.meta.signing_keys().await.unwrap().iter().any(|r| r.pem.trim() == key.pem.trim()));
 
     let days: Vec<Date> = (0..4).rev().map(|n| days_back(today, n)).collect();
     let dir = evidence_dir(&env, &days).await;
@@ -215,17 +334,16 @@ pub async fn audit_export_backfills_missing_days_and_the_chain_verifies_offline(
     assert_eq!((summary.days, summary.first_day.clone()), (4, audit_export::day_string(genesis_day)));
     assert_eq!(summary.events, report.event_count);
 
-    let (ok, line) = cli_audit(&env, &["verify", "--dir", dir.to_str().unwrap()], &[]).await;
-    assert!(ok && line.starts_with("ok: 4 day(s)") && line.contains("keys from the export"), "{line}");
-    assert_eq!(line.lines().count(), 1, "{line}");
     let pem = env.dir.path().join("registry.pem");
     std::fs::write(&pem, &key.pem).unwrap();
     let (ok, line) =
         cli_audit(&env, &["verify", "--dir", dir.to_str().unwrap(), "--public-key", pem.to_str().unwrap()], &[]).await;
-    assert!(ok && !line.contains("keys from the export"), "{line}");
+    assert!(ok && line.starts_with("ok: 4 day(s)"), "{line}");
+    assert_eq!(line.lines().count(), 1, "{line}");
     if let Some(f) = &env.aws {
-        // Straight from the bucket, with the registry's own AWS environment.
-        let (ok, line) = cli_audit(&env, &["verify", "--bucket", &f.bucket], &env.lambda_env()).await;
+        // Straight from the bucket, with the registry's own AWS environment, the key pinned by its id.
+        let args = ["verify", "--bucket", &f.bucket, "--key-fingerprint", &key.key_id];
+        let (ok, line) = cli_audit(&env, &args, &env.lambda_env()).await;
         assert!(ok && line.starts_with("ok: 4 day(s)"), "{line}");
     }
 }
@@ -400,7 +518,8 @@ pub async fn audit_verify_catches_every_kind_of_tampering(b: Backend) {
         let err = verify_dir(&env, &copy).await.expect_err(name);
         assert!(err.contains(expect), "{name}: {err}");
         if name == "deleted event" {
-            let (ok, line) = cli_audit(&env, &["verify", "--dir", copy.to_str().unwrap()], &[]).await;
+            let args = ["verify", "--dir", copy.to_str().unwrap(), "--key-fingerprint", &key.key_id];
+            let (ok, line) = cli_audit(&env, &args, &[]).await;
             assert!(!ok && line.starts_with("helix: invalid:") && line.lines().count() == 1, "{line}");
         }
     }
@@ -410,6 +529,52 @@ pub async fn audit_verify_catches_every_kind_of_tampering(b: Backend) {
     copy_dir(&clean, &copy);
     std::fs::remove_dir_all(day_dir(&copy, today)).unwrap();
     assert_eq!(verify_dir(&env, &copy).await.unwrap().last_day, audit_export::day_string(days[1]));
+}
+
+/// A day that ends after its signing key was retired does not verify offline, naming the key: with
+/// the retirement the export records beside the key (`keys/<hex>.retired.json`), or, without that file,
+/// with the registry's key history; a day that ended before the retirement still verifies.
+pub async fn audit_days_signed_by_a_retired_key_after_its_retirement_do_not_verify(b: Backend) {
+    let env = TestEnv::start(b).await;
+    env.token(Role::Viewer, "team-a").await;
+    let today = audit_export::parse_day(env.audit("team-a").await[0].day()).unwrap();
+    let yesterday = days_back(today, 1);
+    export_day(&env.app, yesterday, run_time(today), "t").await.unwrap();
+    let old_key = env.app.signer.public_key().await.unwrap();
+    let rotated = env.app_with_a_new_signing_key().await;
+    helix_core::keys::retire_signing_key(&rotated, &old_key.key_id, "leaked", "cli:ops", "r").await.unwrap();
+    // The new key is recorded (an event of today) before today is exported.
+    let new_key = rotated.signer.public_key().await.unwrap();
+    helix_core::keys::record_signing_key(&rotated, "t", "r", &new_key).await.unwrap();
+    // An instance still holding the old key signs today (which ends after the retirement).
+    export_day(&env.app, today, run_time(today), "t").await.unwrap();
+    let again = export_day(&rotated, today, run_time(today), "t").await.unwrap();
+    assert_eq!(again.unchanged, FILES, "{again:?}");
+    let retired = rotated.blobs.get_document(&helix_core::keys::retired_file(&old_key.key_id)).await.unwrap();
+    assert!(
+        retired.is_some_and(|d| String::from_utf8_lossy(&d).contains("leaked")),
+        "the export records the retirement"
+    );
+
+    let dir = evidence_dir_of(&env, &rotated, &[yesterday, today]).await;
+    let pinned_pem = helix_core::keys::public_key_from_pem(&old_key.pem).unwrap();
+    let err = audit_verify::verify(&DirEvidence::open(dir.clone()).unwrap(), std::slice::from_ref(&pinned_pem))
+        .await
+        .unwrap_err();
+    let today_s = audit_export::day_string(today);
+    assert!(err.contains(&today_s) && err.contains(&old_key.key_id) && err.contains("retired"), "{err}");
+    // Without the file, the registry's key history still knows.
+    std::fs::remove_file(dir.join(helix_core::keys::retired_file(&old_key.key_id))).unwrap();
+    let history = helix_core::keys::verification_keys(&rotated).await.unwrap();
+    let err = audit_verify::verify(&DirEvidence::open(dir.clone()).unwrap(), &history).await.unwrap_err();
+    assert!(err.contains(&today_s) && err.contains(&old_key.key_id), "{err}");
+    // The day that ended before the retirement verifies with the same keys.
+    std::fs::remove_dir_all(
+        dir.join("audit").join(audit_export::key(today, "x").trim_start_matches("audit/").trim_end_matches("/x")),
+    )
+    .unwrap();
+    let summary = audit_verify::verify(&DirEvidence::open(dir).unwrap(), &history).await.unwrap();
+    assert_eq!(summary.last_day, audit_export::day_string(yesterday));
 }
 
 /// 8 writers × 500 appends on one stream: 4000 events, seq 1..4000 without a gap, and the day
@@ -495,7 +660,8 @@ pub async fn audit_export_days_signed_before_a_key_rotation_still_verify(b: Back
     assert_eq!(both.key_ids, [old_key.key_id.clone(), new_key.key_id.clone()]);
     let err = audit_verify::verify(&evidence, std::slice::from_ref(&new_key)).await.unwrap_err();
     assert!(err.contains(&audit_export::day_string(yesterday)) && err.contains("checkpoint.json"), "{err}");
-    // The keys the export carries are both, each under its own id.
-    let (ok, line) = cli_audit(&env, &["verify", "--dir", dir.to_str().unwrap()], &[]).await;
+    // The keys the export carries are both, each under its own id, each pinned by it.
+    let args = ["verify", "--dir", dir.to_str().unwrap(), "--key-fingerprint", &old_key.key_id];
+    let (ok, line) = cli_audit(&env, &[&args[..], &["--key-fingerprint", &new_key.key_id]].concat(), &[]).await;
     assert!(ok && line.contains(&old_key.key_id) && line.contains(&new_key.key_id), "{line}");
 }

@@ -674,7 +674,7 @@ pub async fn a_signing_key_shared_by_two_stores_is_recorded_in_each(b: Backend) 
         .await
         .unwrap()
         .iter()
-        .map(|pem| helix_core::keys::public_key_from_pem(pem).unwrap().key_id)
+        .map(|r| helix_core::keys::public_key_from_pem(&r.pem).unwrap().key_id)
         .collect();
     assert_eq!(recorded, vec![key_id], "the second store has the key its receipt was signed with");
 }
@@ -709,6 +709,103 @@ pub async fn receipts_stay_verifiable_after_a_signing_key_rotation(b: Backend) {
         call(reqwest::Method::GET, &format!("{base}/1/governance"), &ada).send().await.unwrap().json().await.unwrap();
     let (ok, line) = cli_verify(&env, &ledger, &["--registry".to_owned(), server.url()]).await;
     assert!(ok && line.contains(&old_key) && line.contains(&new_key), "{line}");
+}
+
+/// A retired key verifies what it signed before its retirement and nothing dated later, in the
+/// registry's own ledger reads, with the keys it publishes (`helix governance verify --registry`),
+/// naming the key. Retiring is audited in the `*` stream; the current key cannot be retired.
+pub async fn a_retired_signing_key_verifies_only_what_it_signed_before(b: Backend) {
+    let (env, ada, grace) = two_versions_the_first_approved(b).await;
+    let base = "/v1/workspaces/team-a/bundles/model/versions";
+    let ws = helix_core::domain::WorkspaceId::parse("team-a").unwrap();
+    let old_key = env.app.signer.public_key().await.unwrap().key_id;
+    let rotated = env.app_with_a_new_signing_key().await;
+    let new_key = rotated.signer.public_key().await.unwrap().key_id;
+
+    let refused = helix_core::keys::retire_signing_key(&rotated, &new_key, "test", "cli:test", "r1").await;
+    assert!(matches!(&refused, Err(helix_core::Error::BadRequest(m)) if m.contains("rotate")), "{refused:?}");
+    let unknown =
+        helix_core::keys::retire_signing_key(&rotated, &format!("sha256:{}", "0".repeat(64)), "x", "a", "r").await;
+    assert!(matches!(unknown, Err(helix_core::Error::BadRequest(_))), "{unknown:?}");
+    match b {
+        // Straight in the store, as an operator would: `helix keys retire`.
+        Backend::Embedded => {
+            let bins = tokio::task::spawn_blocking(|| crate::runtime_api::function_binaries().clone()).await.unwrap();
+            let helix = |args: &[&str]| {
+                std::process::Command::new(bins.join("helix"))
+                    .args(args)
+                    .env("HELIX_DATA_DIR", env.data_dir())
+                    .env("USER", "ops")
+                    .output()
+                    .unwrap()
+            };
+            let out = helix(&["keys", "retire", &old_key, "--reason", "leaked in a laptop backup"]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let list = helix(&["keys", "list", "--json"]);
+            let list: Value = serde_json::from_slice(&list.stdout).unwrap();
+            assert_eq!(list["current"], new_key.as_str());
+            let old = list["keys"].as_array().unwrap().iter().find(|k| k["key_id"] == old_key.as_str()).unwrap();
+            assert_eq!(old["retired_reason"], "leaked in a laptop backup");
+            let again = helix(&["keys", "retire", &old_key, "--reason", "twice"]);
+            assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("already retired"));
+        }
+        Backend::Emulator => {
+            helix_core::keys::retire_signing_key(&rotated, &old_key, "leaked in a laptop backup", "cli:ops", "r2")
+                .await
+                .unwrap();
+        }
+    }
+    let event = env.audit("*").await.into_iter().find(|e| e.action == "governance.key_retire").expect("audited");
+    assert_eq!(
+        (event.entity_id.as_str(), event.details["reason"].as_str()),
+        (old_key.as_str(), Some("leaked in a laptop backup"))
+    );
+    let records = env.app.meta.signing_keys().await.unwrap();
+    let old = records.iter().find(|r| r.key_id == old_key).unwrap();
+    assert!(old.retired_at.is_some() && old.retired_at.as_deref() > Some(old.recorded_at.as_str()), "{old:?}");
+
+    // Before: version 1's approval, signed by the old key before its retirement, still counts.
+    let v1 = helix_core::governance::ledger(
+        &rotated,
+        &ws,
+        "model",
+        "1",
+        &env.app.meta.bundle_version(&ws, "model", "1").await.unwrap().unwrap().manifest_digest,
+    )
+    .await
+    .unwrap();
+    assert_eq!(v1.state.as_str(), "approved");
+    // After: an instance still signing with the old key approves version 2 now; that receipt is
+    // dated after the retirement and verifies nowhere, with a reason that names the key.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert_eq!(post_json(&env, &grace, &format!("{base}/2/approve"), json!({})).await.status(), 201);
+    let v2_manifest = env.app.meta.bundle_version(&ws, "model", "2").await.unwrap().unwrap().manifest_digest;
+    let err = helix_core::governance::ledger(&rotated, &ws, "model", "2", &v2_manifest).await.err().expect("refused");
+    assert!(err.to_string().contains(&old_key) && err.to_string().contains("retired"), "{err}");
+    let server = crate::cases::serve_app(rotated);
+    let resp = env.http.get(format!("{}{base}/2/governance", server.url())).bearer_auth(&ada).send().await.unwrap();
+    expect_problem(resp, 500, "blob_integrity_error").await;
+    let resp = env.http.get(format!("{}{base}/1/governance", server.url())).bearer_auth(&ada).send().await.unwrap();
+    let v1_doc: Value = resp.json().await.unwrap();
+    assert_eq!(v1_doc["state"], "approved");
+    // Offline with the registry's published key history: its windows travel with the keys.
+    let keys: Value =
+        env.http.get(format!("{}/v1/governance/public-key", server.url())).send().await.unwrap().json().await.unwrap();
+    assert!(keys["previous"][0]["retired_at"].is_string(), "{keys}");
+    let registry = ["--registry".to_owned(), server.url()];
+    let (ok, line) = cli_verify(&env, &v1_doc, &registry).await;
+    assert!(ok, "{line}");
+    let envelopes: Vec<Value> = env
+        .app
+        .meta
+        .ledger(&ws, "model", "2")
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_str(&r.envelope).unwrap())
+        .collect();
+    let (ok, line) = cli_verify(&env, &json!({"receipts": envelopes}), &registry).await;
+    assert!(!ok && line.contains(&old_key) && line.contains("retired"), "{line}");
 }
 
 /// An export a client made while the registry was unreachable is reported afterwards: recorded once

@@ -127,4 +127,14 @@ pub async fn proof_urls_reveal_nothing_of_the_shared_object_and_hold_only_for_th
     // Only GET: the route changes nothing.
     let posted = env.http.post(&small_url).send().await.unwrap();
     assert_eq!(posted.status(), 405);
+
+    // A suspended workspace's proof URLs stop at once (a grant is scoped to its workspace); a forged
+    // one still learns only that it is invalid; lifted, the same URL serves again.
+    let suspend = "/v1/admin/workspaces/team-a/suspend";
+    assert_eq!(post_json(&env, &admin, suspend, json!({"reason": "incident"})).await.status(), 200);
+    expect_problem(env.http.get(&small_url).send().await.unwrap(), 403, "workspace_suspended").await;
+    expect_problem(env.http.get(&forged[6]).send().await.unwrap(), 403, "proof_invalid").await;
+    let unsuspend = "/v1/admin/workspaces/team-a/unsuspend";
+    assert_eq!(post_json(&env, &admin, unsuspend, json!({"reason": "over"})).await.status(), 200);
+    assert_eq!(env.http.get(&small_url).send().await.unwrap().status(), 200);
 }
