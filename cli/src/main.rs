@@ -108,6 +108,13 @@ async fn main() -> ExitCode {
     match run(Cli::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if let Some(helix_core::Error::Unavailable { dep, detail }) = e.downcast_ref::<helix_core::Error>() {
+                // A store the command itself talks to (`helix freeze`, `helix teams` on AWS): one line,
+                // never the SDK's nested debug dump.
+                let (_, reason) = helix_core::http::problem::classify(e.downcast_ref().expect("checked above"));
+                eprintln!("helix: {reason} (503): {dep} unreachable: {}", commands::brief(detail));
+                return ExitCode::from(3);
+            }
             eprintln!("helix: {e}");
             match e.downcast_ref::<ClientError>() {
                 Some(c) => ExitCode::from(c.exit_code()),

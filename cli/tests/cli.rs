@@ -678,7 +678,7 @@ fn export_fails_closed_when_unreachable_and_the_override_is_reported_when_the_re
         .unwrap();
     let text = String::from_utf8_lossy(&exported.stdout);
     assert!(
-        exported.status.success() && text.contains("governance: approved") && text.contains("/_local/blobs/"),
+        exported.status.success() && text.contains("governance: approved") && text.contains("/v1/proofs/demo/"),
         "{text}"
     );
     let verified =
@@ -1110,6 +1110,10 @@ fn every_help_entry_has_a_description() {
         "teams token",
         "teams revoke",
         "teams list",
+        "teams suspend",
+        "teams unsuspend",
+        "keys list",
+        "keys retire",
         "governance approve",
         "governance reject",
         "governance waive",
@@ -1122,11 +1126,20 @@ fn every_help_entry_has_a_description() {
     for command in commands {
         let out = helix(dir.path()).args(command.split(' ')).arg("--help").output().unwrap();
         assert!(out.status.success(), "{command}");
-        for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let help = String::from_utf8(out.stdout).unwrap();
+        let lines: Vec<&str> = help.lines().collect();
+        let is_entry = |line: &str| {
             let entry = line.trim();
-            let is_entry = line.starts_with("  ") && (entry.starts_with('-') || entry.starts_with('<'));
-            // An entry is its flag or argument, then at least two spaces and its description.
-            if is_entry && !entry.contains("  ") {
+            line.starts_with("  ") && (entry.starts_with('-') || entry.starts_with('<'))
+        };
+        for (i, line) in lines.iter().enumerate() {
+            let entry = line.trim();
+            // An entry is its flag or argument, then its description: after at least two spaces, or
+            // (when clap puts every description on the next line) on the next, deeper-indented line.
+            let indent = |l: &str| l.len() - l.trim_start().len();
+            let next_line =
+                lines.get(i + 1).filter(|n| !n.trim().is_empty() && !is_entry(n) && indent(n) > indent(line));
+            if is_entry(line) && !entry.contains("  ") && next_line.is_none() {
                 bare.push(format!("{command}: {entry}"));
             }
         }

@@ -78,3 +78,32 @@ pub fn print_table<const N: usize>(rows: &[[String; N]]) -> Res {
 pub fn s_of(v: &serde_json::Value) -> String {
     v.as_str().map(str::to_owned).unwrap_or_default()
 }
+
+/// The first, human part of an SDK error chain (`dispatch failure: … Connection refused (os error
+/// 111)`), without the nested debug representation that follows it (`(DispatchFailure(…))`).
+pub fn brief(detail: &str) -> &str {
+    let bytes = detail.as_bytes();
+    let debug = (0..bytes.len()).find(|&i| {
+        bytes[i] == b'(' && bytes.get(i + 1).is_some_and(u8::is_ascii_uppercase) && {
+            let rest = &detail[i + 1..];
+            let word = rest.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(rest.len());
+            matches!(rest[word..].chars().next(), Some('(' | ' ' | '{'))
+                && rest[word..].trim_start().starts_with(['(', '{'])
+        }
+    });
+    debug.map_or(detail, |i| detail[..i].trim_end())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_sdk_error_chain_is_cut_before_its_debug_dump() {
+        let chain = "dispatch failure: io error: client error (Connect): tcp connect error: Connection refused \
+                     (os error 111) (DispatchFailure(DispatchFailure { source: ConnectorError { kind: Io } }))";
+        assert_eq!(
+            super::brief(chain),
+            "dispatch failure: io error: client error (Connect): tcp connect error: Connection refused (os error 111)"
+        );
+        assert_eq!(super::brief("plain words (os error 2)"), "plain words (os error 2)");
+    }
+}
