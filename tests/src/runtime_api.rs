@@ -178,6 +178,8 @@ pub struct FunctionProcess {
     pub child: tokio::process::Child,
     pub started: Instant,
     output: Arc<Mutex<Vec<u8>>>,
+    /// The tasks copying stdout and stderr into `output`: done once the process closed both pipes.
+    readers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl FunctionProcess {
@@ -223,6 +225,7 @@ impl FunctionProcess {
         let started = Instant::now();
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
         let output = Arc::new(Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
         for pipe in [
             child.stdout.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
             child.stderr.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
@@ -231,7 +234,7 @@ impl FunctionProcess {
         .flatten()
         {
             let sink = output.clone();
-            tokio::spawn(async move {
+            readers.push(tokio::spawn(async move {
                 use tokio::io::AsyncReadExt;
                 let mut pipe = pipe;
                 let mut buf = [0u8; 8192];
@@ -241,9 +244,9 @@ impl FunctionProcess {
                     }
                     sink.lock().unwrap().extend_from_slice(&buf[..n]);
                 }
-            });
+            }));
         }
-        FunctionProcess { child, started, output }
+        FunctionProcess { child, started, output, readers }
     }
 
     /// Everything the process wrote to stdout and stderr so far.
@@ -251,9 +254,14 @@ impl FunctionProcess {
         String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
     }
 
-    /// Wait for the process to exit on its own.
+    /// Wait for the process to exit on its own, and for what it wrote to be read (an exited process's
+    /// last lines may still sit in the pipes: on a loaded machine `output` right after `wait` missed them).
     pub async fn exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        tokio::time::timeout(timeout, self.child.wait()).await.ok().map(|r| r.expect("wait"))
+        let status = tokio::time::timeout(timeout, self.child.wait()).await.ok().map(|r| r.expect("wait"))?;
+        for reader in self.readers.drain(..) {
+            let _ = tokio::time::timeout(timeout, reader).await;
+        }
+        Some(status)
     }
 }
 

@@ -249,6 +249,39 @@ mod tests {
         t.functions().into_iter().flat_map(|f| f.routes.into_iter().map(move |(m, p)| (m, p, f.name.clone()))).collect()
     }
 
+    /// Every `reason` the code can answer (the classify table in shared/src/http/problem.rs, and the
+    /// 409 reasons of governance conflicts) is in docs/openapi.yaml's Problem schema: a reason missing
+    /// there is a response that schema-checking clients (and the fuzz suite) reject.
+    #[test]
+    fn every_reason_the_code_answers_is_in_the_openapi_problem_schema() {
+        let doc = load_yaml("docs/openapi.yaml");
+        let listed: BTreeSet<String> = doc["components"]["schemas"]["Problem"]["properties"]["reason"]["enum"]
+            .as_sequence()
+            .expect("Problem.reason.enum")
+            .iter()
+            .map(|v| str_of(v))
+            .collect();
+        let mut answered = BTreeSet::new();
+        let classify = std::fs::read_to_string(repo_file("shared/src/http/problem.rs")).unwrap();
+        for part in classify.split("=> (").skip(1) {
+            // `(status, "reason")`: the reason is the string right after the status.
+            let mut pieces = part.split('"');
+            if pieces.next().is_some_and(|status| status.ends_with(", "))
+                && let Some(reason) = pieces.next()
+            {
+                answered.insert(reason.to_owned());
+            }
+        }
+        let domain = std::fs::read_to_string(repo_file("shared/src/domain/governance.rs")).unwrap()
+            + &std::fs::read_to_string(repo_file("shared/src/governance.rs")).unwrap();
+        for part in domain.split("reason: \"").skip(1) {
+            answered.insert(part.split('"').next().unwrap().to_owned());
+        }
+        assert!(answered.len() > 30, "the classify table was not read: {answered:?}");
+        let missing: Vec<_> = answered.difference(&listed).collect();
+        assert!(missing.is_empty(), "reasons the code answers but docs/openapi.yaml does not list: {missing:?}");
+    }
+
     #[test]
     fn every_route_is_wired_to_the_function_that_serves_it() {
         let t = Template::load();
