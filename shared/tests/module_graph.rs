@@ -3,6 +3,8 @@
 //! `crate::{a, b::c}` groups and inline paths) in `src/a.rs` or `src/a/**.rs` is an edge from the
 //! top-level module `a` to the top-level module it names. `domain`, `adapters` and `http` count as one
 //! module each; `lib.rs` (the crate root) is left out. A new cycle fails with the cycle spelled out.
+//!
+//! Beside it, a guard on size: no source file of the repository reaches a thousand lines.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -262,4 +264,45 @@ fn the_reader_sees_grouped_inline_and_nested_crate_paths() {
     assert_eq!(find_cycle(&g).unwrap(), ["a", "b", "c", "a"]);
     g.get_mut("c").unwrap().clear();
     assert_eq!(find_cycle(&g), None);
+}
+
+/// Every `*.rs` under `dir`, recursively, leaving out build output (`target/` folders).
+fn rust_sources(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n != "target") {
+                rust_sources(&path, out);
+            }
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// No source file of the repository's crates (shared/, cli/, functions/, tests/) reaches a thousand
+/// lines: a file that grows that long is split by concern (as `adapters/dynamo/` and
+/// `adapters/sqlite/` are), before it becomes the one file everybody edits.
+#[test]
+fn no_source_file_is_a_thousand_lines_or_more() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut files = Vec::new();
+    for dir in ["shared", "cli", "functions", "tests"] {
+        rust_sources(&root.join(dir), &mut files);
+    }
+    let seen = |rel: &str| files.iter().any(|f| f.strip_prefix(root).is_ok_and(|p| p == Path::new(rel)));
+    assert!(
+        seen("shared/src/lib.rs") && seen("cli/tests/cli.rs") && seen("shared/tests/module_graph.rs"),
+        "the source files were not found under {}",
+        root.display()
+    );
+    let mut long: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let lines = std::fs::read_to_string(f).unwrap().lines().count();
+            (lines >= 1000).then(|| format!("  {} ({lines} lines)", f.strip_prefix(root).unwrap().display()))
+        })
+        .collect();
+    long.sort();
+    assert!(long.is_empty(), "source files of a thousand lines or more (split them by concern):\n{}", long.join("\n"));
 }

@@ -1,0 +1,381 @@
+//! The audit table (`stream` (S) / `seq` (N), the canonical event in `event`) and its indexes: the
+//! daily export's `by-day-shard`, searches' `by-action` and `by-actor`. Appends never overwrite: every
+//! put is conditional on `attribute_not_exists(seq)`; a writer that loses the seq re-reads the head.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
+use aws_sdk_dynamodb::types::TransactWriteItem;
+
+use super::{APPEND_ATTEMPTS, DynamoStore, Item, Transaction, err, get_n, get_s, n, s};
+use crate::domain::audit::{AUDIT_SHARDS, parse_at_key, shard_of};
+use crate::domain::time::now_rfc3339_ms;
+use crate::domain::{AuditDraft, AuditEvent};
+use crate::error::{Dependency, Error, Result};
+use crate::ports::{AuditLog, AuditQuery, AuditSearch, BUSINESS_COUNTERS, SearchPage, counter_deltas};
+
+/// Items a search evaluates per page, and pages per search (per index shard): a search whose filter
+/// matches little answers a short page and a cursor instead of reading on without bound.
+const SEARCH_PAGE: i32 = 250;
+const SEARCH_PAGES: usize = 4;
+
+/// Global secondary index of the audit table the daily export reads: hash key `day_shard`
+/// (`{YYYY-MM-DD}#{shard:02}`, the shard of the stream), range key `ord` (`{stream}#{seq:020}`), all
+/// attributes. Sharding spreads one day's writes over `AUDIT_SHARDS` partitions; each shard holds
+/// whole streams in (stream, seq) order, so the export merges the shards without sorting.
+pub const AUDIT_DAY_INDEX: &str = "by-day-shard";
+/// Global secondary index for audit searches by action: hash key `action_shard`
+/// (`{action}#{shard:02}`), range key `at` (`{ts}#{stream}#{seq:020}`), all attributes.
+pub const AUDIT_ACTION_INDEX: &str = "by-action";
+/// Global secondary index for audit searches by actor alone (an admin of every workspace: "everything
+/// this user did"): hash key `actor` (the event's own attribute, so events written before the index
+/// existed are in it too), range key `at`, all attributes. Unsharded: one actor's appends are bounded
+/// by one index partition (~1,000 events/s), far above what one credential does.
+pub const AUDIT_ACTOR_INDEX: &str = "by-actor";
+
+fn event_from_item(item: &Item) -> Result<AuditEvent> {
+    AuditEvent::from_canonical(&get_s(item, "event")?)
+}
+
+/// A filter expression requiring each named attribute to equal its value (those given).
+fn equal_filters(mut req: QueryFluentBuilder, equal: &[(&str, Option<&str>)]) -> QueryFluentBuilder {
+    let mut terms = Vec::new();
+    for (i, (name, value)) in equal.iter().enumerate() {
+        if let Some(v) = value {
+            terms.push(format!("#f{i} = :f{i}"));
+            req = req
+                .expression_attribute_names(format!("#f{i}"), *name)
+                .expression_attribute_values(format!(":f{i}"), s(*v));
+        }
+    }
+    if terms.is_empty() { req } else { req.filter_expression(terms.join(" AND ")) }
+}
+
+impl DynamoStore {
+    /// Up to `limit` events a query yields, page after page, from at most `max_pages` pages; and the
+    /// key the read stopped at when the page bound, not the limit or the end, stopped it.
+    async fn events_bounded(
+        &self,
+        req: QueryFluentBuilder,
+        limit: usize,
+        max_pages: usize,
+    ) -> Result<(Vec<AuditEvent>, Option<Item>)> {
+        let mut events = Vec::new();
+        let mut start: Option<Item> = None;
+        for _ in 0..max_pages {
+            let out =
+                req.clone().set_exclusive_start_key(start.take()).send().await.map_err(err(Dependency::AuditLog))?;
+            for item in out.items() {
+                if events.len() == limit {
+                    return Ok((events, None));
+                }
+                events.push(event_from_item(item)?);
+            }
+            match out.last_evaluated_key {
+                Some(k) if events.len() < limit => start = Some(k),
+                _ => return Ok((events, None)),
+            }
+        }
+        Ok((events, start))
+    }
+
+    /// Every event a query yields, page after page, up to `limit`.
+    pub(super) async fn events(&self, req: QueryFluentBuilder, limit: usize) -> Result<Vec<AuditEvent>> {
+        Ok(self.events_bounded(req, limit, usize::MAX).await?.0)
+    }
+
+    pub(super) fn event_item(event: &AuditEvent) -> Result<Item> {
+        Ok(Item::from([
+            ("stream".into(), s(&event.stream)),
+            ("seq".into(), n(event.seq)),
+            ("ts".into(), s(&event.ts)),
+            ("action".into(), s(&event.action)),
+            ("actor".into(), s(&event.actor)),
+            ("hash".into(), s(&event.hash)),
+            // Keys of the `by-day-shard` index (the daily export) and the `by-action` index (searches).
+            ("day_shard".into(), s(format!("{}#{:02}", event.day(), shard_of(&event.stream)))),
+            ("ord".into(), s(event.ord_key())),
+            ("action_shard".into(), s(format!("{}#{:02}", event.action, shard_of(&event.stream)))),
+            ("at".into(), s(event.at_key())),
+            ("event".into(), s(event.canonical()?)),
+        ]))
+    }
+
+    /// The first seq of `stream` whose `ts` is at least `bound`, in `1..=head + 1`: a binary search
+    /// over seq, which orders a stream's events by time too (`ts` never goes back within a stream).
+    async fn first_seq_at_or_after(&self, stream: &str, head: u64, bound: &str) -> Result<u64> {
+        let (mut lo, mut hi) = (1u64, head + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match AuditLog::event(self, stream, mid).await? {
+                Some(e) if e.ts.as_str() < bound => lo = mid + 1,
+                _ => hi = mid,
+            }
+        }
+        Ok(lo)
+    }
+
+    /// A search within one stream: the seq range its time bounds and cursor cover, read from the table.
+    async fn search_stream(&self, stream: &str, q: &AuditSearch) -> Result<SearchPage> {
+        let Some(head) = self.head(stream).await? else { return Ok(SearchPage::default()) };
+        let cursor = q.after.as_deref().map(parse_at_key).transpose()?;
+        if cursor.as_ref().is_some_and(|(_, cursor_stream, _)| cursor_stream != stream) {
+            return Err(Error::BadRequest("cursor is not one this search returned".into()));
+        }
+        let first = match (&q.since, cursor) {
+            // A cursor at or after `since` is where the search goes on (`ts` never goes back within a
+            // stream): no binary search on every page.
+            (Some(since), Some((ts, _, seq))) if ts.as_str() >= since.as_str() => seq + 1,
+            (Some(since), cursor) => {
+                let at = self.first_seq_at_or_after(stream, head.seq, since).await?;
+                cursor.map_or(at, |(_, _, seq)| at.max(seq + 1))
+            }
+            (None, cursor) => cursor.map_or(1, |(_, _, seq)| seq + 1),
+        };
+        let end = match &q.until {
+            Some(until) => self.first_seq_at_or_after(stream, head.seq, until).await?,
+            None => head.seq + 1,
+        };
+        if first >= end {
+            return Ok(SearchPage::default());
+        }
+        let mut req = self
+            .client
+            .query()
+            .table_name(&self.audit_table)
+            .key_condition_expression("#s = :s AND #q BETWEEN :first AND :last")
+            .expression_attribute_names("#s", "stream")
+            .expression_attribute_names("#q", "seq")
+            .expression_attribute_values(":s", s(stream))
+            .expression_attribute_values(":first", n(first))
+            .expression_attribute_values(":last", n(end - 1))
+            .consistent_read(true);
+        req = equal_filters(req, &[("action", q.action.as_deref()), ("actor", q.actor.as_deref())]);
+        let (events, stopped) = self.events_bounded(req.limit(SEARCH_PAGE), q.limit, SEARCH_PAGES).await?;
+        let resume_after = match stopped.as_ref().and_then(|k| get_n(k, "seq").ok().flatten()) {
+            Some(seq) => AuditLog::event(self, stream, seq as u64).await?.map(|e| e.at_key()),
+            None => None,
+        };
+        Ok(SearchPage { events, resume_after })
+    }
+
+    /// A search by action: each shard of the `by-action` index (only the stream's own shard when the
+    /// search names a stream) in `at` order, merged.
+    async fn search_action(&self, action: &str, q: &AuditSearch) -> Result<SearchPage> {
+        let shards: Vec<u8> = match &q.stream {
+            Some(stream) => vec![shard_of(stream)],
+            None => (0..AUDIT_SHARDS).collect(),
+        };
+        let keys = shards.into_iter().map(|shard| format!("{action}#{shard:02}")).collect();
+        let filters = [("stream", q.stream.as_deref()), ("actor", q.actor.as_deref())];
+        self.search_by_time(AUDIT_ACTION_INDEX, "action_shard", keys, &filters, q).await
+    }
+
+    /// A search by actor alone: the actor's partition of the `by-actor` index, in `at` order.
+    async fn search_actor(&self, actor: &str, q: &AuditSearch) -> Result<SearchPage> {
+        self.search_by_time(AUDIT_ACTOR_INDEX, "actor", vec![actor.to_owned()], &[], q).await
+    }
+
+    /// A search of an index whose range key is `at` (`{ts}#{stream}#{seq:020}`): each of `keys` (values of
+    /// its hash key `hash`) read in `at` order within the search's bounds, filtered, and merged.
+    async fn search_by_time(
+        &self,
+        index: &str,
+        hash: &str,
+        keys: Vec<String>,
+        filters: &[(&str, Option<&str>)],
+        q: &AuditSearch,
+    ) -> Result<SearchPage> {
+        // The lower key bound: the cursor (exclusive, filtered below) or `since`, whichever is later.
+        let from = match (&q.after, &q.since) {
+            (Some(a), Some(since)) => Some(a.clone().max(since.clone())),
+            (a, since) => a.clone().or_else(|| since.clone()),
+        };
+        if let (Some(from), Some(until)) = (&from, &q.until)
+            && from >= until
+        {
+            return Ok(SearchPage::default());
+        }
+        let queries = keys.into_iter().map(|k| {
+            let mut req = self
+                .client
+                .query()
+                .table_name(&self.audit_table)
+                .index_name(index)
+                .expression_attribute_names("#h", hash)
+                .expression_attribute_values(":k", s(k));
+            let key = match (&from, &q.until) {
+                (Some(from), Some(until)) => {
+                    req = req
+                        .expression_attribute_values(":from", s(from))
+                        .expression_attribute_values(":until", s(until));
+                    "#h = :k AND #at BETWEEN :from AND :until"
+                }
+                (Some(from), None) => {
+                    req = req.expression_attribute_values(":from", s(from));
+                    "#h = :k AND #at >= :from"
+                }
+                (None, Some(until)) => {
+                    req = req.expression_attribute_values(":until", s(until));
+                    "#h = :k AND #at < :until"
+                }
+                (None, None) => "#h = :k",
+            };
+            if key.contains("#at") {
+                req = req.expression_attribute_names("#at", "at");
+            }
+            req = req.key_condition_expression(key);
+            req = equal_filters(req, filters);
+            // One more than asked: the cursor's own event may come back (BETWEEN is inclusive).
+            self.events_bounded(req.limit(SEARCH_PAGE), q.limit + 1, SEARCH_PAGES)
+        });
+        let mut events: Vec<AuditEvent> = Vec::new();
+        // The earliest key a shard stopped at: nothing after it is certain yet.
+        let mut resume_after: Option<String> = None;
+        for shard in futures_util::future::join_all(queries).await {
+            let (shard_events, stopped) = shard?;
+            events.extend(shard_events);
+            if let Some(at) = stopped.as_ref().and_then(|k| get_s(k, "at").ok()) {
+                resume_after = Some(resume_after.map_or(at.clone(), |r: String| r.min(at)));
+            }
+        }
+        if let Some(r) = &resume_after {
+            events.retain(|e| e.at_key() <= *r);
+        }
+        // The key bounds were inclusive; the cursor and `until` are not.
+        events
+            .retain(|e| q.after.as_ref().is_none_or(|a| e.at_key() > *a) && q.until.as_ref().is_none_or(|u| e.ts < *u));
+        events.sort_by_key(AuditEvent::at_key);
+        events.truncate(q.limit);
+        Ok(SearchPage { events, resume_after })
+    }
+}
+
+#[async_trait]
+impl AuditLog for DynamoStore {
+    async fn append(&self, draft: AuditDraft) -> Result<AuditEvent> {
+        let counters = self.counter_update(BUSINESS_COUNTERS, &counter_deltas(None, &draft))?;
+        for attempt in 0..APPEND_ATTEMPTS {
+            let head = self.head(&draft.stream).await?;
+            let event = draft.clone().seal(head.as_ref(), now_rfc3339_ms())?;
+            let items = vec![
+                self.put(&self.audit_table, Self::event_item(&event)?, "attribute_not_exists(seq)")?,
+                TransactWriteItem::builder().update(counters.clone()).build(),
+            ];
+            // The event and its counters in one transaction; a re-send after a lost answer is idempotent.
+            let reasons = match self.transact(items).await? {
+                Transaction::Committed => return Ok(event),
+                Transaction::Cancelled(reasons) => reasons,
+            };
+            if reasons.iter().any(|c| c.as_deref() == Some("ValidationError")) {
+                return Err(Error::StoreRefused(format!("append cancelled: {reasons:?}")));
+            }
+            // Lost the seq to another writer, or a transaction conflict: retry after the new head.
+            crate::adapters::backoff(attempt.min(4)).await;
+        }
+        Err(Error::unavailable(Dependency::AuditLog, "could not claim an audit sequence number"))
+    }
+
+    async fn head(&self, stream: &str) -> Result<Option<AuditEvent>> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.audit_table)
+            .key_condition_expression("#s = :s")
+            .expression_attribute_names("#s", "stream")
+            .expression_attribute_values(":s", s(stream))
+            .scan_index_forward(false)
+            .limit(1)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(err(Dependency::AuditLog))?;
+        out.items().first().map(event_from_item).transpose()
+    }
+
+    async fn query(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
+        let mut req = self
+            .client
+            .query()
+            .table_name(&self.audit_table)
+            .key_condition_expression("#s = :s AND #q > :after")
+            .expression_attribute_names("#s", "stream")
+            .expression_attribute_names("#q", "seq")
+            .expression_attribute_values(":s", s(&q.stream))
+            .expression_attribute_values(":after", n(q.after_seq.unwrap_or(0)))
+            .consistent_read(true);
+        let mut filters = Vec::new();
+        if let Some(since) = &q.since {
+            filters.push("ts >= :since");
+            req = req.expression_attribute_values(":since", s(since));
+        }
+        if let Some(until) = &q.until {
+            filters.push("ts < :until");
+            req = req.expression_attribute_values(":until", s(until));
+        }
+        if !filters.is_empty() {
+            req = req.filter_expression(filters.join(" AND "));
+        }
+        self.events(req, q.limit).await
+    }
+
+    async fn event(&self, stream: &str, seq: u64) -> Result<Option<AuditEvent>> {
+        // A Query, not a GetItem: writer roles may not GetItem the audit table.
+        let out = self
+            .client
+            .query()
+            .table_name(&self.audit_table)
+            .key_condition_expression("#s = :s AND #q = :q")
+            .expression_attribute_names("#s", "stream")
+            .expression_attribute_names("#q", "seq")
+            .expression_attribute_values(":s", s(stream))
+            .expression_attribute_values(":q", n(seq))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(err(Dependency::AuditLog))?;
+        out.items().first().map(event_from_item).transpose()
+    }
+
+    async fn search(&self, q: &AuditSearch) -> Result<SearchPage> {
+        match (&q.action, &q.stream) {
+            (Some(action), _) => self.search_action(action, q).await,
+            (None, Some(stream)) => self.search_stream(stream, q).await,
+            (None, None) => match &q.actor {
+                Some(actor) => self.search_actor(actor, q).await,
+                None => Err(Error::BadRequest("a search names a workspace, an action or an actor".into())),
+            },
+        }
+    }
+
+    fn day_shards(&self) -> u8 {
+        AUDIT_SHARDS
+    }
+
+    async fn read_day_shard(&self, day: &str, shard: u8, after: Option<&str>, limit: usize) -> Result<Vec<AuditEvent>> {
+        let mut req = self
+            .client
+            .query()
+            .table_name(&self.audit_table)
+            .index_name(AUDIT_DAY_INDEX)
+            .expression_attribute_values(":d", s(format!("{day}#{shard:02}")));
+        req = match after {
+            Some(ord) => req
+                .key_condition_expression("day_shard = :d AND ord > :after")
+                .expression_attribute_values(":after", s(ord)),
+            None => req.key_condition_expression("day_shard = :d"),
+        };
+        self.events(req.limit(limit.min(1000) as i32), limit).await
+    }
+
+    async fn check(&self) -> Result<()> {
+        self.client
+            .get_item()
+            .table_name(&self.audit_table)
+            .key("stream", s("~probe"))
+            .key("seq", n(0))
+            .send()
+            .await
+            .map_err(err(Dependency::AuditLog))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,202 @@
+//! What workspaces hold: blob links (`blob_links`), bundle versions (`bundle_versions`), governance
+//! ledgers (`ledger`, one row per receipt, a decision key at most once), unregistered-export reports
+//! and the signing-key history (`signing_keys`). Every insert is `OR IGNORE`: a row is written once.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{SqliteStore, meta_err};
+use crate::domain::time::now_rfc3339_ms;
+use crate::domain::{Digest, WorkspaceId};
+use crate::error::Result;
+use crate::ports::{BlobLink, BundleVersion, LedgerReceipt, SigningKeyRecord};
+
+fn bundle_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BundleVersion> {
+    let digest: String = r.get("manifest_digest")?;
+    Ok(BundleVersion {
+        workspace_id: r.get("workspace_id")?,
+        name: r.get("name")?,
+        version: r.get("version")?,
+        manifest_digest: Digest::parse(&digest).map_err(|e| rusqlite::Error::InvalidParameterName(e.to_string()))?,
+        files: r.get::<_, i64>("files")? as u64,
+        bytes: r.get::<_, i64>("bytes")? as u64,
+        registered_at: r.get("registered_at")?,
+        registered_by: r.get("registered_by")?,
+        registered_user: r.get("registered_user")?,
+    })
+}
+
+pub(super) fn link_blob(conn: &Connection, l: &BlobLink) -> rusqlite::Result<usize> {
+    conn.execute(
+        "INSERT OR IGNORE INTO blob_links (workspace_id, digest, size, linked_at, linked_by, slot) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![l.workspace_id, l.digest.to_string(), l.size as i64, l.linked_at, l.linked_by, l.slot],
+    )
+}
+
+pub(super) fn register_bundle(conn: &Connection, b: &BundleVersion) -> rusqlite::Result<usize> {
+    conn.execute(
+        "INSERT OR IGNORE INTO bundle_versions (workspace_id, name, version, manifest_digest, files, bytes, registered_at, registered_by, registered_user)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            b.workspace_id,
+            b.name,
+            b.version,
+            b.manifest_digest.to_string(),
+            b.files as i64,
+            b.bytes as i64,
+            b.registered_at,
+            b.registered_by,
+            b.registered_user
+        ],
+    )
+}
+
+pub(super) fn record_unregistered_export(
+    conn: &Connection,
+    workspace_id: &str,
+    name: &str,
+    version: &str,
+    id: &str,
+) -> rusqlite::Result<usize> {
+    conn.execute(
+        "INSERT OR IGNORE INTO unregistered_exports (workspace_id, name, version, id, recorded_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![workspace_id, name, version, id, now_rfc3339_ms()],
+    )
+}
+
+pub(super) fn record_signing_key(conn: &Connection, key_id: &str, pem: &str) -> rusqlite::Result<usize> {
+    conn.execute(
+        "INSERT OR IGNORE INTO signing_keys (key_id, pem, recorded_at) VALUES (?1, ?2, ?3)",
+        params![key_id, pem, now_rfc3339_ms()],
+    )
+}
+
+pub(super) fn retire_signing_key(conn: &Connection, key_id: &str, at: &str, reason: &str) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE signing_keys SET retired_at = ?2, retired_reason = ?3 WHERE key_id = ?1 AND retired_at IS NULL",
+        params![key_id, at, reason],
+    )
+}
+
+pub(super) fn append_receipt(
+    conn: &Connection,
+    workspace_id: &str,
+    name: &str,
+    version: &str,
+    receipt: &LedgerReceipt,
+) -> rusqlite::Result<usize> {
+    conn.execute(
+        "INSERT OR IGNORE INTO ledger (workspace_id, name, version, seq, envelope, decision_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![workspace_id, name, version, receipt.seq as i64, receipt.envelope, receipt.decision_key],
+    )
+}
+
+impl SqliteStore {
+    pub(super) async fn link(&self, ws: &WorkspaceId, digest: &Digest) -> Result<Option<BlobLink>> {
+        let (ws, digest) = (ws.to_string(), digest.clone());
+        self.with(meta_err, move |c| {
+            c.query_row(
+                "SELECT size, linked_at, linked_by, slot FROM blob_links WHERE workspace_id = ?1 AND digest = ?2",
+                params![ws, digest.to_string()],
+                |r| {
+                    Ok(BlobLink {
+                        workspace_id: ws.clone(),
+                        digest: digest.clone(),
+                        size: r.get::<_, i64>(0)? as u64,
+                        linked_at: r.get(1)?,
+                        linked_by: r.get(2)?,
+                        slot: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+
+    pub(super) async fn version(&self, ws: &WorkspaceId, name: &str, version: &str) -> Result<Option<BundleVersion>> {
+        let (ws, name, version) = (ws.to_string(), name.to_owned(), version.to_owned());
+        self.with(meta_err, move |c| {
+            c.query_row(
+                "SELECT * FROM bundle_versions WHERE workspace_id = ?1 AND name = ?2 AND version = ?3",
+                params![ws, name, version],
+                bundle_from_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    pub(super) async fn versions(
+        &self,
+        ws: &WorkspaceId,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> Result<Vec<BundleVersion>> {
+        let ws = ws.to_string();
+        let (name, version) = after.unwrap_or_default();
+        self.with(meta_err, move |c| {
+            let mut stmt = c.prepare(
+                "SELECT * FROM bundle_versions WHERE workspace_id = ?1 AND (name, version) > (?2, ?3)
+                 ORDER BY name, version LIMIT ?4",
+            )?;
+            let rows = stmt.query_map(params![ws, name, version, limit as i64], bundle_from_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    pub(super) async fn key_history(&self) -> Result<Vec<SigningKeyRecord>> {
+        self.with(meta_err, |c| {
+            let mut stmt = c.prepare(
+                "SELECT key_id, pem, recorded_at, retired_at, retired_reason FROM signing_keys ORDER BY recorded_at, key_id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(SigningKeyRecord {
+                    key_id: r.get(0)?,
+                    pem: r.get(1)?,
+                    recorded_at: r.get(2)?,
+                    retired_at: r.get(3)?,
+                    retired_reason: r.get(4)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    pub(super) async fn receipts(&self, ws: &WorkspaceId, name: &str, version: &str) -> Result<Vec<LedgerReceipt>> {
+        let (ws, name, version) = (ws.to_string(), name.to_owned(), version.to_owned());
+        self.with(meta_err, move |c| {
+            let mut stmt = c.prepare(
+                "SELECT seq, envelope, decision_key FROM ledger WHERE workspace_id = ?1 AND name = ?2 AND version = ?3
+                 ORDER BY seq",
+            )?;
+            let rows = stmt.query_map(params![ws, name, version], |r| {
+                Ok(LedgerReceipt { seq: r.get::<_, i64>(0)? as u64, envelope: r.get(1)?, decision_key: r.get(2)? })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    pub(super) async fn last_receipt(
+        &self,
+        ws: &WorkspaceId,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<LedgerReceipt>> {
+        let (ws, name, version) = (ws.to_string(), name.to_owned(), version.to_owned());
+        self.with(meta_err, move |c| {
+            c.query_row(
+                "SELECT seq, envelope, decision_key FROM ledger WHERE workspace_id = ?1 AND name = ?2 AND version = ?3
+                 ORDER BY seq DESC LIMIT 1",
+                params![ws, name, version],
+                |r| Ok(LedgerReceipt { seq: r.get::<_, i64>(0)? as u64, envelope: r.get(1)?, decision_key: r.get(2)? }),
+            )
+            .optional()
+        })
+        .await
+    }
+}

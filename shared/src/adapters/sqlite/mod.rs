@@ -1,0 +1,208 @@
+//! SQLite MetaStore and AuditLog in one database file (WAL, busy timeout), so a state change and
+//! its audit event commit in one transaction. Writes take the write lock up front (BEGIN
+//! IMMEDIATE), so the audit head read inside a transaction cannot go stale; the audit table's
+//! primary key (stream, seq) is the same guard the DynamoDB adapter gets from its condition.
+//!
+//! One module per concern: `schema` (the tables and their migrations), `tokens`, `catalog` (blob
+//! links, bundle versions, ledgers, the signing-key history), `switches` (freeze, suspension,
+//! counters) and `audit` (the audit table); this module holds the store (opening, the connection off
+//! the async runtime, backups) and the MetaStore port over them, with `commit`'s transaction.
+
+mod audit;
+mod catalog;
+mod schema;
+mod switches;
+mod tokens;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, TransactionBehavior};
+
+pub use self::schema::SCHEMA_VERSION;
+use crate::domain::{AuditDraft, Digest, TokenRecord, WorkspaceId};
+use crate::error::{Dependency, Error, Result};
+use crate::ports::{
+    BlobLink, BundleVersion, Change, Commit, Freeze, Gate, LedgerReceipt, MetaStore, SigningKeyRecord, Suspension,
+};
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn meta_err(e: impl std::fmt::Display) -> Error {
+    Error::unavailable(Dependency::MetaStore, e)
+}
+
+fn audit_err(e: impl std::fmt::Display) -> Error {
+    Error::unavailable(Dependency::AuditLog, e)
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        let mut conn = Connection::open(path).map_err(meta_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(meta_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(meta_err)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(meta_err)?;
+        schema::migrate(&mut conn).map_err(meta_err)?;
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    /// A consistent copy of the database at `db` into the new file `out` (`VACUUM INTO`), taken while a
+    /// server may be writing: the copy holds every transaction committed before it began, and nothing
+    /// of any after. Returns the copy's schema version.
+    pub fn snapshot(db: &Path, out: &Path) -> Result<usize> {
+        let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(meta_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(meta_err)?;
+        let out = out.to_str().ok_or_else(|| Error::Internal("the backup path is not UTF-8".into()))?;
+        conn.execute("VACUUM INTO ?1", [out]).map_err(meta_err)?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(meta_err)?;
+        Ok(version as usize)
+    }
+
+    /// Every blob key a database links (any workspace), and its schema version, read-only: what a
+    /// backup of the blob store must hold for the database to be served.
+    pub fn linked_keys(db: &Path) -> Result<(usize, Vec<crate::ports::BlobKey>)> {
+        let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(meta_err)?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(meta_err)?;
+        let mut stmt = conn.prepare("SELECT DISTINCT digest, slot FROM blob_links").map_err(meta_err)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(meta_err)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(meta_err)?;
+        let keys = rows
+            .into_iter()
+            .map(|(d, slot)| Ok(crate::ports::BlobKey { digest: Digest::parse(&d)?, slot: slot as u8 }))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((version as usize, keys))
+    }
+
+    /// Run `f` on the connection off the async runtime.
+    async fn with<T: Send + 'static>(
+        &self,
+        on_err: fn(rusqlite::Error) -> Error,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard).map_err(on_err)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+    }
+}
+
+#[async_trait]
+impl MetaStore for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn token_by_sha256(&self, sha256: &str) -> Result<Option<TokenRecord>> {
+        self.token(sha256).await
+    }
+
+    async fn gate(&self, token_sha256: Option<&str>, freeze: bool, workspace: Option<&WorkspaceId>) -> Result<Gate> {
+        self.switches(token_sha256, freeze, workspace).await
+    }
+
+    async fn freeze(&self) -> Result<Freeze> {
+        self.freeze_switch().await
+    }
+
+    async fn suspended_workspaces(&self) -> Result<Vec<Suspension>> {
+        self.suspensions().await
+    }
+
+    async fn token_by_id(&self, id: &str) -> Result<Option<TokenRecord>> {
+        self.token_of_id(id).await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.all_tokens().await
+    }
+
+    async fn blob_link(&self, ws: &WorkspaceId, digest: &Digest) -> Result<Option<BlobLink>> {
+        self.link(ws, digest).await
+    }
+
+    async fn bundle_version(&self, ws: &WorkspaceId, name: &str, version: &str) -> Result<Option<BundleVersion>> {
+        self.version(ws, name, version).await
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
+        self.key_history().await
+    }
+
+    async fn ledger(&self, ws: &WorkspaceId, name: &str, version: &str) -> Result<Vec<LedgerReceipt>> {
+        self.receipts(ws, name, version).await
+    }
+
+    async fn ledger_head(&self, ws: &WorkspaceId, name: &str, version: &str) -> Result<Option<LedgerReceipt>> {
+        self.last_receipt(ws, name, version).await
+    }
+
+    async fn list_bundles(
+        &self,
+        ws: &WorkspaceId,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> Result<Vec<BundleVersion>> {
+        self.versions(ws, after, limit).await
+    }
+
+    /// The change and its audit event in one IMMEDIATE transaction; a change already in effect (no
+    /// row written) commits nothing and is `AlreadyDone`.
+    async fn commit(&self, change: Change, event: AuditDraft) -> Result<Commit> {
+        self.with(meta_err, move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let applied = match &change {
+                Change::IssueToken(t) => tokens::insert_token(&tx, t)?,
+                Change::LinkBlob(l) => catalog::link_blob(&tx, l)?,
+                Change::RevokeToken { sha256 } => tokens::disable_token(&tx, sha256, None)?,
+                Change::RegisterBundle(b) => catalog::register_bundle(&tx, b)?,
+                Change::RecordUnregisteredExport { workspace_id, name, version, id } => {
+                    catalog::record_unregistered_export(&tx, workspace_id, name, version, id)?
+                }
+                Change::RecordSigningKey { key_id, pem } => catalog::record_signing_key(&tx, key_id, pem)?,
+                Change::RetireSigningKey { key_id, at, reason } => {
+                    catalog::retire_signing_key(&tx, key_id, at, reason)?
+                }
+                Change::AppendReceipt { workspace_id, name, version, receipt } => {
+                    catalog::append_receipt(&tx, workspace_id, name, version, receipt)?
+                }
+                Change::SetFreeze(f) => switches::set_freeze(&tx, f)?,
+                Change::SetSuspension(w) => switches::set_suspension(&tx, w)?,
+                Change::RotateToken { old_sha256, new } => {
+                    // Both or neither: a rotation that cannot disable the old token creates nothing.
+                    let disabled = tokens::disable_token(&tx, old_sha256, Some(&new.id))?;
+                    if disabled == 1 && tokens::insert_token(&tx, new)? == 1 { 1 } else { 0 }
+                }
+            };
+            if applied == 0 {
+                return Ok(Commit::AlreadyDone);
+            }
+            let sealed = audit::append_in(&tx, event, Some(&change))?;
+            tx.commit()?;
+            Ok(Commit::Applied(Box::new(sealed)))
+        })
+        .await
+    }
+
+    async fn add_to_counters(&self, group: &str, deltas: &[(String, i64)]) -> Result<()> {
+        self.add_counters(group, deltas).await
+    }
+
+    async fn counters(&self, group: &str) -> Result<BTreeMap<String, i64>> {
+        self.counter_sums(group).await
+    }
+
+    async fn check(&self) -> Result<()> {
+        self.with(meta_err, |c| c.query_row("SELECT count(*) FROM tokens WHERE sha256 = ''", [], |_| Ok(()))).await
+    }
+}
