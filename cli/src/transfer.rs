@@ -75,9 +75,10 @@ impl Progress {
 
 impl Drop for Progress {
     fn drop(&mut self) {
+        // Dropped unfinished (an error, Ctrl-C): the line is cleared, not left dangling.
         if let Some(t) = self.ticker.take() {
             t.abort();
-            eprintln!();
+            eprint!("\r\x1b[K");
         }
     }
 }

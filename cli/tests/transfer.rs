@@ -87,15 +87,22 @@ fn an_interrupted_push_resumes_and_uploads_only_what_is_missing() {
             .args(["--jobs", "1", "--json"]);
         cmd
     };
-    // Killed once some blobs are stored, long before the 403 files are through.
-    let mut first = push().stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    // Interrupted (Ctrl-C) once some blobs are stored, long before the 403 files are through.
+    let mut first = push().stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while files_under(&data.join("blobs")).len() < 20 {
         assert!(std::time::Instant::now() < deadline, "the push stored nothing");
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
-    first.kill().unwrap();
-    first.wait().unwrap();
+    let interrupt = Command::new("kill").args(["-INT", &first.id().to_string()]).status().unwrap();
+    assert!(interrupt.success());
+    let out = first.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("interrupted: demo/model@1 was not registered; run the same helix push again to resume"),
+        "Ctrl-C says how to go on: {err}"
+    );
     let stored = files_under(&data.join("blobs")).len();
     assert!(stored < 400, "the push was interrupted midway ({stored} stored)");
     let version = format!("{url}/v1/workspaces/demo/bundles/model/versions/1");
@@ -232,6 +239,9 @@ fn push_asks_the_registry_before_hashing_and_every_refusal_names_its_reason() {
         code == Some(1) && err.starts_with("helix: forbidden_workspace (403): this token is for workspace demo"),
         "{err}"
     );
+    // A malformed argument is a usage error: exit 2, before anything is asked.
+    let (code, err) = push(&publisher, "Not_A_Workspace", &src);
+    assert!(code == Some(2) && err.starts_with("helix: --workspace: "), "{err}");
     let viewer = issue_token(&data, "val", "viewer");
     let (code, err) = push(&viewer, "demo", &src);
     assert!(code == Some(1) && err.contains("insufficient_role (403): pushing needs a publisher"), "{err}");

@@ -2,7 +2,7 @@
 
 use helix_core::domain::{BundleName, WorkspaceId};
 
-use super::{Res, out, s_of};
+use super::{Res, Usage, out, s_of};
 
 #[derive(clap::Args)]
 pub struct PushArgs {
@@ -52,11 +52,26 @@ impl TransferArgs {
 
 pub async fn push(args: PushArgs) -> Res {
     let PushArgs { dir, workspace, name, version, transfer } = args;
-    let ws = WorkspaceId::parse(&workspace).map_err(|e| format!("--workspace: {e}"))?;
-    let name = BundleName::parse(&name).map_err(|e| format!("--name: {e}"))?;
-    let version = BundleName::parse(&version).map_err(|e| format!("--version: {e}"))?;
+    // A malformed argument is a usage error (exit 2), as clap's own are.
+    let ws = WorkspaceId::parse(&workspace).map_err(|e| Usage(format!("--workspace: {e}")))?;
+    let name = BundleName::parse(&name).map_err(|e| Usage(format!("--name: {e}")))?;
+    let version = BundleName::parse(&version).map_err(|e| Usage(format!("--version: {e}")))?;
     let registry = helix_cli::export::connect().await?;
-    let a = helix_cli::transfer::push(&registry, &dir, &ws, &name, &version, transfer.options()).await?;
+    // Ctrl-C or SIGTERM drops the uploads in flight (the progress line is cleared, nothing is
+    // registered) and says how to go on: a re-run uploads only what the workspace still lacks.
+    let pushed = helix_cli::transfer::push(&registry, &dir, &ws, &name, &version, transfer.options());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let interrupted = || {
+        format!(
+            "interrupted: {ws}/{name}@{version} was not registered; run the same helix push again to resume \
+             (files already uploaded are kept and not sent again)"
+        )
+    };
+    let a = tokio::select! {
+        a = pushed => a?,
+        _ = tokio::signal::ctrl_c() => return Err(interrupted().into()),
+        _ = term.recv() => return Err(interrupted().into()),
+    };
     if transfer.json {
         return out(&a.to_string());
     }
