@@ -574,7 +574,11 @@ mod tests {
     /// The partition-key prefixes of the IAM scopes are the ones the DynamoDB adapter writes.
     #[test]
     fn leading_key_scopes_match_the_adapters_key_layout() {
-        let src = std::fs::read_to_string(repo_file("shared/src/adapters/dynamo.rs")).unwrap();
+        // The adapter is a folder of modules (one per concern): read them all.
+        let mut src = String::new();
+        for entry in std::fs::read_dir(repo_file("shared/src/adapters/dynamo")).unwrap() {
+            src += &std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        }
         for prefix in ["\"WS#{}\"", "\"TOKEN#{}\"", "\"TOKENID#{}\"", "\"GOV#{workspace_id}\"", "\"GOV#{ws}\""] {
             assert!(src.contains(&format!("format!({prefix}")), "the adapter no longer writes {prefix} keys");
         }
