@@ -152,24 +152,29 @@ impl Registry {
     /// The keys the registry publishes at /v1/governance/public-key: the current one, then the
     /// earlier ones (receipts and audit days signed before a rotation).
     pub async fn public_keys(&self) -> Result<Vec<helix_core::ports::PublicKeyInfo>, ClientError> {
-        let doc = self.get("/v1/governance/public-key").await?;
-        let missing = || ClientError::Other(format!("{}: a published key has no pem", self.url));
-        std::iter::once(&doc)
-            .chain(doc["previous"].as_array().into_iter().flatten())
-            .map(|k| {
-                let pem = k["pem"].as_str().ok_or_else(missing)?;
-                let mut key =
-                    helix_core::keys::public_key_from_pem(pem).map_err(|e| ClientError::Other(e.to_string()))?;
-                // The registry's key history bounds each key's validity (retired keys sign nothing later).
-                key.valid_from = k["valid_from"].as_str().map(str::to_owned);
-                key.retired_at = k["retired_at"].as_str().map(str::to_owned);
-                Ok(key)
-            })
-            .collect()
+        keys_of_document(&self.get("/v1/governance/public-key").await?, &self.url)
     }
 }
 
-/// Keys to trust: those `registry` publishes, else the PEM files given.
+/// The keys of a GET /v1/governance/public-key answer (the current key and `previous`), each with the
+/// validity window the registry's key history gives it (a retired key signs nothing later).
+fn keys_of_document(doc: &Value, source: &str) -> Result<Vec<helix_core::ports::PublicKeyInfo>, ClientError> {
+    let missing = || ClientError::Other(format!("{source}: a published key has no pem"));
+    std::iter::once(doc)
+        .chain(doc["previous"].as_array().into_iter().flatten())
+        .map(|k| {
+            let pem = k["pem"].as_str().ok_or_else(missing)?;
+            let mut key =
+                helix_core::keys::public_key_from_pem(pem).map_err(|e| ClientError::Other(format!("{source}: {e}")))?;
+            key.valid_from = k["valid_from"].as_str().map(str::to_owned);
+            key.retired_at = k["retired_at"].as_str().map(str::to_owned);
+            Ok(key)
+        })
+        .collect()
+}
+
+/// Keys to trust: those `registry` publishes, else the files given: a PEM each, or a saved answer of
+/// GET /v1/governance/public-key (`keys.json`: the current key and every previous one).
 pub async fn load_keys(
     registry: Option<&str>,
     files: &[std::path::PathBuf],
@@ -177,15 +182,22 @@ pub async fn load_keys(
     if let Some(url) = registry {
         return Registry::new(url, None)?.public_keys().await;
     }
-    files
-        .iter()
-        .map(|path| {
-            let pem =
-                std::fs::read_to_string(path).map_err(|e| ClientError::Other(format!("{}: {e}", path.display())))?;
-            helix_core::keys::public_key_from_pem(&pem)
-                .map_err(|e| ClientError::Other(format!("{}: {e}", path.display())))
-        })
-        .collect()
+    let mut keys = Vec::new();
+    for path in files {
+        let text = std::fs::read_to_string(path).map_err(|e| ClientError::Other(format!("{}: {e}", path.display())))?;
+        if text.trim_start().starts_with('{') {
+            // A saved answer of GET /v1/governance/public-key (keys.json): every key, with its window.
+            let doc: Value = serde_json::from_str(&text)
+                .map_err(|e| ClientError::Other(format!("{}: not a PEM, nor JSON: {e}", path.display())))?;
+            keys.extend(keys_of_document(&doc, &path.display().to_string())?);
+        } else {
+            keys.push(
+                helix_core::keys::public_key_from_pem(&text)
+                    .map_err(|e| ClientError::Other(format!("{}: {e}", path.display())))?,
+            );
+        }
+    }
+    Ok(keys)
 }
 
 /// A key id as `--key-fingerprint` takes it: `sha256:` and 64 lowercase hex digits.

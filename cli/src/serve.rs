@@ -119,6 +119,14 @@ impl Query {
     fn number<T: std::str::FromStr>(&self, name: &str) -> Result<T, Error> {
         self.get(name)?.parse().map_err(|_| Error::BadRequest(format!("`{name}` is not a number")))
     }
+
+    /// `expires`, Unix seconds within the range docs/openapi.yaml gives (a malformed URL is a 400,
+    /// never a signature check).
+    fn expires(&self) -> Result<i64, Error> {
+        Some(self.number::<i64>("expires")?)
+            .filter(|e| (0..=9_999_999_999).contains(e))
+            .ok_or_else(|| Error::BadRequest("`expires` is Unix seconds, at most 9999999999".into()))
+    }
 }
 
 fn local_problem(e: Error) -> Response {
@@ -135,7 +143,7 @@ async fn local_upload(State(app): State<Arc<App>>, Path((ws, id)): Path<(String,
         let q = Query::of(req.uri());
         let upload = UploadRef::parse(&WorkspaceId::parse(&ws)?, &id)?;
         let digest = Digest::parse(q.get("digest")?)?;
-        let grant = LocalGrant::upload(&upload, &digest, q.number("size")?, q.number("expires")?);
+        let grant = LocalGrant::upload(&upload, &digest, q.number("size")?, q.expires()?);
         let store = app.fs_blobs.as_ref().ok_or(Error::NotFound)?;
         store.presigner().verify(&grant, q.get("sig")?)?;
         // A URL signed before a freeze or its workspace's suspension writes nothing during it (on S3 it
@@ -157,7 +165,7 @@ async fn local_get(State(app): State<Arc<App>>, Path(digest): Path<String>, uri:
     let q = Query::of(&uri);
     let result = async {
         let key = BlobKey { digest: Digest::parse(&digest)?, slot: q.number("slot")? };
-        let grant = LocalGrant::get(&key, q.number("expires")?);
+        let grant = LocalGrant::get(&key, q.expires()?);
         let store = app.fs_blobs.as_ref().ok_or(Error::NotFound)?;
         store.presigner().verify(&grant, q.get("sig")?)?;
         let reader = helix_core::ports::BlobStore::get(store.as_ref(), &key)

@@ -88,7 +88,7 @@ fn an_interrupted_push_resumes_and_uploads_only_what_is_missing() {
         cmd
     };
     // Interrupted (Ctrl-C) once some blobs are stored, long before the 403 files are through.
-    let mut first = push().stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let first = push().stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while files_under(&data.join("blobs")).len() < 20 {
         assert!(std::time::Instant::now() < deadline, "the push stored nothing");

@@ -315,6 +315,16 @@ async fn append(
     let principal = caller.principal;
     let bundle = bundle_ref(ws, name.as_str(), version.as_str());
     let signer_key = app.signer.public_key().await?;
+    // A retired key signs nothing more: its receipt would verify nowhere and, as the ledger's head,
+    // leave the version unreadable for good. An instance still configured with it fails closed.
+    if let Some(retired) =
+        verification_keys(app).await?.into_iter().find(|k| k.key_id == signer_key.key_id).and_then(|k| k.retired_at)
+    {
+        return Err(Error::unavailable(
+            crate::error::Dependency::Signer,
+            format!("the signing key {} was retired at {retired}: configure the new key", signer_key.key_id),
+        ));
+    }
     record_signing_key(app, &caller.principal.actor(), caller.request_id, &signer_key).await?;
     let seq = at.seq;
     let statement = Statement {

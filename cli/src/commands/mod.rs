@@ -46,7 +46,12 @@ pub fn existing_store(config: &helix_core::Config) -> Res {
 
 /// Who a command that writes straight into the store acts as (its audit events' actor).
 pub fn operator() -> String {
-    format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
+    // USER, else LOGNAME (cron, some containers set only one), else the uid: never an anonymous actor.
+    let name = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").map_or_else(|_| "unknown".into(), |m| format!("uid-{}", m.uid()))
+    });
+    format!("cli:{name}")
 }
 
 /// Print `text` to stdout; a reader that stops early (`| head`) ends the output quietly.

@@ -52,7 +52,12 @@ async fn audit_denial(app: &App, ctx: &Ctx, route: &Route, e: &helix_core::Error
         _ => return,
     };
     let Some(actor) = ctx.actor() else { return };
-    if !governance::is_denial(e) || matches!(e, helix_core::Error::NotApproved { .. }) {
+    // A credential of another workspace (`forbidden_workspace`) writes nothing into this workspace's
+    // stream: otherwise any token could fill any tenant's audit trail with refusals it chose. Its
+    // refusal is in the request log and the request metrics.
+    if !governance::is_denial(e)
+        || matches!(e, helix_core::Error::NotApproved { .. } | helix_core::Error::ForbiddenWorkspace)
+    {
         return;
     }
     let stream = ws.to_string();

@@ -121,9 +121,18 @@ impl Ctx {
         let (principal, mut gate) = app.auth.authenticate(header, with_freeze, suspension_ws).await?;
         let _ = self.principal.set(principal.credential_id.clone());
         let _ = self.actor.set(principal.actor());
+        let scoped = crate::suspension::scope_of(suspension_ws, &principal).cloned();
+        // The credential's own workspace suspended: refused before its role is judged (a refusal such
+        // as insufficient_role would still be audited in the suspended stream). Saying so reveals
+        // nothing the credential's holder does not already own. Any other workspace's suspension is
+        // told only to who may act there, after authorization.
+        let own = scoped.as_ref().is_some_and(|w| principal.workspace_id == crate::domain::Scope::One(w.clone()));
+        if let (true, Some(w)) = (own, &scoped) {
+            crate::suspension::refuse_if_suspended(app.meta.as_ref(), w, gate.suspension.clone()).await?;
+        }
         principal.authorize(min, ws)?;
-        if let Some(scoped) = crate::suspension::scope_of(suspension_ws, &principal) {
-            crate::suspension::refuse_if_suspended(app.meta.as_ref(), scoped, gate.suspension.take()).await?;
+        if let (false, Some(w)) = (own, &scoped) {
+            crate::suspension::refuse_if_suspended(app.meta.as_ref(), w, gate.suspension.take()).await?;
         }
         Ok((principal, gate))
     }

@@ -1,7 +1,7 @@
 //! Bundle versions over HTTP: registration of a manifest whose files are linked in the workspace,
 //! reads, listing, and every refusal of SPEC §4 and the governance issue's bad-input list.
 
-use helix_core::domain::Role;
+use helix_core::domain::{Digest, Role};
 use serde_json::{Value, json};
 
 use super::api::{get, metrics_text, post_json, put_blob};
@@ -714,6 +714,57 @@ pub async fn receipts_stay_verifiable_after_a_signing_key_rotation(b: Backend) {
 /// A retired key verifies what it signed before its retirement and nothing dated later, in the
 /// registry's own ledger reads, with the keys it publishes (`helix governance verify --registry`),
 /// naming the key. Retiring is audited in the `*` stream; the current key cannot be retired.
+/// An approval of `version` of `model` signed with `env`'s own key, appended straight to the store (a
+/// leaked key's receipt planted by whoever can write the meta store).
+async fn plant_approval(env: &TestEnv, ws: &helix_core::domain::WorkspaceId, version: &str, manifest: &Digest) {
+    use helix_core::domain::governance::{State, transition_id};
+    use helix_core::ports::{Change, LedgerReceipt};
+    let bundle = helix_core::domain::bundle_ref(ws, "model", version);
+    let key = env.app.signer.public_key().await.unwrap();
+    let statement = helix_core::governance::Statement {
+        kind: "approval".into(),
+        bundle: bundle.clone(),
+        manifest: manifest.to_string(),
+        transition: transition_id(&bundle, State::Submitted, State::Approved).unwrap().to_string(),
+        from: "submitted".into(),
+        to: "approved".into(),
+        user: "mallory".into(),
+        role: "approver".into(),
+        credential: "tok_leaked".into(),
+        time: helix_core::domain::time::now_rfc3339_ms(),
+        seq: 1,
+        prev: None,
+        key_id: key.key_id.clone(),
+        scope: None,
+        justification: None,
+        expires_at: None,
+        details: None,
+    };
+    let payload = helix_core::domain::canonical::to_string(&serde_json::to_value(&statement).unwrap()).unwrap();
+    let envelope = helix_core::dsse::sign(
+        env.app.signer.as_ref(),
+        &key,
+        helix_core::governance::RECEIPT_PAYLOAD_TYPE,
+        payload.as_bytes(),
+    )
+    .await
+    .unwrap();
+    let receipt = LedgerReceipt { seq: 1, envelope, decision_key: None };
+    let change =
+        Change::AppendReceipt { workspace_id: ws.to_string(), name: "model".into(), version: version.into(), receipt };
+    let draft = helix_core::domain::AuditDraft {
+        stream: ws.to_string(),
+        actor: "mallory@tok_leaked".into(),
+        action: "governance.approval".into(),
+        entity_type: "bundle_version".into(),
+        entity_id: bundle,
+        outcome: helix_core::domain::Outcome::Success,
+        request_id: "planted".into(),
+        details: json!({}),
+    };
+    env.app.meta.commit(change, draft).await.unwrap();
+}
+
 pub async fn a_retired_signing_key_verifies_only_what_it_signed_before(b: Backend) {
     let (env, ada, grace) = two_versions_the_first_approved(b).await;
     let base = "/v1/workspaces/team-a/bundles/model/versions";
@@ -775,11 +826,15 @@ pub async fn a_retired_signing_key_verifies_only_what_it_signed_before(b: Backen
     .await
     .unwrap();
     assert_eq!(v1.state.as_str(), "approved");
-    // After: an instance still signing with the old key approves version 2 now; that receipt is
-    // dated after the retirement and verifies nowhere, with a reason that names the key.
+    // After: an instance still configured with the old key refuses to sign (503, nothing recorded) ...
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    assert_eq!(post_json(&env, &grace, &format!("{base}/2/approve"), json!({})).await.status(), 201);
+    let refused = post_json(&env, &grace, &format!("{base}/2/approve"), json!({})).await;
+    expect_problem(refused, 503, "signer_unavailable").await;
+    assert!(env.app.meta.ledger(&ws, "model", "2").await.unwrap().is_empty(), "nothing recorded");
+    // ... and an approval of version 2 that whoever holds the leaked key signs and plants in the store
+    // is dated after the retirement: it verifies nowhere, with a reason that names the key.
     let v2_manifest = env.app.meta.bundle_version(&ws, "model", "2").await.unwrap().unwrap().manifest_digest;
+    plant_approval(&env, &ws, "2", &v2_manifest).await;
     let err = helix_core::governance::ledger(&rotated, &ws, "model", "2", &v2_manifest).await.err().expect("refused");
     assert!(err.to_string().contains(&old_key) && err.to_string().contains("retired"), "{err}");
     let server = crate::cases::serve_app(rotated);

@@ -169,6 +169,15 @@ pub async fn every_governance_denial_is_audited_and_counted(b: Backend) {
         "waiver_invalid".into(),
         problem["request_id"].as_str().unwrap().into(),
     ));
+    // A credential of another workspace writes nothing into team-a's trail (else any token could fill
+    // any tenant's evidence with refusals of its choosing): refused, counted in the request metrics only.
+    let outsider = env.token_of("eve", Role::Approver, "team-b").await;
+    expect_problem(
+        post_json(&env, &outsider, &format!("{BASE}/1/approve"), json!({})).await,
+        403,
+        "forbidden_workspace",
+    )
+    .await;
     assert_eq!(denials(&env, "team-a").await, expected);
     for e in env.audit("team-a").await.iter().filter(|e| e.outcome == Outcome::Denied) {
         assert!(e.entity_id.starts_with("team-a/model@"), "{e:?}");
@@ -189,6 +198,16 @@ pub async fn every_governance_denial_is_audited_and_counted(b: Backend) {
     let after = denials_total(&metrics_text(&env).await);
     assert_eq!(after - before, (expected.len() + global.len()) as i64, "each denial counted once");
     helix_core::domain::audit::verify_chain(&env.audit("team-a").await).unwrap();
+
+    // A suspended workspace's own credential is refused as suspended before its role is judged, so its
+    // refusals add nothing to the contained tenant's trail either.
+    let admin = env.token(Role::Admin, "*").await;
+    let suspend = post_json(&env, &admin, "/v1/admin/workspaces/team-a/suspend", json!({"reason": "incident"})).await;
+    assert_eq!(suspend.status(), 200);
+    let trail = env.audit("team-a").await.len();
+    expect_problem(post_json(&env, &grace, &format!("{BASE}/1/waivers"), json!({})).await, 403, "workspace_suspended")
+        .await;
+    assert_eq!(env.audit("team-a").await.len(), trail, "nothing written while suspended");
 }
 
 pub async fn a_justification_is_bounded_as_signed_not_as_typed(b: Backend) {
