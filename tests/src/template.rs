@@ -259,7 +259,7 @@ mod tests {
             .as_sequence()
             .expect("Problem.reason.enum")
             .iter()
-            .map(|v| str_of(v))
+            .map(str_of)
             .collect();
         let mut answered = BTreeSet::new();
         let classify = std::fs::read_to_string(repo_file("shared/src/http/problem.rs")).unwrap();
