@@ -1,0 +1,222 @@
+//! Governance decisions on a bundle version (SPEC §4): approve, reject, waive. Each is a signed
+//! receipt (a DSSE envelope through the Signer port) appended to the version's ledger with a
+//! conditional write on its seq, in the same commit as its audit event. The state a ledger yields is
+//! the fold of `domain::governance::next` over its receipts. User and role come from the
+//! authenticated principal, never from the body.
+//!
+//! Rules: separation of duties (the user who registered a version can neither approve nor waive it:
+//! `403 self_approval`); the state first (a decision the version's state forbids is refused with the
+//! state's reason, whatever was decided before); idempotency while in force (the same decision by the
+//! same user, identical in every requested field, returns the receipt it made while that receipt is in
+//! force: an expired waiver asked for again is a new receipt); a waiver covers exactly one transition,
+//! in scope `export_unapproved`, until it expires. Reads, decisions and exports verify the ledger's
+//! last receipt only (`head`), whatever its length; the whole ledger is read where it is short by
+//! construction (before an export) and by GET .../governance (docs/security.md, "Ledger heads").
+//!
+//! This module holds the receipt, the ledger and its head; `decide` the decisions, `export` the official
+//! export, `denials` the refusals on the record, `verify` receipt verification (online and offline),
+//! `unregistered` the reports of exports made while the registry was unreachable.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::App;
+use crate::domain::governance::{Decision, State, transition_id};
+use crate::domain::{BundleName, Digest, WorkspaceId, bundle_ref};
+use crate::error::{Error, Result};
+use crate::keys::verification_keys;
+use crate::ports::{BundleVersion, LedgerReceipt, PublicKeyInfo};
+
+mod decide;
+mod denials;
+mod export;
+mod unregistered;
+mod verify;
+
+pub use decide::{Request, WaiverRequest, decide};
+pub use denials::{DenialTarget, audit_denial, is_denial};
+pub use export::{Exported, export};
+pub use unregistered::{UnregisteredExport, report_unregistered_export};
+pub use verify::{Verified, receipts_in, verify_receipts};
+
+pub use crate::keys::RECEIPT_PAYLOAD_TYPE;
+
+pub const WAIVER_SCOPE: &str = "export_unapproved";
+
+/// Longest justification, in bytes as signed (JSON-escaped: `"` and `\` count 2, a control
+/// character 6), so a receipt always fits the signer's 4096 bytes; a longer text is referenced by
+/// the digest of a blob holding it.
+pub const MAX_JUSTIFICATION: usize = 2048;
+
+/// Waiver lifetime: default and most.
+pub const WAIVER_DEFAULT_SECONDS: i64 = 86_400;
+
+pub const WAIVER_MAX_SECONDS: i64 = 7 * 86_400;
+
+/// Attempts at claiming the next seq before giving up with 503 (each loss means another decision won).
+const APPEND_ATTEMPTS: u32 = 64;
+
+/// What a receipt says (its payload, canonical JSON).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Statement {
+    pub kind: String,
+    pub bundle: String,
+    pub manifest: String,
+    /// The transition this receipt records (for a waiver: the transition it permits).
+    pub transition: String,
+    pub from: String,
+    pub to: String,
+    pub user: String,
+    pub role: String,
+    pub credential: String,
+    pub time: String,
+    pub seq: u64,
+    pub prev: Option<String>,
+    pub key_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub justification: Option<String>,
+    /// Unix seconds after which a waiver no longer counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+}
+
+impl Statement {
+    pub fn decision(&self) -> Result<Decision> {
+        Ok(match self.kind.as_str() {
+            "approval" => Decision::Approve,
+            "rejection" => Decision::Reject,
+            "waiver" => Decision::Waive,
+            "export" => Decision::Export { permitted: true },
+            other => return Err(Error::Internal(format!("unknown receipt kind {other:?}"))),
+        })
+    }
+}
+
+/// A ledger read back: its receipts, their statements and payloads (verified), and the state they yield.
+pub struct Ledger {
+    pub receipts: Vec<LedgerReceipt>,
+    pub statements: Vec<Statement>,
+    payloads: Vec<Vec<u8>>,
+    pub state: State,
+}
+
+impl Ledger {
+    /// The seq and `prev` of the next receipt: the digest of the last payload, as signed.
+    fn next_position(&self) -> Position {
+        Position {
+            seq: self.receipts.last().map_or(1, |r| r.seq + 1),
+            prev: self.payloads.last().map(|p| Digest::of(p).to_string()),
+        }
+    }
+
+    /// A waiver that is live at `now` for `transition`.
+    pub fn live_waiver(&self, transition: &Digest, now: i64) -> Option<&Statement> {
+        self.statements.iter().find(|s| {
+            s.kind == "waiver"
+                && s.transition == transition.to_string()
+                && s.scope.as_deref() == Some(WAIVER_SCOPE)
+                && s.expires_at.is_some_and(|e| now < e)
+        })
+    }
+}
+
+/// Read a version's ledger and verify it as `helix governance verify` does (every signature, seq from
+/// 1 without gaps, the `prev` chain, transition ids, states), and that every receipt is about this
+/// version and this manifest and sits at its own seq. The store is not trusted: a receipt copied from
+/// another version, a reordered or overwritten one, is an integrity error (500), never a state.
+pub async fn ledger(app: &App, ws: &WorkspaceId, name: &str, version: &str, manifest: &Digest) -> Result<Ledger> {
+    let receipts = app.meta.ledger(ws, name, version).await?;
+    app.receipts_read.fetch_add(receipts.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    if receipts.is_empty() {
+        return Ok(Ledger { receipts, statements: Vec::new(), payloads: Vec::new(), state: State::Submitted });
+    }
+    let keys = verification_keys(app).await?;
+    let envelopes: Vec<Vec<u8>> = receipts.iter().map(|r| r.envelope.clone().into_bytes()).collect();
+    let bundle = bundle_ref(ws, name, version);
+    let broken = |why: String| Error::BlobIntegrity(format!("the ledger of {bundle} does not verify: {why}"));
+    let verified = verify_receipts(&envelopes, &keys, true).map_err(broken)?;
+    for (r, s) in receipts.iter().zip(&verified.statements) {
+        if s.bundle != bundle || s.manifest != manifest.to_string() || s.seq != r.seq {
+            return Err(broken(format!(
+                "the receipt stored at seq {} is seq {} of {} ({})",
+                r.seq, s.seq, s.bundle, s.manifest
+            )));
+        }
+    }
+    let state = verified.state.unwrap_or(State::Submitted);
+    Ok(Ledger { receipts, statements: verified.statements, payloads: verified.payloads, state })
+}
+
+/// Where the next receipt goes: its seq and its `prev`.
+#[derive(Clone, Debug)]
+struct Position {
+    seq: u64,
+    prev: Option<String>,
+}
+
+/// A ledger's last receipt, verified, and the state it yields.
+pub struct Head {
+    pub statement: Option<Statement>,
+    pub state: State,
+    position: Position,
+}
+
+/// The state of a version from its ledger's last receipt alone: one store read and one signature
+/// check whatever the ledger's length. The receipt must verify with a registry key (transition id
+/// recomputed, one signature by the key it names), be about this version and manifest and sit at its
+/// own seq; a receipt at seq 1 must start from `submitted`. The state is what that signed receipt
+/// says: the registry signed it only after verifying the ledger before it (its `from` is the state it
+/// found; `to`, or `from` for a waiver, the state it left). What storage alone could still do, and
+/// where each thing is caught, is in docs/security.md ("Ledger heads").
+pub async fn head(app: &App, ws: &WorkspaceId, name: &str, version: &str, manifest: &Digest) -> Result<Head> {
+    let Some(last) = app.meta.ledger_head(ws, name, version).await? else {
+        return Ok(Head { statement: None, state: State::Submitted, position: Position { seq: 1, prev: None } });
+    };
+    app.receipts_read.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let keys = verification_keys(app).await?;
+    let bundle = bundle_ref(ws, name, version);
+    let broken = |why: String| Error::BlobIntegrity(format!("the ledger of {bundle} does not verify: {why}"));
+    let mut verified = verify_receipts(&[last.envelope.clone().into_bytes()], &keys, false).map_err(broken)?;
+    let s = verified.statements.remove(0);
+    if s.bundle != bundle || s.manifest != manifest.to_string() || s.seq != last.seq {
+        return Err(broken(format!(
+            "the receipt stored at seq {} is seq {} of {} ({})",
+            last.seq, s.seq, s.bundle, s.manifest
+        )));
+    }
+    let left = if s.kind == "waiver" { &s.from } else { &s.to };
+    let state = State::ALL
+        .into_iter()
+        .find(|st| st.as_str() == left)
+        .ok_or_else(|| broken(format!("seq {}: unknown state {left:?}", s.seq)))?;
+    let position = Position { seq: last.seq + 1, prev: Some(Digest::of(&verified.payloads[0]).to_string()) };
+    Ok(Head { statement: Some(s), state, position })
+}
+
+/// The statement of a receipt envelope, if a registry key signed it.
+pub fn open_receipt(envelope: &[u8], keys: &[PublicKeyInfo]) -> std::result::Result<Statement, String> {
+    let payload = crate::dsse::verify(envelope, RECEIPT_PAYLOAD_TYPE, keys)?;
+    serde_json::from_slice(&payload).map_err(|e| format!("not a receipt statement: {e}"))
+}
+
+/// GET .../governance: every receipt in order, and the state it yields.
+pub async fn view(app: &App, ws: &WorkspaceId, name: &BundleName, version: &BundleName) -> Result<Value> {
+    let v: BundleVersion =
+        app.meta.bundle_version(ws, name.as_str(), version.as_str()).await?.ok_or(Error::BundleMissing)?;
+    let l = ledger(app, ws, name.as_str(), version.as_str(), &v.manifest_digest).await?;
+    let bundle = bundle_ref(ws, name.as_str(), version.as_str());
+    let receipts: Vec<Value> =
+        l.receipts.iter().map(|r| serde_json::from_str(&r.envelope).unwrap_or(Value::Null)).collect();
+    Ok(json!({
+        "bundle": bundle,
+        "manifest_digest": v.manifest_digest,
+        "state": l.state,
+        "export_transition": transition_id(&bundle, l.state, State::Exported)?,
+        "receipts": receipts,
+    }))
+}
