@@ -13,7 +13,10 @@ use crate::error::{Error, Result};
 use crate::keys::{record_signing_key, verification_keys};
 use crate::ports::{Change, Commit, LedgerReceipt};
 
-use super::*;
+use super::{
+    APPEND_ATTEMPTS, Ledger, MAX_JUSTIFICATION, Position, RECEIPT_PAYLOAD_TYPE, Statement, WAIVER_DEFAULT_SECONDS,
+    WAIVER_MAX_SECONDS, WAIVER_SCOPE, head, ledger,
+};
 
 /// A waiver request's fields (the body of POST .../waivers).
 pub struct WaiverRequest {

@@ -12,9 +12,10 @@ use crate::domain::{BundleName, Digest, Outcome, WorkspaceId, bundle_ref};
 use crate::error::{Error, Result};
 use crate::ports::BundleVersion;
 
+use super::{APPEND_ATTEMPTS, Head, head, ledger};
+
 use super::decide::{Draft, append};
 use super::denials::deny;
-use super::*;
 
 /// Files verified at once during an export.
 pub(super) const EXPORT_PARALLELISM: usize = 16;

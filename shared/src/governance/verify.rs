@@ -8,7 +8,7 @@ use crate::domain::governance::{Decision, State, next, transition_id};
 use crate::error::Result;
 use crate::ports::PublicKeyInfo;
 
-use super::*;
+use super::{RECEIPT_PAYLOAD_TYPE, Statement};
 
 /// What an offline verification of receipts established.
 #[derive(Debug)]

@@ -1,0 +1,297 @@
+//! `helix pull`: each file into a temporary file beside its name, through directory handles (at most
+//! `OPEN_FOLDERS` open), renamed into place only when its size and SHA-256 match.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+
+use futures_util::{StreamExt, TryStreamExt};
+use helix_core::domain::manifest::ManifestFile;
+use helix_core::domain::{BundleName, Digest, DigestWriter, Manifest, WorkspaceId};
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+use crate::client::{ClientError, Registry, chain};
+
+use super::{Options, Progress, blob_path, hash_reader, in_file, other};
+
+/// Pull `ws`/`name`@`version` into `dir`: what was written and what was already in place.
+pub async fn pull(
+    registry: &Registry,
+    ws: &WorkspaceId,
+    name: &BundleName,
+    version: &BundleName,
+    dir: &Path,
+    opts: Options,
+) -> Result<Value, ClientError> {
+    let path = crate::client::version_path_of(ws, name, version);
+    let view = registry.get(&path).await?;
+    let canonical = helix_core::domain::canonical::to_string(&view["manifest"]).map_err(other)?;
+    let actual = Digest::of(canonical.as_bytes());
+    if view["manifest_digest"].as_str() != Some(actual.to_string().as_str()) {
+        return Err(other(format!(
+            "digest_mismatch: the manifest served hashes to {actual}, not the version's {}",
+            view["manifest_digest"]
+        )));
+    }
+    let manifest = Manifest::parse(canonical.as_bytes(), name, version).map_err(other)?;
+
+    let dest = Dest::open(dir)?;
+    // Every folder first (created in order, so a path in the way is reported before any download);
+    // a folder's handle is held only while a file in it is being checked or written.
+    for f in &manifest.files {
+        dest.folder(&f.path)?;
+    }
+    let files: Vec<_> = manifest.files.iter().zip(manifest.digests()).collect();
+    // Files already in place are hashed as push hashes: on blocking threads, `--jobs` at a time.
+    let held: Vec<bool> = futures_util::stream::iter(files.iter().map(|(f, digest)| {
+        let (size, digest) = (f.size, digest.clone());
+        let found = dest.folder(&f.path).map(|(folder, leaf)| (folder, leaf.to_owned()));
+        async move {
+            let (folder, leaf) = found?;
+            tokio::task::spawn_blocking(move || folder.holds(&leaf, size, &digest)).await.map_err(other)?
+        }
+    }))
+    .buffered(opts.jobs.max(1))
+    .try_collect()
+    .await?;
+    let kept = held.iter().filter(|h| **h).count();
+    let todo: Vec<_> = files.into_iter().zip(&held).filter(|(_, h)| !**h).map(|(p, _)| p).collect();
+    let total: u64 = todo.iter().map(|(f, _)| f.size).sum();
+    let progress = Progress::start("downloading", total, opts.quiet);
+    futures_util::stream::iter(todo.iter().map(|(f, d)| {
+        let (dest, progress) = (&dest, &progress);
+        async move {
+            let (folder, leaf) = dest.folder(&f.path)?;
+            download(registry, ws, f, d, &folder, leaf, progress).await
+        }
+    }))
+    .buffer_unordered(opts.jobs.max(1))
+    .try_collect::<Vec<()>>()
+    .await?;
+    let elapsed = progress.finish();
+    Ok(json!({
+        "bundle": format!("{ws}/{}@{}", name.as_str(), version.as_str()),
+        "manifest_digest": actual.to_string(),
+        "state": view["state"],
+        "files": manifest.files.len(),
+        "downloaded_files": todo.len(),
+        "downloaded_bytes": total,
+        "kept_files": kept,
+        "download_seconds": (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+    }))
+}
+
+/// The destination of a pull, written only through directory handles: every folder under it is
+/// opened without following symlinks (`openat`, `O_NOFOLLOW`), files are created relative to their
+/// folder's handle and renamed into place without replacing anything. A symlink swapped in while the
+/// pull runs cannot send a file elsewhere, and a file that appears meanwhile is not overwritten.
+pub(super) struct Dest {
+    root: std::sync::Arc<rustix::fd::OwnedFd>,
+    shown: PathBuf,
+    /// Folders recently opened, by their path under the destination: at most `OPEN_FOLDERS` handles
+    /// are kept (a bundle of thousands of folders must not exhaust the open-file limit; macOS's
+    /// default is 256). A folder dropped from here is opened again, the same way, when needed.
+    folders: std::sync::Mutex<std::collections::HashMap<String, Folder>>,
+}
+
+/// A folder under the destination, by handle.
+#[derive(Clone)]
+pub(super) struct Folder {
+    fd: std::sync::Arc<rustix::fd::OwnedFd>,
+    shown: PathBuf,
+}
+
+/// Folder handles a pull keeps open between files (besides those of the files in flight).
+pub(super) const OPEN_FOLDERS: usize = 64;
+
+pub(super) fn dir_flags() -> rustix::fs::OFlags {
+    use rustix::fs::OFlags;
+    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+}
+
+impl Dest {
+    fn open(dir: &Path) -> Result<Dest, ClientError> {
+        std::fs::create_dir_all(dir).map_err(|e| other(format!("{}: {e}", dir.display())))?;
+        // The destination itself is the user's choice (it may be a symlink); what is under it is not.
+        let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC;
+        let fd = rustix::fs::open(dir, flags, rustix::fs::Mode::empty())
+            .map_err(|e| other(format!("{}: {}", dir.display(), std::io::Error::from(e))))?;
+        Ok(Dest { root: std::sync::Arc::new(fd), shown: dir.to_path_buf(), folders: Default::default() })
+    }
+
+    /// The folder of a manifest path (created as needed) and the file's name in it.
+    fn folder<'p>(&self, path: &'p str) -> Result<(Folder, &'p str), ClientError> {
+        let (parents, leaf) = path.rsplit_once('/').map_or(("", path), |(p, l)| (p, l));
+        Ok((self.folder_at(parents)?, leaf))
+    }
+
+    /// The folder at `parents` ("" is the destination), opened once: its parent first, then itself
+    /// without following a symlink.
+    fn folder_at(&self, parents: &str) -> Result<Folder, ClientError> {
+        if parents.is_empty() {
+            return Ok(Folder { fd: self.root.clone(), shown: self.shown.clone() });
+        }
+        if let Some(known) = self.folders.lock().expect("folder cache").get(parents) {
+            return Ok(known.clone());
+        }
+        let (up, seg) = parents.rsplit_once('/').unwrap_or(("", parents));
+        let at = self.folder_at(up)?;
+        let shown = at.shown.join(seg);
+        let in_the_way = || other(format!("{} is in the way (not a folder)", shown.display()));
+        let fd = match rustix::fs::openat(at.fd.as_ref(), seg, dir_flags(), rustix::fs::Mode::empty()) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => {
+                match rustix::fs::mkdirat(at.fd.as_ref(), seg, rustix::fs::Mode::from_raw_mode(0o755)) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(other(format!("{}: {}", shown.display(), std::io::Error::from(e)))),
+                }
+                rustix::fs::openat(at.fd.as_ref(), seg, dir_flags(), rustix::fs::Mode::empty())
+                    .map_err(|_| in_the_way())?
+            }
+            Err(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => return Err(in_the_way()),
+            Err(e) => return Err(other(format!("{}: {}", shown.display(), std::io::Error::from(e)))),
+        };
+        let folder = Folder { fd: std::sync::Arc::new(fd), shown };
+        let mut folders = self.folders.lock().expect("folder cache");
+        if folders.len() >= OPEN_FOLDERS {
+            // Handles still in use stay open through their clones; the rest close here.
+            folders.clear();
+        }
+        folders.insert(parents.to_owned(), folder.clone());
+        Ok(folder)
+    }
+}
+
+impl Folder {
+    /// Is a regular file `leaf` already here with `size` bytes hashing to `digest`? False if there is
+    /// none; anything else under that name (other content, a symlink, a folder) is in the way.
+    fn holds(&self, leaf: &str, size: u64, digest: &Digest) -> Result<bool, ClientError> {
+        use rustix::fs::{FileType, OFlags};
+        let shown = self.shown.join(leaf);
+        let fail = |e: rustix::io::Errno| other(format!("{}: {}", shown.display(), std::io::Error::from(e)));
+        let in_the_way = || other(format!("{} exists with other content: not overwritten", shown.display()));
+        let stat = match rustix::fs::statat(self.fd.as_ref(), leaf, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => stat,
+            Err(rustix::io::Errno::NOENT) => return Ok(false),
+            Err(e) => return Err(fail(e)),
+        };
+        // Only a regular file of the right size is worth hashing.
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile || stat.st_size as u64 != size {
+            return Err(in_the_way());
+        }
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(self.fd.as_ref(), leaf, flags, rustix::fs::Mode::empty()).map_err(fail)?;
+        let (held, _) = hash_reader(std::fs::File::from(fd), &shown, &AtomicU64::new(0))?;
+        if &held != digest {
+            return Err(in_the_way());
+        }
+        Ok(true)
+    }
+}
+
+/// A temporary file removed when dropped, unless it was moved into place.
+pub(super) struct Partial {
+    folder: Folder,
+    name: Option<String>,
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if let Some(name) = self.name.take() {
+            let _ = rustix::fs::unlinkat(self.folder.fd.as_ref(), name.as_str(), rustix::fs::AtFlags::empty());
+        }
+    }
+}
+
+/// The prefix of `helix pull`'s temporary files (`helix push` refuses them).
+pub const PARTIAL_PREFIX: &str = ".helix-part-";
+
+pub(super) async fn download(
+    registry: &Registry,
+    ws: &WorkspaceId,
+    file: &ManifestFile,
+    digest: &Digest,
+    folder: &Folder,
+    leaf: &str,
+    progress: &Progress,
+) -> Result<(), ClientError> {
+    let req = registry.request(reqwest::Method::GET, &blob_path(ws, digest));
+    let mut resp = registry.answer_or_redirect(req).await.map_err(|e| in_file(e, &file.path))?;
+    if resp.status().is_redirection() {
+        let location = resp
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .ok_or_else(|| other(format!("{}: a redirect without a location", file.path)))?
+            .to_owned();
+        resp = registry.answer(registry.presigned("GET", &location)?).await.map_err(|e| in_file(e, &file.path))?;
+    }
+    let mut rand = [0u8; 6];
+    getrandom::fill(&mut rand).map_err(other)?;
+    // A fixed-length name: a 255-byte file name still has room for its temporary file.
+    let temp = format!("{PARTIAL_PREFIX}{}", hex::encode(rand));
+    let shown = folder.shown.join(&temp);
+    let write_err = |e: std::io::Error| other(format!("{}: {e}", shown.display()));
+    use rustix::fs::OFlags;
+    let fd = rustix::fs::openat(
+        folder.fd.as_ref(),
+        temp.as_str(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        rustix::fs::Mode::from_raw_mode(0o644),
+    )
+    .map_err(|e| write_err(e.into()))?;
+    let mut partial = Partial { folder: folder.clone(), name: Some(temp.clone()) };
+    let mut out = tokio::fs::File::from_std(std::fs::File::from(fd));
+    let mut hash = DigestWriter::default();
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ClientError::Unreachable(format!("download of {}: {}", file.path, chain(&e))))?;
+        hash.update(&chunk);
+        if hash.len() > file.size {
+            return Err(other(format!(
+                "digest_mismatch: {}: the registry served more than its {} bytes",
+                file.path, file.size
+            )));
+        }
+        out.write_all(&chunk).await.map_err(write_err)?;
+        progress.add(chunk.len() as u64);
+    }
+    let len = hash.len();
+    let actual = hash.finish();
+    if len != file.size || &actual != digest {
+        return Err(other(format!(
+            "digest_mismatch: {}: the registry served {len} bytes hashing to {actual}, not {digest}; this file was not written",
+            file.path
+        )));
+    }
+    out.sync_all().await.map_err(write_err)?;
+    drop(out);
+    // Into place without replacing anything: a file that appeared meanwhile is not overwritten.
+    let target = folder.shown.join(leaf);
+    let placed = match rustix::fs::renameat_with(
+        folder.fd.as_ref(),
+        temp.as_str(),
+        folder.fd.as_ref(),
+        leaf,
+        rustix::fs::RenameFlags::NOREPLACE,
+    ) {
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+            // A filesystem without rename-without-replace: a hard link fails the same way on an existing name.
+            rustix::fs::linkat(
+                folder.fd.as_ref(),
+                temp.as_str(),
+                folder.fd.as_ref(),
+                leaf,
+                rustix::fs::AtFlags::empty(),
+            )
+        }
+        other => other.map(|()| partial.name = None),
+    };
+    match placed {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::EXIST) => {
+            Err(other(format!("{} appeared during the pull: not overwritten", target.display())))
+        }
+        Err(e) => Err(other(format!("{}: {}", target.display(), std::io::Error::from(e)))),
+    }
+}
