@@ -10,12 +10,12 @@ use crate::domain::governance::{Decision, State, next, transition_id};
 use crate::domain::time::{now_rfc3339_ms, now_unix};
 use crate::domain::{AuditDraft, BundleName, Digest, Outcome, WorkspaceId, bundle_ref, canonical};
 use crate::error::{Error, Result};
-use crate::keys::{record_signing_key, verification_keys};
+use crate::keys::record_signing_key;
 use crate::ports::{Change, Commit, LedgerReceipt};
 
 use super::{
-    APPEND_ATTEMPTS, Ledger, MAX_JUSTIFICATION, Position, RECEIPT_PAYLOAD_TYPE, Statement, WAIVER_DEFAULT_SECONDS,
-    WAIVER_MAX_SECONDS, WAIVER_SCOPE, head, ledger,
+    APPEND_ATTEMPTS, Keys, Ledger, MAX_JUSTIFICATION, Position, RECEIPT_PAYLOAD_TYPE, Statement,
+    WAIVER_DEFAULT_SECONDS, WAIVER_MAX_SECONDS, WAIVER_SCOPE, head_with, ledger_with,
 };
 
 /// A waiver request's fields (the body of POST .../waivers).
@@ -61,15 +61,16 @@ pub async fn decide(
         check_waiver_fields(w)?;
     }
     let identity = decision_identity(kind, principal, &request)?;
+    let keys = Keys::default();
     for attempt in 0..APPEND_ATTEMPTS {
         // The state first, from the last receipt alone: an exported or rejected version refuses
         // (every re-export lengthens an exported version's ledger; none of it is read here).
-        let head = head(app, ws, name.as_str(), version.as_str(), &v.manifest_digest).await?;
+        let head = head_with(app, &keys, ws, name.as_str(), version.as_str(), &v.manifest_digest).await?;
         let head_transition = transition_id(&bundle, head.state, State::Exported)?;
         next(head.state, decision).map_err(|r| r.into_error(&head_transition))?;
         // Permitted: the whole ledger, which holds decisions only (no export yet), for the receipt this
         // very decision may already have.
-        let ledger = ledger(app, ws, name.as_str(), version.as_str(), &v.manifest_digest).await?;
+        let ledger = ledger_with(app, &keys, ws, name.as_str(), version.as_str(), &v.manifest_digest).await?;
         let export_transition = transition_id(&bundle, ledger.state, State::Exported)?;
         let to = next(ledger.state, decision).map_err(|r| r.into_error(&export_transition))?;
         let (transition, from, to_s, waiver) = match &request {
@@ -107,7 +108,9 @@ pub async fn decide(
             outcome: Outcome::Success,
         };
         let key = decision_key(&identity, occurrence);
-        if let Some(receipt) = append(app, caller, ws, name, version, ledger.next_position(), draft, Some(key)).await? {
+        if let Some(receipt) =
+            append(app, &keys, caller, ws, name, version, ledger.next_position(), draft, Some(key)).await?
+        {
             return Ok((receipt, true));
         }
         // The seq was taken by a concurrent decision, or this very decision was recorded concurrently:
@@ -136,6 +139,7 @@ pub(super) struct Draft<'a> {
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn append(
     app: &App,
+    keys: &Keys,
     caller: Caller<'_>,
     ws: &WorkspaceId,
     name: &BundleName,
@@ -150,7 +154,7 @@ pub(super) async fn append(
     // A retired key signs nothing more: its receipt would verify nowhere and, as the ledger's head,
     // leave the version unreadable for good. An instance still configured with it fails closed.
     if let Some(retired) =
-        verification_keys(app).await?.into_iter().find(|k| k.key_id == signer_key.key_id).and_then(|k| k.retired_at)
+        keys.get(app).await?.iter().find(|k| k.key_id == signer_key.key_id).and_then(|k| k.retired_at.as_ref())
     {
         return Err(Error::unavailable(
             crate::error::Dependency::Signer,

@@ -12,7 +12,7 @@ use crate::domain::{BundleName, Digest, Outcome, WorkspaceId, bundle_ref};
 use crate::error::{Error, Result};
 use crate::ports::BundleVersion;
 
-use super::{APPEND_ATTEMPTS, Head, head, ledger};
+use super::{APPEND_ATTEMPTS, Head, Keys, head_with, ledger, ledger_with};
 
 use super::decide::{Draft, append};
 use super::denials::deny;
@@ -49,15 +49,20 @@ pub async fn export(
     let manifest = crate::blobs::stored_manifest(app, ws, &v).await?;
     let keys = check_integrity(app, ws, &v, &manifest).await?;
     let enforce = app.config.governance_mode == GovernanceMode::Enforce;
+    let verifying = Keys::default();
     for attempt in 0..APPEND_ATTEMPTS {
-        // The last receipt alone gives the state and the exports so far; only an export that needs a
-        // waiver reads the whole ledger, which then holds waivers only (nothing leaves `submitted` but
-        // to a state where no waiver counts).
-        let head = head(app, ws, name.as_str(), version.as_str(), &v.manifest_digest).await?;
-        let (state, position, waiver) = if head.state == State::Submitted && enforce {
-            let ledger = ledger(app, ws, name.as_str(), version.as_str(), &v.manifest_digest).await?;
+        // The last receipt gives the state and the exports so far. Before the first export the ledger
+        // holds decisions only: short by construction, so it is read and verified whole (an export never
+        // extends evidence that does not verify, and a waiver is found there). A re-export reads the
+        // last receipt alone, whatever the length (docs/security.md, "Ledger heads").
+        let head = head_with(app, &verifying, ws, name.as_str(), version.as_str(), &v.manifest_digest).await?;
+        let first_export = head.statement.as_ref().is_none_or(|s| s.kind != "export");
+        let (state, position, waiver) = if first_export {
+            let ledger = ledger_with(app, &verifying, ws, name.as_str(), version.as_str(), &v.manifest_digest).await?;
             let transition = transition_id(&bundle, ledger.state, State::Exported)?;
-            let waiver = ledger.live_waiver(&transition, now_unix()).map(|w| w.seq);
+            let waiver = (ledger.state == State::Submitted && enforce)
+                .then(|| ledger.live_waiver(&transition, now_unix()).map(|w| w.seq))
+                .flatten();
             (ledger.state, ledger.next_position(), waiver)
         } else {
             (head.state, head.position.clone(), None)
@@ -113,7 +118,7 @@ pub async fn export(
         };
         // The proof is built before the receipt: an export is never recorded without its answer.
         let proof = crate::proofs::proof(app, ws, &v, &manifest, &keys).await?;
-        if let Some(receipt) = append(app, caller, ws, name, version, position, draft, None).await? {
+        if let Some(receipt) = append(app, &verifying, caller, ws, name, version, position, draft, None).await? {
             let envelope: Value = serde_json::from_str(&receipt.envelope).unwrap_or(Value::Null);
             return Ok(Exported { seq: receipt.seq, receipt: envelope, governance, proof });
         }

@@ -130,23 +130,52 @@ impl Ledger {
 /// version and this manifest and sits at its own seq. The store is not trusted: a receipt copied from
 /// another version, a reordered or overwritten one, is an integrity error (500), never a state.
 pub async fn ledger(app: &App, ws: &WorkspaceId, name: &str, version: &str, manifest: &Digest) -> Result<Ledger> {
+    ledger_with(app, &Keys::default(), ws, name, version, manifest).await
+}
+
+/// The registry's verification keys (`keys::verification_keys`), read once per request, when first
+/// needed: a decision reads the head, the ledger and signs, and each needs them.
+#[derive(Default)]
+pub(super) struct Keys(tokio::sync::OnceCell<Vec<PublicKeyInfo>>);
+
+impl Keys {
+    pub(super) async fn get(&self, app: &App) -> Result<&[PublicKeyInfo]> {
+        self.0.get_or_try_init(|| verification_keys(app)).await.map(Vec::as_slice)
+    }
+}
+
+/// A verified receipt must be about this version and manifest and sit where the store keeps it: one
+/// copied from another version, or moved to another seq, is never a state.
+fn check_placement(bundle: &str, manifest: &Digest, stored_seq: u64, s: &Statement) -> std::result::Result<(), String> {
+    if s.bundle != bundle || s.manifest != manifest.to_string() || s.seq != stored_seq {
+        return Err(format!(
+            "the receipt stored at seq {stored_seq} is seq {} of {} ({})",
+            s.seq, s.bundle, s.manifest
+        ));
+    }
+    Ok(())
+}
+
+/// `ledger`, with the request's keys.
+pub(super) async fn ledger_with(
+    app: &App,
+    keys: &Keys,
+    ws: &WorkspaceId,
+    name: &str,
+    version: &str,
+    manifest: &Digest,
+) -> Result<Ledger> {
     let receipts = app.meta.ledger(ws, name, version).await?;
     app.receipts_read.fetch_add(receipts.len() as u64, std::sync::atomic::Ordering::Relaxed);
     if receipts.is_empty() {
         return Ok(Ledger { receipts, statements: Vec::new(), payloads: Vec::new(), state: State::Submitted });
     }
-    let keys = verification_keys(app).await?;
     let envelopes: Vec<Vec<u8>> = receipts.iter().map(|r| r.envelope.clone().into_bytes()).collect();
     let bundle = bundle_ref(ws, name, version);
     let broken = |why: String| Error::BlobIntegrity(format!("the ledger of {bundle} does not verify: {why}"));
-    let verified = verify_receipts(&envelopes, &keys, true).map_err(broken)?;
+    let verified = verify_receipts(&envelopes, keys.get(app).await?, true).map_err(broken)?;
     for (r, s) in receipts.iter().zip(&verified.statements) {
-        if s.bundle != bundle || s.manifest != manifest.to_string() || s.seq != r.seq {
-            return Err(broken(format!(
-                "the receipt stored at seq {} is seq {} of {} ({})",
-                r.seq, s.seq, s.bundle, s.manifest
-            )));
-        }
+        check_placement(&bundle, manifest, r.seq, s).map_err(broken)?;
     }
     let state = verified.state.unwrap_or(State::Submitted);
     Ok(Ledger { receipts, statements: verified.statements, payloads: verified.payloads, state })
@@ -174,21 +203,28 @@ pub struct Head {
 /// found; `to`, or `from` for a waiver, the state it left). What storage alone could still do, and
 /// where each thing is caught, is in docs/security.md ("Ledger heads").
 pub async fn head(app: &App, ws: &WorkspaceId, name: &str, version: &str, manifest: &Digest) -> Result<Head> {
+    head_with(app, &Keys::default(), ws, name, version, manifest).await
+}
+
+/// `head`, with the request's keys.
+pub(super) async fn head_with(
+    app: &App,
+    keys: &Keys,
+    ws: &WorkspaceId,
+    name: &str,
+    version: &str,
+    manifest: &Digest,
+) -> Result<Head> {
     let Some(last) = app.meta.ledger_head(ws, name, version).await? else {
         return Ok(Head { statement: None, state: State::Submitted, position: Position { seq: 1, prev: None } });
     };
     app.receipts_read.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let keys = verification_keys(app).await?;
     let bundle = bundle_ref(ws, name, version);
     let broken = |why: String| Error::BlobIntegrity(format!("the ledger of {bundle} does not verify: {why}"));
-    let mut verified = verify_receipts(&[last.envelope.clone().into_bytes()], &keys, false).map_err(broken)?;
+    let mut verified =
+        verify_receipts(&[last.envelope.clone().into_bytes()], keys.get(app).await?, false).map_err(broken)?;
     let s = verified.statements.remove(0);
-    if s.bundle != bundle || s.manifest != manifest.to_string() || s.seq != last.seq {
-        return Err(broken(format!(
-            "the receipt stored at seq {} is seq {} of {} ({})",
-            last.seq, s.seq, s.bundle, s.manifest
-        )));
-    }
+    check_placement(&bundle, manifest, last.seq, &s).map_err(broken)?;
     let left = if s.kind == "waiver" { &s.from } else { &s.to };
     let state = State::ALL
         .into_iter()
