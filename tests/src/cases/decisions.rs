@@ -238,7 +238,11 @@ pub async fn ledger_reads_cost_one_receipt_whatever_its_length_and_exports_are_b
     one_file_bundle(&env, &ada, "team-a", "1").await;
     assert_eq!(post_json(&env, &grace, &format!("{BASE}/1/approve"), json!({})).await.status(), 201);
     let export = async || post_json(&env, &ada, &format!("{BASE}/1/export"), json!({})).await;
+    // The first export reads the whole ledger (decisions only): the head, then every receipt, so it never
+    // extends evidence that does not verify.
+    let before_first = env.app.receipts_read.load(Ordering::SeqCst);
     assert_eq!(export().await.status(), 200);
+    assert_eq!(env.app.receipts_read.load(Ordering::SeqCst) - before_first, 2, "head + the one approval");
 
     // Receipts read from the store (each one verified) by one request of each kind on the hot path.
     let reads = async || {
