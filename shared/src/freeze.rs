@@ -52,12 +52,7 @@ pub async fn record(
     frozen: bool,
     reason: &str,
 ) -> Result<(Freeze, bool)> {
-    let reason = reason.trim();
-    if !crate::domain::is_safe_text(reason, 1024) {
-        return Err(Error::BadRequest(
-            "reason is 1 to 1024 characters, without control, line-separator or invisible formatting characters".into(),
-        ));
-    }
+    let reason = crate::domain::switch_reason(reason)?;
     let state =
         Freeze { frozen, reason: Some(reason.to_owned()), by: Some(actor.to_owned()), at: Some(now_rfc3339_ms()) };
     let event = AuditDraft {

@@ -64,12 +64,7 @@ pub async fn record(
     suspended: bool,
     reason: &str,
 ) -> Result<(Suspension, bool)> {
-    let reason = reason.trim();
-    if !crate::domain::is_safe_text(reason, 1024) {
-        return Err(Error::BadRequest(
-            "reason is 1 to 1024 characters, without control, line-separator or invisible formatting characters".into(),
-        ));
-    }
+    let reason = crate::domain::switch_reason(reason)?;
     let state = Suspension {
         workspace_id: ws.to_string(),
         suspended,

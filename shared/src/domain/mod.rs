@@ -26,6 +26,16 @@ pub fn is_safe_text(value: &str, max_chars: usize) -> bool {
     !value.is_empty() && value.chars().count() <= max_chars && !value.chars().any(is_unsafe_char)
 }
 
+/// The reason given for a switch (freeze, suspension), trimmed: safe text of 1 to 1024 characters.
+pub fn switch_reason(reason: &str) -> crate::error::Result<&str> {
+    if !is_safe_text(reason, 1024) {
+        return Err(crate::error::Error::BadRequest(
+            "reason is 1 to 1024 characters, without control, line-separator or invisible formatting characters".into(),
+        ));
+    }
+    Ok(reason.trim())
+}
+
 /// A control, line-separator or invisible formatting character (what `is_safe_text` refuses).
 pub fn is_unsafe_char(c: char) -> bool {
     c.is_control() || is_invisible_format(c) || matches!(c, '\u{2028}' | '\u{2029}')

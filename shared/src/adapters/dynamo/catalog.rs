@@ -4,6 +4,7 @@
 //! and the signing-key history (`GOV#keys`/`KEY#{key_id}`). Every put is conditional on the item not
 //! existing: a link, a version, a receipt at a seq is written once.
 
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
 
 use super::{ABSENT, DynamoStore, Item, build, err, get_n, get_s, n, s};
@@ -189,15 +190,19 @@ impl DynamoStore {
         Ok(keys)
     }
 
-    pub(super) async fn receipts(&self, ws: &WorkspaceId, name: &str, version: &str) -> Result<Vec<LedgerReceipt>> {
-        let req = self
-            .client
+    /// A version's ledger receipts, in seq order, read consistently.
+    fn ledger_query(&self, ws: &WorkspaceId, name: &str, version: &str) -> QueryFluentBuilder {
+        self.client
             .query()
             .table_name(&self.table)
             .key_condition_expression("pk = :pk AND begins_with(sk, :l)")
             .expression_attribute_values(":pk", s(format!("GOV#{ws}")))
             .expression_attribute_values(":l", s(format!("LEDGER#{name}#{version}#")))
-            .consistent_read(true);
+            .consistent_read(true)
+    }
+
+    pub(super) async fn receipts(&self, ws: &WorkspaceId, name: &str, version: &str) -> Result<Vec<LedgerReceipt>> {
+        let req = self.ledger_query(ws, name, version);
         self.meta_items(req).await?.iter().map(receipt_from_item).collect()
     }
 
@@ -209,15 +214,9 @@ impl DynamoStore {
     ) -> Result<Option<LedgerReceipt>> {
         // Sort keys are zero-padded seqs: the last item in key order is the highest seq.
         let page = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :l)")
-            .expression_attribute_values(":pk", s(format!("GOV#{ws}")))
-            .expression_attribute_values(":l", s(format!("LEDGER#{name}#{version}#")))
+            .ledger_query(ws, name, version)
             .scan_index_forward(false)
             .limit(1)
-            .consistent_read(true)
             .send()
             .await
             .map_err(err(Dependency::MetaStore))?;
