@@ -531,10 +531,11 @@ pub async fn audit_verify_catches_every_kind_of_tampering(b: Backend) {
     assert_eq!(verify_dir(&env, &copy).await.unwrap().last_day, audit_export::day_string(days[1]));
 }
 
-/// A day that ends after its signing key was retired does not verify offline, naming the key: with
-/// the retirement the export records beside the key (`keys/<hex>.retired.json`), or, without that file,
-/// with the registry's key history; a day that ended before the retirement still verifies.
-pub async fn audit_days_signed_by_a_retired_key_after_its_retirement_do_not_verify(b: Backend) {
+/// A registry with an event today, yesterday exported and signed with its first key, then an App of the
+/// same stores with a new signing key: (env, today, yesterday, the old key, the rotated App).
+async fn yesterday_exported_then_rotated(
+    b: Backend,
+) -> (TestEnv, Date, Date, helix_core::ports::PublicKeyInfo, helix_core::App) {
     let env = TestEnv::start(b).await;
     env.token(Role::Viewer, "team-a").await;
     let today = audit_export::parse_day(env.audit("team-a").await[0].day()).unwrap();
@@ -542,6 +543,14 @@ pub async fn audit_days_signed_by_a_retired_key_after_its_retirement_do_not_veri
     export_day(&env.app, yesterday, run_time(today), "t").await.unwrap();
     let old_key = env.app.signer.public_key().await.unwrap();
     let rotated = env.app_with_a_new_signing_key().await;
+    (env, today, yesterday, old_key, rotated)
+}
+
+/// A day that ends after its signing key was retired does not verify offline, naming the key: with
+/// the retirement the export records beside the key (`keys/<hex>.retired.json`), or, without that file,
+/// with the registry's key history; a day that ended before the retirement still verifies.
+pub async fn audit_days_signed_by_a_retired_key_after_its_retirement_do_not_verify(b: Backend) {
+    let (env, today, yesterday, old_key, rotated) = yesterday_exported_then_rotated(b).await;
     helix_core::keys::retire_signing_key(&rotated, &old_key.key_id, "leaked", "cli:ops", "r").await.unwrap();
     // The new key is recorded (an event of today) before today is exported.
     let new_key = rotated.signer.public_key().await.unwrap();
@@ -642,14 +651,7 @@ pub async fn audit_concurrent_appends_on_one_stream_export_and_verify(b: Backend
 /// is in the registry's key history, recorded by the export itself), new days are signed with the new
 /// key, and the chain verifies with both keys, not with the new one alone.
 pub async fn audit_export_days_signed_before_a_key_rotation_still_verify(b: Backend) {
-    let env = TestEnv::start(b).await;
-    env.token(Role::Viewer, "team-a").await;
-    let today = audit_export::parse_day(env.audit("team-a").await[0].day()).unwrap();
-    let yesterday = days_back(today, 1);
-    export_day(&env.app, yesterday, run_time(today), "t").await.unwrap();
-    let old_key = env.app.signer.public_key().await.unwrap();
-
-    let rotated = env.app_with_a_new_signing_key().await;
+    let (env, today, yesterday, old_key, rotated) = yesterday_exported_then_rotated(b).await;
     let new_key = rotated.signer.public_key().await.unwrap();
     assert_ne!(old_key.key_id, new_key.key_id);
     let again = export_day(&rotated, yesterday, run_time(today), "t").await.unwrap();
