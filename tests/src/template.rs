@@ -272,8 +272,10 @@ mod tests {
                 answered.insert(reason.to_owned());
             }
         }
-        let domain = std::fs::read_to_string(repo_file("shared/src/domain/governance.rs")).unwrap()
-            + &std::fs::read_to_string(repo_file("shared/src/governance.rs")).unwrap();
+        let mut domain = std::fs::read_to_string(repo_file("shared/src/domain/governance.rs")).unwrap();
+        for entry in std::fs::read_dir(repo_file("shared/src/governance")).unwrap() {
+            domain += &std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        }
         for part in domain.split("reason: \"").skip(1) {
             answered.insert(part.split('"').next().unwrap().to_owned());
         }
