@@ -17,12 +17,13 @@ PARAMS ?=
 SAM := SAM_CLI_TELEMETRY=0 ../.venv-infra/bin/sam
 VENV_BIN := $(CURDIR)/.venv/bin
 
-.PHONY: docs help run test test-unit test-embedded test-fuzz test-emulator emulator-start emulator-stop lint lint-rust \
+.PHONY: rehearse docs help run test test-unit test-embedded test-fuzz test-emulator emulator-start emulator-stop lint lint-rust \
 	lint-iac build-lambda deploy watch bench release clean-data
 
 help:
 	@echo "make run            start helix serve on 127.0.0.1:8080 (data in ./.helix)"
 	@echo "make test           unit tests, embedded suite, API fuzzing (schemathesis), emulator suite (moto on 127.0.0.1)"
+	@echo "make rehearse       offline deploy rehearsal: the template as a stack on the emulator, every function run from it, every AWS call judged as IAM would"
 	@echo "make lint           cargo fmt --check, clippy -D warnings, cfn-lint, sam validate --lint, checkov"
 	@echo "make build-lambda   zipped bootstrap per function in infra/build/ (ARCH=arm64|x86_64)"
 	@echo "make deploy         sam deploy infra/template.yaml (STACK=..., PARAMS=..., AWS credentials)"
@@ -142,3 +143,12 @@ docs:
 
 clean-data:
 	rm -rf -- "$${HELIX_DATA_DIR:-.helix}"
+
+# The deploy rehearsal (infra/rehearse/rehearse.py; docs/deploy.md, "Deploy rehearsal"): offline, no
+# account. Reuses the debug builds of `make test`; sam comes from the lint venv, moto with CloudFormation
+# and the SAM translator from their own.
+rehearse:
+	$(CARGO) build -q $(addprefix -p ,$(FUNCTIONS)) -p helix-cli
+	scripts/venv.sh .venv-infra infra/requirements-lint.txt
+	scripts/venv.sh .venv-rehearse infra/rehearse/requirements.txt
+	.venv-rehearse/bin/python infra/rehearse/rehearse.py --target-dir $(or $(CARGO_TARGET_DIR),target)

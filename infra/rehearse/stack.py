@@ -1,0 +1,247 @@
+"""Create the stack on the emulator's CloudFormation, find what it skipped, apply that through each
+service's own API with the template's values, and read every applied setting back."""
+
+import json
+
+from cfn import Resolver
+
+
+class Failure(Exception):
+    pass
+
+
+def create(emu, name, template, parameters):
+    cfn = emu.client("cloudformation")
+    cfn.create_stack(StackName=name, TemplateBody=json.dumps(template),
+                     Parameters=[{"ParameterKey": k, "ParameterValue": str(v)} for k, v in parameters.items()],
+                     Capabilities=["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"])
+    stack = cfn.describe_stacks(StackName=name)["Stacks"][0]
+    if stack["StackStatus"] != "CREATE_COMPLETE":
+        raise Failure(f"stack {name}: {stack['StackStatus']} ({stack.get('StackStatusReason')})")
+    summaries = []
+    paginator = cfn.get_paginator("list_stack_resources")
+    for page in paginator.paginate(StackName=name):
+        summaries += page["StackResourceSummaries"]
+    bad = [r for r in summaries if r["ResourceStatus"] != "CREATE_COMPLETE"]
+    if bad:
+        raise Failure(f"stack {name}: resources not created: {[(r['LogicalResourceId'], r['ResourceStatus']) for r in bad]}")
+    physical = {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in summaries}
+    skipped = {k: v["Type"] for k, v in template["Resources"].items() if k not in physical}
+    return physical, skipped
+
+
+def check_skipped(skipped, known):
+    types = set(skipped.values())
+    new, gone = types - known, known - types
+    if new or gone:
+        raise Failure(
+            "the emulator's CloudFormation skipped resource types that are not on infra/rehearse/skipped-types.txt: "
+            f"{sorted(new)}; listed but no longer skipped: {sorted(gone)}. Acknowledge a new one by adding it to the "
+            "list and applying it in infra/rehearse/stack.py (apply_skipped)."
+        )
+
+
+MISMATCHES = []
+POLICIES = {}  # bucket -> the bucket policy applied, read back and then removed from the emulator
+# Settings the emulator accepts but does not keep (moto 5.2.5): reported, not failed; the template test
+# (tests/src/template.rs) checks their values statically.
+NOT_KEPT = {"ephemeral storage"}
+
+
+def expect(what, want, got):
+    if want != got:
+        if any(what.endswith(n) for n in NOT_KEPT):
+            print(f"  note: {what}: the emulator does not keep it (template {want!r}, read back {got!r})")
+            return
+        MISMATCHES.append(f"{what}: the template says {want!r}, read back {got!r}")
+
+
+def _sorted_statements(policy):
+    return sorted(json.dumps(s, sort_keys=True) for s in policy["Statement"])
+
+
+def apply_skipped(emu, r: Resolver, physical, skipped):
+    """Apply what the emulator's CloudFormation skipped or dropped; read each setting back. Returns the
+    HTTP API's id (its routes come from the OpenAPI body SAM generated)."""
+    t = r.t["Resources"]
+    s3, ddb, lam = emu.client("s3"), emu.client("dynamodb"), emu.client("lambda")
+    logs, cw, sched, apigw = emu.client("logs"), emu.client("cloudwatch"), emu.client("scheduler"), emu.client("apigatewayv2")
+    applied = 0
+    api_id = None
+    for logical, res in t.items():
+        if res["Type"] == "AWS::ApiGatewayV2::Api":
+            p = r.properties(logical)
+            api_id = apigw.create_api(Name=f"{r.stack}-{logical}", ProtocolType="HTTP")["ApiId"]
+            apigw.reimport_api(ApiId=api_id, Body=json.dumps(p["Body"]))
+            physical[logical] = api_id
+            applied += 1
+    handled = {"AWS::S3::Bucket", "AWS::S3::BucketPolicy", "AWS::DynamoDB::Table", "AWS::Logs::LogGroup",
+               "AWS::Lambda::Function", "AWS::CloudWatch::Alarm", "AWS::Lambda::EventInvokeConfig", "AWS::Scheduler::Schedule"}
+    for logical, res in t.items():
+        kind = res["Type"]
+        if kind not in handled:
+            continue
+        p = r.properties(logical)
+        if kind == "AWS::S3::Bucket":
+            b = physical[logical]
+            s3.put_bucket_versioning(Bucket=b, VersioningConfiguration=p["VersioningConfiguration"])
+            expect(f"{logical} versioning", p["VersioningConfiguration"]["Status"], s3.get_bucket_versioning(Bucket=b).get("Status"))
+            s3.put_public_access_block(Bucket=b, PublicAccessBlockConfiguration=p["PublicAccessBlockConfiguration"])
+            expect(f"{logical} public access block", p["PublicAccessBlockConfiguration"],
+                   s3.get_public_access_block(Bucket=b)["PublicAccessBlockConfiguration"])
+            s3.put_bucket_ownership_controls(Bucket=b, OwnershipControls=p["OwnershipControls"])
+            expect(f"{logical} ownership", p["OwnershipControls"]["Rules"], s3.get_bucket_ownership_controls(Bucket=b)["OwnershipControls"]["Rules"])
+            enc = p["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+            s3.put_bucket_encryption(Bucket=b, ServerSideEncryptionConfiguration={"Rules": [
+                {"ApplyServerSideEncryptionByDefault": e["ServerSideEncryptionByDefault"],
+                 "BucketKeyEnabled": bool(e.get("BucketKeyEnabled"))} for e in enc]})
+            got = s3.get_bucket_encryption(Bucket=b)["ServerSideEncryptionConfiguration"]["Rules"]
+            expect(f"{logical} encryption", enc[0]["ServerSideEncryptionByDefault"]["SSEAlgorithm"],
+                   got[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"])
+            rules = [_lifecycle_rule(x) for x in p["LifecycleConfiguration"]["Rules"]]
+            s3.put_bucket_lifecycle_configuration(Bucket=b, LifecycleConfiguration={"Rules": rules})
+            got = s3.get_bucket_lifecycle_configuration(Bucket=b)["Rules"]
+            expect(f"{logical} lifecycle rules", sorted(x["ID"] for x in rules), sorted(x["ID"] for x in got))
+            if p.get("ObjectLockConfiguration"):
+                lock = p["ObjectLockConfiguration"]
+                s3.put_object_lock_configuration(Bucket=b, ObjectLockConfiguration=lock)
+                expect(f"{logical} object lock", lock["ObjectLockEnabled"],
+                       s3.get_object_lock_configuration(Bucket=b)["ObjectLockConfiguration"]["ObjectLockEnabled"])
+            applied += 6
+        elif kind == "AWS::S3::BucketPolicy":
+            s3.put_bucket_policy(Bucket=p["Bucket"], Policy=json.dumps(p["PolicyDocument"]))
+            got = json.loads(s3.get_bucket_policy(Bucket=p["Bucket"])["Policy"])
+            expect(f"{logical} statements", _sorted_statements(p["PolicyDocument"]), _sorted_statements(got))
+            # moto's own bucket-policy evaluation treats Bool/Null conditions as matched (it would deny
+            # every object request): the policy is evaluated offline (policy.py) instead, from this copy.
+            POLICIES[p["Bucket"]] = p["PolicyDocument"]
+            s3.delete_bucket_policy(Bucket=p["Bucket"])
+            applied += 1
+        elif kind == "AWS::DynamoDB::Table":
+            name = physical[logical]
+            desc = ddb.describe_table(TableName=name)["Table"]
+            expect(f"{logical} indexes", sorted(g["IndexName"] for g in p.get("GlobalSecondaryIndexes", [])),
+                   sorted(g["IndexName"] for g in desc.get("GlobalSecondaryIndexes", [])))
+            expect(f"{logical} billing", p["BillingMode"], desc.get("BillingModeSummary", {}).get("BillingMode"))
+            if p.get("PointInTimeRecoverySpecification", {}).get("PointInTimeRecoveryEnabled"):
+                ddb.update_continuous_backups(TableName=name, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True})
+                got = ddb.describe_continuous_backups(TableName=name)["ContinuousBackupsDescription"]
+                expect(f"{logical} PITR", "ENABLED", got["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"])
+            if p.get("DeletionProtectionEnabled"):
+                ddb.update_table(TableName=name, DeletionProtectionEnabled=True)
+                expect(f"{logical} deletion protection", True, ddb.describe_table(TableName=name)["Table"].get("DeletionProtectionEnabled"))
+            if "ResourcePolicy" in p:
+                arn = desc["TableArn"]
+                ddb.put_resource_policy(ResourceArn=arn, Policy=json.dumps(p["ResourcePolicy"]["PolicyDocument"]))
+                got = json.loads(ddb.get_resource_policy(ResourceArn=arn)["Policy"])
+                expect(f"{logical} resource policy", _sorted_statements(p["ResourcePolicy"]["PolicyDocument"]), _sorted_statements(got))
+            applied += 4
+        elif kind == "AWS::Logs::LogGroup":
+            name = p["LogGroupName"]
+            logs.put_retention_policy(logGroupName=name, retentionInDays=int(p["RetentionInDays"]))
+            got = logs.describe_log_groups(logGroupNamePrefix=name)["logGroups"]
+            expect(f"{logical} retention", int(p["RetentionInDays"]), got[0].get("retentionInDays"))
+            applied += 1
+        elif kind == "AWS::Lambda::Function":
+            name = physical[logical]
+            lam.update_function_configuration(FunctionName=name, EphemeralStorage=p.get("EphemeralStorage", {"Size": 512}),
+                                              LoggingConfig=p.get("LoggingConfig", {}))
+            got = lam.get_function_configuration(FunctionName=name)
+            for key in ("Runtime", "Handler", "Timeout", "MemorySize"):
+                expect(f"{logical} {key}", p[key] if key != "MemorySize" else int(p[key]), got.get(key))
+            expect(f"{logical} environment", {k: str(v) for k, v in p["Environment"]["Variables"].items()},
+                   {k: str(v) for k, v in got.get("Environment", {}).get("Variables", {}).items()})
+            expect(f"{logical} ephemeral storage", p.get("EphemeralStorage", {"Size": 512})["Size"], got.get("EphemeralStorage", {}).get("Size"))
+            applied += 4
+        elif kind == "AWS::CloudWatch::Alarm":
+            args = {k: v for k, v in p.items() if k not in ("AlarmActions",)}
+            if p.get("AlarmActions"):
+                args["AlarmActions"] = p["AlarmActions"]
+            args["AlarmName"] = f"{r.stack}-{logical}"
+            cw.put_metric_alarm(**args)
+            got = cw.describe_alarms(AlarmNames=[args["AlarmName"]])["MetricAlarms"][0]
+            for key in ("MetricName", "Namespace", "Threshold", "ComparisonOperator", "EvaluationPeriods", "Period"):
+                if key in args:
+                    expect(f"{logical} {key}", float(args[key]) if key == "Threshold" else args[key], got.get(key))
+            applied += 1
+        elif kind == "AWS::Lambda::EventInvokeConfig":
+            fn = p["FunctionName"]
+            lam.put_function_event_invoke_config(FunctionName=fn, MaximumRetryAttempts=int(p["MaximumRetryAttempts"]),
+                                                 MaximumEventAgeInSeconds=int(p["MaximumEventAgeInSeconds"]),
+                                                 DestinationConfig=p["DestinationConfig"])
+            got = lam.get_function_event_invoke_config(FunctionName=fn)
+            expect(f"{logical} retries", int(p["MaximumRetryAttempts"]), got.get("MaximumRetryAttempts"))
+            expect(f"{logical} on-failure", p["DestinationConfig"]["OnFailure"]["Destination"],
+                   got.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination"))
+            applied += 1
+        elif kind == "AWS::Scheduler::Schedule":
+            name = p.get("Name") or f"{r.stack}-{logical}"[:64]
+            sched.create_schedule(Name=name, ScheduleExpression=p["ScheduleExpression"],
+                                  ScheduleExpressionTimezone=p.get("ScheduleExpressionTimezone", "UTC"),
+                                  FlexibleTimeWindow=p["FlexibleTimeWindow"], Target=p["Target"],
+                                  State=p.get("State", "ENABLED"))
+            got = sched.get_schedule(Name=name)
+            expect(f"{logical} expression", p["ScheduleExpression"], got["ScheduleExpression"])
+            expect(f"{logical} target", p["Target"]["Arn"], got["Target"]["Arn"])
+            applied += 1
+    for logical, res in t.items():
+        if res["Type"] == "AWS::ApiGatewayV2::Stage":
+            p = r.properties(logical)
+            apigw.create_stage(ApiId=api_id, StageName=p["StageName"], AutoDeploy=True,
+                               AccessLogSettings=p.get("AccessLogSettings", {}),
+                               DefaultRouteSettings={k: (int(v) if "Burst" in k else float(v)) for k, v in p.get("DefaultRouteSettings", {}).items()})
+            got = apigw.get_stage(ApiId=api_id, StageName=p["StageName"])
+            expect(f"{logical} access log destination", p["AccessLogSettings"]["DestinationArn"], got["AccessLogSettings"]["DestinationArn"])
+            applied += 1
+    return api_id, applied
+
+
+def _lifecycle_rule(rule):
+    out = {"ID": rule["Id"], "Status": rule["Status"], "Filter": {"Prefix": rule.get("Prefix", "")}}
+    if "ExpirationInDays" in rule:
+        out["Expiration"] = {"Days": int(rule["ExpirationInDays"])}
+    if "NoncurrentVersionExpiration" in rule:
+        out["NoncurrentVersionExpiration"] = {"NoncurrentDays": int(rule["NoncurrentVersionExpiration"]["NoncurrentDays"])}
+    if "AbortIncompleteMultipartUpload" in rule:
+        out["AbortIncompleteMultipartUpload"] = {"DaysAfterInitiation": int(rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"])}
+    return out
+
+
+def routes(emu, api_id, physical_by_arn):
+    """The HTTP API's routes as the emulator holds them: route key -> function logical id."""
+    apigw = emu.client("apigatewayv2")
+    integrations = {i["IntegrationId"]: i for i in apigw.get_integrations(ApiId=api_id)["Items"]}
+    out = {}
+    for route in apigw.get_routes(ApiId=api_id)["Items"]:
+        target = route.get("Target", "")
+        integ = integrations.get(target.split("/", 1)[-1])
+        if integ is None:
+            raise Failure(f"route {route['RouteKey']} has no integration ({target!r})")
+        uri = integ["IntegrationUri"]
+        fn = next((logical for arn, logical in physical_by_arn.items() if arn in uri), None)
+        if fn is None:
+            raise Failure(f"route {route['RouteKey']} integrates {uri!r}, not a function of the stack")
+        if integ.get("PayloadFormatVersion") != "2.0":
+            raise Failure(f"route {route['RouteKey']}: payload format {integ.get('PayloadFormatVersion')}, not 2.0")
+        out[route["RouteKey"]] = fn
+    return out
+
+
+def explicit_names(template, resolver_for):
+    """Physical names the template fixes (name properties), resolved for two stack names: any name
+    that does not change with the stack name collides when a second stack is created."""
+    name_props = ("BucketName", "TableName", "LogGroupName", "AliasName", "FunctionName", "QueueName",
+                  "RoleName", "Name", "AlarmName", "TopicName", "ApiName", "DashboardName")
+    a, b = resolver_for("stack-a"), resolver_for("stack-b")
+    clashes = []
+    for logical, res in template["Resources"].items():
+        if res["Type"] in ("AWS::Lambda::Permission",):
+            continue
+        for prop in name_props:
+            raw = res.get("Properties", {}).get(prop)
+            if raw is None or res["Type"] == "AWS::ApiGatewayV2::Api" and prop == "Name":
+                continue
+            va, vb = a.resolve(raw), b.resolve(raw)
+            if va == vb:
+                clashes.append(f"{logical}.{prop} = {va!r} in every stack")
+    return clashes
