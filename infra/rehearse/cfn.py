@@ -59,6 +59,10 @@ class Resolver:
     def getatt(self, name, attr):
         rtype = self.t["Resources"][name]["Type"]
         pid = self.physical[name]
+        if rtype == "AWS::Lambda::Version" and attr == "Version":
+            return pid.rsplit(":", 1)[-1]
+        if rtype == "AWS::SQS::Queue" and attr == "QueueName":
+            return pid.rsplit("/", 1)[-1]
         if attr != "Arn":
             raise KeyError(f"GetAtt {name}.{attr}")
         return {
@@ -69,6 +73,11 @@ class Resolver:
             "AWS::SQS::Queue": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{pid.rsplit('/', 1)[-1]}",
             "AWS::Logs::LogGroup": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{pid}:*",
         }.get(rtype) or (pid if pid.startswith("arn:") else f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{pid}")
+
+    def exists(self, logical):
+        """Whether the resource is created at all (its Condition, if any, holds)."""
+        cond = self.t["Resources"][logical].get("Condition")
+        return cond is None or self.condition(cond)
 
     def condition(self, name):
         if name not in self.conditions:

@@ -10,7 +10,7 @@ class Failure(Exception):
     pass
 
 
-def create(emu, name, template, parameters):
+def create(emu, name, template, parameters, resolver_for=None):
     cfn = emu.client("cloudformation")
     cfn.create_stack(StackName=name, TemplateBody=json.dumps(template),
                      Parameters=[{"ParameterKey": k, "ParameterValue": str(v)} for k, v in parameters.items()],
@@ -26,7 +26,9 @@ def create(emu, name, template, parameters):
     if bad:
         raise Failure(f"stack {name}: resources not created: {[(r['LogicalResourceId'], r['ResourceStatus']) for r in bad]}")
     physical = {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in summaries}
-    skipped = {k: v["Type"] for k, v in template["Resources"].items() if k not in physical}
+    created = resolver_for(name, physical) if resolver_for else None
+    skipped = {k: v["Type"] for k, v in template["Resources"].items()
+               if k not in physical and (created is None or created.exists(k))}
     return physical, skipped
 
 
@@ -66,7 +68,21 @@ def apply_skipped(emu, r: Resolver, physical, skipped):
     t = r.t["Resources"]
     s3, ddb, lam = emu.client("s3"), emu.client("dynamodb"), emu.client("lambda")
     logs, cw, sched, apigw = emu.client("logs"), emu.client("cloudwatch"), emu.client("scheduler"), emu.client("apigatewayv2")
+    cd = emu.client("codedeploy")
     applied = 0
+    cw_names = {}
+    for logical, res in t.items():
+        if res["Type"] == "AWS::Lambda::Alias":
+            p = r.properties(logical)
+            # moto's physical id of an AWS::Lambda::Version is not its number: the published version is
+            # the function's newest.
+            versions = [v["Version"] for v in lam.list_versions_by_function(FunctionName=p["FunctionName"])["Versions"]]
+            p["FunctionVersion"] = max((v for v in versions if v.isdigit()), key=int)
+            arn = lam.create_alias(FunctionName=p["FunctionName"], Name=p["Name"], FunctionVersion=str(p["FunctionVersion"]))["AliasArn"]
+            got = lam.get_alias(FunctionName=p["FunctionName"], Name=p["Name"])
+            expect(f"{logical} version", str(p["FunctionVersion"]), got["FunctionVersion"])
+            physical[logical] = arn
+            applied += 1
     api_id = None
     for logical, res in t.items():
         if res["Type"] == "AWS::ApiGatewayV2::Api":
@@ -75,11 +91,13 @@ def apply_skipped(emu, r: Resolver, physical, skipped):
             apigw.reimport_api(ApiId=api_id, Body=json.dumps(p["Body"]))
             physical[logical] = api_id
             applied += 1
-    handled = {"AWS::S3::Bucket", "AWS::S3::BucketPolicy", "AWS::DynamoDB::Table", "AWS::Logs::LogGroup",
+    handled = {"AWS::Logs::MetricFilter", "AWS::CodeDeploy::Application", "AWS::CodeDeploy::DeploymentGroup",
+               "AWS::CloudWatch::Dashboard", "AWS::S3::Bucket", "AWS::S3::BucketPolicy", "AWS::DynamoDB::Table", "AWS::Logs::LogGroup",
                "AWS::Lambda::Function", "AWS::CloudWatch::Alarm", "AWS::Lambda::EventInvokeConfig", "AWS::Scheduler::Schedule"}
-    for logical, res in t.items():
+    order = ["AWS::CloudWatch::Alarm", "AWS::CodeDeploy::Application"]
+    for logical, res in sorted(t.items(), key=lambda kv: (kv[1]["Type"] not in order, order.index(kv[1]["Type"]) if kv[1]["Type"] in order else 0)):
         kind = res["Type"]
-        if kind not in handled:
+        if kind not in handled or not r.exists(logical):
             continue
         p = r.properties(logical)
         if kind == "AWS::S3::Bucket":
@@ -153,11 +171,55 @@ def apply_skipped(emu, r: Resolver, physical, skipped):
                    {k: str(v) for k, v in got.get("Environment", {}).get("Variables", {}).items()})
             expect(f"{logical} ephemeral storage", p.get("EphemeralStorage", {"Size": 512})["Size"], got.get("EphemeralStorage", {}).get("Size"))
             applied += 4
+        elif kind == "AWS::Logs::MetricFilter":
+            name = f"{r.stack}-{logical}"
+            logs.put_metric_filter(logGroupName=p["LogGroupName"], filterName=name, filterPattern=p["FilterPattern"],
+                                   metricTransformations=[{k[0].lower() + k[1:]: (float(v) if k == "DefaultValue" else v)
+                                                           for k, v in m.items()} for m in p["MetricTransformations"]])
+            got = logs.describe_metric_filters(logGroupName=p["LogGroupName"], filterNamePrefix=name)["metricFilters"]
+            expect(f"{logical} pattern", p["FilterPattern"], got[0]["filterPattern"] if got else None)
+            applied += 1
+        elif kind == "AWS::CodeDeploy::Application":
+            name = f"{r.stack}-{logical}"
+            cd.create_application(applicationName=name, computePlatform=p["ComputePlatform"])
+            expect(f"{logical} platform", p["ComputePlatform"], cd.get_application(applicationName=name)["application"]["computePlatform"])
+            physical[logical] = name
+            applied += 1
+        elif kind == "AWS::CodeDeploy::DeploymentGroup":
+            name = f"{r.stack}-{logical}"
+            cd.create_deployment_group(applicationName=p["ApplicationName"], deploymentGroupName=name,
+                                       serviceRoleArn=p["ServiceRoleArn"], deploymentConfigName=p["DeploymentConfigName"],
+                                       deploymentStyle={k[0].lower() + k[1:]: v for k, v in p["DeploymentStyle"].items()},
+                                       autoRollbackConfiguration={"enabled": p["AutoRollbackConfiguration"]["Enabled"],
+                                                                  "events": p["AutoRollbackConfiguration"]["Events"]},
+                                       alarmConfiguration={"enabled": p["AlarmConfiguration"]["Enabled"],
+                                                           "alarms": [{"name": a["Name"]} for a in p["AlarmConfiguration"]["Alarms"]]})
+            got = cd.get_deployment_group(applicationName=p["ApplicationName"], deploymentGroupName=name)["deploymentGroupInfo"]
+            expect(f"{logical} config", p["DeploymentConfigName"], got.get("deploymentConfigName"))
+            alarms = [a["Name"] for a in p["AlarmConfiguration"]["Alarms"]]
+            missing = [a for a in alarms if not cw.describe_alarms(AlarmNames=[a])["MetricAlarms"]]
+            expect(f"{logical} rollback alarms that exist", [], missing)
+            applied += 1
+        elif kind == "AWS::CloudWatch::Dashboard":
+            body = p["DashboardBody"]
+            widgets = json.loads(body)["widgets"]  # the body must be JSON once resolved
+            cw.put_dashboard(DashboardName=physical[logical], DashboardBody=body)
+            got = json.loads(cw.get_dashboard(DashboardName=physical[logical])["DashboardBody"])
+            expect(f"{logical} widgets", len(widgets), len(got["widgets"]))
+            applied += 1
         elif kind == "AWS::CloudWatch::Alarm":
             args = {k: v for k, v in p.items() if k not in ("AlarmActions",)}
+            for k in ("Period", "EvaluationPeriods", "DatapointsToAlarm"):
+                if k in args:
+                    args[k] = int(args[k])
+            args["Threshold"] = float(args["Threshold"])
+            for m in args.get("Metrics", []):
+                if "MetricStat" in m:
+                    m["MetricStat"]["Period"] = int(m["MetricStat"]["Period"])
             if p.get("AlarmActions"):
                 args["AlarmActions"] = p["AlarmActions"]
             args["AlarmName"] = f"{r.stack}-{logical}"
+            physical[logical] = args["AlarmName"]
             cw.put_metric_alarm(**args)
             got = cw.describe_alarms(AlarmNames=[args["AlarmName"]])["MetricAlarms"][0]
             for key in ("MetricName", "Namespace", "Threshold", "ComparisonOperator", "EvaluationPeriods", "Period"):
@@ -235,7 +297,7 @@ def explicit_names(template, resolver_for):
     a, b = resolver_for("stack-a"), resolver_for("stack-b")
     clashes = []
     for logical, res in template["Resources"].items():
-        if res["Type"] in ("AWS::Lambda::Permission",):
+        if res["Type"] in ("AWS::Lambda::Permission", "AWS::Lambda::Alias"):  # names scoped to their function
             continue
         for prop in name_props:
             raw = res.get("Properties", {}).get(prop)
