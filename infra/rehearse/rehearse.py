@@ -40,6 +40,7 @@ import logging  # noqa: E402
 import warnings  # noqa: E402
 warnings.filterwarnings("ignore", message="Tried to parse")
 logging.getLogger("moto").setLevel(logging.ERROR)
+logging.getLogger("samtranslator").setLevel(logging.ERROR)
 sys.path.insert(0, HERE)
 
 from emu import ACCOUNT, REGION, Emulator  # noqa: E402
