@@ -53,6 +53,9 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 STACK, STACK2 = "helix-rehearsal", "helix-rehearsal-2"
 ARTIFACTS = "helix-rehearsal-artifacts"
 HTTP_INSTANCES = 2
+# The first stack, the one the functions run on, locks what the registry writes (per-object retention,
+# the PutObjectRetention grants); the second keeps every default.
+STACK_PARAMS = {"ObjectLockMode": "GOVERNANCE", "ObjectLockDays": "1"}
 WORK = None
 
 
@@ -312,11 +315,12 @@ def main():
             json.dump(template, f, indent=1)
         report.phase("SAM translated offline", f"{len(template['Resources'])} resources")
 
-        resolver_for = lambda name, phys: cfnmod.Resolver(template, name, {}, phys)  # noqa: E731
-        physical, skipped = stackmod.create(emu, STACK, template, {}, resolver_for)
+        params = {STACK: STACK_PARAMS, STACK2: {}}
+        resolver_for = lambda name, phys: cfnmod.Resolver(template, name, params[name], phys)  # noqa: E731
+        physical, skipped = stackmod.create(emu, STACK, template, STACK_PARAMS, resolver_for)
         stackmod.check_skipped(skipped, set(read_list("skipped-types.txt")))
-        report.phase(f"stack {STACK}", f"CREATE_COMPLETE, {len(physical)} resources; skipped as expected: {sorted(set(skipped.values()))}")
-        resolver = cfnmod.Resolver(template, STACK, {}, physical)
+        report.phase(f"stack {STACK} ({', '.join(f'{k}={v}' for k, v in STACK_PARAMS.items())})", f"CREATE_COMPLETE, {len(physical)} resources; skipped as expected: {sorted(set(skipped.values()))}")
+        resolver = cfnmod.Resolver(template, STACK, STACK_PARAMS, physical)
         api_id, applied = stackmod.apply_skipped(emu, resolver, physical, skipped)
         for m in stackmod.MISMATCHES:
             report.fail(m)
