@@ -30,6 +30,7 @@ pub mod request_counts;
 pub mod suspension;
 pub mod telemetry;
 pub mod tokens;
+pub mod workspaces;
 
 pub use app::App;
 pub use config::{Config, Mode};
