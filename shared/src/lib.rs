@@ -23,6 +23,7 @@ pub mod keys;
 pub mod lambda;
 pub mod metrics;
 pub mod oidc;
+pub mod pending;
 pub mod ports;
 pub mod posture;
 pub mod proofs;

@@ -73,7 +73,7 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
             Ok(http::json(200, &helix_core::workspaces::list(app, &principal, cursor.as_deref(), limit()?).await?))
         }
         Route::PendingDecisions => {
-            Ok(http::json(200, &helix_core::governance::pending(app, &principal, cursor.as_deref(), limit()?).await?))
+            Ok(http::json(200, &helix_core::pending::pending(app, &principal, cursor.as_deref(), limit()?).await?))
         }
         _ => Err(helix_core::Error::NotFound),
     }

@@ -219,7 +219,7 @@ pub(super) async fn append(
 }
 
 /// Users compared for separation of duties: trimmed and case-folded, so "Ada " is "ada".
-pub(super) fn same_user(a: &str, b: &str) -> bool {
+pub fn same_user(a: &str, b: &str) -> bool {
     a.trim().to_lowercase() == b.trim().to_lowercase()
 }
 

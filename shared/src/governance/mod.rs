@@ -30,14 +30,13 @@ use crate::ports::{BundleVersion, LedgerReceipt, PublicKeyInfo};
 mod decide;
 mod denials;
 mod export;
-mod pending;
 mod unregistered;
 mod verify;
 
+pub use decide::same_user;
 pub use decide::{Request, WaiverRequest, decide};
 pub use denials::{DenialTarget, audit_denial, is_denial};
 pub use export::{Exported, export};
-pub use pending::{PENDING_DEFAULT, PENDING_MAX, actions, pending};
 pub use unregistered::{UnregisteredExport, report_unregistered_export};
 pub use verify::{Verified, receipts_in, verify_receipts};
 

@@ -13,13 +13,13 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
-use super::decide::same_user;
 use crate::App;
 use crate::auth::Principal;
 use crate::bundles::{self, SCAN_BUDGET};
 use crate::domain::governance::State;
 use crate::domain::{BundleName, Role, Scope, WorkspaceId};
 use crate::error::{Error, Result};
+use crate::governance::same_user;
 use crate::ports::BundleVersion;
 
 /// Page size: default and most.
