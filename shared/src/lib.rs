@@ -13,6 +13,7 @@ pub mod auth;
 pub mod blobs;
 pub mod bundles;
 pub mod config;
+pub mod console;
 pub mod domain;
 pub mod dsse;
 pub mod error;
