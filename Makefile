@@ -17,12 +17,12 @@ PARAMS ?=
 SAM := SAM_CLI_TELEMETRY=0 ../.venv-infra/bin/sam
 VENV_BIN := $(CURDIR)/.venv/bin
 
-.PHONY: rehearse docs help run test test-unit test-embedded test-fuzz test-emulator emulator-start emulator-stop lint lint-rust \
+.PHONY: rehearse docs help run test test-unit test-embedded test-fuzz test-emulator test-browser emulator-start emulator-stop lint lint-rust \
 	lint-iac build-lambda deploy watch bench release clean-data
 
 help:
 	@echo "make run            start helix serve on 127.0.0.1:8080 (data in ./.helix)"
-	@echo "make test           unit tests, embedded suite, API fuzzing (schemathesis), emulator suite (moto on 127.0.0.1)"
+	@echo "make test           unit tests, embedded suite, browser suite (console), API fuzzing, emulator suite (moto on 127.0.0.1)"
 	@echo "make rehearse       offline deploy rehearsal: the template as a stack on the emulator, every function run from it, every AWS call judged as IAM would"
 	@echo "make lint           cargo fmt --check, clippy -D warnings, cfn-lint, sam validate --lint, checkov"
 	@echo "make build-lambda   zipped bootstrap per function in infra/build/ (ARCH=arm64|x86_64)"
@@ -47,6 +47,7 @@ test:
 	  awk -v s=$$suite '/^test result:/ {p+=$$4; f+=$$6; n++} END {printf "%-9s %4d passed, %d failed (%d test binaries)\n", s, p, f, n; if (p == 0 || f > 0) exit 1}' $(LOGS)/$$suite.log; \
 	done
 	@awk '/ generated, / {g+=$$1; n++; if ($$1 == 0) empty++} END {printf "fuzz      %4d cases over docs/openapi.yaml, 0 failures (%d schemathesis runs)\n", g, n; if (n != 3 || empty > 0) exit 1}' $(LOGS)/fuzz.log
+	@grep -h '^browser: .* views checked' $(LOGS)/browser.log | sed 's/^browser: /browser   /'
 
 test-unit:
 	@mkdir -p $(LOGS)
@@ -62,6 +63,16 @@ test-fuzz:
 	@mkdir -p $(LOGS)
 	$(CARGO) build -p helix-cli --bin helix
 	tests/fuzz/run.sh $(or $(CARGO_TARGET_DIR),target)/debug/helix 200 2>&1 | tee $(LOGS)/fuzz.log
+
+# The console in headless Chromium against a fresh `helix serve` (tests/browser/console.py): every flow,
+# no browser error, axe-core clean, a screenshot of each view in target/console/. Installs what it needs
+# (scripts/browser-env.sh) and fails, never skips, when the browser cannot be installed or started.
+test-browser:
+	@mkdir -p $(LOGS)
+	scripts/browser-env.sh
+	$(CARGO) build -p helix-cli --bin helix
+	.venv-browser/bin/python tests/browser/console.py --helix $(or $(CARGO_TARGET_DIR),target)/debug/helix \
+	  --out target/console 2>&1 | tee $(LOGS)/browser.log
 
 # The emulator suite fails (never skips) if the emulator cannot be installed or started. It includes
 # the Lambda conformance cases, which build the function binaries themselves (never a stale one).

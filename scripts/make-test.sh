@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # `make test`: every suite, from one build, independent suites side by side (docs/performance.md).
-#   1. the Python venvs install (moto, Schemathesis) while cargo builds every test binary and every
+#   1. the Python venvs install (moto, Schemathesis) and the browser suite's tools (Chromium,
+#      Selenium, axe-core: scripts/browser-env.sh) while cargo builds every test binary and every
 #      binary once (`cargo test --workspace --no-run` and `cargo build --workspace --bins`: the
 #      feature pins in Cargo.toml give every later cargo command the same feature set, so nothing
 #      below compiles again);
-#   2. the unit tests, then the embedded suite;
+#   2. the unit tests, then the embedded suite, with the browser suite (headless Chromium through the
+#      console against its own `helix serve`: tests/browser/console.py) beside them;
 #   3. the emulator suite (one moto for the whole suite, localstack/with-emulator.sh) and the
 #      Schemathesis fuzzing (its own `helix serve`) at the same time: moto and Schemathesis are each
 #      one Python process, so together they use the two cores one of them alone leaves half idle.
@@ -16,7 +18,7 @@ cargo=${CARGO:-cargo}
 target=${CARGO_TARGET_DIR:-target}
 logs=target/test-logs
 mkdir -p "$logs"
-rm -f "$logs"/{build,venvs,unit,embedded,fuzz,emulator}.log
+rm -f "$logs"/{build,venvs,unit,embedded,fuzz,emulator,browser}.log
 timings=()
 started=$(date +%s)
 mark=$started
@@ -27,7 +29,8 @@ phase() { # NAME: record how long the phase that just ended took
   mark=$now
 }
 
-(localstack/venv.sh && scripts/venv.sh .venv-fuzz tests/fuzz/requirements.txt) >"$logs/venvs.log" 2>&1 &
+(localstack/venv.sh && scripts/venv.sh .venv-fuzz tests/fuzz/requirements.txt && scripts/browser-env.sh) \
+  >"$logs/venvs.log" 2>&1 &
 venvs=$!
 {
   $cargo test --workspace --no-run
@@ -36,15 +39,27 @@ venvs=$!
 phase "build (venvs installed meanwhile)"
 if ! wait "$venvs"; then
   cat "$logs/venvs.log" >&2
-  echo "make test: the Python venvs did not install" >&2
+  echo "make test: the Python venvs or the browser suite's tools did not install" >&2
   exit 1
 fi
 phase "venvs (rest of the install)"
 
+.venv-browser/bin/python tests/browser/console.py --helix "$target/debug/helix" --out target/console \
+  >"$logs/browser.log" 2>&1 &
+browser=$!
+trap 'kill "$browser" 2>/dev/null || true' EXIT
 $cargo test --workspace --exclude helix-tests 2>&1 | tee "$logs/unit.log"
-phase "unit"
+phase "unit (browser alongside)"
 $cargo test -p helix-tests --lib --bins --test embedded 2>&1 | tee "$logs/embedded.log"
-phase "embedded"
+phase "embedded (browser alongside)"
+browser_status=0
+wait "$browser" || browser_status=$?
+trap - EXIT
+phase "browser (rest)"
+echo
+echo "== browser (target/test-logs/browser.log; screenshots in target/console/) =="
+grep -E '^browser: ' "$logs/browser.log" || tail -n 40 "$logs/browser.log"
+[ "$browser_status" -eq 0 ] || { tail -n 60 "$logs/browser.log" >&2; echo "make test: the browser suite failed" >&2; exit 1; }
 
 fuzz_started=$(date +%s)
 tests/fuzz/run.sh "$target/debug/helix" 200 >"$logs/fuzz.log" 2>&1 &

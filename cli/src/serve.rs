@@ -2,7 +2,7 @@
 //! but for a request id, to the same `handle` function Lambda runs. The only routes of its own are
 //! `/_local/blobs/{digest}` and `/_local/uploads/{ws}/{id}`, the stand-ins for S3 presigned URLs on
 //! the embedded backend: HMAC-signed and expiring, uploads streamed to disk while hashed (memory
-//! flat in blob size).
+//! flat in blob size). The web console's assets are served under `/console/` (`helix_core::console`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +25,9 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/_local/blobs/{digest}", get(local_get))
         .route("/_local/uploads/{ws}/{id}", put(local_upload))
+        .route("/console", get(console))
+        .route("/console/", get(console))
+        .route("/console/{*file}", get(console))
         .fallback(dispatch)
         .with_state(app)
 }
@@ -95,6 +98,11 @@ async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
         Function::Metrics => metrics::handle(&app, req).await,
     };
     into_axum(resp)
+}
+
+/// The web console's static assets, with their Content-Security-Policy.
+async fn console(uri: axum::http::Uri) -> Response {
+    into_axum(helix_core::console::serve(uri.path()))
 }
 
 /// Read size of the local presigned GET.

@@ -156,29 +156,89 @@ pub async fn get(app: &App, ws: &WorkspaceId, name: &BundleName, version: &Bundl
     view(v, state, Some(manifest), false)
 }
 
-/// A page of the workspace's bundle versions, ordered by (name, version); the cursor is the last
-/// `name@version` of the previous page.
-pub async fn list(app: &App, ws: &WorkspaceId, cursor: Option<&str>, limit: Option<usize>) -> Result<Value> {
+/// Most versions one listing request reads when it filters by state: a filter that matches little
+/// answers a short (even empty) page with a `next_cursor` to go on from, so every request is bounded.
+pub const SCAN_BUDGET: usize = 1000;
+
+/// What one bounded walk of a workspace's versions found.
+pub struct Scan {
+    /// The versions that matched, each with its state, in (name, version) order.
+    pub versions: Vec<(BundleVersion, State)>,
+    /// How many versions were read.
+    pub scanned: usize,
+    /// Where to go on from (the last version read) when the walk stopped before the end.
+    pub next: Option<(String, String)>,
+}
+
+/// Walk `ws`'s versions after `after`, in (name, version) order, keeping those in `filter` (all when
+/// None), until `limit` kept, `budget` read or the end.
+pub async fn scan(
+    app: &App,
+    ws: &WorkspaceId,
+    mut after: Option<(String, String)>,
+    filter: Option<State>,
+    limit: usize,
+    budget: usize,
+) -> Result<Scan> {
+    let mut out = Scan { versions: Vec::new(), scanned: 0, next: None };
+    while out.versions.len() < limit && out.scanned < budget {
+        let want = (limit - out.versions.len()).min(budget - out.scanned);
+        let page = app.meta.list_bundles(ws, after.clone(), want).await?;
+        let full = page.len() == want;
+        let page = crate::governance::states(app, ws, page).await?;
+        for (v, state) in page {
+            out.scanned += 1;
+            after = Some((v.name.clone(), v.version.clone()));
+            if filter.is_none_or(|f| f == state) {
+                out.versions.push((v, state));
+            }
+        }
+        if !full {
+            return Ok(out);
+        }
+    }
+    out.next = after;
+    Ok(out)
+}
+
+fn parse_cursor(c: &str) -> Result<(String, String)> {
+    let (name, version) = c.split_once('@').ok_or_else(|| Error::BadRequest("cursor is name@version".into()))?;
+    Ok((BundleName::parse(name)?.to_string(), BundleName::parse(version)?.to_string()))
+}
+
+/// A version as listings show it: its record, its state and the transition an export would take.
+pub fn listed(v: &BundleVersion, state: State) -> Result<Value> {
+    let ws = WorkspaceId::parse(&v.workspace_id)?;
+    let export_transition = transition_id(&bundle_ref(&ws, &v.name, &v.version), state, State::Exported)?;
+    Ok(json!({"workspace_id": v.workspace_id, "name": v.name, "version": v.version,
+              "manifest_digest": v.manifest_digest, "files": v.files, "bytes": v.bytes,
+              "registered_at": v.registered_at, "registered_by": v.registered_by,
+              "registered_user": v.registered_user, "state": state, "export_transition": export_transition}))
+}
+
+/// A page of the workspace's bundle versions with their governance state, ordered by (name, version),
+/// only those in `state` when given; the cursor is the last `name@version` the previous page read.
+pub async fn list(
+    app: &App,
+    ws: &WorkspaceId,
+    cursor: Option<&str>,
+    limit: Option<usize>,
+    state: Option<&str>,
+) -> Result<Value> {
     let limit = limit.unwrap_or(LIST_DEFAULT);
     if !(1..=LIST_MAX).contains(&limit) {
         return Err(Error::BadRequest(format!("limit is 1 to {LIST_MAX}")));
     }
-    let after = match cursor {
+    let filter = match state {
         None => None,
-        Some(c) => {
-            let (name, version) =
-                c.split_once('@').ok_or_else(|| Error::BadRequest("cursor is name@version".into()))?;
-            Some((BundleName::parse(name)?.to_string(), BundleName::parse(version)?.to_string()))
-        }
+        Some(s) => Some(
+            State::parse(s)
+                .ok_or_else(|| Error::BadRequest("state is one of submitted, approved, rejected, exported".into()))?,
+        ),
     };
-    let page = app.meta.list_bundles(ws, after, limit).await?;
-    let next = (page.len() == limit).then(|| page.last().map(|v| format!("{}@{}", v.name, v.version))).flatten();
-    let versions: Vec<Value> = page
-        .into_iter()
-        .map(|v| {
-            json!({"name": v.name, "version": v.version, "manifest_digest": v.manifest_digest,
-                   "files": v.files, "bytes": v.bytes, "registered_at": v.registered_at})
-        })
-        .collect();
+    let after = cursor.map(parse_cursor).transpose()?;
+    let found = scan(app, ws, after, filter, limit, SCAN_BUDGET.max(limit)).await?;
+    let versions: Vec<Value> = found.versions.iter().map(|(v, st)| listed(v, *st)).collect::<Result<_>>()?;
+    let next = found.next.map(|(n, v)| format!("{n}@{v}"));
     Ok(json!({"workspace_id": ws.to_string(), "versions": versions, "next_cursor": next}))
 }

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::io::AsyncRead;
 
+use crate::domain::governance::State;
 use crate::domain::{AuditDraft, AuditEvent, Digest, TokenRecord, WorkspaceId};
 use crate::error::Result;
 
@@ -296,8 +297,16 @@ pub enum Change {
     /// Register a bundle version (condition: no version of that name and version yet).
     RegisterBundle(BundleVersion),
     /// Append a receipt to a version's ledger (conditions: its seq is free, and its decision key, if
-    /// any, is not taken yet).
-    AppendReceipt { workspace_id: String, name: String, version: String, receipt: LedgerReceipt },
+    /// any, is not taken yet). `from` is the version's state before it, `state` the state it leaves
+    /// (the version's state record and its workspace's counts move with it).
+    AppendReceipt {
+        workspace_id: String,
+        name: String,
+        version: String,
+        receipt: LedgerReceipt,
+        from: State,
+        state: State,
+    },
     /// Record a public key the registry signs with (condition: not recorded yet), so that what it
     /// signed stays verifiable after the key is rotated.
     RecordSigningKey { key_id: String, pem: String },
@@ -351,6 +360,33 @@ pub fn counter_deltas(change: Option<&Change>, event: &AuditDraft) -> Vec<(Strin
     d.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
+/// The counters of one workspace (`GET /v1/workspaces`): blob links and their bytes, bundle versions,
+/// and versions per governance state. Moved by the commit that changes what they count, in its
+/// transaction (`workspace_deltas`).
+pub const WORKSPACE_COUNTERS: [&str; 7] =
+    ["blob_links", "blob_bytes", "bundle_versions", "submitted", "approved", "rejected", "exported"];
+
+/// The workspace counters a committed change moves, and the workspace: a link (+1 link, its bytes), a
+/// registration (+1 version, +1 submitted), a receipt that changes the state (-1 from, +1 to).
+pub fn workspace_deltas(change: &Change) -> Option<(&str, Vec<(String, i64)>)> {
+    let (ws, d): (&str, Vec<(&str, i64)>) = match change {
+        Change::LinkBlob(l) => (&l.workspace_id, vec![("blob_links", 1), ("blob_bytes", l.size as i64)]),
+        Change::RegisterBundle(b) => (&b.workspace_id, vec![("bundle_versions", 1), ("submitted", 1)]),
+        Change::AppendReceipt { workspace_id, from, state, .. } if from != state => {
+            (workspace_id, vec![(from.as_str(), -1), (state.as_str(), 1)])
+        }
+        _ => return None,
+    };
+    Some((ws, d.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()))
+}
+
+/// One workspace's counters, by name (`WORKSPACE_COUNTERS`; a counter never moved is absent).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkspaceCounts {
+    pub workspace_id: String,
+    pub counts: BTreeMap<String, i64>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Commit {
     /// The change and its audit event were written together.
@@ -395,13 +431,22 @@ pub trait MetaStore: Send + Sync {
     /// the ledger's length (the hot path of reads, decisions and exports: `governance::head`).
     async fn ledger_head(&self, ws: &WorkspaceId, name: &str, version: &str) -> Result<Option<LedgerReceipt>>;
 
-    /// Bundle versions of `ws` ordered by (name, version), after `after` when given, at most `limit`.
+    /// Bundle versions of `ws` ordered by (name, version), after `after` when given, at most `limit`,
+    /// each with the state its last receipt recorded (None: no receipt recorded one, so `submitted`,
+    /// or a version decided before the state was recorded: `governance::states` reads its ledger head).
     async fn list_bundles(
         &self,
         ws: &WorkspaceId,
         after: Option<(String, String)>,
         limit: usize,
-    ) -> Result<Vec<BundleVersion>>;
+    ) -> Result<Vec<(BundleVersion, Option<State>)>>;
+
+    /// One workspace's counters (all absent when nothing was ever committed in it).
+    async fn workspace_counts(&self, ws: &WorkspaceId) -> Result<WorkspaceCounts>;
+
+    /// Every workspace that has counters, in workspace order, after `after` when given, at most `limit`
+    /// (for a credential of every workspace).
+    async fn list_workspaces(&self, after: Option<&WorkspaceId>, limit: usize) -> Result<Vec<WorkspaceCounts>>;
 
     /// Apply `change` and append `event` atomically (one transaction across meta and audit).
     async fn commit(&self, change: Change, event: AuditDraft) -> Result<Commit>;

@@ -597,6 +597,8 @@ macro_rules! common_suite {
             logs_and_error_bodies_never_contain_a_secret_or_jwt,
             rbac_matrix_holds_over_http,
             bundle_versions_register_once_read_back_and_list,
+            workspaces_and_listed_states_stay_inside_the_grant,
+            pending_lists_what_each_caller_may_decide_now_across_its_workspaces,
             bad_manifests_and_unlinked_files_are_refused_and_change_nothing,
             governance_decisions_are_signed_receipts_with_separation_of_duties,
             governed_export_checks_integrity_and_governance_in_every_mode,

@@ -222,7 +222,7 @@ pub async fn rbac_matrix_holds_over_http(b: Backend) {
             }
         }
     }
-    assert_eq!(checked, 356, "every applicable cell of the 30 routes ran");
+    assert_eq!(checked, 376, "every applicable cell of the 32 routes ran");
 }
 
 /// The signed query of a live proof grant for version 1 of `model` in `ws`.

@@ -1,5 +1,7 @@
 //! fetch: HEAD and GET of a linked blob. Blobs up to HELIX_INLINE_MAX come inline and verified;
-//! larger ones as a 307 to a short-lived presigned GET. Bundle versions and the workspace's listing.
+//! larger ones as a 307 to a short-lived presigned GET. Bundle versions and the workspace's listing
+//! (with each version's state, `?state=` filters); the workspaces a credential covers, with their
+//! counts; the versions the caller may decide now, across those workspaces.
 //! Proof URLs of exports (`/v1/proofs/...`, no token: the URL carries a registry-signed grant).
 
 use helix_core::App;
@@ -43,7 +45,14 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
     if let Route::GetProof { ws, digest } = &route {
         return Ok(fetched(&digest.to_string(), proofs::serve(app, ws, digest, req.uri().query()).await?));
     }
-    ctx.authorize(app, req, &route).await?;
+    let principal = ctx.authorize(app, req, &route).await?;
+    let limit = || -> helix_core::Result<Option<usize>> {
+        match http::query_param(req, "limit") {
+            None => Ok(None),
+            Some(l) => Ok(Some(l.parse().map_err(|_| helix_core::Error::BadRequest("limit is a number".into()))?)),
+        }
+    };
+    let cursor = http::query_param(req, "cursor");
     match &route {
         Route::HeadBlob { ws, digest } => {
             let link = blobs::linked(app, ws, digest).await?;
@@ -57,12 +66,14 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
             Ok(http::json(200, &helix_core::governance::view(app, ws, name, version).await?))
         }
         Route::ListBundles { ws } => {
-            let limit = match http::query_param(req, "limit") {
-                None => None,
-                Some(l) => Some(l.parse().map_err(|_| helix_core::Error::BadRequest("limit is a number".into()))?),
-            };
-            let cursor = http::query_param(req, "cursor");
-            Ok(http::json(200, &bundles::list(app, ws, cursor.as_deref(), limit).await?))
+            let state = http::query_param(req, "state");
+            Ok(http::json(200, &bundles::list(app, ws, cursor.as_deref(), limit()?, state.as_deref()).await?))
+        }
+        Route::ListWorkspaces => {
+            Ok(http::json(200, &helix_core::workspaces::list(app, &principal, cursor.as_deref(), limit()?).await?))
+        }
+        Route::PendingDecisions => {
+            Ok(http::json(200, &helix_core::pending::pending(app, &principal, cursor.as_deref(), limit()?).await?))
         }
         _ => Err(helix_core::Error::NotFound),
     }

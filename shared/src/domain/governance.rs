@@ -41,6 +41,10 @@ impl State {
             State::Exported => "exported",
         }
     }
+
+    pub fn parse(s: &str) -> Option<State> {
+        State::ALL.into_iter().find(|st| st.as_str() == s)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -186,11 +186,15 @@ pub(super) async fn append(
     let envelope =
         crate::dsse::sign(app.signer.as_ref(), &signer_key, RECEIPT_PAYLOAD_TYPE, payload.as_bytes()).await?;
     let receipt = LedgerReceipt { seq, envelope, decision_key };
+    // The state the receipt leaves: its `to`, or for a waiver (which only permits an export) its `from`.
+    let left = if draft.kind == "waiver" { draft.from } else { draft.to };
     let change = Change::AppendReceipt {
         workspace_id: ws.to_string(),
         name: name.to_string(),
         version: version.to_string(),
         receipt: receipt.clone(),
+        from: draft.from,
+        state: left,
     };
     let action = if draft.kind == "export" { "bundle.export".to_owned() } else { format!("governance.{}", draft.kind) };
     let mut details = json!({"seq": seq, "transition": draft.transition, "from": draft.from.as_str(),
@@ -215,7 +219,7 @@ pub(super) async fn append(
 }
 
 /// Users compared for separation of duties: trimmed and case-folded, so "Ada " is "ada".
-pub(super) fn same_user(a: &str, b: &str) -> bool {
+pub fn same_user(a: &str, b: &str) -> bool {
     a.trim().to_lowercase() == b.trim().to_lowercase()
 }
 

@@ -33,6 +33,7 @@ mod export;
 mod unregistered;
 mod verify;
 
+pub use decide::same_user;
 pub use decide::{Request, WaiverRequest, decide};
 pub use denials::{DenialTarget, audit_denial, is_denial};
 pub use export::{Exported, export};
@@ -232,6 +233,29 @@ pub(super) async fn head_with(
         .ok_or_else(|| broken(format!("seq {}: unknown state {left:?}", s.seq)))?;
     let position = Position { seq: last.seq + 1, prev: Some(Digest::of(&verified.payloads[0]).to_string()) };
     Ok(Head { statement: Some(s), state, position })
+}
+
+/// Listed versions with their state: the recorded one, else (a version decided before states were
+/// recorded) its verified ledger head's, read a few at a time with one read of the keys.
+pub async fn states(
+    app: &App,
+    ws: &WorkspaceId,
+    page: Vec<(BundleVersion, Option<State>)>,
+) -> Result<Vec<(BundleVersion, State)>> {
+    use futures_util::{StreamExt, TryStreamExt};
+    let keys = Keys::default();
+    let keys = &keys;
+    futures_util::stream::iter(page)
+        .map(|(v, recorded)| async move {
+            let state = match recorded {
+                Some(st) => st,
+                None => head_with(app, keys, ws, &v.name, &v.version, &v.manifest_digest).await?.state,
+            };
+            Ok::<_, Error>((v, state))
+        })
+        .buffered(16)
+        .try_collect()
+        .await
 }
 
 /// The statement of a receipt envelope, if a registry key signed it.

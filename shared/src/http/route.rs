@@ -196,6 +196,8 @@ routes! {
     PutBundleVersion { ws: WorkspaceId, name: BundleName, version: BundleName } = "PUT" "/v1/workspaces/{ws}/bundles/{name}/versions/{version}", Publish, Some(Role::Publisher);
     GetBundleVersion { ws: WorkspaceId, name: BundleName, version: BundleName } = "GET" "/v1/workspaces/{ws}/bundles/{name}/versions/{version}", Fetch, Some(Role::Viewer);
     ListBundles { ws: WorkspaceId } = "GET" "/v1/workspaces/{ws}/bundles", Fetch, Some(Role::Viewer);
+    ListWorkspaces = "GET" "/v1/workspaces", Fetch, Some(Role::Viewer);
+    PendingDecisions = "GET" "/v1/governance/pending", Fetch, Some(Role::Approver);
     GetGovernance { ws: WorkspaceId, name: BundleName, version: BundleName } = "GET" "/v1/workspaces/{ws}/bundles/{name}/versions/{version}/governance", Fetch, Some(Role::Viewer);
     Approve { ws: WorkspaceId, name: BundleName, version: BundleName } = "POST" "/v1/workspaces/{ws}/bundles/{name}/versions/{version}/approve", Waive, Some(Role::Approver);
     Reject { ws: WorkspaceId, name: BundleName, version: BundleName } = "POST" "/v1/workspaces/{ws}/bundles/{name}/versions/{version}/reject", Waive, Some(Role::Approver);

@@ -631,6 +631,8 @@ pub async fn a_receipt_copied_into_another_ledger_is_never_a_state(b: Backend) {
         name: "model".into(),
         version: "2".into(),
         receipt: helix_core::ports::LedgerReceipt { seq: 1, envelope: genuine.envelope, decision_key: None },
+        from: helix_core::domain::governance::State::Submitted,
+        state: helix_core::domain::governance::State::Approved,
     };
     let draft = helix_core::domain::AuditDraft {
         stream: "team-a".into(),
@@ -750,8 +752,14 @@ async fn plant_approval(env: &TestEnv, ws: &helix_core::domain::WorkspaceId, ver
     .await
     .unwrap();
     let receipt = LedgerReceipt { seq: 1, envelope, decision_key: None };
-    let change =
-        Change::AppendReceipt { workspace_id: ws.to_string(), name: "model".into(), version: version.into(), receipt };
+    let change = Change::AppendReceipt {
+        workspace_id: ws.to_string(),
+        name: "model".into(),
+        version: version.into(),
+        receipt,
+        from: helix_core::domain::governance::State::Submitted,
+        state: helix_core::domain::governance::State::Approved,
+    };
     let draft = helix_core::domain::AuditDraft {
         stream: ws.to_string(),
         actor: "mallory@tok_leaked".into(),

@@ -4,14 +4,39 @@
 //! and the signing-key history (`GOV#keys`/`KEY#{key_id}`). Every put is conditional on the item not
 //! existing: a link, a version, a receipt at a seq is written once.
 
+use std::collections::HashMap;
+
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
-use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
 
 use super::{ABSENT, DynamoStore, Item, build, err, get_n, get_s, n, s};
+use crate::domain::governance::State;
 use crate::domain::time::now_rfc3339_ms;
 use crate::domain::{Digest, WorkspaceId};
 use crate::error::{Dependency, Error, Result};
-use crate::ports::{BlobLink, BundleVersion, LedgerReceipt, SigningKeyRecord};
+use crate::ports::{BlobLink, BundleVersion, LedgerReceipt, SigningKeyRecord, WORKSPACE_COUNTERS, WorkspaceCounts};
+
+/// The partition of the workspaces' counters: one item per workspace (`COUNTER#workspaces`/`{ws}`),
+/// each counter an attribute, moved by `ADD` in the commit that changes what it counts. Written by
+/// whichever function commits (the `COUNTER#*` grant every writer holds), read by `fetch`
+/// (`GET /v1/workspaces`: one Query for a credential of every workspace, one GetItem otherwise).
+const WORKSPACES_PK: &str = "COUNTER#workspaces";
+
+/// Sort key of a version's state record under its workspace's governance partition:
+/// `STATE#{name}#{version}` (the bundle keys' order), written with each receipt.
+fn state_sk(name: &str, version: &str) -> String {
+    format!("STATE#{name}#{version}")
+}
+
+fn counts_from_item(item: &Item) -> Result<WorkspaceCounts> {
+    let mut counts = std::collections::BTreeMap::new();
+    for c in WORKSPACE_COUNTERS {
+        if let Some(v) = get_n(item, c)? {
+            counts.insert(c.to_owned(), v);
+        }
+    }
+    Ok(WorkspaceCounts { workspace_id: get_s(item, "sk")?, counts })
+}
 
 /// Sort key of a bundle version under its workspace's partition: `BUNDLE#{name}#{version}` (names
 /// and versions never hold `#`, which sorts before every character they may hold, so the key order is
@@ -64,6 +89,8 @@ pub(super) fn bundle_item(b: &BundleVersion) -> Item {
         ("registered_at".into(), n(b.registered_at)),
         ("registered_by".into(), s(&b.registered_by)),
         ("registered_user".into(), s(&b.registered_user)),
+        // A version starts `submitted`; its receipts record the states after (`STATE#` records).
+        ("initial_state".into(), s(State::Submitted.as_str())),
     ])
 }
 
@@ -118,6 +145,7 @@ impl DynamoStore {
         name: &str,
         version: &str,
         receipt: &LedgerReceipt,
+        state: State,
     ) -> Result<Vec<TransactWriteItem>> {
         let pk = format!("GOV#{workspace_id}");
         let mut item = Item::from([
@@ -138,7 +166,100 @@ impl DynamoStore {
             items.push(self.put(&self.table, marker, ABSENT)?);
         }
         items.insert(0, self.put(&self.table, item, ABSENT)?);
+        // The version's state as this receipt leaves it (a later seq only: the receipt's own condition
+        // already orders them).
+        let record = Item::from([
+            ("pk".into(), s(&pk)),
+            ("sk".into(), s(state_sk(name, version))),
+            ("state".into(), s(state.as_str())),
+            ("seq".into(), n(receipt.seq)),
+        ]);
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(record))
+            .condition_expression("attribute_not_exists(seq) OR seq < :seq")
+            .expression_attribute_values(":seq", n(receipt.seq));
+        items.push(TransactWriteItem::builder().put(build(put.build())?).build());
         Ok(items)
+    }
+
+    /// `ADD` to one workspace's counters (its item in `COUNTER#workspaces`).
+    pub(super) fn workspace_counter_update(&self, ws: &str, deltas: &[(String, i64)]) -> Result<TransactWriteItem> {
+        let mut update = Update::builder().table_name(&self.table).key("pk", s(WORKSPACES_PK)).key("sk", s(ws));
+        let mut adds = Vec::new();
+        for (i, (name, delta)) in deltas.iter().enumerate() {
+            adds.push(format!("#w{i} :w{i}"));
+            update = update
+                .expression_attribute_names(format!("#w{i}"), name)
+                .expression_attribute_values(format!(":w{i}"), n(delta));
+        }
+        let update = build(update.update_expression(format!("ADD {}", adds.join(", "))).build())?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    pub(super) async fn counts(&self, ws: &WorkspaceId) -> Result<WorkspaceCounts> {
+        match self.get_meta(WORKSPACES_PK.into(), ws.as_str()).await? {
+            Some(item) => counts_from_item(&item),
+            None => Ok(WorkspaceCounts { workspace_id: ws.to_string(), ..WorkspaceCounts::default() }),
+        }
+    }
+
+    pub(super) async fn workspaces(&self, after: Option<&WorkspaceId>, limit: usize) -> Result<Vec<WorkspaceCounts>> {
+        let mut start = after.map(|a| Item::from([("pk".into(), s(WORKSPACES_PK)), ("sk".into(), s(a.as_str()))]));
+        let mut out = Vec::new();
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(WORKSPACES_PK))
+                .consistent_read(true)
+                .limit((limit - out.len()) as i32)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(err(Dependency::MetaStore))?;
+            for item in page.items() {
+                out.push(counts_from_item(item)?);
+            }
+            match page.last_evaluated_key {
+                Some(k) if out.len() < limit => start = Some(k),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// The state records of the versions from `first` to `last` (name, version), inclusive: one
+    /// key-range Query of the workspace's governance partition, at most one item per version.
+    async fn states_between(
+        &self,
+        ws: &WorkspaceId,
+        first: (&str, &str),
+        last: (&str, &str),
+    ) -> Result<HashMap<(String, String), State>> {
+        let req = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :a AND :b")
+            .expression_attribute_values(":pk", s(format!("GOV#{ws}")))
+            .expression_attribute_values(":a", s(state_sk(first.0, first.1)))
+            .expression_attribute_values(":b", s(state_sk(last.0, last.1)))
+            .consistent_read(true);
+        let mut out = HashMap::new();
+        for item in self.meta_items(req).await? {
+            let sk = get_s(&item, "sk")?;
+            let state = get_s(&item, "state")?;
+            let (name, version) = sk
+                .trim_start_matches("STATE#")
+                .split_once('#')
+                .ok_or_else(|| Error::Internal(format!("bad state record {sk}")))?;
+            if let Some(st) = State::parse(&state) {
+                out.insert((name.to_owned(), version.to_owned()), st);
+            }
+        }
+        Ok(out)
     }
 
     pub(super) async fn link(&self, ws: &WorkspaceId, digest: &Digest) -> Result<Option<BlobLink>> {
@@ -228,7 +349,25 @@ impl DynamoStore {
         ws: &WorkspaceId,
         after: Option<(String, String)>,
         limit: usize,
-    ) -> Result<Vec<BundleVersion>> {
+    ) -> Result<Vec<(BundleVersion, Option<State>)>> {
+        let page = self.version_records(ws, after, limit).await?;
+        let (Some((first, _)), Some((last, _))) = (page.first(), page.last()) else { return Ok(Vec::new()) };
+        let mut states = self.states_between(ws, (&first.name, &first.version), (&last.name, &last.version)).await?;
+        Ok(page
+            .into_iter()
+            .map(|(v, initial)| {
+                let st = states.remove(&(v.name.clone(), v.version.clone())).or(initial);
+                (v, st)
+            })
+            .collect())
+    }
+
+    async fn version_records(
+        &self,
+        ws: &WorkspaceId,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> Result<Vec<(BundleVersion, Option<State>)>> {
         let pk = format!("WS#{ws}");
         let mut start = after
             .map(|(name, version)| Item::from([("pk".into(), s(&pk)), ("sk".into(), s(bundle_sk(&name, &version)))]));
@@ -248,7 +387,8 @@ impl DynamoStore {
                 .await
                 .map_err(err(Dependency::MetaStore))?;
             for item in page.items() {
-                out.push(bundle_from_item(ws, item)?);
+                let initial = item.get("initial_state").and_then(|v| v.as_s().ok()).and_then(|v| State::parse(v));
+                out.push((bundle_from_item(ws, item)?, initial));
             }
             match page.last_evaluated_key {
                 Some(k) if out.len() < limit => start = Some(k),

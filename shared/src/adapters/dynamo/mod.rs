@@ -23,12 +23,13 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
 pub use self::audit::{AUDIT_ACTION_INDEX, AUDIT_ACTOR_INDEX, AUDIT_DAY_INDEX};
 use self::switches::{FREEZE_PK, Position, SUSPENDED_PK};
+use crate::domain::governance::State;
 use crate::domain::time::now_rfc3339_ms;
 use crate::domain::{AuditDraft, Digest, TokenRecord, WorkspaceId};
 use crate::error::{Dependency, Error, Result};
 use crate::ports::{
     AuditLog, BUSINESS_COUNTERS, BlobLink, BundleVersion, Change, Commit, Freeze, Gate, LedgerReceipt, MetaStore,
-    SigningKeyRecord, Suspension, counter_deltas,
+    SigningKeyRecord, Suspension, WorkspaceCounts, counter_deltas, workspace_deltas,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -268,8 +269,8 @@ impl DynamoStore {
             }
             Change::RegisterBundle(b) => vec![put(catalog::bundle_item(b))?],
             Change::LinkBlob(l) => vec![put(catalog::link_item(l))?],
-            Change::AppendReceipt { workspace_id, name, version, receipt } => {
-                self.receipt_items(workspace_id, name, version, receipt)?
+            Change::AppendReceipt { workspace_id, name, version, receipt, state, .. } => {
+                self.receipt_items(workspace_id, name, version, receipt, *state)?
             }
             Change::RecordUnregisteredExport { workspace_id, name, version, id } => {
                 vec![put(catalog::unregistered_export_item(workspace_id, name, version, id))?]
@@ -343,8 +344,16 @@ impl MetaStore for DynamoStore {
         ws: &WorkspaceId,
         after: Option<(String, String)>,
         limit: usize,
-    ) -> Result<Vec<BundleVersion>> {
+    ) -> Result<Vec<(BundleVersion, Option<State>)>> {
         self.versions(ws, after, limit).await
+    }
+
+    async fn workspace_counts(&self, ws: &WorkspaceId) -> Result<WorkspaceCounts> {
+        self.counts(ws).await
+    }
+
+    async fn list_workspaces(&self, after: Option<&WorkspaceId>, limit: usize) -> Result<Vec<WorkspaceCounts>> {
+        self.workspaces(after, limit).await
     }
 
     async fn commit(&self, change: Change, draft: AuditDraft) -> Result<Commit> {
@@ -356,6 +365,9 @@ impl MetaStore for DynamoStore {
             items.push(self.put(&self.audit_table, Self::event_item(&event)?, "attribute_not_exists(seq)")?);
             let deltas = counter_deltas(Some(&change), &draft);
             items.push(TransactWriteItem::builder().update(self.counter_update(BUSINESS_COUNTERS, &deltas)?).build());
+            if let Some((ws, deltas)) = workspace_deltas(&change) {
+                items.push(self.workspace_counter_update(ws, &deltas)?);
+            }
             let reasons = match self.transact(items).await? {
                 Transaction::Committed => return Ok(Commit::Applied(Box::new(event))),
                 Transaction::Cancelled(reasons) => reasons,

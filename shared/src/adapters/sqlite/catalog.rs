@@ -5,10 +5,11 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{SqliteStore, meta_err};
+use crate::domain::governance::State;
 use crate::domain::time::now_rfc3339_ms;
 use crate::domain::{Digest, WorkspaceId};
 use crate::error::Result;
-use crate::ports::{BlobLink, BundleVersion, LedgerReceipt, SigningKeyRecord};
+use crate::ports::{BlobLink, BundleVersion, LedgerReceipt, SigningKeyRecord, WorkspaceCounts};
 
 fn bundle_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BundleVersion> {
     let digest: String = r.get("manifest_digest")?;
@@ -33,7 +34,7 @@ pub(super) fn link_blob(conn: &Connection, l: &BlobLink) -> rusqlite::Result<usi
 }
 
 pub(super) fn register_bundle(conn: &Connection, b: &BundleVersion) -> rusqlite::Result<usize> {
-    conn.execute(
+    let written = conn.execute(
         "INSERT OR IGNORE INTO bundle_versions (workspace_id, name, version, manifest_digest, files, bytes, registered_at, registered_by, registered_user)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
@@ -47,7 +48,15 @@ pub(super) fn register_bundle(conn: &Connection, b: &BundleVersion) -> rusqlite:
             b.registered_by,
             b.registered_user
         ],
-    )
+    )?;
+    if written == 1 {
+        // A version starts `submitted` (seq 0: before its first receipt).
+        conn.execute(
+            "INSERT OR IGNORE INTO version_states (workspace_id, name, version, state, seq) VALUES (?1, ?2, ?3, ?4, 0)",
+            params![b.workspace_id, b.name, b.version, State::Submitted.as_str()],
+        )?;
+    }
+    Ok(written)
 }
 
 pub(super) fn record_unregistered_export(
@@ -78,18 +87,47 @@ pub(super) fn retire_signing_key(conn: &Connection, key_id: &str, at: &str, reas
     )
 }
 
+/// A receipt at its seq and, when it was written, the state it leaves as the version's state.
 pub(super) fn append_receipt(
     conn: &Connection,
     workspace_id: &str,
     name: &str,
     version: &str,
     receipt: &LedgerReceipt,
+    state: State,
 ) -> rusqlite::Result<usize> {
-    conn.execute(
+    let written = conn.execute(
         "INSERT OR IGNORE INTO ledger (workspace_id, name, version, seq, envelope, decision_key)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![workspace_id, name, version, receipt.seq as i64, receipt.envelope, receipt.decision_key],
-    )
+    )?;
+    if written == 1 {
+        conn.execute(
+            "INSERT INTO version_states (workspace_id, name, version, state, seq) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (workspace_id, name, version) DO UPDATE SET state = excluded.state, seq = excluded.seq
+             WHERE excluded.seq > version_states.seq",
+            params![workspace_id, name, version, state.as_str(), receipt.seq as i64],
+        )?;
+    }
+    Ok(written)
+}
+
+/// Add to one workspace's counters, inside the caller's transaction.
+pub(super) fn add_workspace_counts(conn: &Connection, ws: &str, deltas: &[(String, i64)]) -> rusqlite::Result<()> {
+    for (counter, delta) in deltas {
+        conn.execute(
+            "INSERT INTO workspace_counts (workspace_id, counter, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT (workspace_id, counter) DO UPDATE SET value = value + excluded.value",
+            params![ws, counter, delta],
+        )?;
+    }
+    Ok(())
+}
+
+fn counts_of(conn: &Connection, ws: &str) -> rusqlite::Result<WorkspaceCounts> {
+    let mut stmt = conn.prepare_cached("SELECT counter, value FROM workspace_counts WHERE workspace_id = ?1")?;
+    let counts = stmt.query_map(params![ws], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    Ok(WorkspaceCounts { workspace_id: ws.to_owned(), counts: counts.collect::<rusqlite::Result<_>>()? })
 }
 
 impl SqliteStore {
@@ -133,16 +171,39 @@ impl SqliteStore {
         ws: &WorkspaceId,
         after: Option<(String, String)>,
         limit: usize,
-    ) -> Result<Vec<BundleVersion>> {
+    ) -> Result<Vec<(BundleVersion, Option<State>)>> {
         let ws = ws.to_string();
         let (name, version) = after.unwrap_or_default();
         self.with(meta_err, move |c| {
             let mut stmt = c.prepare(
-                "SELECT * FROM bundle_versions WHERE workspace_id = ?1 AND (name, version) > (?2, ?3)
-                 ORDER BY name, version LIMIT ?4",
+                "SELECT b.*, s.state AS recorded_state FROM bundle_versions b
+                 LEFT JOIN version_states s USING (workspace_id, name, version)
+                 WHERE b.workspace_id = ?1 AND (b.name, b.version) > (?2, ?3)
+                 ORDER BY b.name, b.version LIMIT ?4",
             )?;
-            let rows = stmt.query_map(params![ws, name, version, limit as i64], bundle_from_row)?;
+            let rows = stmt.query_map(params![ws, name, version, limit as i64], |r| {
+                let state: Option<String> = r.get("recorded_state")?;
+                Ok((bundle_from_row(r)?, state.as_deref().and_then(State::parse)))
+            })?;
             rows.collect()
+        })
+        .await
+    }
+
+    pub(super) async fn counts(&self, ws: &WorkspaceId) -> Result<WorkspaceCounts> {
+        let ws = ws.to_string();
+        self.with(meta_err, move |c| counts_of(c, &ws)).await
+    }
+
+    pub(super) async fn workspaces(&self, after: Option<&WorkspaceId>, limit: usize) -> Result<Vec<WorkspaceCounts>> {
+        let after = after.map(ToString::to_string).unwrap_or_default();
+        self.with(meta_err, move |c| {
+            let mut stmt = c.prepare(
+                "SELECT DISTINCT workspace_id FROM workspace_counts WHERE workspace_id > ?1 ORDER BY workspace_id LIMIT ?2",
+            )?;
+            let ids: Vec<String> =
+                stmt.query_map(params![after, limit as i64], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+            ids.iter().map(|ws| counts_of(c, ws)).collect()
         })
         .await
     }

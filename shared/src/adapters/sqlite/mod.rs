@@ -22,10 +22,12 @@ use async_trait::async_trait;
 use rusqlite::{Connection, TransactionBehavior};
 
 pub use self::schema::SCHEMA_VERSION;
+use crate::domain::governance::State;
 use crate::domain::{AuditDraft, Digest, TokenRecord, WorkspaceId};
 use crate::error::{Dependency, Error, Result};
 use crate::ports::{
     BlobLink, BundleVersion, Change, Commit, Freeze, Gate, LedgerReceipt, MetaStore, SigningKeyRecord, Suspension,
+    WorkspaceCounts, workspace_deltas,
 };
 
 #[derive(Clone)]
@@ -152,8 +154,16 @@ impl MetaStore for SqliteStore {
         ws: &WorkspaceId,
         after: Option<(String, String)>,
         limit: usize,
-    ) -> Result<Vec<BundleVersion>> {
+    ) -> Result<Vec<(BundleVersion, Option<State>)>> {
         self.versions(ws, after, limit).await
+    }
+
+    async fn workspace_counts(&self, ws: &WorkspaceId) -> Result<WorkspaceCounts> {
+        self.counts(ws).await
+    }
+
+    async fn list_workspaces(&self, after: Option<&WorkspaceId>, limit: usize) -> Result<Vec<WorkspaceCounts>> {
+        self.workspaces(after, limit).await
     }
 
     /// The change and its audit event in one IMMEDIATE transaction; a change already in effect (no
@@ -173,8 +183,8 @@ impl MetaStore for SqliteStore {
                 Change::RetireSigningKey { key_id, at, reason } => {
                     catalog::retire_signing_key(&tx, key_id, at, reason)?
                 }
-                Change::AppendReceipt { workspace_id, name, version, receipt } => {
-                    catalog::append_receipt(&tx, workspace_id, name, version, receipt)?
+                Change::AppendReceipt { workspace_id, name, version, receipt, state, .. } => {
+                    catalog::append_receipt(&tx, workspace_id, name, version, receipt, *state)?
                 }
                 Change::SetFreeze(f) => switches::set_freeze(&tx, f)?,
                 Change::SetSuspension(w) => switches::set_suspension(&tx, w)?,
@@ -186,6 +196,9 @@ impl MetaStore for SqliteStore {
             };
             if applied == 0 {
                 return Ok(Commit::AlreadyDone);
+            }
+            if let Some((ws, deltas)) = workspace_deltas(&change) {
+                catalog::add_workspace_counts(&tx, ws, &deltas)?;
             }
             let sealed = audit::append_in(&tx, event, Some(&change))?;
             tx.commit()?;

@@ -72,6 +72,22 @@ CREATE TABLE IF NOT EXISTS workspace_suspensions (
 CREATE INDEX IF NOT EXISTS audit_by_actor ON audit_events (actor, ts, stream, seq);
 ";
 
+/// Schema version 8: each version's state as its last receipt left it (written with the receipt), and
+/// each workspace's counters (moved by every commit that changes what they count), seeded with the
+/// links, bytes and versions an older database holds. An older database's versions have no state row
+/// until their next receipt: their state is read from their ledger head (docs/decisions.md).
+const SCHEMA_V8_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS version_states (
+  workspace_id TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, state TEXT NOT NULL, seq INTEGER NOT NULL,
+  PRIMARY KEY (workspace_id, name, version));
+CREATE TABLE IF NOT EXISTS workspace_counts (
+  workspace_id TEXT NOT NULL, counter TEXT NOT NULL, value INTEGER NOT NULL, PRIMARY KEY (workspace_id, counter));
+INSERT OR IGNORE INTO workspace_counts SELECT workspace_id, 'blob_links', count(*) FROM blob_links GROUP BY workspace_id;
+INSERT OR IGNORE INTO workspace_counts SELECT workspace_id, 'blob_bytes', sum(size) FROM blob_links GROUP BY workspace_id;
+INSERT OR IGNORE INTO workspace_counts
+  SELECT workspace_id, 'bundle_versions', count(*) FROM bundle_versions GROUP BY workspace_id;
+";
+
 /// The migrations, in order: entry i brings a database from version i to version i + 1. Each is
 /// additive (new tables, new columns with defaults) and idempotent, and runs in its own transaction
 /// with the new `user_version`.
@@ -95,6 +111,7 @@ const MIGRATIONS: &[fn(&Connection) -> rusqlite::Result<()>] = &[
         add_column(c, "signing_keys", "retired_at", "TEXT")?;
         add_column(c, "signing_keys", "retired_reason", "TEXT")
     },
+    |c| c.execute_batch(SCHEMA_V8_TABLES),
 ];
 
 /// The schema version this build writes.

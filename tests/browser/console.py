@@ -1,0 +1,269 @@
+#!/usr/bin/env python3
+"""The console in a real browser (issue 18): headless Chromium, driven by Selenium, against a fresh
+`helix serve` on 127.0.0.1. Every flow: sign in with a pasted token, see a pending version, open it
+and see its receipts verified in the browser, approve as a second user, see self_approval refused for
+the registrant, waive, export, search the audit trail, revoke a token, freeze and see the banner, sign
+out. After each view: the browser logged no error, axe-core finds no serious or critical violation,
+and a screenshot is saved under the output folder.
+
+    tests/browser/console.py --helix target/debug/helix --out target/console
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import pathlib
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
+
+HERE = pathlib.Path(__file__).resolve().parent
+AXE = HERE / "node_modules" / "axe-core" / "axe.min.js"
+
+
+class Registry:
+    def __init__(self, helix):
+        self.dir = tempfile.TemporaryDirectory()
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = open(os.path.join(self.dir.name, "serve.log"), "w+")
+        env = dict(os.environ, HELIX_DATA_DIR=os.path.join(self.dir.name, "data"), RUST_LOG="warn")
+        self.proc = subprocess.Popen([helix, "serve", "--listen", f"127.0.0.1:{port}"], stdout=self.log,
+                                     stderr=subprocess.STDOUT, env=env)
+        for _ in range(300):
+            self.log.seek(0)
+            m = re.search(r"^admin token: (\S+)$", self.log.read(), re.M)
+            if m:
+                self.admin = m.group(1)
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        self.log.seek(0)
+        raise SystemExit(f"browser: helix serve did not start:\n{self.log.read()}")
+
+    def call(self, method, path, token, body=None, raw=None):
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("authorization", f"Bearer {token}")
+        if body is not None:
+            req.add_header("content-type", "application/json")
+        with urllib.request.urlopen(req) as resp:
+            text = resp.read()
+            return json.loads(text) if text else None
+
+    def token(self, user, role, ws):
+        t = self.call("POST", "/v1/tokens", self.admin, {"user": user, "role": role, "workspace_id": ws})
+        return t["token"], t["id"]
+
+    def register(self, token, ws, name, version):
+        data = f"{name}@{version} {time.time_ns()}".encode()
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        self.call("PUT", f"/v1/workspaces/{ws}/blobs/{digest}", token, raw=data)
+        manifest = {"schema": "helix.bundle.v1", "name": name, "version": version,
+                    "files": [{"path": "weights.bin", "digest": digest, "size": len(data)}], "annotations": {}}
+        self.call("PUT", f"/v1/workspaces/{ws}/bundles/{name}/versions/{version}", token, manifest)
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.dir.cleanup()
+
+
+class Console:
+    def __init__(self, url, out):
+        opts = webdriver.ChromeOptions()
+        for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                  "--window-size=1280,1000", "--disable-extensions", "--no-first-run"):
+            opts.add_argument(a)
+        opts.binary_location = "/usr/bin/chromium"
+        opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        self.d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+        self.d.set_script_timeout(30)
+        self.url = url
+        self.out = out
+        self.wait = WebDriverWait(self.d, 15)
+        self.axe = AXE.read_text()
+        self.allowed = []  # console errors a step expects (a refusal the page shows)
+        self.views = []
+
+    def find(self, css):
+        return self.wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, css)))
+
+    def visible(self, css):
+        return self.wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, css)))
+
+    def text(self, css, contains):
+        self.wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, css), contains))
+        return self.d.find_element(By.CSS_SELECTOR, css).text
+
+    def press(self, css, key=Keys.ENTER):
+        """Activate a control by keyboard: focus it, then Enter (or Space)."""
+        el = self.visible(css)
+        self.d.execute_script("arguments[0].focus()", el)
+        el.send_keys(key)
+
+    def check(self, name):
+        """No browser error logged, no serious or critical axe violation, and a screenshot."""
+        errors = [e for e in self.d.get_log("browser") if e["level"] == "SEVERE"
+                  and not any(a in e["message"] for a in self.allowed)]
+        assert not errors, f"{name}: the browser logged errors: {errors}"
+        self.d.execute_script(self.axe)
+        violations = self.d.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "axe.run(document, {resultTypes: ['violations']}).then(r => done(r.violations));")
+        bad = [(v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3]) for v in violations
+               if v["impact"] in ("serious", "critical")]
+        assert not bad, f"{name}: axe-core found serious or critical violations: {bad}"
+        path = self.out / f"console-{name}.png"
+        self.d.save_screenshot(str(path))
+        self.views.append(name)
+        print(f"browser: {name}: no error logged, axe clean ({len(violations)} minor), {path}")
+
+    def sign_in(self, token, ok=True):
+        self.d.get(self.url + "/console/#/signin")
+        box = self.visible("#token-input")
+        box.clear()
+        box.send_keys(token, Keys.ENTER)  # the keyboard submits the form
+        if ok:
+            self.find("#nav:not([hidden])")
+
+    def sign_out(self):
+        self.press("#signout-btn")
+        self.visible("#token-input")
+        assert self.d.execute_script("return sessionStorage.getItem('helix.token')") is None, "sign-out forgets"
+
+    def close(self):
+        self.d.quit()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--helix", required=True)
+    ap.add_argument("--out", default="target/console")
+    args = ap.parse_args()
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    reg = Registry(args.helix)
+    ui = None
+    try:
+        ada, ada_id = reg.token("ada", "approver", "team-a")  # registers, so may never approve
+        grace, _ = reg.token("grace", "approver", "team-a")
+        sam, _ = reg.token("sam", "safety_reviewer", "team-a")
+        reg.register(ada, "team-a", "model", "1")
+        reg.register(ada, "team-a", "model", "2")
+        ui = Console(reg.url, out)
+
+        # Sign in (the page, then a bad token, then a good one), all by keyboard.
+        ui.d.get(reg.url + "/console/")
+        ui.visible("#token-input")
+        timing = ui.d.execute_script(
+            "const n = performance.getEntriesByType('navigation')[0];"
+            "const r = performance.getEntriesByType('resource').filter(x => x.name.includes('/console/'));"
+            "const m = performance.getEntriesByName('helix-first-view')[0];"
+            "return {first_view_ms: m ? m.startTime : null, load_ms: n.loadEventEnd,"
+            " bytes: n.encodedBodySize + r.reduce((a, x) => a + x.encodedBodySize, 0), files: 1 + r.length};")
+        assert timing["first_view_ms"] is not None, "the first view was marked"
+        print(f"browser: first usable view {timing['first_view_ms']:.0f} ms after navigation start "
+              f"(load event {timing['load_ms']:.0f} ms), {timing['files']} files, {timing['bytes']} bytes transferred")
+        ui.check("signin")
+        ui.allowed = ["/v1/whoami - Failed to load resource: the server responded with a status of 401"]
+        ui.sign_in("hlx_" + "A" * 43, ok=False)
+        ui.text("#signin-error", "not valid")
+        ui.allowed = []
+        ui.d.get_log("browser")
+
+        # Waiting for me: grace sees both versions, registered by ada.
+        ui.sign_in(grace)
+        ui.text("#pending-table", "model@2")
+        assert "ada" in ui.d.find_element(By.ID, "pending-table").text
+        ui.check("pending")
+
+        # A version: manifest, state, ledger; approve as grace (not the registrant); receipt verified.
+        ui.press("a.version-link[href$='/model/1']")
+        ui.text("#state", "submitted")
+        ui.text("#manifest", "weights.bin")
+        ui.press("#approve-btn")
+        ui.text("#state", "approved")
+        ui.text("#ledger", "verified by key sha256:")
+        assert not ui.d.find_elements(By.CSS_SELECTOR, ".failed"), "every receipt verifies"
+        ui.check("version")
+        ui.sign_out()
+
+        # The registrant: approving her own version is refused, and the page says why.
+        ui.allowed = ["/approve - Failed to load resource: the server responded with a status of 403"]
+        ui.sign_in(ada)
+        ui.text("#pending-table", "model@2")
+        ui.press("a.version-link[href$='/model/2']")
+        ui.text("#state", "submitted")
+        ui.press("#approve-btn")
+        refusal = ui.text("#refusal", "self_approval")
+        assert "separation of duties" in refusal, refusal
+        ui.check("decide-refused")
+        ui.allowed = []
+        ui.sign_out()
+
+        # A safety reviewer waives the export of version 2, then exports it.
+        ui.sign_in(sam)
+        ui.press("a.version-link[href$='/model/2']")
+        ui.text("#state", "submitted")
+        ui.visible("#waiver-justification").send_keys("Urgent partner drill: reviewed offline by the safety board.")
+        ui.press("#waive-btn")
+        ui.text("#flash", "Waive: recorded")
+        ui.text("#ledger", "waiver")
+        ui.text("#ledger", "verified by key sha256:")
+        ui.press("#export-btn")
+        ui.text("#export-done", "Exported (waived)")
+        ui.text("#export-result", "export receipt verified by key")
+        assert ui.d.find_elements(By.CSS_SELECTOR, "#proof-urls a"), "proof URLs shown"
+        ui.check("export")
+        ui.sign_out()
+
+        # The admin: audit search, token revocation, freeze and the banner.
+        ui.sign_in(reg.admin)
+        ui.d.get(reg.url + "/console/#/audit")
+        ui.visible("#audit-workspace").send_keys("team-a")
+        ui.visible("#audit-action").send_keys("governance.approval", Keys.ENTER)
+        ui.text("#audit-table", "governance.approval")
+        assert "grace@" in ui.d.find_element(By.ID, "audit-table").text
+        ui.check("audit")
+        ui.d.get(reg.url + "/console/#/admin")
+        ui.text("#workspaces-table", "team-a")
+        ui.press(f"button.revoke-btn[data-id='{ada_id}']")
+        ui.text("#admin-done", f"Revoke {ada_id}: done")
+        row = [r.text for r in ui.d.find_elements(By.CSS_SELECTOR, "#tokens-table tr") if ada_id in r.text]
+        assert row and "revoked" in row[0], row
+        ui.visible("#freeze-reason").send_keys("incident drill")
+        ui.press("#freeze-btn")
+        ui.text("#frozen-banner", "Registry frozen: incident drill")
+        ui.check("admin")
+        ui.d.get(reg.url + "/console/#/pending")
+        ui.text("#frozen-banner", "incident drill")  # on every page
+        ui.check("pending-frozen")
+        ui.sign_out()
+        ui.check("signed-out")
+    finally:
+        if ui:
+            ui.close()
+        reg.close()
+    print(f"browser: {len(ui.views)} views checked in {time.time() - started:.1f}s: {', '.join(ui.views)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
