@@ -3,9 +3,10 @@
 //! caller's transaction or its own, and the reads, searches and daily export over its indexes.
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::switches::add_counters_in;
+use super::writer::Step;
 use super::{SqliteStore, audit_err};
 use crate::domain::audit::{day_bounds, parse_at_key, parse_ord_key};
 use crate::domain::time::now_rfc3339_ms;
@@ -40,13 +41,7 @@ pub(super) fn append_in(conn: &Connection, draft: AuditDraft, change: Option<&Ch
 #[async_trait]
 impl AuditLog for SqliteStore {
     async fn append(&self, draft: AuditDraft) -> Result<AuditEvent> {
-        self.with(audit_err, move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let event = append_in(&tx, draft, None)?;
-            tx.commit()?;
-            Ok(event)
-        })
-        .await
+        self.write(audit_err, move |c| Ok(Step::Keep(append_in(c, draft, None)?))).await
     }
 
     async fn head(&self, stream: &str) -> Result<Option<AuditEvent>> {

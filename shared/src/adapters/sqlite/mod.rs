@@ -1,25 +1,34 @@
-//! SQLite MetaStore and AuditLog in one database file (WAL, busy timeout), so a state change and
-//! its audit event commit in one transaction. Writes take the write lock up front (BEGIN
-//! IMMEDIATE), so the audit head read inside a transaction cannot go stale; the audit table's
-//! primary key (stream, seq) is the same guard the DynamoDB adapter gets from its condition.
+//! SQLite MetaStore and AuditLog in one database file (WAL, `synchronous=FULL`, busy timeout), so a
+//! state change and its audit event commit in one transaction. Every write goes to one writer thread
+//! (`writer`), which commits the writes waiting for it in one `BEGIN IMMEDIATE` transaction, each in
+//! its own savepoint, and answers them after COMMIT (group commit: one WAL fsync for all of them).
+//! The write lock is taken up front, so the audit head read inside a transaction cannot go stale; the
+//! audit table's primary key (stream, seq) is the same guard the DynamoDB adapter gets from its
+//! condition. Reads use a second connection (WAL readers do not wait for the writer).
 //!
 //! One module per concern: `schema` (the tables and their migrations), `tokens`, `catalog` (blob
 //! links, bundle versions, ledgers, the signing-key history), `switches` (freeze, suspension,
-//! counters) and `audit` (the audit table); this module holds the store (opening, the connection off
-//! the async runtime, backups) and the MetaStore port over them, with `commit`'s transaction.
+//! counters), `audit` (the audit table) and `writer` (group commit); this module holds the store
+//! (opening, the reads off the async runtime, backups) and the MetaStore port over them, with
+//! `commit`'s write.
 
 mod audit;
 mod catalog;
 mod schema;
 mod switches;
 mod tokens;
+mod writer;
+#[cfg(test)]
+mod writer_tests;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::Connection;
+
+use self::writer::{Step, Writer};
 
 pub use self::schema::SCHEMA_VERSION;
 use crate::domain::governance::State;
@@ -32,7 +41,10 @@ use crate::ports::{
 
 #[derive(Clone)]
 pub struct SqliteStore {
+    /// The reads' connection.
     conn: Arc<Mutex<Connection>>,
+    /// The writes' connection, on its thread.
+    writer: Arc<Writer>,
 }
 
 fn meta_err(e: impl std::fmt::Display) -> Error {
@@ -48,9 +60,13 @@ impl SqliteStore {
         let mut conn = Connection::open(path).map_err(meta_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(meta_err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(meta_err)?;
+        // Every COMMIT fsyncs the WAL: an acknowledged write survives power loss.
         conn.pragma_update(None, "synchronous", "FULL").map_err(meta_err)?;
         schema::migrate(&mut conn).map_err(meta_err)?;
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+        let reader = Connection::open(path).map_err(meta_err)?;
+        reader.busy_timeout(std::time::Duration::from_secs(10)).map_err(meta_err)?;
+        let writer = Writer::start(conn).map_err(meta_err)?;
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(reader)), writer: Arc::new(writer) })
     }
 
     /// A consistent copy of the database at `db` into the new file `out` (`VACUUM INTO`), taken while a
@@ -83,7 +99,23 @@ impl SqliteStore {
         Ok((version as usize, keys))
     }
 
-    /// Run `f` on the connection off the async runtime.
+    /// Run the write `f` in the writer's next group (its own savepoint of one transaction); the answer
+    /// comes after that transaction's COMMIT.
+    fn write<T: Send + 'static>(
+        &self,
+        on_err: fn(rusqlite::Error) -> Error,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<Step<T>> + Send + 'static,
+    ) -> impl Future<Output = Result<T>> + Send + 'static {
+        self.writer.write(on_err, f)
+    }
+
+    /// Transactions the writer has run since the store was opened: fewer than the writes when they
+    /// shared commits (for tests and benchmarks).
+    pub fn write_groups(&self) -> u64 {
+        self.writer.groups()
+    }
+
+    /// Run the read `f` on the readers' connection off the async runtime.
     async fn with<T: Send + 'static>(
         &self,
         on_err: fn(rusqlite::Error) -> Error,
@@ -166,43 +198,40 @@ impl MetaStore for SqliteStore {
         self.workspaces(after, limit).await
     }
 
-    /// The change and its audit event in one IMMEDIATE transaction; a change already in effect (no
-    /// row written) commits nothing and is `AlreadyDone`.
+    /// The change and its audit event in one write (one savepoint of the writer's transaction); a
+    /// change already in effect (no row written) is undone and is `AlreadyDone`.
     async fn commit(&self, change: Change, event: AuditDraft) -> Result<Commit> {
-        self.with(meta_err, move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(meta_err, move |tx| {
             let applied = match &change {
-                Change::IssueToken(t) => tokens::insert_token(&tx, t)?,
-                Change::LinkBlob(l) => catalog::link_blob(&tx, l)?,
-                Change::RevokeToken { sha256 } => tokens::disable_token(&tx, sha256, None)?,
-                Change::RegisterBundle(b) => catalog::register_bundle(&tx, b)?,
+                Change::IssueToken(t) => tokens::insert_token(tx, t)?,
+                Change::LinkBlob(l) => catalog::link_blob(tx, l)?,
+                Change::RevokeToken { sha256 } => tokens::disable_token(tx, sha256, None)?,
+                Change::RegisterBundle(b) => catalog::register_bundle(tx, b)?,
                 Change::RecordUnregisteredExport { workspace_id, name, version, id } => {
-                    catalog::record_unregistered_export(&tx, workspace_id, name, version, id)?
+                    catalog::record_unregistered_export(tx, workspace_id, name, version, id)?
                 }
-                Change::RecordSigningKey { key_id, pem } => catalog::record_signing_key(&tx, key_id, pem)?,
-                Change::RetireSigningKey { key_id, at, reason } => {
-                    catalog::retire_signing_key(&tx, key_id, at, reason)?
-                }
+                Change::RecordSigningKey { key_id, pem } => catalog::record_signing_key(tx, key_id, pem)?,
+                Change::RetireSigningKey { key_id, at, reason } => catalog::retire_signing_key(tx, key_id, at, reason)?,
                 Change::AppendReceipt { workspace_id, name, version, receipt, state, .. } => {
-                    catalog::append_receipt(&tx, workspace_id, name, version, receipt, *state)?
+                    catalog::append_receipt(tx, workspace_id, name, version, receipt, *state)?
                 }
-                Change::SetFreeze(f) => switches::set_freeze(&tx, f)?,
-                Change::SetSuspension(w) => switches::set_suspension(&tx, w)?,
+                Change::SetFreeze(f) => switches::set_freeze(tx, f)?,
+                Change::SetSuspension(w) => switches::set_suspension(tx, w)?,
                 Change::RotateToken { old_sha256, new } => {
                     // Both or neither: a rotation that cannot disable the old token creates nothing.
-                    let disabled = tokens::disable_token(&tx, old_sha256, Some(&new.id))?;
-                    if disabled == 1 && tokens::insert_token(&tx, new)? == 1 { 1 } else { 0 }
+                    let disabled = tokens::disable_token(tx, old_sha256, Some(&new.id))?;
+                    if disabled == 1 && tokens::insert_token(tx, new)? == 1 { 1 } else { 0 }
                 }
             };
             if applied == 0 {
-                return Ok(Commit::AlreadyDone);
+                // A rotation may have disabled the old token before its new one was refused: undone.
+                return Ok(Step::Undo(Commit::AlreadyDone));
             }
             if let Some((ws, deltas)) = workspace_deltas(&change) {
-                catalog::add_workspace_counts(&tx, ws, &deltas)?;
+                catalog::add_workspace_counts(tx, ws, &deltas)?;
             }
-            let sealed = audit::append_in(&tx, event, Some(&change))?;
-            tx.commit()?;
-            Ok(Commit::Applied(Box::new(sealed)))
+            let sealed = audit::append_in(tx, event, Some(&change))?;
+            Ok(Step::Keep(Commit::Applied(Box::new(sealed))))
         })
         .await
     }

@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
+use super::writer::Step;
 use super::{SqliteStore, meta_err, tokens};
 use crate::domain::WorkspaceId;
 use crate::error::Result;
@@ -97,12 +98,14 @@ impl SqliteStore {
     ) -> Result<Gate> {
         let (sha, ws) = (token_sha256.map(str::to_owned), workspace.map(WorkspaceId::to_string));
         self.with(meta_err, move |c| {
+            // One read transaction: the token and the switches as of one moment.
+            let c = c.transaction()?;
             let token = match sha {
-                Some(sha) => tokens::token_in(c, &sha)?,
+                Some(sha) => tokens::token_in(&c, &sha)?,
                 None => None,
             };
-            let freeze = if freeze { Some(freeze_in(c)?) } else { None };
-            let suspension = ws.map(|ws| suspension_in(c, &ws)).transpose()?;
+            let freeze = if freeze { Some(freeze_in(&c)?) } else { None };
+            let suspension = ws.map(|ws| suspension_in(&c, &ws)).transpose()?;
             Ok(Gate { token, freeze, suspension })
         })
         .await
@@ -126,12 +129,7 @@ impl SqliteStore {
 
     pub(super) async fn add_counters(&self, group: &str, deltas: &[(String, i64)]) -> Result<()> {
         let (group, deltas) = (group.to_owned(), deltas.to_vec());
-        self.with(meta_err, move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            add_counters_in(&tx, &group, &deltas)?;
-            tx.commit()
-        })
-        .await
+        self.write(meta_err, move |c| Ok(Step::Keep(add_counters_in(c, &group, &deltas)?))).await
     }
 
     pub(super) async fn counter_sums(&self, group: &str) -> Result<BTreeMap<String, i64>> {
