@@ -235,6 +235,9 @@ def drive(api, helix, env, report, functions, stack_env):
     # The same version again: answered from the version already there, with its governance state.
     want("PUT bundle version again", api.call("PUT", f"/v1/workspaces/{ws}/bundles/probe/versions/1", manifest | {"version": "1"}, token=pub), (200, 201))
     want("GET bundles", api.call("GET", f"/v1/workspaces/{ws}/bundles", token=pub))
+    want("GET bundles ?state=", api.call("GET", f"/v1/workspaces/{ws}/bundles?state=submitted", token=pub))
+    want("GET /v1/workspaces", api.call("GET", "/v1/workspaces"))
+    want("GET /v1/governance/pending", api.call("GET", "/v1/governance/pending", token=approver.get("token") or approver.get("secret")))
     want("GET bundle version", api.call("GET", f"/v1/workspaces/{ws}/bundles/probe/versions/1", token=pub))
     gov = want("GET governance", api.call("GET", f"/v1/workspaces/{ws}/bundles/probe/versions/2/governance", token=pub))
     want("POST reject", api.call("POST", f"/v1/workspaces/{ws}/bundles/probe/versions/2/reject", {}, token=approver.get("token") or approver.get("secret")), (200, 201))
