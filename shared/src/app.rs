@@ -11,6 +11,7 @@ use aws_config::timeout::TimeoutConfig;
 use crate::adapters::dynamo::DynamoStore;
 use crate::adapters::fs::{FsBlobStore, LocalPresigner};
 use crate::adapters::kms::KmsSigner;
+use crate::adapters::lazy::{LazyClient, SdkClients};
 use crate::adapters::local_key::LocalKeySigner;
 use crate::adapters::s3::S3BlobStore;
 #[cfg(feature = "sqlite")]
@@ -38,6 +39,9 @@ pub struct App {
     /// Ledger receipts this App has read from the store and verified (`governance::head` reads one
     /// whatever the ledger's length; tests count them to hold the hot path to O(1)).
     pub receipts_read: std::sync::atomic::AtomicU64,
+    /// The AWS SDK clients built so far: each at its first use (`adapters::lazy`), so a function
+    /// builds only those its requests reach, and none before its first poll.
+    pub sdk_clients: SdkClients,
 }
 
 /// File names inside HELIX_DATA_DIR.
@@ -58,10 +62,13 @@ impl App {
         }
         let sdk = if config.uses_aws() { Some(aws_sdk_config(&config).await) } else { None };
         let dir = &config.data_dir;
+        let sdk_clients = SdkClients::default();
 
         let (blobs, fs_blobs): (Arc<dyn BlobStore>, _) = match config.blob_backend {
             BlobBackend::S3 => {
-                let client = s3_client_with(&config, sdk.as_ref().expect("aws config"));
+                let (sdk, endpoint) = (sdk.clone().expect("aws config"), config.s3_endpoint_url.clone());
+                let client =
+                    LazyClient::new("s3", sdk_clients.clone(), move || s3_client_with(endpoint.as_deref(), &sdk));
                 let store = S3BlobStore::new(
                     client,
                     config.s3_bucket.clone(),
@@ -71,6 +78,8 @@ impl App {
                 );
                 // An operator who declares a custom store checksum-verifying is taken at their word
                 // only if the store refuses a wrong checksum (AWS S3 is known to; nothing is probed).
+                // The one request before the first poll, and only with that setting: a start refused
+                // is better than a registry that trusts checksums nobody verifies.
                 if config.s3_checksums_verified
                     && let Some(endpoint) = &config.s3_endpoint_url
                     && store.refuses_wrong_checksums().await == Some(false)
@@ -92,19 +101,22 @@ impl App {
             }
         };
 
-        let (meta, audit) = build_meta(&config, sdk.as_ref())?;
+        let (meta, audit) = build_meta(&config, sdk.as_ref(), &sdk_clients)?;
 
         let signer: Arc<dyn Signer> = match config.signer_backend {
             SignerBackend::Kms => {
-                let sdk = sdk.as_ref().expect("aws config");
-                let mut b = aws_sdk_kms::config::Builder::from(sdk);
-                if let Some(ep) = &config.kms_endpoint_url {
-                    b = b.endpoint_url(ep);
-                    if let Some(client) = endpoint_client(ep) {
-                        b = b.http_client(client);
+                let (sdk, endpoint) = (sdk.clone().expect("aws config"), config.kms_endpoint_url.clone());
+                let client = LazyClient::new("kms", sdk_clients.clone(), move || {
+                    let mut b = aws_sdk_kms::config::Builder::from(&sdk);
+                    if let Some(ep) = &endpoint {
+                        b = b.endpoint_url(ep);
+                        if let Some(client) = endpoint_client(ep) {
+                            b = b.http_client(client);
+                        }
                     }
-                }
-                Arc::new(KmsSigner::new(aws_sdk_kms::Client::from_conf(b.build()), config.kms_key_id.clone()))
+                    aws_sdk_kms::Client::from_conf(b.build())
+                });
+                Arc::new(KmsSigner::new(client, config.kms_key_id.clone()))
             }
             SignerBackend::Local => Arc::new(LocalKeySigner::load_or_create(&dir.join(SIGNING_KEY_FILE))?),
         };
@@ -121,6 +133,7 @@ impl App {
             fs_blobs,
             recorded_signing_keys: Default::default(),
             receipts_read: Default::default(),
+            sdk_clients,
         })
     }
 }
@@ -144,16 +157,16 @@ fn ensure_data_dir(config: &Config, dep: Dependency) -> Result<()> {
 /// The meta store and audit log alone (operator commands need nothing else).
 /// An S3 client for `config` (its endpoint, path-style, TLS roots), as the blob store uses it.
 pub async fn s3_client(config: &Config) -> aws_sdk_s3::Client {
-    s3_client_with(config, &aws_sdk_config(config).await)
+    s3_client_with(config.s3_endpoint_url.as_deref(), &aws_sdk_config(config).await)
 }
 
-fn s3_client_with(config: &Config, sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+fn s3_client_with(endpoint: Option<&str>, sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     // Reads are verified by helix-core (`blobs::verify_object`, `blobs::fetch`), which knows a wrong
     // object for what it is (`blob_integrity_error`, a poisoned slot skipped); the SDK's own check
     // would turn it into an unreadable stream (a 503).
     let mut b = aws_sdk_s3::config::Builder::from(sdk)
         .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired);
-    if let Some(ep) = &config.s3_endpoint_url {
+    if let Some(ep) = endpoint {
         b = b.endpoint_url(ep).force_path_style(true);
         if let Some(client) = endpoint_client(ep) {
             b = b.http_client(client);
@@ -170,20 +183,27 @@ pub async fn meta_store(config: &Config) -> Result<(Arc<dyn MetaStore>, Arc<dyn 
             None
         }
     };
-    build_meta(config, sdk.as_ref())
+    build_meta(config, sdk.as_ref(), &SdkClients::default())
 }
 
-fn build_meta(config: &Config, sdk: Option<&aws_config::SdkConfig>) -> Result<(Arc<dyn MetaStore>, Arc<dyn AuditLog>)> {
+fn build_meta(
+    config: &Config,
+    sdk: Option<&aws_config::SdkConfig>,
+    clients: &SdkClients,
+) -> Result<(Arc<dyn MetaStore>, Arc<dyn AuditLog>)> {
     Ok(match config.meta_backend {
         MetaBackend::DynamoDb => {
-            let mut b = aws_sdk_dynamodb::config::Builder::from(sdk.expect("aws config"));
-            if let Some(ep) = &config.dynamodb_endpoint_url {
-                b = b.endpoint_url(ep);
-                if let Some(client) = endpoint_client(ep) {
-                    b = b.http_client(client);
+            let (sdk, endpoint) = (sdk.cloned().expect("aws config"), config.dynamodb_endpoint_url.clone());
+            let client = LazyClient::new("dynamodb", clients.clone(), move || {
+                let mut b = aws_sdk_dynamodb::config::Builder::from(&sdk);
+                if let Some(ep) = &endpoint {
+                    b = b.endpoint_url(ep);
+                    if let Some(client) = endpoint_client(ep) {
+                        b = b.http_client(client);
+                    }
                 }
-            }
-            let client = aws_sdk_dynamodb::Client::from_conf(b.build());
+                aws_sdk_dynamodb::Client::from_conf(b.build())
+            });
             let store = Arc::new(DynamoStore::new(client, config.table.clone(), config.audit_table.clone()));
             (store.clone(), store)
         }
@@ -204,20 +224,49 @@ pub fn trusts_host_store(config: &Config) -> bool {
     config.mode != crate::Mode::Lambda || config.tls_native_roots
 }
 
-/// The client for a custom endpoint (an S3-compatible store, an emulator, a proxy): the host's CA
-/// store, which such an endpoint's certificate is far likelier to chain to than Amazon's roots. An
-/// endpoint that is AWS's own (a FIPS or VPC endpoint: `*.amazonaws.com`, `*.amazonaws.com.cn`,
-/// `*.api.aws`) keeps the client of the SDK configuration. Built once per process: S3, DynamoDB and
-/// KMS pointed at custom endpoints share it, so the host store is read once.
+/// The client for a custom endpoint (an S3-compatible store, an emulator, a proxy). A plain `http://`
+/// endpoint (the emulator) makes no TLS connection, so it keeps the SDK configuration's client and no
+/// trust store is read for it; nor for an endpoint that is AWS's own (a FIPS or VPC endpoint:
+/// `*.amazonaws.com`, `*.amazonaws.com.cn`, `*.api.aws`). Any other `https://` endpoint gets the
+/// host's CA store, which its certificate is far likelier to chain to than Amazon's roots, loaded
+/// lazily (`HostStoreClient`): at its first connection, not at start, once per process (S3, DynamoDB
+/// and KMS pointed at custom endpoints share it).
 fn endpoint_client(endpoint: &str) -> Option<aws_sdk_s3::config::SharedHttpClient> {
     static CLIENT: std::sync::OnceLock<aws_sdk_s3::config::SharedHttpClient> = std::sync::OnceLock::new();
-    let host = url::Url::parse(endpoint).ok().and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+    let url = url::Url::parse(endpoint).ok();
+    if url.as_ref().is_some_and(|u| u.scheme() == "http") {
+        return None;
+    }
+    let host = url.and_then(|u| u.host_str().map(str::to_ascii_lowercase));
     let aws = host.is_some_and(|h| [".amazonaws.com", ".amazonaws.com.cn", ".api.aws"].iter().any(|s| h.ends_with(s)));
     if aws {
         return None;
     }
-    tracing::debug!(endpoint, "custom endpoint: host CA store");
-    Some(CLIENT.get_or_init(|| https_client(true)).clone())
+    tracing::debug!(endpoint, "custom endpoint: host CA store, loaded at its first connection");
+    Some(CLIENT.get_or_init(|| aws_sdk_s3::config::SharedHttpClient::new(HostStoreClient::default())).clone())
+}
+
+/// Times this process has loaded the host's CA store for a custom endpoint (0 or 1).
+static HOST_STORE_LOADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The host-store HTTPS client, built at the first connection through it. The SDK's own client reads
+/// and parses the CA store when a service client is constructed (its `validate_base_client_config`),
+/// i.e. before a function's first poll; this one defers that until a request needs it.
+#[derive(Debug, Default)]
+struct HostStoreClient(std::sync::OnceLock<aws_sdk_s3::config::SharedHttpClient>);
+
+impl aws_sdk_s3::config::HttpClient for HostStoreClient {
+    fn http_connector(
+        &self,
+        settings: &aws_smithy_runtime_api::client::http::HttpConnectorSettings,
+        components: &aws_sdk_s3::config::RuntimeComponents,
+    ) -> aws_smithy_runtime_api::client::http::SharedHttpConnector {
+        let client = self.0.get_or_init(|| {
+            HOST_STORE_LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            https_client(true)
+        });
+        client.http_connector(settings, components)
+    }
 }
 
 /// The HTTPS client of every SDK client. Server certificates are always verified (rustls with
@@ -339,5 +388,27 @@ mod tests {
         }
         // Whole certificates (the SDK parses them into trust anchors), not just names.
         assert!(roots.iter().all(|d| d.len() > 400), "whole certificates, not names");
+    }
+
+    /// The emulator's plain-http endpoint and AWS's own endpoints never get the host store; another
+    /// https endpoint gets it, and building every SDK client for it reads nothing until a connection.
+    #[tokio::test]
+    async fn the_host_ca_store_is_loaded_only_by_a_connection_to_a_custom_https_endpoint() {
+        assert!(endpoint_client("http://127.0.0.1:5000").is_none(), "no TLS, no trust store");
+        assert!(endpoint_client("https://s3.eu-west-1.amazonaws.com").is_none());
+        assert!(endpoint_client("https://dynamodb-fips.us-east-1.amazonaws.com").is_none());
+        let client = endpoint_client("https://minio.internal:9000").expect("the host store, for a custom endpoint");
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(aws_config::Region::new("eu-west-1"))
+            .http_client(client.clone())
+            .build();
+        let _s3 =
+            aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).http_client(client.clone()).build());
+        let _dynamo = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&sdk).http_client(client.clone()).build(),
+        );
+        let _kms = aws_sdk_kms::Client::from_conf(aws_sdk_kms::config::Builder::from(&sdk).http_client(client).build());
+        assert_eq!(HOST_STORE_LOADS.load(std::sync::atomic::Ordering::Relaxed), 0, "nothing read before a request");
     }
 }

@@ -19,4 +19,5 @@ helix_tests::cases!(Backend::Emulator;
     function_binary_with_bad_configuration_fails_at_init_naming_the_variable,
     aws_tls_verifies_certificates_and_trusts_the_host_store_for_custom_endpoints,
     audit_export_binary_answers_the_scheduled_event,
+    each_function_builds_only_the_sdk_clients_its_requests_use,
 );

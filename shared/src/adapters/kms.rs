@@ -2,6 +2,7 @@
 //! message itself; messages are at most 4096 bytes). The public key is fetched once and cached for
 //! the life of the process (warm invocations reuse it).
 
+use crate::adapters::lazy::LazyClient;
 use async_trait::async_trait;
 use aws_sdk_kms::error::DisplayErrorContext;
 use aws_sdk_kms::primitives::Blob;
@@ -12,14 +13,14 @@ use crate::error::{Dependency, Error, Result};
 use crate::ports::{MAX_SIGNED_MESSAGE, PublicKeyInfo, Signer};
 
 pub struct KmsSigner {
-    client: aws_sdk_kms::Client,
+    client: LazyClient<aws_sdk_kms::Client>,
     key_id: String,
     public: OnceCell<PublicKeyInfo>,
 }
 
 impl KmsSigner {
-    pub fn new(client: aws_sdk_kms::Client, key_id: String) -> KmsSigner {
-        KmsSigner { client, key_id, public: OnceCell::new() }
+    pub fn new(client: impl Into<LazyClient<aws_sdk_kms::Client>>, key_id: String) -> KmsSigner {
+        KmsSigner { client: client.into(), key_id, public: OnceCell::new() }
     }
 
     async fn fetch_public_key(&self) -> Result<PublicKeyInfo> {

@@ -7,11 +7,13 @@
 //! | AuditLog  | `dynamo`       | `sqlite`                |
 //! | Signer    | `kms`          | `local_key`             |
 //!
-//! `sqlite` is behind the `sqlite` cargo feature, so Lambda binaries do not carry SQLite.
+//! `sqlite` is behind the `sqlite` cargo feature, so Lambda binaries do not carry SQLite. The AWS
+//! adapters build their SDK client at its first use (`lazy`).
 
 pub mod dynamo;
 pub mod fs;
 pub mod kms;
+pub mod lazy;
 pub mod local_key;
 pub mod s3;
 #[cfg(feature = "sqlite")]

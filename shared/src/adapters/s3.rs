@@ -5,6 +5,7 @@
 //! ConditionalRequestConflict means a concurrent write is in flight (retry). Clients only ever write
 //! staging keys, so no client bytes reach a blob key unverified, even on a store that ignores checksums.
 
+use crate::adapters::lazy::LazyClient;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,7 +25,7 @@ use crate::ports::{
 const CONFLICT_RETRIES: u32 = 8;
 
 pub struct S3BlobStore {
-    client: aws_sdk_s3::Client,
+    client: LazyClient<aws_sdk_s3::Client>,
     bucket: String,
     prefix: String,
     strict_no_overwrite: bool,
@@ -154,13 +155,13 @@ impl S3BlobStore {
     /// `checksums_verified`: whether this store refuses bytes that do not match a signed
     /// `x-amz-checksum-sha256` (AWS S3 does; some S3-compatibles and moto do not).
     pub fn new(
-        client: aws_sdk_s3::Client,
+        client: impl Into<LazyClient<aws_sdk_s3::Client>>,
         bucket: String,
         prefix: String,
         strict_no_overwrite: bool,
         checksums_verified: bool,
     ) -> S3BlobStore {
-        S3BlobStore { client, bucket, prefix, strict_no_overwrite, checksums_verified }
+        S3BlobStore { client: client.into(), bucket, prefix, strict_no_overwrite, checksums_verified }
     }
 
     pub fn key_of(&self, key: &BlobKey) -> String {

@@ -539,3 +539,35 @@ pub async fn mixed_backends_s3_blobs_with_embedded_meta_and_key_serve_together(b
     assert_eq!(env.stored_objects().await, 1, "the object went to S3");
     assert_eq!(get_blob(&env, &publisher, "team-a", &d.to_string(), "").await.bytes().await.unwrap().to_vec(), bytes);
 }
+
+/// A function builds an AWS SDK client at the first request that needs it, never before: `publish`
+/// and `fetch` build DynamoDB and S3 (no KMS client), `token` DynamoDB alone (no S3 client).
+pub async fn each_function_builds_only_the_sdk_clients_its_requests_use(b: Backend) {
+    assert_eq!(b, Backend::Emulator, "the AWS adapters");
+    let env = TestEnv::start(b).await;
+    let fixture =
+        |name: &str| std::fs::read_to_string(format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let placeholder = "hlx_EXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPL";
+    let token = env.token(Role::Publisher, "team-a").await;
+    let event = |name: &str| lambda_http::request::from_str(&fixture(name).replace(placeholder, &token)).unwrap();
+    let built = |app: &helix_core::App| {
+        let mut built = app.sdk_clients.built();
+        built.sort();
+        built
+    };
+
+    let app = env.app_with(&[]).await.unwrap();
+    assert!(app.sdk_clients.built().is_empty(), "no SDK client is built before the first request");
+    assert_eq!(publish::handle(&app, event("apigw-http-v2-put-blob.json")).await.status(), 201);
+    assert_eq!(built(&app), ["dynamodb", "s3"], "publish: the token, link and audit items, the object");
+
+    let app = env.app_with(&[]).await.unwrap();
+    assert_eq!(fetch::handle(&app, event("apigw-http-v2-get-blob.json")).await.status(), 200);
+    assert_eq!(built(&app), ["dynamodb", "s3"], "fetch: no KMS client");
+
+    let app = env.app_with(&[]).await.unwrap();
+    let whoami = crate::runtime_api::apigw_event("GET", "/v1/whoami", "/v1/whoami", "", Some(&token));
+    let resp = token::handle(&app, lambda_http::request::from_str(&whoami.to_string()).unwrap()).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(built(&app), ["dynamodb"], "token: no S3 client");
+}

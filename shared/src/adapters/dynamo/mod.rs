@@ -13,6 +13,7 @@ mod catalog;
 mod switches;
 mod tokens;
 
+use crate::adapters::lazy::LazyClient;
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
@@ -40,7 +41,7 @@ const APPEND_ATTEMPTS: u32 = 200;
 const ABSENT: &str = "attribute_not_exists(pk)";
 
 pub struct DynamoStore {
-    client: aws_sdk_dynamodb::Client,
+    client: LazyClient<aws_sdk_dynamodb::Client>,
     table: String,
     audit_table: String,
 }
@@ -191,8 +192,12 @@ impl DynamoStore {
         }
     }
 
-    pub fn new(client: aws_sdk_dynamodb::Client, table: String, audit_table: String) -> DynamoStore {
-        DynamoStore { client, table, audit_table }
+    pub fn new(
+        client: impl Into<LazyClient<aws_sdk_dynamodb::Client>>,
+        table: String,
+        audit_table: String,
+    ) -> DynamoStore {
+        DynamoStore { client: client.into(), table, audit_table }
     }
 
     /// Meta-table items by key (at most 100), read consistently in one BatchGetItem; keys left
