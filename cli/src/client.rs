@@ -164,18 +164,7 @@ impl Registry {
 /// The keys of a GET /v1/governance/public-key answer (the current key and `previous`), each with the
 /// validity window the registry's key history gives it (a retired key signs nothing later).
 fn keys_of_document(doc: &Value, source: &str) -> Result<Vec<helix_core::ports::PublicKeyInfo>, ClientError> {
-    let missing = || ClientError::Other(format!("{source}: a published key has no pem"));
-    std::iter::once(doc)
-        .chain(doc["previous"].as_array().into_iter().flatten())
-        .map(|k| {
-            let pem = k["pem"].as_str().ok_or_else(missing)?;
-            let mut key =
-                helix_core::keys::public_key_from_pem(pem).map_err(|e| ClientError::Other(format!("{source}: {e}")))?;
-            key.valid_from = k["valid_from"].as_str().map(str::to_owned);
-            key.retired_at = k["retired_at"].as_str().map(str::to_owned);
-            Ok(key)
-        })
-        .collect()
+    helix_core::keys::keys_of_document(doc).map_err(|e| ClientError::Other(format!("{source}: {e}")))
 }
 
 /// Keys to trust: those `registry` publishes, else the files given: a PEM each, or a saved answer of

@@ -134,6 +134,7 @@ fn every_help_entry_has_a_description() {
         "backup",
         "restore",
         "export",
+        "verify-pack",
         "teams token",
         "teams revoke",
         "teams list",
@@ -215,8 +216,22 @@ fn help_lists_commands_in_the_order_a_newcomer_meets_them() {
         .filter_map(|l| l.split_whitespace().next())
         .collect();
     let expected = [
-        "serve", "status", "push", "pull", "governance", "export", "verify-pack", "audit", "smoke", "teams", "keys",
-        "freeze", "unfreeze", "backup", "restore", "help",
+        "serve",
+        "status",
+        "push",
+        "pull",
+        "governance",
+        "export",
+        "verify-pack",
+        "audit",
+        "smoke",
+        "teams",
+        "keys",
+        "freeze",
+        "unfreeze",
+        "backup",
+        "restore",
+        "help",
     ];
     assert_eq!(listed, expected, "{help}");
     let waive = helix(dir.path()).args(["governance", "waive", "--help"]).output().unwrap();

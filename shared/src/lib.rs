@@ -16,6 +16,8 @@ pub mod config;
 pub mod domain;
 pub mod dsse;
 pub mod error;
+#[cfg(feature = "pack")]
+pub mod evidence_pack;
 pub mod freeze;
 pub mod governance;
 pub mod http;

@@ -45,7 +45,9 @@ pub async fn run(config: &Config, args: SmokeArgs) -> Res {
     // The restored registry serves inside this process: its request lines go to a file, not between
     // the report's lines.
     let server_log = args.backup_restore.then(|| {
-        args.server_log.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("helix-smoke-{}.log", std::process::id())))
+        args.server_log
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("helix-smoke-{}.log", std::process::id())))
     });
     match &server_log {
         Some(path) => helix_core::telemetry::init_to_file(path)

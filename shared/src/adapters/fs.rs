@@ -423,7 +423,9 @@ impl BlobStore for FsBlobStore {
 
     async fn presign_upload(&self, upload: &UploadRef, digest: &Digest, size: u64, ttl: Duration) -> Result<Presigned> {
         let dir = self.root.join("uploads").join(upload.workspace.as_str());
-        tokio::task::spawn_blocking(move || sweep(&dir, STAGED_LIFETIME)).await.map_err(|e| Error::Internal(e.to_string()))?;
+        tokio::task::spawn_blocking(move || sweep(&dir, STAGED_LIFETIME))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
         Ok(self.presigner.upload_url(upload, digest, size, ttl))
     }
 

@@ -175,13 +175,15 @@ pub async fn an_admin_of_every_workspace_searches_the_audit_trail_by_actor_alone
         assert_eq!(put_blob(&env, &namesake, ws, &d.to_string(), bytes).await.status(), 201);
     }
     let actor = format!("mallory@{}", env.token_id(&mallory).await);
-    for query in ["actor=mallory", "actor=mallory&workspace=team-a", "actor=mallory&action=blob.link", "actor=mallory%40"]
+    for query in
+        ["actor=mallory", "actor=mallory&workspace=team-a", "actor=mallory&action=blob.link", "actor=mallory%40"]
     {
         let page: Value = search_as(&env, &admin, query).await;
         assert_eq!(page["events"], json!([]), "{query}: a prefix of an actor matches nothing");
     }
     let search = async |token: &str, query: String| get(&env, token, &format!("/v1/audit?{query}")).await;
-    for query in [format!("actor={actor}&workspace=team-a"), format!("actor={actor}&action=blob.link&workspace=team-a")] {
+    for query in [format!("actor={actor}&workspace=team-a"), format!("actor={actor}&action=blob.link&workspace=team-a")]
+    {
         let page: Value = search(&admin, query.clone()).await.json().await.unwrap();
         let actors: Vec<&Value> = page["events"].as_array().unwrap().iter().map(|e| &e["actor"]).collect();
         assert_eq!(actors, vec![&json!(actor)], "{query}: {page}");
