@@ -2,7 +2,8 @@
 //! only on loopback) with `HELIX_TOKEN`. Errors are one line with the registry's stable reason, and the
 //! exit status says whose fault it was: 1 the registry refused (a 4xx, its `reason`), 3 the registry
 //! could not be reached or was unavailable (`registry_unreachable`, or a 5xx and its reason); clap's own
-//! usage errors are 2.
+//! usage errors are 2, and so is a registry URL that cannot be used (unparseable, a scheme other than
+//! https, http off loopback) or a missing `HELIX_URL`.
 
 use std::fmt;
 
@@ -18,6 +19,9 @@ pub enum ClientError {
     Refused { status: u16, reason: String, detail: String },
     /// Anything else (configuration, an answer that is not what the API describes).
     Other(String),
+    /// The command was given something it cannot use (an unparseable or non-https `HELIX_URL`): exit 2,
+    /// like clap's own usage errors.
+    Usage(String),
 }
 
 impl fmt::Display for ClientError {
@@ -25,7 +29,7 @@ impl fmt::Display for ClientError {
         match self {
             ClientError::Unreachable(detail) => write!(f, "registry_unreachable: {detail}"),
             ClientError::Refused { status, reason, detail } => write!(f, "{reason} ({status}): {detail}"),
-            ClientError::Other(detail) => f.write_str(detail),
+            ClientError::Other(detail) | ClientError::Usage(detail) => f.write_str(detail),
         }
     }
 }
@@ -38,6 +42,7 @@ impl ClientError {
             ClientError::Refused { status, .. } if *status < 500 => 1,
             ClientError::Unreachable(_) | ClientError::Refused { .. } => 3,
             ClientError::Other(_) => 1,
+            ClientError::Usage(_) => 2,
         }
     }
 }
@@ -53,14 +58,14 @@ impl Registry {
     pub fn from_env() -> Result<Registry, ClientError> {
         let url = std::env::var("HELIX_URL")
             .or_else(|_| std::env::var("HELIX_REGISTRY_URL"))
-            .map_err(|_| ClientError::Other("HELIX_URL is not set (the registry's base URL)".into()))?;
+            .map_err(|_| ClientError::Usage("HELIX_URL is not set (the registry's base URL)".into()))?;
         let token = std::env::var("HELIX_TOKEN").ok().filter(|t| !t.is_empty());
-        Registry::new(&url, token).map_err(|e| ClientError::Other(format!("HELIX_URL: {e}")))
+        Registry::new(&url, token).map_err(|e| ClientError::Usage(format!("HELIX_URL: {e}")))
     }
 
     /// A registry at `url` (https, or http on loopback), with `token` when there is one.
     pub fn new(url: &str, token: Option<String>) -> Result<Registry, ClientError> {
-        helix_core::oidc::check_url(url).map_err(|e| ClientError::Other(e.to_string()))?;
+        helix_core::oidc::check_url(url).map_err(|e| ClientError::Usage(e.to_string()))?;
         // No total timeout (a 1 GiB upload takes what it takes); a stalled connection fails.
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
@@ -159,18 +164,7 @@ impl Registry {
 /// The keys of a GET /v1/governance/public-key answer (the current key and `previous`), each with the
 /// validity window the registry's key history gives it (a retired key signs nothing later).
 fn keys_of_document(doc: &Value, source: &str) -> Result<Vec<helix_core::ports::PublicKeyInfo>, ClientError> {
-    let missing = || ClientError::Other(format!("{source}: a published key has no pem"));
-    std::iter::once(doc)
-        .chain(doc["previous"].as_array().into_iter().flatten())
-        .map(|k| {
-            let pem = k["pem"].as_str().ok_or_else(missing)?;
-            let mut key =
-                helix_core::keys::public_key_from_pem(pem).map_err(|e| ClientError::Other(format!("{source}: {e}")))?;
-            key.valid_from = k["valid_from"].as_str().map(str::to_owned);
-            key.retired_at = k["retired_at"].as_str().map(str::to_owned);
-            Ok(key)
-        })
-        .collect()
+    helix_core::keys::keys_of_document(doc).map_err(|e| ClientError::Other(format!("{source}: {e}")))
 }
 
 /// Keys to trust: those `registry` publishes, else the files given: a PEM each, or a saved answer of

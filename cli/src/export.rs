@@ -40,7 +40,7 @@ fn unreachable(e: &ClientError) -> bool {
         ClientError::Refused { status: 502..=504, reason, .. } => {
             reason.ends_with("_unavailable") || reason.starts_with("http_")
         }
-        ClientError::Refused { .. } | ClientError::Other(_) => false,
+        ClientError::Refused { .. } | ClientError::Other(_) | ClientError::Usage(_) => false,
     }
 }
 

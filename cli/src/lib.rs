@@ -5,6 +5,7 @@ pub mod backup;
 pub mod client;
 pub mod export;
 pub mod keys;
+pub mod pack;
 pub mod serve;
 pub mod smoke;
 pub mod suspend;

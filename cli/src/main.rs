@@ -28,21 +28,6 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
-    /// Teams and credentials.
-    Teams {
-        #[command(subcommand)]
-        command: TeamsCommand,
-    },
-    /// Governance receipts.
-    Governance {
-        #[command(subcommand)]
-        command: GovernanceCommand,
-    },
-    /// The audit trail: search it (a registry), export and verify its days.
-    Audit {
-        #[command(subcommand)]
-        command: AuditCommand,
-    },
     /// The registry's posture and whether it answers: URL, readiness, governance mode, blob backend,
     /// signer key id, frozen, who the token is (never a secret). HELIX_URL and HELIX_TOKEN.
     Status {
@@ -57,11 +42,41 @@ enum Command {
     /// Download a bundle version into DIR: each file is verified against its digest before it is
     /// renamed into place; files already there with the right content are kept.
     Pull(commands::transfer::PullArgs),
+    /// Governance receipts.
+    Governance {
+        #[command(subcommand)]
+        command: GovernanceCommand,
+    },
+    /// The official export: the registry checks integrity and governance and signs an export receipt;
+    /// the receipt is saved and the proof URLs (valid 5 minutes) printed. An unreachable registry fails
+    /// closed (exit 3), unless HELIX_REGISTRY_ALLOW_UNREGISTERED_EXPORT=1 and --reason are given: then
+    /// a local record is written and reported to the audit trail once the registry answers again.
+    Export(commands::export::ExportArgs),
+    /// Check an evidence pack (`helix export --pack`) offline against a key you pin: every file's
+    /// digest, the manifest's, every receipt's signature and its key's validity at its date, the
+    /// ledger's chain, and that the export receipt covers this manifest. Exit 0 with a one-line
+    /// summary, 1 with a one-line reason, 2 without a pinned key.
+    VerifyPack(commands::verify_pack::VerifyPackArgs),
+    /// The audit trail: search it (a registry), export and verify its days.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// The whole lifecycle against a running or deployed registry, in a workspace of its own, each step
     /// timed: ready, status, tokens, publish small and large, approve, export, verify, fetch, audit (and
     /// backup, restore and the restored registry with --backup-restore), revoke. Exit 1 names the step
     /// that failed.
     Smoke(commands::smoke::SmokeArgs),
+    /// Teams and credentials.
+    Teams {
+        #[command(subcommand)]
+        command: TeamsCommand,
+    },
+    /// The signing-key history straight in the store (see `helix freeze`): list, retire.
+    Keys {
+        #[command(subcommand)]
+        command: helix_cli::keys::KeysCommand,
+    },
     /// Freeze the registry straight in its store (as `helix teams` writes: HELIX_DATA_DIR, or the AWS
     /// tables with AWS credentials), for when its API is down or not serving yet (restored tables).
     /// Over HTTP, `POST /v1/admin/freeze` does the same. Audited as `registry.freeze` by `cli:$USER`.
@@ -69,11 +84,6 @@ enum Command {
         /// Why (recorded with the switch and in the audit trail).
         #[arg(long)]
         reason: String,
-    },
-    /// The signing-key history straight in the store (see `helix freeze`): list, retire.
-    Keys {
-        #[command(subcommand)]
-        command: helix_cli::keys::KeysCommand,
     },
     /// Unfreeze the registry straight in its store (see `helix freeze`).
     Unfreeze {
@@ -95,17 +105,16 @@ enum Command {
         #[arg(long)]
         from: std::path::PathBuf,
     },
-    /// The official export: the registry checks integrity and governance and signs an export receipt;
-    /// the receipt is saved and the proof URLs (valid 5 minutes) printed. An unreachable registry fails
-    /// closed (exit 3), unless HELIX_REGISTRY_ALLOW_UNREGISTERED_EXPORT=1 and --reason are given: then
-    /// a local record is written and reported to the audit trail once the registry answers again.
-    Export(commands::export::ExportArgs),
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    helix_core::telemetry::init();
-    match run(Cli::parse()).await {
+    let cli = Cli::parse();
+    // `helix smoke` chooses where logs go itself (a file, when it serves a restored registry inside).
+    if !matches!(cli.command, Command::Smoke(_)) {
+        helix_core::telemetry::init();
+    }
+    match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if let Some(helix_core::Error::Unavailable { dep, detail }) = e.downcast_ref::<helix_core::Error>() {
@@ -144,5 +153,6 @@ async fn run(cli: Cli) -> commands::Res {
         Command::Backup { out } => commands::backup::backup(&config, &out),
         Command::Restore { from } => commands::backup::restore(&config, &from),
         Command::Export(args) => commands::export::run(args).await,
+        Command::VerifyPack(args) => commands::verify_pack::run(args).await,
     }
 }

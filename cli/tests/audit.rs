@@ -80,7 +80,7 @@ fn status_and_audit_query_answer_from_a_registry_and_fail_in_one_line() {
         "{doc}"
     );
     let plain_http = client(dir.path(), "http://registry.example", &admin).args(["status"]).output().unwrap();
-    assert_eq!(plain_http.status.code(), Some(1), "http only on loopback");
+    assert_eq!(plain_http.status.code(), Some(2), "http only on loopback: a usage error");
 }
 
 #[test]
@@ -102,4 +102,24 @@ fn audit_query_answers_the_common_questions_as_the_help_says() {
     assert!(stdout.lines().count() == 1 && stdout.contains("token.issue"), "{stdout}");
     let (code, stdout, stderr) = query(&["--since", "2d ago", "--until", "1d ago"]);
     assert_eq!((code, stdout.trim()), (Some(0), "no events"), "{stderr}");
+
+    // --actor is the whole actor: ada's events, never ada-lee's; a bare user name matches nothing,
+    // and the reader is told how actors are written.
+    let ada = issue_token(dir.path(), "ada", "publisher");
+    let ada_lee = issue_token(dir.path(), "ada-lee", "publisher");
+    let bar = "sha256:fcde2b2edba56bf408601fb721fe9b5c338d10ee429ea04fae5511b68fbf8fb9";
+    for (token, body, digest) in [(&ada, "foo", FOO), (&ada_lee, "bar", bar)] {
+        assert_eq!(put_status(token, body, &format!("{url}/v1/workspaces/demo/blobs/{digest}")), "201");
+    }
+    let (_, events, _) = query(&["--action", "blob.link", "--json"]);
+    let linked: Vec<serde_json::Value> = events.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let ada_actor = linked.iter().map(|e| e["actor"].as_str().unwrap()).find(|a| a.starts_with("ada@")).unwrap();
+    let (code, stdout, stderr) = query(&["--actor", ada_actor]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.lines().count() == 1 && stdout.contains(ada_actor) && !stdout.contains("ada-lee"), "{stdout}");
+    for bare in ["ada", "ada@"] {
+        let (code, stdout, stderr) = query(&["--actor", bare]);
+        assert_eq!((code, stdout.trim()), (Some(0), "no events"), "{bare}: {stderr}");
+        assert!(stderr.contains("matched whole") && stderr.contains("user@credential"), "{bare}: {stderr}");
+    }
 }

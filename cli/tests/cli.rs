@@ -134,6 +134,7 @@ fn every_help_entry_has_a_description() {
         "backup",
         "restore",
         "export",
+        "verify-pack",
         "teams token",
         "teams revoke",
         "teams list",
@@ -172,4 +173,69 @@ fn every_help_entry_has_a_description() {
         }
     }
     assert!(bare.is_empty(), "no description:\n{}", bare.join("\n"));
+}
+
+/// A registry URL the client cannot use is a usage error (exit 2, one line naming HELIX_URL), not a
+/// failure of the registry (1) or of the network (3): unparseable, another scheme, http off loopback,
+/// or none at all.
+#[test]
+fn a_bad_helix_url_is_a_usage_error_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, commands) in [
+        ("not a url", vec![vec!["status"], vec!["audit", "query"]]),
+        ("ftp://127.0.0.1/", vec![vec!["status"], vec!["pull", "demo/model@1", "x"]]),
+        ("http://registry.example", vec![vec!["governance", "approve", "demo/model@1"]]),
+        ("", vec![vec!["status"]]),
+    ] {
+        for args in commands {
+            let mut cmd = helix(dir.path());
+            if !url.is_empty() {
+                cmd.env("HELIX_URL", url);
+            }
+            let out = cmd.env("HELIX_TOKEN", "x").args(&args).output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{url:?} {args:?}: {err}");
+            assert!(err.starts_with("helix: HELIX_URL") && err.lines().count() == 1, "{url:?} {args:?}: {err}");
+        }
+    }
+}
+
+/// `helix --help` lists the commands in the order a newcomer meets them: the server, the registry's
+/// posture, publish and fetch, decide, export and check, the trail; the operator's commands last.
+#[test]
+fn help_lists_commands_in_the_order_a_newcomer_meets_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = helix(dir.path()).arg("--help").output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    let listed: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter(|l| !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let expected = [
+        "serve",
+        "status",
+        "push",
+        "pull",
+        "governance",
+        "export",
+        "verify-pack",
+        "audit",
+        "smoke",
+        "teams",
+        "keys",
+        "freeze",
+        "unfreeze",
+        "backup",
+        "restore",
+        "help",
+    ];
+    assert_eq!(listed, expected, "{help}");
+    let waive = helix(dir.path()).args(["governance", "waive", "--help"]).output().unwrap();
+    let waive = String::from_utf8(waive.stdout).unwrap();
+    let scope = waive.lines().skip_while(|l| !l.contains("--scope")).take(4).collect::<Vec<_>>().join(" ");
+    assert!(scope.contains("export_unapproved") && scope.contains("never approves"), "{waive}");
 }

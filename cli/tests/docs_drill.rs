@@ -90,6 +90,7 @@ fn the_runbooks_marked_command_blocks_run_as_written_against_helix_serve() {
     assert!(said.contains("ok: 1 day(s)"), "the evidence verified:\n{said}");
     assert!(said.contains("smoke passed: 16 steps"), "the backup drill ran the smoke with a restore:\n{said}");
     assert!(said.contains("UNREGISTERED EXPORT of demo/model@1"), "the override warned:\n{said}");
+    assert!(said.contains("ok: demo/model@1 (manifest sha256:"), "the partner verified the evidence pack:\n{said}");
     let work = dir.path().join("work");
     assert!(work.join("evidence").is_dir() && work.join("exports.jsonl").is_file() && work.join("keys.json").is_file());
 }

@@ -245,3 +245,68 @@ fn a_re_export_never_overwrites_a_receipt_and_many_proof_urls_are_summarised() {
     let urls = std::fs::read_to_string(work.join("urls.tsv")).unwrap();
     assert_eq!(urls.lines().count(), 24, "the manifest and every file");
 }
+
+/// `helix export --pack` and `helix verify-pack` as a partner runs it: the pack verifies with the
+/// registry's key (a PEM, a fingerprint or the registry), without one it is a usage error (exit 2), a
+/// changed pack fails in one line (exit 1), and an existing pack file is never overwritten (exit 2,
+/// before anything is exported).
+#[test]
+fn an_evidence_pack_verifies_with_a_pinned_key_only_and_is_never_overwritten() {
+    let (dir, data, _server, url, _, publisher) = small_inline_registry();
+    let src = dir.path().join("src");
+    source_tree(&src, 12, 100_000);
+    push_approved_model(&data, &url, &publisher, &src);
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let run = |args: &[&str]| {
+        let out = client(&data, &url, &publisher).current_dir(&work).args(args).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code(), text)
+    };
+    let (code, text) = run(&["export", "demo/model@1", "--pack", "model-1.tar"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("evidence pack model-1.tar: 15 file(s)") && text.contains("2 receipt(s)"), "{text}");
+    let receipts = || {
+        let json = |e: &std::fs::DirEntry| e.path().extension().is_some_and(|x| x == "json");
+        std::fs::read_dir(&work).unwrap().filter(|e| json(e.as_ref().unwrap())).count()
+    };
+    let before = std::fs::read(work.join("model-1.tar")).unwrap();
+
+    // The partner's side: the pack and a pinned key, no token, no registry.
+    let published = Command::new("curl").args(["-s", &format!("{url}/v1/governance/public-key")]).output().unwrap();
+    let published: serde_json::Value = serde_json::from_slice(&published.stdout).unwrap();
+    let key_id = published["key_id"].as_str().unwrap().to_owned();
+    std::fs::write(work.join("registry.pem"), published["pem"].as_str().unwrap()).unwrap();
+    let verify = |args: &[&str]| {
+        let out = helix(&data).current_dir(&work).arg("verify-pack").args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for pin in [vec!["--public-key", "registry.pem"], vec!["--key-fingerprint", &key_id], vec!["--registry", &url]] {
+        let (code, stdout, stderr) = verify(&[&["model-1.tar"], pin.as_slice()].concat());
+        assert_eq!(code, Some(0), "{pin:?}: {stderr}");
+        assert!(stdout.starts_with("ok: demo/model@1") && stdout.contains("15 file(s)"), "{stdout}");
+        assert!(stdout.contains("state exported") && stdout.contains(&key_id), "{stdout}");
+    }
+    let (code, _, stderr) = verify(&["model-1.tar"]);
+    assert!(code == Some(2) && stderr.contains("--public-key") && stderr.lines().count() == 1, "{stderr}");
+
+    // A byte changed anywhere in a file's content: exit 1, one line naming what is wrong.
+    let mut changed = before.clone();
+    let at = changed.windows(8).position(|w| w == b"file 11\n").unwrap();
+    changed[at] = b'F';
+    std::fs::write(work.join("changed.tar"), &changed).unwrap();
+    let (code, _, stderr) = verify(&["changed.tar", "--public-key", "registry.pem"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.starts_with("helix: invalid: files/") && stderr.lines().count() == 1, "{stderr}");
+
+    // The same pack file again: refused before anything is exported (no new receipt), the pack kept.
+    let receipts_before = receipts();
+    let (code, text) = run(&["export", "demo/model@1", "--pack", "model-1.tar"]);
+    assert!(code == Some(2) && text.contains("never overwritten"), "{text}");
+    assert_eq!(receipts(), receipts_before, "nothing exported");
+    assert_eq!(std::fs::read(work.join("model-1.tar")).unwrap(), before);
+}

@@ -131,3 +131,31 @@ fn smoke_takes_its_token_from_the_environment_or_a_file_never_from_argv() {
     let (code, err) = smoke(&["--token-file", file.to_str().unwrap()]);
     assert!(code == Some(2) && err.contains("empty"), "{err}");
 }
+
+/// `helix smoke --backup-restore` serves the restored copy inside itself: that registry's request logs
+/// go to a file it names (--server-log), never between the report's lines on the terminal.
+#[test]
+fn smoke_backup_restore_keeps_the_restored_registrys_logs_out_of_its_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (_server, url, lines) = serve(&data);
+    let admin = lines.iter().find_map(|l| l.strip_prefix("admin token: ")).unwrap().to_owned();
+    let log = dir.path().join("restored.log");
+    let out = helix(&data)
+        .env("HELIX_TOKEN", &admin)
+        .args(["smoke", "--url", &url, "--backup-restore", "--work-dir", dir.path().to_str().unwrap()])
+        .args(["--server-log", log.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.lines().all(|l| l.starts_with("ok ")), "the report only:\n{stdout}");
+    assert!(stdout.contains("restored-serve") && stdout.contains("restored-audit"), "{stdout}");
+    // On stderr: where the logs went and the verdict, nothing else.
+    let stderr_lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(stderr_lines.len(), 2, "{stderr}");
+    assert_eq!(stderr_lines[0], format!("the restored registry's logs: {}", log.display()));
+    assert!(stderr_lines[1].starts_with("smoke passed"), "{stderr}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.lines().any(|l| l.contains("\"request\"") && l.contains("/v1/status")), "{logged}");
+}

@@ -62,7 +62,16 @@ pub fn verify_by<'k>(
     });
     match by {
         Some(key) => Ok((payload, key)),
-        None => Err("no valid signature by a registry key".into()),
+        None => {
+            // Say which: a key nobody pinned, or a pinned key whose signature does not verify.
+            let ids: Vec<&str> = sigs.iter().filter_map(|s| s["keyid"].as_str()).collect();
+            let pinned = ids.iter().any(|id| keys.iter().any(|k| k.key_id == *id));
+            Err(if pinned {
+                format!("no valid signature by a registry key: the signature by {} does not verify", ids.join(", "))
+            } else {
+                format!("no valid signature by a registry key: signed by {}, not a key you trust", ids.join(", "))
+            })
+        }
     }
 }
 

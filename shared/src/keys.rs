@@ -105,6 +105,22 @@ pub fn public_key_from_pem(pem: &str) -> Result<PublicKeyInfo> {
     PublicKeyInfo::from_spki_der(der.as_bytes())
 }
 
+/// The keys of a GET /v1/governance/public-key answer (the current key, then `previous`), each with the
+/// validity window the registry's key history gives it. `keys.json` saved by an auditor, and an
+/// evidence pack's `keys.json`, have this form.
+pub fn keys_of_document(doc: &Value) -> std::result::Result<Vec<PublicKeyInfo>, String> {
+    std::iter::once(doc)
+        .chain(doc["previous"].as_array().into_iter().flatten())
+        .map(|k| {
+            let pem = k["pem"].as_str().ok_or("a published key has no pem")?;
+            let mut key = public_key_from_pem(pem).map_err(|e| e.to_string())?;
+            key.valid_from = k["valid_from"].as_str().map(str::to_owned);
+            key.retired_at = k["retired_at"].as_str().map(str::to_owned);
+            Ok(key)
+        })
+        .collect()
+}
+
 /// Record the current signing key before its first receipt (once per App; a repeat is a no-op in
 /// the store too), audited in the global stream.
 pub async fn record_signing_key(app: &App, actor: &str, request_id: &str, key: &PublicKeyInfo) -> Result<()> {

@@ -17,6 +17,8 @@ pub mod console;
 pub mod domain;
 pub mod dsse;
 pub mod error;
+#[cfg(feature = "pack")]
+pub mod evidence_pack;
 pub mod freeze;
 pub mod governance;
 pub mod http;

@@ -62,6 +62,15 @@ pub fn init() {
     install(std::io::stderr, LogFormat::from_env());
 }
 
+/// Logs appended to `path` (created 0600 if missing) instead of stderr, in JSON: for a command whose
+/// terminal output is a report and that runs a server inside itself (`helix smoke --backup-restore`).
+pub fn init_to_file(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+    install(std::sync::Mutex::new(file), LogFormat::Json);
+    Ok(())
+}
+
 /// JSON logs to `writer` (the tests' capture buffer).
 pub fn init_with_writer<W>(writer: W)
 where

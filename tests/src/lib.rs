@@ -614,6 +614,7 @@ macro_rules! common_suite {
             a_signing_key_shared_by_two_stores_is_recorded_in_each,
             unregistered_exports_are_recorded_once_and_a_workspace_named_keys_breaks_no_one,
             smoke_runs_the_whole_lifecycle_and_names_the_step_that_fails,
+            an_evidence_pack_verifies_offline_and_every_tampering_fails_with_its_reason,
         );
     };
 }

@@ -24,7 +24,9 @@ pub enum AuditCommand {
         /// workspace for an admin of `*`.
         #[arg(long)]
         workspace: Option<String>,
-        /// Who acted, as the events name them (e.g. marie@tok_…).
+        /// Who acted, matched whole, exactly as the events name them: user@credential (marie@tok_…,
+        /// marie@oidc:…) or cli:USER for the store commands. `marie` alone matches nothing, and never
+        /// marie-ann (find the whole actor with --workspace or --action first).
         #[arg(long)]
         actor: Option<String>,
         /// Print JSON Lines (one event per line, as the registry stores it).
@@ -32,12 +34,16 @@ pub enum AuditCommand {
         json: bool,
     },
     /// Export a settled UTC day (and every missing day before it) with the export code the schedule
-    /// runs: under the data dir on the embedded backend, to the bucket with AWS variables. Prints
-    /// the report as JSON.
+    /// runs: under the data dir on the embedded backend, to the bucket with AWS variables. Prints a
+    /// one-line summary (the day, its events, the files written, the days filled in first).
     Export {
         /// The day, YYYY-MM-DD (default: yesterday, UTC).
         #[arg(long)]
         day: Option<String>,
+        /// Print the report as JSON (day, event_count, manifest_sha256, genesis, written, unchanged,
+        /// backfilled).
+        #[arg(long)]
+        json: bool,
     },
     /// Verify exported days offline: event hashes, gapless seq per stream, the chain across days from
     /// the genesis, manifests and checkpoint signatures, against keys you pin (--public-key,
@@ -75,7 +81,7 @@ pub async fn run(config: Config, command: AuditCommand) -> Res {
         AuditCommand::Query { since, until, action, workspace, actor, json } => {
             query(since, until, action, workspace, actor, json).await
         }
-        AuditCommand::Export { day } => export(config, day).await,
+        AuditCommand::Export { day, json } => export(config, day, json).await,
         AuditCommand::Verify { dir, bucket, prefix, public_key, key_fingerprint, registry, json } => {
             let pins = Pins { public_key, key_fingerprint, registry };
             verify(config, dir, bucket, prefix, pins, json).await
@@ -83,7 +89,7 @@ pub async fn run(config: Config, command: AuditCommand) -> Res {
     }
 }
 
-async fn export(config: Config, day: Option<String>) -> Res {
+async fn export(config: Config, day: Option<String>, json: bool) -> Res {
     use helix_core::audit_export;
     let now = time::OffsetDateTime::now_utc();
     let day = match day {
@@ -94,8 +100,23 @@ async fn export(config: Config, day: Option<String>) -> Res {
     let request_id = helix_core::http::new_request_id();
     // No per-run bound here (the scheduled function has one: its time limit).
     let report = audit_export::export_through(&app, day, now, &request_id, usize::MAX).await?;
-    println!("{}", serde_json::to_string(&report)?);
-    Ok(())
+    if json {
+        return out(&serde_json::to_string(&report)?);
+    }
+    let backfilled = match report.backfilled.as_slice() {
+        [] => String::new(),
+        days => format!("; {} earlier day(s) filled in first: {}", days.len(), days.join(", ")),
+    };
+    out(&format!(
+        "exported {}: {} event(s), manifest {}, {} file(s) written, {} already there{}{}",
+        report.day,
+        report.event_count,
+        report.manifest_sha256,
+        report.written.len(),
+        report.unchanged.len(),
+        if report.genesis { " (the genesis)" } else { "" },
+        backfilled
+    ))
 }
 
 /// The keys `helix audit verify` is told to trust (one of them is required).
@@ -215,7 +236,15 @@ async fn query(
         match page["next_cursor"].as_str() {
             Some(next) => cursor = Some(next.to_owned()),
             // JSON Lines stay empty; a reader is told.
-            None if printed == 0 && !json => return out("no events"),
+            None if printed == 0 && !json => {
+                if actor.is_some() {
+                    eprintln!(
+                        "helix: --actor is matched whole, as the events name it: user@credential (marie@tok_…) \
+                         or cli:USER; a user name alone matches nothing"
+                    );
+                }
+                return out("no events");
+            }
             None => return Ok(()),
         }
     }

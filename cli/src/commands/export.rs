@@ -18,6 +18,11 @@ pub struct ExportArgs {
     /// Also write every proof URL (PATH<TAB>URL, one a line, the manifest first) to this file.
     #[arg(long)]
     urls: Option<std::path::PathBuf>,
+    /// Also write an evidence pack to this new file (tar): the files, the manifest, the ledger, this
+    /// export's receipt and the registry's keys with their validity, for a partner to check offline
+    /// with `helix verify-pack`. An existing file is never overwritten (exit 2 before exporting).
+    #[arg(long)]
+    pack: Option<std::path::PathBuf>,
     /// Print the registry's whole answer (receipt and proof URLs) as JSON.
     #[arg(long)]
     json: bool,
@@ -27,11 +32,22 @@ pub struct ExportArgs {
 const LISTED: usize = 10;
 
 pub async fn run(args: ExportArgs) -> Res {
-    let ExportArgs { bundle, receipt, reason, urls, json } = args;
+    let ExportArgs { bundle, receipt, reason, urls, pack, json } = args;
+    if let Some(file) = &pack {
+        helix_cli::pack::check_free(file)?;
+    }
     let registry = helix_cli::export::connect().await?;
     match export(&registry, &bundle, receipt, reason.as_deref()).await? {
         Exported::Official { answer, receipt } => {
+            let packed = match &pack {
+                Some(file) => Some((file, helix_cli::pack::make(&registry, &bundle, &answer, file).await?)),
+                None => None,
+            };
             if json {
+                let mut answer = answer;
+                if let Some((file, summary)) = &packed {
+                    answer["pack"] = serde_json::json!({"file": file, "summary": summary});
+                }
                 return out(&answer.to_string());
             }
             let mut lines = vec![format!(
@@ -40,6 +56,17 @@ pub async fn run(args: ExportArgs) -> Res {
                 answer["seq"],
                 receipt.display()
             )];
+            if let Some((file, summary)) = &packed {
+                lines.push(format!(
+                    "evidence pack {}: {} file(s), {} byte(s), {} receipt(s), verified with the registry's keys \
+                     (a partner runs: helix verify-pack {} --public-key KEY.pem)",
+                    file.display(),
+                    summary.files,
+                    summary.bytes,
+                    summary.receipts,
+                    file.display()
+                ));
+            }
             let mut proofs = vec![("manifest".to_owned(), s_of(&answer["proof"]["manifest"]["url"]))];
             for f in answer["proof"]["files"].as_array().into_iter().flatten() {
                 let url = f["url"]
@@ -65,6 +92,9 @@ pub async fn run(args: ExportArgs) -> Res {
         }
         Exported::Unregistered { record, file } => {
             eprintln!("{}", warning(&record, &file));
+            if pack.is_some() {
+                eprintln!("helix: no evidence pack: an unregistered export has no receipt, nothing was signed");
+            }
             if json {
                 return out(&serde_json::json!({"unregistered": true, "record": record, "file": file}).to_string());
             }

@@ -32,6 +32,10 @@ pub enum GovernanceCommand {
         /// The export transition id the waiver covers (sha256:…; GET …/governance shows it).
         #[arg(long)]
         transition: String,
+        /// What the waiver lets through. The only scope is `export_unapproved`: the export of this
+        /// version, by this transition id, while it is not approved (it never approves the version, nor
+        /// covers a rejected one, another version or another transition). The registry refuses any
+        /// other scope (400 `waiver_invalid`).
         #[arg(long, default_value = "export_unapproved")]
         scope: String,
         /// The justification, or @FILE to read it from a file (at most 2048 bytes).

@@ -11,6 +11,7 @@ pub mod smoke;
 pub mod status;
 pub mod teams;
 pub mod transfer;
+pub mod verify_pack;
 
 pub type Res = Result<(), Box<dyn std::error::Error>>;
 

@@ -20,6 +20,10 @@ pub struct SmokeArgs {
     /// fresh one, and prove the restored registry serves the same data and its audit chain verifies.
     #[arg(long)]
     backup_restore: bool,
+    /// With --backup-restore: where the restored registry's logs go (appended, JSON lines), so they never
+    /// mix into the report; default helix-smoke-PID.log in the system's temp dir (kept, named at the end).
+    #[arg(long, requires = "backup_restore")]
+    server_log: Option<std::path::PathBuf>,
     /// Where the run's files go (the backup and restored copies with --backup-restore: twice the data
     /// dir); default the system's temp dir. Removed at the end.
     #[arg(long)]
@@ -37,6 +41,18 @@ pub async fn run(config: &Config, args: SmokeArgs) -> Res {
         && config.signer_backend == SignerBackend::Local;
     if args.backup_restore && !embedded {
         return Err("--backup-restore needs the embedded backend (HELIX_DATA_DIR on this machine); on AWS follow the drill in docs/deploy.md".into());
+    }
+    // The restored registry serves inside this process: its request lines go to a file, not between
+    // the report's lines.
+    let server_log = args.backup_restore.then(|| {
+        args.server_log
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("helix-smoke-{}.log", std::process::id())))
+    });
+    match &server_log {
+        Some(path) => helix_core::telemetry::init_to_file(path)
+            .map_err(|e| Usage(format!("--server-log {}: {e}", path.display())))?,
+        None => helix_core::telemetry::init(),
     }
     let smoke = helix_cli::smoke::Smoke {
         url,
@@ -56,6 +72,9 @@ pub async fn run(config: &Config, args: SmokeArgs) -> Res {
             })
             .collect();
         print_table(&rows)?;
+    }
+    if let Some(path) = &server_log {
+        eprintln!("the restored registry's logs: {}", path.display());
     }
     let total: f64 = report.steps.iter().map(|s| s.ms).sum();
     match report.failed() {

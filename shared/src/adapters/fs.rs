@@ -142,7 +142,10 @@ impl FsBlobStore {
         for sub in ["sha256", "tmp", "uploads"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
-        sweep(&dir.join("uploads"));
+        sweep(&dir.join("uploads"), STAGED_LIFETIME);
+        // A write in progress touches its temp file at least every megabyte; one untouched for an hour
+        // belongs to a process that died mid-write (SIGKILL, power loss): nothing will ever publish it.
+        sweep(&tmp, TEMP_IDLE);
         Ok(FsBlobStore { root: dir.to_owned(), tmp, presigner })
     }
 
@@ -205,6 +208,9 @@ impl FsBlobStore {
         E: std::fmt::Display,
     {
         let tmp_path = self.tmp.join(format!("write.{}", random_suffix()));
+        // Removes the temp file however this ends: an error, success (published by a hard link), or
+        // the request dropped mid-body (a client that disconnects, Ctrl-C during `helix push`).
+        let _guard = RemoveOnDrop(tmp_path.clone());
         let written = async {
             // Buffered: request bodies arrive in small chunks, and each write to a tokio file is a
             // trip to the blocking pool.
@@ -235,12 +241,10 @@ impl FsBlobStore {
             Ok(())
         }
         .await;
-        let outcome = match written {
+        match written {
             Ok(()) => self.publish(&tmp_path, target).await,
             Err(e) => Err(e),
-        };
-        let _ = tokio::fs::remove_file(&tmp_path).await;
-        outcome
+        }
     }
 
     /// Create-only publish: a hard link fails if the name exists, so exactly one writer wins.
@@ -287,16 +291,30 @@ impl FsBlobStore {
 /// Staging files are kept as long as on S3 (the bucket's lifecycle rule): a day.
 pub const STAGED_LIFETIME: Duration = Duration::from_secs(86_400);
 
-/// Remove staging files older than `STAGED_LIFETIME` under `dir` (at start, and in a workspace's
-/// folder whenever it plans an upload), so abandoned uploads do not fill the disk for good.
-fn sweep(dir: &Path) {
+/// A temp file (`tmp/write.*`) untouched this long at start belongs to a writer that died.
+pub const TEMP_IDLE: Duration = Duration::from_secs(3_600);
+
+/// The temp file of one write, removed when the write ends in any way (its future may be dropped
+/// at any await: a synchronous remove, not a task that would never run).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Remove files older than `max_age` under `dir` (staging files at start, and in a workspace's
+/// folder whenever it plans an upload; temp files at start), so abandoned uploads do not fill the
+/// disk for good.
+fn sweep(dir: &Path, max_age: Duration) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let path = entry.path();
         let Ok(meta) = entry.metadata() else { continue };
         if meta.is_dir() {
-            sweep(&path);
-        } else if meta.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age > STAGED_LIFETIME) {
+            sweep(&path, max_age);
+        } else if meta.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age > max_age) {
             let _ = std::fs::remove_file(&path);
         }
     }
@@ -405,7 +423,9 @@ impl BlobStore for FsBlobStore {
 
     async fn presign_upload(&self, upload: &UploadRef, digest: &Digest, size: u64, ttl: Duration) -> Result<Presigned> {
         let dir = self.root.join("uploads").join(upload.workspace.as_str());
-        tokio::task::spawn_blocking(move || sweep(&dir)).await.map_err(|e| Error::Internal(e.to_string()))?;
+        tokio::task::spawn_blocking(move || sweep(&dir, STAGED_LIFETIME))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
         Ok(self.presigner.upload_url(upload, digest, size, ttl))
     }
 
@@ -454,5 +474,76 @@ impl BlobStore for FsBlobStore {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(dir: &Path) -> FsBlobStore {
+        FsBlobStore::open(dir, LocalPresigner::new("http://127.0.0.1:1".into(), vec![7; 32])).unwrap()
+    }
+
+    fn temp_files(dir: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(dir.join("tmp")).unwrap().map(|e| e.unwrap().path()).collect()
+    }
+
+    /// An upload whose body stops mid-way and whose request is dropped (the client went away, Ctrl-C
+    /// during `helix push`): no temp file, no staging file is left behind.
+    #[tokio::test]
+    async fn an_interrupted_upload_leaves_no_file_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = store(dir.path());
+        let upload = UploadRef::new(&crate::domain::WorkspaceId::parse("demo").unwrap());
+        let digest = Digest::of(&[0u8; 100]);
+        let (started, mut got_body) = tokio::sync::mpsc::channel::<()>(1);
+        // Half the body, then nothing more: the request hangs until it is dropped.
+        let body = futures_util::stream::unfold(0u8, move |sent| {
+            let started = started.clone();
+            async move {
+                if sent == 0 {
+                    return Some((Ok::<_, std::io::Error>(Bytes::from_static(&[0u8; 50])), 1));
+                }
+                let _ = started.send(()).await;
+                futures_util::future::pending::<()>().await;
+                None
+            }
+        });
+        let receiving = blobs.receive_upload(&upload, &digest, 100, Box::pin(body));
+        tokio::select! {
+            r = receiving => panic!("a hanging body cannot end the upload: {r:?}"),
+            _ = got_body.recv() => {}
+        }
+        // The request is gone (dropped with the select): nothing of it stays.
+        assert_eq!(temp_files(dir.path()), Vec::<PathBuf>::new());
+        assert!(!blobs.upload_path(&upload).exists());
+        assert!(blobs.staged(&upload).await.unwrap().is_none());
+
+        // A body that breaks off with an error: the same.
+        let broken = futures_util::stream::iter([
+            Ok(Bytes::from_static(&[0u8; 50])),
+            Err(std::io::Error::other("connection reset")),
+        ]);
+        assert!(blobs.receive_upload(&upload, &digest, 100, broken).await.is_err());
+        assert_eq!(temp_files(dir.path()), Vec::<PathBuf>::new());
+        assert!(!blobs.upload_path(&upload).exists());
+    }
+
+    /// A temp file left by a process that died mid-write (untouched for an hour) is removed at the next
+    /// start; a fresh one (a write of another process going on) is kept.
+    #[test]
+    fn a_dead_writers_temp_file_is_removed_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(store(dir.path()));
+        let stale = dir.path().join("tmp/write.dead");
+        let live = dir.path().join("tmp/write.live");
+        for path in [&stale, &live] {
+            std::fs::write(path, b"").unwrap();
+        }
+        let old = std::time::SystemTime::now() - TEMP_IDLE - Duration::from_secs(60);
+        std::fs::File::options().write(true).open(&stale).unwrap().set_modified(old).unwrap();
+        drop(store(dir.path()));
+        assert_eq!(temp_files(dir.path()), vec![live]);
     }
 }

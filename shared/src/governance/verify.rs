@@ -60,7 +60,13 @@ pub fn verify_receipts(
     }
     let first = &statements[0];
     if whole_ledger && first.seq != 1 {
-        return Err(format!("the ledger starts at seq {}: a receipt is missing", first.seq));
+        if statements.iter().any(|s| s.seq == 1) {
+            return Err(format!(
+                "the ledger lists seq {} first and seq 1 later: the receipts are out of order",
+                first.seq
+            ));
+        }
+        return Err(format!("the ledger starts at seq {}: a receipt is missing (seq 1)", first.seq));
     }
     let parse_state = |name: &str, seq: u64| {
         State::ALL.into_iter().find(|s| s.as_str() == name).ok_or_else(|| format!("seq {seq}: unknown state {name:?}"))
@@ -70,12 +76,15 @@ pub fn verify_receipts(
         if s.bundle != first.bundle || s.manifest != first.manifest {
             return Err(format!("seq {}: another bundle or manifest than seq {}", s.seq, first.seq));
         }
-        if s.seq != first.seq + i as u64 {
-            return Err(format!(
-                "seq {} follows seq {}: a receipt is missing or out of order",
-                s.seq,
-                first.seq + i as u64 - 1
-            ));
+        let expected = first.seq + i as u64;
+        if s.seq != expected {
+            // The one that belongs here comes later (or this one came before): reordered, not lost.
+            let reordered = s.seq < expected || statements[i..].iter().any(|t| t.seq == expected);
+            return Err(if reordered {
+                format!("seq {} where seq {expected} belongs: the receipts are out of order", s.seq)
+            } else {
+                format!("seq {} follows seq {}: a receipt is missing (seq {expected})", s.seq, expected - 1)
+            });
         }
         let expected_prev = match i {
             0 if s.seq == 1 => None,

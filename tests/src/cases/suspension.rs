@@ -148,6 +148,10 @@ pub async fn a_suspended_workspace_refuses_every_request_and_other_workspaces_go
     assert_eq!(status["suspended_workspaces"], json!([]));
 }
 
+async fn search_as(env: &TestEnv, token: &str, query: &str) -> Value {
+    get(env, token, &format!("/v1/audit?{query}")).await.json().await.unwrap()
+}
+
 /// Everything one actor did, across workspaces, in time order and page by page: an admin of every
 /// workspace asks by actor alone; anyone else is refused.
 pub async fn an_admin_of_every_workspace_searches_the_audit_trail_by_actor_alone(b: Backend) {
@@ -163,8 +167,27 @@ pub async fn an_admin_of_every_workspace_searches_the_audit_trail_by_actor_alone
         let (bytes, d) = unique_blob(32);
         assert_eq!(put_blob(&env, &bystander, "team-b", &d.to_string(), bytes).await.status(), 201);
     }
+    // A user whose name begins with mallory's: never in mallory's answers (the actor is matched
+    // whole, on every search shape: by actor alone, within a workspace, within an action).
+    let namesake = env.token_of("mallory-ann", Role::Publisher, "*").await;
+    for ws in ["team-a", "team-b"] {
+        let (bytes, d) = unique_blob(32);
+        assert_eq!(put_blob(&env, &namesake, ws, &d.to_string(), bytes).await.status(), 201);
+    }
     let actor = format!("mallory@{}", env.token_id(&mallory).await);
+    for query in
+        ["actor=mallory", "actor=mallory&workspace=team-a", "actor=mallory&action=blob.link", "actor=mallory%40"]
+    {
+        let page: Value = search_as(&env, &admin, query).await;
+        assert_eq!(page["events"], json!([]), "{query}: a prefix of an actor matches nothing");
+    }
     let search = async |token: &str, query: String| get(&env, token, &format!("/v1/audit?{query}")).await;
+    for query in [format!("actor={actor}&workspace=team-a"), format!("actor={actor}&action=blob.link&workspace=team-a")]
+    {
+        let page: Value = search(&admin, query.clone()).await.json().await.unwrap();
+        let actors: Vec<&Value> = page["events"].as_array().unwrap().iter().map(|e| &e["actor"]).collect();
+        assert_eq!(actors, vec![&json!(actor)], "{query}: {page}");
+    }
 
     let page: Value = search(&admin, format!("actor={actor}")).await.json().await.unwrap();
     let found: Vec<(String, String)> = page["events"]
