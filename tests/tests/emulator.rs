@@ -19,4 +19,8 @@ helix_tests::cases!(Backend::Emulator;
     function_binary_with_bad_configuration_fails_at_init_naming_the_variable,
     aws_tls_verifies_certificates_and_trusts_the_host_store_for_custom_endpoints,
     audit_export_binary_answers_the_scheduled_event,
+    a_direct_upload_is_promoted_by_a_conditional_multipart_copy_never_by_copy_object,
+    a_promote_onto_an_existing_blob_never_replaces_it,
+    blob_writes_carry_object_lock_retention_and_staging_and_documents_do_not,
+    an_events_file_above_one_part_is_uploaded_in_checked_parts_and_completed_conditionally,
 );
