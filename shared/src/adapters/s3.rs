@@ -4,7 +4,8 @@
 //! requires) and carry SHA-256 checksums: 412 means the object exists (the caller verifies it), 409
 //! ConditionalRequestConflict means a concurrent write is in flight (retry). Clients only ever write
 //! staging keys, so no client bytes reach a blob key unverified, even on a store that ignores checksums.
-//! Blob writes, and only they, carry the configured Object Lock retention.
+//! Every object the registry writes (blobs, audit documents) carries the configured Object Lock
+//! retention; staging objects, written by clients through presigned PUTs, carry none.
 
 mod multipart;
 
@@ -40,14 +41,13 @@ pub struct S3BlobStore {
 /// The Content-Type of every blob object, whatever its uploader sent.
 const BLOB_CONTENT_TYPE: &str = "application/octet-stream";
 
-/// What a conditional write writes: bytes (with the digest's checksum when known; `locked`: a blob,
-/// which gets the configured retention), or a file's contents.
+/// What a conditional write writes: bytes (with the digest's checksum when known), or a file's
+/// contents. Every one carries the configured retention: blobs and audit documents alike.
 enum Write<'a> {
     Put {
         bytes: &'a Bytes,
         checksum: Option<String>,
         content_type: &'a str,
-        locked: bool,
     },
     /// A file's contents, streamed from disk.
     File {
@@ -77,7 +77,7 @@ impl S3BlobStore {
         let mut attempt = 0;
         loop {
             let status = match &what {
-                Write::Put { bytes, checksum, content_type, locked } => self
+                Write::Put { bytes, checksum, content_type } => self
                     .client
                     .put_object()
                     .bucket(&self.bucket)
@@ -87,8 +87,8 @@ impl S3BlobStore {
                     .checksum_algorithm(ChecksumAlgorithm::Sha256)
                     .set_checksum_sha256(checksum.clone())
                     .set_if_none_match(if_none_match.clone())
-                    .set_object_lock_mode(locked.then(|| self.retention().0).flatten())
-                    .set_object_lock_retain_until_date(locked.then(|| self.retention().1).flatten())
+                    .set_object_lock_mode(self.retention().0)
+                    .set_object_lock_retain_until_date(self.retention().1)
                     .body(ByteStream::from((*bytes).clone()))
                     .send()
                     .await
@@ -104,6 +104,8 @@ impl S3BlobStore {
                         .checksum_algorithm(ChecksumAlgorithm::Sha256)
                         .checksum_sha256(checksum.clone())
                         .set_if_none_match(if_none_match.clone())
+                        .set_object_lock_mode(self.retention().0)
+                        .set_object_lock_retain_until_date(self.retention().1)
                         .body(body)
                         .send()
                         .await
@@ -152,7 +154,8 @@ impl S3BlobStore {
         }
     }
 
-    /// Per-object retention on every blob write (PutObject, and the promote's CreateMultipartUpload).
+    /// Per-object retention on every write of a blob or document (PutObject, CreateMultipartUpload);
+    /// never on staging objects (the presigned PUT carries none).
     pub fn with_object_lock(mut self, lock: Option<ObjectLock>) -> S3BlobStore {
         self.object_lock = lock;
         self
@@ -247,12 +250,7 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn put_if_absent(&self, key: &BlobKey, bytes: Bytes) -> Result<PutOutcome> {
-        let what = Write::Put {
-            bytes: &bytes,
-            checksum: Some(key.digest.base64()),
-            content_type: BLOB_CONTENT_TYPE,
-            locked: true,
-        };
+        let what = Write::Put { bytes: &bytes, checksum: Some(key.digest.base64()), content_type: BLOB_CONTENT_TYPE };
         self.write_once(&self.key_of(key), what).await
     }
 
@@ -305,7 +303,6 @@ impl BlobStore for S3BlobStore {
                 bytes: &Bytes::new(),
                 checksum: Some(key.digest.base64()),
                 content_type: BLOB_CONTENT_TYPE,
-                locked: true,
             };
             return self.write_once(&blob_key, what).await;
         }
@@ -333,7 +330,7 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn put_document_if_absent(&self, key: &str, bytes: Bytes) -> Result<PutOutcome> {
-        let what = Write::Put { bytes: &bytes, checksum: None, content_type: "application/json", locked: false };
+        let what = Write::Put { bytes: &bytes, checksum: None, content_type: "application/json" };
         self.write_once(&format!("{}{key}", self.prefix), what).await
     }
 

@@ -53,7 +53,8 @@ pub(super) struct CopySource {
 }
 
 impl S3BlobStore {
-    /// The retention of a blob written now: `x-amz-object-lock-mode` and `-retain-until-date`.
+    /// The retention of a blob or document written now: `x-amz-object-lock-mode` and
+    /// `x-amz-object-lock-retain-until-date` (now + the configured days), or none.
     pub(super) fn retention(&self) -> (Option<aws_sdk_s3::types::ObjectLockMode>, Option<DateTime>) {
         match self.object_lock {
             None => (None, None),
@@ -100,8 +101,7 @@ impl S3BlobStore {
     async fn multipart(&self, key: &str, parts: &Parts<'_>, content_type: &str) -> Result<PutOutcome> {
         let mut attempt = 0;
         loop {
-            // Retention is the blobs' only (D3): documents carry none.
-            let (mode, until) = if matches!(parts, Parts::Copy(_)) { self.retention() } else { (None, None) };
+            let (mode, until) = self.retention();
             let created = self
                 .client
                 .create_multipart_upload()
