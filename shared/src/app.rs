@@ -75,7 +75,9 @@ impl App {
                     config.s3_prefix.clone(),
                     config.s3_strict_no_overwrite,
                     config.s3_checksums_verified,
-                );
+                )
+                .with_object_lock(config.s3_object_lock)
+                .with_part_size(config.s3_part_size);
                 // An operator who declares a custom store checksum-verifying is taken at their word
                 // only if the store refuses a wrong checksum (AWS S3 is known to; nothing is probed).
                 // The one request before the first poll, and only with that setting: a start refused

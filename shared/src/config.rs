@@ -21,6 +21,20 @@ pub enum BlobBackend {
     Fs,
 }
 
+/// S3 Object Lock retention the registry puts on each blob it writes (never on staging uploads).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectLockMode {
+    Governance,
+    Compliance,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjectLock {
+    pub mode: ObjectLockMode,
+    /// Retention from the write: `x-amz-object-lock-retain-until-date` = now + days.
+    pub days: u32,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetaBackend {
     DynamoDb,
@@ -63,6 +77,11 @@ pub struct Config {
     /// The S3 store refuses bytes that do not match a signed SHA-256 checksum, so its stored
     /// checksum proves the bytes (AWS S3). Off by default for a custom endpoint: re-hash instead.
     pub s3_checksums_verified: bool,
+    /// Per-object retention on blob writes (HELIX_S3_OBJECT_LOCK_MODE GOVERNANCE|COMPLIANCE and
+    /// HELIX_S3_OBJECT_LOCK_DAYS); None: no retention header is sent.
+    pub s3_object_lock: Option<ObjectLock>,
+    /// Part size of multipart document uploads (HELIX_S3_PART_SIZE, bytes, 5 MiB to 5 GiB).
+    pub s3_part_size: u64,
     pub dynamodb_endpoint_url: Option<String>,
     pub kms_endpoint_url: Option<String>,
     pub aws_region: Option<String>,
@@ -98,6 +117,12 @@ fn err(var: &'static str, msg: impl Into<String>) -> ConfigError {
 }
 
 pub const DEFAULT_INLINE_MAX: u64 = 4 * 1024 * 1024;
+/// Multipart part size of the audit days' events files: 64 MiB (10,000 parts hold 625 GiB; larger
+/// files get larger parts, up to S3's 5 TiB object limit).
+pub const DEFAULT_S3_PART_SIZE: u64 = 64 * 1024 * 1024;
+/// S3's smallest part (all but the last) and largest part.
+pub const MIN_S3_PART_SIZE: u64 = 5 * 1024 * 1024;
+pub const MAX_S3_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 /// Official exports of one bundle version, at most (a version exported a thousand times is a
 /// pipeline in a loop, not a release; publish a new version).
 pub const DEFAULT_EXPORT_LIMIT: u64 = 1000;
@@ -169,6 +194,43 @@ impl Config {
             Some("1") | Some("true") => true,
             Some("0") | Some("false") => false,
             Some(other) => return Err(err("HELIX_S3_VERIFIES_CHECKSUMS", format!("{other:?} is not 0 or 1"))),
+        };
+
+        let s3_object_lock = match get("HELIX_S3_OBJECT_LOCK_MODE").as_deref() {
+            None if get("HELIX_S3_OBJECT_LOCK_DAYS").is_some() => {
+                return Err(err(
+                    "HELIX_S3_OBJECT_LOCK_MODE",
+                    "must be set (GOVERNANCE, COMPLIANCE or NONE) with the days",
+                ));
+            }
+            None | Some("NONE") => None,
+            Some(m @ ("GOVERNANCE" | "COMPLIANCE")) => {
+                let mode = if m == "GOVERNANCE" { ObjectLockMode::Governance } else { ObjectLockMode::Compliance };
+                let days = match get("HELIX_S3_OBJECT_LOCK_DAYS").as_deref().map(str::parse::<u32>) {
+                    Some(Ok(d)) if (1..=36_500).contains(&d) => d,
+                    None => {
+                        return Err(err(
+                            "HELIX_S3_OBJECT_LOCK_DAYS",
+                            format!("must be set with HELIX_S3_OBJECT_LOCK_MODE={m}"),
+                        ));
+                    }
+                    Some(_) => return Err(err("HELIX_S3_OBJECT_LOCK_DAYS", "is not a number of days from 1 to 36500")),
+                };
+                Some(ObjectLock { mode, days })
+            }
+            Some(other) => {
+                return Err(err(
+                    "HELIX_S3_OBJECT_LOCK_MODE",
+                    format!("{other:?} is not GOVERNANCE, COMPLIANCE or NONE"),
+                ));
+            }
+        };
+        let s3_part_size = match get("HELIX_S3_PART_SIZE").as_deref().map(str::parse::<u64>) {
+            None => DEFAULT_S3_PART_SIZE,
+            Some(Ok(n)) if (MIN_S3_PART_SIZE..=MAX_S3_PART_SIZE).contains(&n) => n,
+            Some(_) => {
+                return Err(err("HELIX_S3_PART_SIZE", "is not a number of bytes from 5 MiB (5242880) to 5 GiB"));
+            }
         };
 
         let governance_mode = match get("HELIX_GOVERNANCE_MODE").as_deref() {
@@ -262,6 +324,8 @@ impl Config {
             s3_strict_no_overwrite,
             s3_endpoint_url,
             s3_checksums_verified,
+            s3_object_lock,
+            s3_part_size,
             dynamodb_endpoint_url: get("AWS_ENDPOINT_URL_DYNAMODB").or_else(|| aws_endpoint.clone()),
             kms_endpoint_url: get("AWS_ENDPOINT_URL_KMS").or_else(|| aws_endpoint.clone()),
             aws_region: get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION")),
@@ -354,10 +418,47 @@ mod tests {
             ("HELIX_S3_PREFIX", "/abs/"),
             ("HELIX_METRICS_MIN_ROLE", "root"),
             ("HELIX_S3_VERIFIES_CHECKSUMS", "maybe"),
+            ("HELIX_S3_OBJECT_LOCK_MODE", "governance"),
+            ("HELIX_S3_PART_SIZE", "1048576"),
+            ("HELIX_S3_PART_SIZE", "64MiB"),
         ] {
             let e = cfg(Mode::Serve, &[(var, val)]).unwrap_err();
             assert_eq!(e.var, var, "{e}");
             assert!(e.to_string().contains(var));
+        }
+    }
+
+    #[test]
+    fn object_lock_and_part_size_are_read_and_checked() {
+        let c = cfg(Mode::Serve, &[]).unwrap();
+        assert_eq!((c.s3_object_lock, c.s3_part_size), (None, DEFAULT_S3_PART_SIZE));
+        let none = cfg(Mode::Serve, &[("HELIX_S3_OBJECT_LOCK_MODE", "NONE"), ("HELIX_S3_OBJECT_LOCK_DAYS", "30")]);
+        assert_eq!(none.unwrap().s3_object_lock, None, "the template passes NONE with its days");
+        let c = cfg(
+            Mode::Serve,
+            &[
+                ("HELIX_S3_OBJECT_LOCK_MODE", "COMPLIANCE"),
+                ("HELIX_S3_OBJECT_LOCK_DAYS", "30"),
+                ("HELIX_S3_PART_SIZE", "5242880"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.s3_object_lock, Some(ObjectLock { mode: ObjectLockMode::Compliance, days: 30 }));
+        assert_eq!(c.s3_part_size, MIN_S3_PART_SIZE);
+        for (vars, var) in [
+            (&[("HELIX_S3_OBJECT_LOCK_MODE", "GOVERNANCE")][..], "HELIX_S3_OBJECT_LOCK_DAYS"),
+            (
+                &[("HELIX_S3_OBJECT_LOCK_MODE", "GOVERNANCE"), ("HELIX_S3_OBJECT_LOCK_DAYS", "0")][..],
+                "HELIX_S3_OBJECT_LOCK_DAYS",
+            ),
+            (
+                &[("HELIX_S3_OBJECT_LOCK_MODE", "GOVERNANCE"), ("HELIX_S3_OBJECT_LOCK_DAYS", "x")][..],
+                "HELIX_S3_OBJECT_LOCK_DAYS",
+            ),
+            (&[("HELIX_S3_PART_SIZE", "6442450944")][..], "HELIX_S3_PART_SIZE"),
+            (&[("HELIX_S3_OBJECT_LOCK_DAYS", "30")][..], "HELIX_S3_OBJECT_LOCK_MODE"),
+        ] {
+            assert_eq!(cfg(Mode::Serve, vars).unwrap_err().var, var, "{vars:?}");
         }
     }
 }

@@ -4,6 +4,9 @@
 //! answer is lost). It records each such request's `ClientRequestToken`, and in `idempotent` mode it
 //! answers a repeated token with the answer of its first request, as DynamoDB does for ten minutes
 //! (moto does not). One request per connection (`connection: close` both ways), enough for the SDK.
+//! Every request's head (request line and headers, lowercased) is kept in `requests`, and the next
+//! `hidden_blob_heads` HEADs of a `/blobs/` key are answered 404 without reaching the upstream (an
+//! object created by a concurrent writer just after the registry looked).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +23,10 @@ pub struct FaultProxy {
     pub seen: Arc<AtomicUsize>,
     /// The `ClientRequestToken` of each request of the target operation, in order.
     pub tokens: Arc<Mutex<Vec<String>>>,
+    /// The head of every request, in arrival order.
+    pub requests: Arc<Mutex<Vec<String>>>,
+    /// HEADs of `/blobs/` keys still to answer 404 without forwarding them.
+    pub hidden_blob_heads: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -32,6 +39,8 @@ struct Faults {
     tokens: Arc<Mutex<Vec<String>>>,
     /// The first answer per token (idempotent mode only).
     answers: Option<Arc<Mutex<Answers>>>,
+    requests: Arc<Mutex<Vec<String>>>,
+    hidden_blob_heads: Arc<AtomicUsize>,
 }
 
 /// The first raw answer to each `ClientRequestToken`.
@@ -61,8 +70,11 @@ impl FaultProxy {
             seen: Arc::new(AtomicUsize::new(0)),
             tokens: Arc::new(Mutex::new(Vec::new())),
             answers: idempotent.then(|| Arc::new(Mutex::new(HashMap::new()))),
+            requests: Arc::new(Mutex::new(Vec::new())),
+            hidden_blob_heads: Arc::new(AtomicUsize::new(0)),
         };
         let (drops, seen, tokens) = (faults.drops.clone(), faults.seen.clone(), faults.tokens.clone());
+        let (requests, hidden_blob_heads) = (faults.requests.clone(), faults.hidden_blob_heads.clone());
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let (upstream, faults) = (upstream.clone(), faults.clone());
@@ -71,7 +83,35 @@ impl FaultProxy {
                 });
             }
         });
-        FaultProxy { url, drops, seen, tokens, task }
+        FaultProxy { url, drops, seen, tokens, requests, hidden_blob_heads, task }
+    }
+
+    /// The S3 operations seen so far (`s3_operation`), with their request heads.
+    pub fn s3_operations(&self) -> Vec<(&'static str, String)> {
+        self.requests.lock().unwrap().iter().map(|h| (s3_operation(h), h.clone())).collect()
+    }
+}
+
+/// The S3 REST operation a (lowercased) request head is, by method, query and `x-amz-copy-source`.
+pub fn s3_operation(head: &str) -> &'static str {
+    let first = head.lines().next().unwrap_or_default();
+    let mut words = first.split_whitespace();
+    let (method, target) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
+    let query: Vec<&str> = target.split_once('?').map(|(_, q)| q.split('&').collect()).unwrap_or_default();
+    let has = |name: &str| query.iter().any(|p| p.split('=').next() == Some(name));
+    let copy = head.lines().any(|l| l.starts_with("x-amz-copy-source:"));
+    match method {
+        "post" if has("uploads") => "CreateMultipartUpload",
+        "post" if has("uploadid") => "CompleteMultipartUpload",
+        "delete" if has("uploadid") => "AbortMultipartUpload",
+        "put" if has("uploadid") && copy => "UploadPartCopy",
+        "put" if has("uploadid") => "UploadPart",
+        "put" if copy => "CopyObject",
+        "put" => "PutObject",
+        "head" => "HeadObject",
+        "get" => "GetObject",
+        "delete" => "DeleteObject",
+        _ => "other",
     }
 }
 
@@ -79,6 +119,15 @@ async fn relay(mut client: TcpStream, upstream: &str, faults: &Faults) -> std::i
     let request = read_request(&mut client).await?;
     let split = request.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0);
     let head = String::from_utf8_lossy(&request[..split]).to_ascii_lowercase();
+    faults.requests.lock().unwrap().push(head.clone());
+    let first_line = head.lines().next().unwrap_or_default();
+    if first_line.starts_with("head ")
+        && first_line.contains("/blobs/")
+        && faults.hidden_blob_heads.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+    {
+        client.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await?;
+        return client.shutdown().await;
+    }
     let operation = faults.operation.to_ascii_lowercase();
     let targeted = head.lines().any(|l| l.starts_with("x-amz-target:") && l.trim_end().ends_with(&operation));
     let token = targeted

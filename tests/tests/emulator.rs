@@ -20,4 +20,8 @@ helix_tests::cases!(Backend::Emulator;
     aws_tls_verifies_certificates_and_trusts_the_host_store_for_custom_endpoints,
     audit_export_binary_answers_the_scheduled_event,
     each_function_builds_only_the_sdk_clients_its_requests_use,
+    a_direct_upload_is_promoted_by_a_conditional_multipart_copy_never_by_copy_object,
+    a_promote_onto_an_existing_blob_never_replaces_it,
+    blob_and_audit_writes_carry_object_lock_retention_and_staging_does_not,
+    an_events_file_above_one_part_is_uploaded_in_checked_parts_and_completed_conditionally,
 );

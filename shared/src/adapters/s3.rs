@@ -1,9 +1,13 @@
 //! S3 BlobStore. Blob keys `{prefix}blobs/sha256/{hex[0..2]}/{hex}[.slot]`, staging keys
-//! `{prefix}uploads/{ws}/{upload_id}`. Blob writes (PutObject, and CopyObject from a verified
-//! staging version) are conditional (`If-None-Match: *`, which the bucket policy requires) and carry
-//! the SHA-256 checksum: 412 means the object exists (the caller verifies it), 409
+//! `{prefix}uploads/{ws}/{upload_id}`. Blob writes (PutObject, and a multipart copy from a verified
+//! staging version, `multipart`) are conditional (`If-None-Match: *`, which the bucket policy
+//! requires) and carry SHA-256 checksums: 412 means the object exists (the caller verifies it), 409
 //! ConditionalRequestConflict means a concurrent write is in flight (retry). Clients only ever write
 //! staging keys, so no client bytes reach a blob key unverified, even on a store that ignores checksums.
+//! Every object the registry writes (blobs, audit documents) carries the configured Object Lock
+//! retention; staging objects, written by clients through presigned PUTs, carry none.
+
+mod multipart;
 
 use crate::adapters::lazy::LazyClient;
 use std::time::Duration;
@@ -12,9 +16,10 @@ use async_trait::async_trait;
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::presigning::{PresignedRequest, PresigningConfig};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, MetadataDirective};
+use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, ChecksumType};
 use bytes::Bytes;
 
+use crate::config::ObjectLock;
 use crate::domain::Digest;
 use crate::domain::time::now_unix;
 use crate::error::{Dependency, Error, Result};
@@ -30,13 +35,15 @@ pub struct S3BlobStore {
     prefix: String,
     strict_no_overwrite: bool,
     checksums_verified: bool,
+    object_lock: Option<ObjectLock>,
+    part_size: u64,
 }
 
 /// The Content-Type of every blob object, whatever its uploader sent.
 const BLOB_CONTENT_TYPE: &str = "application/octet-stream";
 
-/// What a conditional write writes: bytes (with the digest's checksum when known), or a copy of a
-/// pinned staging object (by version id, else by ETag).
+/// What a conditional write writes: bytes (with the digest's checksum when known), or a file's
+/// contents. Every one carries the configured retention: blobs and audit documents alike.
 enum Write<'a> {
     Put {
         bytes: &'a Bytes,
@@ -48,10 +55,6 @@ enum Write<'a> {
         path: &'a std::path::Path,
         checksum: String,
         content_type: &'a str,
-    },
-    Copy {
-        source: String,
-        if_match: Option<String>,
     },
 }
 
@@ -65,11 +68,10 @@ fn unavailable<E: std::error::Error + 'static>(e: SdkError<E, aws_sdk_s3::config
 
 impl S3BlobStore {
     /// One conditional write of `what` at `key` (`If-None-Match: *` in strict mode), retrying S3's 409
-    /// on concurrent conditional writes. `Existed` is S3's 412, or an object a HEAD found first: outside
-    /// strict mode, and before copies (moto ignores `If-None-Match` on CopyObject; S3 honours it).
+    /// on concurrent conditional writes. `Existed` is S3's 412, or (outside strict mode) an object a
+    /// HEAD found first.
     async fn write_once(&self, key: &str, what: Write<'_>) -> Result<PutOutcome> {
-        let head_first = matches!(what, Write::Copy { .. }) || !self.strict_no_overwrite;
-        if head_first && self.exists(key).await? {
+        if !self.strict_no_overwrite && self.exists(key).await? {
             return Ok(PutOutcome::Existed);
         }
         let if_none_match = self.strict_no_overwrite.then(|| "*".to_owned());
@@ -86,6 +88,8 @@ impl S3BlobStore {
                     .checksum_algorithm(ChecksumAlgorithm::Sha256)
                     .set_checksum_sha256(checksum.clone())
                     .set_if_none_match(if_none_match.clone())
+                    .set_object_lock_mode(self.retention().0)
+                    .set_object_lock_retain_until_date(self.retention().1)
                     .body(ByteStream::from((*bytes).clone()))
                     .send()
                     .await
@@ -101,6 +105,8 @@ impl S3BlobStore {
                         .checksum_algorithm(ChecksumAlgorithm::Sha256)
                         .checksum_sha256(checksum.clone())
                         .set_if_none_match(if_none_match.clone())
+                        .set_object_lock_mode(self.retention().0)
+                        .set_object_lock_retain_until_date(self.retention().1)
                         .body(body)
                         .send()
                         .await
@@ -108,33 +114,10 @@ impl S3BlobStore {
                         .map_err(|e| (status_of(&e), unavailable(e))),
                     Err(e) => return Err(Error::Internal(format!("{}: {e}", path.display()))),
                 },
-                // The uploader's own headers (Content-Type, Content-Encoding, Content-Disposition…) are
-                // not the blob's: the object every workspace downloads gets the registry's metadata.
-                Write::Copy { source, if_match } => self
-                    .client
-                    .copy_object()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .copy_source(source)
-                    .set_copy_source_if_match(if_match.clone())
-                    .metadata_directive(MetadataDirective::Replace)
-                    .content_type(BLOB_CONTENT_TYPE)
-                    .checksum_algorithm(ChecksumAlgorithm::Sha256)
-                    .set_if_none_match(if_none_match.clone())
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| (status_of(&e), unavailable(e))),
             };
             match status {
                 Ok(()) => return Ok(PutOutcome::Created),
-                // On a copy, 412 is also the source's ETag pin failing: then the key is still empty.
-                Err((Some(412), _)) if matches!(what, Write::Copy { .. }) && !self.exists(key).await? => {
-                    return Err(Error::UploadMissing);
-                }
                 Err((Some(412), _)) => return Ok(PutOutcome::Existed),
-                // A pinned staging version that is gone (expired, removed): the upload is no longer there.
-                Err((Some(404), _)) if matches!(what, Write::Copy { .. }) => return Err(Error::UploadMissing),
                 Err((Some(409), _)) if attempt < CONFLICT_RETRIES => {
                     attempt += 1;
                     crate::adapters::backoff(attempt).await;
@@ -161,7 +144,28 @@ impl S3BlobStore {
         strict_no_overwrite: bool,
         checksums_verified: bool,
     ) -> S3BlobStore {
-        S3BlobStore { client: client.into(), bucket, prefix, strict_no_overwrite, checksums_verified }
+        S3BlobStore {
+            client: client.into(),
+            bucket,
+            prefix,
+            strict_no_overwrite,
+            checksums_verified,
+            object_lock: None,
+            part_size: crate::config::DEFAULT_S3_PART_SIZE,
+        }
+    }
+
+    /// Per-object retention on every write of a blob or document (PutObject, CreateMultipartUpload);
+    /// never on staging objects (the presigned PUT carries none).
+    pub fn with_object_lock(mut self, lock: Option<ObjectLock>) -> S3BlobStore {
+        self.object_lock = lock;
+        self
+    }
+
+    /// The part size of multipart document uploads; a file of at most one part is one PutObject.
+    pub fn with_part_size(mut self, part_size: u64) -> S3BlobStore {
+        self.part_size = part_size;
+        self
     }
 
     pub fn key_of(&self, key: &BlobKey) -> String {
@@ -254,8 +258,7 @@ impl BlobStore for S3BlobStore {
     async fn head(&self, key: &BlobKey) -> Result<Option<BlobHead>> {
         Ok(self.head_key(&self.key_of(key)).await?.map(|o| BlobHead {
             size: o.content_length().unwrap_or(0).max(0) as u64,
-            // A multipart composite checksum ("…-N") is not a full-object SHA-256: ignored.
-            stored_sha256: o.checksum_sha256().and_then(Digest::from_base64),
+            stored_sha256: blob_sha256(&o, &key.digest),
         }))
     }
 
@@ -270,7 +273,7 @@ impl BlobStore for S3BlobStore {
     async fn staged(&self, upload: &UploadRef) -> Result<Option<Staged>> {
         Ok(self.head_key(&self.upload_key(upload)).await?.map(|o| Staged {
             size: o.content_length().unwrap_or(0).max(0) as u64,
-            stored_sha256: o.checksum_sha256().and_then(Digest::from_base64),
+            stored_sha256: full_object_sha256(&o),
             version_id: o.version_id().filter(|v| *v != "null").map(str::to_owned),
             etag: o.e_tag().map(str::to_owned),
         }))
@@ -292,7 +295,18 @@ impl BlobStore for S3BlobStore {
         }
     }
 
+    /// A server-side multipart copy, not CopyObject: see `multipart`.
     async fn promote(&self, upload: &UploadRef, staged: &Staged, key: &BlobKey) -> Result<PutOutcome> {
+        let blob_key = self.key_of(key);
+        if staged.size == 0 {
+            // Nothing to copy (and UploadPartCopy of an empty source is not a documented case).
+            let what = Write::Put {
+                bytes: &Bytes::new(),
+                checksum: Some(key.digest.base64()),
+                content_type: BLOB_CONTENT_TYPE,
+            };
+            return self.write_once(&blob_key, what).await;
+        }
         let source = format!("{}/{}", self.bucket, self.upload_key(upload));
         let source = match &staged.version_id {
             Some(v) => format!(
@@ -302,7 +316,7 @@ impl BlobStore for S3BlobStore {
             None => source,
         };
         let if_match = staged.etag.clone().filter(|_| staged.version_id.is_none());
-        self.write_once(&self.key_of(key), Write::Copy { source, if_match }).await
+        self.multipart_copy(&multipart::CopySource { source, if_match, size: staged.size }, &blob_key).await
     }
 
     async fn discard(&self, upload: &UploadRef) -> Result<()> {
@@ -327,21 +341,31 @@ impl BlobStore for S3BlobStore {
         file: &std::path::Path,
         digest: &Digest,
     ) -> Result<PutOutcome> {
+        let key = format!("{}{key}", self.prefix);
+        let content_type = "application/x-ndjson";
+        let size =
+            tokio::fs::metadata(file).await.map_err(|e| Error::Internal(format!("{}: {e}", file.display())))?.len();
+        if size > self.part_size {
+            // Above one part: parts with their own SHA-256 (S3 checks each), the whole file re-hashed
+            // as it is read (multipart.rs). S3 then keeps a composite checksum, not the file's.
+            return self.multipart_file(&key, file, size, digest, content_type).await;
+        }
         // S3 checks the full-object SHA-256 we send against what it received.
-        let what = Write::File { path: file, checksum: digest.base64(), content_type: "application/x-ndjson" };
-        self.write_once(&format!("{}{key}", self.prefix), what).await
+        let what = Write::File { path: file, checksum: digest.base64(), content_type };
+        self.write_once(&key, what).await
     }
 
     async fn document_sha256(&self, key: &str) -> Result<Option<Digest>> {
         let key = format!("{}{key}", self.prefix);
-        // A store that verifies checksums vouches for the one it kept (a day's events file is written
-        // with `ChecksumSHA256`): a HEAD instead of downloading the whole day to hash it. Documents
-        // written without one are downloaded and hashed.
+        // A store that verifies checksums vouches for the full-object one it kept (a day's events file
+        // of one part is written with `ChecksumSHA256`): a HEAD instead of downloading the whole day to
+        // hash it. Documents written without one, and multipart days (S3 keeps a checksum of the
+        // parts' checksums, not the file's), are downloaded and hashed: docs/decisions.md (D4).
         if self.checksums_verified() {
             match self.head_key(&key).await? {
                 None => return Ok(None),
                 Some(head) => {
-                    if let Some(stored) = head.checksum_sha256().and_then(Digest::from_base64) {
+                    if let Some(stored) = full_object_sha256(&head) {
                         return Ok(Some(stored));
                     }
                 }
@@ -419,5 +443,55 @@ impl BlobStore for S3BlobStore {
     async fn check(&self) -> Result<()> {
         self.client.head_bucket().bucket(&self.bucket).send().await.map_err(unavailable)?;
         Ok(())
+    }
+}
+
+type HeadOutput = aws_sdk_s3::operation::head_object::HeadObjectOutput;
+
+/// The object's full-object SHA-256, when the checksum S3 reports is one: a multipart object's is
+/// a checksum of its parts' checksums (COMPOSITE, "…-N"), not the object's.
+fn full_object_sha256(o: &HeadOutput) -> Option<Digest> {
+    if o.checksum_type() == Some(&ChecksumType::Composite) {
+        return None;
+    }
+    o.checksum_sha256().and_then(Digest::from_base64)
+}
+
+/// A blob object's SHA-256 as S3 vouches for it. A promoted blob is a one-part multipart copy (a
+/// staged upload is one PUT, at most 5 GB): S3 keeps SHA-256 of the part's SHA-256 ("…-1"), which
+/// equals SHA-256(`digest`) exactly when the bytes hash to `digest` (a composite that equals it has
+/// one part, the digest). Any other composite proves nothing: None, and the caller re-hashes.
+fn blob_sha256(o: &HeadOutput, digest: &Digest) -> Option<Digest> {
+    let value = o.checksum_sha256()?;
+    let composite = o.checksum_type() == Some(&ChecksumType::Composite) || value.contains('-');
+    if !composite {
+        return Digest::from_base64(value);
+    }
+    let of_parts = value.rsplit_once('-').map_or(value, |(v, _)| v);
+    (Digest::from_base64(of_parts)? == Digest::of(&digest.raw())).then(|| digest.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(checksum: &str, kind: Option<ChecksumType>) -> HeadOutput {
+        HeadOutput::builder().checksum_sha256(checksum).set_checksum_type(kind).build()
+    }
+
+    #[test]
+    fn a_one_part_composite_of_the_digest_proves_the_digest_and_nothing_else_does() {
+        let d = Digest::of(b"blob bytes");
+        let one_part = format!("{}-1", Digest::of(&d.raw()).base64());
+        assert_eq!(blob_sha256(&head(&one_part, Some(ChecksumType::Composite)), &d), Some(d.clone()));
+        assert_eq!(blob_sha256(&head(&one_part, None), &d), Some(d.clone()), "the suffix alone marks it");
+        let other = Digest::of(b"other bytes");
+        assert_eq!(blob_sha256(&head(&one_part, None), &other), None, "another digest's composite: re-hash");
+        let two_parts = format!("{}-2", Digest::of(b"two part checksums").base64());
+        assert_eq!(blob_sha256(&head(&two_parts, None), &d), None);
+        assert_eq!(blob_sha256(&head(&d.base64(), Some(ChecksumType::FullObject)), &d), Some(d.clone()));
+        assert_eq!(full_object_sha256(&head(&one_part, Some(ChecksumType::Composite))), None);
+        assert_eq!(full_object_sha256(&head(&one_part, None)), None, "\"…-1\" is no SHA-256");
+        assert_eq!(full_object_sha256(&head(&d.base64(), None)), Some(d));
     }
 }
