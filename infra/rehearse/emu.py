@@ -110,7 +110,7 @@ class Recorder:
             except ValueError:
                 body = None
         call = Call(_access_key(environ, query), environ["REQUEST_METHOD"], headers.get("host", ""),
-                    urllib.parse.unquote(environ.get("PATH_INFO", "")), query, headers, body)
+                    environ.get("PATH_INFO", ""), query, headers, body)  # WSGI has decoded the path once
 
         def recording(status, hdrs, exc_info=None):
             call.status = int(status.split(" ", 1)[0])

@@ -39,7 +39,8 @@ def _scalar(av):
 class Mapper:
     """Turns recorded calls into authorization requests."""
 
-    def __init__(self, hash_keys, index_hash_keys):
+    def __init__(self, hash_keys, index_hash_keys, lsi=None):
+        self.lsi = lsi or {}  # table name -> local secondary index names (partition key = the table's)
         self.hash_keys = hash_keys  # table name -> partition key attribute
         self.index_hash_keys = index_hash_keys  # (table, index) -> partition key attribute
 
@@ -48,17 +49,27 @@ class Mapper:
         return f"{arn}/index/{index}" if index else arn
 
     def leading(self, table, key):
-        return [_scalar(key[self.hash_keys[table]])] if table in self.hash_keys and key else []
+        # Never [] for an item: ForAllValues over an empty set is true, so a key we fail to read
+        # would pass every dynamodb:LeadingKeys condition.
+        attr = self.hash_keys.get(table)
+        if attr is None or not key or attr not in key:
+            raise ValueError(f"no partition key value for {table} in {key!r}: dynamodb:LeadingKeys unknown")
+        return [_scalar(key[attr])]
 
     def query_leading(self, body):
         table, index = body["TableName"], body.get("IndexName")
-        attr = self.index_hash_keys.get((table, index)) if index else self.hash_keys.get(table)
+        attr = self.index_hash_keys.get((table, index), self.hash_keys.get(table) if index in self.lsi.get(table, ()) else None) \
+            if index else self.hash_keys.get(table)
         names = body.get("ExpressionAttributeNames", {})
         values = body.get("ExpressionAttributeValues", {})
-        for name, value in re.findall(r"([#\w]+)\s*=\s*(:\w+)", body.get("KeyConditionExpression", "")):
+        if "KeyConditions" in body and attr in body["KeyConditions"]:
+            return [_scalar(body["KeyConditions"][attr]["AttributeValueList"][0])]
+        expr = body.get("KeyConditionExpression", "")
+        pairs = re.findall(r"([#\w]+)\s*=\s*(:\w+)", expr) + [(n, v) for v, n in re.findall(r"(:\w+)\s*=\s*([#\w]+)", expr)]
+        for name, value in pairs:
             if names.get(name, name) == attr and value in values:
                 return [_scalar(values[value])]
-        return []
+        raise ValueError(f"no partition key equality for {attr} in {body!r}: dynamodb:LeadingKeys unknown")
 
     def map(self, who, call):
         target = call.target
@@ -74,7 +85,9 @@ class Mapper:
         out = []
 
         def req(action, table, leading, index=None, what=op):
-            ctx = {"dynamodb:LeadingKeys": leading}
+            if table.startswith("arn:"):  # TableName may be the table's ARN
+                raise ValueError(f"TableName as an ARN is not modelled: {table}")
+            ctx = {"dynamodb:LeadingKeys": leading} if leading else {}  # Scan: the key is absent
             out.append(Request(who, "dynamodb:" + action, self.table_arn(table, index), ctx, what))
 
         if op in ("GetItem", "DeleteItem", "UpdateItem"):
@@ -137,6 +150,28 @@ class Mapper:
             action = "s3:GetObjectVersion" if len(src) > 1 and "versionId=" in src[1] else "s3:GetObject"
             out.append(Request(who, action, s_arn, dict(base), "copy source"))
 
+        IGNORED = {"x-id", "versionId", "partNumber"} | {k for k in q if k.lower().startswith(("x-amz-", "response-"))}
+        sub = {k for k in q} - IGNORED
+        SUB = {("GET", "tagging"): "GetObjectTagging", ("PUT", "tagging"): "PutObjectTagging",
+               ("DELETE", "tagging"): "DeleteObjectTagging", ("GET", "acl"): "GetObjectAcl", ("PUT", "acl"): "PutObjectAcl",
+               ("GET", "legal-hold"): "GetObjectLegalHold", ("PUT", "legal-hold"): "PutObjectLegalHold",
+               ("GET", "attributes"): "GetObjectAttributes", ("POST", "restore"): "RestoreObject"}
+        for (m, s), a in SUB.items():
+            if call.method == m and s in sub:
+                if versioned and a in ("GetObjectTagging", "PutObjectTagging", "DeleteObjectTagging", "GetObjectAcl", "PutObjectAcl", "GetObjectAttributes"):
+                    a = a.replace("Object", "ObjectVersion", 1)
+                return [Request(who, "s3:" + a, arn, ctx, a)]
+        if sub - {"retention", "uploads", "uploadId"}:
+            raise ValueError(f"S3 sub-resource {sorted(sub)} on {call.method} is not modelled (infra/rehearse/policy.py)")
+        if h.get("x-amz-bypass-governance-retention", "").lower() == "true":
+            out.append(Request(who, "s3:BypassGovernanceRetention", arn, dict(ctx), "x-amz-bypass-governance-retention"))
+        if call.method in ("PUT", "POST") and "uploadId" not in q:
+            if "x-amz-tagging" in h:
+                out.append(Request(who, "s3:PutObjectTagging", arn, dict(ctx), "x-amz-tagging"))
+            if "x-amz-acl" in h or any(k.startswith("x-amz-grant-") for k in h):
+                out.append(Request(who, "s3:PutObjectAcl", arn, dict(ctx), "x-amz-acl/x-amz-grant-*"))
+            if "x-amz-object-lock-legal-hold" in h:
+                out.append(Request(who, "s3:PutObjectLegalHold", arn, dict(ctx), "x-amz-object-lock-legal-hold"))
         if call.method == "PUT":
             if "retention" in q:
                 out.append(Request(who, "s3:PutObjectRetention", arn, ctx, "PutObjectRetention"))
@@ -161,7 +196,7 @@ class Mapper:
         elif call.method == "POST":
             if "uploads" in q:
                 ctx["s3:ObjectCreationOperation"] = "false"
-                if "x-amz-object-lock-mode" in h:
+                if "x-amz-object-lock-mode" in h or "x-amz-object-lock-retain-until-date" in h:
                     out.append(Request(who, "s3:PutObjectRetention", arn, dict(ctx), "CreateMultipartUpload with retention"))
                 out.append(Request(who, "s3:PutObject", arn, ctx, "CreateMultipartUpload"))
             elif "uploadId" in q:
@@ -198,11 +233,20 @@ def _like(pattern, value):
     return fnmatch.fnmatchcase(value, pattern.replace("[", "[[]"))
 
 
+MODELLED_KEYS = {"aws:securetransport", "dynamodb:leadingkeys", "s3:prefix", "s3:if-none-match", "s3:if-match",
+                 "s3:objectcreationoperation", "s3:x-amz-copy-source", "s3:object-lock-mode"}
+
+
 def _condition(cond, ctx):
+    ctx = {k.lower(): v for k, v in ctx.items()}
     for op, tests in cond.items():
         for key, want in tests.items():
+            if key.lower() not in MODELLED_KEYS:
+                raise ValueError(f"condition key {key} is not modelled (infra/rehearse/policy.py)")
             want = [str(w).lower() if isinstance(w, bool) else str(w) for w in _list(want)]
-            have = ctx.get(key)
+            have = ctx.get(key.lower())
+            if have == []:
+                have = None  # an empty multivalued key is an absent key (Null true, ForAnyValue false)
             if op == "Null":
                 if (have is None) != (want[0] == "true"):
                     return False
@@ -225,7 +269,7 @@ def _condition(cond, ctx):
                 if base.startswith(("StringNot", "ArnNot")):
                     continue
                 return False
-            negative = base in ("StringNotEquals", "StringNotLike", "ArnNotLike", "ArnNotEquals")
+            negative = "Not" in base
             positive = base.replace("Not", "")
             hit = any(_match(positive, w, v) for w in want for v in values)
             if hit == negative:
@@ -234,11 +278,11 @@ def _condition(cond, ctx):
 
 
 def _match(op, want, value):
-    if op in ("StringEquals", "ArnEquals"):
+    if op == "StringEquals":
         return want == value
     if op in ("StringEqualsIgnoreCase",):
         return want.lower() == value.lower()
-    if op in ("StringLike", "ArnLike"):
+    if op in ("StringLike", "ArnLike", "ArnEquals"):  # ArnEquals takes wildcards as ArnLike does
         return _like(want, value)
     if op == "Bool":
         return want.lower() == str(value).lower()
@@ -309,13 +353,16 @@ class Evaluator:
                         if _actions_match(a, req.action):
                             for r in _list(s.get("Resource", [])):
                                 if _like(r, req.resource):
-                                    self.used.add((req.who, a, r))
+                                    self.used.add((req.who, i, a, r))
         return None if allowed else "no statement of the role allows it"
 
     def grants(self):
         for who, stmts in self.roles.items():
-            for s in stmts:
+            for i, s in enumerate(stmts):
                 if s.get("Effect") == "Allow":
+                    if "NotAction" in s or "NotResource" in s:
+                        yield who, i, "NotAction/NotResource", "*"  # never marked used: must be listed
+                        continue
                     for a in _list(s.get("Action", [])):
                         for r in _list(s.get("Resource", [])):
-                            yield who, a, r
+                            yield who, i, a, r
