@@ -1,6 +1,6 @@
 # Helix Registry. Two commands on a fresh machine:
 #   make run    start the whole registry locally (embedded backend) and print how to use it
-#   make test   install what the tests need (Python venv + moto emulator) and run every test
+#   make test   install what the tests need (Python venvs, the moto emulator, Chromium for the console) and run every test
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 .DEFAULT_GOAL := help

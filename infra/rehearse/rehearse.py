@@ -15,7 +15,8 @@
     call, on a grant nothing used that is not on infra/rehearse/unused-grants.txt, and on a negative
     control (a call no function may make) that is not denied;
  6. prove the checks can fail: a grant removed, an unused grant added, a name fixed, two routes
-    swapped and the pre-D1 bucket policy must each be caught.
+    swapped, the pre-D1 bucket policy and every partition-key scope narrowed to nothing must each be
+    caught.
 Exit 0 when all holds; 1 with the reasons otherwise."""
 
 import argparse
