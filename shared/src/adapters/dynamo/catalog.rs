@@ -205,29 +205,15 @@ impl DynamoStore {
     }
 
     pub(super) async fn workspaces(&self, after: Option<&WorkspaceId>, limit: usize) -> Result<Vec<WorkspaceCounts>> {
-        let mut start = after.map(|a| Item::from([("pk".into(), s(WORKSPACES_PK)), ("sk".into(), s(a.as_str()))]));
-        let mut out = Vec::new();
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(WORKSPACES_PK))
-                .consistent_read(true)
-                .limit((limit - out.len()) as i32)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(err(Dependency::MetaStore))?;
-            for item in page.items() {
-                out.push(counts_from_item(item)?);
-            }
-            match page.last_evaluated_key {
-                Some(k) if out.len() < limit => start = Some(k),
-                _ => return Ok(out),
-            }
-        }
+        let start = after.map(|a| Item::from([("pk".into(), s(WORKSPACES_PK)), ("sk".into(), s(a.as_str()))]));
+        let req = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(WORKSPACES_PK))
+            .consistent_read(true);
+        self.meta_items_from(req, start, limit).await?.iter().map(counts_from_item).collect()
     }
 
     /// The state records of the versions from `first` to `last` (name, version), inclusive: one
@@ -369,31 +355,23 @@ impl DynamoStore {
         limit: usize,
     ) -> Result<Vec<(BundleVersion, Option<State>)>> {
         let pk = format!("WS#{ws}");
-        let mut start = after
+        let start = after
             .map(|(name, version)| Item::from([("pk".into(), s(&pk)), ("sk".into(), s(bundle_sk(&name, &version)))]));
-        let mut out = Vec::new();
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :b)")
-                .expression_attribute_values(":pk", s(&pk))
-                .expression_attribute_values(":b", s("BUNDLE#"))
-                .consistent_read(true)
-                .limit((limit - out.len()) as i32)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(err(Dependency::MetaStore))?;
-            for item in page.items() {
+        let req = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :b)")
+            .expression_attribute_values(":pk", s(&pk))
+            .expression_attribute_values(":b", s("BUNDLE#"))
+            .consistent_read(true);
+        self.meta_items_from(req, start, limit)
+            .await?
+            .iter()
+            .map(|item| {
                 let initial = item.get("initial_state").and_then(|v| v.as_s().ok()).and_then(|v| State::parse(v));
-                out.push((bundle_from_item(ws, item)?, initial));
-            }
-            match page.last_evaluated_key {
-                Some(k) if out.len() < limit => start = Some(k),
-                _ => return Ok(out),
-            }
-        }
+                Ok((bundle_from_item(ws, item)?, initial))
+            })
+            .collect()
     }
 }

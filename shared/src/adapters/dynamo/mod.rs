@@ -234,15 +234,25 @@ impl DynamoStore {
 
     /// Every item a meta-table query yields, page after page.
     async fn meta_items(&self, req: QueryFluentBuilder) -> Result<Vec<Item>> {
+        self.meta_items_from(req, None, usize::MAX).await
+    }
+
+    /// The items of `req` from `start` (exclusive), page after page, until `limit` or the end.
+    async fn meta_items_from(&self, req: QueryFluentBuilder, mut start: Option<Item>, limit: usize) -> Result<Vec<Item>> {
         let mut items = Vec::new();
-        let mut start: Option<Item> = None;
         loop {
-            let page =
-                req.clone().set_exclusive_start_key(start.take()).send().await.map_err(err(Dependency::MetaStore))?;
+            let page_limit = i32::try_from(limit - items.len()).ok();
+            let page = req
+                .clone()
+                .set_limit(page_limit)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(err(Dependency::MetaStore))?;
             items.extend(page.items().iter().cloned());
             match page.last_evaluated_key {
-                Some(k) => start = Some(k),
-                None => return Ok(items),
+                Some(k) if items.len() < limit => start = Some(k),
+                _ => return Ok(items),
             }
         }
     }
