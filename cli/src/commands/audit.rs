@@ -4,7 +4,7 @@
 use clap::Subcommand;
 use helix_core::{App, Config};
 
-use super::{Res, out, s_of};
+use super::{PinArgs, Res, out, s_of};
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
@@ -60,16 +60,8 @@ pub enum AuditCommand {
         /// The registry's key prefix in the bucket (HELIX_S3_PREFIX); `audit/` follows it.
         #[arg(long, default_value = "", requires = "bucket")]
         prefix: String,
-        /// A registry public key (PEM) to trust; repeat it for earlier keys.
-        #[arg(long, conflicts_with = "registry")]
-        public_key: Vec<std::path::PathBuf>,
-        /// Trust the key the export carries (`keys/<hex>.pem`) whose key id is this `sha256:…`
-        /// fingerprint (GET /v1/governance/public-key shows it); repeat it for earlier keys.
-        #[arg(long, conflicts_with = "registry", value_parser = helix_cli::client::key_fingerprint)]
-        key_fingerprint: Vec<String>,
-        /// Trust the keys this registry publishes (GET /v1/governance/public-key: current and previous).
-        #[arg(long)]
-        registry: Option<String>,
+        #[command(flatten)]
+        pins: PinArgs,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
@@ -82,8 +74,7 @@ pub async fn run(config: Config, command: AuditCommand) -> Res {
             query(since, until, action, workspace, actor, json).await
         }
         AuditCommand::Export { day, json } => export(config, day, json).await,
-        AuditCommand::Verify { dir, bucket, prefix, public_key, key_fingerprint, registry, json } => {
-            let pins = Pins { public_key, key_fingerprint, registry };
+        AuditCommand::Verify { dir, bucket, prefix, pins, json } => {
             verify(config, dir, bucket, prefix, pins, json).await
         }
     }
@@ -120,31 +111,23 @@ async fn export(config: Config, day: Option<String>, json: bool) -> Res {
 }
 
 /// The keys `helix audit verify` is told to trust (one of them is required).
-struct Pins {
-    public_key: Vec<std::path::PathBuf>,
-    key_fingerprint: Vec<String>,
-    registry: Option<String>,
-}
-
 async fn verify(
     config: Config,
     dir: Option<std::path::PathBuf>,
     bucket: Option<String>,
     prefix: String,
-    pins: Pins,
+    pins: PinArgs,
     json: bool,
 ) -> Res {
     use helix_core::audit_verify::{self, DirEvidence, Evidence, S3Evidence};
-    if pins.public_key.is_empty() && pins.key_fingerprint.is_empty() && pins.registry.is_none() {
-        // The export's own keys/*.pem prove nothing: whoever rewrites a day replaces them too.
-        return Err(super::Usage(
+    // The export's own keys/*.pem prove nothing: whoever rewrites a day replaces them too.
+    let mut keys = pins
+        .keys(
             "helix audit verify needs a key to trust: pin the registry's key with --public-key FILE.pem, \
              --key-fingerprint sha256:HEX (its key_id, from GET /v1/governance/public-key), or --registry URL; \
-             the keys an export carries are not evidence on their own"
-                .into(),
+             the keys an export carries are not evidence on their own",
         )
-        .into());
-    }
+        .await?;
     let evidence: Box<dyn Evidence> = match (dir, bucket) {
         (Some(dir), _) => Box::new(DirEvidence::open(dir)?),
         (None, Some(bucket)) => {
@@ -152,7 +135,6 @@ async fn verify(
         }
         (None, None) => unreachable!("clap requires one"),
     };
-    let mut keys = helix_cli::client::load_keys(pins.registry.as_deref(), &pins.public_key).await?;
     for fingerprint in &pins.key_fingerprint {
         // The export's key file of a pinned fingerprint: its content must hash to that id.
         let k = format!("keys/{}.pem", fingerprint.trim_start_matches("sha256:"));

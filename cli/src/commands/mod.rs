@@ -28,6 +28,36 @@ impl std::fmt::Display for Usage {
 
 impl std::error::Error for Usage {}
 
+/// The keys evidence is checked against (`helix audit verify`, `helix verify-pack`): never the keys the
+/// evidence carries on its own, whoever forges it replaces those too.
+#[derive(clap::Args)]
+pub struct PinArgs {
+    /// A registry public key (PEM), or a saved GET /v1/governance/public-key answer (keys.json: every
+    /// key with its validity window); repeat it for earlier keys.
+    #[arg(long, conflicts_with = "registry")]
+    pub public_key: Vec<std::path::PathBuf>,
+    /// Trust the key the evidence carries whose key id is this `sha256:…` fingerprint (GET
+    /// /v1/governance/public-key shows it); repeat it for earlier keys.
+    #[arg(long, conflicts_with = "registry", value_parser = helix_cli::client::key_fingerprint)]
+    pub key_fingerprint: Vec<String>,
+    /// Trust the keys this registry publishes (and their validity windows).
+    #[arg(long)]
+    pub registry: Option<String>,
+}
+
+impl PinArgs {
+    /// Usage error `refusal` (exit 2) when nothing is pinned; else the keys of --registry or --public-key.
+    pub async fn keys(
+        &self,
+        refusal: &str,
+    ) -> Result<Vec<helix_core::ports::PublicKeyInfo>, Box<dyn std::error::Error>> {
+        if self.public_key.is_empty() && self.key_fingerprint.is_empty() && self.registry.is_none() {
+            return Err(Usage(refusal.into()).into());
+        }
+        Ok(helix_cli::client::load_keys(self.registry.as_deref(), &self.public_key).await?)
+    }
+}
+
 /// A command that writes straight into the store (`teams`, `freeze`) must find the store `helix
 /// serve` uses. With HELIX_DATA_DIR unset that is `./.helix` in the folder `helix serve` started in:
 /// run anywhere else, it would create a second, empty store that the registry never reads.

@@ -4,42 +4,30 @@
 
 use helix_core::evidence_pack::{self, Pins};
 
-use super::{Res, Usage, out};
+use super::{PinArgs, Res, out};
 
 #[derive(clap::Args)]
 pub struct VerifyPackArgs {
     /// The pack (`helix export … --pack FILE.tar`).
     file: std::path::PathBuf,
-    /// A registry public key (PEM), or a saved GET /v1/governance/public-key answer (keys.json: every
-    /// key with its validity window); repeat it for earlier keys.
-    #[arg(long, conflicts_with = "registry")]
-    public_key: Vec<std::path::PathBuf>,
-    /// Trust the key the pack carries (keys.json) whose key id is this `sha256:…` fingerprint (GET
-    /// /v1/governance/public-key shows it); repeat it for earlier keys.
-    #[arg(long, conflicts_with = "registry", value_parser = helix_cli::client::key_fingerprint)]
-    key_fingerprint: Vec<String>,
-    /// Trust the keys this registry publishes (and their validity windows).
-    #[arg(long)]
-    registry: Option<String>,
+    #[command(flatten)]
+    pins: PinArgs,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
 }
 
 pub async fn run(args: VerifyPackArgs) -> Res {
-    let VerifyPackArgs { file, public_key, key_fingerprint, registry, json } = args;
-    if public_key.is_empty() && key_fingerprint.is_empty() && registry.is_none() {
-        // The pack's own keys.json proves nothing: whoever forges a pack replaces it too.
-        return Err(Usage(
+    let VerifyPackArgs { file, pins, json } = args;
+    // The pack's own keys.json proves nothing: whoever forges a pack replaces it too.
+    let keys = pins
+        .keys(
             "helix verify-pack needs a key to trust: pin the registry's key with --public-key FILE.pem (or a saved \
              keys.json), --key-fingerprint sha256:HEX (its key_id, from GET /v1/governance/public-key), or \
-             --registry URL; the keys a pack carries are not evidence on their own"
-                .into(),
+             --registry URL; the keys a pack carries are not evidence on their own",
         )
-        .into());
-    }
-    let keys = helix_cli::client::load_keys(registry.as_deref(), &public_key).await?;
-    let pins = Pins { keys, fingerprints: key_fingerprint };
+        .await?;
+    let pins = Pins { keys, fingerprints: pins.key_fingerprint };
     let summary = tokio::task::spawn_blocking(move || evidence_pack::verify(&file, &pins))
         .await?
         .map_err(|e| format!("invalid: {e}"))?;

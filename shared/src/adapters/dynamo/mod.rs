@@ -238,7 +238,12 @@ impl DynamoStore {
     }
 
     /// The items of `req` from `start` (exclusive), page after page, until `limit` or the end.
-    async fn meta_items_from(&self, req: QueryFluentBuilder, mut start: Option<Item>, limit: usize) -> Result<Vec<Item>> {
+    async fn meta_items_from(
+        &self,
+        req: QueryFluentBuilder,
+        mut start: Option<Item>,
+        limit: usize,
+    ) -> Result<Vec<Item>> {
         let mut items = Vec::new();
         loop {
             let page_limit = i32::try_from(limit - items.len()).ok();
