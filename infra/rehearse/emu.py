@@ -16,7 +16,6 @@ import os
 import socket
 import sys
 import threading
-import time
 import urllib.parse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -20,7 +20,6 @@
 Exit 0 when all holds; 1 with the reasons otherwise."""
 
 import argparse
-import base64
 import copy
 import hashlib
 import io
@@ -221,7 +220,7 @@ def probe_routes(api, routes, report, label="route"):
     return wrong
 
 
-def drive(api, helix, env, report, functions, stack_env):
+def drive(api, helix, env, report, functions):
     """helix smoke, then every other route, then the scheduled export."""
     out = subprocess.run([helix, "smoke", "--url", api.url], env=dict(env, HELIX_TOKEN=api.token),
                          capture_output=True, text=True, timeout=600)
@@ -230,11 +229,9 @@ def drive(api, helix, env, report, functions, stack_env):
     else:
         report.phase("helix smoke", out.stderr.strip().splitlines()[-1])
     ws = "rehearsal"
-    checks = []
 
     def want(label, status_body, ok=(200,)):
         status, body = status_body
-        checks.append((label, status))
         if status not in ok:
             report.fail(f"{label}: {status} {str(body)[:300]}")
         return body
@@ -309,7 +306,6 @@ def drive(api, helix, env, report, functions, stack_env):
         report.phase("scheduled audit export", answer.decode()[:200])
     except Exception as e:  # noqa: BLE001
         report.fail(f"scheduled audit export: {e}")
-    return checks
 
 
 def main():
@@ -401,7 +397,7 @@ def main():
             report.fail(w)
         report.phase("every route reaches a function that serves it", f"{len(routes)} routes")
         client_env = {k: v for k, v in os.environ.items() if not k.startswith(("HELIX_", "AWS_"))}
-        drive(api, helix, client_env, report, functions, env_tables)
+        drive(api, helix, client_env, report, functions)
         answered = {k for k, _, _ in gateway.answers}
         unreached = sorted(set(routes) - answered)
         if unreached:

@@ -70,7 +70,6 @@ def apply_skipped(emu, r: Resolver, physical, skipped):
     logs, cw, sched, apigw = emu.client("logs"), emu.client("cloudwatch"), emu.client("scheduler"), emu.client("apigatewayv2")
     cd = emu.client("codedeploy")
     applied = 0
-    cw_names = {}
     for logical, res in t.items():
         if res["Type"] == "AWS::Lambda::Alias":
             p = r.properties(logical)
