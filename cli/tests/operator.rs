@@ -158,4 +158,20 @@ fn smoke_backup_restore_keeps_the_restored_registrys_logs_out_of_its_report() {
     assert!(stderr_lines[1].starts_with("smoke passed"), "{stderr}");
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.lines().any(|l| l.contains("\"request\"") && l.contains("/v1/status")), "{logged}");
+
+    // Without --server-log the log is the smoke's own scratch file in the temp dir: a passing run
+    // leaves nothing there and names nothing.
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let out = helix(&data)
+        .env("HELIX_TOKEN", &admin)
+        .env("TMPDIR", &tmp)
+        .args(["smoke", "--url", &url, "--backup-restore", "--work-dir", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.lines().count() == 1 && stderr.starts_with("smoke passed"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "the temp dir after a passing smoke: {left:?}");
 }

@@ -97,6 +97,10 @@ pub struct Config {
     /// Most official exports of one bundle version (HELIX_EXPORT_LIMIT, 1 to 1,000,000; default
     /// `DEFAULT_EXPORT_LIMIT`): each appends a signed receipt, so re-exports are bounded.
     pub export_limit: u64,
+    /// Most waivers of one bundle version (HELIX_WAIVER_LIMIT, 1 to 1,000; default
+    /// `DEFAULT_WAIVER_LIMIT`): each appends a signed receipt that every decision and the first export
+    /// read, so distinct waivers are bounded too.
+    pub waiver_limit: u64,
     /// How often an instance flushes its request counters (HELIX_METRICS_FLUSH_SECONDS, 0 to 3600).
     pub metrics_flush: std::time::Duration,
     pub listen: SocketAddr,
@@ -126,6 +130,9 @@ pub const MAX_S3_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 /// Official exports of one bundle version, at most (a version exported a thousand times is a
 /// pipeline in a loop, not a release; publish a new version).
 pub const DEFAULT_EXPORT_LIMIT: u64 = 1000;
+/// Waivers of one bundle version, at most (a waiver is an emergency measure; a hundred on one version
+/// is a script in a loop).
+pub const DEFAULT_WAIVER_LIMIT: u64 = 100;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 impl Config {
@@ -262,6 +269,14 @@ impl Config {
                 .filter(|n| (1..=1_000_000).contains(n))
                 .ok_or_else(|| err("HELIX_EXPORT_LIMIT", format!("{v:?} is not a count in 1..=1000000")))?,
         };
+        let waiver_limit = match get("HELIX_WAIVER_LIMIT") {
+            None => DEFAULT_WAIVER_LIMIT,
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (1..=1_000).contains(n))
+                .ok_or_else(|| err("HELIX_WAIVER_LIMIT", format!("{v:?} is not a count in 1..=1000")))?,
+        };
         let metrics_flush = match get("HELIX_METRICS_FLUSH_SECONDS") {
             None => std::time::Duration::from_secs(10),
             Some(v) => {
@@ -338,6 +353,7 @@ impl Config {
             metrics_min_role,
             inline_max,
             export_limit,
+            waiver_limit,
             metrics_flush,
             listen,
             public_url,

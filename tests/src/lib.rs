@@ -609,6 +609,7 @@ macro_rules! common_suite {
             every_governance_denial_is_audited_and_counted,
             a_justification_is_bounded_as_signed_not_as_typed,
             ledger_reads_cost_one_receipt_whatever_its_length_and_exports_are_bounded,
+            waivers_of_one_version_are_bounded_and_a_repeat_in_force_still_answers,
             receipts_stay_verifiable_after_a_signing_key_rotation,
             a_retired_signing_key_verifies_only_what_it_signed_before,
             a_signing_key_shared_by_two_stores_is_recorded_in_each,

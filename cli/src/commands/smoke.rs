@@ -21,7 +21,8 @@ pub struct SmokeArgs {
     #[arg(long)]
     backup_restore: bool,
     /// With --backup-restore: where the restored registry's logs go (appended, JSON lines), so they never
-    /// mix into the report; default helix-smoke-PID.log in the system's temp dir (kept, named at the end).
+    /// mix into the report; default helix-smoke-PID.log in the system's temp dir, removed when the smoke
+    /// passes and kept (named at the end) when it fails. A file named here is always kept.
     #[arg(long, requires = "backup_restore")]
     server_log: Option<std::path::PathBuf>,
     /// Where the run's files go (the backup and restored copies with --backup-restore: twice the data
@@ -74,7 +75,12 @@ pub async fn run(config: &Config, args: SmokeArgs) -> Res {
         print_table(&rows)?;
     }
     if let Some(path) = &server_log {
-        eprintln!("the restored registry's logs: {}", path.display());
+        if args.server_log.is_none() && report.failed().is_none() {
+            // Our own scratch file, and nothing to look into: leave nothing behind.
+            let _ = std::fs::remove_file(path);
+        } else {
+            eprintln!("the restored registry's logs: {}", path.display());
+        }
     }
     let total: f64 = report.steps.iter().map(|s| s.ms).sum();
     match report.failed() {

@@ -95,6 +95,17 @@ pub async fn decide(
                 return Ok((receipt.clone(), false));
             }
         }
+        // Every waiver stays in the ledger that each decision and the first export read whole: bounded.
+        let waivers = ledger.statements.iter().filter(|s| s.kind == "waiver").count() as u64;
+        if waiver.is_some() && waivers >= app.config.waiver_limit {
+            return Err(Error::GovernanceConflict {
+                reason: "waiver_limit_reached",
+                detail: format!(
+                    "this version has {waivers} waivers, the most HELIX_WAIVER_LIMIT allows; a waiver still in \
+                     force can be asked for again (the same request returns its receipt), or approve the version"
+                ),
+            });
+        }
         let draft = Draft {
             kind,
             manifest: &v.manifest_digest,

@@ -288,3 +288,37 @@ pub async fn ledger_reads_cost_one_receipt_whatever_its_length_and_exports_are_b
     assert_eq!(get(&env, &ada, &format!("{BASE}/1/governance")).await.status(), 200);
     assert_eq!(env.app.receipts_read.load(Ordering::SeqCst) - start, 13);
 }
+
+pub async fn waivers_of_one_version_are_bounded_and_a_repeat_in_force_still_answers(b: Backend) {
+    let env = TestEnv::start_with(b, &[("HELIX_WAIVER_LIMIT", "3")]).await;
+    let ada = env.token_of("ada", Role::Publisher, "team-a").await;
+    let linus = env.token_of("linus", Role::SafetyReviewer, "team-a").await;
+    one_file_bundle(&env, &ada, "team-a", "1").await;
+    let t = transition(&env, &ada, "1").await;
+    let mut made = Vec::new();
+    for n in 1..=3 {
+        let (status, receipt) = decide(&env, &linus, "1/waivers", waiver(&t, &format!("INC-{n}"), None)).await;
+        assert_eq!((status, receipt["seq"].as_u64()), (201, Some(n)), "{receipt}");
+        made.push(receipt);
+    }
+    // A fourth distinct waiver: refused, audited, and the ledger does not grow.
+    let refused = expect_problem(
+        post_json(&env, &linus, &format!("{BASE}/1/waivers"), waiver(&t, "INC-4", None)).await,
+        409,
+        "waiver_limit_reached",
+    )
+    .await;
+    assert!(refused["detail"].as_str().unwrap().contains("3 waivers"), "{refused}");
+    let last = env.audit("team-a").await.pop().unwrap();
+    assert_eq!((last.outcome, last.details["reason"].as_str()), (Outcome::Denied, Some("waiver_limit_reached")));
+    let ledger: Value = get(&env, &ada, &format!("{BASE}/1/governance")).await.json().await.unwrap();
+    assert_eq!(ledger["receipts"].as_array().unwrap().len(), 3, "three waivers, no more");
+    // A waiver still in force asked for again still answers with its receipt.
+    let (status, again) = decide(&env, &linus, "1/waivers", waiver(&t, "INC-2", None)).await;
+    assert_eq!((status, &again), (200, &made[1]));
+    // The bound is per version: another version takes its own waivers.
+    one_file_bundle(&env, &ada, "team-a", "2").await;
+    let t2 = transition(&env, &ada, "2").await;
+    let (status, other) = decide(&env, &linus, "2/waivers", waiver(&t2, "INC-4", None)).await;
+    assert_eq!((status, other["seq"].as_u64()), (201, Some(1)), "{other}");
+}
