@@ -132,8 +132,9 @@ class Function:
 def _pattern(route_path):
     parts = []
     for seg in route_path.strip("/").split("/"):
-        m = re.fullmatch(r"\{(\w+)\+?\}", seg)
-        parts.append(f"(?P<{m.group(1)}>[^/]+)" if m else re.escape(seg))
+        m = re.fullmatch(r"\{(\w+)(\+?)\}", seg)
+        # A greedy variable ({name+}, the last segment) takes the rest of the path, slashes included.
+        parts.append(f"(?P<{m.group(1)}>{'.+' if m.group(2) else '[^/]+'})" if m else re.escape(seg))
     return re.compile("^/" + "/".join(parts) + "$")
 
 

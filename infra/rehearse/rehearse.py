@@ -214,7 +214,12 @@ def probe_routes(api, routes, label="route"):
     for key, fn in sorted(routes.items()):
         method, path = key.split(" ", 1)
         status, body = api.call(method, fill(path), token=False, raw=b"" if method in ("POST", "PUT") else None)
-        misrouted = status == 404 and (method == "HEAD" or isinstance(body, dict) and body.get("reason") == "not_found")
+        if path.startswith("/console"):
+            # The console answers its page or a plain-text 404; an API function answers a problem.
+            misrouted = isinstance(body, dict)
+        else:
+            # An API function that does not serve the route: a `not_found` problem; the console: text.
+            misrouted = status == 404 and (method == "HEAD" or not isinstance(body, dict) or body.get("reason") == "not_found")
         if misrouted and not path.startswith("/v1/proofs"):
             wrong.append(f"{label} {key} reaches {fn}, which does not serve it (404 before authentication)")
     return wrong
@@ -287,6 +292,9 @@ def drive(api, helix, env, report, functions):
     want("PUT bundle version with a ledger", api.call("PUT", f"/v1/workspaces/{ws}/bundles/probe/versions/1", manifest | {"version": "1"}, token=pub), (200, 201))
     want("GET /v1/governance/public-key", api.call("GET", "/v1/governance/public-key", token=False))
     want("GET /v1/status", api.call("GET", "/v1/status"))
+    # The console: the page and an asset, without a credential (the page asks for one).
+    want("GET /console", api.call("GET", "/console", token=False))
+    want("GET /console/app.js", api.call("GET", "/console/app.js", token=False))
     want("GET /readyz", api.call("GET", "/readyz", token=False))
     want("GET /metrics", api.call("GET", "/metrics", token=False), (200, 401))
     want("GET /v1/audit", api.call("GET", f"/v1/audit?workspace={ws}"))

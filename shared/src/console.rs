@@ -31,14 +31,15 @@ fn with_headers(builder: http::response::Builder) -> http::response::Builder {
         .header("cache-control", "no-cache")
 }
 
-/// The answer to GET `path` (the request path, `/console` or under `/console/`).
+/// The console's routes on API Gateway (the `console` function): the page at `/console` (no trailing
+/// slash: API Gateway's documentation does not say whether `/console/` matches a greedy variable), its
+/// assets below it. The route table of the API (`http::route`) does not hold them: they are no API.
+pub const ROUTES: &[(&str, &str)] = &[("GET", "/console"), ("GET", "/console/{asset+}")];
+
+/// The answer to GET `path` (the request path, `/console` or under `/console/`). The page is the same
+/// at `/console` and `/console/`: it names its assets by absolute path.
 pub fn serve(path: &str) -> Response {
-    if path == "/console" {
-        return with_headers(http::Response::builder().status(308).header("location", "/console/"))
-            .body(Body::Empty)
-            .expect("valid response");
-    }
-    let file = path.strip_prefix("/console/").unwrap_or("\u{0}");
+    let file = if path == "/console" { "" } else { path.strip_prefix("/console/").unwrap_or("\u{0}") };
     match ASSETS.iter().find(|(name, _, _)| *name == file) {
         Some((_, content_type, bytes)) => with_headers(http::Response::builder().status(200))
             .header("content-type", *content_type)
@@ -69,7 +70,8 @@ mod tests {
             assert_eq!(resp.headers()["content-security-policy"], CSP, "{path}");
             assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
         }
-        assert_eq!(serve("/console").status(), 308);
+        assert_eq!(serve("/console").status(), 200, "the page without the slash (API Gateway's route)");
+        assert_eq!(serve("/console").body().as_ref(), serve("/console/").body().as_ref());
         assert_eq!(serve("/console/nope").status(), 404);
         assert_eq!(serve("/console/").headers()["content-type"], "text/html; charset=utf-8");
         assert!(!CSP.contains("unsafe"), "no unsafe-inline, no unsafe-eval");

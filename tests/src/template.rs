@@ -288,7 +288,10 @@ mod tests {
     fn every_route_is_wired_to_the_function_that_serves_it() {
         let t = Template::load();
         let wired = template_routes(&t);
-        assert_eq!(wired, code_routes(), "template routes differ from the route table (left: template)");
+        // The API's route table, and the console's two routes (its assets; no API, so not in the table).
+        let mut served = code_routes();
+        served.extend(helix_core::console::ROUTES.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned(), "console".into())));
+        assert_eq!(wired, served, "template routes differ from the route table and the console's (left: template)");
         assert_eq!(openapi_routes(), code_routes(), "docs/openapi.yaml differs from the route table (left: doc)");
         // Exactly one HTTP API, and every function crate of the workspace is deployed.
         let apis = t.resources().filter(|(_, r)| r["Type"].as_str() == Some("AWS::Serverless::HttpApi")).count();
@@ -320,6 +323,38 @@ mod tests {
         let alarm = &t.resource("AuditExportErrorAlarm")["Properties"];
         assert_eq!(alarm["MetricName"].as_str(), Some("Errors"));
         assert_eq!(alarm["Dimensions"][0]["Value"].as_str(), Some(&*format!("!Ref {}", export.logical_id)));
+    }
+
+    /// CloudWatch and CodeDeploy limits as AWS documents them (moto enforces neither; docs/decisions.md,
+    /// "Alarms within AWS's limits"): an alarm on metric math references at most 10 metrics (a hard
+    /// limit) in at most 20 queries; a deployment group watches at most 10 alarms. And every function has
+    /// an errors alarm its own deployments roll back on.
+    #[test]
+    fn alarms_stay_within_aws_limits_and_every_function_deploy_watches_its_own() {
+        let t = Template::load();
+        for (id, r) in t.resources().filter(|(_, r)| r["Type"].as_str() == Some("AWS::CloudWatch::Alarm")) {
+            let Some(queries) = r["Properties"]["Metrics"].as_sequence() else { continue };
+            let metrics = queries.iter().filter(|q| !q["MetricStat"].is_null()).count();
+            let expressions = queries.iter().filter(|q| !q["Expression"].is_null()).count();
+            assert!(metrics <= 10, "{id}: {metrics} metrics; an alarm on metric math references at most 10");
+            assert!(expressions <= 10 && queries.len() <= 20, "{id}: {} queries, at most 20", queries.len());
+        }
+        let global: Vec<String> = strings(&t.doc["Globals"]["Function"]["DeploymentPreference"]["Alarms"]);
+        for f in t.functions() {
+            let listed = &t.resource(&f.logical_id)["Properties"]["DeploymentPreference"]["Alarms"];
+            let own = if listed.is_null() { Vec::new() } else { strings(listed) };
+            assert_eq!(own.len(), 1, "{}: its own errors alarm, listed with the function", f.logical_id);
+            let alarm = own[0].strip_prefix("!Ref ").unwrap_or_else(|| panic!("{}: {own:?}", f.logical_id));
+            let watched = t.resource(alarm).to_owned();
+            let text = serde_yaml_ng::to_string(&watched).unwrap();
+            assert!(
+                text.contains(&format!("!Ref {}", f.logical_id)) && text.contains("Errors"),
+                "{alarm} watches the errors of {}",
+                f.logical_id
+            );
+            // SAM appends a function's alarms to the Globals' list: one deployment group watches both.
+            assert!(global.len() + own.len() <= 10, "{}: more than 10 alarms in its deployment group", f.logical_id);
+        }
     }
 
     /// A point-in-time restore creates new tables; pointing the stack at them is a parameter change:

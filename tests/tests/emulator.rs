@@ -17,6 +17,7 @@ helix_tests::cases!(Backend::Emulator;
     s3_without_strict_no_overwrite_still_verifies_existing_objects,
     function_binaries_serve_api_gateway_events_as_lambdas,
     function_binary_with_bad_configuration_fails_at_init_naming_the_variable,
+    console_function_serves_the_assets_with_their_policy,
     aws_tls_verifies_certificates_and_trusts_the_host_store_for_custom_endpoints,
     audit_export_binary_answers_the_scheduled_event,
     each_function_builds_only_the_sdk_clients_its_requests_use,

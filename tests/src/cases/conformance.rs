@@ -215,7 +215,8 @@ pub async fn function_binaries_serve_api_gateway_events_as_lambdas(b: Backend) {
 /// Bad configuration fails at start with one line naming the variable, before the first poll.
 pub async fn function_binary_with_bad_configuration_fails_at_init_naming_the_variable(b: Backend) {
     let env = TestEnv::start(b).await;
-    for f in &crate::runtime_api::functions() {
+    // The console reads no configuration (its assets are in the binary): it has nothing to refuse.
+    for f in crate::runtime_api::functions().iter().filter(|f| *f != "console") {
         let (api, mut process) = start(&env, f, &[("HELIX_TABLE", "")]).await;
         let status = process.exit(INIT_TIMEOUT).await.unwrap_or_else(|| panic!("{f}: still running"));
         assert!(!status.success(), "{f}: exited 0");
@@ -336,4 +337,41 @@ pub async fn audit_export_binary_answers_the_scheduled_event(b: Backend) {
     }
     let out = p.output();
     assert!(out.contains("\"message\":\"event\""), "one log line per event:\n{out}");
+}
+
+/// The console function answers API Gateway's events for its two routes with the assets `helix serve`
+/// serves, the strict Content-Security-Policy on every answer, binary-safe bodies, and one JSON log
+/// line per request carrying the Lambda request id. It needs no configuration (none is given here).
+pub async fn console_function_serves_the_assets_with_their_policy(b: Backend) {
+    assert_eq!(b, Backend::Emulator, "a function binary, in Lambda mode");
+    let (api, process) = start_with("console", &[]).await;
+    ready(&api, &process, "console").await;
+    let page = call(&api, &process, &apigw_event("GET", "/console", "/console", "", None)).await;
+    let script = call(&api, &process, &apigw_event("GET", "/console/{asset+}", "/console/app.js", "", None)).await;
+    let missing = call(&api, &process, &apigw_event("GET", "/console/{asset+}", "/console/nope.js", "", None)).await;
+    let decoded = |r: &Value| {
+        use base64::Engine;
+        let body = r["body"].as_str().unwrap_or_default();
+        if r["isBase64Encoded"] == true {
+            String::from_utf8(base64::engine::general_purpose::STANDARD.decode(body).unwrap()).unwrap()
+        } else {
+            body.to_owned()
+        }
+    };
+    for (r, status) in [(&page, 200), (&script, 200), (&missing, 404)] {
+        assert_eq!(r["statusCode"], status, "{r}");
+        assert_eq!(r["headers"]["content-security-policy"], helix_core::console::CSP, "{r}");
+        assert_eq!(r["headers"]["x-frame-options"], "DENY", "{r}");
+    }
+    assert_eq!(page["headers"]["content-type"], "text/html; charset=utf-8");
+    assert!(decoded(&page).contains(r#"src="/console/app.js""#), "the page names its assets by absolute path");
+    assert_eq!(decoded(&script).as_bytes(), helix_core::console::ASSETS[1].2, "app.js, byte for byte");
+    let out = process.output();
+    let lines: Vec<Value> = out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let requests = lines.iter().filter(|l| l["fields"]["message"] == "request").count();
+    assert_eq!(requests, 3, "one request line per request:\n{out}");
+    assert!(
+        lines.iter().any(|l| l["fields"]["lambda_request_id"].as_str().is_some_and(|id| id.starts_with("00000000-"))),
+        "{out}"
+    );
 }
