@@ -41,8 +41,6 @@ pub const SETTLE: time::Duration = time::Duration::minutes(5);
 /// Most days one scheduled run exports (the missing ones before the asked day included); a failed
 /// run is retried twice by Lambda, each retry going on from where the last one stopped.
 pub const MAX_DAYS_PER_RUN: usize = 31;
-/// How far before the asked day the first export looks for the earliest event (the genesis to be).
-pub const GENESIS_LOOKBACK_DAYS: usize = 400;
 /// Events read per index page.
 const PAGE: usize = 1000;
 
@@ -128,17 +126,6 @@ pub async fn read_day(app: &App, day: &str) -> Result<Vec<AuditEvent>> {
     Ok(events)
 }
 
-/// Whether `day` has at least one event (its shards read at once).
-async fn has_events(app: &App, day: &str) -> Result<bool> {
-    let reads = (0..app.audit.day_shards()).map(|shard| app.audit.read_day_shard(day, shard, None, 1));
-    for shard in futures_util::future::join_all(reads).await {
-        if !shard?.is_empty() {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
 /// The recorded genesis day, if any.
 pub async fn genesis(app: &App) -> Result<Option<Date>> {
     let Some(doc) = app.blobs.get_document(GENESIS_KEY).await? else { return Ok(None) };
@@ -180,17 +167,13 @@ pub async fn export_through(
         Some(g) => Some(g),
         None => None,
     };
-    // The first day to export: the genesis to be (the day of the earliest event, looking back
-    // GENESIS_LOOKBACK_DAYS), or the day after the last exported one.
+    // The first day to export: the genesis to be (the day of the trail's earliest event, if before
+    // the asked day), or the day after the last exported one.
     let mut start = day;
     match genesis {
         None => {
-            let mut d = day;
-            for _ in 0..GENESIS_LOOKBACK_DAYS {
-                d = previous(d)?;
-                if has_events(app, &day_string(d)).await? {
-                    start = d;
-                }
+            if let Some(first) = app.audit.first_event_day().await? {
+                start = start.min(parse_day(&first)?);
             }
         }
         Some(g) => {

@@ -524,6 +524,10 @@ pub trait AuditLog: Send + Sync {
     /// How many shards a day is read in (`read_day_shard`); every stream lives in exactly one.
     fn day_shards(&self) -> u8;
 
+    /// The UTC day (`YYYY-MM-DD`) of the earliest event of the whole trail, or `None` when there is
+    /// none: where the first audit export starts (the genesis), found in one read, not day by day.
+    async fn first_event_day(&self) -> Result<Option<String>>;
+
     /// Up to `limit` events of one shard whose `ts` falls on `day` (UTC, `YYYY-MM-DD`), in (stream,
     /// seq) order, after the event whose `ord_key` is `after`. The export merges the shards.
     async fn read_day_shard(&self, day: &str, shard: u8, after: Option<&str>, limit: usize) -> Result<Vec<AuditEvent>>;

@@ -556,6 +556,7 @@ macro_rules! common_suite {
             audit_log_search_filters_and_pages_in_time_order,
             audit_query_answers_across_workspaces_with_cursor_and_refuses_outside_the_grant,
             audit_export_backfills_missing_days_and_the_chain_verifies_offline,
+            the_first_export_starts_at_the_trails_first_event_however_old,
             audit_verify_catches_every_kind_of_tampering,
             audit_verify_needs_a_pinned_key_and_a_forged_day_fails_it,
             audit_days_signed_by_a_retired_key_after_its_retirement_do_not_verify,

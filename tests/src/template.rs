@@ -290,7 +290,9 @@ mod tests {
         let wired = template_routes(&t);
         // The API's route table, and the console's two routes (its assets; no API, so not in the table).
         let mut served = code_routes();
-        served.extend(helix_core::console::ROUTES.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned(), "console".into())));
+        served.extend(
+            helix_core::console::ROUTES.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned(), "console".into())),
+        );
         assert_eq!(wired, served, "template routes differ from the route table and the console's (left: template)");
         assert_eq!(openapi_routes(), code_routes(), "docs/openapi.yaml differs from the route table (left: doc)");
         // Exactly one HTTP API, and every function crate of the workspace is deployed.

@@ -22,6 +22,19 @@ const SEARCH_PAGES: usize = 4;
 /// (`{YYYY-MM-DD}#{shard:02}`, the shard of the stream), range key `ord` (`{stream}#{seq:020}`), all
 /// attributes. Sharding spreads one day's writes over `AUDIT_SHARDS` partitions; each shard holds
 /// whole streams in (stream, seq) order, so the export merges the shards without sorting.
+/// The partition of stream births: one item per stream, written with its first event and keyed by that
+/// event's time (Unix milliseconds), so the trail's earliest event is the partition's first item. It
+/// carries none of the indexes' keys, so no index holds it, and it is no stream (`~` starts no
+/// workspace id, as the health probe's `~probe`).
+pub const BIRTHS_STREAM: &str = "~births";
+
+/// Unix milliseconds of an event's RFC 3339 time.
+fn epoch_ms(ts: &str) -> Result<i64> {
+    let t = time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| Error::Internal(format!("event time {ts:?}: {e}")))?;
+    Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
 pub const AUDIT_DAY_INDEX: &str = "by-day-shard";
 /// Global secondary index for audit searches by action: hash key `action_shard`
 /// (`{action}#{shard:02}`), range key `at` (`{ts}#{stream}#{seq:020}`), all attributes.
@@ -81,6 +94,23 @@ impl DynamoStore {
     /// Every event a query yields, page after page, up to `limit`.
     pub(super) async fn events(&self, req: QueryFluentBuilder, limit: usize) -> Result<Vec<AuditEvent>> {
         Ok(self.events_bounded(req, limit, usize::MAX).await?.0)
+    }
+
+    /// What an event adds to a transaction: its item, and for a stream's first event the stream's
+    /// birth (`BIRTHS_STREAM`). Both conditional: a birth in the same millisecond as another stream's
+    /// cancels the transaction like a lost seq, and the writer retries with a new time.
+    pub(super) fn event_puts(&self, event: &AuditEvent) -> Result<Vec<TransactWriteItem>> {
+        let mut items = vec![self.put(&self.audit_table, Self::event_item(event)?, "attribute_not_exists(seq)")?];
+        if event.seq == 1 {
+            let birth = Item::from([
+                ("stream".into(), s(BIRTHS_STREAM)),
+                ("seq".into(), n(epoch_ms(&event.ts)?)),
+                ("born".into(), s(&event.stream)),
+                ("ts".into(), s(&event.ts)),
+            ]);
+            items.push(self.put(&self.audit_table, birth, "attribute_not_exists(seq)")?);
+        }
+        Ok(items)
     }
 
     pub(super) fn event_item(event: &AuditEvent) -> Result<Item> {
@@ -257,10 +287,8 @@ impl AuditLog for DynamoStore {
         for attempt in 0..APPEND_ATTEMPTS {
             let head = self.head(&draft.stream).await?;
             let event = draft.clone().seal(head.as_ref(), now_rfc3339_ms())?;
-            let items = vec![
-                self.put(&self.audit_table, Self::event_item(&event)?, "attribute_not_exists(seq)")?,
-                TransactWriteItem::builder().update(counters.clone()).build(),
-            ];
+            let mut items = self.event_puts(&event)?;
+            items.push(TransactWriteItem::builder().update(counters.clone()).build());
             // The event and its counters in one transaction; a re-send after a lost answer is idempotent.
             let reasons = match self.transact(items).await? {
                 Transaction::Committed => return Ok(event),
@@ -349,6 +377,26 @@ impl AuditLog for DynamoStore {
 
     fn day_shards(&self) -> u8 {
         AUDIT_SHARDS
+    }
+
+    async fn first_event_day(&self) -> Result<Option<String>> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.audit_table)
+            .key_condition_expression("#s = :s")
+            .expression_attribute_names("#s", "stream")
+            .expression_attribute_values(":s", s(BIRTHS_STREAM))
+            .scan_index_forward(true)
+            .limit(1)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(err(Dependency::AuditLog))?;
+        match out.items().first() {
+            None => Ok(None),
+            Some(item) => Ok(Some(get_s(item, "ts")?.chars().take(10).collect())),
+        }
     }
 
     async fn read_day_shard(&self, day: &str, shard: u8, after: Option<&str>, limit: usize) -> Result<Vec<AuditEvent>> {

@@ -382,7 +382,7 @@ impl MetaStore for DynamoStore {
             let head = self.head(&draft.stream).await?;
             let event = draft.clone().seal(head.as_ref(), now_rfc3339_ms())?;
             let mut items = change_items.clone();
-            items.push(self.put(&self.audit_table, Self::event_item(&event)?, "attribute_not_exists(seq)")?);
+            items.extend(self.event_puts(&event)?);
             let deltas = counter_deltas(Some(&change), &draft);
             items.push(TransactWriteItem::builder().update(self.counter_update(BUSINESS_COUNTERS, &deltas)?).build());
             if let Some((ws, deltas)) = workspace_deltas(&change) {

@@ -128,6 +128,11 @@ impl AuditLog for SqliteStore {
         1
     }
 
+    async fn first_event_day(&self) -> Result<Option<String>> {
+        // The lowest key of the `audit_by_day` index.
+        self.with(audit_err, |c| c.query_row("SELECT min(substr(ts, 1, 10)) FROM audit_events", [], |r| r.get(0))).await
+    }
+
     async fn read_day_shard(
         &self,
         day: &str,
