@@ -13,9 +13,6 @@ use crate::{Backend, TestEnv};
 const PLACEHOLDER: &str = "hlx_EXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPL";
 const INIT_TIMEOUT: Duration = Duration::from_secs(20);
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// A first audit export looks back 400 days (16 index queries each, 6,400 in all): on moto on a busy
-/// 2-core machine that took more than 30 s.
-const EXPORT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A function binary started against its own Runtime API, with the test environment's variables.
 async fn start(env: &TestEnv, function: &str, extra: &[(&str, &str)]) -> (RuntimeApi, FunctionProcess) {
@@ -300,9 +297,7 @@ const HOST_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// UTC day before its `time` to the bucket, signed with the KMS key; a re-run changes nothing; a day
 /// that is not over is refused on /error.
 pub async fn audit_export_binary_answers_the_scheduled_event(b: Backend) {
-    // A first export looks back 400 days (16 index queries each): on an emulator of its own, so the
-    // call's time does not depend on the rest of the suite's DynamoDB requests queued before it.
-    let (env, _moto) = TestEnv::start_private(b).await;
+    let env = TestEnv::start(b).await;
     let (api, p) = start(&env, "audit-export", &[]).await;
     ready(&api, &p, "audit-export").await;
     // "Today" is the last day whose 00:15 run may export its previous day (settled 5 minutes after its end).
@@ -312,7 +307,7 @@ pub async fn audit_export_binary_answers_the_scheduled_event(b: Backend) {
     let mut scheduled = fixture("eventbridge-scheduled.json");
     scheduled["time"] = json!(format!("{}T00:15:00Z", helix_core::audit_export::day_string(today)));
 
-    let r = match api.invoke(&scheduled, EXPORT_TIMEOUT).await {
+    let r = match api.invoke(&scheduled, CALL_TIMEOUT).await {
         Outcome::Response(r) => r,
         Outcome::Error(e) => panic!("function reported an error: {e}\noutput:\n{}", p.output()),
     };
