@@ -142,8 +142,8 @@ pub async fn round_trips_per_route_are_counted_at_the_emulator_and_documented(b:
 
 /// Issue 20 §2's goals: a small GET makes at most this many requests to the stores in all, a PUT of
 /// a new small blob at most this many.
-const GOAL_GET: usize = 3;
-const GOAL_PUT: usize = 5;
+const GOAL_GET: usize = 2;
+const GOAL_PUT: usize = 3;
 
 /// A blob route reads its link in the BatchGetItem that reads the token and the switches. DynamoDB may
 /// leave keys of a batch read unprocessed (throttling): they are asked for again, and a batch that
