@@ -239,6 +239,20 @@ async fn link(
     })
 }
 
+/// The link of `digest` in `ws`: as the request already read it (`read`: with its credential, in the
+/// same round trip: `Ctx::read_link`), else read now.
+async fn link_of(
+    app: &App,
+    ws: &WorkspaceId,
+    digest: &Digest,
+    read: Option<Option<BlobLink>>,
+) -> Result<Option<BlobLink>> {
+    match read {
+        Some(link) => Ok(link),
+        None => app.meta.blob_link(ws, digest).await,
+    }
+}
+
 /// PUT of a whole blob in the request body: the bytes are the proof of possession.
 pub async fn put_inline(
     app: &App,
@@ -246,6 +260,18 @@ pub async fn put_inline(
     ws: &WorkspaceId,
     digest: &Digest,
     body: Bytes,
+) -> Result<Linked> {
+    put_inline_with_link(app, caller, ws, digest, body, None).await
+}
+
+/// `put_inline`, with the link as the request already read it (`link_of`).
+pub async fn put_inline_with_link(
+    app: &App,
+    caller: Caller<'_>,
+    ws: &WorkspaceId,
+    digest: &Digest,
+    body: Bytes,
+    read: Option<Option<BlobLink>>,
 ) -> Result<Linked> {
     let limit = app.config.inline_max;
     if body.len() as u64 > limit {
@@ -256,7 +282,7 @@ pub async fn put_inline(
         return Err(Error::DigestMismatch { expected: digest.to_string(), actual: actual.to_string() });
     }
     let size = body.len() as u64;
-    if let Some(existing) = app.meta.blob_link(ws, digest).await? {
+    if let Some(existing) = link_of(app, ws, digest, read).await? {
         return Ok(Linked::existing(existing));
     }
     let key = place(app, caller.request_id, digest, Source::Bytes(&body)).await?;
@@ -366,9 +392,21 @@ pub async fn complete_upload(
     digest: &Digest,
     upload_id: &str,
 ) -> Result<Linked> {
+    complete_upload_with_link(app, caller, ws, digest, upload_id, None).await
+}
+
+/// `complete_upload`, with the link as the request already read it (`link_of`).
+pub async fn complete_upload_with_link(
+    app: &App,
+    caller: Caller<'_>,
+    ws: &WorkspaceId,
+    digest: &Digest,
+    upload_id: &str,
+    read: Option<Option<BlobLink>>,
+) -> Result<Linked> {
     let upload = UploadRef::parse(ws, upload_id)?;
     // Already linked (a retry): the staging object, if any, is left to expire.
-    if let Some(existing) = app.meta.blob_link(ws, digest).await? {
+    if let Some(existing) = link_of(app, ws, digest, read).await? {
         return Ok(Linked::existing(existing));
     }
     let staged = app.blobs.staged(&upload).await?.ok_or(Error::UploadMissing)?;
@@ -402,7 +440,17 @@ pub enum Fetched {
 
 /// HEAD: the link's metadata, without touching the bytes.
 pub async fn linked(app: &App, ws: &WorkspaceId, digest: &Digest) -> Result<BlobLink> {
-    app.meta.blob_link(ws, digest).await?.ok_or_else(|| Error::BlobMissing(digest.to_string()))
+    linked_with_link(app, ws, digest, None).await
+}
+
+/// `linked`, with the link as the request already read it (`link_of`).
+pub async fn linked_with_link(
+    app: &App,
+    ws: &WorkspaceId,
+    digest: &Digest,
+    read: Option<Option<BlobLink>>,
+) -> Result<BlobLink> {
+    link_of(app, ws, digest, read).await?.ok_or_else(|| Error::BlobMissing(digest.to_string()))
 }
 
 /// GET: blobs up to HELIX_INLINE_MAX inline and verified; larger ones a short-lived presigned GET.
@@ -410,7 +458,17 @@ pub async fn linked(app: &App, ws: &WorkspaceId, digest: &Digest) -> Result<Blob
 /// object's `Last-Modified` and version id, which would tell a workspace when some workspace first
 /// stored the same bytes (docs/decisions.md, "Proof of possession").
 pub async fn fetch(app: &App, ws: &WorkspaceId, digest: &Digest) -> Result<Fetched> {
-    let link = linked(app, ws, digest).await?;
+    fetch_with_link(app, ws, digest, None).await
+}
+
+/// `fetch`, with the link as the request already read it (`link_of`).
+pub async fn fetch_with_link(
+    app: &App,
+    ws: &WorkspaceId,
+    digest: &Digest,
+    read: Option<Option<BlobLink>>,
+) -> Result<Fetched> {
+    let link = linked_with_link(app, ws, digest, read).await?;
     if link.size > app.config.inline_max {
         return Ok(Fetched::Redirect(app.blobs.presign_get(&link.key(), DOWNLOAD_URL_TTL).await?));
     }

@@ -281,6 +281,9 @@ pub struct Gate {
     pub token: Option<TokenRecord>,
     pub freeze: Option<Freeze>,
     pub suspension: Option<Suspension>,
+    /// The blob link asked for with `gate_with_link`, when the store read it in the same round trip
+    /// (`Some(None)`: read, and there is none); None when it was not read (the caller reads it).
+    pub link: Option<Option<BlobLink>>,
 }
 
 /// A conditional state change. Each one fails its condition when its effect is already present.
@@ -407,6 +410,20 @@ pub trait MetaStore: Send + Sync {
     /// `workspace`'s suspension (when given). Every request reads its token with the switches that
     /// concern it: a freeze or a suspension holds from the very next request, on every function.
     async fn gate(&self, token_sha256: Option<&str>, freeze: bool, workspace: Option<&WorkspaceId>) -> Result<Gate>;
+
+    /// `gate`, and the link of `link`'s digest in `link`'s workspace in the same round trip where the
+    /// store can (a blob route reads its link with the credential: docs/decisions.md "Fewest round
+    /// trips"). A store that cannot leaves `Gate::link` None, and the route reads the link itself.
+    async fn gate_with_link(
+        &self,
+        token_sha256: Option<&str>,
+        freeze: bool,
+        workspace: Option<&WorkspaceId>,
+        link: (&WorkspaceId, &Digest),
+    ) -> Result<Gate> {
+        let _ = link;
+        self.gate(token_sha256, freeze, workspace).await
+    }
 
     /// The freeze switch alone (status, metrics).
     async fn freeze(&self) -> Result<Freeze>;

@@ -6,7 +6,9 @@
 //! (moto does not). One request per connection (`connection: close` both ways), enough for the SDK.
 //! Every request's head (request line and headers, lowercased) is kept in `requests`, and the next
 //! `hidden_blob_heads` HEADs of a `/blobs/` key are answered 404 without reaching the upstream (an
-//! object created by a concurrent writer just after the registry looked).
+//! object created by a concurrent writer just after the registry looked). `calls` counts what reached
+//! the emulator: each request's operation (`operation`) and when it began and ended at the proxy, so
+//! a test can say how many requests a route made in all and how many of them were sequential.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,7 +29,87 @@ pub struct FaultProxy {
     pub requests: Arc<Mutex<Vec<String>>>,
     /// HEADs of `/blobs/` keys still to answer 404 without forwarding them.
     pub hidden_blob_heads: Arc<AtomicUsize>,
+    /// Every request that reached the proxy, with its operation and span (`Call`).
+    pub calls: Arc<Mutex<Vec<Call>>>,
+    /// BatchGetItems still to answer with every key unprocessed, without forwarding them (DynamoDB's
+    /// answer when it throttles a batch read; `usize::MAX`: all of them).
+    pub unprocessed_batch_reads: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// One request as the emulator saw it: its operation (`operation`), when it arrived whole at the
+/// proxy and when its answer came back (None: no answer yet, or dropped).
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub operation: String,
+    pub began: std::time::Instant,
+    pub ended: Option<std::time::Instant>,
+}
+
+/// Calls grouped into rounds: a call that began after every call of the current round had ended
+/// starts the next round. Calls of one round overlapped (were in flight together); the number of
+/// rounds is how many of them were sequential.
+pub fn rounds(calls: &[Call]) -> Vec<Vec<String>> {
+    let mut sorted: Vec<&Call> = calls.iter().collect();
+    sorted.sort_by_key(|c| c.began);
+    let mut out: Vec<Vec<String>> = Vec::new();
+    let mut round_end: Option<std::time::Instant> = None;
+    for c in sorted {
+        let ended = c.ended.unwrap_or(c.began);
+        match round_end {
+            Some(end) if c.began < end => {
+                out.last_mut().expect("a round").push(c.operation.clone());
+                round_end = Some(end.max(ended));
+            }
+            _ => {
+                out.push(vec![c.operation.clone()]);
+                round_end = Some(ended);
+            }
+        }
+    }
+    for round in &mut out {
+        round.sort();
+    }
+    out
+}
+
+/// The AWS operation a (lowercased) request head is: `DynamoDB GetItem`, `KMS Sign` (by its
+/// `x-amz-target`), else an S3 operation (`s3_operation`).
+pub fn operation(head: &str) -> String {
+    const NAMES: [&str; 17] = [
+        "GetItem",
+        "BatchGetItem",
+        "Query",
+        "Scan",
+        "PutItem",
+        "UpdateItem",
+        "DeleteItem",
+        "BatchWriteItem",
+        "TransactWriteItems",
+        "TransactGetItems",
+        "DescribeTable",
+        "Sign",
+        "Verify",
+        "GetPublicKey",
+        "DescribeKey",
+        "ListKeys",
+        "CreateKey",
+    ];
+    let target = head.lines().find_map(|l| l.strip_prefix("x-amz-target:")).map(str::trim);
+    match target.and_then(|t| t.split_once('.')) {
+        Some((service, op)) => {
+            let service = if service.starts_with("dynamodb") {
+                "DynamoDB"
+            } else if service.starts_with("trentservice") {
+                "KMS"
+            } else {
+                service
+            };
+            let op = NAMES.iter().find(|n| n.eq_ignore_ascii_case(op)).map_or(op.to_owned(), |n| (*n).to_owned());
+            format!("{service} {op}")
+        }
+        None => format!("S3 {}", s3_operation(head)),
+    }
 }
 
 /// What the relay shares between connections.
@@ -41,6 +123,8 @@ struct Faults {
     answers: Option<Arc<Mutex<Answers>>>,
     requests: Arc<Mutex<Vec<String>>>,
     hidden_blob_heads: Arc<AtomicUsize>,
+    calls: Arc<Mutex<Vec<Call>>>,
+    unprocessed_batch_reads: Arc<AtomicUsize>,
 }
 
 /// The first raw answer to each `ClientRequestToken`.
@@ -72,9 +156,12 @@ impl FaultProxy {
             answers: idempotent.then(|| Arc::new(Mutex::new(HashMap::new()))),
             requests: Arc::new(Mutex::new(Vec::new())),
             hidden_blob_heads: Arc::new(AtomicUsize::new(0)),
+            calls: Arc::new(Mutex::new(Vec::new())),
+            unprocessed_batch_reads: Arc::new(AtomicUsize::new(0)),
         };
         let (drops, seen, tokens) = (faults.drops.clone(), faults.seen.clone(), faults.tokens.clone());
         let (requests, hidden_blob_heads) = (faults.requests.clone(), faults.hidden_blob_heads.clone());
+        let (calls, unprocessed_batch_reads) = (faults.calls.clone(), faults.unprocessed_batch_reads.clone());
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let (upstream, faults) = (upstream.clone(), faults.clone());
@@ -83,7 +170,14 @@ impl FaultProxy {
                 });
             }
         });
-        FaultProxy { url, drops, seen, tokens, requests, hidden_blob_heads, task }
+        FaultProxy { url, drops, seen, tokens, requests, hidden_blob_heads, calls, unprocessed_batch_reads, task }
+    }
+
+    /// The calls that began while `work` ran.
+    pub async fn calls_of<F: std::future::Future>(&self, work: F) -> (F::Output, Vec<Call>) {
+        let before = self.calls.lock().unwrap().len();
+        let out = work.await;
+        (out, self.calls.lock().unwrap()[before..].to_vec())
     }
 
     /// The S3 operations seen so far (`s3_operation`), with their request heads.
@@ -120,12 +214,30 @@ async fn relay(mut client: TcpStream, upstream: &str, faults: &Faults) -> std::i
     let split = request.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0);
     let head = String::from_utf8_lossy(&request[..split]).to_ascii_lowercase();
     faults.requests.lock().unwrap().push(head.clone());
+    let call = {
+        let mut calls = faults.calls.lock().unwrap();
+        calls.push(Call { operation: operation(&head), began: std::time::Instant::now(), ended: None });
+        calls.len() - 1
+    };
     let first_line = head.lines().next().unwrap_or_default();
     if first_line.starts_with("head ")
         && first_line.contains("/blobs/")
         && faults.hidden_blob_heads.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
     {
         client.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await?;
+        return client.shutdown().await;
+    }
+    if head.lines().any(|l| l.starts_with("x-amz-target:") && l.trim_end().ends_with(".batchgetitem"))
+        && faults.unprocessed_batch_reads.fetch_update(Ordering::SeqCst, Ordering::SeqCst, countdown).is_ok()
+    {
+        let body: serde_json::Value =
+            serde_json::from_slice(&request[(split + 4).min(request.len())..]).unwrap_or_default();
+        let answer = serde_json::json!({"Responses": {}, "UnprocessedKeys": body["RequestItems"]}).to_string();
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+            answer.len()
+        );
+        client.write_all(response.as_bytes()).await?;
         return client.shutdown().await;
     }
     let operation = faults.operation.to_ascii_lowercase();
@@ -156,17 +268,25 @@ async fn relay(mut client: TcpStream, upstream: &str, faults: &Faults) -> std::i
     };
     if targeted {
         faults.seen.fetch_add(1, Ordering::SeqCst);
-        let dropped = faults.drops.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| match n {
-            0 => None,
-            usize::MAX => Some(usize::MAX),
-            n => Some(n - 1),
-        });
+        let dropped = faults.drops.fetch_update(Ordering::SeqCst, Ordering::SeqCst, countdown);
         if dropped.is_ok() {
             return Ok(()); // applied upstream; the client never hears of it
         }
     }
+    if let Some(c) = faults.calls.lock().unwrap().get_mut(call) {
+        c.ended = Some(std::time::Instant::now());
+    }
     client.write_all(&with_header(&response, b"connection: close\r\n")).await?;
     client.shutdown().await
+}
+
+/// One fewer still to do (`usize::MAX`: every one), None when none is left.
+fn countdown(n: usize) -> Option<usize> {
+    match n {
+        0 => None,
+        usize::MAX => Some(usize::MAX),
+        n => Some(n - 1),
+    }
 }
 
 /// One whole request: head up to the blank line, then `content-length` bytes of body.

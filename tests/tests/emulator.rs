@@ -25,4 +25,6 @@ helix_tests::cases!(Backend::Emulator;
     a_promote_onto_an_existing_blob_never_replaces_it,
     blob_and_audit_writes_carry_object_lock_retention_and_staging_does_not,
     an_events_file_above_one_part_is_uploaded_in_checked_parts_and_completed_conditionally,
+    round_trips_per_route_are_counted_at_the_emulator_and_documented,
+    a_batch_read_left_unprocessed_is_retried_and_never_read_as_absent,
 );

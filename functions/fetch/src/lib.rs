@@ -55,10 +55,13 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
     let cursor = http::query_param(req, "cursor");
     match &route {
         Route::HeadBlob { ws, digest } => {
-            let link = blobs::linked(app, ws, digest).await?;
+            let link = blobs::linked_with_link(app, ws, digest, ctx.read_link(ws, digest)).await?;
             Ok(blob_response(200, &digest.to_string(), link.size, lambda_http::Body::Empty))
         }
-        Route::GetBlob { ws, digest } => Ok(fetched(&digest.to_string(), blobs::fetch(app, ws, digest).await?)),
+        Route::GetBlob { ws, digest } => {
+            let got = blobs::fetch_with_link(app, ws, digest, ctx.read_link(ws, digest)).await?;
+            Ok(fetched(&digest.to_string(), got))
+        }
         Route::GetBundleVersion { ws, name, version } => {
             Ok(http::json(200, &bundles::get(app, ws, name, version).await?))
         }

@@ -39,7 +39,8 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
     match &route {
         Route::PutBlob { ws, digest } => {
             let body = bytes::Bytes::copy_from_slice(http::body_bytes(req));
-            Ok(linked(&blobs::put_inline(app, caller, ws, digest, body).await?))
+            let read = ctx.read_link(ws, digest);
+            Ok(linked(&blobs::put_inline_with_link(app, caller, ws, digest, body, read).await?))
         }
         Route::CreateUpload { ws } => {
             let body: UploadRequest = http::json_body(req)?;
@@ -53,7 +54,8 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
         }
         Route::CompleteUpload { ws, digest } => {
             let body: CompleteRequest = http::json_body(req)?;
-            Ok(linked(&blobs::complete_upload(app, caller, ws, digest, &body.upload_id).await?))
+            let read = ctx.read_link(ws, digest);
+            Ok(linked(&blobs::complete_upload_with_link(app, caller, ws, digest, &body.upload_id, read).await?))
         }
         _ => Err(helix_core::Error::NotFound),
     }

@@ -15,7 +15,7 @@ use crate::ports::{Change, Commit, LedgerReceipt};
 
 use super::{
     APPEND_ATTEMPTS, Keys, Ledger, MAX_JUSTIFICATION, Position, RECEIPT_PAYLOAD_TYPE, Statement,
-    WAIVER_DEFAULT_SECONDS, WAIVER_MAX_SECONDS, WAIVER_SCOPE, head_with, ledger_with,
+    WAIVER_DEFAULT_SECONDS, WAIVER_MAX_SECONDS, WAIVER_SCOPE, head_and_keys, ledger_with,
 };
 
 /// A waiver request's fields (the body of POST .../waivers).
@@ -65,12 +65,16 @@ pub async fn decide(
     for attempt in 0..APPEND_ATTEMPTS {
         // The state first, from the last receipt alone: an exported or rejected version refuses
         // (every re-export lengthens an exported version's ledger; none of it is read here).
-        let head = head_with(app, &keys, ws, name.as_str(), version.as_str(), &v.manifest_digest).await?;
+        let head = head_and_keys(app, &keys, ws, name.as_str(), version.as_str(), &v.manifest_digest).await?;
         let head_transition = transition_id(&bundle, head.state, State::Exported)?;
         next(head.state, decision).map_err(|r| r.into_error(&head_transition))?;
         // Permitted: the whole ledger, which holds decisions only (no export yet), for the receipt this
-        // very decision may already have.
-        let ledger = ledger_with(app, &keys, ws, name.as_str(), version.as_str(), &v.manifest_digest).await?;
+        // very decision may already have. A ledger without a head is empty: not read again (a receipt
+        // appended since is found by the append's conditional seq, and the loop reads again).
+        let ledger = match head.statement {
+            None => Ledger::default(),
+            Some(_) => ledger_with(app, &keys, ws, name.as_str(), version.as_str(), &v.manifest_digest).await?,
+        };
         let export_transition = transition_id(&bundle, ledger.state, State::Exported)?;
         let to = next(ledger.state, decision).map_err(|r| r.into_error(&export_transition))?;
         let (transition, from, to_s, waiver) = match &request {

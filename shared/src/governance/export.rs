@@ -12,7 +12,7 @@ use crate::domain::{BundleName, Digest, Outcome, WorkspaceId, bundle_ref};
 use crate::error::{Error, Result};
 use crate::ports::BundleVersion;
 
-use super::{APPEND_ATTEMPTS, Head, Keys, head_with, ledger, ledger_with};
+use super::{APPEND_ATTEMPTS, Head, Keys, Ledger, head_and_keys, ledger, ledger_with};
 
 use super::decide::{Draft, append};
 use super::denials::deny;
@@ -55,10 +55,17 @@ pub async fn export(
         // holds decisions only: short by construction, so it is read and verified whole (an export never
         // extends evidence that does not verify, and a waiver is found there). A re-export reads the
         // last receipt alone, whatever the length (docs/security.md, "Ledger heads").
-        let head = head_with(app, &verifying, ws, name.as_str(), version.as_str(), &v.manifest_digest).await?;
+        let head = head_and_keys(app, &verifying, ws, name.as_str(), version.as_str(), &v.manifest_digest).await?;
         let first_export = head.statement.as_ref().is_none_or(|s| s.kind != "export");
         let (state, position, waiver) = if first_export {
-            let ledger = ledger_with(app, &verifying, ws, name.as_str(), version.as_str(), &v.manifest_digest).await?;
+            // No head: the ledger is empty (not read again; the append's conditional seq catches a
+            // receipt appended since).
+            let ledger = match head.statement {
+                None => Ledger::default(),
+                Some(_) => {
+                    ledger_with(app, &verifying, ws, name.as_str(), version.as_str(), &v.manifest_digest).await?
+                }
+            };
             let transition = transition_id(&bundle, ledger.state, State::Exported)?;
             let waiver = (ledger.state == State::Submitted && enforce)
                 .then(|| ledger.live_waiver(&transition, now_unix()).map(|w| w.seq))

@@ -106,6 +106,13 @@ pub struct Ledger {
     pub state: State,
 }
 
+impl Default for Ledger {
+    /// An empty ledger: a version just submitted.
+    fn default() -> Ledger {
+        Ledger { receipts: Vec::new(), statements: Vec::new(), payloads: Vec::new(), state: State::Submitted }
+    }
+}
+
 impl Ledger {
     /// The seq and `prev` of the next receipt: the digest of the last payload, as signed.
     fn next_position(&self) -> Position {
@@ -208,6 +215,23 @@ pub async fn head(app: &App, ws: &WorkspaceId, name: &str, version: &str, manife
 }
 
 /// `head`, with the request's keys.
+/// `head_with`, with the verification keys read at the same time: a decision and an export need both
+/// (the keys verify the head, and refuse signing with a retired key), and neither read waits for the
+/// other (one round trip instead of two; `Keys` still reads them once per request).
+pub(super) async fn head_and_keys(
+    app: &App,
+    keys: &Keys,
+    ws: &WorkspaceId,
+    name: &str,
+    version: &str,
+    manifest: &Digest,
+) -> Result<Head> {
+    let (head, read) =
+        futures_util::future::join(head_with(app, keys, ws, name, version, manifest), keys.get(app)).await;
+    read?;
+    head
+}
+
 pub(super) async fn head_with(
     app: &App,
     keys: &Keys,

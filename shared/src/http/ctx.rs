@@ -28,7 +28,12 @@ pub struct Ctx {
     /// The authenticated actor (`user@credential`), set before authorization: a refusal for role or
     /// workspace is audited under it.
     actor: OnceLock<String>,
+    /// The route's blob link as read with the credential (`Route::blob_link`), kept once the principal
+    /// was authorized: the workspace and digest it is of, and the link (None: not linked).
+    link: std::sync::Mutex<Option<ReadLink>>,
 }
+
+type ReadLink = (crate::domain::WorkspaceId, crate::domain::Digest, Option<crate::ports::BlobLink>);
 
 pub fn new_request_id() -> String {
     let mut raw = [0u8; 12];
@@ -52,6 +57,7 @@ impl Ctx {
             route_key: OnceLock::new(),
             principal: OnceLock::new(),
             actor: OnceLock::new(),
+            link: std::sync::Mutex::new(None),
         }
     }
 
@@ -86,12 +92,33 @@ impl Ctx {
     pub async fn authorize(&self, app: &App, req: &Request, route: &Route) -> Result<Principal> {
         let min = route.spec().min_role.unwrap_or(crate::domain::Role::Viewer);
         let frozen_out = route.refused_while_frozen();
+        let link = route.blob_link();
         let (principal, gate) =
-            self.authorized(app, req, min, route.workspace(), route.suspension_scope(), frozen_out).await?;
+            self.authorized(app, req, min, route.workspace(), route.suspension_scope(), frozen_out, link).await?;
         if frozen_out {
             crate::freeze::refuse_if_frozen(app.meta.as_ref(), gate.freeze).await?;
         }
+        if let (Some((ws, digest)), Some(read)) = (link, gate.link) {
+            *self.link.lock().unwrap_or_else(|p| p.into_inner()) = Some((ws.clone(), digest.clone(), read));
+        }
         Ok(principal)
+    }
+
+    /// The link of `digest` in `ws` as read with the credential of this (authorized) request, if it
+    /// was (`Route::blob_link`, on a store that reads it in the same round trip); taken once.
+    pub fn read_link(
+        &self,
+        ws: &crate::domain::WorkspaceId,
+        digest: &crate::domain::Digest,
+    ) -> Option<Option<crate::ports::BlobLink>> {
+        let mut held = self.link.lock().unwrap_or_else(|p| p.into_inner());
+        match held.take() {
+            Some((w, d, link)) if &w == ws && &d == digest => Some(link),
+            other => {
+                *held = other;
+                None
+            }
+        }
     }
 
     /// Authenticate and require at least `min` (and `ws`, if given, within the grant); refused while
@@ -103,11 +130,12 @@ impl Ctx {
         min: crate::domain::Role,
         ws: Option<&crate::domain::WorkspaceId>,
     ) -> Result<Principal> {
-        self.authorized(app, req, min, ws, ws, false).await.map(|(p, _)| p)
+        self.authorized(app, req, min, ws, ws, false, None).await.map(|(p, _)| p)
     }
 
     /// The principal of the request's credential, authorized and not suspended, and the switches read
-    /// with it (the freeze switch when asked for with `with_freeze`).
+    /// with it (the freeze switch when asked for with `with_freeze`; the blob link `link`).
+    #[allow(clippy::too_many_arguments)]
     async fn authorized(
         &self,
         app: &App,
@@ -116,9 +144,10 @@ impl Ctx {
         ws: Option<&crate::domain::WorkspaceId>,
         suspension_ws: Option<&crate::domain::WorkspaceId>,
         with_freeze: bool,
+        link: Option<(&crate::domain::WorkspaceId, &crate::domain::Digest)>,
     ) -> Result<(Principal, crate::ports::Gate)> {
         let header = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let (principal, mut gate) = app.auth.authenticate(header, with_freeze, suspension_ws).await?;
+        let (principal, mut gate) = app.auth.authenticate(header, with_freeze, suspension_ws, link).await?;
         let _ = self.principal.set(principal.credential_id.clone());
         let _ = self.actor.set(principal.actor());
         let scoped = crate::suspension::scope_of(suspension_ws, &principal).cloned();

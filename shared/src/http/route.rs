@@ -113,6 +113,18 @@ impl Params<'_> {
 }
 
 impl Route {
+    /// The blob link a route reads first (its workspace and digest), read with the credential in one
+    /// round trip (docs/decisions.md "Fewest round trips").
+    pub fn blob_link(&self) -> Option<(&WorkspaceId, &Digest)> {
+        match self {
+            Route::GetBlob { ws, digest }
+            | Route::HeadBlob { ws, digest }
+            | Route::PutBlob { ws, digest }
+            | Route::CompleteUpload { ws, digest } => Some((ws, digest)),
+            _ => None,
+        }
+    }
+
     /// Refused with 503 `registry_frozen` while the registry is frozen: every change (any method but
     /// GET and HEAD), except the switch itself and token revocation (it only takes access away: it is
     /// what a freeze buys time for).

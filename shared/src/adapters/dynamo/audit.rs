@@ -63,7 +63,67 @@ fn equal_filters(mut req: QueryFluentBuilder, equal: &[(&str, Option<&str>)]) ->
     if terms.is_empty() { req } else { req.filter_expression(terms.join(" AND ")) }
 }
 
+/// Most streams whose head an instance remembers; past it the memory starts again empty.
+const REMEMBERED_HEADS: usize = 4096;
+
+/// The head of each stream as this instance last saw it: the event it appended last, or read as the
+/// head. Only a guess of where the next append goes, never trusted: the append's put is conditional
+/// on `attribute_not_exists(seq)`, and seqs are dense (every append puts head + 1, nothing deletes an
+/// event), so a put of `guess + 1` that succeeds proves `guess` was the head and the chain links to
+/// it. A put that loses (another instance appended) forgets the guess and reads the head (Query).
+/// Saves the head's Query on every append of a warm instance to a stream it wrote last.
+#[derive(Default)]
+pub(super) struct Heads(std::sync::Mutex<std::collections::HashMap<String, AuditEvent>>);
+
+impl Heads {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, AuditEvent>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, stream: &str) -> Option<AuditEvent> {
+        self.lock().get(stream).cloned()
+    }
+
+    fn remember(&self, event: &AuditEvent) {
+        let mut heads = self.lock();
+        if heads.len() >= REMEMBERED_HEADS && !heads.contains_key(&event.stream) {
+            heads.clear();
+        }
+        let newer = heads.get(&event.stream).is_none_or(|h| h.seq < event.seq);
+        if newer {
+            heads.insert(event.stream.clone(), event.clone());
+        }
+    }
+
+    fn forget(&self, stream: &str) {
+        self.lock().remove(stream);
+    }
+}
+
 impl DynamoStore {
+    /// The head an append to `stream` builds on: the remembered one (`Heads`), else read now.
+    pub(super) async fn append_head(&self, stream: &str) -> Result<Option<AuditEvent>> {
+        if let Some(head) = self.heads.get(stream) {
+            return Ok(Some(head));
+        }
+        let head = self.head(stream).await?;
+        if let Some(h) = &head {
+            self.heads.remember(h);
+        }
+        Ok(head)
+    }
+
+    /// Keep what an append of `event` tells of its stream's head: committed, `event` is the head;
+    /// cancelled (the seq lost to another writer, or the change already done) or unknown, the
+    /// remembered head may be stale and is forgotten (the next attempt reads it).
+    pub(super) fn appended(&self, event: &AuditEvent, outcome: Result<Transaction>) -> Result<Transaction> {
+        match &outcome {
+            Ok(Transaction::Committed) => self.heads.remember(event),
+            _ => self.heads.forget(&event.stream),
+        }
+        outcome
+    }
+
     /// Up to `limit` events a query yields, page after page, from at most `max_pages` pages; and the
     /// key the read stopped at when the page bound, not the limit or the end, stopped it.
     async fn events_bounded(
@@ -285,12 +345,12 @@ impl AuditLog for DynamoStore {
     async fn append(&self, draft: AuditDraft) -> Result<AuditEvent> {
         let counters = self.counter_update(BUSINESS_COUNTERS, &counter_deltas(None, &draft))?;
         for attempt in 0..APPEND_ATTEMPTS {
-            let head = self.head(&draft.stream).await?;
+            let head = self.append_head(&draft.stream).await?;
             let event = draft.clone().seal(head.as_ref(), now_rfc3339_ms())?;
             let mut items = self.event_puts(&event)?;
             items.push(TransactWriteItem::builder().update(counters.clone()).build());
             // The event and its counters in one transaction; a re-send after a lost answer is idempotent.
-            let reasons = match self.transact(items).await? {
+            let reasons = match self.appended(&event, self.transact(items).await)? {
                 Transaction::Committed => return Ok(event),
                 Transaction::Cancelled(reasons) => reasons,
             };

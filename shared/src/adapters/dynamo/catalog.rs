@@ -94,6 +94,24 @@ pub(super) fn bundle_item(b: &BundleVersion) -> Item {
     ])
 }
 
+/// The key (`pk`, `sk`) of `digest`'s link in `ws`.
+pub(super) fn link_key(ws: &WorkspaceId, digest: &Digest) -> (String, String) {
+    (format!("WS#{ws}"), format!("BLOB#{digest}"))
+}
+
+/// The link a stored link item holds (`ws` and `digest` are its key).
+pub(super) fn link_from_item(ws: &WorkspaceId, digest: &Digest, item: &Item) -> Result<BlobLink> {
+    Ok(BlobLink {
+        workspace_id: ws.to_string(),
+        digest: digest.clone(),
+        size: get_n(item, "size")?.unwrap_or(0) as u64,
+        linked_at: get_n(item, "linked_at")?.unwrap_or(0),
+        linked_by: get_s(item, "linked_by")?,
+        slot: u8::try_from(get_n(item, "slot")?.unwrap_or(0))
+            .map_err(|_| Error::Internal("stored link has a bad slot".into()))?,
+    })
+}
+
 pub(super) fn link_item(l: &BlobLink) -> Item {
     Item::from([
         ("pk".into(), s(format!("WS#{}", l.workspace_id))),
@@ -249,18 +267,8 @@ impl DynamoStore {
     }
 
     pub(super) async fn link(&self, ws: &WorkspaceId, digest: &Digest) -> Result<Option<BlobLink>> {
-        let Some(item) = self.get_meta(format!("WS#{ws}"), &format!("BLOB#{digest}")).await? else {
-            return Ok(None);
-        };
-        Ok(Some(BlobLink {
-            workspace_id: ws.to_string(),
-            digest: digest.clone(),
-            size: get_n(&item, "size")?.unwrap_or(0) as u64,
-            linked_at: get_n(&item, "linked_at")?.unwrap_or(0),
-            linked_by: get_s(&item, "linked_by")?,
-            slot: u8::try_from(get_n(&item, "slot")?.unwrap_or(0))
-                .map_err(|_| Error::Internal("stored link has a bad slot".into()))?,
-        }))
+        let (pk, sk) = link_key(ws, digest);
+        self.get_meta(pk, &sk).await?.as_ref().map(|item| link_from_item(ws, digest, item)).transpose()
     }
 
     pub(super) async fn version(&self, ws: &WorkspaceId, name: &str, version: &str) -> Result<Option<BundleVersion>> {

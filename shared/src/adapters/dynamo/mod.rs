@@ -29,7 +29,7 @@ use crate::domain::time::now_rfc3339_ms;
 use crate::domain::{AuditDraft, Digest, TokenRecord, WorkspaceId};
 use crate::error::{Dependency, Error, Result};
 use crate::ports::{
-    AuditLog, BUSINESS_COUNTERS, BlobLink, BundleVersion, Change, Commit, Freeze, Gate, LedgerReceipt, MetaStore,
+    BUSINESS_COUNTERS, BlobLink, BundleVersion, Change, Commit, Freeze, Gate, LedgerReceipt, MetaStore,
     SigningKeyRecord, Suspension, WorkspaceCounts, counter_deltas, workspace_deltas,
 };
 
@@ -44,6 +44,8 @@ pub struct DynamoStore {
     client: LazyClient<aws_sdk_dynamodb::Client>,
     table: String,
     audit_table: String,
+    /// The last event this instance appended to or read as the head of each stream (`audit::Heads`).
+    heads: audit::Heads,
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -197,7 +199,7 @@ impl DynamoStore {
         table: String,
         audit_table: String,
     ) -> DynamoStore {
-        DynamoStore { client: client.into(), table, audit_table }
+        DynamoStore { client: client.into(), table, audit_table, heads: audit::Heads::default() }
     }
 
     /// Meta-table items by key (at most 100), read consistently in one BatchGetItem; keys left
@@ -320,7 +322,17 @@ impl MetaStore for DynamoStore {
     }
 
     async fn gate(&self, token_sha256: Option<&str>, freeze: bool, workspace: Option<&WorkspaceId>) -> Result<Gate> {
-        self.switches(token_sha256, freeze, workspace).await
+        self.switches(token_sha256, freeze, workspace, None).await
+    }
+
+    async fn gate_with_link(
+        &self,
+        token_sha256: Option<&str>,
+        freeze: bool,
+        workspace: Option<&WorkspaceId>,
+        link: (&WorkspaceId, &Digest),
+    ) -> Result<Gate> {
+        self.switches(token_sha256, freeze, workspace, Some(link)).await
     }
 
     async fn freeze(&self) -> Result<Freeze> {
@@ -379,7 +391,7 @@ impl MetaStore for DynamoStore {
     async fn commit(&self, change: Change, draft: AuditDraft) -> Result<Commit> {
         let change_items = self.change_items(&change)?;
         for attempt in 0..APPEND_ATTEMPTS {
-            let head = self.head(&draft.stream).await?;
+            let head = self.append_head(&draft.stream).await?;
             let event = draft.clone().seal(head.as_ref(), now_rfc3339_ms())?;
             let mut items = change_items.clone();
             items.extend(self.event_puts(&event)?);
@@ -388,7 +400,7 @@ impl MetaStore for DynamoStore {
             if let Some((ws, deltas)) = workspace_deltas(&change) {
                 items.push(self.workspace_counter_update(ws, &deltas)?);
             }
-            let reasons = match self.transact(items).await? {
+            let reasons = match self.appended(&event, self.transact(items).await)? {
                 Transaction::Committed => return Ok(Commit::Applied(Box::new(event))),
                 Transaction::Cancelled(reasons) => reasons,
             };

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 
 use super::{DynamoStore, Item, build, err, get_s, meta_key, n, s};
-use crate::domain::WorkspaceId;
+use crate::domain::{Digest, WorkspaceId};
 use crate::error::{Dependency, Error, Result};
 use crate::ports::{Freeze, Gate, Suspension};
 
@@ -95,13 +95,21 @@ impl DynamoStore {
         build(update.update_expression(format!("ADD {}", adds.join(", "))).build())
     }
 
+    /// The token, the switches and (when `link` names one) a blob link, in one BatchGetItem of the
+    /// meta table: every item is read consistently, and a key left unprocessed is asked for again
+    /// (`batch_get`), so an item that cannot be read is a 503, never "not frozen" or "not linked".
     pub(super) async fn switches(
         &self,
         token_sha256: Option<&str>,
         freeze: bool,
         workspace: Option<&WorkspaceId>,
+        link: Option<(&WorkspaceId, &Digest)>,
     ) -> Result<Gate> {
         let mut keys = Vec::new();
+        let link_key = link.map(|(ws, digest)| super::catalog::link_key(ws, digest));
+        if let Some((pk, sk)) = &link_key {
+            keys.push(meta_key(pk.clone(), sk));
+        }
         if let Some(sha) = token_sha256 {
             keys.push(meta_key(format!("TOKEN#{sha}"), "TOKEN"));
         }
@@ -115,13 +123,21 @@ impl DynamoStore {
             token: None,
             freeze: freeze.then(Freeze::default),
             suspension: workspace.map(|ws| Suspension { workspace_id: ws.to_string(), ..Suspension::default() }),
+            link: link.map(|_| None),
         };
         if keys.is_empty() {
             return Ok(gate);
         }
         // One round trip for all of them (BatchGetItem, read consistently).
         for item in self.batch_get(keys).await? {
-            match get_s(&item, "pk")?.as_str() {
+            let pk = get_s(&item, "pk")?;
+            if let (Some((ws, digest)), Some((link_pk, _))) = (link, &link_key)
+                && &pk == link_pk
+            {
+                gate.link = Some(Some(super::catalog::link_from_item(ws, digest, &item)?));
+                continue;
+            }
+            match pk.as_str() {
                 FREEZE_PK => gate.freeze = Some(freeze_from_item(&item)),
                 SUSPENDED_PK => gate.suspension = Some(suspension_from_item(&item)?),
                 _ => gate.token = Some(super::tokens::token_from_item(&item)?),
