@@ -113,8 +113,11 @@ pub fn decode_publish(body: &Bytes) -> Result<Vec<(Digest, Bytes)>> {
     Ok(blobs)
 }
 
+/// One blob of a fetch answer: its digest and its bytes (verified).
+pub type Fetched = (Digest, Vec<u8>);
+
 /// A fetch answer's header and its blobs, each checked against its digest (a client's side).
-pub fn decode_fetch(body: &[u8]) -> Result<(FetchHeader, Vec<(Digest, Vec<u8>)>)> {
+pub fn decode_fetch(body: &[u8]) -> Result<(FetchHeader, Vec<Fetched>)> {
     let (head, rest) = split(body, body.len())?;
     let header: FetchHeader =
         serde_json::from_slice(head).map_err(|e| Error::BadRequest(format!("invalid batch header: {e}")))?;
