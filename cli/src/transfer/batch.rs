@@ -92,23 +92,27 @@ pub async fn upload(
     Ok(())
 }
 
-/// Fetch one batch of digests: the blobs served (each verified against its digest) and the digests
-/// left for a single GET (deferred by the registry, or missing: the single GET names the error).
+/// Fetch one batch of digests: the answer's body and, for each blob served, its digest and its place
+/// in the body (the caller verifies each as it writes it); the digests the registry left out (deferred,
+/// or missing: a single GET names the error) are simply not among them.
 pub async fn fetch(
     registry: &Registry,
     ws: &WorkspaceId,
     digests: &[&Digest],
-) -> Result<(Vec<(Digest, Vec<u8>)>, Vec<Digest>), ClientError> {
+) -> Result<(bytes::Bytes, Vec<(Digest, std::ops::Range<usize>)>), ClientError> {
     let body = json!({"digests": digests.iter().map(ToString::to_string).collect::<Vec<_>>()});
     let req = registry.request(reqwest::Method::POST, &format!("/v1/workspaces/{ws}/blob-fetches")).json(&body);
     let bytes = registry.answer(req).await?.bytes().await.map_err(|e| ClientError::Unreachable(e.to_string()))?;
-    let (header, blobs) =
-        frame::decode_fetch(&bytes).map_err(|e| other(format!("digest_mismatch: a batch fetch: {e}")))?;
-    let mut left = Vec::new();
-    for d in header.missing.iter().chain(&header.deferred) {
-        left.push(Digest::parse(d).map_err(other)?);
-    }
-    Ok((blobs, left))
+    let (_, blobs) = frame::split_fetch(&bytes).map_err(|e| other(format!("a batch fetch: {e}")))?;
+    let base = bytes.as_ptr() as usize;
+    let places = blobs
+        .into_iter()
+        .map(|(d, b)| {
+            let start = b.as_ptr() as usize - base;
+            (d, start..start + b.len())
+        })
+        .collect();
+    Ok((bytes, places))
 }
 
 #[cfg(test)]

@@ -72,16 +72,21 @@ pub async fn pull(
         let (dest, progress, by_digest) = (&dest, &progress, &by_digest);
         async move {
             let digests: Vec<&Digest> = b.iter().map(|(d, _)| *d).collect();
-            let (blobs, _deferred) = super::batch::fetch(registry, ws, &digests).await?;
-            let mut done = Vec::new();
-            for (d, bytes) in blobs {
-                for f in by_digest.get(&d).into_iter().flatten() {
-                    let (folder, leaf) = dest.folder(&f.path)?;
-                    let chunk = futures_util::stream::iter([Ok(bytes::Bytes::from(bytes.clone()))]);
-                    write_file(f, &d, &folder, leaf, progress, chunk).await?;
-                }
-                done.push(d);
-            }
+            let (body, places) = super::batch::fetch(registry, ws, &digests).await?;
+            // Each file verified as it is written (write_file), `jobs` at a time.
+            let writes = places.iter().flat_map(|(d, range)| {
+                let chunk = body.slice(range.clone());
+                by_digest.get(d).into_iter().flatten().map(move |f| {
+                    let chunk = chunk.clone();
+                    async move {
+                        let (folder, leaf) = dest.folder(&f.path)?;
+                        let one = futures_util::stream::iter([Ok(chunk)]);
+                        write_file(f, d, &folder, leaf, progress, one).await
+                    }
+                })
+            });
+            futures_util::stream::iter(writes).buffer_unordered(opts.jobs.max(1)).try_collect::<Vec<()>>().await?;
+            let done: Vec<Digest> = places.into_iter().map(|(d, _)| d).collect();
             Ok::<_, ClientError>(done)
         }
     }))

@@ -116,8 +116,9 @@ pub fn decode_publish(body: &Bytes) -> Result<Vec<(Digest, Bytes)>> {
 /// One blob of a fetch answer: its digest and its bytes (verified).
 pub type Fetched = (Digest, Vec<u8>);
 
-/// A fetch answer's header and its blobs, each checked against its digest (a client's side).
-pub fn decode_fetch(body: &[u8]) -> Result<(FetchHeader, Vec<Fetched>)> {
+/// A fetch answer's header and its blobs' bytes, split by the header's sizes but not hashed (for a
+/// client that verifies each blob as it writes it).
+pub fn split_fetch(body: &[u8]) -> Result<(FetchHeader, Vec<(Digest, &[u8])>)> {
     let (head, rest) = split(body, body.len())?;
     let header: FetchHeader =
         serde_json::from_slice(head).map_err(|e| Error::BadRequest(format!("invalid batch header: {e}")))?;
@@ -128,16 +129,24 @@ pub fn decode_fetch(body: &[u8]) -> Result<(FetchHeader, Vec<Fetched>)> {
     let mut at = 0usize;
     let mut blobs = Vec::with_capacity(header.blobs.len());
     for e in &header.blobs {
-        let digest = Digest::parse(&e.digest)?;
-        let bytes = &rest[at..at + e.size as usize];
+        blobs.push((Digest::parse(&e.digest)?, &rest[at..at + e.size as usize]));
         at += e.size as usize;
+    }
+    Ok((header, blobs))
+}
+
+/// A fetch answer's header and its blobs, each checked against its digest (a client's side).
+pub fn decode_fetch(body: &[u8]) -> Result<(FetchHeader, Vec<Fetched>)> {
+    let (header, blobs) = split_fetch(body)?;
+    let mut out = Vec::with_capacity(blobs.len());
+    for (digest, bytes) in blobs {
         let actual = Digest::of(bytes);
         if actual != digest {
             return Err(Error::DigestMismatch { expected: digest.to_string(), actual: actual.to_string() });
         }
-        blobs.push((digest, bytes.to_vec()));
+        out.push((digest, bytes.to_vec()));
     }
-    Ok((header, blobs))
+    Ok((header, out))
 }
 
 #[cfg(test)]
