@@ -76,13 +76,20 @@ fn into_axum(resp: helix_core::http::Response) -> Response {
 async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
     let (mut parts, body) = req.into_parts();
     parts.extensions.insert(RequestId(new_request_id()));
-    let limit = app.config.inline_max;
+    // A batch of small blobs may be a little larger than one inline blob (helix_core::batch).
+    let batch = matches!(Route::parse(&parts.method, parts.uri.path()), Ok(Route::PublishBatch { .. }));
+    let limit = if batch { helix_core::batch::MAX_BATCH_BODY as u64 } else { app.config.inline_max };
     let bytes = match http_body_util::Limited::new(body, limit as usize).collect().await {
         Ok(c) => c.to_bytes(),
         Err(_) => {
             let req = lambda_http::Request::from_parts(parts, lambda_http::Body::Empty);
             let ctx = Ctx::begin(&req);
-            return into_axum(ctx.finish(Err(Error::PayloadTooLarge { limit })));
+            let e = if batch {
+                Error::BatchTooLarge(format!("a batch body is at most {limit} bytes"))
+            } else {
+                Error::PayloadTooLarge { limit }
+            };
+            return into_axum(ctx.finish(Err(e)));
         }
     };
     let body = if bytes.is_empty() { lambda_http::Body::Empty } else { lambda_http::Body::Binary(bytes.to_vec()) };

@@ -79,19 +79,38 @@ fn push_and_pull_round_trip_hundreds_of_files_and_a_large_one() {
 fn an_interrupted_push_resumes_and_uploads_only_what_is_missing() {
     let (dir, data, _server, url, _, publisher) = small_inline_registry();
     let src = dir.path().join("src");
-    // 400 files: the manifest stays under the 64 KiB body limit these tests set.
+    // 400 files: the manifest stays under the 64 KiB body limit these tests set. Each is made 8 KiB,
+    // so that a batch (at most the registry's inline_max, 64 KiB here) holds 8 of them: 50 batches.
     source_tree(&src, 400, 1024);
+    for i in 0..400 {
+        let path = src.join(format!("part-{}/deep/f{i}.txt", i % 7));
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.resize(8 * 1024, b'.');
+        std::fs::write(&path, bytes).unwrap();
+    }
     let push = || {
         let mut cmd = client(&data, &url, &publisher);
         cmd.args(["push", src.to_str().unwrap(), "--workspace", "demo", "--name", "model", "--version", "1"])
             .args(["--jobs", "1", "--json"]);
         cmd
     };
-    // Interrupted (Ctrl-C) once some blobs are stored, long before the 403 files are through.
+    // What the registry holds linked (an exact counter), whatever the store holds beside it.
+    let linked = || -> u64 {
+        let metrics = Command::new("curl").args(["-s", &format!("{url}/metrics")]).output().unwrap();
+        String::from_utf8_lossy(&metrics.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("helix_blobs "))
+            .expect("helix_blobs")
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    // Interrupted (Ctrl-C) once some blobs are linked (a batch's links commit together), long before
+    // the 403 files are through: batches of 64 KiB here (the registry's inline_max), 64 files each.
     let first = push().stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while files_under(&data.join("blobs")).len() < 20 {
-        assert!(std::time::Instant::now() < deadline, "the push stored nothing");
+    while linked() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the push linked nothing");
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     let interrupt = Command::new("kill").args(["-INT", &first.id().to_string()]).status().unwrap();
@@ -108,16 +127,8 @@ fn an_interrupted_push_resumes_and_uploads_only_what_is_missing() {
     let version = format!("{url}/v1/workspaces/demo/bundles/model/versions/1");
     assert_eq!(get_status(&publisher, &version), "404", "not registered yet");
 
-    // What the registry holds linked (an exact counter), whatever the store holds beside it.
-    let metrics = Command::new("curl").args(["-s", &format!("{url}/metrics")]).output().unwrap();
-    let linked: u64 = String::from_utf8_lossy(&metrics.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("helix_blobs "))
-        .expect("helix_blobs")
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(linked > 0);
+    let linked = linked();
+    assert!(linked > 0 && linked < 402, "{linked} linked");
 
     let resumed = json_out(&push().output().unwrap());
     let (uploaded, present) = (resumed["uploaded_files"].as_u64().unwrap(), resumed["present_files"].as_u64().unwrap());

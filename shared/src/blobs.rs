@@ -147,6 +147,12 @@ async fn place(app: &App, request_id: &str, digest: &Digest, source: Source<'_>)
     Err(Error::BlobIntegrity(format!("every slot of {digest} holds wrong bytes")))
 }
 
+/// Write bytes the caller delivered (already checked against `digest`) to the digest's first good
+/// slot: `place` for a batch's blobs (crate::batch), with the same rules as an inline PUT.
+pub(crate) async fn place_bytes(app: &App, request_id: &str, digest: &Digest, bytes: &Bytes) -> Result<BlobKey> {
+    place(app, request_id, digest, Source::Bytes(bytes)).await
+}
+
 /// Log a wrong object under a blob key and audit it in the global stream, once per key per process
 /// (a poisoned key met on every upload of its digest must not flood the `*` stream).
 async fn report_poisoned(app: &App, request_id: &str, key: &BlobKey, detail: &str) {

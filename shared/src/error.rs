@@ -46,6 +46,9 @@ pub enum Error {
     DigestMismatch { expected: String, actual: String },
     #[error("the body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: u64 },
+    /// A batch over one of its limits (blobs, bytes, digests, header): nothing was read into the store.
+    #[error("{0}")]
+    BatchTooLarge(String),
     #[error("no blob {0} in this workspace or store")]
     BlobMissing(String),
     #[error("{0}")]

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod audit_export;
 pub mod audit_verify;
 pub mod auth;
+pub mod batch;
 pub mod blobs;
 pub mod bundles;
 pub mod config;

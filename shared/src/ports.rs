@@ -390,6 +390,20 @@ pub struct WorkspaceCounts {
     pub counts: BTreeMap<String, i64>,
 }
 
+/// Links per DynamoDB transaction in `commit_links`: each link is two actions (the link and its audit
+/// event) and the transaction moves two counter items, within DynamoDB's 100 actions.
+pub const LINKS_PER_TRANSACTION: usize = 49;
+
+/// What `commit_links` did: `done[i]` is the outcome of link `i`, for a prefix of the links. When
+/// `failed` is set, the links after that prefix were not committed (or, for `OutcomeUnknown`, the
+/// first transaction after it may have been): every committed transaction was whole, and sending the
+/// same links again is idempotent (a committed link is `AlreadyDone`).
+#[derive(Debug, Default)]
+pub struct LinksCommit {
+    pub done: Vec<Commit>,
+    pub failed: Option<crate::Error>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Commit {
     /// The change and its audit event were written together.
@@ -467,6 +481,17 @@ pub trait MetaStore: Send + Sync {
 
     /// Apply `change` and append `event` atomically (one transaction across meta and audit).
     async fn commit(&self, change: Change, event: AuditDraft) -> Result<Commit>;
+
+    /// The links of `ws` among `digests` (at most `batch::MAX_QUERY_DIGESTS`), in no particular order;
+    /// a digest not linked in `ws` is absent whatever other workspaces hold (one query on SQLite,
+    /// BatchGetItem of 100 keys at a time on DynamoDB).
+    async fn blob_links(&self, ws: &WorkspaceId, digests: &[Digest]) -> Result<Vec<BlobLink>>;
+
+    /// Link many verified blobs, each with its audit event (`LinkBlob` and its event, as `commit`
+    /// writes them one by one), in as few transactions as the store allows: SQLite one, DynamoDB one per
+    /// `LINKS_PER_TRANSACTION`. Each transaction is whole (its links with their events and counters, or
+    /// nothing); see `LinksCommit` for a failure between them.
+    async fn commit_links(&self, links: Vec<(BlobLink, AuditDraft)>) -> LinksCommit;
 
     /// Atomic adds to counters of one group (one write; on DynamoDB to one of a few shard items of
     /// `COUNTER#{group}`, each counter an attribute). `commit` and `AuditLog::append` move the

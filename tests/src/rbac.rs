@@ -188,6 +188,12 @@ pub async fn rbac_matrix_holds_over_http(b: Backend) {
                             "justification": "rbac matrix"}))
                     }
                     ("PUT", _) => req.body(bytes.clone()),
+                    ("POST", "/v1/workspaces/{ws}/missing-blobs" | "/v1/workspaces/{ws}/blob-fetches") => {
+                        req.json(&json!({"digests": [d.to_string()]}))
+                    }
+                    ("POST", "/v1/workspaces/{ws}/blob-batches") => {
+                        req.body(helix_core::batch::frame::encode_publish(&[(d.clone(), bytes.as_slice())]))
+                    }
                     ("POST", "/v1/workspaces/{ws}/bundles/{name}/versions/{version}/unregistered-exports") => {
                         req.json(&json!({"id": "uex_0123456789abcdef0123456789abcdef",
                             "exported_at": "2026-12-01T03:00:00Z", "local_user": "ada", "host": "lab-1",
@@ -227,7 +233,7 @@ pub async fn rbac_matrix_holds_over_http(b: Backend) {
             }
         }
     }
-    assert_eq!(checked, 376, "every applicable cell of the 32 routes ran");
+    assert_eq!(checked, 421, "every applicable cell of the 35 routes ran");
 }
 
 /// The signed query of a live proof grant for version 1 of `model` in `ws`.

@@ -2,12 +2,14 @@
 //!
 //! Push: every regular file under DIR is hashed as a stream; the manifest is built and checked by the
 //! registry's own rules (`Manifest::parse`) before a byte leaves the machine; symlinks, special files
-//! and names that are not UTF-8 are refused up front, all of them listed at once. Then each digest the
-//! workspace lacks (a HEAD says so) is uploaded, a few at a time: inline up to the registry's
-//! `inline_max`, through a presigned PUT and `complete` above it. A re-run after an interrupt
+//! and names that are not UTF-8 are refused up front, all of them listed at once. Then one request per 1,000
+//! digests asks which the workspace lacks, and those are uploaded, a few requests at a time: files up
+//! to 1 MiB (and `inline_max`) many to a batch request (up to 1,000 files or 4 MiB), larger ones inline
+//! up to the registry's `inline_max`, through a presigned PUT and `complete` above it. A re-run after an interrupt
 //! re-hashes, finds what is already linked and uploads only the rest. Last, the manifest is registered.
 //!
-//! Pull: the manifest is fetched and its digest checked against the version's record; each file is
+//! Pull: the manifest is fetched and its digest checked against the version's record; small files
+//! come many to a batch fetch, the rest (and whatever the registry defers) one by one; each file is
 //! streamed into a temporary file beside its final name, hashed as it arrives, and renamed into place
 //! only when its size and SHA-256 match the manifest. A file already in place with the right digest is
 //! kept (a re-run resumes); one with other content is refused, never overwritten.
@@ -21,6 +23,7 @@ use serde_json::Value;
 use crate::client::ClientError;
 
 /// Read and write in chunks of this size (hashing, uploads, downloads).
+mod batch;
 mod progress;
 mod pull;
 mod push;

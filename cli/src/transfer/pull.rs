@@ -58,7 +58,44 @@ pub async fn pull(
     let todo: Vec<_> = files.into_iter().zip(&held).filter(|(_, h)| !**h).map(|(p, _)| p).collect();
     let total: u64 = todo.iter().map(|(f, _)| f.size).sum();
     let progress = Progress::start("downloading", total, opts.quiet);
-    futures_util::stream::iter(todo.iter().map(|(f, d)| {
+    // Small files come many to a request (each digest once, written to every file that has it); what
+    // the registry leaves out of a batch, and larger files, come one by one.
+    let mut by_digest: std::collections::BTreeMap<&Digest, Vec<&ManifestFile>> = Default::default();
+    for (f, d) in &todo {
+        if f.size <= super::batch::BATCH_FILE_MAX {
+            by_digest.entry(d).or_default().push(*f);
+        }
+    }
+    let small: Vec<(&Digest, u64)> = by_digest.iter().map(|(d, fs)| (*d, fs[0].size)).collect();
+    let batches = super::batch::plan(small, |(_, size)| *size, u64::MAX);
+    let fetched: Vec<Vec<Digest>> = futures_util::stream::iter(batches.iter().map(|b| {
+        let (dest, progress, by_digest) = (&dest, &progress, &by_digest);
+        async move {
+            let digests: Vec<&Digest> = b.iter().map(|(d, _)| *d).collect();
+            let (body, places) = super::batch::fetch(registry, ws, &digests).await?;
+            // Each file verified as it is written (write_file), `jobs` at a time.
+            let writes = places.iter().flat_map(|(d, range)| {
+                let chunk = body.slice(range.clone());
+                by_digest.get(d).into_iter().flatten().map(move |f| {
+                    let chunk = chunk.clone();
+                    async move {
+                        let (folder, leaf) = dest.folder(&f.path)?;
+                        let one = futures_util::stream::iter([Ok(chunk)]);
+                        write_file(f, d, &folder, leaf, progress, one).await
+                    }
+                })
+            });
+            futures_util::stream::iter(writes).buffer_unordered(opts.jobs.max(1)).try_collect::<Vec<()>>().await?;
+            let done: Vec<Digest> = places.into_iter().map(|(d, _)| d).collect();
+            Ok::<_, ClientError>(done)
+        }
+    }))
+    .buffer_unordered(opts.jobs.max(1))
+    .try_collect()
+    .await?;
+    let fetched: std::collections::BTreeSet<&Digest> = fetched.iter().flatten().collect();
+    let rest: Vec<_> = todo.iter().filter(|(_, d)| !fetched.contains(&d)).collect();
+    futures_util::stream::iter(rest.iter().map(|(f, d)| {
         let (dest, progress) = (&dest, &progress);
         async move {
             let (folder, leaf) = dest.folder(&f.path)?;
@@ -226,6 +263,23 @@ pub(super) async fn download(
             .to_owned();
         resp = registry.answer(registry.presigned("GET", &location)?).await.map_err(|e| in_file(e, &file.path))?;
     }
+    let path = file.path.clone();
+    let chunks = resp
+        .bytes_stream()
+        .map(move |c| c.map_err(|e| ClientError::Unreachable(format!("download of {path}: {}", chain(&e)))));
+    write_file(file, digest, folder, leaf, progress, chunks).await
+}
+
+/// Write `chunks` into a temporary file beside `leaf`, hashing as they come, and rename it into place
+/// only when its size and SHA-256 are the manifest's; nothing already there is replaced.
+pub(super) async fn write_file(
+    file: &ManifestFile,
+    digest: &Digest,
+    folder: &Folder,
+    leaf: &str,
+    progress: &Progress,
+    chunks: impl futures_util::Stream<Item = Result<bytes::Bytes, ClientError>>,
+) -> Result<(), ClientError> {
     let mut rand = [0u8; 6];
     getrandom::fill(&mut rand).map_err(other)?;
     // A fixed-length name: a 255-byte file name still has room for its temporary file.
@@ -243,9 +297,9 @@ pub(super) async fn download(
     let mut partial = Partial { folder: folder.clone(), name: Some(temp.clone()) };
     let mut out = tokio::fs::File::from_std(std::fs::File::from(fd));
     let mut hash = DigestWriter::default();
-    let mut body = resp.bytes_stream();
+    let mut body = std::pin::pin!(chunks);
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| ClientError::Unreachable(format!("download of {}: {}", file.path, chain(&e))))?;
+        let chunk = chunk?;
         hash.update(&chunk);
         if hash.len() > file.size {
             return Err(other(format!(

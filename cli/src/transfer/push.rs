@@ -149,34 +149,30 @@ pub async fn push(
 
     let inline_max = opts.inline_max.unwrap_or_else(|| inline_max_of(&status));
 
-    // One upload per distinct digest; a HEAD says whether the workspace already holds it.
+    // One upload per distinct digest; one request per 1,000 digests says which the workspace lacks.
     let mut distinct: std::collections::BTreeMap<Digest, &LocalFile> = Default::default();
     for (f, d) in files.iter().zip(&digests) {
         distinct.entry(d.clone()).or_insert(f);
     }
-    let present: Vec<bool> = futures_util::stream::iter(distinct.keys().map(|d| async move {
-        match registry.answer(registry.request(reqwest::Method::HEAD, &blob_path(ws, d))).await {
-            Ok(_) => Ok(true),
-            Err(ClientError::Refused { status: 404, .. }) => Ok(false),
-            // A HEAD's refusal has no body: the same GET names the reason.
-            Err(ClientError::Refused { reason, .. }) if reason.starts_with("http_") => {
-                registry.get(&blob_path(ws, d)).await.map(|_| true)
-            }
-            Err(e) => Err(e),
-        }
-    }))
-    .buffered(4 * opts.jobs.max(1))
-    .try_collect()
-    .await?;
+    let asked: Vec<&Digest> = distinct.keys().collect();
+    let lacking = super::batch::missing(registry, ws, &asked, opts.jobs).await?;
     let missing: Vec<(&Digest, &LocalFile)> =
-        distinct.iter().zip(&present).filter(|(_, p)| !**p).map(|((d, f), _)| (d, *f)).collect();
+        distinct.iter().filter(|(d, _)| lacking.contains(*d)).map(|(d, f)| (d, *f)).collect();
 
     let upload_total: u64 = missing.iter().map(|(_, f)| f.size).sum();
     let progress = Progress::start("uploading", upload_total, opts.quiet);
-    futures_util::stream::iter(missing.iter().map(|(d, f)| upload(registry, ws, d, f, inline_max, &progress)))
+    // Small files many to a request (no larger than the registry's inline body); larger ones each its own.
+    let small_max = inline_max.min(super::batch::BATCH_FILE_MAX);
+    let (small, large): (Vec<_>, Vec<_>) = missing.iter().copied().partition(|(_, f)| f.size <= small_max);
+    let batches = super::batch::plan(small, |(_, f)| f.size, inline_max);
+    let batched = futures_util::stream::iter(batches.iter().map(|b| super::batch::upload(registry, ws, b, &progress)))
         .buffer_unordered(opts.jobs.max(1))
-        .try_collect::<Vec<()>>()
-        .await?;
+        .try_collect::<Vec<()>>();
+    let single =
+        futures_util::stream::iter(large.iter().map(|(d, f)| upload(registry, ws, d, f, inline_max, &progress)))
+            .buffer_unordered(opts.jobs.max(1))
+            .try_collect::<Vec<()>>();
+    futures_util::try_join!(batched, single)?;
     let elapsed = progress.finish();
 
     let body = manifest.canonical().map_err(other)?;

@@ -1,10 +1,12 @@
-//! fetch: HEAD and GET of a linked blob. Blobs up to HELIX_INLINE_MAX come inline and verified;
+//! fetch: HEAD and GET of a linked blob; which of many digests a workspace lacks, and many small
+//! blobs in one framed answer (helix_core::batch). Blobs up to HELIX_INLINE_MAX come inline and verified;
 //! larger ones as a 307 to a short-lived presigned GET. Bundle versions and the workspace's listing
 //! (with each version's state, `?state=` filters); the workspaces a credential covers, with their
 //! counts; the versions the caller may decide now, across those workspaces.
 //! Proof URLs of exports (`/v1/proofs/...`, no token: the URL carries a registry-signed grant).
 
 use helix_core::App;
+use helix_core::batch;
 use helix_core::blobs::{self, Fetched};
 use helix_core::bundles;
 use helix_core::http::{self, Ctx, Function, Request, Response, Route};
@@ -57,6 +59,20 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
         Route::HeadBlob { ws, digest } => {
             let link = blobs::linked_with_link(app, ws, digest, ctx.read_link(ws, digest)).await?;
             Ok(blob_response(200, &digest.to_string(), link.size, lambda_http::Body::Empty))
+        }
+        Route::MissingBlobs { ws } => {
+            let digests = http::json_body::<batch::DigestList>(req)?.parse()?;
+            Ok(http::json(200, &batch::missing(app, ws, &digests).await?))
+        }
+        Route::FetchBatch { ws } => {
+            let digests = http::json_body::<batch::DigestList>(req)?.parse()?;
+            let framed = batch::fetch(app, ws, &digests).await?;
+            Ok(lambda_http::http::Response::builder()
+                .status(200)
+                .header("content-type", batch::frame::CONTENT_TYPE)
+                .header("cache-control", "private, no-store")
+                .body(lambda_http::Body::Binary(framed))
+                .expect("valid response"))
         }
         Route::GetBlob { ws, digest } => {
             let got = blobs::fetch_with_link(app, ws, digest, ctx.read_link(ws, digest)).await?;

@@ -1,4 +1,5 @@
-//! publish: PUT a blob inline, start a direct upload, complete it; register a bundle version.
+//! publish: PUT a blob inline, many small blobs in one batch, start a direct upload, complete it;
+//! register a bundle version.
 //! Parse → authorize → helix-core → response; the rules (digest checks, verification before linking,
 //! manifests, audit) live in helix-core.
 
@@ -41,6 +42,10 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
             let body = bytes::Bytes::copy_from_slice(http::body_bytes(req));
             let read = ctx.read_link(ws, digest);
             Ok(linked(&blobs::put_inline_with_link(app, caller, ws, digest, body, read).await?))
+        }
+        Route::PublishBatch { ws } => {
+            let body = bytes::Bytes::copy_from_slice(http::body_bytes(req));
+            Ok(http::json(200, &helix_core::batch::publish(app, caller, ws, &body).await?))
         }
         Route::CreateUpload { ws } => {
             let body: UploadRequest = http::json_body(req)?;

@@ -14,6 +14,7 @@ pub fn classify(e: &Error) -> (u16, &'static str) {
         Error::BadRequest(_) => (400, "invalid_request"),
         Error::DigestMismatch { .. } => (400, "digest_mismatch"),
         Error::PayloadTooLarge { .. } => (413, "payload_too_large"),
+        Error::BatchTooLarge(_) => (413, "batch_too_large"),
         Error::BlobMissing(_) => (404, "blob_missing"),
         Error::UploadMissing => (404, "upload_missing"),
         Error::PreconditionFailed(_) => (412, "precondition_failed"),
@@ -68,7 +69,7 @@ fn title(status: u16) -> &'static str {
 }
 
 /// The detail a caller may see.
-fn public_detail(e: &Error) -> String {
+pub fn public_detail(e: &Error) -> String {
     match e {
         Error::Unavailable { dep, .. } => {
             format!("the {} could not be reached; nothing was changed", dep.as_str().replace('_', " "))

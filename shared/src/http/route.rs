@@ -126,10 +126,11 @@ impl Route {
     }
 
     /// Refused with 503 `registry_frozen` while the registry is frozen: every change (any method but
-    /// GET and HEAD), except the switch itself and token revocation (it only takes access away: it is
-    /// what a freeze buys time for).
+    /// GET and HEAD, and the batch reads that are POSTs only to carry their digests), except the switch
+    /// itself and token revocation (it only takes access away: it is what a freeze buys time for).
     pub fn refused_while_frozen(&self) -> bool {
         !matches!(self.spec().method, "GET" | "HEAD")
+            && !self.is_batch_read()
             && !matches!(
                 self,
                 Route::Freeze
@@ -138,6 +139,11 @@ impl Route {
                     | Route::Suspend { .. }
                     | Route::Unsuspend { .. }
             )
+    }
+
+    /// A read that is a POST only because its body names many digests (a missing query, a batch fetch).
+    pub fn is_batch_read(&self) -> bool {
+        matches!(self, Route::MissingBlobs { .. } | Route::FetchBatch { .. })
     }
 
     /// The workspace whose suspension refuses this route with 403 `workspace_suspended` (besides the
@@ -204,6 +210,9 @@ routes! {
     CompleteUpload { ws: WorkspaceId, digest: Digest } = "POST" "/v1/workspaces/{ws}/uploads/{digest}/complete", Publish, Some(Role::Publisher);
     GetBlob { ws: WorkspaceId, digest: Digest } = "GET" "/v1/workspaces/{ws}/blobs/{digest}", Fetch, Some(Role::Viewer);
     HeadBlob { ws: WorkspaceId, digest: Digest } = "HEAD" "/v1/workspaces/{ws}/blobs/{digest}", Fetch, Some(Role::Viewer);
+    MissingBlobs { ws: WorkspaceId } = "POST" "/v1/workspaces/{ws}/missing-blobs", Fetch, Some(Role::Viewer);
+    PublishBatch { ws: WorkspaceId } = "POST" "/v1/workspaces/{ws}/blob-batches", Publish, Some(Role::Publisher);
+    FetchBatch { ws: WorkspaceId } = "POST" "/v1/workspaces/{ws}/blob-fetches", Fetch, Some(Role::Viewer);
     GetProof { ws: WorkspaceId, digest: Digest } = "GET" "/v1/proofs/{ws}/{digest}", Fetch, None;
     PutBundleVersion { ws: WorkspaceId, name: BundleName, version: BundleName } = "PUT" "/v1/workspaces/{ws}/bundles/{name}/versions/{version}", Publish, Some(Role::Publisher);
     GetBundleVersion { ws: WorkspaceId, name: BundleName, version: BundleName } = "GET" "/v1/workspaces/{ws}/bundles/{name}/versions/{version}", Fetch, Some(Role::Viewer);

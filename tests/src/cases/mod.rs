@@ -4,6 +4,7 @@
 
 pub mod api;
 mod audit;
+mod batches;
 mod bundles;
 mod conformance;
 mod contract;
@@ -25,6 +26,7 @@ mod tokens;
 pub use crate::rbac::rbac_matrix_holds_over_http;
 pub use api::*;
 pub use audit::*;
+pub use batches::*;
 pub use bundles::*;
 pub use conformance::*;
 pub use contract::*;

@@ -9,6 +9,7 @@
 //! the audit seq was taken by a concurrent writer (re-read the head, retry).
 
 mod audit;
+mod batch;
 mod catalog;
 mod switches;
 mod tokens;
@@ -29,8 +30,8 @@ use crate::domain::time::now_rfc3339_ms;
 use crate::domain::{AuditDraft, Digest, TokenRecord, WorkspaceId};
 use crate::error::{Dependency, Error, Result};
 use crate::ports::{
-    BUSINESS_COUNTERS, BlobLink, BundleVersion, Change, Commit, Freeze, Gate, LedgerReceipt, MetaStore,
-    SigningKeyRecord, Suspension, WorkspaceCounts, counter_deltas, workspace_deltas,
+    AuditLog, BUSINESS_COUNTERS, BlobLink, BundleVersion, Change, Commit, Freeze, Gate, LedgerReceipt, LinksCommit,
+    MetaStore, SigningKeyRecord, Suspension, WorkspaceCounts, counter_deltas, workspace_deltas,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -415,6 +416,14 @@ impl MetaStore for DynamoStore {
             crate::adapters::backoff(attempt.min(4)).await;
         }
         Err(Error::unavailable(Dependency::AuditLog, "could not claim an audit sequence number"))
+    }
+
+    async fn blob_links(&self, ws: &WorkspaceId, digests: &[Digest]) -> Result<Vec<BlobLink>> {
+        self.links_among(ws, digests).await
+    }
+
+    async fn commit_links(&self, links: Vec<(BlobLink, AuditDraft)>) -> LinksCommit {
+        self.link_many(links).await
     }
 
     async fn add_to_counters(&self, group: &str, deltas: &[(String, i64)]) -> Result<()> {

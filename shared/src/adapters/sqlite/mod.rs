@@ -13,6 +13,7 @@
 //! `commit`'s write.
 
 mod audit;
+mod batch;
 mod catalog;
 mod schema;
 mod switches;
@@ -35,8 +36,8 @@ use crate::domain::governance::State;
 use crate::domain::{AuditDraft, Digest, TokenRecord, WorkspaceId};
 use crate::error::{Dependency, Error, Result};
 use crate::ports::{
-    BlobLink, BundleVersion, Change, Commit, Freeze, Gate, LedgerReceipt, MetaStore, SigningKeyRecord, Suspension,
-    WorkspaceCounts, workspace_deltas,
+    BlobLink, BundleVersion, Change, Commit, Freeze, Gate, LedgerReceipt, LinksCommit, MetaStore, SigningKeyRecord,
+    Suspension, WorkspaceCounts, workspace_deltas,
 };
 
 #[derive(Clone)]
@@ -234,6 +235,14 @@ impl MetaStore for SqliteStore {
             Ok(Step::Keep(Commit::Applied(Box::new(sealed))))
         })
         .await
+    }
+
+    async fn blob_links(&self, ws: &WorkspaceId, digests: &[Digest]) -> Result<Vec<BlobLink>> {
+        self.links_among(ws, digests).await
+    }
+
+    async fn commit_links(&self, links: Vec<(BlobLink, AuditDraft)>) -> LinksCommit {
+        self.link_many(links).await
     }
 
     async fn add_to_counters(&self, group: &str, deltas: &[(String, i64)]) -> Result<()> {

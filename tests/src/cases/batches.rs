@@ -1,0 +1,228 @@
+//! Batches (issue 19, helix_core::batch): which of many digests a workspace lacks, in one request and
+//! only from its own links; many small blobs published in one request with a result per blob, each
+//! under the rules of a single PUT and audited per link; limits, the freeze and the suspension refuse
+//! a batch whole; a retried batch is idempotent; `helix push` and `helix pull` use batches.
+
+use helix_core::batch::{MAX_BATCH_BLOBS, MAX_BATCH_BYTES, MAX_QUERY_DIGESTS, frame};
+use helix_core::domain::{BundleName, Digest, Role, WorkspaceId};
+use serde_json::{Value, json};
+
+use super::api::{post_json, put_blob};
+use super::{expect_problem, unique_blob};
+use crate::fault_proxy::FaultProxy;
+use crate::{Backend, TestEnv};
+
+async fn publish_batch(env: &TestEnv, token: &str, ws: &str, body: Vec<u8>) -> reqwest::Response {
+    env.http
+        .post(env.url(&format!("/v1/workspaces/{ws}/blob-batches")))
+        .bearer_auth(token)
+        .header("content-type", frame::CONTENT_TYPE)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn missing(env: &TestEnv, token: &str, ws: &str, digests: &[&Digest]) -> reqwest::Response {
+    let body = json!({"digests": digests.iter().map(ToString::to_string).collect::<Vec<_>>()});
+    post_json(env, token, &format!("/v1/workspaces/{ws}/missing-blobs"), body).await
+}
+
+fn statuses(answer: &Value) -> Vec<(String, String)> {
+    answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["status"].as_str().unwrap().to_owned(), r["reason"].as_str().unwrap_or("").to_owned()))
+        .collect()
+}
+
+fn links_of(events: &[helix_core::domain::AuditEvent]) -> usize {
+    events.iter().filter(|e| e.action == "blob.link").count()
+}
+
+pub async fn the_missing_query_answers_only_from_this_workspaces_links(b: Backend) {
+    let env = TestEnv::start(b).await;
+    let a = env.token(Role::Viewer, "team-a").await;
+    let pub_a = env.token(Role::Publisher, "team-a").await;
+    let pub_b = env.token(Role::Publisher, "team-b").await;
+    let (mine, mine_d) = unique_blob(100);
+    let (theirs, theirs_d) = unique_blob(100);
+    let (_, nobodys_d) = unique_blob(100);
+    assert_eq!(put_blob(&env, &pub_a, "team-a", &mine_d.to_string(), mine).await.status(), 201);
+    // Stored globally for team-b: still missing in team-a (its bytes must be sent there).
+    assert_eq!(put_blob(&env, &pub_b, "team-b", &theirs_d.to_string(), theirs).await.status(), 201);
+    let resp = missing(&env, &a, "team-a", &[&theirs_d, &mine_d, &nobodys_d, &theirs_d]).await;
+    assert_eq!(resp.status(), 200);
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["missing"], json!([theirs_d.to_string(), nobodys_d.to_string()]), "{answer}");
+    assert_eq!(answer["asked"], 3);
+
+    // Bounded, and malformed digests are refused with their reason.
+    let many: Vec<String> = (0..=MAX_QUERY_DIGESTS).map(|i| Digest::of(&i.to_be_bytes()).to_string()).collect();
+    let path = "/v1/workspaces/team-a/missing-blobs";
+    expect_problem(post_json(&env, &a, path, json!({"digests": many})).await, 413, "batch_too_large").await;
+    expect_problem(post_json(&env, &a, path, json!({"digests": ["sha256:nope"]})).await, 400, "invalid_digest").await;
+    expect_problem(post_json(&env, &a, path, json!({"digest": []})).await, 400, "invalid_request").await;
+    // Another workspace's credential learns nothing of team-a.
+    let b_viewer = env.token(Role::Viewer, "team-b").await;
+    expect_problem(missing(&env, &b_viewer, "team-a", &[&mine_d]).await, 403, "forbidden_workspace").await;
+}
+
+pub async fn a_batch_links_each_blob_with_its_event_refuses_a_bad_one_alone_and_repeats_idempotently(b: Backend) {
+    let env = TestEnv::start(b).await;
+    let publisher = env.token(Role::Publisher, "team-a").await;
+    let other = env.token(Role::Publisher, "team-b").await;
+    let blobs: Vec<(Vec<u8>, Digest)> = (0..60).map(|i| unique_blob(512 + i * 37)).collect();
+    // One already linked here, one stored for team-b only (sent again: linked here as new).
+    assert_eq!(put_blob(&env, &publisher, "team-a", &blobs[0].1.to_string(), blobs[0].0.clone()).await.status(), 201);
+    assert_eq!(put_blob(&env, &other, "team-b", &blobs[1].1.to_string(), blobs[1].0.clone()).await.status(), 201);
+    let before_events = links_of(&env.blob_events("team-a").await);
+    let (_, wrong) = unique_blob(700);
+    let mut items: Vec<(Digest, &[u8])> = blobs.iter().map(|(bytes, d)| (d.clone(), bytes.as_slice())).collect();
+    // Bytes that are not their digest's: refused alone.
+    items.insert(5, (wrong.clone(), blobs[2].0.as_slice()));
+    let body = frame::encode_publish(&items);
+    let resp = publish_batch(&env, &publisher, "team-a", body.clone()).await;
+    assert_eq!(resp.status(), 200);
+    let answer: Value = resp.json().await.unwrap();
+    let got = statuses(&answer);
+    assert_eq!(got.len(), 61);
+    assert_eq!(got[0], ("exists".into(), "".into()), "{answer}");
+    assert_eq!(got[5], ("refused".into(), "digest_mismatch".into()), "{answer}");
+    assert_eq!(
+        (answer["created"].as_u64(), answer["exists"].as_u64(), answer["refused"].as_u64()),
+        (Some(59), Some(1), Some(1))
+    );
+    assert_eq!(answer["results"][1]["digest"], blobs[1].1.to_string());
+    assert_eq!(
+        answer["results"][1]["status"], "created",
+        "a blob stored for another workspace is linked from the bytes sent"
+    );
+
+    // One `blob.link` event per link, in the workspace's stream, and the exact link counter.
+    let events = env.blob_events("team-a").await;
+    assert_eq!(links_of(&events) - before_events, 59);
+    let batch_events: Vec<_> = events.iter().filter(|e| e.details["via"] == "batch").collect();
+    assert_eq!(batch_events.len(), 59);
+    assert!(batch_events.iter().all(|e| e.stream == "team-a" && e.actor.contains('@')));
+    helix_core::domain::audit::verify_chain(&env.audit("team-a").await).unwrap();
+    for (bytes, d) in &blobs {
+        let got = super::api::get_blob(&env, &publisher, "team-a", &d.to_string(), "").await;
+        assert_eq!(got.bytes().await.unwrap().to_vec(), *bytes);
+    }
+    let wrong_there = super::api::get_blob(&env, &publisher, "team-a", &wrong.to_string(), "").await;
+    assert_eq!(wrong_there.status(), 404, "the refused blob is not linked");
+
+    // The same batch again: nothing new, no event, the same refusal.
+    let stored = env.stored_objects().await;
+    let again: Value = publish_batch(&env, &publisher, "team-a", body).await.json().await.unwrap();
+    assert_eq!(
+        (again["created"].as_u64(), again["exists"].as_u64(), again["refused"].as_u64()),
+        (Some(0), Some(60), Some(1))
+    );
+    assert_eq!(links_of(&env.blob_events("team-a").await) - before_events, 59);
+    assert_eq!(env.stored_objects().await, stored);
+    let counts: Value =
+        env.http.get(env.url("/v1/workspaces")).bearer_auth(&publisher).send().await.unwrap().json().await.unwrap();
+    assert_eq!(counts["workspaces"][0]["blob_links"], 60, "the exact link counter: {counts}");
+}
+
+pub async fn a_batch_over_its_limits_or_malformed_is_refused_whole_and_changes_nothing(b: Backend) {
+    let env = TestEnv::start(b).await;
+    let publisher = env.token(Role::Publisher, "team-a").await;
+    let (ok, ok_d) = unique_blob(100);
+    let stored = env.stored_objects().await;
+    let events = env.audit("team-a").await.len();
+    let header = |entries: Vec<Value>| format!("{}\n", json!({"blobs": entries})).into_bytes();
+    // Too many blobs, too many bytes (as declared, and as sent), a header without its newline.
+    let entry = json!({"digest": ok_d.to_string(), "size": 0});
+    let too_many = header(vec![entry; MAX_BATCH_BLOBS + 1]);
+    let too_big = header(vec![json!({"digest": ok_d.to_string(), "size": MAX_BATCH_BYTES + 1})]);
+    let (big, big_d) = unique_blob(MAX_BATCH_BYTES as usize / 2 + 1);
+    let (big2, big2_d) = unique_blob(MAX_BATCH_BYTES as usize / 2 + 1);
+    let sent_big = frame::encode_publish(&[(big_d, big.as_slice()), (big2_d, big2.as_slice()), (ok_d.clone(), &ok)]);
+    for body in [too_many, too_big, sent_big, vec![b'{'; 200 * 1024]] {
+        expect_problem(publish_batch(&env, &publisher, "team-a", body).await, 413, "batch_too_large").await;
+    }
+    // Malformed: a length other than the header's, a digest named twice, no blob, not JSON.
+    let mut short = frame::encode_publish(&[(ok_d.clone(), ok.as_slice())]);
+    short.pop();
+    let twice = frame::encode_publish(&[(ok_d.clone(), ok.as_slice()), (ok_d.clone(), ok.as_slice())]);
+    for body in [short, twice, header(vec![]), b"not a frame\n".to_vec()] {
+        expect_problem(publish_batch(&env, &publisher, "team-a", body).await, 400, "invalid_request").await;
+    }
+    assert_eq!(env.stored_objects().await, stored, "nothing stored");
+    assert_eq!(env.audit("team-a").await.len(), events, "nothing audited");
+    // A viewer may ask but not publish.
+    let viewer = env.token(Role::Viewer, "team-a").await;
+    let good = frame::encode_publish(&[(ok_d.clone(), ok.as_slice())]);
+    expect_problem(publish_batch(&env, &viewer, "team-a", good.clone()).await, 403, "insufficient_role").await;
+    assert_eq!(publish_batch(&env, &publisher, "team-a", good).await.status(), 200);
+}
+
+pub async fn a_frozen_registry_or_a_suspended_workspace_refuses_a_batch_whole(b: Backend) {
+    let env = TestEnv::start(b).await;
+    let admin = env.token(Role::Admin, "*").await;
+    let publisher = env.token(Role::Publisher, "team-a").await;
+    let (bytes, d) = unique_blob(300);
+    let body = frame::encode_publish(&[(d.clone(), bytes.as_slice())]);
+    let stored = env.stored_objects().await;
+
+    assert_eq!(post_json(&env, &admin, "/v1/admin/freeze", json!({"reason": "batch test"})).await.status(), 200);
+    expect_problem(publish_batch(&env, &publisher, "team-a", body.clone()).await, 503, "registry_frozen").await;
+    // The batch reads go on while frozen.
+    assert_eq!(missing(&env, &publisher, "team-a", &[&d]).await.status(), 200);
+    let fetch = post_json(&env, &publisher, "/v1/workspaces/team-a/blob-fetches", json!({"digests": [d.to_string()]}));
+    assert_eq!(fetch.await.status(), 200);
+    assert_eq!(post_json(&env, &admin, "/v1/admin/unfreeze", json!({"reason": "done"})).await.status(), 200);
+
+    let suspend = "/v1/admin/workspaces/team-a/suspend";
+    assert_eq!(post_json(&env, &admin, suspend, json!({"reason": "batch test"})).await.status(), 200);
+    expect_problem(publish_batch(&env, &publisher, "team-a", body.clone()).await, 403, "workspace_suspended").await;
+    expect_problem(missing(&env, &publisher, "team-a", &[&d]).await, 403, "workspace_suspended").await;
+    assert_eq!(env.stored_objects().await, stored, "nothing stored while refused");
+    let unsuspend = "/v1/admin/workspaces/team-a/unsuspend";
+    assert_eq!(post_json(&env, &admin, unsuspend, json!({"reason": "done"})).await.status(), 200);
+    let answer: Value = publish_batch(&env, &publisher, "team-a", body).await.json().await.unwrap();
+    assert_eq!(answer["created"], 1, "{answer}");
+}
+
+pub async fn push_and_pull_of_many_small_files_use_batches(b: Backend) {
+    let env = TestEnv::start(b).await;
+    let publisher = env.token(Role::Publisher, "team-a").await;
+    let src = env.dir.path().join("src");
+    for i in 0..300 {
+        let dir = src.join(format!("part-{}", i % 7));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("f{i}")), format!("file {i} ").repeat(1 + i % 40)).unwrap();
+    }
+    // Every request the client sends passes this proxy, which keeps each one's request line.
+    let proxy = FaultProxy::start(&env.url(""), "none", 0).await;
+    let registry = helix_cli::client::Registry::new(&proxy.url, Some(publisher.clone())).unwrap();
+    let (ws, name, version) =
+        (WorkspaceId::parse("team-a").unwrap(), BundleName::parse("many").unwrap(), BundleName::parse("1").unwrap());
+    let opts = helix_cli::transfer::Options { jobs: 4, quiet: true, inline_max: None };
+    let pushed = helix_cli::transfer::push(&registry, &src, &ws, &name, &version, opts).await.unwrap();
+    assert_eq!(pushed["uploaded_files"], 300, "{pushed}");
+    let lines = |from: usize| -> Vec<String> {
+        proxy.requests.lock().unwrap()[from..].iter().map(|h| h.lines().next().unwrap_or("").to_owned()).collect()
+    };
+    let sent = lines(0);
+    // status, whoami, the version (404), one missing query, one batch, the manifest.
+    assert!(sent.len() <= 8, "a 300-file push took {} requests: {sent:#?}", sent.len());
+    assert!(sent.iter().any(|l| l.contains("/blob-batches")), "{sent:#?}");
+    assert!(!sent.iter().any(|l| l.contains("/blobs/")), "no single-blob request: {sent:#?}");
+
+    let before = sent.len();
+    let out = env.dir.path().join("out");
+    let pulled = helix_cli::transfer::pull(&registry, &ws, &name, &version, &out, opts).await.unwrap();
+    assert_eq!(pulled["downloaded_files"], 300, "{pulled}");
+    let sent = lines(before);
+    assert!(sent.len() <= 4, "a 300-file pull took {} requests: {sent:#?}", sent.len());
+    assert!(sent.iter().any(|l| l.contains("/blob-fetches")), "{sent:#?}");
+    for i in 0..300 {
+        let rel = format!("part-{}/f{i}", i % 7);
+        assert_eq!(std::fs::read(out.join(&rel)).unwrap(), std::fs::read(src.join(&rel)).unwrap(), "{rel}");
+    }
+}
