@@ -90,7 +90,12 @@ impl Registry {
 
     /// The same registry, its requests marked as part of `operation` (`pull`).
     pub fn for_operation(&self, operation: &'static str) -> Registry {
-        Registry { url: self.url.clone(), token: self.token.clone(), http: self.http.clone(), operation: Some(operation) }
+        Registry {
+            url: self.url.clone(),
+            token: self.token.clone(),
+            http: self.http.clone(),
+            operation: Some(operation),
+        }
     }
 
     pub fn has_token(&self) -> bool {

@@ -48,7 +48,8 @@ pub struct LogEvent {
 pub fn decode(event: &Value) -> Result<LogsData> {
     let bad = |m: String| Error::BadRequest(format!("not a CloudWatch Logs subscription event: {m}"));
     let env: Envelope = serde_json::from_value(event.clone()).map_err(|e| bad(e.to_string()))?;
-    let gz = base64::engine::general_purpose::STANDARD.decode(env.awslogs.data.trim()).map_err(|e| bad(e.to_string()))?;
+    let gz =
+        base64::engine::general_purpose::STANDARD.decode(env.awslogs.data.trim()).map_err(|e| bad(e.to_string()))?;
     let mut raw = Vec::new();
     flate2::read::GzDecoder::new(gz.as_slice())
         .take(MAX_DECODED)

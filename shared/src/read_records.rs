@@ -57,8 +57,7 @@ pub async fn record(app: &App, ctx: &Ctx, req: &Request, route: &Route, result: 
         return;
     }
     let (Some((ws, action, entity)), Some(actor)) = (target(route), ctx.actor()) else { return };
-    let record =
-        ReadRecord::new(ws, action, entity, actor, &ctx.request_id, failure(result), details(req, result));
+    let record = ReadRecord::new(ws, action, entity, actor, &ctx.request_id, failure(result), details(req, result));
     app.reads.record(record).await;
 }
 

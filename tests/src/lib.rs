@@ -352,9 +352,10 @@ impl TestEnv {
         self.app.audit.query(&q).await.expect("audit query")
     }
 
-    /// The audit events about blobs (links, uploads) in a stream; token issues are left out.
+    /// The audit events about blobs (links, uploads) in a stream; token issues and reads (appended
+    /// off the request path: `cases::read_events`) are left out.
     pub async fn blob_events(&self, stream: &str) -> Vec<AuditEvent> {
-        self.audit(stream).await.into_iter().filter(|e| e.entity_type == "blob").collect()
+        self.audit(stream).await.into_iter().filter(|e| e.entity_type == "blob" && e.action != "blob.read").collect()
     }
 
     /// How many blob objects (object versions, on S3) the store holds under `blobs/` (staging

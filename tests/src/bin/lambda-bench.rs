@@ -124,7 +124,8 @@ async fn main() {
         request_id: "lambda-bench".into(),
         details: json!({"method": "GET", "status": 200}),
     };
-    let delivery = helix_core::read_ingest::subscription_event("/helix/bench/fetch", &[("1".into(), record.log_line())]);
+    let delivery =
+        helix_core::read_ingest::subscription_event("/helix/bench/fetch", &[("1".into(), record.log_line())]);
     plan.push(("audit-ingest", delivery));
 
     let mut measured: Vec<String> = plan.iter().map(|(f, _)| f.to_string()).collect();

@@ -394,9 +394,11 @@ pub async fn read_records_reach_the_audit_trail_through_the_log_subscription_onc
 
     let events = searched("blob.read").await;
     assert_eq!(events.len(), 3, "{events:#?}");
-    for (id, outcome, method) in
-        [("apigw-read-get", "success", "GET"), ("apigw-read-head", "success", "HEAD"), ("apigw-read-denied", "denied", "GET")]
-    {
+    for (id, outcome, method) in [
+        ("apigw-read-get", "success", "GET"),
+        ("apigw-read-head", "success", "HEAD"),
+        ("apigw-read-denied", "denied", "GET"),
+    ] {
         let e = events.iter().find(|e| e["request_id"] == id).unwrap_or_else(|| panic!("{id}: {events:#?}"));
         assert_eq!((e["outcome"].as_str(), e["details"]["method"].as_str()), (Some(outcome), Some(method)), "{e}");
         assert_eq!(e["entity_id"], digest.to_string());

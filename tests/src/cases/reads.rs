@@ -100,7 +100,10 @@ pub async fn every_read_by_a_principal_is_audited_with_actor_request_id_and_outc
         found[0].clone()
     };
     let e = one(&blob_reads, &get_id);
-    assert_eq!((e["actor"].as_str().unwrap().split('@').next(), e["outcome"].as_str()), (Some("rita"), Some("success")));
+    assert_eq!(
+        (e["actor"].as_str().unwrap().split('@').next(), e["outcome"].as_str()),
+        (Some("rita"), Some("success"))
+    );
     assert_eq!((e["entity_id"].as_str(), e["details"]["method"].as_str()), (Some(&*digest.to_string()), Some("GET")));
     assert_eq!(e["details"]["status"], 200);
     assert_eq!(one(&blob_reads, &head_id)["details"]["method"], "HEAD");
@@ -112,7 +115,8 @@ pub async fn every_read_by_a_principal_is_audited_with_actor_request_id_and_outc
     assert_eq!(e["actor"].as_str().unwrap().split('@').next(), Some("oscar"));
     assert_eq!((e["outcome"].as_str(), e["details"]["reason"].as_str()), (Some("denied"), Some("forbidden_workspace")));
     assert!(by_request(&blob_reads, &anonymous_id).is_empty() && by_request(&blob_reads, &forged_id).is_empty());
-    let pulled: Vec<&Value> = blob_reads.iter().chain(&bundle_reads).filter(|e| e["details"]["via"] == "pull").collect();
+    let pulled: Vec<&Value> =
+        blob_reads.iter().chain(&bundle_reads).filter(|e| e["details"]["via"] == "pull").collect();
     assert_eq!(pulled.len(), 2, "the version and its one file: {pulled:#?}");
     let e = one(&blob_reads, &proof_id);
     assert_eq!((e["actor"].as_str(), e["details"]["via"].as_str()), (Some("proof-url"), Some("proof_url")));

@@ -49,8 +49,10 @@ impl AuditLog for SqliteStore {
         self.write(audit_err, move |c| {
             // Created at first use (only the read-record ingest calls this; it runs on AWS).
             c.execute_batch("CREATE TABLE IF NOT EXISTS audit_once (key TEXT PRIMARY KEY, at TEXT NOT NULL)")?;
-            let added =
-                c.execute("INSERT OR IGNORE INTO audit_once (key, at) VALUES (?1, ?2)", params![key, now_rfc3339_ms()])?;
+            let added = c.execute(
+                "INSERT OR IGNORE INTO audit_once (key, at) VALUES (?1, ?2)",
+                params![key, now_rfc3339_ms()],
+            )?;
             if added == 0 {
                 return Ok(Step::Undo(None));
             }
