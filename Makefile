@@ -141,6 +141,8 @@ bench:
 	$(or $(CARGO_TARGET_DIR),target)/release/governance-bench --files 10000 --out target/bench/governance.md
 	$(CARGO) build --release -p helix-tests --bin audit-bench
 	$(or $(CARGO_TARGET_DIR),target)/release/audit-bench --appends 5000 --events 1000000 --out target/bench/audit.md
+	$(CARGO) build --release -p helix-tests --bin read-bench
+	$(or $(CARGO_TARGET_DIR),target)/release/read-bench --rounds 3 --seconds 5 --clients 16 --out target/bench/reads.md
 	$(CARGO) build --release -p helix-cli
 	scripts/transfer-bench.py --helix $(or $(CARGO_TARGET_DIR),target)/release/helix --large-mib 1024 --small-files 10000 \
 	  --out target/bench/transfer.md

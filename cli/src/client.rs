@@ -51,6 +51,8 @@ pub struct Registry {
     pub url: String,
     token: Option<String>,
     http: reqwest::Client,
+    /// Sent as `x-helix-operation` (the registry keeps it in read records: `via`).
+    operation: Option<&'static str>,
 }
 
 impl Registry {
@@ -73,12 +75,27 @@ impl Registry {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ClientError::Other(e.to_string()))?;
-        Ok(Registry { url: url.trim_end_matches('/').to_owned(), token, http })
+        Ok(Registry { url: url.trim_end_matches('/').to_owned(), token, http, operation: None })
     }
 
     /// The same registry with another token.
     pub fn with_token(&self, token: &str) -> Registry {
-        Registry { url: self.url.clone(), token: Some(token.to_owned()), http: self.http.clone() }
+        Registry {
+            url: self.url.clone(),
+            token: Some(token.to_owned()),
+            http: self.http.clone(),
+            operation: self.operation,
+        }
+    }
+
+    /// The same registry, its requests marked as part of `operation` (`pull`).
+    pub fn for_operation(&self, operation: &'static str) -> Registry {
+        Registry {
+            url: self.url.clone(),
+            token: self.token.clone(),
+            http: self.http.clone(),
+            operation: Some(operation),
+        }
     }
 
     pub fn has_token(&self) -> bool {
@@ -97,7 +114,10 @@ impl Registry {
 
     /// A request to the registry with the token; `answer` sends it.
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let req = self.http.request(method, format!("{}{path}", self.url));
+        let mut req = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(op) = self.operation {
+            req = req.header(helix_core::read_records::OPERATION_HEADER, op);
+        }
         match &self.token {
             Some(t) => req.bearer_auth(t),
             None => req,

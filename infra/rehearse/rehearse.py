@@ -20,7 +20,9 @@
 Exit 0 when all holds; 1 with the reasons otherwise."""
 
 import argparse
+import base64
 import copy
+import gzip
 import hashlib
 import io
 import json
@@ -319,6 +321,7 @@ def drive(api, helix, env, report, functions):
     rotated = want("POST rotate", api.call("POST", "/v1/tokens/rotate", {}, token=pub), (200, 201))
     rid = (rotated or {}).get("id") if isinstance(rotated, dict) else None
     want("POST revoke", api.call("POST", f"/v1/tokens/{rid or issued.get('id')}/revoke", {}), (200, 201))
+    read_records(api, ws, report, functions)
     # The scheduled export, as EventBridge Scheduler invokes it (the template's Input).
     export_fn = functions["AuditExportFunction"]
     try:
@@ -326,6 +329,35 @@ def drive(api, helix, env, report, functions):
         report.phase("scheduled audit export", answer.decode()[:200])
     except Exception as e:  # noqa: BLE001
         report.fail(f"scheduled audit export: {e}")
+
+
+def read_records(api, ws, report, functions):
+    """Who read what: the emulator's logs deliver no subscription, so the read records the fetch function
+    really logged are sent to AuditIngestFunction as CloudWatch Logs would (gzip, base64, one log event
+    each), twice (delivery is at least once); the second must append nothing, and the reads must then be
+    in the workspace's audit trail."""
+    with open(os.path.join(WORK, "logs", "FetchFunction.log"), "rb") as f:
+        lines = [line.decode() for line in f.read().splitlines() if b'"message":"helix.read"' in line]
+    if not lines:
+        report.fail("the fetch function logged no read record")
+        return
+    body = {"messageType": "DATA_MESSAGE", "owner": "123456789012", "logGroup": f"/helix/{STACK}/fetch",
+            "logStream": "2026/12/04/[$LATEST]0123456789abcdef", "subscriptionFilters": ["FetchReadRecords"],
+            "logEvents": [{"id": f"{37600000 + i}", "timestamp": int(time.time() * 1000), "message": m} for i, m in enumerate(lines)]}
+    event = {"awslogs": {"data": base64.b64encode(gzip.compress(json.dumps(body).encode())).decode()}}
+    ingest = functions["AuditIngestFunction"]
+    try:
+        first = json.loads(ingest.api.invoke(event, 120))
+        again = json.loads(ingest.api.invoke(event, 120))
+    except Exception as e:  # noqa: BLE001
+        report.fail(f"audit-ingest: {e}")
+        return
+    if first.get("appended") != len(lines) or again.get("appended") != 0:
+        report.fail(f"audit-ingest: {len(lines)} records appended {first}, then redelivered {again}")
+    status, page = api.call("GET", f"/v1/audit?workspace={ws}&action=blob.read")
+    if status != 200 or not (isinstance(page, dict) and page.get("events")):
+        report.fail(f"GET /v1/audit?action=blob.read: {status} {str(page)[:300]}")
+    report.phase("read records ingested", f"{len(lines)} records from the fetch function's log, once each ({again})")
 
 
 def main():
@@ -386,7 +418,7 @@ def main():
             os.chmod(bootstrap, 0o755)
             conf = lam.get_function_configuration(FunctionName=physical[logical])
             arns[conf["FunctionArn"]] = logical
-            instances = 1 if logical == "AuditExportFunction" else HTTP_INSTANCES
+            instances = 1 if logical in ("AuditExportFunction", "AuditIngestFunction") else HTTP_INSTANCES
             functions[logical] = gw.Function(logical, physical[logical], conf["FunctionArn"], bootstrap,
                                              {k: str(v) for k, v in conf["Environment"]["Variables"].items()}, conf["Timeout"], instances,
                                              os.path.join(work, "logs"),

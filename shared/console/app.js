@@ -229,11 +229,15 @@ async function version(ws, name, ver) {
 function auditView() {
   const inputs = {
     workspace: h("input", { id: "audit-workspace", placeholder: "team-a or *" }),
-    action: h("input", { id: "audit-action", placeholder: "governance.approval" }),
+    action: h("input", { id: "audit-action", placeholder: "governance.approval", list: "audit-actions" }),
     actor: h("input", { id: "audit-actor", placeholder: "user@tok_…" }),
     since: h("input", { id: "audit-since", placeholder: "2026-01-01" }),
     until: h("input", { id: "audit-until", placeholder: "2026-12-31" }),
   };
+  // Suggestions for the action field; who read what is `blob.read` and `bundle.read`.
+  const actions = h("datalist", { id: "audit-actions" },
+    ["blob.read", "bundle.read", "blob.link", "bundle.register", "governance.approval", "governance.rejection",
+      "governance.waiver", "bundle.export", "token.issue", "token.revoke"].map((a) => h("option", { value: a })));
   const results = h("div", { id: "audit-results", "aria-live": "polite" });
   let cursor = null;
   const query = (extra) => {
@@ -270,7 +274,8 @@ function auditView() {
     h("form", { onsubmit: (e) => { e.preventDefault(); search(false); } },
       ...Object.entries(inputs).map(([k, el]) => field(k[0].toUpperCase() + k.slice(1), el)),
       h("button", { type: "submit", id: "audit-search" }, "Search"),
-      h("button", { type: "button", id: "audit-download", class: "secondary", onclick: download }, "Download JSON Lines")),
+      h("button", { type: "button", id: "audit-download", class: "secondary", onclick: download }, "Download JSON Lines"),
+      actions),
     results);
 }
 

@@ -42,6 +42,9 @@ pub struct App {
     /// The AWS SDK clients built so far: each at its first use (`adapters::lazy`), so a function
     /// builds only those its requests reach, and none before its first poll.
     pub sdk_clients: SdkClients,
+    /// Where reads are recorded (`reads`): a log line each on Lambda, the local queue on `helix
+    /// serve`, nowhere with HELIX_AUDIT_READS=off.
+    pub reads: crate::reads::ReadAudit,
 }
 
 /// File names inside HELIX_DATA_DIR.
@@ -124,7 +127,13 @@ impl App {
         };
 
         let oidc = config.oidc.clone().map(OidcVerifier::new);
+        let reads = match (config.audit_reads, config.mode) {
+            (false, _) => crate::reads::ReadAudit::off(),
+            (true, crate::Mode::Lambda) => crate::reads::ReadAudit::log(),
+            (true, _) => crate::reads::ReadAudit::queue(audit.clone()),
+        };
         Ok(App {
+            reads,
             auth: Authenticator::new(meta.clone(), oidc),
             metrics: crate::request_counts::Recorder::new(config.metrics_flush),
             config,

@@ -103,6 +103,9 @@ pub struct Config {
     pub waiver_limit: u64,
     /// How often an instance flushes its request counters (HELIX_METRICS_FLUSH_SECONDS, 0 to 3600).
     pub metrics_flush: std::time::Duration,
+    /// Record every read by a principal in the audit trail (HELIX_AUDIT_READS, on by default;
+    /// `reads`): off leaves reads out of the trail and says so in `/v1/status`'s posture.
+    pub audit_reads: bool,
     pub listen: SocketAddr,
     /// Base URL that local presigned URLs point at (embedded blob store only).
     pub public_url: String,
@@ -285,6 +288,11 @@ impl Config {
                 })?
             }
         };
+        let audit_reads = match get("HELIX_AUDIT_READS").as_deref() {
+            None | Some("on" | "1" | "true") => true,
+            Some("off" | "0" | "false") => false,
+            Some(other) => return Err(err("HELIX_AUDIT_READS", format!("{other:?} is not on or off"))),
+        };
         // Read by telemetry before the configuration; checked here so a typo fails the start.
         if let Some(v) = get(crate::telemetry::LOG_FORMAT_VAR) {
             crate::telemetry::LogFormat::parse(&v).map_err(|m| err(crate::telemetry::LOG_FORMAT_VAR, m))?;
@@ -355,6 +363,7 @@ impl Config {
             export_limit,
             waiver_limit,
             metrics_flush,
+            audit_reads,
             listen,
             public_url,
             oidc,

@@ -134,6 +134,18 @@ pub async fn render(app: &App) -> Result<String> {
             .map(|m| (format!("{{mode=\"{m}\"}}"), i64::from(c.governance_mode.as_str() == *m)))
             .collect(),
     });
+    families.push(Family {
+        name: "helix_audit_reads",
+        kind: "gauge",
+        help: "1 while reads are recorded in the audit trail (HELIX_AUDIT_READS), else 0.",
+        samples: vec![(String::new(), i64::from(app.reads.enabled()))],
+    });
+    families.push(Family {
+        name: "helix_read_records_dropped_total",
+        kind: "counter",
+        help: "Read records this process could not queue or store (helix serve; logged with the record).",
+        samples: vec![(String::new(), app.reads.dropped() as i64)],
+    });
     let mut out = String::new();
     for f in families {
         out.push_str(&format!("# HELP {} {}\n# TYPE {} {}\n", f.name, f.help, f.name, f.kind));

@@ -551,6 +551,11 @@ pub trait AuditLog: Send + Sync {
     /// overwrites: conditional on seq, re-reading the head and retrying on a lost race.
     async fn append(&self, draft: AuditDraft) -> Result<AuditEvent>;
 
+    /// `append`, once per `key`: the event and a record of `key` in one write; None (nothing
+    /// written) when `key` was recorded before. A redelivered batch of read records (the CloudWatch
+    /// Logs subscription delivers at least once) is appended once, keyed by each log event's id.
+    async fn append_once(&self, draft: AuditDraft, key: &str) -> Result<Option<AuditEvent>>;
+
     async fn head(&self, stream: &str) -> Result<Option<AuditEvent>>;
 
     /// One event, read consistently (the export checks a day's boundaries with it).

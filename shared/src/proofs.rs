@@ -179,6 +179,11 @@ pub async fn check(app: &App, grant: &Grant, sig: &[u8]) -> Result<()> {
 pub async fn serve(app: &App, ws: &WorkspaceId, digest: &Digest, query: Option<&str>) -> Result<Fetched> {
     let (grant, sig) = parse_query(ws, query)?;
     check(app, &grant, &sig).await?;
+    serve_granted(app, ws, digest, &grant).await
+}
+
+/// `serve` under a grant `check` accepted.
+pub async fn serve_granted(app: &App, ws: &WorkspaceId, digest: &Digest, grant: &Grant) -> Result<Fetched> {
     // A grant is scoped to its workspace: a suspension stops it too (checked after the signature, so
     // a forged URL learns nothing of the switch).
     crate::suspension::refuse_if_suspended(app.meta.as_ref(), ws, None).await?;

@@ -242,6 +242,11 @@ def main():
         ui.visible("#audit-action").send_keys("governance.approval", Keys.ENTER)
         ui.text("#audit-table", "governance.approval")
         assert "grace@" in ui.d.find_element(By.ID, "audit-table").text
+        # Who read what: the version pages opened above are reads on the record.
+        ui.visible("#audit-action").clear()
+        ui.visible("#audit-action").send_keys("bundle.read", Keys.ENTER)
+        ui.text("#audit-table", "bundle.read")
+        assert "success" in ui.d.find_element(By.ID, "audit-table").text
         ui.check("audit")
         ui.d.get(reg.url + "/console/#/admin")
         ui.text("#workspaces-table", "team-a")

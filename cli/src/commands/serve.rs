@@ -47,6 +47,10 @@ pub async fn run(mut config: Config, listen: Option<SocketAddr>) -> Res {
     }
     tokio::signal::ctrl_c().await?;
     drop(server);
+    // Reads answered but not yet in the audit trail (docs/decisions.md, "Read auditing").
+    if !app.reads.flush(std::time::Duration::from_secs(10)).await {
+        eprintln!("helix serve: some read records were still queued after 10 s; they are lost");
+    }
     // This process's request counts since its last flush (docs/architecture.md, "Metrics").
     app.metrics.flush(app.meta.as_ref()).await;
     Ok(())

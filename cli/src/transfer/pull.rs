@@ -23,6 +23,8 @@ pub async fn pull(
     dir: &Path,
     opts: Options,
 ) -> Result<Value, ClientError> {
+    // Every read of a pull is recorded with `via: pull` (docs/console.md, "Who read what").
+    let registry = &registry.for_operation("pull");
     let path = crate::client::version_path_of(ws, name, version);
     let view = registry.get(&path).await?;
     let canonical = helix_core::domain::canonical::to_string(&view["manifest"]).map_err(other)?;

@@ -10,7 +10,7 @@ use helix_core::batch;
 use helix_core::blobs::{self, Fetched};
 use helix_core::bundles;
 use helix_core::http::{self, Ctx, Function, Request, Response, Route};
-use helix_core::proofs;
+use helix_core::{proofs, read_records};
 
 pub async fn handle(app: &App, req: Request) -> Response {
     http::serve(app, req, Function::Fetch, dispatch).await
@@ -43,11 +43,27 @@ fn fetched(digest: &str, fetched: Fetched) -> Response {
 }
 
 async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_core::Result<Response> {
-    // A proof URL is its own credential (a grant the registry signed): no token.
+    // A proof URL is its own credential (a grant the registry signed): no token. A fetch under a
+    // valid grant is a read on the record (a forged or malformed URL names no one).
     if let Route::GetProof { ws, digest } = &route {
-        return Ok(fetched(&digest.to_string(), proofs::serve(app, ws, digest, req.uri().query()).await?));
+        let (grant, sig) = proofs::parse_query(ws, req.uri().query())?;
+        let result = match proofs::check(app, &grant, &sig).await {
+            // Signed by the registry: recorded whether it is still valid or expired.
+            Ok(()) => proofs::serve_granted(app, ws, digest, &grant).await.map(|f| fetched(&digest.to_string(), f)),
+            Err(e @ helix_core::Error::ProofExpired) => Err(e),
+            Err(e) => return Err(e),
+        };
+        read_records::record_proof(app, ctx, req, digest, &grant, &result).await;
+        return result;
     }
-    let principal = ctx.authorize(app, req, &route).await?;
+    // Reads are recorded whatever their outcome (a refusal too), once a principal was verified.
+    let result = answer(app, ctx, &route, req).await;
+    read_records::record(app, ctx, req, &route, &result).await;
+    result
+}
+
+async fn answer(app: &App, ctx: &Ctx, route: &Route, req: &Request) -> helix_core::Result<Response> {
+    let principal = ctx.authorize(app, req, route).await?;
     let limit = || -> helix_core::Result<Option<usize>> {
         match http::query_param(req, "limit") {
             None => Ok(None),
@@ -55,7 +71,7 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
         }
     };
     let cursor = http::query_param(req, "cursor");
-    match &route {
+    match route {
         Route::HeadBlob { ws, digest } => {
             let link = blobs::linked_with_link(app, ws, digest, ctx.read_link(ws, digest)).await?;
             Ok(blob_response(200, &digest.to_string(), link.size, lambda_http::Body::Empty))

@@ -54,7 +54,7 @@ async fn run_once(cmd: &Path, args: &[&str], env: &[(String, String)], event: &V
     let outcome = api.invoke(event, Duration::from_secs(30)).await;
     let first = t.elapsed();
     match outcome {
-        // An HTTP function answers 2xx; audit-export answers its report (no statusCode).
+        // An HTTP function answers 2xx; audit-export and audit-ingest answer their report (no statusCode).
         Outcome::Response(r) if r["statusCode"].as_u64().is_none_or(|s| s < 300) => {}
         other => panic!("{}: {other:?}\n{}", cmd.display(), process.output()),
     }
@@ -113,6 +113,20 @@ async fn main() {
     let yesterday = time::OffsetDateTime::now_utc().date().previous_day().unwrap();
     let mut plan = plan;
     plan.push(("audit-export", json!({"day": helix_core::audit_export::day_string(yesterday)})));
+    // audit-ingest: a CloudWatch Logs delivery of one read record (appended once; later runs: already there).
+    let record = helix_core::reads::ReadRecord {
+        workspace: "team-a".into(),
+        action: helix_core::reads::BLOB_READ.into(),
+        entity_type: "blob".into(),
+        entity_id: digest.into(),
+        actor: "bench@tok_0123456789abcdef".into(),
+        outcome: helix_core::domain::Outcome::Success,
+        request_id: "lambda-bench".into(),
+        details: json!({"method": "GET", "status": 200}),
+    };
+    let delivery =
+        helix_core::read_ingest::subscription_event("/helix/bench/fetch", &[("1".into(), record.log_line())]);
+    plan.push(("audit-ingest", delivery));
 
     let mut measured: Vec<String> = plan.iter().map(|(f, _)| f.to_string()).collect();
     measured.sort();

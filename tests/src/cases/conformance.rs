@@ -370,3 +370,73 @@ pub async fn console_function_serves_the_assets_with_their_policy(b: Backend) {
         "{out}"
     );
 }
+
+/// Who read what on AWS: the fetch binary answers reads with no audit write of its own and logs one
+/// read record per read; those log lines, delivered as a CloudWatch Logs subscription event (twice:
+/// delivery is at least once), make the audit-ingest binary append each read once, in the stream of
+/// the workspace read.
+pub async fn read_records_reach_the_audit_trail_through_the_log_subscription_once(b: Backend) {
+    let env = TestEnv::start(b).await;
+    let publisher = env.token(Role::Publisher, "team-a").await;
+    let reader = env.token_of("rita", Role::Viewer, "team-a").await;
+    let outsider = env.token_of("oscar", Role::Viewer, "team-b").await;
+    let admin = env.token(Role::Admin, "*").await;
+    let (bytes, digest) = super::unique_blob(40);
+    assert_eq!(super::api::put_blob(&env, &publisher, "team-a", &digest.to_string(), bytes).await.status(), 201);
+    let (fetch_api, fetch) = start(&env, "fetch", &[]).await;
+    let (ingest_api, ingest) = start(&env, "audit-ingest", &[]).await;
+    ready(&fetch_api, &fetch, "fetch").await;
+    ready(&ingest_api, &ingest, "audit-ingest").await;
+
+    let path = format!("/v1/workspaces/team-a/blobs/{digest}");
+    let route = "/v1/workspaces/{ws}/blobs/{digest}";
+    let mut reads = Vec::new();
+    for (method, token, request_id, status) in [
+        ("GET", &reader, "apigw-read-get", 200),
+        ("HEAD", &reader, "apigw-read-head", 200),
+        ("GET", &outsider, "apigw-read-denied", 403),
+    ] {
+        let mut event = apigw_event(method, route, &path, "", Some(token));
+        event["requestContext"]["requestId"] = json!(request_id);
+        let r = call(&fetch_api, &fetch, &event).await;
+        assert_eq!(r["statusCode"], status, "{r}");
+        reads.push(request_id);
+    }
+    let searched = |action: &'static str| {
+        let (env, admin) = (&env, &admin);
+        async move {
+            let page = super::api::get(env, admin, &format!("/v1/audit?workspace=team-a&action={action}")).await;
+            page.json::<Value>().await.unwrap()["events"].as_array().unwrap().clone()
+        }
+    };
+    assert!(searched("blob.read").await.is_empty(), "the fetch function wrote no audit event itself");
+
+    let lines: Vec<(String, String)> = fetch
+        .output()
+        .lines()
+        .filter(|l| l.contains("\"helix.read\""))
+        .enumerate()
+        .map(|(i, l)| (format!("3760{i:04}"), l.to_owned()))
+        .collect();
+    assert_eq!(lines.len(), 3, "one read record per read:\n{}", fetch.output());
+    let delivery = helix_core::read_ingest::subscription_event("/helix/stack/fetch", &lines);
+    let r = call(&ingest_api, &ingest, &delivery).await;
+    assert_eq!(r["appended"], 3, "{r}");
+    let r = call(&ingest_api, &ingest, &delivery).await;
+    assert_eq!((r["appended"].as_u64(), r["already_appended"].as_u64()), (Some(0), Some(3)), "redelivered: {r}");
+
+    let events = searched("blob.read").await;
+    assert_eq!(events.len(), 3, "{events:#?}");
+    for (id, outcome, method) in [
+        ("apigw-read-get", "success", "GET"),
+        ("apigw-read-head", "success", "HEAD"),
+        ("apigw-read-denied", "denied", "GET"),
+    ] {
+        let e = events.iter().find(|e| e["request_id"] == id).unwrap_or_else(|| panic!("{id}: {events:#?}"));
+        assert_eq!((e["outcome"].as_str(), e["details"]["method"].as_str()), (Some(outcome), Some(method)), "{e}");
+        assert_eq!(e["entity_id"], digest.to_string());
+    }
+    // The outsider's refused read is team-a's: team-b's stream (its token's issue) holds no read.
+    let page = super::api::get(&env, &admin, "/v1/audit?workspace=team-b&limit=1000").await.text().await.unwrap();
+    assert!(!page.contains("apigw-read-") && !page.contains("blob.read"), "{page}");
+}

@@ -16,6 +16,9 @@ use crate::ports::{AuditLog, AuditQuery, AuditSearch, BUSINESS_COUNTERS, SearchP
 /// Items a search evaluates per page, and pages per search (per index shard): a search whose filter
 /// matches little answers a short page and a cursor instead of reading on without bound.
 const SEARCH_PAGE: i32 = 250;
+
+/// Partition-key prefix of `append_once`'s markers in the meta table (written by audit-ingest only).
+pub const ONCE_PK: &str = "ONCE#";
 const SEARCH_PAGES: usize = 4;
 
 /// Global secondary index of the audit table the daily export reads: hash key `day_shard`
@@ -358,6 +361,38 @@ impl AuditLog for DynamoStore {
                 return Err(Error::StoreRefused(format!("append cancelled: {reasons:?}")));
             }
             // Lost the seq to another writer, or a transaction conflict: retry after the new head.
+            crate::adapters::backoff(attempt.min(4)).await;
+        }
+        Err(Error::unavailable(Dependency::AuditLog, "could not claim an audit sequence number"))
+    }
+
+    async fn append_once(&self, draft: AuditDraft, key: &str) -> Result<Option<AuditEvent>> {
+        let counters = self.counter_update(BUSINESS_COUNTERS, &counter_deltas(None, &draft))?;
+        // The key's marker in the meta table (`ONCE#{key}`), written with the event: a second append
+        // of the same key is cancelled by the marker's condition and writes nothing.
+        let marker = Item::from([
+            ("pk".into(), s(format!("{ONCE_PK}{key}"))),
+            ("sk".into(), s("once")),
+            ("at".into(), s(now_rfc3339_ms())),
+        ]);
+        for attempt in 0..APPEND_ATTEMPTS {
+            let head = self.head(&draft.stream).await?;
+            let event = draft.clone().seal(head.as_ref(), now_rfc3339_ms())?;
+            let items = vec![
+                self.put(&self.table, marker.clone(), super::ABSENT)?,
+                self.put(&self.audit_table, Self::event_item(&event)?, "attribute_not_exists(seq)")?,
+                TransactWriteItem::builder().update(counters.clone()).build(),
+            ];
+            let reasons = match self.transact(items).await? {
+                Transaction::Committed => return Ok(Some(event)),
+                Transaction::Cancelled(reasons) => reasons,
+            };
+            if reasons.first().is_some_and(|c| c.as_deref() == Some("ConditionalCheckFailed")) {
+                return Ok(None);
+            }
+            if reasons.iter().any(|c| c.as_deref() == Some("ValidationError")) {
+                return Err(Error::StoreRefused(format!("append cancelled: {reasons:?}")));
+            }
             crate::adapters::backoff(attempt.min(4)).await;
         }
         Err(Error::unavailable(Dependency::AuditLog, "could not claim an audit sequence number"))

@@ -44,6 +44,23 @@ impl AuditLog for SqliteStore {
         self.write(audit_err, move |c| Ok(Step::Keep(append_in(c, draft, None)?))).await
     }
 
+    async fn append_once(&self, draft: AuditDraft, key: &str) -> Result<Option<AuditEvent>> {
+        let key = key.to_owned();
+        self.write(audit_err, move |c| {
+            // Created at first use (only the read-record ingest calls this; it runs on AWS).
+            c.execute_batch("CREATE TABLE IF NOT EXISTS audit_once (key TEXT PRIMARY KEY, at TEXT NOT NULL)")?;
+            let added = c.execute(
+                "INSERT OR IGNORE INTO audit_once (key, at) VALUES (?1, ?2)",
+                params![key, now_rfc3339_ms()],
+            )?;
+            if added == 0 {
+                return Ok(Step::Undo(None));
+            }
+            Ok(Step::Keep(Some(append_in(c, draft, None)?)))
+        })
+        .await
+    }
+
     async fn head(&self, stream: &str) -> Result<Option<AuditEvent>> {
         let stream = stream.to_owned();
         self.with(audit_err, move |c| head_in(c, &stream)).await
