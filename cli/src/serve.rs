@@ -36,6 +36,8 @@ pub fn router(app: Arc<App>) -> Router {
 pub struct Server {
     pub addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
+    /// The governance notifications' deliverer, when HELIX_WEBHOOK_URL is set (`start_notifications`).
+    notify: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
@@ -46,7 +48,14 @@ impl Server {
                 tracing::error!(error = %e, "server stopped");
             }
         });
-        Server { addr, task }
+        Server { addr, task, notify: None }
+    }
+
+    /// Start delivering governance notifications in the background (HELIX_WEBHOOK_URL): the cursor is
+    /// set before this returns, so every decision made after it is delivered (helix_core::notify).
+    pub async fn start_notifications(&mut self, app: &Arc<App>) -> Result<(), Error> {
+        self.notify = helix_core::notify::start(app).await?;
+        Ok(())
     }
 
     pub fn url(&self) -> String {
@@ -57,6 +66,9 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(notify) = &self.notify {
+            notify.abort();
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use crate::auth::Authenticator;
 use crate::config::{BlobBackend, Config, MetaBackend, SignerBackend};
 use crate::error::{Dependency, Error, Result};
 use crate::oidc::OidcVerifier;
-use crate::ports::{AuditLog, BlobStore, MetaStore, Signer};
+use crate::ports::{AuditLog, BlobStore, MetaStore, NotificationOutbox, Signer};
 
 pub struct App {
     pub config: Config,
@@ -45,6 +45,10 @@ pub struct App {
     /// Where reads are recorded (`reads`): a log line each on Lambda, the local queue on `helix
     /// serve`, nowhere with HELIX_AUDIT_READS=off.
     pub reads: crate::reads::ReadAudit,
+    /// The notification outbox, when the meta store keeps one (the embedded store; `notify`).
+    pub outbox: Option<Arc<dyn NotificationOutbox>>,
+    /// This process's notification deliveries (`notify::start`).
+    pub notify_stats: Arc<crate::domain::notification::DeliveryStats>,
 }
 
 /// File names inside HELIX_DATA_DIR.
@@ -106,7 +110,7 @@ impl App {
             }
         };
 
-        let (meta, audit) = build_meta(&config, sdk.as_ref(), &sdk_clients)?;
+        let (meta, audit, outbox) = build_meta(&config, sdk.as_ref(), &sdk_clients)?;
 
         let signer: Arc<dyn Signer> = match config.signer_backend {
             SignerBackend::Kms => {
@@ -145,6 +149,8 @@ impl App {
             recorded_signing_keys: Default::default(),
             receipts_read: Default::default(),
             sdk_clients,
+            outbox,
+            notify_stats: Default::default(),
         })
     }
 }
@@ -194,14 +200,14 @@ pub async fn meta_store(config: &Config) -> Result<(Arc<dyn MetaStore>, Arc<dyn 
             None
         }
     };
-    build_meta(config, sdk.as_ref(), &SdkClients::default())
+    let (meta, audit, _) = build_meta(config, sdk.as_ref(), &SdkClients::default())?;
+    Ok((meta, audit))
 }
 
-fn build_meta(
-    config: &Config,
-    sdk: Option<&aws_config::SdkConfig>,
-    clients: &SdkClients,
-) -> Result<(Arc<dyn MetaStore>, Arc<dyn AuditLog>)> {
+/// The meta store, the audit log and the notification outbox (the embedded store has one).
+type Stores = (Arc<dyn MetaStore>, Arc<dyn AuditLog>, Option<Arc<dyn NotificationOutbox>>);
+
+fn build_meta(config: &Config, sdk: Option<&aws_config::SdkConfig>, clients: &SdkClients) -> Result<Stores> {
     Ok(match config.meta_backend {
         MetaBackend::DynamoDb => {
             let (sdk, endpoint) = (sdk.cloned().expect("aws config"), config.dynamodb_endpoint_url.clone());
@@ -216,12 +222,12 @@ fn build_meta(
                 aws_sdk_dynamodb::Client::from_conf(b.build())
             });
             let store = Arc::new(DynamoStore::new(client, config.table.clone(), config.audit_table.clone()));
-            (store.clone(), store)
+            (store.clone(), store, None)
         }
         #[cfg(feature = "sqlite")]
         MetaBackend::Sqlite => {
             let store = Arc::new(SqliteStore::open(&config.data_dir.join(SQLITE_FILE))?);
-            (store.clone(), store)
+            (store.clone(), store.clone(), Some(store as Arc<dyn NotificationOutbox>))
         }
         #[cfg(not(feature = "sqlite"))]
         MetaBackend::Sqlite => unreachable!("Config refuses sqlite when the feature is off"),

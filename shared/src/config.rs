@@ -110,6 +110,74 @@ pub struct Config {
     /// Base URL that local presigned URLs point at (embedded blob store only).
     pub public_url: String,
     pub oidc: Option<OidcConfig>,
+    /// Signed webhooks of governance events (HELIX_WEBHOOK_URL with HELIX_WEBHOOK_SECRET).
+    pub webhook: Option<WebhookConfig>,
+}
+
+/// Where and how governance notifications are posted (docs/notifications.md).
+#[derive(Clone, Debug)]
+pub struct WebhookConfig {
+    /// https, or http to a loopback address only.
+    pub url: String,
+    pub secret: WebhookSecret,
+    /// Attempts per notification before it is given up (HELIX_WEBHOOK_ATTEMPTS, 1 to 100; 10).
+    pub attempts: u32,
+    /// The wait before the first retry, doubled after each failure up to 64 times it
+    /// (HELIX_WEBHOOK_BACKOFF_MS, 1 to 600000; 1000).
+    pub backoff: std::time::Duration,
+    /// One attempt's limit, connection to answer (HELIX_WEBHOOK_TIMEOUT_MS, 100 to 60000; 5000).
+    pub timeout: std::time::Duration,
+}
+
+/// The webhook's shared secret: shown by nothing (its Debug is redacted).
+#[derive(Clone)]
+pub struct WebhookSecret(String);
+
+impl WebhookSecret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookSecret(redacted)")
+    }
+}
+
+/// HELIX_WEBHOOK_* from any variable source (the `notify` function reads only these).
+pub fn webhook_from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Option<WebhookConfig>, ConfigError> {
+    webhook(&|k: &str| lookup(k).filter(|v| !v.trim().is_empty()))
+}
+
+/// HELIX_WEBHOOK_*: both the URL and the secret, or neither.
+fn webhook(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<WebhookConfig>, ConfigError> {
+    let (url, secret) = match (get("HELIX_WEBHOOK_URL"), get("HELIX_WEBHOOK_SECRET")) {
+        (None, None) => return Ok(None),
+        (Some(_), None) => return Err(err("HELIX_WEBHOOK_SECRET", "must be set with HELIX_WEBHOOK_URL")),
+        (None, Some(_)) => return Err(err("HELIX_WEBHOOK_URL", "must be set with HELIX_WEBHOOK_SECRET")),
+        (Some(u), Some(s)) => (u, s),
+    };
+    check_url(&url).map_err(|m| err("HELIX_WEBHOOK_URL", m))?;
+    if secret.len() < 16 {
+        // The value itself is never repeated in a message.
+        return Err(err("HELIX_WEBHOOK_SECRET", "is at least 16 characters (e.g. `openssl rand -hex 32`)"));
+    }
+    let number = |var: &'static str, default: u64, range: std::ops::RangeInclusive<u64>| match get(var) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| err(var, format!("{v:?} is not a number in {}..={}", range.start(), range.end()))),
+    };
+    Ok(Some(WebhookConfig {
+        url,
+        secret: WebhookSecret(secret),
+        attempts: number("HELIX_WEBHOOK_ATTEMPTS", 10, 1..=100)? as u32,
+        backoff: std::time::Duration::from_millis(number("HELIX_WEBHOOK_BACKOFF_MS", 1000, 1..=600_000)?),
+        timeout: std::time::Duration::from_millis(number("HELIX_WEBHOOK_TIMEOUT_MS", 5000, 100..=60_000)?),
+    }))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -367,6 +435,7 @@ impl Config {
             listen,
             public_url,
             oidc,
+            webhook: webhook(&get)?,
         })
     }
 
@@ -396,6 +465,36 @@ mod tests {
         );
         assert_eq!(c.inline_max, DEFAULT_INLINE_MAX);
         assert_eq!(c.public_url, "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn a_webhook_needs_its_secret_and_an_https_or_loopback_url_and_never_shows_the_secret() {
+        let secret = ("HELIX_WEBHOOK_SECRET", "0123456789abcdef-secret");
+        let c = cfg(Mode::Serve, &[("HELIX_WEBHOOK_URL", "https://hooks.example/helix"), secret]).unwrap();
+        let w = c.webhook.expect("configured");
+        assert_eq!((w.attempts, w.backoff.as_millis(), w.timeout.as_millis()), (10, 1000, 5000));
+        assert!(
+            !format!("{:?}", cfg(Mode::Serve, &[("HELIX_WEBHOOK_URL", "http://127.0.0.1:9/h"), secret]).unwrap())
+                .contains("0123456789abcdef")
+        );
+        assert!(cfg(Mode::Serve, &[]).unwrap().webhook.is_none());
+        for (vars, var) in [
+            (vec![("HELIX_WEBHOOK_URL", "http://hooks.example/helix"), secret], "HELIX_WEBHOOK_URL"),
+            (vec![("HELIX_WEBHOOK_URL", "https://hooks.example/helix")], "HELIX_WEBHOOK_SECRET"),
+            (vec![secret], "HELIX_WEBHOOK_URL"),
+            (
+                vec![("HELIX_WEBHOOK_URL", "https://h.example/"), ("HELIX_WEBHOOK_SECRET", "short")],
+                "HELIX_WEBHOOK_SECRET",
+            ),
+            (
+                vec![("HELIX_WEBHOOK_URL", "https://h.example/"), secret, ("HELIX_WEBHOOK_ATTEMPTS", "0")],
+                "HELIX_WEBHOOK_ATTEMPTS",
+            ),
+        ] {
+            let e = cfg(Mode::Serve, &vars).unwrap_err();
+            assert_eq!(e.var, var, "{vars:?}");
+            assert!(!e.to_string().contains("0123456789abcdef"), "{e}");
+        }
     }
 
     #[test]

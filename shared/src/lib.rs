@@ -26,6 +26,7 @@ pub mod http;
 pub mod keys;
 pub mod lambda;
 pub mod metrics;
+pub mod notify;
 pub mod oidc;
 pub mod pending;
 pub mod ports;

@@ -103,6 +103,33 @@ pub async fn render(app: &App) -> Result<String> {
     ] {
         families.push(Family { name, kind, help, samples: vec![(String::new(), b(key))] });
     }
+    let notify = app.meta.counters(crate::notify::NOTIFY_COUNTERS).await?;
+    let by_outcome = |wanted: &[&str]| -> Vec<(String, i64)> {
+        notify
+            .iter()
+            .filter_map(|(k, v)| {
+                let (channel, outcome) = k.split_once('|')?;
+                wanted.contains(&outcome).then(|| {
+                    let labels = format!("channel=\"{}\"", escape(channel));
+                    let labels =
+                        if wanted.len() > 1 { format!("{labels},outcome=\"{}\"", escape(outcome)) } else { labels };
+                    (format!("{{{labels}}}"), *v)
+                })
+            })
+            .collect()
+    };
+    families.push(Family {
+        name: "helix_notifications_total",
+        kind: "counter",
+        help: "Governance notifications delivered, or given up after their last attempt, by channel.",
+        samples: by_outcome(&["delivered", "given_up"]),
+    });
+    families.push(Family {
+        name: "helix_notification_failed_attempts_total",
+        kind: "counter",
+        help: "Notification attempts that failed (each retried until delivered or given up), by channel.",
+        samples: by_outcome(&["failed_attempts"]),
+    });
     let c = &app.config;
     families.push(Family {
         name: "helix_frozen",

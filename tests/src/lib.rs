@@ -255,7 +255,8 @@ impl TestEnv {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         vars.insert("HELIX_PUBLIC_URL".into(), format!("http://{}", listener.local_addr().unwrap()));
         let app = Arc::new(build_app(&vars).await.expect("app builds"));
-        let server = Server::start(app.clone(), listener);
+        let mut server = Server::start(app.clone(), listener);
+        server.start_notifications(&app).await.expect("notifications start");
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
         TestEnv { backend, app, server, http, dir, aws, vars }
     }

@@ -22,10 +22,16 @@ pub async fn run(mut config: Config, listen: Option<SocketAddr>) -> Res {
     let fresh =
         config.meta_backend == MetaBackend::Sqlite && !config.data_dir.join(helix_core::app::SQLITE_FILE).exists();
     let app = Arc::new(App::build(config).await?);
-    let server = Server::start(app.clone(), listener);
+    let mut server = Server::start(app.clone(), listener);
+    server.start_notifications(&app).await?;
     let url = server.url();
     println!("Helix Registry listening on {url}");
     println!("  blobs: {}  meta: {}  signer: {}", app.blobs.info().backend, app.meta.backend(), app.signer.backend());
+    if let Some(w) = &app.config.webhook {
+        // The URL's host only: a URL may carry a token in its path or query.
+        let host = url::Url::parse(&w.url).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
+        println!("  webhooks: governance events to {host} (signed; {} attempts each)", w.attempts);
+    }
     if fresh {
         let grant = Grant {
             user: "admin".into(),

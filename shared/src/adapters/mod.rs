@@ -6,6 +6,8 @@
 //! | MetaStore | `dynamo`       | `sqlite`                |
 //! | AuditLog  | `dynamo`       | `sqlite`                |
 //! | Signer    | `kms`          | `local_key`             |
+//! | NotificationOutbox | DynamoDB stream (`notify` function) | `sqlite` |
+//! | NotificationSink | `webhook` (both), EventBridge (`notify` function) | `webhook` |
 //!
 //! `sqlite` is behind the `sqlite` cargo feature, so Lambda binaries do not carry SQLite. The AWS
 //! adapters build their SDK client at its first use (`lazy`).
@@ -18,6 +20,7 @@ pub mod local_key;
 pub mod s3;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+pub mod webhook;
 
 /// Bounded retry with jitter for optimistic writes that lost a race (audit seq, S3 409).
 pub(crate) async fn backoff(attempt: u32) {

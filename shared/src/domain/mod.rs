@@ -6,6 +6,7 @@ pub mod digest;
 pub mod governance;
 pub mod ids;
 pub mod manifest;
+pub mod notification;
 pub mod principal;
 pub mod role;
 pub mod time;

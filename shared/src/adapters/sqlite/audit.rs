@@ -9,6 +9,7 @@ use super::switches::add_counters_in;
 use super::writer::Step;
 use super::{SqliteStore, audit_err};
 use crate::domain::audit::{day_bounds, parse_at_key, parse_ord_key};
+use crate::domain::notification::NOTIFIED_ACTIONS;
 use crate::domain::time::now_rfc3339_ms;
 use crate::domain::{AuditDraft, AuditEvent};
 use crate::error::{Error, Result};
@@ -35,6 +36,11 @@ pub(super) fn append_in(conn: &Connection, draft: AuditDraft, change: Option<&Ch
         "INSERT INTO audit_events (stream, seq, ts, event, hash, action, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![event.stream, event.seq as i64, event.ts, line, event.hash, event.action, event.actor],
     )?;
+    if NOTIFIED_ACTIONS.contains(&event.action.as_str()) {
+        // The notification outbox, in the event's own transaction (docs/notifications.md).
+        conn.prepare_cached("INSERT INTO notify_outbox (stream, seq) VALUES (?1, ?2)")?
+            .execute(params![event.stream, event.seq as i64])?;
+    }
     Ok(event)
 }
 

@@ -8,13 +8,14 @@
 //!
 //! One module per concern: `schema` (the tables and their migrations), `tokens`, `catalog` (blob
 //! links, bundle versions, ledgers, the signing-key history), `switches` (freeze, suspension,
-//! counters), `audit` (the audit table) and `writer` (group commit); this module holds the store
+//! counters), `audit` (the audit table), `outbox` (the notification outbox) and `writer` (group commit); this module holds the store
 //! (opening, the reads off the async runtime, backups) and the MetaStore port over them, with
 //! `commit`'s write.
 
 mod audit;
 mod batch;
 mod catalog;
+mod outbox;
 mod schema;
 mod switches;
 mod tokens;

@@ -88,6 +88,15 @@ INSERT OR IGNORE INTO workspace_counts
   SELECT workspace_id, 'bundle_versions', count(*) FROM bundle_versions GROUP BY workspace_id;
 ";
 
+/// Schema version 9: the notification outbox (docs/notifications.md): the position, in commit order, of
+/// every governance event appended from this version on (written in the event's transaction), and each
+/// delivery channel's cursor. Events of an older database are history, not notified.
+const SCHEMA_V9_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS notify_outbox (
+  position INTEGER PRIMARY KEY AUTOINCREMENT, stream TEXT NOT NULL, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS notify_cursors (channel TEXT PRIMARY KEY, position INTEGER NOT NULL, at TEXT NOT NULL);
+";
+
 /// The migrations, in order: entry i brings a database from version i to version i + 1. Each is
 /// additive (new tables, new columns with defaults) and idempotent, and runs in its own transaction
 /// with the new `user_version`.
@@ -112,6 +121,7 @@ const MIGRATIONS: &[fn(&Connection) -> rusqlite::Result<()>] = &[
         add_column(c, "signing_keys", "retired_reason", "TEXT")
     },
     |c| c.execute_batch(SCHEMA_V8_TABLES),
+    |c| c.execute_batch(SCHEMA_V9_TABLES),
 ];
 
 /// The schema version this build writes.
