@@ -211,7 +211,21 @@ pub async fn rbac_matrix_holds_over_http(b: Backend) {
                     }
                     _ => req,
                 };
-                let resp = req.send().await.unwrap();
+                // An authorization matrix, not a load test: an answer the emulator did not give in time
+                // (the client's timeout, or the registry's fail-closed 503 when moto stalls on a loaded
+                // machine) is asked for again, at most twice. A 4xx is never retried.
+                let mut attempt = 0;
+                let resp = loop {
+                    let sent = req.try_clone().expect("a body that can be sent again").send().await;
+                    match sent {
+                        Ok(r) if r.status() != 503 || attempt == 2 => break r,
+                        Err(e) if attempt == 2 => panic!("{} {} as {role}: {e}", spec.method, spec.path),
+                        _ => {
+                            attempt += 1;
+                            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                        }
+                    }
+                };
                 let status = resp.status().as_u16();
                 let what = format!("{} {} as {role} ({pos:?})", spec.method, spec.path);
                 match expect {

@@ -30,8 +30,8 @@ use crate::domain::time::now_rfc3339_ms;
 use crate::domain::{AuditDraft, Digest, TokenRecord, WorkspaceId};
 use crate::error::{Dependency, Error, Result};
 use crate::ports::{
-    AuditLog, BUSINESS_COUNTERS, BlobLink, BundleVersion, Change, Commit, Freeze, Gate, LedgerReceipt, LinksCommit,
-    MetaStore, SigningKeyRecord, Suspension, WorkspaceCounts, counter_deltas, workspace_deltas,
+    BUSINESS_COUNTERS, BlobLink, BundleVersion, Change, Commit, Freeze, Gate, LedgerReceipt, LinksCommit, MetaStore,
+    SigningKeyRecord, Suspension, WorkspaceCounts, counter_deltas, workspace_deltas,
 };
 
 type Item = HashMap<String, AttributeValue>;
