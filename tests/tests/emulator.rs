@@ -28,4 +28,5 @@ helix_tests::cases!(Backend::Emulator;
     an_events_file_above_one_part_is_uploaded_in_checked_parts_and_completed_conditionally,
     round_trips_per_route_are_counted_at_the_emulator_and_documented,
     a_batch_read_left_unprocessed_is_retried_and_never_read_as_absent,
+    appends_from_two_instances_to_one_stream_stay_one_chain,
 );

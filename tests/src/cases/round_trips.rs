@@ -178,3 +178,23 @@ pub async fn a_batch_read_left_unprocessed_is_retried_and_never_read_as_absent(b
         env.blob_events("team-a").await.into_iter().filter(|e| e.entity_id == od.to_string()).collect();
     assert!(linked.is_empty(), "nothing linked: {linked:?}");
 }
+
+/// The audit head an instance remembers is a guess the conditional seq checks: two instances (two Apps
+/// over the same tables) appending to one stream in turn each find their remembered head stale, and
+/// every append still lands at the next seq, linked to the event before it.
+pub async fn appends_from_two_instances_to_one_stream_stay_one_chain(b: Backend) {
+    let env = TestEnv::start(b).await;
+    let other = super::serve_app(env.app_with(&[]).await.unwrap());
+    let ada = env.token(Role::Publisher, "team-a").await;
+    for i in 0..6 {
+        let (bytes, d) = unique_blob(100);
+        let url = if i % 2 == 0 { env.url("") } else { other.url() };
+        let put = env.http.put(format!("{url}/v1/workspaces/team-a/blobs/{d}")).bearer_auth(&ada).body(bytes);
+        assert_eq!(put.send().await.unwrap().status(), 201, "append {i}");
+    }
+    let events = env.audit("team-a").await;
+    assert_eq!(events.len(), 7, "the token's issue and six links: {events:?}");
+    for (i, pair) in events.windows(2).enumerate() {
+        assert_eq!((pair[1].seq, pair[1].prev.as_deref()), (pair[0].seq + 1, Some(pair[0].hash.as_str())), "at {i}");
+    }
+}
