@@ -116,9 +116,12 @@ pub fn decode_publish(body: &Bytes) -> Result<Vec<(Digest, Bytes)>> {
 /// One blob of a fetch answer: its digest and its bytes (verified).
 pub type Fetched = (Digest, Vec<u8>);
 
+/// One blob of a fetch answer as served: its digest and its bytes within the answer (not verified).
+pub type Served<'a> = (Digest, &'a [u8]);
+
 /// A fetch answer's header and its blobs' bytes, split by the header's sizes but not hashed (for a
 /// client that verifies each blob as it writes it).
-pub fn split_fetch(body: &[u8]) -> Result<(FetchHeader, Vec<(Digest, &[u8])>)> {
+pub fn split_fetch(body: &[u8]) -> Result<(FetchHeader, Vec<Served<'_>>)> {
     let (head, rest) = split(body, body.len())?;
     let header: FetchHeader =
         serde_json::from_slice(head).map_err(|e| Error::BadRequest(format!("invalid batch header: {e}")))?;
