@@ -56,6 +56,9 @@ pub async fn record(app: &App, ctx: &Ctx, req: &Request, route: &Route, result: 
     if !app.reads.enabled() {
         return;
     }
+    if let (Route::FetchBatch { ws }, Some(actor)) = (route, ctx.actor()) {
+        return record_batch(app, ctx, req, ws, actor, result).await;
+    }
     let (Some((ws, action, entity)), Some(actor)) = (target(route), ctx.actor()) else { return };
     let record = ReadRecord::new(ws, action, entity, actor, &ctx.request_id, failure(result), details(req, result));
     app.reads.record(record).await;
@@ -81,4 +84,39 @@ pub async fn record_proof(
     let record =
         ReadRecord::new(&grant.ws, BLOB_READ, digest.to_string(), PROOF_URL_ACTOR, &ctx.request_id, failure(result), d);
     app.reads.record(record).await;
+}
+
+/// A batch fetch (`POST …/blob-fetches`, what `helix pull` uses for small files): one `blob.read` per
+/// blob the answer carries (`details.batch`), one `failed` (`blob_missing`) per digest not linked in
+/// the workspace; the deferred ones are read (and recorded) when fetched singly. A refused batch is
+/// one record, entity `batch`, with the refusal.
+async fn record_batch(
+    app: &App,
+    ctx: &Ctx,
+    req: &Request,
+    ws: &WorkspaceId,
+    actor: &str,
+    result: &crate::Result<Response>,
+) {
+    let mut d = details(req, result);
+    d["batch"] = json!(true);
+    let served = match result {
+        Ok(resp) => crate::batch::frame::split_fetch(resp.body().as_ref()).ok().map(|(h, _)| h),
+        Err(_) => None,
+    };
+    let Some(header) = served else {
+        let record = ReadRecord::new(ws, BLOB_READ, "batch".into(), actor, &ctx.request_id, failure(result), d);
+        return app.reads.record(record).await;
+    };
+    for entry in &header.blobs {
+        let record = ReadRecord::new(ws, BLOB_READ, entry.digest.clone(), actor, &ctx.request_id, None, d.clone());
+        app.reads.record(record).await;
+    }
+    let missing = Error::BlobMissing("not linked in this workspace".into());
+    let (status, reason) = problem::classify(&missing);
+    for digest in &header.missing {
+        let failed = Some(Failure { error: &missing, status, reason });
+        let record = ReadRecord::new(ws, BLOB_READ, digest.clone(), actor, &ctx.request_id, failed, d.clone());
+        app.reads.record(record).await;
+    }
 }
