@@ -63,6 +63,9 @@ class Resolver:
             return pid.rsplit(":", 1)[-1]
         if rtype == "AWS::SQS::Queue" and attr == "QueueName":
             return pid.rsplit("/", 1)[-1]
+        if rtype == "AWS::Events::EventBus":  # named by its Name property (the emulator's id is not)
+            bus = self.resolve(self.t["Resources"][name]["Properties"]["Name"])
+            return {"Name": bus, "Arn": f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{bus}"}[attr]
         if attr != "Arn":
             raise KeyError(f"GetAtt {name}.{attr}")
         return {

@@ -79,6 +79,18 @@ class Mapper:
             key = (call.body or {}).get("KeyId", "")
             arn = key if key.startswith("arn:") else f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{key}"
             return [Request(who, "kms:" + target.split(".", 1)[1], arn, {}, target)]
+        if target.startswith("AWSEvents."):
+            op = target.split(".", 1)[1]
+            if op != "PutEvents":
+                raise ValueError(f"EventBridge {op} is not modelled")
+            out = []
+            for entry in (call.body or {}).get("Entries", []):
+                bus = entry.get("EventBusName") or "default"
+                arn = bus if bus.startswith("arn:") else f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{bus}"
+                out.append(Request(who, "events:PutEvents", arn, {}, target))
+            if not out:
+                raise ValueError("PutEvents without entries")
+            return out
         return self.s3(who, call)
 
     def dynamodb(self, who, op, body):

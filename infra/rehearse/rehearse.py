@@ -27,6 +27,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -173,7 +174,8 @@ def logical_form(text, physical):
         logical = logical.split("#", 1)[0]
         if len(pid) > 6:
             text = text.replace(pid, "${" + logical + "}")
-    return text
+    # A stream's label is its creation time: named, not spelled.
+    return re.sub(r"(:table/[^/]+/stream/)\d{4}-\d\d-\d\dT[\d:.]+", r"\1${StreamLabel}", text)
 
 
 class Api:
@@ -360,6 +362,63 @@ def read_records(api, ws, report, functions):
     report.phase("read records ingested", f"{len(lines)} records from the fetch function's log, once each ({again})")
 
 
+def drive_notify(emu, report, functions, physical, template):
+    """The stream's event source mapping, which the emulator does not drive: the audit table's stream read
+    as Lambda's poller reads it (DescribeStream, GetShardIterator, GetRecords), the records passed through
+    the mapping's filter pattern, in batches of its BatchSize, invoked on notify; every event it puts on
+    the stack's bus must arrive there (a rule to a queue the rehearsal reads). notify's own calls are
+    judged with the others."""
+    ddb, streams, events, sqs = (emu.client(s) for s in ("dynamodb", "dynamodbstreams", "events", "sqs"))
+    arn = ddb.describe_table(TableName=physical["AuditTable"])["Table"].get("LatestStreamArn")
+    if not arn:
+        return report.fail("the audit table has no stream (StreamSpecification)")
+    mapping = template["Resources"]["NotifyStreamMapping"]["Properties"]
+    pattern = json.loads(mapping["FilterCriteria"]["Filters"][0]["Pattern"])
+    actions = set(pattern["dynamodb"]["NewImage"]["action"]["S"])
+    records = []
+    for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
+        it = streams.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        while it:
+            out = streams.get_records(ShardIterator=it, Limit=1000)
+            records += out["Records"]
+            it = out.get("NextShardIterator") if out["Records"] else None
+    passed = [dict(r, eventSourceARN=arn, dynamodb=dict(r["dynamodb"], ApproximateCreationDateTime=int(r["dynamodb"]["ApproximateCreationDateTime"].timestamp())))
+              for r in records
+              if r["eventName"] in pattern["eventName"] and r["dynamodb"].get("NewImage", {}).get("action", {}).get("S") in actions]
+    if not passed:
+        return report.fail(f"no governance event among the audit stream's {len(records)} records")
+    conf = emu.client("lambda").get_function_configuration(FunctionName=physical["NotifyFunction"])
+    bus = conf["Environment"]["Variables"]["HELIX_EVENT_BUS_NAME"]
+    queue = sqs.create_queue(QueueName="rehearsal-notified")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="rehearsal-all", EventBusName=bus, EventPattern=json.dumps({"source": ["helix.registry"]}))
+    events.put_targets(Rule="rehearsal-all", EventBusName=bus, Targets=[{"Id": "q", "Arn": queue_arn}])
+    batch = int(mapping.get("BatchSize", 100))
+    for i in range(0, len(passed), batch):
+        try:
+            answer = json.loads(functions["NotifyFunction"].api.invoke({"Records": passed[i:i + batch]}, 60))
+        except Exception as e:  # noqa: BLE001
+            return report.fail(f"notify: {e}")
+        if answer.get("batchItemFailures") != []:
+            report.fail(f"notify reported failed records: {answer}")
+    put = sum(len(c.body.get("Entries", [])) for c in emu.recorder.calls
+              if c.akid == "NotifyFunction" and c.target == "AWSEvents.PutEvents" and c.body)
+    got = []
+    for _ in range(20):
+        msgs = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        got += [json.loads(m["Body"]) for m in msgs]
+        if not msgs and len(got) >= put:
+            break
+    types = sorted({e.get("detail-type") for e in got})
+    if put == 0 or len(got) != put or any(e.get("source") != "helix.registry" for e in got):
+        report.fail(f"notify put {put} events on {bus}; {len(got)} arrived: {types}")
+    for want in ("Version Approved", "Version Rejected", "Registry Frozen", "Workspace Suspended"):
+        if want not in types:
+            report.fail(f"no '{want}' event on the bus: {types}")
+    report.phase("audit stream to notify to the bus", f"{len(records)} stream records, {len(passed)} passed the filter, "
+                 f"{put} events put, {len(got)} arrived: {', '.join(types)}")
+
+
 def main():
     ap = argparse.ArgumentParser(description="offline deploy rehearsal")
     ap.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")))
@@ -418,7 +477,7 @@ def main():
             os.chmod(bootstrap, 0o755)
             conf = lam.get_function_configuration(FunctionName=physical[logical])
             arns[conf["FunctionArn"]] = logical
-            instances = 1 if logical in ("AuditExportFunction", "AuditIngestFunction") else HTTP_INSTANCES
+            instances = 1 if logical in ("AuditExportFunction", "AuditIngestFunction", "NotifyFunction") else HTTP_INSTANCES
             functions[logical] = gw.Function(logical, physical[logical], conf["FunctionArn"], bootstrap,
                                              {k: str(v) for k, v in conf["Environment"]["Variables"].items()}, conf["Timeout"], instances,
                                              os.path.join(work, "logs"),
@@ -461,6 +520,8 @@ def main():
         if dead:
             report.fail(f"function processes exited: {dead} (logs in {work}/logs)")
         report.phase("routes exercised", f"{len(answered)} of {len(routes)}, {len(gateway.answers)} requests")
+
+        drive_notify(emu, report, functions, physical, template)
 
         # Every AWS call the functions made, evaluated offline.
         calls = [c for c in emu.recorder.calls if c.akid in functions]
@@ -562,6 +623,9 @@ NEGATIVE = [
     ("HealthFunction", "dynamodb:PutItem", "meta", {"dynamodb:LeadingKeys": ["SUSPENDED"]}),
     ("AuditFunction", "s3:GetObject", "blobs/sha256:x", {}),
     ("MetricsFunction", "dynamodb:Query", "audit", {"dynamodb:LeadingKeys": ["*"]}),
+    ("NotifyFunction", "dynamodb:PutItem", "audit", {"dynamodb:LeadingKeys": ["x"]}),
+    ("NotifyFunction", "dynamodb:Query", "audit", {"dynamodb:LeadingKeys": ["x"]}),
+    ("NotifyFunction", "kms:Sign", "key", {}),
 ]
 
 

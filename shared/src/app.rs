@@ -350,7 +350,7 @@ fn pem(ders: &[&[u8]]) -> Vec<u8> {
 /// other providers, profile files, web identity with its STS client, ECS, IMDS, are never used there
 /// and cost a share of the cold start), short timeouts and few retries so an outage becomes a prompt
 /// 503 rather than a hung request.
-async fn aws_sdk_config(config: &Config) -> aws_config::SdkConfig {
+pub async fn aws_sdk_config(config: &Config) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .http_client(https_client(trusts_host_store(config)))
         .timeout_config(

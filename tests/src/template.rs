@@ -23,7 +23,7 @@ pub fn load_yaml(rel: &str) -> Value {
 /// The table references a point-in-time restore switches (condition, the restored table's form, the
 /// stack's own table's form): `!If [condition, restored, own]` is read as `own`, so every other check
 /// applies to it unchanged, and nothing else may stand in an `!If` beside a table.
-const RESTORE_SWITCHES: [(&str, &str, &str); 7] = [
+const RESTORE_SWITCHES: [(&str, &str, &str); 8] = [
     ("UseRestoredMeta", "!Ref RestoredMetaTableName", "!Ref MetaTable"),
     ("UseRestoredAudit", "!Ref RestoredAuditTableName", "!Ref AuditTable"),
     (
@@ -40,6 +40,11 @@ const RESTORE_SWITCHES: [(&str, &str, &str); 7] = [
         "UseRestoredAudit",
         "!Sub arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${RestoredAuditTableName}/index/by-day-shard",
         "!Sub ${AuditTable.Arn}/index/by-day-shard",
+    ),
+    (
+        "UseRestoredAudit",
+        "!Sub arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${RestoredAuditTableName}/stream/*",
+        "!Sub ${AuditTable.Arn}/stream/*",
     ),
     (
         "UseRestoredAudit",
@@ -359,6 +364,49 @@ mod tests {
         }
     }
 
+    /// notify (docs/notifications.md): the audit table's stream (NEW_IMAGE) to the live alias, filtered
+    /// to exactly the published actions, with partial batch failures, bounded and bisected retries and
+    /// an on-failure queue; not mapped while the stack runs on a restored audit table (it has no
+    /// stream); its role may put events on the template's bus only.
+    #[test]
+    fn notify_reads_the_audit_stream_filtered_to_the_published_actions_with_bounded_retries() {
+        let t = Template::load();
+        let spec = &t.resource("AuditTable")["Properties"]["StreamSpecification"];
+        assert_eq!(spec["StreamViewType"].as_str(), Some("NEW_IMAGE"));
+        let m = t.resource("NotifyStreamMapping");
+        assert_eq!(m["Condition"].as_str(), Some("NotifyFromAuditStream"));
+        assert!(t.doc["Conditions"].get("NotifyFromAuditStream").is_some());
+        let p = &m["Properties"];
+        assert_eq!(p["FunctionName"].as_str(), Some("!Ref NotifyFunction.Alias"));
+        assert_eq!(p["EventSourceArn"].as_str(), Some("!GetAtt AuditTable.StreamArn"));
+        assert_eq!(strings(&p["FunctionResponseTypes"]), ["ReportBatchItemFailures"]);
+        assert_eq!(p["BisectBatchOnFunctionError"].as_bool(), Some(true));
+        assert!(p["MaximumRetryAttempts"].as_u64().is_some_and(|n| (1..=10).contains(&n)));
+        assert_eq!(p["DestinationConfig"]["OnFailure"]["Destination"].as_str(), Some("!GetAtt NotifyFailures.Arn"));
+        let pattern: serde_json::Value =
+            serde_json::from_str(p["FilterCriteria"]["Filters"][0]["Pattern"].as_str().unwrap()).unwrap();
+        assert_eq!(pattern["eventName"], serde_json::json!(["INSERT"]));
+        assert_eq!(
+            pattern["dynamodb"]["NewImage"]["action"]["S"],
+            serde_json::json!(helix_core::domain::notification::NOTIFIED_ACTIONS),
+            "the mapping's filter is the published actions"
+        );
+        let notify = t.functions().into_iter().find(|f| f.name == "notify").expect("notify");
+        assert_eq!(notify.env.get("HELIX_EVENT_BUS_NAME").map(String::as_str), Some("!GetAtt NotifyBus.Name"));
+        let puts: Vec<&Statement> =
+            notify.statements.iter().filter(|s| s.actions.iter().any(|a| a.starts_with("events:"))).collect();
+        assert_eq!(puts.len(), 1);
+        assert_eq!(
+            (puts[0].actions.clone(), puts[0].resources.clone()),
+            (vec!["events:PutEvents".to_owned()], vec!["!GetAtt NotifyBus.Arn".to_owned()])
+        );
+        for f in t.functions().into_iter().filter(|f| f.name != "notify") {
+            assert!(!f.statements.iter().any(|s| s.actions.iter().any(|a| a.starts_with("events:"))), "{}", f.name);
+        }
+        let alarms = &t.resource(&notify.logical_id)["Properties"]["DeploymentPreference"]["Alarms"];
+        assert_eq!(strings(alarms), ["!Ref NotifyErrorsAlarm"]);
+    }
+
     /// A point-in-time restore creates new tables; pointing the stack at them is a parameter change:
     /// every function's table names and every IAM grant on a table follow the switch, none is fixed.
     #[test]
@@ -417,6 +465,8 @@ mod tests {
     fn no_role_may_rewrite_the_audit_trail_delete_a_blob_or_mint_a_token() {
         let t = Template::load();
         let audit_ok = ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query"];
+        let stream_ok =
+            ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"];
         let item_writes = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"];
         for f in t.functions() {
             for s in &f.statements {
@@ -427,7 +477,12 @@ mod tests {
                         if a.to_lowercase().starts_with("s3:deleteobject") {
                             assert!(r.ends_with("uploads/*"), "{}: {a} on {r}: deletes only staging objects", f.name);
                         }
-                        if r.contains("AuditTable") {
+                        // The audit table's stream is read by the notify function's mapping only.
+                        let stream = r.ends_with("AuditTable.StreamArn") || r.ends_with("/stream/*");
+                        if r.contains("AuditTable") && stream {
+                            assert!(stream_ok.contains(&a.as_str()), "{}: {a} on the audit stream", f.name);
+                            assert_eq!(f.name, "notify", "{}: reads the audit stream", f.name);
+                        } else if r.contains("AuditTable") {
                             assert!(audit_ok.contains(&a.as_str()), "{}: {a} on the audit table", f.name);
                         }
                         // Every item write on the meta table is scoped by partition key, and only the
