@@ -176,6 +176,24 @@ impl DynamoStore {
         Ok(items)
     }
 
+    /// The first (`first`) or last item of one partition of the audit table, read consistently.
+    async fn end_item(&self, stream: &str, first: bool) -> Result<Option<Item>> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.audit_table)
+            .key_condition_expression("#s = :s")
+            .expression_attribute_names("#s", "stream")
+            .expression_attribute_values(":s", s(stream))
+            .scan_index_forward(first)
+            .limit(1)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(err(Dependency::AuditLog))?;
+        Ok(out.items().first().cloned())
+    }
+
     pub(super) fn event_item(event: &AuditEvent) -> Result<Item> {
         Ok(Item::from([
             ("stream".into(), s(&event.stream)),
@@ -399,20 +417,7 @@ impl AuditLog for DynamoStore {
     }
 
     async fn head(&self, stream: &str) -> Result<Option<AuditEvent>> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.audit_table)
-            .key_condition_expression("#s = :s")
-            .expression_attribute_names("#s", "stream")
-            .expression_attribute_values(":s", s(stream))
-            .scan_index_forward(false)
-            .limit(1)
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(err(Dependency::AuditLog))?;
-        out.items().first().map(event_from_item).transpose()
+        self.end_item(stream, false).await?.as_ref().map(event_from_item).transpose()
     }
 
     async fn query(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
@@ -475,22 +480,9 @@ impl AuditLog for DynamoStore {
     }
 
     async fn first_event_day(&self) -> Result<Option<String>> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.audit_table)
-            .key_condition_expression("#s = :s")
-            .expression_attribute_names("#s", "stream")
-            .expression_attribute_values(":s", s(BIRTHS_STREAM))
-            .scan_index_forward(true)
-            .limit(1)
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(err(Dependency::AuditLog))?;
-        match out.items().first() {
+        match self.end_item(BIRTHS_STREAM, true).await? {
             None => Ok(None),
-            Some(item) => Ok(Some(get_s(item, "ts")?.chars().take(10).collect())),
+            Some(item) => Ok(Some(get_s(&item, "ts")?.chars().take(10).collect())),
         }
     }
 
