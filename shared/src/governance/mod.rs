@@ -214,7 +214,6 @@ pub async fn head(app: &App, ws: &WorkspaceId, name: &str, version: &str, manife
     head_with(app, &Keys::default(), ws, name, version, manifest).await
 }
 
-/// `head`, with the request's keys.
 /// `head_with`, with the verification keys read at the same time: a decision and an export need both
 /// (the keys verify the head, and refuse signing with a retired key), and neither read waits for the
 /// other (one round trip instead of two; `Keys` still reads them once per request).
@@ -232,6 +231,7 @@ pub(super) async fn head_and_keys(
     head
 }
 
+/// `head`, with the request's keys.
 pub(super) async fn head_with(
     app: &App,
     keys: &Keys,
