@@ -64,13 +64,14 @@ test-fuzz:
 	$(CARGO) build -p helix-cli --bin helix
 	tests/fuzz/run.sh $(or $(CARGO_TARGET_DIR),target)/debug/helix 200 2>&1 | tee $(LOGS)/fuzz.log
 
-# The console in headless Chromium against a fresh `helix serve` (tests/browser/console.py): every flow,
+# The console in headless Chromium against a fresh `helix serve` (tests/browser/console.py) whose OIDC
+# issuer is the test identity provider (tests/src/bin/test-idp.rs): every flow,
 # no browser error, axe-core clean, a screenshot of each view in target/console/. Installs what it needs
 # (scripts/browser-env.sh) and fails, never skips, when the browser cannot be installed or started.
 test-browser:
 	@mkdir -p $(LOGS)
 	scripts/browser-env.sh
-	$(CARGO) build -p helix-cli --bin helix
+	$(CARGO) build -p helix-cli --bin helix -p helix-tests --bin test-idp
 	.venv-browser/bin/python tests/browser/console.py --helix $(or $(CARGO_TARGET_DIR),target)/debug/helix \
 	  --out target/console 2>&1 | tee $(LOGS)/browser.log
 
