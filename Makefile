@@ -28,7 +28,7 @@ help:
 	@echo "make build-lambda   zipped bootstrap per function in infra/build/ (ARCH=arm64|x86_64)"
 	@echo "make deploy         sam deploy infra/template.yaml (STACK=..., PARAMS=..., AWS credentials)"
 	@echo "make watch          cargo lambda watch against a local emulator (moto)"
-	@echo "make bench          Lambda cold start and package size vs Python/boto3 (docs/performance.md)"
+	@echo "make bench          Lambda cold start and package size vs Python/boto3, governance, audit, reads, transfer, the console (docs/performance.md)"
 	@echo "make docs           regenerate the RBAC matrix in docs/security.md"
 	@echo "make release        release build of the Lambda functions and the CLI"
 	@echo "make emulator-start / emulator-stop   a long-lived moto for manual use"
@@ -64,13 +64,14 @@ test-fuzz:
 	$(CARGO) build -p helix-cli --bin helix
 	tests/fuzz/run.sh $(or $(CARGO_TARGET_DIR),target)/debug/helix 200 2>&1 | tee $(LOGS)/fuzz.log
 
-# The console in headless Chromium against a fresh `helix serve` (tests/browser/console.py): every flow,
+# The console in headless Chromium against a fresh `helix serve` (tests/browser/console.py) whose OIDC
+# issuer is the test identity provider (tests/src/bin/test-idp.rs): every flow,
 # no browser error, axe-core clean, a screenshot of each view in target/console/. Installs what it needs
 # (scripts/browser-env.sh) and fails, never skips, when the browser cannot be installed or started.
 test-browser:
 	@mkdir -p $(LOGS)
 	scripts/browser-env.sh
-	$(CARGO) build -p helix-cli --bin helix
+	$(CARGO) build -p helix-cli --bin helix -p helix-tests --bin test-idp
 	.venv-browser/bin/python tests/browser/console.py --helix $(or $(CARGO_TARGET_DIR),target)/debug/helix \
 	  --out target/console 2>&1 | tee $(LOGS)/browser.log
 
@@ -129,7 +130,8 @@ watch:
 # (The harness itself is the test build; only the functions it measures are release builds.)
 # Then governance on the embedded backend (a 10,000-file bundle: register, approve, export, verify),
 # and the audit trail (appends per second, a 1,000,000-event day exported and verified), in process, so
-# release builds of the harnesses.
+# release builds of the harnesses. Last, the console's size and first usable view in headless Chromium
+# against the release `helix serve` built for the transfer bench (tests/browser/console_bench.py).
 bench:
 	localstack/venv.sh
 	$(CARGO) build --release $(addprefix -p ,$(FUNCTIONS))
@@ -146,6 +148,9 @@ bench:
 	$(CARGO) build --release -p helix-cli
 	scripts/transfer-bench.py --helix $(or $(CARGO_TARGET_DIR),target)/release/helix --large-mib 1024 --small-files 10000 \
 	  --out target/bench/transfer.md
+	scripts/browser-env.sh
+	.venv-browser/bin/python tests/browser/console_bench.py --helix $(or $(CARGO_TARGET_DIR),target)/release/helix \
+	  --runs 15 --out target/bench/console.md
 
 release:
 	$(CARGO) build --release $(addprefix -p ,$(FUNCTIONS)) -p helix-cli

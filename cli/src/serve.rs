@@ -119,9 +119,9 @@ async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
     into_axum(resp)
 }
 
-/// The web console's static assets, with their Content-Security-Policy.
-async fn console(uri: axum::http::Uri) -> Response {
-    into_axum(helix_core::console::serve(uri.path()))
+/// The web console's static assets, with their Content-Security-Policy, and its sign-in settings.
+async fn console(State(app): State<Arc<App>>, uri: axum::http::Uri) -> Response {
+    into_axum(helix_core::console::Console::new(app.config.console_sign_in.as_ref()).serve(uri.path()))
 }
 
 /// Read size of the local presigned GET.

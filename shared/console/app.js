@@ -1,6 +1,9 @@
-// Helix Registry console: plain ES modules, no build step. The API token lives in sessionStorage only
-// (this tab; gone when it closes); every call goes to this origin with it as a bearer token.
+// Helix Registry console: plain ES modules, no build step. The credential (a pasted API token, or the
+// JWT of an OIDC sign-in: oidc.js) lives in sessionStorage only (this tab; gone when it closes or on
+// sign-out); every call goes to this origin with it as a bearer token.
 import { loadKeys, verifyReceipt } from "./verify.js";
+import * as oidc from "./oidc.js";
+import { evidencePack } from "./pack.js";
 
 const TOKEN = "helix.token";
 const main = document.getElementById("main");
@@ -95,9 +98,9 @@ async function refreshBanner() {
 
 // ---------------------------------------------------------------- views
 
-function signin() {
+function signin(failure) {
   const input = h("input", { id: "token-input", type: "password", autocomplete: "off", required: true, size: 50 });
-  const msg = h("div");
+  const msg = h("div", { "aria-live": "polite" }, failure ? notice("error", `Sign-in failed: ${failure}`, "signin-error") : "");
   const form = h("form", {
     onsubmit: async (ev) => {
       ev.preventDefault();
@@ -111,7 +114,34 @@ function signin() {
       }
     },
   }, field("API token (hlx_…)", input), h("button", { type: "submit", id: "signin-btn" }, "Sign in"));
-  view("Sign in", h("p", {}, "Paste an API token. It is kept in this tab only (sessionStorage) and forgotten when you sign out or close the tab."), form, msg);
+  const sso = h("div", { id: "oidc-signin" });
+  view("Sign in", msg, sso,
+    h("h2", {}, "With an API token"),
+    h("p", {}, "Paste an API token. It is kept in this tab only (sessionStorage) and forgotten when you sign out or close the tab."), form);
+  oidc.signInConfig().then((cfg) => {
+    if (!cfg) return;
+    sso.replaceChildren(h("h2", {}, "With your identity provider"),
+      h("p", {}, `Signs in at ${new URL(cfg.issuer).host}; the token it issues is kept in this tab only.`),
+      h("button", {
+        type: "button", id: "oidc-btn",
+        onclick: () => oidc.start(cfg).catch((e) => msg.replaceChildren(notice("error", `Sign-in failed: ${e.message}`, "signin-error"))),
+      }, "Sign in with your identity provider"));
+  }).catch(() => {});
+}
+
+// Back from the identity provider (`?code=…&state=…` or `?error=…`): redeem the code, check the grant
+// with the registry, and leave the code out of the address bar and the history.
+async function oidcReturn(params) {
+  history.replaceState(null, "", "/console/#/signin");
+  try {
+    const bearer = await oidc.finish(params);
+    sessionStorage.setItem(TOKEN, bearer);
+    await api("GET", "/v1/whoami");
+    location.hash = "#/pending";
+  } catch (e) {
+    sessionStorage.removeItem(TOKEN);
+    signin(e instanceof Refusal ? `the registry refused the identity provider's token: ${e.words()}` : e.message);
+  }
 }
 
 async function pending() {
@@ -136,6 +166,8 @@ async function pending() {
     : h("p", { id: "pending-empty" }, "Nothing is waiting for you.");
   view("Waiting for me", page.frozen ? notice("info", REASONS.registry_frozen) : "", content,
     page.next_cursor ? h("p", { class: "muted" }, "More are waiting: decide these first.") : "");
+  // The first view with the registry's data in it, for `make bench` (docs/performance.md).
+  if (!performance.getEntriesByName("helix-pending-ready").length) performance.mark("helix-pending-ready");
 }
 
 async function version(ws, name, ver) {
@@ -209,12 +241,39 @@ async function version(ws, name, ver) {
             h("ul", { id: "proof-urls" },
               h("li", {}, h("a", { href: x.proof.manifest.url, class: "mono" }, "manifest")),
               x.proof.files.map((f) => h("li", {}, f.url ? h("a", { href: f.url, class: "mono" }, f.path) : `${f.path} (${f.digest})`))),
-            h("details", {}, h("summary", {}, "Export receipt (DSSE envelope)"), h("pre", { class: "mono" }, JSON.stringify(x.receipt, null, 2))));
+            h("details", {}, h("summary", {}, "Export receipt (DSSE envelope)"), h("pre", { class: "mono" }, JSON.stringify(x.receipt, null, 2))),
+            packSection(x));
         } catch (e) {
           exportResult.replaceChildren(notice("error", `Export refused: ${e.words ? e.words() : e}`, "export-refusal"));
         }
       },
     }, "Run export"), exportResult);
+  // The evidence pack of this export: assembled here from the registry's answers (pack.js).
+  const packSection = (x) => {
+    const status = h("div", { id: "pack-result", "aria-live": "polite" });
+    const button = h("button", {
+      type: "button", id: "pack-btn", class: "secondary",
+      onclick: async () => {
+        button.disabled = true;
+        try {
+          const blob = await evidencePack({ ws, name, ver, v, x, call: api, token: token(), progress: (t) => status.replaceChildren(notice("info", t)) });
+          const file = `${ws}-${name}-${ver}-export-${x.seq}.tar`;
+          const a = h("a", { href: URL.createObjectURL(blob), download: file });
+          document.body.append(a);
+          a.click();
+          a.remove();
+          status.replaceChildren(notice("info", `Downloaded ${file} (${blob.size} bytes). Check it offline: helix verify-pack ${file} --public-key KEY.pem`, "pack-done"));
+        } catch (e) {
+          status.replaceChildren(notice("error", `Evidence pack failed: ${e.words ? e.words() : e.message}`, "pack-error"));
+        } finally {
+          button.disabled = false;
+        }
+      },
+    }, "Download evidence pack");
+    return h("div", {}, h("h3", {}, "Evidence pack"),
+      h("p", { class: "muted" }, "One archive with the files, the manifest, the ledger, this export receipt and the registry's keys: a partner with it and a pinned key needs nothing else."),
+      button, status);
+  };
   const flash = sessionStorage.getItem("helix.flash");
   sessionStorage.removeItem("helix.flash");
   view(`${ws} / ${name}@${ver}`,
@@ -353,8 +412,14 @@ async function admin() {
 async function route() {
   const nav = document.getElementById("nav");
   const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  const query = new URLSearchParams(location.search);
+  if (query.has("code") || query.has("error") || query.has("state")) {
+    nav.hidden = true;
+    return oidcReturn(query);
+  }
   if (!token()) {
     nav.hidden = true;
+    document.getElementById("whoami").textContent = "";
     banner.replaceChildren();
     signin();
     return;
@@ -378,6 +443,7 @@ async function route() {
 
 document.getElementById("signout-btn").addEventListener("click", () => {
   sessionStorage.removeItem(TOKEN);
+  sessionStorage.removeItem("helix.oidc.pending");
   if (location.hash === "#/signin") route();
   else location.hash = "#/signin";
 });

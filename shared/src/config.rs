@@ -112,6 +112,37 @@ pub struct Config {
     pub oidc: Option<OidcConfig>,
     /// Signed webhooks of governance events (HELIX_WEBHOOK_URL with HELIX_WEBHOOK_SECRET).
     pub webhook: Option<WebhookConfig>,
+    /// The console's sign-in with the OIDC issuer (HELIX_OIDC_CLIENT_ID with the issuer).
+    pub console_sign_in: Option<SignIn>,
+}
+
+/// What the web console needs to sign in with the OIDC issuer (authorization code with PKCE): the
+/// issuer, the console's client id at the issuer (a public client: no secret), and the audience the
+/// registry accepts (the console picks the token carrying it). Served at `/console/config.json`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignIn {
+    pub issuer: String,
+    pub client_id: String,
+    pub audience: String,
+}
+
+/// HELIX_OIDC_ISSUER, HELIX_OIDC_AUDIENCE and HELIX_OIDC_CLIENT_ID from any variable source (the
+/// `console` function reads only these): `None` without a client id (the console then signs in by
+/// pasted token only); a client id without the issuer and audience is an error.
+pub fn sign_in_from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Option<SignIn>, ConfigError> {
+    sign_in(&|k: &str| lookup(k).filter(|v| !v.trim().is_empty()))
+}
+
+fn sign_in(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<SignIn>, ConfigError> {
+    let Some(client_id) = get("HELIX_OIDC_CLIENT_ID") else { return Ok(None) };
+    let (Some(issuer), Some(audience)) = (get("HELIX_OIDC_ISSUER"), get("HELIX_OIDC_AUDIENCE")) else {
+        return Err(err("HELIX_OIDC_CLIENT_ID", "needs HELIX_OIDC_ISSUER and HELIX_OIDC_AUDIENCE"));
+    };
+    check_url(&issuer).map_err(|m| err("HELIX_OIDC_ISSUER", m))?;
+    if !client_id.chars().all(|c| c.is_ascii_graphic()) || client_id.len() > 256 {
+        return Err(err("HELIX_OIDC_CLIENT_ID", "is at most 256 printable ASCII characters"));
+    }
+    Ok(Some(SignIn { issuer, client_id, audience }))
 }
 
 /// Where and how governance notifications are posted (docs/notifications.md).
@@ -436,6 +467,7 @@ impl Config {
             public_url,
             oidc,
             webhook: webhook(&get)?,
+            console_sign_in: sign_in(&get)?,
         })
     }
 
@@ -454,6 +486,25 @@ mod tests {
     fn cfg(mode: Mode, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(mode, |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn console_sign_in_needs_a_client_id_and_the_issuer() {
+        let issuer = [("HELIX_OIDC_ISSUER", "https://idp.example"), ("HELIX_OIDC_AUDIENCE", "helix")];
+        assert_eq!(cfg(Mode::Serve, &issuer).unwrap().console_sign_in, None, "no client id: pasted tokens only");
+        let with_client = [issuer[0], issuer[1], ("HELIX_OIDC_CLIENT_ID", "helix-console")];
+        let s = cfg(Mode::Serve, &with_client).unwrap().console_sign_in.unwrap();
+        assert_eq!(
+            (s.issuer.as_str(), s.client_id.as_str(), s.audience.as_str()),
+            ("https://idp.example", "helix-console", "helix")
+        );
+        let e = cfg(Mode::Serve, &[("HELIX_OIDC_CLIENT_ID", "helix-console")]).unwrap_err();
+        assert_eq!(e.var, "HELIX_OIDC_CLIENT_ID");
+        let e = cfg(Mode::Serve, &[issuer[0], issuer[1], ("HELIX_OIDC_CLIENT_ID", "a b")]).unwrap_err();
+        assert_eq!(e.var, "HELIX_OIDC_CLIENT_ID");
+        // The console function reads the same three variables alone.
+        let map: HashMap<&str, &str> = with_client.into_iter().collect();
+        assert_eq!(sign_in_from_lookup(|k| map.get(k).map(|v| v.to_string())).unwrap(), Some(s));
     }
 
     #[test]

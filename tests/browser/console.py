@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """The console in a real browser (issue 18): headless Chromium, driven by Selenium, against a fresh
-`helix serve` on 127.0.0.1. Every flow: sign in with a pasted token, see a pending version, open it
+`helix serve` on 127.0.0.1 whose OIDC issuer is a small test identity provider on 127.0.0.1
+(tests/src/bin/test-idp.rs). Every flow: sign in with the identity provider (authorization code with
+PKCE; a forged state and a wrong verifier refused first) and with a pasted token, see a pending version, open it
 and see its receipts verified in the browser, approve as a second user, see self_approval refused for
 the registrant, waive, export, search the audit trail, revoke a token, freeze and see the banner, sign
 out. After each view: the browser logged no error, axe-core finds no serious or critical violation,
 and a screenshot is saved under the output folder.
 
-    tests/browser/console.py --helix target/debug/helix --out target/console
+    tests/browser/console.py --helix target/debug/helix [--idp target/debug/test-idp] --out target/console
 """
 
 import argparse
@@ -33,8 +35,24 @@ HERE = pathlib.Path(__file__).resolve().parent
 AXE = HERE / "node_modules" / "axe-core" / "axe.min.js"
 
 
+class Idp:
+    """The test identity provider: its issuer URL is the first line it prints."""
+
+    def __init__(self, binary):
+        self.proc = subprocess.Popen([binary, "--client-id", "helix-console", "--audience", "helix"],
+                                     stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("issuer: "):
+            raise SystemExit(f"browser: the test identity provider did not start: {line!r}")
+        self.url = line.split()[1]
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
 class Registry:
-    def __init__(self, helix):
+    def __init__(self, helix, extra_env=None):
         self.dir = tempfile.TemporaryDirectory()
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
@@ -42,7 +60,8 @@ class Registry:
         s.close()
         self.url = f"http://127.0.0.1:{port}"
         self.log = open(os.path.join(self.dir.name, "serve.log"), "w+")
-        env = dict(os.environ, HELIX_DATA_DIR=os.path.join(self.dir.name, "data"), RUST_LOG="warn")
+        env = dict(os.environ, HELIX_DATA_DIR=os.path.join(self.dir.name, "data"), RUST_LOG="warn",
+                   **(extra_env or {}))
         self.proc = subprocess.Popen([helix, "serve", "--listen", f"127.0.0.1:{port}"], stdout=self.log,
                                      stderr=subprocess.STDOUT, env=env)
         for _ in range(300):
@@ -94,6 +113,8 @@ class Console:
         opts.binary_location = "/usr/bin/chromium"
         opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
         self.d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+        self.downloads = tempfile.mkdtemp(prefix="helix-console-downloads-")
+        self.d.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": self.downloads})
         self.d.set_script_timeout(30)
         self.url = url
         self.out = out
@@ -143,10 +164,49 @@ class Console:
         if ok:
             self.find("#nav:not([hidden])")
 
+    def oidc_start(self):
+        """Press "Sign in with your identity provider" and arrive on its sign-in page."""
+        self.d.get(self.url + "/console/#/signin")
+        self.press("#oidc-btn")
+        self.visible("#idp-continue")
+        return self.d.current_url
+
+    def idp_continue(self, user, role, ws):
+        """On the identity provider's page: choose who signs in, and go back to the console."""
+        for field, value in (("user", user), ("role", role), ("workspace", ws)):
+            box = self.visible(f"#idp-{field}")
+            box.clear()
+            box.send_keys(value)
+        self.visible("#idp-continue").click()
+
+    def tamper_pending(self, key, value, login_url):
+        """Back on the console's origin (same tab), change the sign-in request this tab started, then
+        return to the identity provider's page."""
+        self.d.get(self.url + "/console/#/signin")
+        self.visible("#token-input")
+        self.d.execute_script(
+            "const p = JSON.parse(sessionStorage.getItem('helix.oidc.pending'));"
+            "p[arguments[0]] = arguments[1]; sessionStorage.setItem('helix.oidc.pending', JSON.stringify(p));",
+            key, value)
+        self.d.get(login_url)
+
+    def downloaded(self, suffix):
+        """The one finished download ending in `suffix`."""
+        for _ in range(150):
+            done = [p for p in pathlib.Path(self.downloads).iterdir() if p.name.endswith(suffix)]
+            if done:
+                return done[0]
+            time.sleep(0.1)
+        raise AssertionError(f"no {suffix} download in {self.downloads}: {os.listdir(self.downloads)}")
+
+    def stored_token(self):
+        return self.d.execute_script("return sessionStorage.getItem('helix.token')")
+
     def sign_out(self):
         self.press("#signout-btn")
         self.visible("#token-input")
         assert self.d.execute_script("return sessionStorage.getItem('helix.token')") is None, "sign-out forgets"
+        assert not self.d.find_element(By.ID, "nav").is_displayed(), "signed out: no navigation, no identity"
 
     def close(self):
         self.d.quit()
@@ -155,16 +215,18 @@ class Console:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--helix", required=True)
+    ap.add_argument("--idp", help="the test identity provider (default: test-idp beside helix)")
     ap.add_argument("--out", default="target/console")
     args = ap.parse_args()
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    reg = Registry(args.helix)
+    idp = Idp(args.idp or str(pathlib.Path(args.helix).with_name("test-idp")))
+    reg = Registry(args.helix, {"HELIX_OIDC_ISSUER": idp.url, "HELIX_OIDC_AUDIENCE": "helix",
+                                "HELIX_OIDC_CLIENT_ID": "helix-console"})
     ui = None
     try:
         ada, ada_id = reg.token("ada", "approver", "team-a")  # registers, so may never approve
-        grace, _ = reg.token("grace", "approver", "team-a")
         sam, _ = reg.token("sam", "safety_reviewer", "team-a")
         reg.register(ada, "team-a", "model", "1")
         reg.register(ada, "team-a", "model", "2")
@@ -189,13 +251,38 @@ def main():
         ui.allowed = []
         ui.d.get_log("browser")
 
-        # Waiting for me: grace sees both versions, registered by ada.
-        ui.sign_in(grace)
+        # Sign-in with the identity provider refuses a forged state (nothing redeemed) and a wrong
+        # PKCE verifier (the identity provider refuses the code), and says so on the page.
+        login = ui.oidc_start()
+        ui.tamper_pending("state", "forged-state", login)
+        ui.idp_continue("grace", "approver", "team-a")
+        ui.text("#signin-error", "state does not match")
+        assert ui.stored_token() is None, "a forged state signs nobody in"
+        ui.allowed = ["/token - Failed to load resource: the server responded with a status of 400"]
+        login = ui.oidc_start()
+        ui.tamper_pending("verifier", "W" * 64, login)
+        ui.idp_continue("grace", "approver", "team-a")
+        ui.text("#signin-error", "PKCE verification failed")
+        assert ui.stored_token() is None, "a wrong verifier signs nobody in"
+        assert not ui.d.find_element(By.ID, "nav").is_displayed(), "refused: no navigation"
+        assert "code=" not in ui.d.current_url, "the code is gone from the address bar"
+        ui.check("signin-oidc-refused")
+        ui.allowed = []
+
+        # Waiting for me: grace signs in with the identity provider (authorization code with PKCE) and
+        # sees both versions, registered by ada.
+        login = ui.oidc_start()
+        assert "code_challenge_method=S256" in login and "code_challenge=" in login, login
+        ui.idp_continue("grace", "approver", "team-a")
         ui.text("#pending-table", "model@2")
         assert "ada" in ui.d.find_element(By.ID, "pending-table").text
+        ui.text("#whoami", "grace · approver · team-a")
+        assert ui.stored_token().startswith("eyJ"), "the credential is the identity provider's JWT"
+        assert "code=" not in ui.d.current_url, "the code is gone from the address bar"
         ui.check("pending")
 
-        # A version: manifest, state, ledger; approve as grace (not the registrant); receipt verified.
+        # A version: manifest, state, ledger; grace (signed in with the identity provider, not the
+        # registrant) approves it; the receipt is verified in the browser.
         ui.press("a.version-link[href$='/model/1']")
         ui.text("#state", "submitted")
         ui.text("#manifest", "weights.bin")
@@ -232,6 +319,25 @@ def main():
         ui.text("#export-done", "Exported (waived)")
         ui.text("#export-result", "export receipt verified by key")
         assert ui.d.find_elements(By.CSS_SELECTOR, "#proof-urls a"), "proof URLs shown"
+        # The evidence pack of that export, downloaded and checked offline against the pinned key.
+        ui.press("#pack-btn")
+        ui.text("#pack-done", "Downloaded")
+        pack = ui.downloaded(".tar")
+        pem = pathlib.Path(ui.downloads) / "registry.pem"
+        pem.write_text(reg.call("GET", "/v1/governance/public-key", sam)["pem"])
+        verified = subprocess.run([args.helix, "verify-pack", str(pack), "--public-key", str(pem)],
+                                  capture_output=True, text=True)
+        assert verified.returncode == 0, f"the console's pack verifies: {verified.stdout}{verified.stderr}"
+        assert "team-a/model@2" in verified.stdout and "1 file(s)" in verified.stdout, verified.stdout
+        print(f"browser: evidence pack {pack.name} ({pack.stat().st_size} bytes): {verified.stdout.strip()}")
+        data = bytearray(pack.read_bytes())
+        at = data.rindex(b"model@2 ")  # the file's content (register() writes "model@2 <ns>")
+        data[at] ^= 1
+        flipped = pack.with_name("flipped.tar")
+        flipped.write_bytes(bytes(data))
+        refused = subprocess.run([args.helix, "verify-pack", str(flipped), "--public-key", str(pem)],
+                                 capture_output=True, text=True)
+        assert refused.returncode == 1 and "files/weights.bin" in refused.stdout + refused.stderr, refused
         ui.check("export")
         ui.sign_out()
 
@@ -267,6 +373,7 @@ def main():
         if ui:
             ui.close()
         reg.close()
+        idp.close()
     print(f"browser: {len(ui.views)} views checked in {time.time() - started:.1f}s: {', '.join(ui.views)}")
 
 

@@ -336,7 +336,8 @@ pub async fn audit_export_binary_answers_the_scheduled_event(b: Backend) {
 
 /// The console function answers API Gateway's events for its two routes with the assets `helix serve`
 /// serves, the strict Content-Security-Policy on every answer, binary-safe bodies, and one JSON log
-/// line per request carrying the Lambda request id. It needs no configuration (none is given here).
+/// line per request carrying the Lambda request id. It needs no configuration; the OIDC settings, when
+/// given, reach `/console/config.json` and the policy's connect-src.
 pub async fn console_function_serves_the_assets_with_their_policy(b: Backend) {
     assert_eq!(b, Backend::Emulator, "a function binary, in Lambda mode");
     let (api, process) = start_with("console", &[]).await;
@@ -369,6 +370,27 @@ pub async fn console_function_serves_the_assets_with_their_policy(b: Backend) {
         lines.iter().any(|l| l["fields"]["lambda_request_id"].as_str().is_some_and(|id| id.starts_with("00000000-"))),
         "{out}"
     );
+    let config = call(&api, &process, &apigw_event("GET", "/console/{asset+}", "/console/config.json", "", None)).await;
+    assert_eq!(decoded(&config), r#"{"oidc":null}"#, "no sign-in configured: pasted tokens only");
+
+    // With the template's OIDC settings: the sign-in settings at /console/config.json, and the issuer's
+    // origin (only it) added to connect-src.
+    let vars: Vec<(String, String)> = [
+        ("HELIX_OIDC_ISSUER", "https://idp.example/realms/helix"),
+        ("HELIX_OIDC_AUDIENCE", "helix"),
+        ("HELIX_OIDC_CLIENT_ID", "helix-console"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    let (api, process) = start_with("console", &vars).await;
+    ready(&api, &process, "console").await;
+    let config = call(&api, &process, &apigw_event("GET", "/console/{asset+}", "/console/config.json", "", None)).await;
+    let settings: Value = serde_json::from_str(&decoded(&config)).unwrap();
+    assert_eq!(settings["oidc"]["client_id"], "helix-console", "{config}");
+    assert_eq!(settings["oidc"]["issuer"], "https://idp.example/realms/helix");
+    let csp = config["headers"]["content-security-policy"].as_str().unwrap_or_default();
+    assert_eq!(csp, helix_core::console::CSP.replace("connect-src 'self'", "connect-src 'self' https://idp.example"));
 }
 
 /// Who read what on AWS: the fetch binary answers reads with no audit write of its own and logs one
