@@ -187,29 +187,49 @@ async fn local_upload(State(app): State<Arc<App>>, Path((ws, id)): Path<(String,
     }
 }
 
-/// Stand-in for a presigned S3 GET of a blob's object (one slot of one digest).
-async fn local_get(State(app): State<Arc<App>>, Path(digest): Path<String>, uri: axum::http::Uri) -> Response {
+/// Stand-in for a presigned S3 GET of a blob's object (one slot of one digest), with S3's answer to
+/// one `Range: bytes=…` (206 and `Content-Range`; 416 past the end; anything else served whole).
+async fn local_get(
+    State(app): State<Arc<App>>,
+    Path(digest): Path<String>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> Response {
     let q = Query::of(&uri);
     let result = async {
         let key = BlobKey { digest: Digest::parse(&digest)?, slot: q.number("slot")? };
         let grant = LocalGrant::get(&key, q.expires()?);
         let store = app.fs_blobs.as_ref().ok_or(Error::NotFound)?;
         store.presigner().verify(&grant, q.get("sig")?)?;
-        let reader = helix_core::ports::BlobStore::get(store.as_ref(), &key)
-            .await?
-            .ok_or_else(|| Error::BlobMissing(key.digest.to_string()))?;
-        Ok::<_, Error>((reader, key.digest))
+        let missing = || Error::BlobMissing(key.digest.to_string());
+        let size = helix_core::ports::BlobStore::head(store.as_ref(), &key).await?.ok_or_else(missing)?.size;
+        let asked = headers.get("range").and_then(|v| v.to_str().ok());
+        let range = helix_core::http::range::resolve(asked, size)?;
+        let reader = store.get_from(&key, range.map_or(0, |r| r.start)).await?.ok_or_else(missing)?;
+        Ok::<_, Error>((reader, range, key.digest))
     }
     .await;
     match result {
-        Ok((reader, digest)) => Response::builder()
-            .header("content-type", "application/octet-stream")
-            .header("content-disposition", format!("attachment; filename=\"{}\"", digest.hex()))
-            .header("content-length", reader.size)
-            .header("x-helix-digest", digest.to_string())
+        Ok((reader, range, digest)) => {
+            let (status, length) = match range {
+                Some(r) => (axum::http::StatusCode::PARTIAL_CONTENT, r.len()),
+                None => (axum::http::StatusCode::OK, reader.size),
+            };
+            let mut resp = Response::builder()
+                .status(status)
+                .header("content-type", "application/octet-stream")
+                .header("content-disposition", format!("attachment; filename=\"{}\"", digest.hex()))
+                .header("content-length", length)
+                .header("accept-ranges", "bytes")
+                .header("x-helix-digest", digest.to_string());
+            if let Some(r) = range {
+                resp = resp.header("content-range", r.content_range(reader.size));
+            }
             // 1 MiB reads: the default 4 KiB made a 1 GiB download 262,144 blocking-pool reads.
-            .body(Body::from_stream(tokio_util::io::ReaderStream::with_capacity(reader.body, LOCAL_IO_CHUNK)))
-            .expect("valid response"),
+            let body = tokio::io::AsyncReadExt::take(reader.body, length);
+            resp.body(Body::from_stream(tokio_util::io::ReaderStream::with_capacity(body, LOCAL_IO_CHUNK)))
+                .expect("valid response")
+        }
         Err(e) => local_problem(e),
     }
 }

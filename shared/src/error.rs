@@ -53,6 +53,9 @@ pub enum Error {
     BlobMissing(String),
     #[error("{0}")]
     PreconditionFailed(String),
+    /// A `Range` that starts at or past the end of a blob of `size` bytes.
+    #[error("the range starts at or past the end of the blob ({size} bytes)")]
+    RangeNotSatisfiable { size: u64 },
     #[error("invalid manifest: {0}")]
     InvalidManifest(String),
     #[error("this version is registered with another manifest ({0}); versions are immutable")]

@@ -34,6 +34,11 @@ pub struct FaultProxy {
     /// BatchGetItems still to answer with every key unprocessed, without forwarding them (DynamoDB's
     /// answer when it throttles a batch read; `usize::MAX`: all of them).
     pub unprocessed_batch_reads: Arc<AtomicUsize>,
+    /// When not 0: the next response longer than this many bytes is cut there (the connection closes
+    /// mid-body, as a download interrupted by the network), once.
+    pub cut_next_long_response: Arc<AtomicUsize>,
+    /// Each request's head and the bytes of its answer sent to the client (head and body).
+    pub responses: Arc<Mutex<Vec<(String, usize)>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -125,6 +130,8 @@ struct Faults {
     hidden_blob_heads: Arc<AtomicUsize>,
     calls: Arc<Mutex<Vec<Call>>>,
     unprocessed_batch_reads: Arc<AtomicUsize>,
+    cut_next_long_response: Arc<AtomicUsize>,
+    responses: Arc<Mutex<Vec<(String, usize)>>>,
 }
 
 /// The first raw answer to each `ClientRequestToken`.
@@ -158,10 +165,13 @@ impl FaultProxy {
             hidden_blob_heads: Arc::new(AtomicUsize::new(0)),
             calls: Arc::new(Mutex::new(Vec::new())),
             unprocessed_batch_reads: Arc::new(AtomicUsize::new(0)),
+            cut_next_long_response: Arc::new(AtomicUsize::new(0)),
+            responses: Arc::new(Mutex::new(Vec::new())),
         };
         let (drops, seen, tokens) = (faults.drops.clone(), faults.seen.clone(), faults.tokens.clone());
         let (requests, hidden_blob_heads) = (faults.requests.clone(), faults.hidden_blob_heads.clone());
         let (calls, unprocessed_batch_reads) = (faults.calls.clone(), faults.unprocessed_batch_reads.clone());
+        let (cut_next_long_response, responses) = (faults.cut_next_long_response.clone(), faults.responses.clone());
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let (upstream, faults) = (upstream.clone(), faults.clone());
@@ -170,7 +180,19 @@ impl FaultProxy {
                 });
             }
         });
-        FaultProxy { url, drops, seen, tokens, requests, hidden_blob_heads, calls, unprocessed_batch_reads, task }
+        FaultProxy {
+            url,
+            drops,
+            seen,
+            tokens,
+            requests,
+            hidden_blob_heads,
+            calls,
+            unprocessed_batch_reads,
+            cut_next_long_response,
+            responses,
+            task,
+        }
     }
 
     /// The calls that began while `work` ran.
@@ -276,7 +298,16 @@ async fn relay(mut client: TcpStream, upstream: &str, faults: &Faults) -> std::i
     if let Some(c) = faults.calls.lock().unwrap().get_mut(call) {
         c.ended = Some(std::time::Instant::now());
     }
-    client.write_all(&with_header(&response, b"connection: close\r\n")).await?;
+    let mut response = with_header(&response, b"connection: close\r\n");
+    let cut = faults.cut_next_long_response.load(Ordering::SeqCst);
+    if cut > 0
+        && response.len() > cut
+        && faults.cut_next_long_response.compare_exchange(cut, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+    {
+        response.truncate(cut);
+    }
+    faults.responses.lock().unwrap().push((head, response.len()));
+    client.write_all(&response).await?;
     client.shutdown().await
 }
 

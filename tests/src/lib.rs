@@ -580,6 +580,8 @@ macro_rules! common_suite {
             a_frozen_registry_or_a_suspended_workspace_refuses_a_batch_whole,
             push_and_pull_of_many_small_files_use_batches,
             large_blob_is_fetched_through_a_presigned_redirect,
+            ranges_of_a_blob_are_served_inline_and_through_the_presigned_get,
+            a_pull_interrupted_inside_a_file_resumes_by_range_and_fetches_only_the_rest,
             direct_upload_links_only_after_verification,
             tampered_upload_is_refused_at_complete_and_never_poisons_the_digest,
             a_workspace_cannot_link_or_probe_another_workspaces_blob_by_digest,

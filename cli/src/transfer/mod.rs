@@ -29,7 +29,7 @@ mod pull;
 mod push;
 
 pub use progress::{Progress, bytes, progress_line};
-pub use pull::{PARTIAL_PREFIX, pull};
+pub use pull::{PARTIAL_PREFIX, pull, resumable_name};
 pub use push::{LocalFile, manifest, push, walk};
 
 const CHUNK: usize = 256 * 1024;

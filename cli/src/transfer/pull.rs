@@ -228,15 +228,21 @@ impl Folder {
     }
 }
 
-/// A temporary file removed when dropped, unless it was moved into place.
+/// A temporary file removed when dropped, unless it was moved into place or is kept for a later
+/// pull to resume (`keep`: a download that was interrupted).
 pub(super) struct Partial {
     folder: Folder,
     name: Option<String>,
+    keep: bool,
+    /// Named after its file (`resumable_name`), not at random: a later pull resumes it.
+    resumable: bool,
 }
 
 impl Drop for Partial {
     fn drop(&mut self) {
-        if let Some(name) = self.name.take() {
+        if let Some(name) = self.name.take()
+            && !self.keep
+        {
             let _ = rustix::fs::unlinkat(self.folder.fd.as_ref(), name.as_str(), rustix::fs::AtFlags::empty());
         }
     }
@@ -245,6 +251,119 @@ impl Drop for Partial {
 /// The prefix of `helix pull`'s temporary files (`helix push` refuses them).
 pub const PARTIAL_PREFIX: &str = ".helix-part-";
 
+/// A temporary file being written: its handle, the hash of what it holds so far, and its guard.
+struct Temp {
+    out: tokio::fs::File,
+    hash: DigestWriter,
+    partial: Partial,
+}
+
+impl Temp {
+    fn name(&self) -> &str {
+        self.partial.name.as_deref().expect("a temporary file not yet placed")
+    }
+
+    fn shown(&self) -> PathBuf {
+        self.partial.folder.shown.join(self.name())
+    }
+
+    /// Empty it, to be written from the first byte again.
+    async fn restart(&mut self) -> Result<(), ClientError> {
+        let shown = self.shown();
+        self.out.set_len(0).await.map_err(|e| other(format!("{}: {e}", shown.display())))?;
+        use tokio::io::AsyncSeekExt;
+        self.out.seek(std::io::SeekFrom::Start(0)).await.map_err(|e| other(format!("{}: {e}", shown.display())))?;
+        self.hash = DigestWriter::default();
+        Ok(())
+    }
+}
+
+/// A new temporary file with a random name beside `leaf`, removed unless it is placed.
+fn random_temp(folder: &Folder) -> Result<Temp, ClientError> {
+    let mut rand = [0u8; 6];
+    getrandom::fill(&mut rand).map_err(other)?;
+    // A fixed-length name: a 255-byte file name still has room for its temporary file.
+    let temp = format!("{PARTIAL_PREFIX}{}", hex::encode(rand));
+    let shown = folder.shown.join(&temp);
+    use rustix::fs::OFlags;
+    let fd = rustix::fs::openat(
+        folder.fd.as_ref(),
+        temp.as_str(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        rustix::fs::Mode::from_raw_mode(0o644),
+    )
+    .map_err(|e| other(format!("{}: {}", shown.display(), std::io::Error::from(e))))?;
+    let out = tokio::fs::File::from_std(std::fs::File::from(fd));
+    let partial = Partial { folder: folder.clone(), name: Some(temp), keep: false, resumable: false };
+    Ok(Temp { out, hash: DigestWriter::default(), partial })
+}
+
+/// The name of the temporary file of `leaf` with `digest`: the same on every run, so a pull that was
+/// interrupted inside a file resumes where it stopped (fixed length, as `random_temp`'s).
+pub fn resumable_name(leaf: &str, digest: &Digest) -> String {
+    let id = Digest::of(format!("{digest}\n{leaf}").as_bytes());
+    format!("{PARTIAL_PREFIX}{}", &id.hex()[..24])
+}
+
+/// The temporary file of `leaf` kept by an interrupted pull (created empty if there is none), locked
+/// against a second pull into the same folder, its bytes hashed again (nothing in it is trusted: the
+/// whole file is verified before it is placed). One longer than the file is emptied.
+async fn resumable_temp(folder: &Folder, leaf: &str, digest: &Digest, size: u64) -> Result<Temp, ClientError> {
+    let name = resumable_name(leaf, digest);
+    let shown = folder.shown.join(&name);
+    let fail = {
+        let shown = shown.clone();
+        move |e: std::io::Error| other(format!("{}: {e}", shown.display()))
+    };
+    use rustix::fs::OFlags;
+    // Non-blocking: a FIFO planted under the name must not hang the pull (it is refused below).
+    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(folder.fd.as_ref(), name.as_str(), flags, rustix::fs::Mode::from_raw_mode(0o644))
+        .map_err(|e| fail(e.into()))?;
+    let stat = rustix::fs::fstat(&fd).map_err(|e| fail(e.into()))?;
+    if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err(other(format!("{} is in the way (not a regular file)", shown.display())));
+    }
+    match rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            return Err(other(format!("{}: another helix pull is writing this file", shown.display())));
+        }
+        Err(e) => return Err(fail(e.into())),
+    }
+    let file = std::fs::File::from(fd);
+    let hashed = tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, DigestWriter)> {
+        use std::io::{Read, Seek};
+        let mut file = file;
+        let mut hash = DigestWriter::default();
+        if file.metadata()?.len() > size {
+            file.set_len(0)?;
+        }
+        let mut buf = vec![0u8; super::CHUNK];
+        loop {
+            let n = match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            hash.update(&buf[..n]);
+        }
+        file.seek(std::io::SeekFrom::Start(hash.len()))?;
+        Ok((file, hash))
+    })
+    .await
+    .map_err(other)?
+    .map_err(fail)?;
+    let (file, hash) = hashed;
+    // Kept after a failure only once it holds something to resume from (`place`).
+    let partial = Partial { folder: folder.clone(), name: Some(name), keep: !hash.is_empty(), resumable: true };
+    Ok(Temp { out: tokio::fs::File::from_std(file), hash, partial })
+}
+
+/// Download one file. Its temporary file is kept when the download is interrupted, and the next pull
+/// asks only for the rest (`Range: bytes=N-`, sent again to the presigned GET the registry redirects
+/// to); what was kept is hashed again and the whole file verified before it is placed.
 pub(super) async fn download(
     registry: &Registry,
     ws: &WorkspaceId,
@@ -254,26 +373,67 @@ pub(super) async fn download(
     leaf: &str,
     progress: &Progress,
 ) -> Result<(), ClientError> {
-    let req = registry.request(reqwest::Method::GET, &blob_path(ws, digest));
-    let mut resp = registry.answer_or_redirect(req).await.map_err(|e| in_file(e, &file.path))?;
-    if resp.status().is_redirection() {
-        let location = resp
-            .headers()
-            .get("location")
-            .and_then(|l| l.to_str().ok())
-            .ok_or_else(|| other(format!("{}: a redirect without a location", file.path)))?
-            .to_owned();
-        resp = registry.answer(registry.presigned("GET", &location)?).await.map_err(|e| in_file(e, &file.path))?;
+    let mut temp = resumable_temp(folder, leaf, digest, file.size).await?;
+    let kept = temp.hash.len();
+    if kept == file.size {
+        progress.add(kept);
+        return place(file, digest, temp, leaf, progress, futures_util::stream::empty()).await;
+    }
+    let resp = match get_blob(registry, ws, digest, kept, &file.path).await {
+        // The registry knows the blob as shorter than what was kept: start again from the first byte.
+        Err(ClientError::Refused { status: 416, .. }) if kept > 0 => {
+            temp.restart().await?;
+            get_blob(registry, ws, digest, 0, &file.path).await?
+        }
+        answer => answer?,
+    };
+    let kept = temp.hash.len();
+    if kept > 0 {
+        let at = resp.headers().get("content-range").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        if resp.status() != reqwest::StatusCode::PARTIAL_CONTENT {
+            // The whole file (a server that ignores ranges): written from the first byte.
+            temp.restart().await?;
+        } else if at.starts_with(&format!("bytes {kept}-")) {
+            progress.add(kept);
+        } else {
+            temp.partial.keep = false;
+            return Err(other(format!("{}: the registry answered range {at:?}, not bytes {kept}-", file.path)));
+        }
     }
     let path = file.path.clone();
     let chunks = resp
         .bytes_stream()
         .map(move |c| c.map_err(|e| ClientError::Unreachable(format!("download of {path}: {}", chain(&e)))));
-    write_file(file, digest, folder, leaf, progress, chunks).await
+    place(file, digest, temp, leaf, progress, chunks).await
 }
 
-/// Write `chunks` into a temporary file beside `leaf`, hashing as they come, and rename it into place
-/// only when its size and SHA-256 are the manifest's; nothing already there is replaced.
+/// GET a blob from byte `from` on, following the registry's redirect to a presigned GET (which is
+/// asked for the same range).
+async fn get_blob(
+    registry: &Registry,
+    ws: &WorkspaceId,
+    digest: &Digest,
+    from: u64,
+    path: &str,
+) -> Result<reqwest::Response, ClientError> {
+    let ranged =
+        |req: reqwest::RequestBuilder| if from > 0 { req.header("range", format!("bytes={from}-")) } else { req };
+    let req = ranged(registry.request(reqwest::Method::GET, &blob_path(ws, digest)));
+    let resp = registry.answer_or_redirect(req).await.map_err(|e| in_file(e, path))?;
+    if !resp.status().is_redirection() {
+        return Ok(resp);
+    }
+    let location = resp
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .ok_or_else(|| other(format!("{path}: a redirect without a location")))?
+        .to_owned();
+    registry.answer(ranged(registry.presigned("GET", &location)?)).await.map_err(|e| in_file(e, path))
+}
+
+/// Write `chunks` into a new temporary file beside `leaf`, hashing as they come, and rename it into
+/// place only when its size and SHA-256 are the manifest's; nothing already there is replaced.
 pub(super) async fn write_file(
     file: &ManifestFile,
     digest: &Digest,
@@ -282,39 +442,51 @@ pub(super) async fn write_file(
     progress: &Progress,
     chunks: impl futures_util::Stream<Item = Result<bytes::Bytes, ClientError>>,
 ) -> Result<(), ClientError> {
-    let mut rand = [0u8; 6];
-    getrandom::fill(&mut rand).map_err(other)?;
-    // A fixed-length name: a 255-byte file name still has room for its temporary file.
-    let temp = format!("{PARTIAL_PREFIX}{}", hex::encode(rand));
-    let shown = folder.shown.join(&temp);
+    place(file, digest, random_temp(folder)?, leaf, progress, chunks).await
+}
+
+/// Append `chunks` to `temp`, then move it into place as `leaf` when the whole file (what it held
+/// before and what came now) has the manifest's size and SHA-256. An interrupted stream leaves a
+/// resumable temporary file as it is (flushed); wrong bytes remove it.
+async fn place(
+    file: &ManifestFile,
+    digest: &Digest,
+    mut temp: Temp,
+    leaf: &str,
+    progress: &Progress,
+    chunks: impl futures_util::Stream<Item = Result<bytes::Bytes, ClientError>>,
+) -> Result<(), ClientError> {
+    let shown = temp.shown();
     let write_err = |e: std::io::Error| other(format!("{}: {e}", shown.display()));
-    use rustix::fs::OFlags;
-    let fd = rustix::fs::openat(
-        folder.fd.as_ref(),
-        temp.as_str(),
-        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        rustix::fs::Mode::from_raw_mode(0o644),
-    )
-    .map_err(|e| write_err(e.into()))?;
-    let mut partial = Partial { folder: folder.clone(), name: Some(temp.clone()) };
-    let mut out = tokio::fs::File::from_std(std::fs::File::from(fd));
-    let mut hash = DigestWriter::default();
     let mut body = std::pin::pin!(chunks);
     while let Some(chunk) = body.next().await {
-        let chunk = chunk?;
-        hash.update(&chunk);
-        if hash.len() > file.size {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                // What arrived stays for the next pull to resume from (a random temporary file, of a
+                // batch, is never resumed: removed as always).
+                temp.out.flush().await.map_err(write_err)?;
+                temp.partial.keep = temp.partial.resumable && !temp.hash.is_empty();
+                return Err(e);
+            }
+        };
+        temp.hash.update(&chunk);
+        if temp.hash.len() > file.size {
+            temp.partial.keep = false;
             return Err(other(format!(
                 "digest_mismatch: {}: the registry served more than its {} bytes",
                 file.path, file.size
             )));
         }
-        out.write_all(&chunk).await.map_err(write_err)?;
+        temp.out.write_all(&chunk).await.map_err(write_err)?;
         progress.add(chunk.len() as u64);
     }
+    temp.out.flush().await.map_err(write_err)?;
+    let Temp { out, hash, mut partial } = temp;
     let len = hash.len();
     let actual = hash.finish();
     if len != file.size || &actual != digest {
+        partial.keep = false;
         return Err(other(format!(
             "digest_mismatch: {}: the registry served {len} bytes hashing to {actual}, not {digest}; this file was not written",
             file.path
@@ -323,10 +495,14 @@ pub(super) async fn write_file(
     out.sync_all().await.map_err(write_err)?;
     drop(out);
     // Into place without replacing anything: a file that appeared meanwhile is not overwritten.
+    let folder = partial.folder.clone();
+    let temp_name = partial.name.clone().expect("a temporary file not yet placed");
+    // Whatever happens now, the temporary file is not kept: placed, or in the way of a file that appeared.
+    partial.keep = false;
     let target = folder.shown.join(leaf);
     let placed = match rustix::fs::renameat_with(
         folder.fd.as_ref(),
-        temp.as_str(),
+        temp_name.as_str(),
         folder.fd.as_ref(),
         leaf,
         rustix::fs::RenameFlags::NOREPLACE,
@@ -335,7 +511,7 @@ pub(super) async fn write_file(
             // A filesystem without rename-without-replace: a hard link fails the same way on an existing name.
             rustix::fs::linkat(
                 folder.fd.as_ref(),
-                temp.as_str(),
+                temp_name.as_str(),
                 folder.fd.as_ref(),
                 leaf,
                 rustix::fs::AtFlags::empty(),

@@ -9,7 +9,7 @@ use helix_core::App;
 use helix_core::batch;
 use helix_core::blobs::{self, Fetched};
 use helix_core::bundles;
-use helix_core::http::{self, Ctx, Function, Request, Response, Route};
+use helix_core::http::{self, Ctx, Function, Request, Response, Route, range};
 use helix_core::{proofs, read_records};
 
 pub async fn handle(app: &App, req: Request) -> Response {
@@ -21,6 +21,7 @@ fn blob_response(status: u16, digest: &str, size: u64, body: lambda_http::Body) 
         .status(status)
         .header("content-type", "application/octet-stream")
         .header("content-length", size)
+        .header("accept-ranges", "bytes")
         .header("etag", format!("\"{digest}\""))
         .header("x-helix-digest", digest)
         .header("cache-control", "private, max-age=31536000, immutable")
@@ -28,10 +29,23 @@ fn blob_response(status: u16, digest: &str, size: u64, body: lambda_http::Body) 
         .expect("valid response")
 }
 
-fn fetched(digest: &str, fetched: Fetched) -> Response {
-    match fetched {
+/// The answer to a blob GET: inline bytes (verified whole, then the one range `Range` asks for, as
+/// 206), or a 307 to a presigned GET, which serves ranges itself (the client sends `Range` again).
+fn fetched(req: &Request, digest: &str, fetched: Fetched) -> helix_core::Result<Response> {
+    Ok(match fetched {
         Fetched::Inline { bytes } => {
-            blob_response(200, digest, bytes.len() as u64, lambda_http::Body::Binary(bytes.to_vec()))
+            let size = bytes.len() as u64;
+            let asked = req.headers().get("range").and_then(|v| v.to_str().ok());
+            match range::resolve(asked, size)? {
+                None => blob_response(200, digest, size, lambda_http::Body::Binary(bytes.to_vec())),
+                Some(r) => {
+                    let part = bytes.slice(r.start as usize..=r.end as usize).to_vec();
+                    let mut resp = blob_response(206, digest, r.len(), lambda_http::Body::Binary(part));
+                    let value = r.content_range(size).parse().expect("a valid header value");
+                    resp.headers_mut().insert("content-range", value);
+                    resp
+                }
+            }
         }
         Fetched::Redirect(presigned) => lambda_http::http::Response::builder()
             .status(307)
@@ -39,7 +53,7 @@ fn fetched(digest: &str, fetched: Fetched) -> Response {
             .header("cache-control", "no-store")
             .body(lambda_http::Body::Empty)
             .expect("valid response"),
-    }
+    })
 }
 
 async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_core::Result<Response> {
@@ -49,7 +63,9 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
         let (grant, sig) = proofs::parse_query(ws, req.uri().query())?;
         let result = match proofs::check(app, &grant, &sig).await {
             // Signed by the registry: recorded whether it is still valid or expired.
-            Ok(()) => proofs::serve_granted(app, ws, digest, &grant).await.map(|f| fetched(&digest.to_string(), f)),
+            Ok(()) => {
+                proofs::serve_granted(app, ws, digest, &grant).await.and_then(|f| fetched(req, &digest.to_string(), f))
+            }
             Err(e @ helix_core::Error::ProofExpired) => Err(e),
             Err(e) => return Err(e),
         };
@@ -92,7 +108,7 @@ async fn answer(app: &App, ctx: &Ctx, route: &Route, req: &Request) -> helix_cor
         }
         Route::GetBlob { ws, digest } => {
             let got = blobs::fetch_with_link(app, ws, digest, ctx.read_link(ws, digest)).await?;
-            Ok(fetched(&digest.to_string(), got))
+            fetched(req, &digest.to_string(), got)
         }
         Route::GetBundleVersion { ws, name, version } => {
             Ok(http::json(200, &bundles::get(app, ws, name, version).await?))

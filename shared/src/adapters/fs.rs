@@ -273,10 +273,24 @@ impl FsBlobStore {
         if ok { Ok(self.root.join(key)) } else { Err(Error::Internal(format!("bad document key {key:?}"))) }
     }
 
+    /// The object at `key`, read from byte `start` on (the local presigned GET of a range); the
+    /// reader's `size` is the whole object's.
+    pub async fn get_from(&self, key: &BlobKey, start: u64) -> Result<Option<BlobReader>> {
+        self.open_file_at(&self.path_of(key), start).await
+    }
+
     async fn open_file(&self, path: &Path) -> Result<Option<BlobReader>> {
+        self.open_file_at(path, 0).await
+    }
+
+    async fn open_file_at(&self, path: &Path, start: u64) -> Result<Option<BlobReader>> {
         match tokio::fs::File::open(path).await {
-            Ok(file) => {
+            Ok(mut file) => {
                 let size = file.metadata().await.map_err(io_err)?.len();
+                if start > 0 {
+                    use tokio::io::AsyncSeekExt;
+                    file.seek(io::SeekFrom::Start(start)).await.map_err(io_err)?;
+                }
                 Ok(Some(BlobReader { size, body: Box::pin(file) }))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {

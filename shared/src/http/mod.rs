@@ -3,6 +3,7 @@
 
 pub mod ctx;
 pub mod problem;
+pub mod range;
 pub mod route;
 
 pub use ctx::{Ctx, RequestId, new_request_id};

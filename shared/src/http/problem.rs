@@ -18,6 +18,7 @@ pub fn classify(e: &Error) -> (u16, &'static str) {
         Error::BlobMissing(_) => (404, "blob_missing"),
         Error::UploadMissing => (404, "upload_missing"),
         Error::PreconditionFailed(_) => (412, "precondition_failed"),
+        Error::RangeNotSatisfiable { .. } => (416, "range_not_satisfiable"),
         Error::InvalidManifest(_) => (400, "invalid_manifest"),
         Error::VersionExists(_) => (409, "version_exists"),
         Error::BlobsMissing(_) => (409, "blob_missing"),
@@ -63,6 +64,7 @@ fn title(status: u16) -> &'static str {
         409 => "Conflict",
         412 => "Precondition Failed",
         413 => "Content Too Large",
+        416 => "Range Not Satisfiable",
         503 => "Service Unavailable",
         _ => "Internal Server Error",
     }
@@ -110,6 +112,9 @@ pub fn problem(e: &Error, request_id: &str) -> Response {
     }
     if let Error::MethodNotAllowed { allow } = e {
         builder = builder.header("allow", allow.join(", "));
+    }
+    if let Error::RangeNotSatisfiable { size } = e {
+        builder = builder.header("content-range", format!("bytes */{size}"));
     }
     builder.body(lambda_http::Body::Text(body.to_string())).expect("valid response")
 }

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::{expect_problem, unique_blob};
 use crate::{Backend, TestEnv};
 
-fn bearer(token: &str) -> String {
+pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
