@@ -19,12 +19,24 @@ without writing; the same token with another body is IdempotentParameterMismatch
 tests (localstack/with-emulator.sh, tests/src/lib.rs PrivateMoto) and `make emulator-start` run this
 file, so the emulator a user starts behaves like the one the tests use. `--serial` serves one request
 of any service at a time.
+
+moto's TransactWriteItems also deep-copies every table it touches before it applies anything, to put
+it back if the transaction is cancelled: the whole table with its stream records, on every
+transaction, so a stream of n audit events costs O(n) per append and a test's run grows with the
+square of its events (a profile of the emulator suite: most of the emulator's DynamoDB time, with every
+other DynamoDB request queued behind it). Here the transaction keeps a copy of only the items it
+names and the length of each touched table's stream, and a cancelled transaction puts exactly those
+back: the same all-or-nothing outcome, stream records included, at the cost of the items written.
+Nothing else runs meanwhile (the DynamoDB lock above). `--log-requests` keeps werkzeug's line per
+request (off by default: it is a tenth of the emulator's time under the test suite).
 """
 
 import argparse
+import copy
 import hashlib
 import io
 import json
+import logging
 import os
 import signal
 import sys
@@ -33,7 +45,78 @@ import time
 
 from werkzeug.serving import run_simple
 
+import moto.dynamodb.models as dynamodb_models
+from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.dynamo_type import DynamoType
+from moto.dynamodb.models.table import Table
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+
+
+class _TablesNotCopied:
+    """`copy` as moto.dynamodb.models sees it: a Table is not deep-copied (transact_write_items'
+    whole-table snapshot, which `transact_write_items` below replaces); anything else is."""
+
+    def __getattr__(self, name):
+        return getattr(copy, name)
+
+    @staticmethod
+    def deepcopy(value, memo=None):
+        return value if isinstance(value, Table) else copy.deepcopy(value, memo)
+
+
+_moto_transact_write_items = DynamoDBBackend.transact_write_items
+
+
+def _item_key(table, op_type, op):
+    """The (hash, range) key an operation of a transaction names, or None when it names none that
+    moto could apply (such an operation fails before it writes anything)."""
+    try:
+        key = op["Item"] if op_type == "Put" else op["Key"]
+        hash_value = DynamoType(key[table.hash_key_attr])
+        range_value = DynamoType(key[table.range_key_attr]) if table.range_key_attr else None
+    except (KeyError, TypeError):
+        return None
+    return hash_value, range_value
+
+
+def transact_write_items(self, transact_items):
+    """moto's TransactWriteItems, undone item by item when it does not commit (see the module's doc)."""
+    saved = []  # (table, hash, range, a copy of the item before, or None when there was none)
+    streams = {}  # id(table) -> (stream shard, its length before)
+    for entry in transact_items if isinstance(transact_items, list) else []:
+        if not isinstance(entry, dict) or len(entry) != 1:
+            continue
+        op_type, op = next(iter(entry.items()))
+        table = self.tables.get(op.get("TableName")) if isinstance(op, dict) else None
+        if table is None:
+            continue
+        key = _item_key(table, op_type, op)
+        if key is None:
+            continue
+        hash_value, range_value = key
+        saved.append((table, hash_value, range_value, copy.deepcopy(table.get_item(hash_value, range_value))))
+        if table.stream_shard is not None:
+            streams.setdefault(id(table), (table.stream_shard, len(table.stream_shard.items)))
+    try:
+        return _moto_transact_write_items(self, transact_items)
+    except Exception:
+        for table, hash_value, range_value, before in reversed(saved):
+            if range_value is None:
+                if before is None:
+                    table.items.pop(hash_value, None)
+                else:
+                    table.items[hash_value] = before
+            elif before is None:
+                table.items.get(hash_value, {}).pop(range_value, None)
+            else:
+                table.items[hash_value][range_value] = before
+        for shard, length in streams.values():
+            del shard.items[length:]
+        raise
+
+
+dynamodb_models.copy = _TablesNotCopied()
+DynamoDBBackend.transact_write_items = transact_write_items
 
 
 def is_serialised(environ) -> bool:
@@ -127,7 +210,10 @@ def main() -> None:
     parser.add_argument("host")
     parser.add_argument("port", type=int)
     parser.add_argument("--serial", action="store_true", help="one request of any service at a time")
+    parser.add_argument("--log-requests", action="store_true", help="log a line per request (werkzeug)")
     args = parser.parse_args()
+    if not args.log_requests:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
     os.environ.setdefault("MOTO_PORT", str(args.port))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     app = IsolatedDynamoDB(DomainDispatcherApplication(create_backend_app), serial=args.serial)

@@ -254,6 +254,20 @@ impl FunctionProcess {
         String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
     }
 
+    /// What the process wrote, once `done` holds for it or `timeout` has passed (the caller's assertion
+    /// then shows what was there). A function logs a request after it posted the answer, so the line
+    /// may still be on its way through the pipe when the answer arrives (seen on a loaded machine).
+    pub async fn output_when(&self, done: impl Fn(&str) -> bool, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.output();
+            if done(&out) || Instant::now() >= deadline {
+                return out;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Wait for the process to exit on its own, and for what it wrote to be read (an exited process's
     /// last lines may still sit in the pipes: on a loaded machine `output` right after `wait` missed them).
     pub async fn exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {

@@ -195,7 +195,7 @@ pub async fn function_binaries_serve_api_gateway_events_as_lambdas(b: Backend) {
 
     // One JSON log line per request, carrying the Lambda request id, never the token.
     for (f, _, process) in &running {
-        let out = process.output();
+        let out = process.output_when(|o| o.contains("\"lambda_request_id\":\"00000000-"), CALL_TIMEOUT).await;
         let lines: Vec<Value> = out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
         assert!(
             lines
@@ -262,7 +262,8 @@ pub async fn aws_tls_verifies_certificates_and_trusts_the_host_store_for_custom_
     assert_eq!(dep["ok"], false, "a self-signed certificate is refused: {dep}");
     assert_eq!(dep["reason"], "blob_store_unavailable");
     assert_eq!(stub.requests(), 0, "no request got past the handshake");
-    assert!(p.output().contains("certificate"), "the refusal is logged as a certificate error:\n{}", p.output());
+    let out = p.output_when(|o| o.contains("certificate"), CALL_TIMEOUT).await;
+    assert!(out.contains("certificate"), "the refusal is logged as a certificate error:\n{out}");
 
     let mut trusted = base.clone();
     trusted.push(("SSL_CERT_FILE".into(), ca.display().to_string()));
@@ -330,7 +331,7 @@ pub async fn audit_export_binary_answers_the_scheduled_event(b: Backend) {
         Outcome::Error(e) => assert!(e["errorMessage"].as_str().unwrap_or_default().contains("not settled"), "{e}"),
         Outcome::Response(r) => panic!("today was exported: {r}"),
     }
-    let out = p.output();
+    let out = p.output_when(|o| o.contains("\"message\":\"event\""), CALL_TIMEOUT).await;
     assert!(out.contains("\"message\":\"event\""), "one log line per event:\n{out}");
 }
 
@@ -362,9 +363,15 @@ pub async fn console_function_serves_the_assets_with_their_policy(b: Backend) {
     assert_eq!(page["headers"]["content-type"], "text/html; charset=utf-8");
     assert!(decoded(&page).contains(r#"src="/console/app.js""#), "the page names its assets by absolute path");
     assert_eq!(decoded(&script).as_bytes(), helix_core::console::ASSETS[1].2, "app.js, byte for byte");
-    let out = process.output();
+    let request_lines = |out: &str| {
+        out.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| l["fields"]["message"] == "request")
+            .count()
+    };
+    let out = process.output_when(|o| request_lines(o) >= 3, CALL_TIMEOUT).await;
     let lines: Vec<Value> = out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    let requests = lines.iter().filter(|l| l["fields"]["message"] == "request").count();
+    let requests = request_lines(&out);
     assert_eq!(requests, 3, "one request line per request:\n{out}");
     assert!(
         lines.iter().any(|l| l["fields"]["lambda_request_id"].as_str().is_some_and(|id| id.starts_with("00000000-"))),
