@@ -145,14 +145,16 @@ async function oidcReturn(params) {
 }
 
 async function pending() {
+  const gen = routeGen;
   view("Waiting for me", h("p", { class: "muted" }, "Loading…"));
   let page;
   try {
     page = await api("GET", "/v1/governance/pending?limit=100");
   } catch (e) {
-    view("Waiting for me", notice("error", e.words ? e.words() : String(e)));
+    if (gen === routeGen) view("Waiting for me", notice("error", e.words ? e.words() : String(e)));
     return;
   }
+  if (gen !== routeGen) return; // the user has gone elsewhere meanwhile
   const rows = page.versions.map((v) => h("tr", {},
     h("td", {}, v.workspace_id),
     h("td", {}, h("a", { class: "version-link", href: `#/version/${v.workspace_id}/${v.name}/${v.version}` }, `${v.name}@${v.version}`)),
@@ -172,15 +174,17 @@ async function pending() {
 
 async function version(ws, name, ver) {
   const base = `/v1/workspaces/${ws}/bundles/${name}/versions/${ver}`;
+  const gen = routeGen;
   view(`${name}@${ver}`, h("p", { class: "muted" }, "Loading…"));
   let v, gov, keys;
   try {
     [v, gov] = await Promise.all([api("GET", base), api("GET", `${base}/governance`)]);
     keys = await loadKeys(await api("GET", "/v1/governance/public-key"));
   } catch (e) {
-    view(`${name}@${ver}`, notice("error", e.words ? e.words() : String(e)));
+    if (gen === routeGen) view(`${name}@${ver}`, notice("error", e.words ? e.words() : String(e)));
     return;
   }
+  if (gen !== routeGen) return; // the user has gone elsewhere meanwhile
   const files = (v.manifest && v.manifest.files) || [];
   const manifest = h("table", { id: "manifest" },
     h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Path"), h("th", { scope: "col" }, "Size"), h("th", { scope: "col" }, "Digest"))),
@@ -409,7 +413,12 @@ async function admin() {
 
 // ---------------------------------------------------------------- routing
 
+// Each route() starts a generation; a view that awaited an answer renders only if no route started
+// since (a slow answer for a view the user has left must not replace the one they went to).
+let routeGen = 0;
+
 async function route() {
+  routeGen += 1;
   const nav = document.getElementById("nav");
   const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
   const query = new URLSearchParams(location.search);

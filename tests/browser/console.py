@@ -343,6 +343,24 @@ def main():
 
         # The admin: audit search, token revocation, freeze and the banner.
         ui.sign_in(reg.admin)
+        # Leaving a view before its answer arrives: "Waiting for me" is asked for, its answer held back,
+        # and the admin goes to the audit trail meanwhile; the late answer must not replace that view.
+        ui.d.execute_script("""
+            const real = window.fetch;
+            window.helixLate = "waiting";
+            window.fetch = (url, init) => String(url).includes("/v1/governance/pending")
+              ? new Promise((done) => setTimeout(done, 1500))
+                  .then(() => real(url, init))
+                  .then((r) => { setTimeout(() => { window.helixLate = "answered"; }, 200); return r; })
+              : real(url, init);
+            location.hash = "#/admin";
+        """)
+        ui.visible("#issue-user")
+        ui.d.execute_script('location.hash = "#/pending";')
+        ui.d.execute_script('location.hash = "#/audit";')
+        ui.visible("#audit-workspace")
+        WebDriverWait(ui.d, 15).until(lambda d: d.execute_script("return window.helixLate") == "answered")
+        assert ui.d.find_elements(By.ID, "audit-workspace"), "a late answer replaced the view the user went to"
         ui.d.get(reg.url + "/console/#/audit")
         ui.visible("#audit-workspace").send_keys("team-a")
         ui.visible("#audit-action").send_keys("governance.approval", Keys.ENTER)
