@@ -125,36 +125,29 @@ impl Ctx {
         Ok(principal)
     }
 
-    /// The held item if `pick` takes it (else it stays held); taken once.
-    fn take<T>(&self, pick: impl FnOnce(Held) -> std::result::Result<T, Held>) -> Option<T> {
+    /// The held item if it is the one `wanted` (else it stays held); taken once.
+    fn take_if(&self, wanted: impl FnOnce(&Held) -> bool) -> Option<Held> {
         let mut held = self.prefetched.lock().unwrap_or_else(|p| p.into_inner());
-        match held.take().map(pick) {
-            Some(Ok(found)) => Some(found),
-            Some(Err(other)) => {
-                *held = Some(other);
-                None
-            }
-            None => None,
-        }
+        if held.as_ref().is_some_and(wanted) { held.take() } else { None }
     }
 
     /// The link of `digest` in `ws` as read with the credential of this (authorized) request, if it
     /// was (`Route::prefetch`, on a store that reads it in the same round trip); taken once.
     pub fn read_link(&self, ws: &WorkspaceId, digest: &Digest) -> Option<Option<BlobLink>> {
-        self.take(|held| match held {
-            Held::Link(w, d, link) if &w == ws && &d == digest => Ok(link),
-            other => Err(other),
-        })
+        match self.take_if(|h| matches!(h, Held::Link(w, d, _) if w == ws && d == digest)) {
+            Some(Held::Link(_, _, link)) => Some(link),
+            _ => None,
+        }
     }
 
     /// The bundle version `name`@`version` of `ws` as read with the credential of this (authorized)
     /// request, if it was (`Route::prefetch`, on a store that reads it in the same round trip); taken
     /// once.
     pub fn read_version(&self, ws: &WorkspaceId, name: &str, version: &str) -> Option<Option<BundleVersion>> {
-        self.take(|held| match held {
-            Held::Version(w, n, v, read) if &w == ws && n == name && v == version => Ok(read),
-            other => Err(other),
-        })
+        match self.take_if(|h| matches!(h, Held::Version(w, n, v, _) if w == ws && n == name && v == version)) {
+            Some(Held::Version(_, _, _, read)) => Some(read),
+            _ => None,
+        }
     }
 
     /// Authenticate and require at least `min` (and `ws`, if given, within the grant); refused while
