@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 pub use crate::domain::principal::{Principal, PrincipalKind};
 use crate::domain::time::now_unix;
-use crate::domain::{BearerToken, Digest, WorkspaceId};
+use crate::domain::{BearerToken, WorkspaceId};
 use crate::error::{Error, Result};
 use crate::oidc::OidcVerifier;
-use crate::ports::{Gate, MetaStore};
+use crate::ports::{Gate, MetaStore, Prefetch};
 
 /// Longest Authorization header we look at; anything longer is refused unparsed.
 pub const MAX_AUTHORIZATION_LEN: usize = 8192;
@@ -61,19 +61,20 @@ impl Authenticator {
     /// lookup brings them in the same round trip; a JWT's are read once it is verified, also in one
     /// round trip, for the route's workspace or else the JWT's own. A switch not in the `Gate` is one
     /// the caller reads if it needs it (an API token of one workspace on a route naming none).
-    /// `link` (a blob route's workspace and digest) is read in the same round trip where the store can
-    /// (`MetaStore::gate_with_link`); it is the caller's to use only once the principal is authorized.
+    /// `prefetch` (the item the route reads first: a blob link, a bundle version) is read in the same
+    /// round trip where the store can (`MetaStore::gate_with`); it is the caller's to use only once the
+    /// principal is authorized.
     pub async fn authenticate(
         &self,
         authorization: Option<&str>,
         with_freeze: bool,
         workspace: Option<&WorkspaceId>,
-        link: Option<(&WorkspaceId, &Digest)>,
+        prefetch: Option<Prefetch<'_>>,
     ) -> Result<(Principal, Gate)> {
         match credential(authorization)? {
             Credential::ApiToken(raw) => {
                 let token = BearerToken::parse(raw)?;
-                let mut gate = self.read_gate(Some(&token.sha256()), with_freeze, workspace, link).await?;
+                let mut gate = self.read_gate(Some(&token.sha256()), with_freeze, workspace, prefetch).await?;
                 let record = gate.token.take().ok_or(Error::TokenInvalid)?;
                 if let Some(refusal) = record.refusal(now_unix()) {
                     return Err(refusal);
@@ -91,8 +92,8 @@ impl Authenticator {
                 Some(oidc) => {
                     let principal = oidc.verify(jwt).await?;
                     let scoped = crate::suspension::scope_of(workspace, &principal);
-                    let gate = if with_freeze || scoped.is_some() || link.is_some() {
-                        self.read_gate(None, with_freeze, scoped, link).await?
+                    let gate = if with_freeze || scoped.is_some() || prefetch.is_some() {
+                        self.read_gate(None, with_freeze, scoped, prefetch).await?
                     } else {
                         Gate::default()
                     };
@@ -111,10 +112,10 @@ impl Authenticator {
         token_sha256: Option<&str>,
         with_freeze: bool,
         workspace: Option<&WorkspaceId>,
-        link: Option<(&WorkspaceId, &Digest)>,
+        prefetch: Option<Prefetch<'_>>,
     ) -> Result<Gate> {
-        match link {
-            Some(link) => self.meta.gate_with_link(token_sha256, with_freeze, workspace, link).await,
+        match prefetch {
+            Some(p) => self.meta.gate_with(token_sha256, with_freeze, workspace, p).await,
             None => self.meta.gate(token_sha256, with_freeze, workspace).await,
         }
     }

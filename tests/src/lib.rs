@@ -629,6 +629,7 @@ macro_rules! common_suite {
             every_read_by_a_principal_is_audited_with_actor_request_id_and_outcome,
             reads_are_left_out_of_the_trail_when_read_auditing_is_off,
             a_redelivered_batch_of_read_records_is_appended_once,
+            a_decision_reads_its_version_with_the_credential_and_tells_an_outsider_nothing,
         );
     };
 }

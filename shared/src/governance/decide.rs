@@ -11,11 +11,11 @@ use crate::domain::time::{now_rfc3339_ms, now_unix};
 use crate::domain::{AuditDraft, BundleName, Digest, Outcome, WorkspaceId, bundle_ref, canonical};
 use crate::error::{Error, Result};
 use crate::keys::record_signing_key;
-use crate::ports::{Change, Commit, LedgerReceipt};
+use crate::ports::{BundleVersion, Change, Commit, LedgerReceipt};
 
 use super::{
     APPEND_ATTEMPTS, Keys, Ledger, MAX_JUSTIFICATION, Position, RECEIPT_PAYLOAD_TYPE, Statement,
-    WAIVER_DEFAULT_SECONDS, WAIVER_MAX_SECONDS, WAIVER_SCOPE, head_and_keys, ledger_with,
+    WAIVER_DEFAULT_SECONDS, WAIVER_MAX_SECONDS, WAIVER_SCOPE, head_and_keys, ledger_with, version_of,
 };
 
 /// A waiver request's fields (the body of POST .../waivers).
@@ -46,7 +46,20 @@ pub async fn decide(
     version: &BundleName,
     request: Request,
 ) -> Result<(LedgerReceipt, bool)> {
-    let v = app.meta.bundle_version(ws, name.as_str(), version.as_str()).await?.ok_or(Error::BundleMissing)?;
+    decide_with_version(app, caller, ws, name, version, request, None).await
+}
+
+/// `decide`, with the bundle version as the request already read it (`version_of`).
+pub async fn decide_with_version(
+    app: &App,
+    caller: Caller<'_>,
+    ws: &WorkspaceId,
+    name: &BundleName,
+    version: &BundleName,
+    request: Request,
+    read: Option<Option<BundleVersion>>,
+) -> Result<(LedgerReceipt, bool)> {
+    let v = version_of(app, ws, name, version, read).await?;
     let principal = caller.principal;
     if !matches!(request, Request::Reject) && same_user(&principal.user, &v.registered_user) {
         return Err(Error::SelfApproval);

@@ -12,7 +12,7 @@ use crate::domain::{BundleName, Digest, Outcome, WorkspaceId, bundle_ref};
 use crate::error::{Error, Result};
 use crate::ports::BundleVersion;
 
-use super::{APPEND_ATTEMPTS, Head, Keys, Ledger, head_and_keys, ledger, ledger_with};
+use super::{APPEND_ATTEMPTS, Head, Keys, Ledger, head_and_keys, ledger, ledger_with, version_of};
 
 use super::decide::{Draft, append};
 use super::denials::deny;
@@ -43,8 +43,20 @@ pub async fn export(
     name: &BundleName,
     version: &BundleName,
 ) -> Result<Exported> {
+    export_with_version(app, caller, ws, name, version, None).await
+}
+
+/// `export`, with the bundle version as the request already read it (`version_of`).
+pub async fn export_with_version(
+    app: &App,
+    caller: Caller<'_>,
+    ws: &WorkspaceId,
+    name: &BundleName,
+    version: &BundleName,
+    read: Option<Option<BundleVersion>>,
+) -> Result<Exported> {
     use crate::config::GovernanceMode;
-    let v = app.meta.bundle_version(ws, name.as_str(), version.as_str()).await?.ok_or(Error::BundleMissing)?;
+    let v = version_of(app, ws, name, version, read).await?;
     let bundle = bundle_ref(ws, name.as_str(), version.as_str());
     let manifest = crate::blobs::stored_manifest(app, ws, &v).await?;
     let keys = check_integrity(app, ws, &v, &manifest).await?;

@@ -34,9 +34,9 @@ mod unregistered;
 mod verify;
 
 pub use decide::same_user;
-pub use decide::{Request, WaiverRequest, decide};
+pub use decide::{Request, WaiverRequest, decide, decide_with_version};
 pub use denials::{DenialTarget, audit_denial, is_denial};
-pub use export::{Exported, export};
+pub use export::{Exported, export, export_with_version};
 pub use unregistered::{UnregisteredExport, report_unregistered_export};
 pub use verify::{Verified, receipts_in, verify_receipts};
 
@@ -288,10 +288,26 @@ pub fn open_receipt(envelope: &[u8], keys: &[PublicKeyInfo]) -> std::result::Res
     serde_json::from_slice(&payload).map_err(|e| format!("not a receipt statement: {e}"))
 }
 
+/// The bundle version `name`@`version` of `ws` (404 `bundle_missing` when there is none): as the
+/// request already read it with its credential (`read`: `Ctx::read_version`, once the principal was
+/// authorized), else read now.
+pub(super) async fn version_of(
+    app: &App,
+    ws: &WorkspaceId,
+    name: &BundleName,
+    version: &BundleName,
+    read: Option<Option<BundleVersion>>,
+) -> Result<BundleVersion> {
+    let found = match read {
+        Some(read) => read,
+        None => app.meta.bundle_version(ws, name.as_str(), version.as_str()).await?,
+    };
+    found.ok_or(Error::BundleMissing)
+}
+
 /// GET .../governance: every receipt in order, and the state it yields.
 pub async fn view(app: &App, ws: &WorkspaceId, name: &BundleName, version: &BundleName) -> Result<Value> {
-    let v: BundleVersion =
-        app.meta.bundle_version(ws, name.as_str(), version.as_str()).await?.ok_or(Error::BundleMissing)?;
+    let v = version_of(app, ws, name, version, None).await?;
     let l = ledger(app, ws, name.as_str(), version.as_str(), &v.manifest_digest).await?;
     let bundle = bundle_ref(ws, name.as_str(), version.as_str());
     let receipts: Vec<Value> =

@@ -12,7 +12,9 @@ use super::route::{Function, Route};
 use super::{Request, Response, problem};
 use crate::App;
 use crate::auth::Principal;
+use crate::domain::{Digest, WorkspaceId};
 use crate::error::Result;
+use crate::ports::{BlobLink, BundleVersion, Prefetch, Prefetched};
 
 /// Set by the local server on each request it forwards (Lambda requests carry their own ids).
 #[derive(Clone, Debug)]
@@ -28,12 +30,29 @@ pub struct Ctx {
     /// The authenticated actor (`user@credential`), set before authorization: a refusal for role or
     /// workspace is audited under it.
     actor: OnceLock<String>,
-    /// The route's blob link as read with the credential (`Route::blob_link`), kept once the principal
-    /// was authorized: the workspace and digest it is of, and the link (None: not linked).
-    link: std::sync::Mutex<Option<ReadLink>>,
+    /// The item the route reads first as read with the credential (`Route::prefetch`), kept once the
+    /// principal was authorized.
+    prefetched: std::sync::Mutex<Option<Held>>,
 }
 
-type ReadLink = (crate::domain::WorkspaceId, crate::domain::Digest, Option<crate::ports::BlobLink>);
+/// An item read with the credential: the key it was read under, and what was read (None: none).
+enum Held {
+    Link(WorkspaceId, Digest, Option<BlobLink>),
+    Version(WorkspaceId, String, String, Option<BundleVersion>),
+}
+
+impl Held {
+    fn of(asked: Prefetch<'_>, read: Prefetched) -> Option<Held> {
+        match (asked, read) {
+            (Prefetch::Link { ws, digest }, Prefetched::Link(l)) => Some(Held::Link(ws.clone(), digest.clone(), l)),
+            (Prefetch::Version { ws, name, version }, Prefetched::Version(v)) => {
+                Some(Held::Version(ws.clone(), name.to_owned(), version.to_owned(), v))
+            }
+            // A store answering with another kind than asked for: not used (the route reads it).
+            _ => None,
+        }
+    }
+}
 
 pub fn new_request_id() -> String {
     let mut raw = [0u8; 12];
@@ -57,7 +76,7 @@ impl Ctx {
             route_key: OnceLock::new(),
             principal: OnceLock::new(),
             actor: OnceLock::new(),
-            link: std::sync::Mutex::new(None),
+            prefetched: std::sync::Mutex::new(None),
         }
     }
 
@@ -92,32 +111,42 @@ impl Ctx {
     pub async fn authorize(&self, app: &App, req: &Request, route: &Route) -> Result<Principal> {
         let min = route.spec().min_role.unwrap_or(crate::domain::Role::Viewer);
         let frozen_out = route.refused_while_frozen();
-        let link = route.blob_link();
+        let prefetch = route.prefetch();
         let (principal, gate) =
-            self.authorized(app, req, min, route.workspace(), route.suspension_scope(), frozen_out, link).await?;
+            self.authorized(app, req, min, route.workspace(), route.suspension_scope(), frozen_out, prefetch).await?;
         if frozen_out {
             crate::freeze::refuse_if_frozen(app.meta.as_ref(), gate.freeze).await?;
         }
-        if let (Some((ws, digest)), Some(read)) = (link, gate.link) {
-            *self.link.lock().unwrap_or_else(|p| p.into_inner()) = Some((ws.clone(), digest.clone(), read));
+        // Only now, authorized, not suspended and (on a change) not frozen, is the item read with the
+        // credential kept for the route.
+        if let (Some(asked), Some(read)) = (prefetch, gate.prefetched) {
+            *self.prefetched.lock().unwrap_or_else(|p| p.into_inner()) = Held::of(asked, read);
         }
         Ok(principal)
     }
 
+    /// The held item if it is the one `wanted` (else it stays held); taken once.
+    fn take_if(&self, wanted: impl FnOnce(&Held) -> bool) -> Option<Held> {
+        let mut held = self.prefetched.lock().unwrap_or_else(|p| p.into_inner());
+        if held.as_ref().is_some_and(wanted) { held.take() } else { None }
+    }
+
     /// The link of `digest` in `ws` as read with the credential of this (authorized) request, if it
-    /// was (`Route::blob_link`, on a store that reads it in the same round trip); taken once.
-    pub fn read_link(
-        &self,
-        ws: &crate::domain::WorkspaceId,
-        digest: &crate::domain::Digest,
-    ) -> Option<Option<crate::ports::BlobLink>> {
-        let mut held = self.link.lock().unwrap_or_else(|p| p.into_inner());
-        match held.take() {
-            Some((w, d, link)) if &w == ws && &d == digest => Some(link),
-            other => {
-                *held = other;
-                None
-            }
+    /// was (`Route::prefetch`, on a store that reads it in the same round trip); taken once.
+    pub fn read_link(&self, ws: &WorkspaceId, digest: &Digest) -> Option<Option<BlobLink>> {
+        match self.take_if(|h| matches!(h, Held::Link(w, d, _) if w == ws && d == digest)) {
+            Some(Held::Link(_, _, link)) => Some(link),
+            _ => None,
+        }
+    }
+
+    /// The bundle version `name`@`version` of `ws` as read with the credential of this (authorized)
+    /// request, if it was (`Route::prefetch`, on a store that reads it in the same round trip); taken
+    /// once.
+    pub fn read_version(&self, ws: &WorkspaceId, name: &str, version: &str) -> Option<Option<BundleVersion>> {
+        match self.take_if(|h| matches!(h, Held::Version(w, n, v, _) if w == ws && n == name && v == version)) {
+            Some(Held::Version(_, _, _, read)) => Some(read),
+            _ => None,
         }
     }
 
@@ -128,26 +157,26 @@ impl Ctx {
         app: &App,
         req: &Request,
         min: crate::domain::Role,
-        ws: Option<&crate::domain::WorkspaceId>,
+        ws: Option<&WorkspaceId>,
     ) -> Result<Principal> {
         self.authorized(app, req, min, ws, ws, false, None).await.map(|(p, _)| p)
     }
 
     /// The principal of the request's credential, authorized and not suspended, and the switches read
-    /// with it (the freeze switch when asked for with `with_freeze`; the blob link `link`).
+    /// with it (the freeze switch when asked for with `with_freeze`; the item `prefetch` names).
     #[allow(clippy::too_many_arguments)]
     async fn authorized(
         &self,
         app: &App,
         req: &Request,
         min: crate::domain::Role,
-        ws: Option<&crate::domain::WorkspaceId>,
-        suspension_ws: Option<&crate::domain::WorkspaceId>,
+        ws: Option<&WorkspaceId>,
+        suspension_ws: Option<&WorkspaceId>,
         with_freeze: bool,
-        link: Option<(&crate::domain::WorkspaceId, &crate::domain::Digest)>,
+        prefetch: Option<Prefetch<'_>>,
     ) -> Result<(Principal, crate::ports::Gate)> {
         let header = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let (principal, mut gate) = app.auth.authenticate(header, with_freeze, suspension_ws, link).await?;
+        let (principal, mut gate) = app.auth.authenticate(header, with_freeze, suspension_ws, prefetch).await?;
         let _ = self.principal.set(principal.credential_id.clone());
         let _ = self.actor.set(principal.actor());
         let scoped = crate::suspension::scope_of(suspension_ws, &principal).cloned();

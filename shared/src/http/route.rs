@@ -12,6 +12,7 @@ use http::Method;
 
 use crate::domain::{BundleName, Digest, Role, WorkspaceId};
 use crate::error::{Error, Result};
+use crate::ports::Prefetch;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Function {
@@ -113,14 +114,21 @@ impl Params<'_> {
 }
 
 impl Route {
-    /// The blob link a route reads first (its workspace and digest), read with the credential in one
-    /// round trip (docs/decisions.md "Fewest round trips").
-    pub fn blob_link(&self) -> Option<(&WorkspaceId, &Digest)> {
+    /// The item a route reads first, read with the credential in one round trip where the store can
+    /// (docs/decisions.md "Fewest round trips"): a blob route's link, a decision's or an export's
+    /// bundle version.
+    pub fn prefetch(&self) -> Option<Prefetch<'_>> {
         match self {
             Route::GetBlob { ws, digest }
             | Route::HeadBlob { ws, digest }
             | Route::PutBlob { ws, digest }
-            | Route::CompleteUpload { ws, digest } => Some((ws, digest)),
+            | Route::CompleteUpload { ws, digest } => Some(Prefetch::Link { ws, digest }),
+            Route::Approve { ws, name, version }
+            | Route::Reject { ws, name, version }
+            | Route::Waive { ws, name, version }
+            | Route::Export { ws, name, version } => {
+                Some(Prefetch::Version { ws, name: name.as_str(), version: version.as_str() })
+            }
             _ => None,
         }
     }

@@ -80,9 +80,27 @@ pub struct Gate {
     pub token: Option<TokenRecord>,
     pub freeze: Option<Freeze>,
     pub suspension: Option<Suspension>,
-    /// The blob link asked for with `gate_with_link`, when the store read it in the same round trip
-    /// (`Some(None)`: read, and there is none); None when it was not read (the caller reads it).
-    pub link: Option<Option<BlobLink>>,
+    /// The item asked for with `gate_with`, when the store read it in the same round trip; None when
+    /// it was not read (the route reads it itself).
+    pub prefetched: Option<Prefetched>,
+}
+
+/// The one item a route reads first, which the store may read with the credential in the same round
+/// trip (`MetaStore::gate_with`; docs/decisions.md "Fewest round trips"). Read before the principal is
+/// authorized, so it is the route's to use only once it is (`Ctx::authorize` keeps it only then).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prefetch<'a> {
+    /// A blob route's link: the link of `digest` in `ws`.
+    Link { ws: &'a WorkspaceId, digest: &'a Digest },
+    /// A decision's or an export's bundle version: `name`@`version` in `ws`.
+    Version { ws: &'a WorkspaceId, name: &'a str, version: &'a str },
+}
+
+/// What a store read for a `Prefetch` (the inner None: read, and there is none).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prefetched {
+    Link(Option<BlobLink>),
+    Version(Option<BundleVersion>),
 }
 
 /// A conditional state change. Each one fails its condition when its effect is already present.
@@ -224,17 +242,17 @@ pub trait MetaStore: Send + Sync {
     /// concern it: a freeze or a suspension holds from the very next request, on every function.
     async fn gate(&self, token_sha256: Option<&str>, freeze: bool, workspace: Option<&WorkspaceId>) -> Result<Gate>;
 
-    /// `gate`, and the link of `link`'s digest in `link`'s workspace in the same round trip where the
-    /// store can (a blob route reads its link with the credential: docs/decisions.md "Fewest round
-    /// trips"). A store that cannot leaves `Gate::link` None, and the route reads the link itself.
-    async fn gate_with_link(
+    /// `gate`, and the item `prefetch` names (a blob route's link, a decision's bundle version) in the
+    /// same round trip where the store can (docs/decisions.md "Fewest round trips"). A store that
+    /// cannot leaves `Gate::prefetched` None, and the route reads the item itself.
+    async fn gate_with(
         &self,
         token_sha256: Option<&str>,
         freeze: bool,
         workspace: Option<&WorkspaceId>,
-        link: (&WorkspaceId, &Digest),
+        prefetch: Prefetch<'_>,
     ) -> Result<Gate> {
-        let _ = link;
+        let _ = prefetch;
         self.gate(token_sha256, freeze, workspace).await
     }
 

@@ -205,3 +205,121 @@ pub async fn appends_from_two_instances_to_one_stream_stay_one_chain(b: Backend)
         assert_eq!((pair[1].seq, pair[1].prev.as_deref()), (pair[0].seq + 1, Some(pair[0].hash.as_str())), "at {i}");
     }
 }
+
+/// The calls of `work` at the emulator (None on the embedded backend: nothing to count).
+async fn counted<F: std::future::Future<Output = reqwest::Response>>(
+    proxy: Option<&FaultProxy>,
+    work: F,
+) -> (reqwest::Response, Option<Vec<String>>) {
+    match proxy {
+        Some(p) => {
+            let (r, calls) = p.calls_of(work).await;
+            (r, Some(calls.into_iter().map(|c| c.operation).collect()))
+        }
+        None => (work.await, None),
+    }
+}
+
+/// A problem's body without its request id (what differs between two identical refusals).
+async fn refusal(resp: reqwest::Response, status: u16, reason: &str) -> Value {
+    let mut body = super::expect_problem(resp, status, reason).await;
+    body.as_object_mut().unwrap().remove("request_id");
+    body
+}
+
+/// A decision and an export read their bundle version in the BatchGetItem that reads the credential
+/// and the switches (DynamoDB: no GetItem of their own), and keep it only once the principal is
+/// authorized: a credential of another workspace gets the same 403 whether the version exists or not,
+/// after the same single read; the freeze and a suspension still refuse first, whether it exists or
+/// not; a batch read the store could not complete is a 503, never 404 `bundle_missing`.
+pub async fn a_decision_reads_its_version_with_the_credential_and_tells_an_outsider_nothing(b: Backend) {
+    use std::sync::atomic::Ordering;
+    let proxy = match b {
+        Backend::Emulator => Some(FaultProxy::start(&emulator_endpoint(), "none", 0).await),
+        Backend::Embedded => None,
+    };
+    let mut overrides = vec![("HELIX_METRICS_FLUSH_SECONDS", "3600"), ("HELIX_AUDIT_READS", "off")];
+    if let Some(p) = &proxy {
+        overrides.push(("AWS_ENDPOINT_URL", p.url.as_str()));
+    }
+    let env = TestEnv::start_with(b, &overrides).await;
+    let proxy = proxy.as_ref();
+    let ada = env.token_of("ada", Role::Publisher, "team-a").await;
+    let grace = env.token_of("grace", Role::Approver, "team-a").await;
+    let linus = env.token_of("linus", Role::SafetyReviewer, "team-a").await;
+    let viewer = env.token_of("vera", Role::Viewer, "team-a").await;
+    // An admin of team-b may do everything there, nothing in team-a.
+    let eve = env.token_of("eve", Role::Admin, "team-b").await;
+    let admin = env.token(Role::Admin, "*").await;
+    one_file_bundle(&env, &ada, "team-a", "1").await;
+    let t = transition(&env, &ada, "1").await;
+    let routes = [
+        ("approve", &grace, json!({})),
+        ("reject", &grace, json!({})),
+        ("waivers", &linus, waiver(&t)),
+        ("export", &ada, json!({})),
+    ];
+    let post = async |token: &str, version: &str, route: &str, body: &Value| {
+        post_json(&env, token, &format!("{BASE}/{version}/{route}"), body.clone()).await
+    };
+
+    for (route, allowed, body) in &routes {
+        // Another workspace's credential: one read (the credential's), the same answer either way.
+        let mut answers = Vec::new();
+        for version in ["1", "absent"] {
+            let (r, calls) = counted(proxy, post(&eve, version, route, body)).await;
+            answers.push(refusal(r, 403, "forbidden_workspace").await);
+            if let Some(calls) = calls {
+                assert_eq!(calls, ["DynamoDB BatchGetItem"], "{route} of {version} by an outsider");
+            }
+        }
+        assert_eq!(answers[0], answers[1], "an outsider's {route} tells nothing of whether the version exists");
+        // A credential of the workspace without the role: the same answer either way.
+        let existing = refusal(post(&viewer, "1", route, body).await, 403, "insufficient_role").await;
+        assert_eq!(existing, refusal(post(&viewer, "absent", route, body).await, 403, "insufficient_role").await);
+        // Authorized, and no such version: 404 from the credential's read alone (no GetItem of its own).
+        let (r, calls) = counted(proxy, post(allowed, "absent", route, body)).await;
+        super::expect_problem(r, 404, "bundle_missing").await;
+        if let Some(calls) = calls {
+            assert_eq!(calls, ["DynamoDB BatchGetItem"], "{route} of a version that does not exist");
+        }
+    }
+
+    // A batch read never completed is a 503, whether the version exists or not: never "not found".
+    if let Some(p) = proxy {
+        p.unprocessed_batch_reads.store(usize::MAX, Ordering::SeqCst);
+        for (route, allowed, body) in &routes {
+            for version in ["1", "absent"] {
+                super::expect_problem(post(allowed, version, route, body).await, 503, "meta_store_unavailable").await;
+            }
+        }
+        p.unprocessed_batch_reads.store(0, Ordering::SeqCst);
+    }
+
+    // The freeze and a suspension are still read on every change, before the version matters.
+    assert_eq!(post_json(&env, &admin, "/v1/admin/freeze", json!({"reason": "INC-9"})).await.status(), 200);
+    for version in ["1", "absent"] {
+        super::expect_problem(post(&grace, version, "approve", &json!({})).await, 503, "registry_frozen").await;
+    }
+    assert_eq!(post_json(&env, &admin, "/v1/admin/unfreeze", json!({"reason": "INC-9"})).await.status(), 200);
+    let suspend = json!({"reason": "INC-10"});
+    assert_eq!(post_json(&env, &admin, "/v1/admin/workspaces/team-a/suspend", suspend.clone()).await.status(), 200);
+    let mut answers = Vec::new();
+    for version in ["1", "absent"] {
+        super::expect_problem(post(&grace, version, "approve", &json!({})).await, 403, "workspace_suspended").await;
+        answers.push(refusal(post(&eve, version, "approve", &json!({})).await, 403, "forbidden_workspace").await);
+    }
+    assert_eq!(answers[0], answers[1], "an outsider learns nothing of the suspension or the version");
+    assert_eq!(post_json(&env, &admin, "/v1/admin/workspaces/team-a/unsuspend", suspend).await.status(), 200);
+
+    // Refusals recorded nothing: the first approval is this one, read with the credential alone.
+    let (r, calls) = counted(proxy, post(&grace, "1", "approve", &json!({}))).await;
+    let (code, made) = status(r).await;
+    assert_eq!((code, &made["seq"]), (201, &json!(1)), "{made}");
+    if let Some(calls) = calls {
+        assert_eq!(calls.first().map(String::as_str), Some("DynamoDB BatchGetItem"), "{calls:?}");
+        assert!(!calls.iter().any(|c| c == "DynamoDB GetItem"), "no read of the version of its own: {calls:?}");
+    }
+    let (code, exported) = status(post(&ada, "1", "export", &json!({})).await).await;
+    assert_eq!((code, &exported["governance"]), (200, &json!("approved")), "{exported}");
+}

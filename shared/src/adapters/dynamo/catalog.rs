@@ -45,7 +45,12 @@ fn bundle_sk(name: &str, version: &str) -> String {
     format!("BUNDLE#{name}#{version}")
 }
 
-fn bundle_from_item(ws: &WorkspaceId, item: &Item) -> Result<BundleVersion> {
+/// The key (`pk`, `sk`) of `name`@`version` in `ws`.
+pub(super) fn version_key(ws: &WorkspaceId, name: &str, version: &str) -> (String, String) {
+    (format!("WS#{ws}"), bundle_sk(name, version))
+}
+
+pub(super) fn bundle_from_item(ws: &WorkspaceId, item: &Item) -> Result<BundleVersion> {
     let n = |k: &str| get_n(item, k).map(|v| v.unwrap_or(0));
     Ok(BundleVersion {
         workspace_id: ws.to_string(),
@@ -272,7 +277,8 @@ impl DynamoStore {
     }
 
     pub(super) async fn version(&self, ws: &WorkspaceId, name: &str, version: &str) -> Result<Option<BundleVersion>> {
-        let item = self.get_meta(format!("WS#{ws}"), &bundle_sk(name, version)).await?;
+        let (pk, sk) = version_key(ws, name, version);
+        let item = self.get_meta(pk, &sk).await?;
         item.as_ref().map(|i| bundle_from_item(ws, i)).transpose()
     }
 

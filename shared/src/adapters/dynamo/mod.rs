@@ -31,7 +31,7 @@ use crate::domain::{AuditDraft, Digest, TokenRecord, WorkspaceId};
 use crate::error::{Dependency, Error, Result};
 use crate::ports::{
     BUSINESS_COUNTERS, BlobLink, BundleVersion, Change, Commit, Freeze, Gate, LedgerReceipt, LinksCommit, MetaStore,
-    SigningKeyRecord, Suspension, WorkspaceCounts, counter_deltas, workspace_deltas,
+    Prefetch, SigningKeyRecord, Suspension, WorkspaceCounts, counter_deltas, workspace_deltas,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -326,14 +326,14 @@ impl MetaStore for DynamoStore {
         self.switches(token_sha256, freeze, workspace, None).await
     }
 
-    async fn gate_with_link(
+    async fn gate_with(
         &self,
         token_sha256: Option<&str>,
         freeze: bool,
         workspace: Option<&WorkspaceId>,
-        link: (&WorkspaceId, &Digest),
+        prefetch: Prefetch<'_>,
     ) -> Result<Gate> {
-        self.switches(token_sha256, freeze, workspace, Some(link)).await
+        self.switches(token_sha256, freeze, workspace, Some(prefetch)).await
     }
 
     async fn freeze(&self) -> Result<Freeze> {

@@ -1,16 +1,17 @@
 //! The switches and counters of the meta table, written by the token function (switches) and in every
 //! commit (counters): the freeze switch (`FREEZE`/`FREEZE`), one workspace's suspension
 //! (`SUSPENDED`/`{ws}`), and the sharded business counters (`COUNTER#{group}#{n}`/`SHARD`). A request
-//! reads its token and the switches it needs in one BatchGetItem (`gate`).
+//! reads its token and the switches it needs in one BatchGetItem (`gate`), with the one item its route
+//! reads first (`gate_with`: a blob link, a bundle version).
 
 use std::collections::BTreeMap;
 
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 
 use super::{DynamoStore, Item, build, err, get_s, meta_key, n, s};
-use crate::domain::{Digest, WorkspaceId};
+use crate::domain::WorkspaceId;
 use crate::error::{Dependency, Error, Result};
-use crate::ports::{Freeze, Gate, Suspension};
+use crate::ports::{Freeze, Gate, Prefetch, Prefetched, Suspension};
 
 /// Counter shards, each its own partition (`COUNTER#{group}#{n}`): every commit moves one, so they
 /// must not share a partition's write limit (32 × ~500 transactional adds/s).
@@ -95,19 +96,23 @@ impl DynamoStore {
         build(update.update_expression(format!("ADD {}", adds.join(", "))).build())
     }
 
-    /// The token, the switches and (when `link` names one) a blob link, in one BatchGetItem of the
-    /// meta table: every item is read consistently, and a key left unprocessed is asked for again
-    /// (`batch_get`), so an item that cannot be read is a 503, never "not frozen" or "not linked".
+    /// The token, the switches and (when `prefetch` names one) a blob link or a bundle version, in one
+    /// BatchGetItem of the meta table: every item is read consistently, and a key left unprocessed is
+    /// asked for again (`batch_get`), so an item that cannot be read is a 503, never "not frozen",
+    /// "not linked" or "no such version".
     pub(super) async fn switches(
         &self,
         token_sha256: Option<&str>,
         freeze: bool,
         workspace: Option<&WorkspaceId>,
-        link: Option<(&WorkspaceId, &Digest)>,
+        prefetch: Option<Prefetch<'_>>,
     ) -> Result<Gate> {
         let mut keys = Vec::new();
-        let link_key = link.map(|(ws, digest)| super::catalog::link_key(ws, digest));
-        if let Some((pk, sk)) = &link_key {
+        let prefetch_key = prefetch.map(|p| match p {
+            Prefetch::Link { ws, digest } => super::catalog::link_key(ws, digest),
+            Prefetch::Version { ws, name, version } => super::catalog::version_key(ws, name, version),
+        });
+        if let Some((pk, sk)) = &prefetch_key {
             keys.push(meta_key(pk.clone(), sk));
         }
         if let Some(sha) = token_sha256 {
@@ -123,7 +128,10 @@ impl DynamoStore {
             token: None,
             freeze: freeze.then(Freeze::default),
             suspension: workspace.map(|ws| Suspension { workspace_id: ws.to_string(), ..Suspension::default() }),
-            link: link.map(|_| None),
+            prefetched: prefetch.map(|p| match p {
+                Prefetch::Link { .. } => Prefetched::Link(None),
+                Prefetch::Version { .. } => Prefetched::Version(None),
+            }),
         };
         if keys.is_empty() {
             return Ok(gate);
@@ -131,10 +139,18 @@ impl DynamoStore {
         // One round trip for all of them (BatchGetItem, read consistently).
         for item in self.batch_get(keys).await? {
             let pk = get_s(&item, "pk")?;
-            if let (Some((ws, digest)), Some((link_pk, _))) = (link, &link_key)
-                && &pk == link_pk
+            if let (Some(p), Some((item_pk, item_sk))) = (prefetch, &prefetch_key)
+                && &pk == item_pk
+                && get_s(&item, "sk")? == *item_sk
             {
-                gate.link = Some(Some(super::catalog::link_from_item(ws, digest, &item)?));
+                gate.prefetched = Some(match p {
+                    Prefetch::Link { ws, digest } => {
+                        Prefetched::Link(Some(super::catalog::link_from_item(ws, digest, &item)?))
+                    }
+                    Prefetch::Version { ws, .. } => {
+                        Prefetched::Version(Some(super::catalog::bundle_from_item(ws, &item)?))
+                    }
+                });
                 continue;
             }
             match pk.as_str() {

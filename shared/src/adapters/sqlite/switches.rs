@@ -106,7 +106,7 @@ impl SqliteStore {
             };
             let freeze = if freeze { Some(freeze_in(&c)?) } else { None };
             let suspension = ws.map(|ws| suspension_in(&c, &ws)).transpose()?;
-            Ok(Gate { token, freeze, suspension, link: None })
+            Ok(Gate { token, freeze, suspension, prefetched: None })
         })
         .await
     }
