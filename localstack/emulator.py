@@ -11,7 +11,10 @@ localstack/repro_transactions.py shows it with boto3 alone (docs/decisions.md ha
 
 Here every DynamoDB request (X-Amz-Target DynamoDB_* and DynamoDBStreams_*) and every reset of the
 emulator's state runs behind one lock, one at a time in arrival order; S3 and KMS requests stay
-concurrent. moto also ignores TransactWriteItems' ClientRequestToken, which DynamoDB makes idempotent
+concurrent, except S3's conditional writes (a PUT or POST with If-None-Match or If-Match: PutObject,
+CompleteMultipartUpload), which S3 documents as atomic (of concurrent conditional writes of one key
+one succeeds, the others get 412) and moto checks and writes in two steps: 2 of 32 concurrent
+If-None-Match PUTs of one new key were both answered as created on a loaded machine. moto also ignores TransactWriteItems' ClientRequestToken, which DynamoDB makes idempotent
 for ten minutes: a client that re-sends a transaction whose answer it did not get (the registry does,
 shared/src/adapters/dynamo.rs `transact`) would apply it twice or see it cancelled by itself. Here a
 re-send with the same token and the same body within ten minutes gets the first success again,
@@ -120,9 +123,12 @@ DynamoDBBackend.transact_write_items = transact_write_items
 
 
 def is_serialised(environ) -> bool:
-    """DynamoDB requests and resets of the whole emulator's state."""
+    """DynamoDB requests, S3 conditional writes and resets of the whole emulator's state."""
     target = environ.get("HTTP_X_AMZ_TARGET", "")
-    return target.startswith("DynamoDB") or environ.get("PATH_INFO", "").startswith("/moto-api/reset")
+    conditional_write = environ.get("REQUEST_METHOD") in ("PUT", "POST") and (
+        "HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MATCH" in environ)
+    return (target.startswith("DynamoDB") or conditional_write
+            or environ.get("PATH_INFO", "").startswith("/moto-api/reset"))
 
 
 class FifoLock:

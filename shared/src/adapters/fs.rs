@@ -118,8 +118,13 @@ impl LocalPresigner {
         self.presigned(&grant, path)
     }
 
-    /// Checks a presigned request's signature, then its expiry.
+    /// Checks a presigned request's signature, then its expiry. A `sig` that is not an HMAC-SHA256 in
+    /// lowercase hex (what this presigner writes, and docs/openapi.yaml's pattern) is malformed input,
+    /// 400; a well-formed one that does not match is 401 `token_invalid`.
     pub fn verify(&self, grant: &LocalGrant, sig_hex: &str) -> Result<()> {
+        if sig_hex.len() != 64 || !sig_hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(Error::BadRequest("sig: not an HMAC-SHA256 in lowercase hex (64 characters)".into()));
+        }
         let sig = hex::decode(sig_hex).map_err(|_| Error::TokenInvalid)?;
         self.mac(grant).verify_slice(&sig).map_err(|_| Error::TokenInvalid)?;
         if now_unix() >= grant.expires {
@@ -497,6 +502,24 @@ mod tests {
 
     fn store(dir: &Path) -> FsBlobStore {
         FsBlobStore::open(dir, LocalPresigner::new("http://127.0.0.1:1".into(), vec![7; 32])).unwrap()
+    }
+
+    /// A malformed signature is a 400, a wrong one a 401, an expired one `token_expired`.
+    #[test]
+    fn presigned_signatures_are_checked_for_shape_then_value_then_expiry() {
+        let p = LocalPresigner::new("http://127.0.0.1:1".into(), vec![7; 32]);
+        let key = BlobKey { digest: Digest::of(b"x"), slot: 3 };
+        let grant = LocalGrant::get(&key, now_unix() + 60);
+        let good = hex::encode(p.mac(&grant).finalize().into_bytes());
+        assert!(p.verify(&grant, &good).is_ok());
+        for malformed in ["", "zz", &good[..63], &good.to_uppercase(), &format!("{good}0"), "\u{4}l,\u{12}"] {
+            assert!(matches!(p.verify(&grant, malformed), Err(Error::BadRequest(_))), "{malformed:?}");
+        }
+        let wrong = format!("{}{}", if good.starts_with('0') { "1" } else { "0" }, &good[1..]);
+        assert!(matches!(p.verify(&grant, &wrong), Err(Error::TokenInvalid)));
+        let old = LocalGrant::get(&key, now_unix() - 1);
+        let sig = hex::encode(p.mac(&old).finalize().into_bytes());
+        assert!(matches!(p.verify(&old, &sig), Err(Error::TokenExpired)));
     }
 
     fn temp_files(dir: &Path) -> Vec<PathBuf> {
