@@ -122,7 +122,7 @@ impl LocalPresigner {
     /// lowercase hex (what this presigner writes, and docs/openapi.yaml's pattern) is malformed input,
     /// 400; a well-formed one that does not match is 401 `token_invalid`.
     pub fn verify(&self, grant: &LocalGrant, sig_hex: &str) -> Result<()> {
-        if sig_hex.len() != 64 || !sig_hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        if sig_hex.len() != 64 || !crate::domain::digest::is_lower_hex(sig_hex) {
             return Err(Error::BadRequest("sig: not an HMAC-SHA256 in lowercase hex (64 characters)".into()));
         }
         let sig = hex::decode(sig_hex).map_err(|_| Error::TokenInvalid)?;

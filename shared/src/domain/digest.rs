@@ -13,6 +13,12 @@ pub struct Digest {
     hex: String,
 }
 
+/// Only `0-9a-f`: the one form this registry writes hex in (digests, HMACs), so a check of a value
+/// that should be one is a comparison of shape before any decoding.
+pub fn is_lower_hex(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 impl Digest {
     pub const PREFIX: &'static str = "sha256:";
 
@@ -24,7 +30,7 @@ impl Digest {
         if hex.len() != 64 {
             return Err(Error::InvalidDigest("a sha256 digest has 64 hex characters".into()));
         }
-        if !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if !is_lower_hex(hex) {
             return Err(Error::InvalidDigest("a digest is lowercase hex".into()));
         }
         Ok(Digest { hex: hex.to_owned() })
