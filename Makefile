@@ -28,7 +28,7 @@ help:
 	@echo "make build-lambda   zipped bootstrap per function in infra/build/ (ARCH=arm64|x86_64)"
 	@echo "make deploy         sam deploy infra/template.yaml (STACK=..., PARAMS=..., AWS credentials)"
 	@echo "make watch          cargo lambda watch against a local emulator (moto)"
-	@echo "make bench          Lambda cold start and package size vs Python/boto3, governance, audit, reads, transfer, the console (docs/performance.md)"
+	@echo "make bench          Lambda cold start and package size vs Python/boto3, governance, audit, reads, transfer, warm latency through the gateway, the console (docs/performance.md)"
 	@echo "make docs           regenerate the RBAC matrix in docs/security.md"
 	@echo "make release        release build of the Lambda functions and the CLI"
 	@echo "make emulator-start / emulator-stop   a long-lived moto for manual use"
@@ -130,7 +130,8 @@ watch:
 # (The harness itself is the test build; only the functions it measures are release builds.)
 # Then governance on the embedded backend (a 10,000-file bundle: register, approve, export, verify),
 # and the audit trail (appends per second, a 1,000,000-event day exported and verified), in process, so
-# release builds of the harnesses. Last, the console's size and first usable view in headless Chromium
+# release builds of the harnesses. Then warm latency through the deploy rehearsal's gateway beside
+# `helix serve` on the same emulator (infra/rehearse/latency.py). Last, the console's size and first usable view in headless Chromium
 # against the release `helix serve` built for the transfer bench (tests/browser/console_bench.py).
 bench:
 	localstack/venv.sh
@@ -148,6 +149,10 @@ bench:
 	$(CARGO) build --release -p helix-cli
 	scripts/transfer-bench.py --helix $(or $(CARGO_TARGET_DIR),target)/release/helix --large-mib 1024 --small-files 10000 \
 	  --out target/bench/transfer.md
+	scripts/venv.sh .venv-infra infra/requirements-lint.txt
+	scripts/venv.sh .venv-rehearse infra/rehearse/requirements.txt
+	.venv-rehearse/bin/python infra/rehearse/rehearse.py --target-dir $(or $(CARGO_TARGET_DIR),target) --profile release \
+	  --latency 200 --work target/bench/rehearse --latency-out target/bench/latency.md
 	scripts/browser-env.sh
 	.venv-browser/bin/python tests/browser/console_bench.py --helix $(or $(CARGO_TARGET_DIR),target)/release/helix \
 	  --runs 15 --out target/bench/console.md

@@ -88,9 +88,9 @@ def read_list(name):
     return out
 
 
-def build_zips(work, target_dir, functions):
+def build_zips(work, target_dir, functions, profile="debug"):
     for fn in functions:
-        binary = os.path.join(target_dir, "debug", fn)
+        binary = os.path.join(target_dir, profile, fn)
         if not os.path.exists(binary):
             raise SystemExit(f"rehearse: {binary} is missing: run `cargo build -p {fn}` (make rehearse does)")
         os.makedirs(os.path.join(work, "build", fn), exist_ok=True)
@@ -423,6 +423,9 @@ def main():
     ap = argparse.ArgumentParser(description="offline deploy rehearsal")
     ap.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")))
     ap.add_argument("--work", default=os.path.join(ROOT, "target", "rehearse"))
+    ap.add_argument("--profile", default="debug", help="the functions' build: debug (make rehearse) or release (make bench)")
+    ap.add_argument("--latency", type=int, metavar="N", help="instead of the checks: warm latency of N requests per kind (latency.py)")
+    ap.add_argument("--latency-out", default=os.path.join(ROOT, "target", "bench", "latency.md"))
     args = ap.parse_args()
     report = Report()
     work = args.work
@@ -435,7 +438,7 @@ def main():
     started = []
     try:
         report.phase("emulator", emu.url)
-        build_zips(work, args.target_dir, functions_dirs)
+        build_zips(work, args.target_dir, functions_dirs, args.profile)
         shutil.copy(os.path.join(ROOT, "infra", "template.yaml"), os.path.join(work, "template.yaml"))
         emu.client("s3").create_bucket(Bucket=ARTIFACTS)
         packaged = sam_package(emu, work)
@@ -493,7 +496,7 @@ def main():
             time.sleep(0.1)
 
         # The first admin token, as docs/deploy.md bootstraps it (straight into the stack's tables).
-        helix = os.path.join(args.target_dir, "debug", "helix")
+        helix = os.path.join(args.target_dir, args.profile, "helix")
         env_tables = lam.get_function_configuration(FunctionName=physical["TokenFunction"])["Environment"]["Variables"]
         op_env = dict(os.environ, HELIX_META_BACKEND="dynamodb", HELIX_TABLE=env_tables["HELIX_TABLE"],
                       HELIX_AUDIT_TABLE=env_tables["HELIX_AUDIT_TABLE"], AWS_ENDPOINT_URL=emu.url, AWS_REGION=REGION,
@@ -503,6 +506,13 @@ def main():
         if out.returncode != 0:
             raise stackmod.Failure(f"bootstrap token: {out.stderr[-800:]}")
         api = Api(gateway.url, out.stdout.strip().splitlines()[-1])
+        if args.latency:
+            import latency
+            env = latency.serve_env([f["Environment"]["Variables"] for f in lam.list_functions()["Functions"]
+                                     if f["FunctionName"] in physical.values()], emu.url, REGION)
+            latency.run(gateway.url, api.token, helix, env, args.latency, args.latency_out, os.path.join(work, "logs"), args.profile,
+                        emu.recorder)
+            return
 
         for w in probe_routes(api, routes):
             report.fail(w)
