@@ -428,7 +428,7 @@ def main():
     ap.add_argument("--latency-out", default=os.path.join(ROOT, "target", "bench", "latency.md"))
     args = ap.parse_args()
     report = Report()
-    work = args.work
+    work = os.path.abspath(args.work)
     global WORK
     WORK = work
     shutil.rmtree(work, ignore_errors=True)

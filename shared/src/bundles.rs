@@ -147,12 +147,20 @@ async fn check_files(app: &App, ws: &WorkspaceId, manifest: &Manifest) -> Result
     Err(Error::BlobsMissing(missing))
 }
 
-/// GET a version: its record, state, and manifest (read back from the store and verified).
-pub async fn get(app: &App, ws: &WorkspaceId, name: &BundleName, version: &BundleName) -> Result<VersionView> {
-    let v = app.meta.bundle_version(ws, name.as_str(), version.as_str()).await?.ok_or(Error::BundleMissing)?;
+/// GET a version: its record, state, and manifest (read back from the store and verified). `read`: the
+/// version as the request already read it with its credential (`Ctx::read_version`), if it did.
+pub async fn get(
+    app: &App,
+    ws: &WorkspaceId,
+    name: &BundleName,
+    version: &BundleName,
+    read: Option<Option<BundleVersion>>,
+) -> Result<VersionView> {
+    let v = crate::governance::version_of(app, ws, name, version, read).await?;
     let manifest = blobs::stored_manifest(app, ws, &v).await?;
     let manifest = serde_json::to_value(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
-    let state = crate::governance::head(app, ws, name.as_str(), version.as_str(), &v.manifest_digest).await?.state;
+    let state =
+        crate::governance::head_in_one_round(app, ws, name.as_str(), version.as_str(), &v.manifest_digest).await?.state;
     view(v, state, Some(manifest), false)
 }
 

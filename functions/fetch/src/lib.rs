@@ -111,10 +111,12 @@ async fn answer(app: &App, ctx: &Ctx, route: &Route, req: &Request) -> helix_cor
             fetched(req, &digest.to_string(), got)
         }
         Route::GetBundleVersion { ws, name, version } => {
-            Ok(http::json(200, &bundles::get(app, ws, name, version).await?))
+            let read = ctx.read_version(ws, name.as_str(), version.as_str());
+            Ok(http::json(200, &bundles::get(app, ws, name, version, read).await?))
         }
         Route::GetGovernance { ws, name, version } => {
-            Ok(http::json(200, &helix_core::governance::view(app, ws, name, version).await?))
+            let read = ctx.read_version(ws, name.as_str(), version.as_str());
+            Ok(http::json(200, &helix_core::governance::view(app, ws, name, version, read).await?))
         }
         Route::ListBundles { ws } => {
             let state = http::query_param(req, "state");

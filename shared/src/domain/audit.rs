@@ -47,12 +47,31 @@ pub struct AuditEvent {
     pub hash: String,
 }
 
+/// What sealing the next event of a stream needs of its head: its place, time and hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainHead {
+    pub seq: u64,
+    pub ts: String,
+    pub hash: String,
+}
+
+impl From<&AuditEvent> for ChainHead {
+    fn from(e: &AuditEvent) -> ChainHead {
+        ChainHead { seq: e.seq, ts: e.ts.clone(), hash: e.hash.clone() }
+    }
+}
+
 impl AuditDraft {
     /// Give the draft its place after `head` (None: first in the stream) and compute its hash. `now`
     /// is the writer's clock; `ts` never goes back within a stream (a writer whose clock is behind
     /// the head's takes the head's time), so a day's events are a contiguous run of each stream's seq
     /// and time order is seq order.
     pub fn seal(self, head: Option<&AuditEvent>, now: String) -> Result<AuditEvent> {
+        self.seal_after(head.map(ChainHead::from).as_ref(), now)
+    }
+
+    /// `seal` after a head known only by its place, time and hash.
+    pub fn seal_after(self, head: Option<&ChainHead>, now: String) -> Result<AuditEvent> {
         let ts = match head {
             Some(h) if h.ts > now => h.ts.clone(),
             _ => now,

@@ -12,7 +12,7 @@ pub mod role;
 pub mod time;
 pub mod token;
 
-pub use audit::{AuditDraft, AuditEvent, Outcome};
+pub use audit::{AuditDraft, AuditEvent, ChainHead, Outcome};
 pub use digest::{Digest, DigestWriter};
 pub use ids::{Scope, WorkspaceId, bundle_ref};
 pub use manifest::{BundleName, Manifest};

@@ -214,6 +214,18 @@ pub async fn head(app: &App, ws: &WorkspaceId, name: &str, version: &str, manife
     head_with(app, &Keys::default(), ws, name, version, manifest).await
 }
 
+/// `head`, with the verification keys read at the same time as the head (`head_and_keys`): one round
+/// trip instead of two when the ledger has receipts (a GET of a version).
+pub async fn head_in_one_round(
+    app: &App,
+    ws: &WorkspaceId,
+    name: &str,
+    version: &str,
+    manifest: &Digest,
+) -> Result<Head> {
+    head_and_keys(app, &Keys::default(), ws, name, version, manifest).await
+}
+
 /// `head_with`, with the verification keys read at the same time: a decision and an export need both
 /// (the keys verify the head, and refuse signing with a retired key), and neither read waits for the
 /// other (one round trip instead of two; `Keys` still reads them once per request).
@@ -291,7 +303,7 @@ pub fn open_receipt(envelope: &[u8], keys: &[PublicKeyInfo]) -> std::result::Res
 /// The bundle version `name`@`version` of `ws` (404 `bundle_missing` when there is none): as the
 /// request already read it with its credential (`read`: `Ctx::read_version`, once the principal was
 /// authorized), else read now.
-pub(super) async fn version_of(
+pub(crate) async fn version_of(
     app: &App,
     ws: &WorkspaceId,
     name: &BundleName,
@@ -305,10 +317,25 @@ pub(super) async fn version_of(
     found.ok_or(Error::BundleMissing)
 }
 
-/// GET .../governance: every receipt in order, and the state it yields.
-pub async fn view(app: &App, ws: &WorkspaceId, name: &BundleName, version: &BundleName) -> Result<Value> {
-    let v = version_of(app, ws, name, version, None).await?;
-    let l = ledger(app, ws, name.as_str(), version.as_str(), &v.manifest_digest).await?;
+/// GET .../governance: every receipt in order, and the state it yields. `read`: the version as the
+/// request already read it with its credential (`Ctx::read_version`), if it did.
+pub async fn view(
+    app: &App,
+    ws: &WorkspaceId,
+    name: &BundleName,
+    version: &BundleName,
+    read: Option<Option<BundleVersion>>,
+) -> Result<Value> {
+    let v = version_of(app, ws, name, version, read).await?;
+    // The ledger and the keys that verify it, read at the same time (`Keys` reads them once).
+    let keys = Keys::default();
+    let (l, read) = futures_util::future::join(
+        ledger_with(app, &keys, ws, name.as_str(), version.as_str(), &v.manifest_digest),
+        keys.get(app),
+    )
+    .await;
+    read?;
+    let l = l?;
     let bundle = bundle_ref(ws, name.as_str(), version.as_str());
     let receipts: Vec<Value> =
         l.receipts.iter().map(|r| serde_json::from_str(&r.envelope).unwrap_or(Value::Null)).collect();

@@ -126,7 +126,9 @@ impl Route {
             Route::Approve { ws, name, version }
             | Route::Reject { ws, name, version }
             | Route::Waive { ws, name, version }
-            | Route::Export { ws, name, version } => {
+            | Route::Export { ws, name, version }
+            | Route::GetBundleVersion { ws, name, version }
+            | Route::GetGovernance { ws, name, version } => {
                 Some(Prefetch::Version { ws, name: name.as_str(), version: version.as_str() })
             }
             _ => None,

@@ -208,8 +208,9 @@ pub struct WorkspaceCounts {
 }
 
 /// Links per DynamoDB transaction in `commit_links`: each link is two actions (the link and its audit
-/// event) and the transaction moves two counter items, within DynamoDB's 100 actions.
-pub const LINKS_PER_TRANSACTION: usize = 49;
+/// event), and the transaction moves two counter items and the stream's head hint, and puts the
+/// stream's birth when it holds its first event: 48 × 2 + 4 within DynamoDB's 100 actions.
+pub const LINKS_PER_TRANSACTION: usize = 48;
 
 /// What `commit_links` did: `done[i]` is the outcome of link `i`, for a prefix of the links. When
 /// `failed` is set, the links after that prefix were not committed (or, for `OutcomeUnknown`, the

@@ -79,7 +79,7 @@ async fn main() {
     let t = Instant::now();
     helix_core::governance::export(app, caller(&publisher), &ws, &name, &version).await.unwrap();
     let reexport = t.elapsed();
-    let ledger = helix_core::governance::view(app, &ws, &name, &version).await.unwrap();
+    let ledger = helix_core::governance::view(app, &ws, &name, &version, None).await.unwrap();
     let document = serde_json::to_vec(&ledger).unwrap();
     let key = helix_core::ports::Signer::public_key(app.signer.as_ref()).await.unwrap();
     let t = Instant::now();

@@ -133,6 +133,12 @@ pub async fn round_trips_per_route_are_counted_at_the_emulator_and_documented(b:
     let (code, body) = status(r).await;
     assert_eq!(code, 200, "{body}");
     rows.push(Row::new("POST export (approved)", &calls));
+    let (r, calls) = proxy.calls_of(get(&env, &ada, &format!("{BASE}/1"))).await;
+    assert_eq!(status(r).await.0, 200);
+    rows.push(Row::new("GET a version", &calls));
+    let (r, calls) = proxy.calls_of(get(&env, &ada, &format!("{BASE}/1/governance"))).await;
+    assert_eq!(status(r).await.0, 200);
+    rows.push(Row::new("GET a version's governance", &calls));
 
     let measured = table(&rows);
     println!("round trips per request, counted at the emulator:\n{measured}");
@@ -186,21 +192,62 @@ pub async fn a_batch_read_left_unprocessed_is_retried_and_never_read_as_absent(b
     assert!(linked.is_empty(), "nothing linked: {linked:?}");
 }
 
-/// The audit head an instance remembers is a guess the conditional seq checks: two instances (two Apps
-/// over the same tables) appending to one stream in turn each find their remembered head stale, and
-/// every append still lands at the next seq, linked to the event before it.
+/// The audit head is a guess the conditional seq checks: two instances (two Apps over the same tables)
+/// appending to one stream in turn each find their remembered head stale, and every append still lands
+/// at the next seq, linked to the event before it. On DynamoDB the stream's head hint, read with the
+/// credential, makes the stale memory cost nothing: each PUT of a new small blob is one BatchGetItem,
+/// one PutObject and one transaction whichever instance appended last (5 requests before the hint: a
+/// cancelled transaction, the head's Query, the transaction again). A hint that names another audit
+/// table (written before a restore, so possibly ahead of the restored chain) is ignored.
 pub async fn appends_from_two_instances_to_one_stream_stay_one_chain(b: Backend) {
-    let env = TestEnv::start(b).await;
+    let proxy = match b {
+        Backend::Emulator => Some(FaultProxy::start(&emulator_endpoint(), "none", 0).await),
+        Backend::Embedded => None,
+    };
+    let mut overrides = vec![("HELIX_METRICS_FLUSH_SECONDS", "3600"), ("HELIX_AUDIT_READS", "off")];
+    if let Some(p) = &proxy {
+        overrides.push(("AWS_ENDPOINT_URL", p.url.as_str()));
+    }
+    let env = TestEnv::start_with(b, &overrides).await;
     let other = super::serve_app(env.app_with(&[]).await.unwrap());
     let ada = env.token(Role::Publisher, "team-a").await;
-    for i in 0..6 {
+    let put = |i: usize| {
         let (bytes, d) = unique_blob(100);
         let url = if i % 2 == 0 { env.url("") } else { other.url() };
-        let put = env.http.put(format!("{url}/v1/workspaces/team-a/blobs/{d}")).bearer_auth(&ada).body(bytes);
-        assert_eq!(put.send().await.unwrap().status(), 201, "append {i}");
+        env.http.put(format!("{url}/v1/workspaces/team-a/blobs/{d}")).bearer_auth(&ada).body(bytes).send()
+    };
+    for i in 0..8 {
+        let (r, calls) = counted(proxy.as_ref(), async { put(i).await.unwrap() }).await;
+        assert_eq!(r.status(), 201, "append {i}");
+        // Both instances warm (their SDK clients built): every append after is three requests.
+        if let (Some(calls), true) = (calls, i >= 2) {
+            assert_eq!(calls, ["DynamoDB BatchGetItem", "S3 PutObject", "DynamoDB TransactWriteItems"], "append {i}");
+        }
+    }
+    if let Some(f) = &env.aws {
+        // A hint from before a restore: far ahead, naming another audit table. A new instance (no
+        // memory) must not build on it: it reads the head, and the chain stays dense.
+        let hint = [
+            ("pk", aws_sdk_dynamodb::types::AttributeValue::S("AUDITHEAD#team-a".into())),
+            ("sk", aws_sdk_dynamodb::types::AttributeValue::S("HEAD".into())),
+            ("seq", aws_sdk_dynamodb::types::AttributeValue::N("1000".into())),
+            ("ts", aws_sdk_dynamodb::types::AttributeValue::S("2026-01-01T00:00:00.000Z".into())),
+            ("hash", aws_sdk_dynamodb::types::AttributeValue::S(format!("sha256:{}", "0".repeat(64)))),
+            ("audit_table", aws_sdk_dynamodb::types::AttributeValue::S(format!("{}-before-restore", f.audit_table))),
+        ];
+        let mut item = f.ddb.put_item().table_name(&f.table);
+        for (k, v) in hint {
+            item = item.item(k, v);
+        }
+        item.send().await.unwrap();
+        let fresh = super::serve_app(env.app_with(&[]).await.unwrap());
+        let (bytes, d) = unique_blob(100);
+        let r = env.http.put(format!("{}/v1/workspaces/team-a/blobs/{d}", fresh.url())).bearer_auth(&ada).body(bytes);
+        assert_eq!(r.send().await.unwrap().status(), 201);
     }
     let events = env.audit("team-a").await;
-    assert_eq!(events.len(), 7, "the token's issue and six links: {events:?}");
+    let expected = if env.aws.is_some() { 10 } else { 9 };
+    assert_eq!(events.len(), expected, "the token's issue and every link: {events:?}");
     for (i, pair) in events.windows(2).enumerate() {
         assert_eq!((pair[1].seq, pair[1].prev.as_deref()), (pair[0].seq + 1, Some(pair[0].hash.as_str())), "at {i}");
     }

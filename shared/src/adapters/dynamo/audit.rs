@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::TransactWriteItem;
 use super::{APPEND_ATTEMPTS, DynamoStore, Item, Transaction, err, get_n, get_s, n, s};
 use crate::domain::audit::{AUDIT_SHARDS, parse_at_key, shard_of};
 use crate::domain::time::now_rfc3339_ms;
-use crate::domain::{AuditDraft, AuditEvent};
+use crate::domain::{AuditDraft, AuditEvent, ChainHead};
 use crate::error::{Dependency, Error, Result};
 use crate::ports::{AuditLog, AuditQuery, AuditSearch, BUSINESS_COUNTERS, SearchPage, counter_deltas};
 
@@ -69,32 +69,39 @@ fn equal_filters(mut req: QueryFluentBuilder, equal: &[(&str, Option<&str>)]) ->
 /// Most streams whose head an instance remembers; past it the memory starts again empty.
 const REMEMBERED_HEADS: usize = 4096;
 
-/// The head of each stream as this instance last saw it: the event it appended last, or read as the
-/// head. Only a guess of where the next append goes, never trusted: the append's put is conditional
-/// on `attribute_not_exists(seq)`, and seqs are dense (every append puts head + 1, nothing deletes an
-/// event), so a put of `guess + 1` that succeeds proves `guess` was the head and the chain links to
-/// it. A put that loses (another instance appended) forgets the guess and reads the head (Query).
-/// Saves the head's Query on every append of a warm instance to a stream it wrote last.
+/// Partition-key prefix of each stream's head hint in the meta table (`AUDITHEAD#{stream}`, sort key
+/// `HEAD`): the seq, time and hash of the stream's last event and the audit table it is in, written
+/// in the transaction of every append, read with the credential in a change's BatchGetItem.
+pub const HEAD_HINT_PK: &str = "AUDITHEAD#";
+
+/// The head of each stream as this instance last saw it: the event it appended last, the hint read
+/// with the credential, or the head read by Query. Only a guess of where the next append goes, never
+/// trusted: the append's put is conditional on `attribute_not_exists(seq)`, and seqs are dense (every
+/// append puts head + 1, nothing deletes an event), so a put of `guess + 1` that succeeds proves
+/// `guess` was the head and the chain links to it. A put that loses (another writer appended) forgets
+/// the guess and reads the head (Query). With the hint, an append of any instance after another's
+/// costs no Query and no lost transaction; without it (a stream written before hints), the first
+/// append reads the head once.
 #[derive(Default)]
-pub(super) struct Heads(std::sync::Mutex<std::collections::HashMap<String, AuditEvent>>);
+pub(super) struct Heads(std::sync::Mutex<std::collections::HashMap<String, ChainHead>>);
 
 impl Heads {
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, AuditEvent>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, ChainHead>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn get(&self, stream: &str) -> Option<AuditEvent> {
+    fn get(&self, stream: &str) -> Option<ChainHead> {
         self.lock().get(stream).cloned()
     }
 
-    fn remember(&self, event: &AuditEvent) {
+    fn remember(&self, stream: &str, head: ChainHead) {
         let mut heads = self.lock();
-        if heads.len() >= REMEMBERED_HEADS && !heads.contains_key(&event.stream) {
+        if heads.len() >= REMEMBERED_HEADS && !heads.contains_key(stream) {
             heads.clear();
         }
-        let newer = heads.get(&event.stream).is_none_or(|h| h.seq < event.seq);
+        let newer = heads.get(stream).is_none_or(|h| h.seq < head.seq);
         if newer {
-            heads.insert(event.stream.clone(), event.clone());
+            heads.insert(stream.to_owned(), head);
         }
     }
 
@@ -103,15 +110,20 @@ impl Heads {
     }
 }
 
+/// The key of `stream`'s head hint in the meta table.
+pub(super) fn head_hint_key(stream: &str) -> Item {
+    super::meta_key(format!("{HEAD_HINT_PK}{stream}"), "HEAD")
+}
+
 impl DynamoStore {
     /// The head an append to `stream` builds on: the remembered one (`Heads`), else read now.
-    pub(super) async fn append_head(&self, stream: &str) -> Result<Option<AuditEvent>> {
+    pub(super) async fn append_head(&self, stream: &str) -> Result<Option<ChainHead>> {
         if let Some(head) = self.heads.get(stream) {
             return Ok(Some(head));
         }
-        let head = self.head(stream).await?;
+        let head = self.head(stream).await?.as_ref().map(ChainHead::from);
         if let Some(h) = &head {
-            self.heads.remember(h);
+            self.heads.remember(stream, h.clone());
         }
         Ok(head)
     }
@@ -120,11 +132,50 @@ impl DynamoStore {
     /// cancelled (the seq lost to another writer, or the change already done) or unknown, the
     /// remembered head may be stale and is forgotten (the next attempt reads it).
     pub(super) fn appended(&self, event: &AuditEvent, outcome: Result<Transaction>) -> Result<Transaction> {
-        match &outcome {
-            Ok(Transaction::Committed) => self.heads.remember(event),
-            _ => self.heads.forget(&event.stream),
-        }
+        self.settle_head(event, matches!(outcome, Ok(Transaction::Committed)));
         outcome
+    }
+
+    /// `appended`, told only whether the transaction with `event` committed.
+    pub(super) fn settle_head(&self, event: &AuditEvent, committed: bool) {
+        match committed {
+            true => self.heads.remember(&event.stream, ChainHead::from(event)),
+            false => self.heads.forget(&event.stream),
+        }
+    }
+
+    /// The update that makes `event` its stream's head hint (in the transaction that appends it). No
+    /// condition: transactions on the stream commit in seq order, and a hint is only a guess.
+    pub(super) fn head_hint_update(&self, event: &AuditEvent) -> Result<TransactWriteItem> {
+        let update = aws_sdk_dynamodb::types::Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(head_hint_key(&event.stream)))
+            .update_expression("SET #q = :q, #t = :t, #h = :h, #a = :a")
+            .expression_attribute_names("#q", "seq")
+            .expression_attribute_names("#t", "ts")
+            .expression_attribute_names("#h", "hash")
+            .expression_attribute_names("#a", "audit_table")
+            .expression_attribute_values(":q", n(event.seq))
+            .expression_attribute_values(":t", s(&event.ts))
+            .expression_attribute_values(":h", s(&event.hash))
+            .expression_attribute_values(":a", s(&self.audit_table))
+            .build();
+        Ok(TransactWriteItem::builder().update(super::build(update)?).build())
+    }
+
+    /// A head hint read with a change's credential: remembered when it is of this audit table (a hint
+    /// written before the audit table was restored from a backup names the old table, and is ignored:
+    /// it may be ahead of the restored chain, and a guess ahead of the head would leave a gap).
+    pub(super) fn head_hint_read(&self, item: &Item) -> Result<()> {
+        let pk = get_s(item, "pk")?;
+        let Some(stream) = pk.strip_prefix(HEAD_HINT_PK) else { return Ok(()) };
+        if get_s(item, "audit_table")? != self.audit_table {
+            return Ok(());
+        }
+        let Some(seq) = get_n(item, "seq")? else { return Ok(()) };
+        let head = ChainHead { seq: seq as u64, ts: get_s(item, "ts")?, hash: get_s(item, "hash")? };
+        self.heads.remember(stream, head);
+        Ok(())
     }
 
     /// Up to `limit` events a query yields, page after page, from at most `max_pages` pages; and the
@@ -367,9 +418,10 @@ impl AuditLog for DynamoStore {
         let counters = self.counter_update(BUSINESS_COUNTERS, &counter_deltas(None, &draft))?;
         for attempt in 0..APPEND_ATTEMPTS {
             let head = self.append_head(&draft.stream).await?;
-            let event = draft.clone().seal(head.as_ref(), now_rfc3339_ms())?;
+            let event = draft.clone().seal_after(head.as_ref(), now_rfc3339_ms())?;
             let mut items = self.event_puts(&event)?;
             items.push(TransactWriteItem::builder().update(counters.clone()).build());
+            items.push(self.head_hint_update(&event)?);
             // The event and its counters in one transaction; a re-send after a lost answer is idempotent.
             let reasons = match self.appended(&event, self.transact(items).await)? {
                 Transaction::Committed => return Ok(event),
@@ -394,14 +446,13 @@ impl AuditLog for DynamoStore {
             ("at".into(), s(now_rfc3339_ms())),
         ]);
         for attempt in 0..APPEND_ATTEMPTS {
-            let head = self.head(&draft.stream).await?;
-            let event = draft.clone().seal(head.as_ref(), now_rfc3339_ms())?;
-            let items = vec![
-                self.put(&self.table, marker.clone(), super::ABSENT)?,
-                self.put(&self.audit_table, Self::event_item(&event)?, "attribute_not_exists(seq)")?,
-                TransactWriteItem::builder().update(counters.clone()).build(),
-            ];
-            let reasons = match self.transact(items).await? {
+            let head = self.append_head(&draft.stream).await?;
+            let event = draft.clone().seal_after(head.as_ref(), now_rfc3339_ms())?;
+            let mut items = vec![self.put(&self.table, marker.clone(), super::ABSENT)?];
+            items.extend(self.event_puts(&event)?);
+            items.push(TransactWriteItem::builder().update(counters.clone()).build());
+            items.push(self.head_hint_update(&event)?);
+            let reasons = match self.appended(&event, self.transact(items).await)? {
                 Transaction::Committed => return Ok(Some(event)),
                 Transaction::Cancelled(reasons) => reasons,
             };

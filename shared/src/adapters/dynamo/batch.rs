@@ -1,7 +1,7 @@
 //! Batches of blob links (issue 19): which of many digests a workspace links (BatchGetItem, 100 keys
 //! per call, the calls concurrent); many links with their audit events in TransactWriteItems of
-//! `LINKS_PER_TRANSACTION` links each (two actions per link and the two counter items: within
-//! DynamoDB's 100 actions). Each transaction is whole; a failure stops at the first transaction that
+//! `LINKS_PER_TRANSACTION` links each (two actions per link, the two counter items, the stream's head
+//! hint and perhaps its birth: within DynamoDB's 100 actions). Each transaction is whole; a failure stops at the first transaction that
 //! did not commit and says so (`LinksCommit`), and sending the same links again is idempotent.
 
 use std::collections::BTreeMap;
@@ -10,11 +10,10 @@ use aws_sdk_dynamodb::types::TransactWriteItem;
 
 use super::{ABSENT, APPEND_ATTEMPTS, DynamoStore, Item, Transaction, catalog, get_n, get_s, meta_key};
 use crate::domain::time::now_rfc3339_ms;
-use crate::domain::{AuditDraft, AuditEvent, Digest, WorkspaceId};
+use crate::domain::{AuditDraft, AuditEvent, ChainHead, Digest, WorkspaceId};
 use crate::error::{Dependency, Error, Result};
 use crate::ports::{
-    AuditLog, BUSINESS_COUNTERS, BlobLink, Change, Commit, LINKS_PER_TRANSACTION, LinksCommit, counter_deltas,
-    workspace_deltas,
+    BUSINESS_COUNTERS, BlobLink, Change, Commit, LINKS_PER_TRANSACTION, LinksCommit, counter_deltas, workspace_deltas,
 };
 
 /// Keys per BatchGetItem (DynamoDB's limit).
@@ -84,11 +83,11 @@ impl DynamoStore {
             if pending.is_empty() {
                 break;
             }
-            let mut heads: BTreeMap<String, Option<AuditEvent>> = BTreeMap::new();
+            let mut heads: BTreeMap<String, Option<ChainHead>> = BTreeMap::new();
             for &i in &pending {
                 let stream = &chunk[i].1.stream;
                 if !heads.contains_key(stream) {
-                    heads.insert(stream.clone(), self.head(stream).await?);
+                    heads.insert(stream.clone(), self.append_head(stream).await?);
                 }
             }
             let (mut links, mut events, mut sealed) = (Vec::new(), Vec::new(), Vec::new());
@@ -97,19 +96,27 @@ impl DynamoStore {
             for &i in &pending {
                 let (link, draft) = &chunk[i];
                 let head = heads.get_mut(&draft.stream).expect("read above");
-                let event = draft.clone().seal(head.as_ref(), now_rfc3339_ms())?;
+                let event = draft.clone().seal_after(head.as_ref(), now_rfc3339_ms())?;
                 let change = Change::LinkBlob(link.clone());
                 links.push(self.put(&self.table, catalog::link_item(link), ABSENT)?);
-                events.push(self.put(&self.audit_table, Self::event_item(&event)?, "attribute_not_exists(seq)")?);
+                events.extend(self.event_puts(&event)?);
                 summed(&mut business, counter_deltas(Some(&change), draft));
                 if let Some((ws, deltas)) = workspace_deltas(&change) {
                     summed(per_ws.entry(ws.to_owned()).or_default(), deltas);
                 }
-                *head = Some(event.clone());
+                *head = Some(ChainHead::from(&event));
                 sealed.push(event);
             }
             let mut items: Vec<TransactWriteItem> = links;
             items.extend(events);
+            // Each stream's last event in this transaction becomes its head hint.
+            let mut last: BTreeMap<String, AuditEvent> = BTreeMap::new();
+            for event in &sealed {
+                last.insert(event.stream.clone(), event.clone());
+            }
+            for event in last.values() {
+                items.push(self.head_hint_update(event)?);
+            }
             let business: Vec<(String, i64)> = business.into_iter().collect();
             items.push(TransactWriteItem::builder().update(self.counter_update(BUSINESS_COUNTERS, &business)?).build());
             for (ws, deltas) in per_ws {
@@ -118,7 +125,12 @@ impl DynamoStore {
             if items.len() > 100 {
                 return Err(Error::Internal(format!("a link transaction of {} actions", items.len())));
             }
-            let reasons = match self.transact(items).await? {
+            let outcome = self.transact(items).await;
+            for event in last.values() {
+                // Committed, each stream's last event is its head; otherwise the guesses are forgotten.
+                self.settle_head(event, matches!(outcome, Ok(Transaction::Committed)));
+            }
+            let reasons = match outcome? {
                 Transaction::Committed => {
                     for (&i, event) in pending.iter().zip(sealed) {
                         done[i] = Some(Commit::Applied(Box::new(event)));

@@ -393,9 +393,10 @@ impl MetaStore for DynamoStore {
         let change_items = self.change_items(&change)?;
         for attempt in 0..APPEND_ATTEMPTS {
             let head = self.append_head(&draft.stream).await?;
-            let event = draft.clone().seal(head.as_ref(), now_rfc3339_ms())?;
+            let event = draft.clone().seal_after(head.as_ref(), now_rfc3339_ms())?;
             let mut items = change_items.clone();
             items.extend(self.event_puts(&event)?);
+            items.push(self.head_hint_update(&event)?);
             let deltas = counter_deltas(Some(&change), &draft);
             items.push(TransactWriteItem::builder().update(self.counter_update(BUSINESS_COUNTERS, &deltas)?).build());
             if let Some((ws, deltas)) = workspace_deltas(&change) {

@@ -123,6 +123,10 @@ impl DynamoStore {
         }
         if let Some(ws) = workspace {
             keys.push(meta_key(SUSPENDED_PK, ws.as_str()));
+            if freeze {
+                // A change in `ws` appends to its stream: where that append goes, read now.
+                keys.push(super::audit::head_hint_key(ws.as_str()));
+            }
         }
         let mut gate = Gate {
             token: None,
@@ -156,6 +160,7 @@ impl DynamoStore {
             match pk.as_str() {
                 FREEZE_PK => gate.freeze = Some(freeze_from_item(&item)),
                 SUSPENDED_PK => gate.suspension = Some(suspension_from_item(&item)?),
+                p if p.starts_with(super::audit::HEAD_HINT_PK) => self.head_hint_read(&item)?,
                 _ => gate.token = Some(super::tokens::token_from_item(&item)?),
             }
         }
