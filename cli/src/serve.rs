@@ -25,6 +25,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/_local/blobs/{digest}", get(local_get))
         .route("/_local/uploads/{ws}/{id}", put(local_upload))
+        .route("/_local/uploads/{ws}/{id}/parts/{number}", put(local_part))
         .route("/console", get(console))
         .route("/console/", get(console))
         .route("/console/{*file}", get(console))
@@ -183,6 +184,37 @@ async fn local_upload(State(app): State<Arc<App>>, Path((ws, id)): Path<(String,
     .await;
     match result {
         Ok(_) => axum::http::StatusCode::CREATED.into_response(),
+        Err(e) => local_problem(e),
+    }
+}
+
+/// Stand-in for a presigned S3 UploadPart of a chunked upload (its checksum signed in): the same
+/// gates as `local_upload`.
+async fn local_part(
+    State(app): State<Arc<App>>,
+    Path((ws, id, number)): Path<(String, String, String)>,
+    req: Request,
+) -> Response {
+    let result = async {
+        let q = Query::of(req.uri());
+        let upload = UploadRef::parse(&WorkspaceId::parse(&ws)?, &id)?;
+        let number: u32 = number
+            .parse()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| Error::BadRequest("a part number is from 1 to 10000".into()))?;
+        let digest = Digest::parse(q.get("digest")?)?;
+        let grant = LocalGrant::part(&upload, number, &digest, q.number("size")?, q.expires()?);
+        let store = app.fs_blobs.as_ref().ok_or(Error::NotFound)?;
+        store.presigner().verify(&grant, q.get("sig")?)?;
+        let gate = app.meta.gate(None, true, Some(&upload.workspace)).await?;
+        helix_core::suspension::refuse_if_suspended(app.meta.as_ref(), &upload.workspace, gate.suspension).await?;
+        helix_core::freeze::refuse_if_frozen(app.meta.as_ref(), gate.freeze).await?;
+        store.receive_part(&upload, number, &digest, grant.size, req.into_body().into_data_stream()).await
+    }
+    .await;
+    match result {
+        Ok(()) => axum::http::StatusCode::OK.into_response(),
         Err(e) => local_problem(e),
     }
 }
