@@ -89,9 +89,17 @@ fn into_axum(resp: helix_core::http::Response) -> Response {
 async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
     let (mut parts, body) = req.into_parts();
     parts.extensions.insert(RequestId(new_request_id()));
-    // A batch of small blobs may be a little larger than one inline blob (helix_core::batch).
-    let batch = matches!(Route::parse(&parts.method, parts.uri.path()), Ok(Route::PublishBatch { .. }));
-    let limit = if batch { helix_core::batch::MAX_BATCH_BODY as u64 } else { app.config.inline_max };
+    // A batch of small blobs may be a little larger than one inline blob (helix_core::batch), and so may
+    // the plan of a chunked upload (a SHA-256 per part, up to 10,000 parts: ~750 KB), whatever
+    // HELIX_INLINE_MAX is (API Gateway and Lambda take 6 MB).
+    let route = Route::parse(&parts.method, parts.uri.path());
+    let batch = matches!(route, Ok(Route::PublishBatch { .. }));
+    let plan = matches!(route, Ok(Route::CreateUpload { .. }));
+    let limit = match (batch, plan) {
+        (true, _) => helix_core::batch::MAX_BATCH_BODY as u64,
+        (_, true) => (helix_core::batch::MAX_BATCH_BODY as u64).max(app.config.inline_max),
+        _ => app.config.inline_max,
+    };
     let bytes = match http_body_util::Limited::new(body, limit as usize).collect().await {
         Ok(c) => c.to_bytes(),
         Err(_) => {

@@ -148,6 +148,14 @@ pub async fn a_chunked_upload_is_joined_rehashed_and_linked_once_with_every_rule
     let (status, _) = plan_parts(&env, &publisher, "team-a", &d, bytes.len(), &sha, json!({"upload_id": id})).await;
     assert_eq!(status, 200, "linked already: nothing to upload");
 
+    // A plan's body is larger than HELIX_INLINE_MAX (1 KiB here) when the file has many parts: taken.
+    let many = 40;
+    let (_, dm) = unique_blob(1);
+    let shas: Vec<String> = (0..many).map(|i| Digest::of(&[i as u8]).to_string()).collect();
+    let (status, big_plan) = plan_parts(&env, &publisher, "team-a", &dm, many * part, &shas, json!({})).await;
+    assert_eq!(status, 200, "{big_plan}");
+    assert_eq!(big_plan["parts"].as_array().unwrap().len(), many);
+
     // One part only: a single upload, as before.
     let (small, ds) = unique_blob(part);
     let (status, one) =
