@@ -32,6 +32,10 @@ names and the length of each touched table's stream, and a cancelled transaction
 back: the same all-or-nothing outcome, stream records included, at the cost of the items written.
 Nothing else runs meanwhile (the DynamoDB lock above). `--log-requests` keeps werkzeug's line per
 request (off by default: it is a tenth of the emulator's time under the test suite).
+
+moto 5.2.5 answers ListParts with the root element <ListPartsResponse>; S3 answers <ListPartsResult>,
+which is what the SDKs parse (aws-sdk-rust refuses the other: "expected ListPartsResult"). Here the
+root of a ListParts answer (a GET with uploadId) is renamed; nothing else in it changes.
 """
 
 import argparse
@@ -211,6 +215,36 @@ class IsolatedDynamoDB:
         return [body_out]
 
 
+class ListPartsRoot:
+    """A ListParts answer (GET with `uploadId`) with S3's root element, <ListPartsResult>."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        if environ.get("REQUEST_METHOD") != "GET" or "uploadId=" not in environ.get("QUERY_STRING", ""):
+            return self.app(environ, start_response)
+        answered = []
+
+        def capture(status, headers, exc_info=None):
+            answered.append((status, list(headers), exc_info))
+            return lambda _data: None
+
+        result = self.app(environ, capture)
+        try:
+            body = b"".join(result)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+        body = body.replace(b"<ListPartsResponse", b"<ListPartsResult", 1).replace(
+            b"</ListPartsResponse>", b"</ListPartsResult>", 1)
+        status, headers, exc_info = answered[0]
+        headers = [(k, str(len(body)) if k.lower() == "content-length" else v) for k, v in headers]
+        start_response(status, headers, exc_info)
+        return [body]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("host")
@@ -222,7 +256,7 @@ def main() -> None:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
     os.environ.setdefault("MOTO_PORT", str(args.port))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    app = IsolatedDynamoDB(DomainDispatcherApplication(create_backend_app), serial=args.serial)
+    app = IsolatedDynamoDB(ListPartsRoot(DomainDispatcherApplication(create_backend_app)), serial=args.serial)
     run_simple(args.host, args.port, app, threaded=not args.serial, request_handler=MotoRequestHandler)
 
 

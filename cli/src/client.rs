@@ -53,6 +53,8 @@ pub struct Registry {
     http: reqwest::Client,
     /// Sent as `x-helix-operation` (the registry keeps it in read records: `via`).
     operation: Option<&'static str>,
+    /// Where a push keeps the ids of its chunked uploads, to resume them (`export::state_dir`).
+    state_dir: Option<std::path::PathBuf>,
 }
 
 impl Registry {
@@ -75,7 +77,13 @@ impl Registry {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ClientError::Other(e.to_string()))?;
-        Ok(Registry { url: url.trim_end_matches('/').to_owned(), token, http, operation: None })
+        Ok(Registry {
+            url: url.trim_end_matches('/').to_owned(),
+            token,
+            http,
+            operation: None,
+            state_dir: crate::export::state_dir(),
+        })
     }
 
     /// The same registry with another token.
@@ -85,6 +93,7 @@ impl Registry {
             token: Some(token.to_owned()),
             http: self.http.clone(),
             operation: self.operation,
+            state_dir: self.state_dir.clone(),
         }
     }
 
@@ -95,7 +104,19 @@ impl Registry {
             token: self.token.clone(),
             http: self.http.clone(),
             operation: Some(operation),
+            state_dir: self.state_dir.clone(),
         }
+    }
+
+    /// The same registry, keeping the client's records (the chunked uploads a push may resume) in
+    /// `dir` instead of HELIX_STATE_DIR's folder.
+    pub fn with_state_dir(mut self, dir: Option<std::path::PathBuf>) -> Registry {
+        self.state_dir = dir;
+        self
+    }
+
+    pub fn state_dir(&self) -> Option<&std::path::Path> {
+        self.state_dir.as_deref()
     }
 
     pub fn has_token(&self) -> bool {

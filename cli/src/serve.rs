@@ -25,6 +25,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/_local/blobs/{digest}", get(local_get))
         .route("/_local/uploads/{ws}/{id}", put(local_upload))
+        .route("/_local/uploads/{ws}/{id}/parts/{number}", put(local_part))
         .route("/console", get(console))
         .route("/console/", get(console))
         .route("/console/{*file}", get(console))
@@ -88,9 +89,17 @@ fn into_axum(resp: helix_core::http::Response) -> Response {
 async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
     let (mut parts, body) = req.into_parts();
     parts.extensions.insert(RequestId(new_request_id()));
-    // A batch of small blobs may be a little larger than one inline blob (helix_core::batch).
-    let batch = matches!(Route::parse(&parts.method, parts.uri.path()), Ok(Route::PublishBatch { .. }));
-    let limit = if batch { helix_core::batch::MAX_BATCH_BODY as u64 } else { app.config.inline_max };
+    // A batch of small blobs may be a little larger than one inline blob (helix_core::batch), and so may
+    // the plan of a chunked upload (a SHA-256 per part, up to 10,000 parts: ~750 KB), whatever
+    // HELIX_INLINE_MAX is (API Gateway and Lambda take 6 MB).
+    let route = Route::parse(&parts.method, parts.uri.path());
+    let batch = matches!(route, Ok(Route::PublishBatch { .. }));
+    let plan = matches!(route, Ok(Route::CreateUpload { .. }));
+    let limit = match (batch, plan) {
+        (true, _) => helix_core::batch::MAX_BATCH_BODY as u64,
+        (_, true) => (helix_core::batch::MAX_BATCH_BODY as u64).max(app.config.inline_max),
+        _ => app.config.inline_max,
+    };
     let bytes = match http_body_util::Limited::new(body, limit as usize).collect().await {
         Ok(c) => c.to_bytes(),
         Err(_) => {
@@ -183,6 +192,37 @@ async fn local_upload(State(app): State<Arc<App>>, Path((ws, id)): Path<(String,
     .await;
     match result {
         Ok(_) => axum::http::StatusCode::CREATED.into_response(),
+        Err(e) => local_problem(e),
+    }
+}
+
+/// Stand-in for a presigned S3 UploadPart of a chunked upload (its checksum signed in): the same
+/// gates as `local_upload`.
+async fn local_part(
+    State(app): State<Arc<App>>,
+    Path((ws, id, number)): Path<(String, String, String)>,
+    req: Request,
+) -> Response {
+    let result = async {
+        let q = Query::of(req.uri());
+        let upload = UploadRef::parse(&WorkspaceId::parse(&ws)?, &id)?;
+        let number: u32 = number
+            .parse()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| Error::BadRequest("a part number is from 1 to 10000".into()))?;
+        let digest = Digest::parse(q.get("digest")?)?;
+        let grant = LocalGrant::part(&upload, number, &digest, q.number("size")?, q.expires()?);
+        let store = app.fs_blobs.as_ref().ok_or(Error::NotFound)?;
+        store.presigner().verify(&grant, q.get("sig")?)?;
+        let gate = app.meta.gate(None, true, Some(&upload.workspace)).await?;
+        helix_core::suspension::refuse_if_suspended(app.meta.as_ref(), &upload.workspace, gate.suspension).await?;
+        helix_core::freeze::refuse_if_frozen(app.meta.as_ref(), gate.freeze).await?;
+        store.receive_part(&upload, number, &digest, grant.size, req.into_body().into_data_stream()).await
+    }
+    .await;
+    match result {
+        Ok(()) => axum::http::StatusCode::OK.into_response(),
         Err(e) => local_problem(e),
     }
 }

@@ -127,7 +127,7 @@ class Emulator:
         self.port = s.getsockname()[1]
         s.close()
         os.environ["MOTO_PORT"] = str(self.port)
-        self.recorder = Recorder(project_emulator.IsolatedDynamoDB(DomainDispatcherApplication(create_backend_app)))
+        self.recorder = Recorder(project_emulator.IsolatedDynamoDB(project_emulator.ListPartsRoot(DomainDispatcherApplication(create_backend_app))))
         self.server = make_server("127.0.0.1", self.port, self.recorder, threaded=True)
         self.server.RequestHandlerClass.log_request = lambda *a, **k: None
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

@@ -51,6 +51,7 @@ import cfn as cfnmod  # noqa: E402
 import gateway as gw  # noqa: E402
 import policy  # noqa: E402
 import stack as stackmod  # noqa: E402
+from uploads import chunked_upload  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(HERE))
 STACK, STACK2 = "helix-rehearsal", "helix-rehearsal-2"
@@ -259,6 +260,7 @@ def drive(api, helix, env, report, functions):
     digest = "sha256:" + hashlib.sha256(blob).hexdigest()
     want("PUT blob", api.call("PUT", f"/v1/workspaces/{ws}/blobs/{digest}", raw=blob, token=pub, headers={"Content-Type": "application/octet-stream"}), (200, 201))
     want("HEAD blob", api.call("HEAD", f"/v1/workspaces/{ws}/blobs/{digest}", token=pub))
+    chunked_upload(api, ws, pub, want, report)
     # Batches: which digests the workspace lacks (BatchGetItem of links), many blobs in one request
     # (TransactWriteItems of links and events), many blobs in one framed answer.
     batch_blob = b"rehearsal batch blob"

@@ -24,8 +24,7 @@ use crate::ports::{
     UploadRef,
 };
 
-/// How long a presigned upload URL lives.
-pub const UPLOAD_URL_TTL: Duration = Duration::from_secs(900);
+pub use crate::ports::UPLOAD_URL_TTL;
 /// How long a presigned download URL lives.
 pub const DOWNLOAD_URL_TTL: Duration = Duration::from_secs(300);
 /// Largest single-request upload (S3's PutObject limit).
@@ -310,6 +309,9 @@ pub struct UploadPlan {
     pub upload_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upload: Option<Presigned>,
+    /// A chunked upload (`start_upload_in_parts`): the parts to send instead of `upload`.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub chunked: Option<crate::chunked::PartsPlan>,
 }
 
 /// POST uploads. Proof of possession: `exists: true` only when the digest is linked in `ws`, or
@@ -325,16 +327,62 @@ pub async fn start_upload(
     mount_from: Option<&WorkspaceId>,
 ) -> Result<UploadPlan> {
     if size == 0 || size > MAX_UPLOAD_SIZE {
-        return Err(Error::BadRequest(format!("size must be an integer in 1..={MAX_UPLOAD_SIZE}")));
+        return Err(Error::BadRequest(format!(
+            "size must be an integer in 1..={MAX_UPLOAD_SIZE} (larger files: part_sha256, a chunked upload)"
+        )));
     }
-    let plan = |exists, mounted_from: Option<&WorkspaceId>| UploadPlan {
+    if let Some(done) = linked_or_mounted(app, caller, ws, digest, size, mount_from).await? {
+        return Ok(done);
+    }
+    let upload = UploadRef::new(ws);
+    let presigned = app.blobs.presign_upload(&upload, digest, size, UPLOAD_URL_TTL).await?;
+    Ok(UploadPlan { upload_id: Some(upload.id), upload: Some(presigned), ..empty_plan(digest, size, false, None) })
+}
+
+/// POST uploads with `part_sha256`: a chunked upload (`crate::chunked`), or with `upload_id` the
+/// same one again: the parts the store holds and URLs for the rest. The same proof of possession
+/// as `start_upload`.
+pub async fn start_upload_in_parts(
+    app: &App,
+    caller: Caller<'_>,
+    ws: &WorkspaceId,
+    digest: &Digest,
+    size: u64,
+    mount_from: Option<&WorkspaceId>,
+    parts: crate::chunked::PartsRequest<'_>,
+) -> Result<UploadPlan> {
+    if size == 0 || size > crate::chunked::MAX_CHUNKED_SIZE {
+        return Err(Error::BadRequest(format!("size must be an integer in 1..={}", crate::chunked::MAX_CHUNKED_SIZE)));
+    }
+    if let Some(done) = linked_or_mounted(app, caller, ws, digest, size, mount_from).await? {
+        return Ok(done);
+    }
+    let (upload, parts) = crate::chunked::plan(app, ws, digest, size, parts).await?;
+    Ok(UploadPlan { upload_id: Some(upload.id), chunked: Some(parts), ..empty_plan(digest, size, false, None) })
+}
+
+fn empty_plan(digest: &Digest, size: u64, exists: bool, mounted_from: Option<&WorkspaceId>) -> UploadPlan {
+    UploadPlan {
         digest: digest.clone(),
         size,
         exists,
         mounted_from: mounted_from.map(ToString::to_string),
         upload_id: None,
         upload: None,
-    };
+        chunked: None,
+    }
+}
+
+/// The answer when nothing is to be uploaded: the digest is linked in `ws`, or now mounted into it.
+async fn linked_or_mounted(
+    app: &App,
+    caller: Caller<'_>,
+    ws: &WorkspaceId,
+    digest: &Digest,
+    size: u64,
+    mount_from: Option<&WorkspaceId>,
+) -> Result<Option<UploadPlan>> {
+    let plan = |exists, mounted_from: Option<&WorkspaceId>| Some(empty_plan(digest, size, exists, mounted_from));
     if mount_from.is_some_and(|source| !caller.principal.workspace_id.covers(source)) {
         return Err(Error::ForbiddenWorkspace);
     }
@@ -376,9 +424,7 @@ pub async fn start_upload(
             Err(e) => return Err(e),
         }
     }
-    let upload = UploadRef::new(ws);
-    let presigned = app.blobs.presign_upload(&upload, digest, size, UPLOAD_URL_TTL).await?;
-    Ok(UploadPlan { upload_id: Some(upload.id), upload: Some(presigned), ..plan(false, None) })
+    Ok(None)
 }
 
 /// A digest's size is fixed: a request naming another size for a linked blob is a client error.
@@ -415,20 +461,31 @@ pub async fn complete_upload_with_link(
     if let Some(existing) = link_of(app, ws, digest, read).await? {
         return Ok(Linked::existing(existing));
     }
+    // A chunked upload: every part stored, then joined into the staging object (crate::chunked).
+    let chunked = crate::chunked::join(app, &upload, digest).await?;
     let staged = app.blobs.staged(&upload).await?.ok_or(Error::UploadMissing)?;
     let verified = match verify_staged(app.blobs.as_ref(), &upload, &staged, digest).await {
         Ok(v) => v,
         Err(e @ Error::DigestMismatch { .. }) => {
             discard(app, &upload).await;
+            if let Some(joined) = &chunked {
+                crate::chunked::discard(app, &upload, joined).await;
+            }
             return Err(e);
         }
         Err(e) => return Err(e),
     };
     let key =
         place(app, caller.request_id, digest, Source::Staged(&upload, &staged, verified.by_store_checksum)).await?;
-    let details = json!({"size": verified.size, "verified_by": verified.method(), "upload_id": upload.id});
+    let mut details = json!({"size": verified.size, "verified_by": verified.method(), "upload_id": upload.id});
+    if chunked.is_some() {
+        details["chunked"] = json!(true);
+    }
     let linked = link(app, caller, ws, &key, verified.size, "upload.complete", details).await?;
     discard(app, &upload).await;
+    if let Some(joined) = &chunked {
+        crate::chunked::discard(app, &upload, joined).await;
+    }
     Ok(linked)
 }
 

@@ -82,6 +82,9 @@ pub struct Config {
     pub s3_object_lock: Option<ObjectLock>,
     /// Part size of multipart document uploads (HELIX_S3_PART_SIZE, bytes, 5 MiB to 5 GiB).
     pub s3_part_size: u64,
+    /// Part size of chunked uploads of large files (HELIX_UPLOAD_PART_SIZE, bytes; larger when a file
+    /// needs more than 10,000 parts): a file of more than one part is uploaded in parts.
+    pub upload_part_size: u64,
     pub dynamodb_endpoint_url: Option<String>,
     pub kms_endpoint_url: Option<String>,
     pub aws_region: Option<String>,
@@ -229,6 +232,11 @@ pub const DEFAULT_S3_PART_SIZE: u64 = 64 * 1024 * 1024;
 /// S3's smallest part (all but the last) and largest part.
 pub const MIN_S3_PART_SIZE: u64 = 5 * 1024 * 1024;
 pub const MAX_S3_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+/// Chunked uploads: 64 MiB parts by default (10,000 hold 625 GiB; a larger file gets larger parts).
+pub const DEFAULT_UPLOAD_PART_SIZE: u64 = 64 * 1024 * 1024;
+/// The smallest part of a chunked upload on the embedded store (S3's is `MIN_S3_PART_SIZE`): small
+/// parts let tests exercise many parts with little data.
+pub const MIN_FS_UPLOAD_PART_SIZE: u64 = 64 * 1024;
 /// Official exports of one bundle version, at most (a version exported a thousand times is a
 /// pipeline in a loop, not a release; publish a new version).
 pub const DEFAULT_EXPORT_LIMIT: u64 = 1000;
@@ -341,6 +349,17 @@ impl Config {
                 return Err(err("HELIX_S3_PART_SIZE", "is not a number of bytes from 5 MiB (5242880) to 5 GiB"));
             }
         };
+        let min_part = if blob_backend == BlobBackend::S3 { MIN_S3_PART_SIZE } else { MIN_FS_UPLOAD_PART_SIZE };
+        let upload_part_size = match get("HELIX_UPLOAD_PART_SIZE").as_deref().map(str::parse::<u64>) {
+            None => DEFAULT_UPLOAD_PART_SIZE,
+            Some(Ok(n)) if (min_part..=MAX_S3_PART_SIZE).contains(&n) => n,
+            Some(_) => {
+                return Err(err(
+                    "HELIX_UPLOAD_PART_SIZE",
+                    format!("is not a number of bytes from {min_part} to 5 GiB (5368709120) for this blob backend"),
+                ));
+            }
+        };
 
         let governance_mode = match get("HELIX_GOVERNANCE_MODE").as_deref() {
             None | Some("enforce") => GovernanceMode::Enforce,
@@ -448,6 +467,7 @@ impl Config {
             s3_checksums_verified,
             s3_object_lock,
             s3_part_size,
+            upload_part_size,
             dynamodb_endpoint_url: get("AWS_ENDPOINT_URL_DYNAMODB").or_else(|| aws_endpoint.clone()),
             kms_endpoint_url: get("AWS_ENDPOINT_URL_KMS").or_else(|| aws_endpoint.clone()),
             aws_region: get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION")),
@@ -634,6 +654,21 @@ mod tests {
             (&[("HELIX_S3_OBJECT_LOCK_DAYS", "30")][..], "HELIX_S3_OBJECT_LOCK_MODE"),
         ] {
             assert_eq!(cfg(Mode::Serve, vars).unwrap_err().var, var, "{vars:?}");
+        }
+    }
+
+    /// Chunked uploads: 64 MiB parts by default; S3's 5 MiB smallest part on S3, 64 KiB on the
+    /// embedded store (tests use small parts); never above 5 GiB.
+    #[test]
+    fn upload_part_size_is_checked_against_the_blob_backend() {
+        assert_eq!(cfg(Mode::Serve, &[]).unwrap().upload_part_size, DEFAULT_UPLOAD_PART_SIZE);
+        let fs = cfg(Mode::Serve, &[("HELIX_UPLOAD_PART_SIZE", "65536")]).unwrap();
+        assert_eq!(fs.upload_part_size, MIN_FS_UPLOAD_PART_SIZE);
+        let s3_small = [("HELIX_BLOB_BACKEND", "s3"), ("HELIX_S3_BUCKET", "b"), ("HELIX_UPLOAD_PART_SIZE", "65536")];
+        assert_eq!(cfg(Mode::Serve, &s3_small).unwrap_err().var, "HELIX_UPLOAD_PART_SIZE");
+        for bad in ["65535", "6442450944", "64MiB"] {
+            let e = cfg(Mode::Serve, &[("HELIX_UPLOAD_PART_SIZE", bad)]).unwrap_err();
+            assert_eq!(e.var, "HELIX_UPLOAD_PART_SIZE", "{bad:?}");
         }
     }
 }

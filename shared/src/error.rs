@@ -77,6 +77,9 @@ pub enum Error {
     SelfApproval,
     #[error("no such upload in this workspace: start one with POST .../uploads and PUT the bytes to its URL")]
     UploadMissing,
+    /// `complete` of a chunked upload some of whose parts the store does not hold (which ones).
+    #[error("the upload is incomplete: {0}; send them, then complete again")]
+    UploadIncomplete(String),
     #[error("stored object does not match its digest: {0}")]
     BlobIntegrity(String),
     #[error("no such token")]

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod batch;
 pub mod blobs;
 pub mod bundles;
+pub mod chunked;
 pub mod config;
 pub mod console;
 pub mod domain;

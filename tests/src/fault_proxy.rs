@@ -39,6 +39,9 @@ pub struct FaultProxy {
     pub cut_next_long_response: Arc<AtomicUsize>,
     /// Each request's head and the bytes of its answer sent to the client (head and body).
     pub responses: Arc<Mutex<Vec<(String, usize)>>>,
+    /// Part uploads (a PUT to `uploads/`, of `/parts/` or with `partNumber=`) still to forward; then each is answered
+    /// 503 without reaching the upstream (`usize::MAX`: every one is forwarded).
+    pub part_uploads_left: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -132,6 +135,7 @@ struct Faults {
     unprocessed_batch_reads: Arc<AtomicUsize>,
     cut_next_long_response: Arc<AtomicUsize>,
     responses: Arc<Mutex<Vec<(String, usize)>>>,
+    part_uploads_left: Arc<AtomicUsize>,
 }
 
 /// The first raw answer to each `ClientRequestToken`.
@@ -167,7 +171,9 @@ impl FaultProxy {
             unprocessed_batch_reads: Arc::new(AtomicUsize::new(0)),
             cut_next_long_response: Arc::new(AtomicUsize::new(0)),
             responses: Arc::new(Mutex::new(Vec::new())),
+            part_uploads_left: Arc::new(AtomicUsize::new(usize::MAX)),
         };
+        let part_uploads_left = faults.part_uploads_left.clone();
         let (drops, seen, tokens) = (faults.drops.clone(), faults.seen.clone(), faults.tokens.clone());
         let (requests, hidden_blob_heads) = (faults.requests.clone(), faults.hidden_blob_heads.clone());
         let (calls, unprocessed_batch_reads) = (faults.calls.clone(), faults.unprocessed_batch_reads.clone());
@@ -191,6 +197,7 @@ impl FaultProxy {
             unprocessed_batch_reads,
             cut_next_long_response,
             responses,
+            part_uploads_left,
             task,
         }
     }
@@ -242,6 +249,13 @@ async fn relay(mut client: TcpStream, upstream: &str, faults: &Faults) -> std::i
         calls.len() - 1
     };
     let first_line = head.lines().next().unwrap_or_default();
+    let part_put = first_line.starts_with("put ")
+        && first_line.contains("/uploads/")
+        && (first_line.contains("/parts/") || first_line.contains("partnumber="));
+    if part_put && faults.part_uploads_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, countdown).is_err() {
+        client.write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await?;
+        return client.shutdown().await;
+    }
     if first_line.starts_with("head ")
         && first_line.contains("/blobs/")
         && faults.hidden_blob_heads.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()

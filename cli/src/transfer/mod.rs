@@ -24,6 +24,7 @@ use crate::client::ClientError;
 
 /// Read and write in chunks of this size (hashing, uploads, downloads).
 mod batch;
+mod chunked;
 mod progress;
 mod pull;
 mod push;

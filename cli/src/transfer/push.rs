@@ -168,10 +168,12 @@ pub async fn push(
     let batched = futures_util::stream::iter(batches.iter().map(|b| super::batch::upload(registry, ws, b, &progress)))
         .buffer_unordered(opts.jobs.max(1))
         .try_collect::<Vec<()>>();
-    let single =
-        futures_util::stream::iter(large.iter().map(|(d, f)| upload(registry, ws, d, f, inline_max, &progress)))
-            .buffer_unordered(opts.jobs.max(1))
-            .try_collect::<Vec<()>>();
+    let single = futures_util::stream::iter(large.iter().map(|(d, f)| {
+        let part_size = super::chunked::part_size_of(&status, f.size);
+        upload(registry, ws, d, f, inline_max, part_size, &progress)
+    }))
+    .buffer_unordered(opts.jobs.max(1))
+    .try_collect::<Vec<()>>();
     futures_util::try_join!(batched, single)?;
     let elapsed = progress.finish();
 
@@ -224,13 +226,15 @@ pub(super) async fn preflight(
     }
 }
 
-/// Upload one blob the workspace lacks: inline up to `inline_max`, else presigned PUT and complete.
+/// Upload one blob the workspace lacks: inline up to `inline_max`, in parts above one part
+/// (`part_size`, as the registry's status says), else presigned PUT and complete.
 pub(super) async fn upload(
     registry: &Registry,
     ws: &WorkspaceId,
     digest: &Digest,
     file: &LocalFile,
     inline_max: u64,
+    part_size: Option<u64>,
     progress: &Progress,
 ) -> Result<(), ClientError> {
     let read_err = |e: std::io::Error| other(format!("{}: {e}", file.abs.display()));
@@ -240,6 +244,9 @@ pub(super) async fn upload(
         registry.answer(req).await.map_err(|e| in_file(e, &file.path))?;
         progress.add(file.size);
         return Ok(());
+    }
+    if let Some(part_size) = part_size {
+        return super::chunked::upload(registry, ws, digest, file, part_size, progress).await;
     }
     let plan = registry
         .post(&format!("/v1/workspaces/{ws}/uploads"), &json!({"digest": digest.to_string(), "size": file.size}))

@@ -6,6 +6,7 @@
 use helix_core::App;
 use helix_core::blobs::{self, Caller, Linked};
 use helix_core::bundles;
+use helix_core::chunked::PartsRequest;
 use helix_core::domain::{Digest, WorkspaceId};
 use helix_core::http::{self, Ctx, Function, Request, Response, Route};
 use serde::Deserialize;
@@ -22,6 +23,10 @@ struct UploadRequest {
     size: u64,
     /// Link from this workspace instead of uploading (OCI cross-repository mount).
     mount_from: Option<String>,
+    /// A chunked upload: the SHA-256 of each part, in order (helix_core::chunked).
+    part_sha256: Option<Vec<String>>,
+    /// With `part_sha256`: the chunked upload to resume (the parts stored and URLs for the rest).
+    upload_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -51,7 +56,20 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
             let body: UploadRequest = http::json_body(req)?;
             let digest = Digest::parse(&body.digest)?;
             let from = body.mount_from.as_deref().map(WorkspaceId::parse).transpose()?;
-            Ok(http::json(200, &blobs::start_upload(app, caller, ws, &digest, body.size, from.as_ref()).await?))
+            let plan = match body.part_sha256 {
+                Some(parts) => {
+                    let parts = parts.iter().map(|d| Digest::parse(d)).collect::<helix_core::Result<Vec<_>>>()?;
+                    let request = PartsRequest { part_sha256: &parts, upload_id: body.upload_id.as_deref() };
+                    blobs::start_upload_in_parts(app, caller, ws, &digest, body.size, from.as_ref(), request).await?
+                }
+                None if body.upload_id.is_some() => {
+                    return Err(helix_core::Error::BadRequest(
+                        "upload_id is given with part_sha256 (a chunked upload)".into(),
+                    ));
+                }
+                None => blobs::start_upload(app, caller, ws, &digest, body.size, from.as_ref()).await?,
+            };
+            Ok(http::json(200, &plan))
         }
         Route::PutBundleVersion { ws, name, version } => {
             let v = bundles::register(app, caller, ws, name, version, http::body_bytes(req)).await?;

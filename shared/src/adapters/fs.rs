@@ -20,8 +20,10 @@ use crate::domain::time::now_unix;
 use crate::domain::{Digest, DigestWriter};
 use crate::error::{Dependency, Error, Result};
 use crate::ports::{
-    BlobBackendInfo, BlobHead, BlobKey, BlobReader, BlobStore, Presigned, PutOutcome, Staged, UploadRef,
+    BlobBackendInfo, BlobHead, BlobKey, BlobReader, BlobStore, Presigned, PutOutcome, Staged, StoredPart, UploadRef,
 };
+
+mod parts;
 
 pub const LOCAL_BLOB_PATH: &str = "/_local/blobs/";
 pub const LOCAL_UPLOAD_PATH: &str = "/_local/uploads/";
@@ -58,6 +60,17 @@ impl LocalGrant {
             resource: format!("blobs/{}", key.storage_key()),
             digest: String::new(),
             size: 0,
+            expires,
+        }
+    }
+
+    /// An upload of part `number` of a chunked upload, of `size` bytes that hash to `digest`.
+    pub fn part(upload: &UploadRef, number: u32, digest: &Digest, size: u64, expires: i64) -> LocalGrant {
+        LocalGrant {
+            method: "PUT",
+            resource: format!("{}/parts/{number}", upload.storage_key()),
+            digest: digest.to_string(),
+            size,
             expires,
         }
     }
@@ -115,6 +128,13 @@ impl LocalPresigner {
     fn upload_url(&self, upload: &UploadRef, digest: &Digest, size: u64, ttl: Duration) -> Presigned {
         let grant = LocalGrant::upload(upload, digest, size, now_unix() + ttl.as_secs() as i64);
         let path = format!("{LOCAL_UPLOAD_PATH}{}/{}?digest={digest}&size={size}", upload.workspace, upload.id);
+        self.presigned(&grant, path)
+    }
+
+    fn part_url(&self, upload: &UploadRef, number: u32, digest: &Digest, size: u64, ttl: Duration) -> Presigned {
+        let grant = LocalGrant::part(upload, number, digest, size, now_unix() + ttl.as_secs() as i64);
+        let path =
+            format!("{LOCAL_UPLOAD_PATH}{}/{}/parts/{number}?digest={digest}&size={size}", upload.workspace, upload.id);
         self.presigned(&grant, path)
     }
 
@@ -473,6 +493,47 @@ impl BlobStore for FsBlobStore {
             Err(Error::Unavailable { .. }) if !self.upload_path(upload).exists() => Err(Error::UploadMissing),
             other => other,
         }
+    }
+
+    async fn begin_parts(&self, upload: &UploadRef) -> Result<String> {
+        self.begin_parts_dir(upload).await
+    }
+
+    async fn presign_part(
+        &self,
+        upload: &UploadRef,
+        _store_id: &str,
+        number: u32,
+        sha256: &Digest,
+        size: u64,
+        ttl: Duration,
+    ) -> Result<Presigned> {
+        Ok(self.presigner.part_url(upload, number, sha256, size, ttl))
+    }
+
+    async fn stored_parts(&self, upload: &UploadRef, _store_id: &str) -> Result<Option<Vec<StoredPart>>> {
+        self.list_part_files(upload).await
+    }
+
+    async fn join_parts(&self, upload: &UploadRef, _store_id: &str, parts: &[StoredPart]) -> Result<PutOutcome> {
+        self.join_part_files(upload, parts).await
+    }
+
+    async fn put_plan(&self, upload: &UploadRef, plan: Bytes) -> Result<PutOutcome> {
+        let body = futures_util::stream::iter([Ok::<_, io::Error>(plan)]);
+        self.write_new(&parts::plan_path(&self.upload_path(upload)), None, None, body).await
+    }
+
+    async fn get_plan(&self, upload: &UploadRef) -> Result<Option<Bytes>> {
+        match tokio::fs::read(parts::plan_path(&self.upload_path(upload))).await {
+            Ok(b) => Ok(Some(Bytes::from(b))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(e)),
+        }
+    }
+
+    async fn discard_parts(&self, upload: &UploadRef, _store_id: &str) -> Result<()> {
+        self.remove_parts(upload).await
     }
 
     async fn discard(&self, upload: &UploadRef) -> Result<()> {

@@ -8,6 +8,7 @@
 //! retention; staging objects, written by clients through presigned PUTs, carry none.
 
 mod multipart;
+mod parts;
 
 use crate::adapters::lazy::LazyClient;
 use std::time::Duration;
@@ -24,7 +25,7 @@ use crate::domain::Digest;
 use crate::domain::time::now_unix;
 use crate::error::{Dependency, Error, Result};
 use crate::ports::{
-    BlobBackendInfo, BlobHead, BlobKey, BlobReader, BlobStore, Presigned, PutOutcome, Staged, UploadRef,
+    BlobBackendInfo, BlobHead, BlobKey, BlobReader, BlobStore, Presigned, PutOutcome, Staged, StoredPart, UploadRef,
 };
 
 const CONFLICT_RETRIES: u32 = 8;
@@ -328,6 +329,42 @@ impl BlobStore for S3BlobStore {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn begin_parts(&self, upload: &UploadRef) -> Result<String> {
+        self.create_parts(upload).await
+    }
+
+    async fn presign_part(
+        &self,
+        upload: &UploadRef,
+        store_id: &str,
+        number: u32,
+        sha256: &Digest,
+        size: u64,
+        ttl: Duration,
+    ) -> Result<Presigned> {
+        self.presign_upload_part(upload, store_id, number, sha256, size, ttl).await
+    }
+
+    async fn stored_parts(&self, upload: &UploadRef, store_id: &str) -> Result<Option<Vec<StoredPart>>> {
+        self.list_upload_parts(upload, store_id).await
+    }
+
+    async fn join_parts(&self, upload: &UploadRef, store_id: &str, parts: &[StoredPart]) -> Result<PutOutcome> {
+        self.complete_parts(upload, store_id, parts).await
+    }
+
+    async fn put_plan(&self, upload: &UploadRef, plan: Bytes) -> Result<PutOutcome> {
+        self.put_plan_object(upload, plan).await
+    }
+
+    async fn get_plan(&self, upload: &UploadRef) -> Result<Option<Bytes>> {
+        self.get_plan_object(upload).await
+    }
+
+    async fn discard_parts(&self, upload: &UploadRef, store_id: &str) -> Result<()> {
+        self.remove_parts(upload, store_id).await
     }
 
     async fn put_document_if_absent(&self, key: &str, bytes: Bytes) -> Result<PutOutcome> {

@@ -27,9 +27,11 @@ pub fn is_safe_text(value: &str, max_chars: usize) -> bool {
     !value.is_empty() && value.chars().count() <= max_chars && !value.chars().any(is_unsafe_char)
 }
 
-/// The reason given for a switch (freeze, suspension), trimmed: safe text of 1 to 1024 characters.
+/// The reason given for a switch (freeze, suspension), trimmed: safe text of 1 to 1024 characters,
+/// with no control character at its ends either (a newline is refused, not trimmed away, as
+/// docs/openapi.yaml's pattern says).
 pub fn switch_reason(reason: &str) -> crate::error::Result<&str> {
-    if !is_safe_text(reason, 1024) {
+    if !is_safe_text(reason, 1024) || reason.chars().any(is_unsafe_char) {
         return Err(crate::error::Error::BadRequest(
             "reason is 1 to 1024 characters, without control, line-separator or invisible formatting characters".into(),
         ));
@@ -45,4 +47,15 @@ pub fn is_unsafe_char(c: char) -> bool {
 /// Zero-width and bidirectional formatting characters: they make one name or path display as another.
 pub fn is_invisible_format(c: char) -> bool {
     matches!(c, '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_switch_reason_with_a_control_character_anywhere_is_refused() {
+        assert_eq!(super::switch_reason(" drill ").unwrap(), "drill");
+        for bad in ["\nI", "I\n", "\tI", "a\u{7}b", " "] {
+            assert!(super::switch_reason(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -17,6 +17,7 @@ pub fn classify(e: &Error) -> (u16, &'static str) {
         Error::BatchTooLarge(_) => (413, "batch_too_large"),
         Error::BlobMissing(_) => (404, "blob_missing"),
         Error::UploadMissing => (404, "upload_missing"),
+        Error::UploadIncomplete(_) => (409, "upload_incomplete"),
         Error::PreconditionFailed(_) => (412, "precondition_failed"),
         Error::RangeNotSatisfiable { .. } => (416, "range_not_satisfiable"),
         Error::InvalidManifest(_) => (400, "invalid_manifest"),

@@ -108,6 +108,22 @@ pub struct Staged {
     pub etag: Option<String>,
 }
 
+/// How long a presigned upload URL (a whole upload, or one part) lives.
+pub const UPLOAD_URL_TTL: Duration = Duration::from_secs(900);
+
+/// The most parts of one chunked upload (S3's limit; the embedded store's too).
+pub const MAX_PARTS: u64 = 10_000;
+
+/// One part of a chunked upload as the store holds it (`BlobStore::stored_parts`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredPart {
+    pub number: u32,
+    pub size: u64,
+    /// The part's SHA-256 as the store recorded it, when it keeps one.
+    pub sha256: Option<Digest>,
+    pub etag: Option<String>,
+}
+
 #[async_trait]
 pub trait BlobStore: Send + Sync {
     fn info(&self) -> BlobBackendInfo;
@@ -155,6 +171,42 @@ pub trait BlobStore: Send + Sync {
 
     /// Remove a staging object (done, or refused); a missing one is not an error.
     async fn discard(&self, upload: &UploadRef) -> Result<()>;
+
+    /// Begin a chunked upload whose parts join into `upload`'s staging object: the store's own id of
+    /// it (S3's UploadId), kept in the upload's plan (`put_plan`).
+    async fn begin_parts(&self, upload: &UploadRef) -> Result<String>;
+
+    /// A direct upload of part `number` of a chunked upload: `size` bytes that hash to `sha256`, both
+    /// signed in, so the store refuses other bytes.
+    async fn presign_part(
+        &self,
+        upload: &UploadRef,
+        store_id: &str,
+        number: u32,
+        sha256: &Digest,
+        size: u64,
+        ttl: Duration,
+    ) -> Result<Presigned>;
+
+    /// The parts received so far, by number; None when the store no longer knows the chunked upload
+    /// (joined already, aborted, or never begun).
+    async fn stored_parts(&self, upload: &UploadRef, store_id: &str) -> Result<Option<Vec<StoredPart>>>;
+
+    /// Join `parts` (in order, each as `stored_parts` listed it) into the upload's staging object:
+    /// `Existed` when the staging object is there already (a joined upload), `UploadMissing` when
+    /// neither the parts nor the object are.
+    async fn join_parts(&self, upload: &UploadRef, store_id: &str, parts: &[StoredPart]) -> Result<PutOutcome>;
+
+    /// Store a chunked upload's plan (a small document beside its staging key, never a client's to
+    /// write) unless one is there already; no retention (it is staging state).
+    async fn put_plan(&self, upload: &UploadRef, plan: Bytes) -> Result<PutOutcome>;
+
+    /// A chunked upload's plan, or None.
+    async fn get_plan(&self, upload: &UploadRef) -> Result<Option<Bytes>>;
+
+    /// Remove what a chunked upload left beside its staging object: its plan, and its parts (S3:
+    /// abort). Nothing there is not an error.
+    async fn discard_parts(&self, upload: &UploadRef, store_id: &str) -> Result<()>;
 
     /// Store a small document (the audit exports) at `key` (relative to the store's prefix, e.g.
     /// `audit/2026/11/22/manifest.json`) unless something is already there: `Existed` leaves the
