@@ -547,7 +547,9 @@ mod tests {
     }
 
     /// Who may sign receipts may write nothing but ledgers: no function holds kms:Sign together with
-    /// a meta-table write outside `GOV#` (a compromised publish function must not forge an approval).
+    /// a meta-table write outside `GOV#` (a compromised publish function must not forge an approval),
+    /// but for the counters and the audit head hints its appends move (`AUDITHEAD#`: a guess of where
+    /// the next audit event goes, which the event's conditional put checks; no state of a version).
     #[test]
     fn signers_write_only_ledgers_and_ledger_writers_sign() {
         let t = Template::load();
@@ -561,9 +563,10 @@ mod tests {
                 .collect();
             if signs {
                 assert!(
-                    meta_writes
-                        .iter()
-                        .all(|s| ["GOV#*", "GOV#keys", "COUNTER#*"].contains(&s.leading_keys.join(",").as_str())),
+                    meta_writes.iter().all(|s| {
+                        ["GOV#*", "GOV#keys", "COUNTER#*", "COUNTER#*,AUDITHEAD#*"]
+                            .contains(&s.leading_keys.join(",").as_str())
+                    }),
                     "{}: signs receipts and writes other meta items",
                     f.name
                 );

@@ -165,17 +165,28 @@ impl DynamoStore {
 
     /// A head hint read with a change's credential: remembered when it is of this audit table (a hint
     /// written before the audit table was restored from a backup names the old table, and is ignored:
-    /// it may be ahead of the restored chain, and a guess ahead of the head would leave a gap).
-    pub(super) fn head_hint_read(&self, item: &Item) -> Result<()> {
-        let pk = get_s(item, "pk")?;
-        let Some(stream) = pk.strip_prefix(HEAD_HINT_PK) else { return Ok(()) };
-        if get_s(item, "audit_table")? != self.audit_table {
-            return Ok(());
+    /// it may be ahead of the restored chain, and a guess ahead of the head would leave a gap). A hint
+    /// that does not parse is ignored too, never an error: it is only a guess, and failing the gate on
+    /// it would stop every change in the workspace, including the append that would rewrite it.
+    pub(super) fn head_hint_read(&self, item: &Item) {
+        let parsed = (|| -> Result<Option<(String, ChainHead)>> {
+            let pk = get_s(item, "pk")?;
+            let Some(stream) = pk.strip_prefix(HEAD_HINT_PK) else { return Ok(None) };
+            if get_s(item, "audit_table")? != self.audit_table {
+                return Ok(None);
+            }
+            let seq = get_n(item, "seq")?.filter(|&q| q >= 1);
+            let Some(seq) = seq else { return Ok(None) };
+            Ok(Some((
+                stream.to_owned(),
+                ChainHead { seq: seq as u64, ts: get_s(item, "ts")?, hash: get_s(item, "hash")? },
+            )))
+        })();
+        match parsed {
+            Ok(Some((stream, head))) => self.heads.remember(&stream, head),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "an audit head hint that does not parse: ignored"),
         }
-        let Some(seq) = get_n(item, "seq")? else { return Ok(()) };
-        let head = ChainHead { seq: seq as u64, ts: get_s(item, "ts")?, hash: get_s(item, "hash")? };
-        self.heads.remember(stream, head);
-        Ok(())
     }
 
     /// Up to `limit` events a query yields, page after page, from at most `max_pages` pages; and the

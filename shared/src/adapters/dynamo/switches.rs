@@ -160,7 +160,7 @@ impl DynamoStore {
             match pk.as_str() {
                 FREEZE_PK => gate.freeze = Some(freeze_from_item(&item)),
                 SUSPENDED_PK => gate.suspension = Some(suspension_from_item(&item)?),
-                p if p.starts_with(super::audit::HEAD_HINT_PK) => self.head_hint_read(&item)?,
+                p if p.starts_with(super::audit::HEAD_HINT_PK) => self.head_hint_read(&item),
                 _ => gate.token = Some(super::tokens::token_from_item(&item)?),
             }
         }
