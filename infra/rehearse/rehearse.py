@@ -58,7 +58,7 @@ ARTIFACTS = "helix-rehearsal-artifacts"
 HTTP_INSTANCES = 2
 # The first stack, the one the functions run on, locks what the registry writes (per-object retention,
 # the PutObjectRetention grants); the second keeps every default.
-STACK_PARAMS = {"ObjectLockMode": "GOVERNANCE", "ObjectLockDays": "1"}
+STACK_PARAMS = {"ObjectLockMode": "GOVERNANCE", "ObjectLockDays": "1", "ConsoleOrigin": "https://console.rehearsal.example"}
 WORK = None
 
 
@@ -522,6 +522,9 @@ def main():
         report.phase("routes exercised", f"{len(answered)} of {len(routes)}, {len(gateway.answers)} requests")
 
         drive_notify(emu, report, functions, physical, template)
+        for f in stackmod.console_downloads(gateway.url, emu, physical, STACK_PARAMS["ConsoleOrigin"]):
+            report.fail(f)
+        report.phase("console downloads from the bucket", f"connect-src names the bucket's presigned origin; CORS lets {STACK_PARAMS['ConsoleOrigin']} read, no other origin")
 
         # Every AWS call the functions made, evaluated offline.
         calls = [c for c in emu.recorder.calls if c.akid in functions]
