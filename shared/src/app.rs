@@ -206,6 +206,18 @@ pub async fn blob_download_origin(config: &Config) -> Option<String> {
     presigned_get_origin(&client, &config.s3_bucket, &format!("{}blobs/origin", config.s3_prefix)).await
 }
 
+/// `blob_download_origin` from the bucket's settings alone (the `console` function reads no table and
+/// no key): the bucket, its endpoint (HELIX_S3_ENDPOINT_URL, AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, as
+/// `Config` resolves it) and the region.
+pub async fn bucket_download_origin(bucket: &str, endpoint: Option<&str>, region: Option<String>) -> Option<String> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = region {
+        loader = loader.region(aws_config::Region::new(region));
+    }
+    let client = s3_client_with(endpoint, &loader.load().await);
+    presigned_get_origin(&client, bucket, "blobs/origin").await
+}
+
 /// The origin of a presigned GET of `bucket`/`key` made by `client` (with throwaway credentials).
 pub async fn presigned_get_origin(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Option<String> {
     let throwaway = aws_sdk_s3::config::Credentials::new("origin", "only", None, None, "helix-console");

@@ -11,7 +11,7 @@ use lambda_http::Body;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, SignIn};
+use crate::config::{Config, ConfigError, SignIn};
 use crate::http::Response;
 use crate::oidc::check_url;
 
@@ -107,8 +107,28 @@ impl Host {
     /// The blob store's download origin is worked out here, offline (`app::blob_download_origin`);
     /// the issuer's discovery document is read here (3 s at most).
     pub async fn from_config(config: &Config) -> Host {
-        let store = crate::app::blob_download_origin(config).await;
-        let sign_in = config.console_sign_in.clone();
+        Host::new(config.console_sign_in.clone(), crate::app::blob_download_origin(config).await).await
+    }
+
+    /// For the `console` function, which reads only what it needs: the OIDC sign-in settings and the
+    /// bucket's (HELIX_BLOB_BACKEND, HELIX_S3_BUCKET, the S3 endpoint and the region).
+    pub async fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Host, ConfigError> {
+        let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
+        let sign_in = crate::config::sign_in_from_lookup(get)?;
+        let store = match (get("HELIX_BLOB_BACKEND").as_deref(), get("HELIX_S3_BUCKET")) {
+            (None | Some("s3"), Some(bucket)) => {
+                let endpoint = get("HELIX_S3_ENDPOINT_URL")
+                    .or_else(|| get("AWS_ENDPOINT_URL_S3"))
+                    .or_else(|| get("AWS_ENDPOINT_URL"));
+                let region = get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION"));
+                crate::app::bucket_download_origin(&bucket, endpoint.as_deref(), region).await
+            }
+            _ => None,
+        };
+        Ok(Host::new(sign_in, store).await)
+    }
+
+    async fn new(sign_in: Option<SignIn>, store: Option<String>) -> Host {
         let console = Arc::new(Console::new(sign_in.as_ref(), store.as_slice()));
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(3))

@@ -2,8 +2,9 @@
 //! and headers `helix serve` answers (helix_core::console). The page calls the API on the same origin;
 //! this function touches no store and calls no AWS API; from the configuration it reads the OIDC
 //! sign-in (HELIX_OIDC_ISSUER, HELIX_OIDC_AUDIENCE, HELIX_OIDC_CLIENT_ID: `/console/config.json` and
-//! the policy's connect-src) and the bucket (HELIX_S3_BUCKET, AWS_REGION: the origin of its presigned
-//! downloads, worked out offline, in connect-src for the evidence pack's large files).
+//! the policy's connect-src; the issuer's discovery document names its token endpoint) and the bucket
+//! (HELIX_S3_BUCKET, its endpoint, AWS_REGION: the origin of its presigned downloads, worked out
+//! offline, in connect-src for the evidence pack's large files).
 
 use helix_core::console::Host;
 use helix_core::http::{Request, Response};
@@ -11,8 +12,7 @@ use lambda_http::RequestExt;
 
 /// The console as configured by the process environment; a bad setting fails the start.
 pub async fn from_env() -> Result<Host, helix_core::config::ConfigError> {
-    let config = helix_core::config::Config::from_env(helix_core::Mode::Lambda)?;
-    Ok(Host::from_config(&config).await)
+    Host::from_lookup(|k| std::env::var(k).ok()).await
 }
 
 pub async fn handle(console: &Host, req: &Request) -> Response {
