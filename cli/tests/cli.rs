@@ -134,6 +134,7 @@ fn every_help_entry_has_a_description() {
         "backup",
         "restore",
         "export",
+        "pack",
         "verify-pack",
         "teams token",
         "teams revoke",
