@@ -223,6 +223,7 @@ fn help_lists_commands_in_the_order_a_newcomer_meets_them() {
         "pull",
         "governance",
         "export",
+        "pack",
         "verify-pack",
         "audit",
         "smoke",
