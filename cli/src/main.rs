@@ -52,6 +52,9 @@ enum Command {
     /// closed (exit 3), unless HELIX_REGISTRY_ALLOW_UNREGISTERED_EXPORT=1 and --reason are given: then
     /// a local record is written and reported to the audit trail once the registry answers again.
     Export(commands::export::ExportArgs),
+    /// The evidence pack of an earlier official export (the latest, or --export-seq N), without
+    /// exporting again: the archive `helix export --pack` writes, checked before it is put in place.
+    Pack(commands::pack::PackArgs),
     /// Check an evidence pack (`helix export --pack`) offline against a key you pin: every file's
     /// digest, the manifest's, every receipt's signature and its key's validity at its date, the
     /// ledger's chain, and that the export receipt covers this manifest. Exit 0 with a one-line
@@ -153,6 +156,7 @@ async fn run(cli: Cli) -> commands::Res {
         Command::Backup { out } => commands::backup::backup(&config, &out),
         Command::Restore { from } => commands::backup::restore(&config, &from),
         Command::Export(args) => commands::export::run(args).await,
+        Command::Pack(args) => commands::pack::run(args).await,
         Command::VerifyPack(args) => commands::verify_pack::run(args).await,
     }
 }

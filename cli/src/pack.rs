@@ -1,4 +1,4 @@
-//! `helix export --pack FILE.tar`: after the official export, one archive with everything a partner needs
+//! `helix export --pack FILE.tar` (and `helix pack` for an earlier export): after the official export, one archive with everything a partner needs
 //! to check it offline (helix_core::evidence_pack: the layout, and the verification `helix verify-pack`
 //! runs). The files come through `helix pull` (each checked against its digest), the manifest, ledger and
 //! keys from the registry; the pack is verified with the registry's published keys before it is put in
@@ -35,6 +35,36 @@ pub fn check_free(file: &Path) -> Result<(), ClientError> {
         ))),
         Err(_) => Ok(()),
     }
+}
+
+/// An earlier official export of `bundle`, as `make` takes it (`{"seq", "receipt"}`): the export
+/// receipt with that seq, or the latest one, from the version's ledger, verified with the registry's
+/// published keys first. No export is made: the pack of an export a partner already received.
+pub async fn earlier_export(registry: &Registry, bundle: &str, seq: Option<u64>) -> Result<Value, ClientError> {
+    let (ws, name, version) = bundle_parts(bundle)?;
+    let path = version_path_of(&ws, &name, &version);
+    let ledger = registry.get(&format!("{path}/governance")).await?;
+    let keys = registry.get("/v1/governance/public-key").await?;
+    let keys = helix_core::keys::keys_of_document(&keys).map_err(other)?;
+    let document = serde_json::to_vec(&ledger).map_err(other)?;
+    let (envelopes, _) = helix_core::governance::receipts_in(&document).map_err(other)?;
+    let exports: Vec<(usize, u64)> = if envelopes.is_empty() {
+        Vec::new() // a version nobody decided on yet
+    } else {
+        let verified = helix_core::governance::verify_receipts(&envelopes, &keys, true)
+            .map_err(|e| other(format!("the ledger of {bundle} does not verify: {e}")))?;
+        verified.statements.iter().enumerate().filter(|(_, s)| s.kind == "export").map(|(i, s)| (i, s.seq)).collect()
+    };
+    let listed = || exports.iter().map(|(_, n)| n.to_string()).collect::<Vec<_>>().join(", ");
+    let (i, seq) = match seq {
+        None => *exports.last().ok_or_else(|| {
+            ClientError::Usage(format!("{bundle} was never exported: `helix export {bundle} --pack FILE` exports it"))
+        })?,
+        Some(n) => *exports.iter().find(|(_, s)| *s == n).ok_or_else(|| {
+            ClientError::Usage(format!("seq {n} is not an export receipt of {bundle} (its exports: {})", listed()))
+        })?,
+    };
+    Ok(json!({"seq": seq, "receipt": ledger["receipts"][i]}))
 }
 
 /// Make the evidence pack of `bundle`'s export (`answer`, the registry's export answer) at `file`.

@@ -22,16 +22,23 @@ use http_body_util::BodyExt;
 use tokio::net::TcpListener;
 
 pub fn router(app: Arc<App>) -> Router {
+    let host: ConsoleHost = (app.clone(), Arc::new(tokio::sync::OnceCell::new()));
+    let console = Router::new()
+        .route("/console", get(console))
+        .route("/console/", get(console))
+        .route("/console/{*file}", get(console))
+        .with_state(host);
     Router::new()
         .route("/_local/blobs/{digest}", get(local_get))
         .route("/_local/uploads/{ws}/{id}", put(local_upload))
         .route("/_local/uploads/{ws}/{id}/parts/{number}", put(local_part))
-        .route("/console", get(console))
-        .route("/console/", get(console))
-        .route("/console/{*file}", get(console))
+        .merge(console)
         .fallback(dispatch)
         .with_state(app)
 }
+
+/// The console as this server hosts it, set up at its first request (helix_core::console::Host).
+type ConsoleHost = (Arc<App>, Arc<tokio::sync::OnceCell<helix_core::console::Host>>);
 
 /// A server running in the background until dropped.
 pub struct Server {
@@ -129,8 +136,9 @@ async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
 }
 
 /// The web console's static assets, with their Content-Security-Policy, and its sign-in settings.
-async fn console(State(app): State<Arc<App>>, uri: axum::http::Uri) -> Response {
-    into_axum(helix_core::console::Console::new(app.config.console_sign_in.as_ref()).serve(uri.path()))
+async fn console(State((app, host)): State<ConsoleHost>, uri: axum::http::Uri) -> Response {
+    let host = host.get_or_init(|| helix_core::console::Host::from_config(&app.config)).await;
+    into_axum(host.serve(uri.path()).await)
 }
 
 /// Read size of the local presigned GET.

@@ -21,6 +21,9 @@ import urllib.parse
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "localstack"))
 
+# moto's server answers every request with a permissive CORS header unless told not to; the rehearsal
+# checks the bucket's own CORS rule (stack.console_downloads), as S3 applies it.
+os.environ["MOTO_DISABLE_GLOBAL_CORS"] = "1"
 import emulator as project_emulator  # noqa: E402  (localstack/emulator.py)
 from moto.kms import models as kms_models  # noqa: E402
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app  # noqa: E402

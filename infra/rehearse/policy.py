@@ -79,6 +79,10 @@ class Mapper:
             key = (call.body or {}).get("KeyId", "")
             arn = key if key.startswith("arn:") else f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{key}"
             return [Request(who, "kms:" + target.split(".", 1)[1], arn, {}, target)]
+        if target.startswith("secretsmanager."):
+            secret = (call.body or {}).get("SecretId", "")
+            arn = secret if secret.startswith("arn:") else f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{secret}"
+            return [Request(who, "secretsmanager:" + target.split(".", 1)[1], arn, {}, target)]
         if target.startswith("AWSEvents."):
             op = target.split(".", 1)[1]
             if op != "PutEvents":

@@ -52,6 +52,7 @@ import gateway as gw  # noqa: E402
 import policy  # noqa: E402
 import stack as stackmod  # noqa: E402
 from uploads import chunked_upload  # noqa: E402
+import webhook as webhookmod  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(HERE))
 STACK, STACK2 = "helix-rehearsal", "helix-rehearsal-2"
@@ -59,7 +60,7 @@ ARTIFACTS = "helix-rehearsal-artifacts"
 HTTP_INSTANCES = 2
 # The first stack, the one the functions run on, locks what the registry writes (per-object retention,
 # the PutObjectRetention grants); the second keeps every default.
-STACK_PARAMS = {"ObjectLockMode": "GOVERNANCE", "ObjectLockDays": "1"}
+STACK_PARAMS = {"ObjectLockMode": "GOVERNANCE", "ObjectLockDays": "1", "ConsoleOrigin": "https://console.rehearsal.example"}
 WORK = None
 
 
@@ -419,6 +420,7 @@ def drive_notify(emu, report, functions, physical, template):
             report.fail(f"no '{want}' event on the bus: {types}")
     report.phase("audit stream to notify to the bus", f"{len(records)} stream records, {len(passed)} passed the filter, "
                  f"{put} events put, {len(got)} arrived: {', '.join(types)}")
+    return [e.get("detail", {}).get("id") for e in got]
 
 
 def main():
@@ -451,6 +453,10 @@ def main():
         check_unmodelled(template)
         report.phase("SAM translated offline", f"{len(template['Resources'])} resources")
 
+        # The signed webhook, configured as docs/deploy.md says: a secret first, its ARN to the stack.
+        hook = webhookmod.Receiver()
+        started.append(hook)
+        STACK_PARAMS.update(WebhookUrl=hook.url, WebhookSecretArn=webhookmod.create_secret(emu))
         params = {STACK: STACK_PARAMS, STACK2: {}}
         resolver_for = lambda name, phys: cfnmod.Resolver(template, name, params[name], phys)  # noqa: E731
         physical, skipped = stackmod.create(emu, STACK, template, STACK_PARAMS, resolver_for)
@@ -533,7 +539,13 @@ def main():
             report.fail(f"function processes exited: {dead} (logs in {work}/logs)")
         report.phase("routes exercised", f"{len(answered)} of {len(routes)}, {len(gateway.answers)} requests")
 
-        drive_notify(emu, report, functions, physical, template)
+        ids = drive_notify(emu, report, functions, physical, template)
+        for f in webhookmod.check(hook, ids or []):
+            report.fail(f)
+        report.phase("signed webhooks from notify", f"{len(hook.got)} deliveries of {len(set(ids or []))} events, each signed with the key read from {webhookmod.SECRET_NAME}")
+        for f in stackmod.console_downloads(gateway.url, emu, physical, STACK_PARAMS["ConsoleOrigin"]):
+            report.fail(f)
+        report.phase("console downloads from the bucket", f"connect-src names the bucket's presigned origin; CORS lets {STACK_PARAMS['ConsoleOrigin']} read, no other origin")
 
         # Every AWS call the functions made, evaluated offline.
         calls = [c for c in emu.recorder.calls if c.akid in functions]
@@ -638,13 +650,18 @@ NEGATIVE = [
     ("NotifyFunction", "dynamodb:PutItem", "audit", {"dynamodb:LeadingKeys": ["x"]}),
     ("NotifyFunction", "dynamodb:Query", "audit", {"dynamodb:LeadingKeys": ["x"]}),
     ("NotifyFunction", "kms:Sign", "key", {}),
+    ("NotifyFunction", "secretsmanager:GetSecretValue", "another-secret", {}),
+    ("NotifyFunction", "secretsmanager:PutSecretValue", "webhook-secret", {}),
+    ("PublishFunction", "secretsmanager:GetSecretValue", "webhook-secret", {}),
 ]
 
 
 def negative_controls(ev, physical):
     key_arn = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{physical['SigningKey']}" if not physical["SigningKey"].startswith("arn:") else physical["SigningKey"]
     arns = {"meta": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{physical['MetaTable']}",
-            "audit": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{physical['AuditTable']}", "key": key_arn}
+            "audit": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{physical['AuditTable']}", "key": key_arn,
+            "webhook-secret": STACK_PARAMS["WebhookSecretArn"],
+            "another-secret": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:another-AbCdEf"}
     allowed = []
     for who, action, res, ctx in NEGATIVE:
         arn = arns.get(res) or f"arn:aws:s3:::{physical['BlobBucket']}/{res}"

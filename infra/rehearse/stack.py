@@ -2,6 +2,7 @@
 service's own API with the template's values, and read every applied setting back."""
 
 import json
+import urllib.request
 
 from cfn import Resolver
 
@@ -126,6 +127,14 @@ def apply_skipped(emu, r: Resolver, physical, skipped):
             s3.put_bucket_lifecycle_configuration(Bucket=b, LifecycleConfiguration={"Rules": rules})
             got = s3.get_bucket_lifecycle_configuration(Bucket=b)["Rules"]
             expect(f"{logical} lifecycle rules", sorted(x["ID"] for x in rules), sorted(x["ID"] for x in got))
+            if p.get("CorsConfiguration"):
+                cors = [{"ID": x["Id"], "AllowedMethods": x["AllowedMethods"], "AllowedOrigins": x["AllowedOrigins"],
+                         "MaxAgeSeconds": int(x["MaxAge"])} for x in p["CorsConfiguration"]["CorsRules"]]
+                s3.put_bucket_cors(Bucket=b, CORSConfiguration={"CORSRules": cors})
+                got = s3.get_bucket_cors(Bucket=b)["CORSRules"]
+                expect(f"{logical} CORS rules", [(x["AllowedMethods"], x["AllowedOrigins"]) for x in cors],
+                       [(x["AllowedMethods"], x["AllowedOrigins"]) for x in got])
+                applied += 1
             if p.get("ObjectLockConfiguration"):
                 lock = p["ObjectLockConfiguration"]
                 s3.put_object_lock_configuration(Bucket=b, ObjectLockConfiguration=lock)
@@ -342,3 +351,31 @@ def explicit_names(template, resolver_for):
             if va == vb:
                 clashes.append(f"{logical}.{prop} = {va!r} in every stack")
     return clashes
+
+
+def console_downloads(url, emu, physical, console):
+    """The console's evidence pack follows a proof URL's redirect to a presigned GET of the bucket: the
+    console function's connect-src names the origin of the bucket's presigned URLs, and the bucket's
+    CORS rule lets the console's origin (`console`, the ConsoleOrigin parameter), and no other, read the
+    answer. Returns what is wrong."""
+    failures = []
+    with urllib.request.urlopen(urllib.request.Request(url + "/console"), timeout=30) as r:
+        csp = r.headers["Content-Security-Policy"]
+    connect = next(d for d in csp.split(";") if d.strip().startswith("connect-src")).split()[1:]
+    s3, bucket = emu.client("s3"), physical["BlobBucket"]
+    s3.put_object(Bucket=bucket, Key="uploads/rehearsal-console-probe", Body=b"probe")
+    presigned = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "uploads/rehearsal-console-probe"})
+    origin = "/".join(presigned.split("/")[:3])
+    if origin not in connect:
+        failures.append(f"console: connect-src {connect} does not name the bucket's presigned origin {origin}")
+
+    def allowed(o):
+        with urllib.request.urlopen(urllib.request.Request(presigned, headers={"Origin": o}), timeout=30) as r:
+            return r.headers.get("Access-Control-Allow-Origin")
+    other = "https://elsewhere.example"
+    if allowed(console) != console:
+        failures.append(f"bucket CORS: a presigned GET from the console's origin {console} is not readable by it")
+    if allowed(other) is not None:
+        failures.append(f"bucket CORS: another origin ({other}) may read presigned GETs")
+    s3.delete_object(Bucket=bucket, Key="uploads/rehearsal-console-probe")
+    return failures

@@ -104,6 +104,7 @@ function signin(failure) {
   const form = h("form", {
     onsubmit: async (ev) => {
       ev.preventDefault();
+      sessionStorage.removeItem("helix.oidc.id_token");
       sessionStorage.setItem(TOKEN, input.value.trim());
       try {
         await api("GET", "/v1/whoami");
@@ -140,6 +141,7 @@ async function oidcReturn(params) {
     location.hash = "#/pending";
   } catch (e) {
     sessionStorage.removeItem(TOKEN);
+    sessionStorage.removeItem("helix.oidc.id_token");
     signin(e instanceof Refusal ? `the registry refused the identity provider's token: ${e.words()}` : e.message);
   }
 }
@@ -450,9 +452,10 @@ async function route() {
   }
 }
 
-document.getElementById("signout-btn").addEventListener("click", () => {
-  sessionStorage.removeItem(TOKEN);
-  sessionStorage.removeItem("helix.oidc.pending");
+// Sign-out forgets the credential and all this tab keeps, then ends the session at the identity
+// provider when this tab signed in with it and it says how (oidc.signOut); else the sign-in page.
+document.getElementById("signout-btn").addEventListener("click", async () => {
+  if (await oidc.signOut()) return;
   if (location.hash === "#/signin") route();
   else location.hash = "#/signin";
 });

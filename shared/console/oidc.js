@@ -8,6 +8,8 @@
 // (signature, issuer, audience, expiry) on every call; nothing here is trusted for access.
 
 const PENDING = "helix.oidc.pending";
+// The ID token of this tab's sign-in: the hint the issuer's end_session_endpoint asks for at sign-out.
+const ID_TOKEN = "helix.oidc.id_token";
 
 let config;
 export async function signInConfig() {
@@ -36,13 +38,23 @@ async function discover(cfg) {
     throw new SignInError(`the identity provider's discovery document could not be read (${e.message})`);
   }
   if (meta.issuer !== cfg.issuer) throw new SignInError("the discovery document names another issuer");
-  const origin = new URL(cfg.issuer).origin;
+  // The endpoints may be on other origins than the issuer's (Cognito, Google): the registry reads the
+  // same document and names the token endpoint's origin in the page's connect-src; here each must be
+  // https (plain http only on loopback, for local identity providers).
   for (const k of ["authorization_endpoint", "token_endpoint"]) {
-    if (typeof meta[k] !== "string" || new URL(meta[k]).origin !== origin) {
-      throw new SignInError(`the issuer's ${k} is not on the issuer's origin (${origin})`);
-    }
+    if (!webUrl(meta[k])) throw new SignInError(`the issuer's ${k} is not an https URL`);
   }
   return meta;
+}
+
+function webUrl(value) {
+  if (typeof value !== "string") return false;
+  try {
+    const u = new URL(value);
+    return u.protocol === "https:" || (u.protocol === "http:" && ["127.0.0.1", "localhost", "[::1]"].includes(u.hostname));
+  } catch {
+    return false;
+  }
 }
 
 // Leave for the issuer's sign-in page.
@@ -106,5 +118,32 @@ export async function finish(params) {
   };
   const bearer = [data.access_token, data.id_token].find(forRegistry);
   if (!bearer) throw new SignInError(`the identity provider issued no token for the registry's audience (${cfg.audience})`);
+  if (data.id_token) sessionStorage.setItem(ID_TOKEN, data.id_token);
   return bearer;
+}
+
+// Sign-out at the identity provider: forget everything this tab keeps (sessionStorage, either way),
+// then, when this tab signed in with the issuer and its discovery document lists an
+// end_session_endpoint (OpenID Connect RP-Initiated Logout), leave for it with the ID token as hint and
+// the console as the address to come back to. Resolves to false when there is nowhere to go (a pasted
+// token, no such endpoint, or the document cannot be read): the caller shows the sign-in page.
+export async function signOut() {
+  const idToken = sessionStorage.getItem(ID_TOKEN);
+  sessionStorage.clear();
+  if (!idToken) return false;
+  let meta;
+  try {
+    const cfg = await signInConfig();
+    if (!cfg) return false;
+    meta = await discover(cfg);
+  } catch {
+    return false;
+  }
+  if (!webUrl(meta.end_session_endpoint)) return false;
+  const url = new URL(meta.end_session_endpoint);
+  url.searchParams.set("id_token_hint", idToken);
+  url.searchParams.set("post_logout_redirect_uri", redirectUri());
+  url.searchParams.set("client_id", config.client_id);
+  location.assign(url.href);
+  return true;
 }

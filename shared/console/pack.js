@@ -2,9 +2,11 @@
 // writes (helix.evidence-pack.v1, shared/src/evidence_pack.rs: PACK.json, manifest.json, keys.json,
 // ledger.json, export-receipt.json, then files/<path> in manifest order; GNU tar, mode 0644, owner 0,
 // time 0), checked by `helix verify-pack FILE --public-key KEY.pem` offline. Every byte comes from
-// this origin: the manifest and the files through the export's proof URLs (the registry's signed
+// the registry: the manifest and the files through the export's proof URLs (the registry's signed
 // grants; files past the first 1,000 through the blob route with the signed-in token), the ledger
-// and keys from the API. Each file and the manifest are checked against their digests before they go
+// and keys from the API; a file above HELIX_INLINE_MAX by the proof URL's redirect to a presigned GET
+// of the bucket (whose origin the policy's connect-src names, and whose CORS rule lets this origin
+// read it). Each file and the manifest are checked against their digests before they go
 // in, so a pack that would not verify is never offered.
 
 const enc = new TextEncoder();
@@ -50,7 +52,7 @@ async function fetchChecked(url, init, digest, what) {
   try {
     resp = await fetch(url, init);
   } catch (e) {
-    throw new Error(`${what} could not be fetched (${e.message}); a file the registry hands to the bucket by redirect cannot reach the console: use helix export --pack`);
+    throw new Error(`${what} could not be fetched (${e.message}); a large file comes from the bucket by redirect, which the bucket's CORS rule must allow for this origin (template parameter ConsoleOrigin): else use helix export --pack`);
   }
   if (!resp.ok) throw new Error(`${what}: HTTP ${resp.status}`);
   const bytes = new Uint8Array(await resp.arrayBuffer());

@@ -192,6 +192,45 @@ fn s3_client_with(endpoint: Option<&str>, sdk: &aws_config::SdkConfig) -> aws_sd
     aws_sdk_s3::Client::from_conf(b.build())
 }
 
+/// The origin of the blob store's presigned GETs, where a proof URL (or a blob GET) of a file above
+/// HELIX_INLINE_MAX redirects: what the console's connect-src must name for its evidence pack to
+/// follow that redirect. Made offline, as the blob store makes its URLs (the same client settings:
+/// region, endpoint, path style), with throwaway credentials: no call, no grant. `None` for the
+/// embedded store (its presigned URLs are on the registry's own origin) or when no URL can be made
+/// (no region).
+pub async fn blob_download_origin(config: &Config) -> Option<String> {
+    if config.blob_backend != crate::config::BlobBackend::S3 {
+        return None;
+    }
+    let client = s3_client_with(config.s3_endpoint_url.as_deref(), &aws_sdk_config(config).await);
+    presigned_get_origin(&client, &config.s3_bucket, &format!("{}blobs/origin", config.s3_prefix)).await
+}
+
+/// `blob_download_origin` from the bucket's settings alone (the `console` function reads no table and
+/// no key): the bucket, its endpoint (HELIX_S3_ENDPOINT_URL, AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, as
+/// `Config` resolves it) and the region.
+pub async fn bucket_download_origin(bucket: &str, endpoint: Option<&str>, region: Option<String>) -> Option<String> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = region {
+        loader = loader.region(aws_config::Region::new(region));
+    }
+    let client = s3_client_with(endpoint, &loader.load().await);
+    presigned_get_origin(&client, bucket, "blobs/origin").await
+}
+
+/// The origin of a presigned GET of `bucket`/`key` made by `client` (with throwaway credentials).
+pub async fn presigned_get_origin(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Option<String> {
+    let throwaway = aws_sdk_s3::config::Credentials::new("origin", "only", None, None, "helix-console");
+    let conf = client.config().to_builder().credentials_provider(throwaway).build();
+    let presigning = aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(60)).ok()?;
+    let req = aws_sdk_s3::Client::from_conf(conf).get_object().bucket(bucket).key(key).presigned(presigning).await;
+    let req = req
+        .map_err(|e| tracing::warn!(error = %aws_sdk_s3::error::DisplayErrorContext(&e), "no presigned URL origin"))
+        .ok()?;
+    let url = url::Url::parse(req.uri()).ok()?;
+    Some(url.origin().ascii_serialization())
+}
+
 pub async fn meta_store(config: &Config) -> Result<(Arc<dyn MetaStore>, Arc<dyn AuditLog>)> {
     let sdk = match config.meta_backend {
         MetaBackend::DynamoDb => Some(aws_sdk_config(config).await),

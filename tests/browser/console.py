@@ -36,15 +36,24 @@ AXE = HERE / "node_modules" / "axe-core" / "axe.min.js"
 
 
 class Idp:
-    """The test identity provider: its issuer URL is the first line it prints."""
+    """The test identity provider: its issuer URL is the first line it prints, its token endpoint the
+    second. Its token endpoint is on another origin (a second port), as Cognito's and Google's are."""
 
     def __init__(self, binary):
-        self.proc = subprocess.Popen([binary, "--client-id", "helix-console", "--audience", "helix"],
+        self.proc = subprocess.Popen([binary, "--client-id", "helix-console", "--audience", "helix", "--token-elsewhere"],
                                      stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
         if not line.startswith("issuer: "):
             raise SystemExit(f"browser: the test identity provider did not start: {line!r}")
         self.url = line.split()[1]
+        self.token_endpoint = self.proc.stdout.readline().split()[-1]
+        assert self.token_endpoint.startswith("http://127.0.0.1:") and not self.token_endpoint.startswith(self.url + "/"), \
+            f"the token endpoint {self.token_endpoint} is on another origin than {self.url}"
+
+    def logouts(self):
+        """Who signed out at its end_session_endpoint, in order."""
+        with urllib.request.urlopen(self.url + "/logouts") as resp:
+            return json.loads(resp.read())
 
     def close(self):
         self.proc.terminate()
@@ -205,7 +214,7 @@ class Console:
     def sign_out(self):
         self.press("#signout-btn")
         self.visible("#token-input")
-        assert self.d.execute_script("return sessionStorage.getItem('helix.token')") is None, "sign-out forgets"
+        assert self.d.execute_script("return sessionStorage.length") == 0, "sign-out forgets all this tab kept"
         assert not self.d.find_element(By.ID, "nav").is_displayed(), "signed out: no navigation, no identity"
 
     def close(self):
@@ -291,7 +300,12 @@ def main():
         ui.text("#ledger", "verified by key sha256:")
         assert not ui.d.find_elements(By.CSS_SELECTOR, ".failed"), "every receipt verifies"
         ui.check("version")
+        # Signing out of an identity-provider session ends it there too (its end_session_endpoint, with
+        # the ID token as hint) and comes back to the console, signed out.
+        assert idp.logouts() == [], idp.logouts()
         ui.sign_out()
+        assert idp.logouts() == ["grace"], f"grace was signed out at the identity provider: {idp.logouts()}"
+        assert ui.d.current_url.startswith(reg.url + "/console"), ui.d.current_url
 
         # The registrant: approving her own version is refused, and the page says why.
         ui.allowed = ["/approve - Failed to load resource: the server responded with a status of 403"]
@@ -387,6 +401,7 @@ def main():
         ui.check("pending-frozen")
         ui.sign_out()
         ui.check("signed-out")
+        assert idp.logouts() == ["grace"], "a pasted token's sign-out stays on the console"
     finally:
         if ui:
             ui.close()

@@ -629,6 +629,7 @@ macro_rules! common_suite {
             unregistered_exports_are_recorded_once_and_a_workspace_named_keys_breaks_no_one,
             smoke_runs_the_whole_lifecycle_and_names_the_step_that_fails,
             an_evidence_pack_verifies_offline_and_every_tampering_fails_with_its_reason,
+            a_pack_of_an_earlier_export_covers_that_export_without_exporting_again,
             every_read_by_a_principal_is_audited_with_actor_request_id_and_outcome,
             reads_are_left_out_of_the_trail_when_read_auditing_is_off,
             a_redelivered_batch_of_read_records_is_appended_once,

@@ -22,6 +22,7 @@ helix_tests::cases!(Backend::Emulator;
     audit_export_binary_answers_the_scheduled_event,
     read_records_reach_the_audit_trail_through_the_log_subscription_once,
     notify_binary_puts_stream_records_on_eventbridge_and_signs_webhooks_reporting_failed_records,
+    notify_binary_reads_the_webhook_key_from_secrets_manager_and_signs_with_it,
     each_function_builds_only_the_sdk_clients_its_requests_use,
     a_direct_upload_is_promoted_by_a_conditional_multipart_copy_never_by_copy_object,
     a_promote_onto_an_existing_blob_never_replaces_it,

@@ -6,6 +6,7 @@ pub mod backup;
 pub mod export;
 pub mod freeze;
 pub mod governance;
+pub mod pack;
 pub mod serve;
 pub mod smoke;
 pub mod status;

@@ -4,9 +4,9 @@
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     helix_core::telemetry::init();
-    let console = &*Box::leak(Box::new(console::from_env()?));
+    let console = &*Box::leak(Box::new(console::from_env().await?));
     lambda_http::run(lambda_http::service_fn(move |req: lambda_http::Request| async move {
-        Ok::<_, std::convert::Infallible>(console::handle(console, &req))
+        Ok::<_, std::convert::Infallible>(console::handle(console, &req).await)
     }))
     .await
 }

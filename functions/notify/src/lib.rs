@@ -30,7 +30,8 @@ pub struct Notifier {
 impl Notifier {
     /// The function's configuration (HELIX_TABLE and the rest, as every function reads it: a bad one
     /// fails at init naming the variable), HELIX_EVENT_BUS_NAME (the bus; required), HELIX_PUBLIC_URL
-    /// and HELIX_WEBHOOK_* (optional; the template sets no webhook, docs/notifications.md).
+    /// and HELIX_WEBHOOK_* (optional; the template passes the URL and the secret's ARN,
+    /// HELIX_WEBHOOK_SECRET_ARN, whose value is read here, once: docs/notifications.md).
     pub async fn from_env() -> Result<Notifier, String> {
         let config = helix_core::Config::from_env(helix_core::Mode::Lambda).map_err(|e| e.to_string())?;
         let bus = std::env::var("HELIX_EVENT_BUS_NAME")
@@ -39,7 +40,14 @@ impl Notifier {
             .ok_or("configuration error: HELIX_EVENT_BUS_NAME: must be set (the EventBridge bus)")?;
         let sdk = helix_core::app::aws_sdk_config(&config).await;
         let events = aws_sdk_eventbridge::Client::new(&sdk);
-        Ok(Notifier::new(events, bus, config.webhook.clone(), config.public_url.clone()))
+        let webhook = match config.webhook.clone() {
+            Some(w) => match w.secret_arn.clone() {
+                Some(arn) => Some(w.with_secret(webhook_secret(&sdk, &arn).await?).map_err(|e| e.to_string())?),
+                None => Some(w),
+            },
+            None => None,
+        };
+        Ok(Notifier::new(events, bus, webhook, config.public_url.clone()))
     }
 
     pub fn new(
@@ -76,6 +84,19 @@ impl Notifier {
         }
         Ok(json!({"batchItemFailures": []}))
     }
+}
+
+/// The webhook's key: the SecretString of the Secrets Manager secret `arn` (GetSecretValue, the one
+/// grant the template gives on that one secret). A failure fails the start, naming the ARN, never a value.
+async fn webhook_secret(sdk: &aws_config::SdkConfig, arn: &str) -> Result<String, String> {
+    let out = aws_sdk_secretsmanager::Client::new(sdk).get_secret_value().secret_id(arn).send().await.map_err(|e| {
+        format!(
+            "configuration error: HELIX_WEBHOOK_SECRET_ARN: {arn} could not be read: {}",
+            aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+        )
+    })?;
+    out.secret_string
+        .ok_or_else(|| format!("configuration error: HELIX_WEBHOOK_SECRET_ARN: {arn} holds no SecretString"))
 }
 
 /// EventBridge: one PutEvents entry per notification on the template's bus (`source` helix.registry,

@@ -5,9 +5,14 @@
 //! id and redirect URI it was issued for and the PKCE verifier (S256) of its challenge. It issues an
 //! ID token (audience: the client id, with the nonce) and an access token (audience: the registry's).
 //!
-//!     test-idp --client-id helix-console --audience helix
+//! Its end_session_endpoint (`/logout`, OpenID Connect RP-Initiated Logout) checks the ID token hint
+//! it issued and the loopback return address, records who signed out (`GET /logouts`) and redirects
+//! back. With `--token-elsewhere` the token endpoint is on another origin (a second port), as Cognito's
+//! and Google's are.
 //!
-//! prints `issuer: http://127.0.0.1:PORT` and serves until killed.
+//!     test-idp --client-id helix-console --audience helix [--token-elsewhere]
+//!
+//! prints `issuer: http://127.0.0.1:PORT` (and `token endpoint: URL`) and serves until killed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,6 +38,9 @@ struct Grant {
 
 struct Idp {
     issuer: String,
+    token_endpoint: String,
+    /// The subjects signed out at the end_session_endpoint, in order.
+    logouts: Mutex<Vec<String>>,
     client_id: String,
     audience: String,
     key: SigningKey,
@@ -74,7 +82,8 @@ async fn discovery(State(idp): State<Arc<Idp>>) -> Response {
         StatusCode::OK,
         json!({
             "issuer": i, "jwks_uri": format!("{i}/jwks.json"), "authorization_endpoint": format!("{i}/authorize"),
-            "token_endpoint": format!("{i}/token"), "response_types_supported": ["code"],
+            "token_endpoint": idp.token_endpoint, "end_session_endpoint": format!("{i}/logout"),
+            "response_types_supported": ["code"],
             "code_challenge_methods_supported": ["S256"], "id_token_signing_alg_values_supported": ["RS256"],
             "subject_types_supported": ["public"],
         }),
@@ -174,6 +183,31 @@ async fn token(State(idp): State<Arc<Idp>>, headers: HeaderMap, body: String) ->
     )
 }
 
+/// RP-Initiated Logout: the hint must be an ID token this provider issued to the client, the return
+/// address a loopback one; then the subject is signed out and the browser sent back.
+async fn logout(State(idp): State<Arc<Idp>>, Query(q): Query<Params>) -> Response {
+    let get = |k: &str| q.get(k).cloned().unwrap_or_default();
+    let mut validation = jsonwebtoken::Validation::new(Algorithm::RS256);
+    validation.set_issuer(&[&idp.issuer]);
+    validation.set_audience(&[&idp.client_id]);
+    validation.validate_exp = false;
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(idp.key.jwk.clone()).unwrap();
+    let key = jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap();
+    let Ok(hint) = jsonwebtoken::decode::<Value>(get("id_token_hint"), &key, &validation) else {
+        return (StatusCode::BAD_REQUEST, "id_token_hint is not an ID token of this provider\n").into_response();
+    };
+    let back = get("post_logout_redirect_uri");
+    if !back.starts_with("http://127.0.0.1:") || get("client_id") != idp.client_id {
+        return (StatusCode::BAD_REQUEST, "unknown client or post_logout_redirect_uri\n").into_response();
+    }
+    idp.logouts.lock().unwrap().push(hint.claims["sub"].as_str().unwrap_or_default().to_owned());
+    (StatusCode::SEE_OTHER, [(header::LOCATION, back)]).into_response()
+}
+
+async fn logouts(State(idp): State<Arc<Idp>>) -> Response {
+    json_answer(StatusCode::OK, json!(*idp.logouts.lock().unwrap()))
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -182,8 +216,18 @@ async fn main() {
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let elsewhere = match args.iter().any(|a| a == "--token-elsewhere") {
+        true => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+        false => None,
+    };
+    let token_endpoint = match &elsewhere {
+        Some(l) => format!("http://{}/token", l.local_addr().unwrap()),
+        None => format!("{issuer}/token"),
+    };
     let idp = Arc::new(Idp {
         issuer: issuer.clone(),
+        token_endpoint: token_endpoint.clone(),
+        logouts: Mutex::new(Vec::new()),
         client_id: arg("--client-id", "helix-console"),
         audience: arg("--audience", "helix"),
         key: SigningKey::generate("test-idp-1"),
@@ -194,8 +238,17 @@ async fn main() {
         .route("/jwks.json", axum::routing::get(jwks))
         .route("/authorize", axum::routing::get(authorize))
         .route("/login", axum::routing::post(login))
-        .route("/token", axum::routing::post(token))
-        .with_state(idp);
+        .route("/logout", axum::routing::get(logout))
+        .route("/logouts", axum::routing::get(logouts));
+    let token_app = axum::Router::new().route("/token", axum::routing::post(token));
     println!("issuer: {issuer}");
-    axum::serve(listener, app).await.unwrap();
+    println!("token endpoint: {token_endpoint}");
+    match elsewhere {
+        Some(l) => {
+            let token_app = token_app.with_state(idp.clone());
+            tokio::spawn(async move { axum::serve(l, token_app).await.unwrap() });
+            axum::serve(listener, app.with_state(idp)).await.unwrap();
+        }
+        None => axum::serve(listener, app.merge(token_app).with_state(idp)).await.unwrap(),
+    }
 }

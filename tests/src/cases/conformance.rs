@@ -381,11 +381,15 @@ pub async fn console_function_serves_the_assets_with_their_policy(b: Backend) {
     assert_eq!(decoded(&config), r#"{"oidc":null}"#, "no sign-in configured: pasted tokens only");
 
     // With the template's OIDC settings: the sign-in settings at /console/config.json, and the issuer's
-    // origin (only it) added to connect-src.
+    // origin added to connect-src (its discovery document cannot be read here: nothing listens on
+    // port 9, so nothing else is added); with the bucket, the origin of its presigned GETs too.
     let vars: Vec<(String, String)> = [
-        ("HELIX_OIDC_ISSUER", "https://idp.example/realms/helix"),
+        ("HELIX_OIDC_ISSUER", "http://127.0.0.1:9/realms/helix"),
         ("HELIX_OIDC_AUDIENCE", "helix"),
         ("HELIX_OIDC_CLIENT_ID", "helix-console"),
+        ("HELIX_S3_BUCKET", "helix-blobs-1a2b"),
+        ("HELIX_S3_ENDPOINT_URL", "http://127.0.0.1:45123"),
+        ("AWS_REGION", "eu-west-1"),
     ]
     .iter()
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -395,9 +399,10 @@ pub async fn console_function_serves_the_assets_with_their_policy(b: Backend) {
     let config = call(&api, &process, &apigw_event("GET", "/console/{asset+}", "/console/config.json", "", None)).await;
     let settings: Value = serde_json::from_str(&decoded(&config)).unwrap();
     assert_eq!(settings["oidc"]["client_id"], "helix-console", "{config}");
-    assert_eq!(settings["oidc"]["issuer"], "https://idp.example/realms/helix");
+    assert_eq!(settings["oidc"]["issuer"], "http://127.0.0.1:9/realms/helix");
     let csp = config["headers"]["content-security-policy"].as_str().unwrap_or_default();
-    assert_eq!(csp, helix_core::console::CSP.replace("connect-src 'self'", "connect-src 'self' https://idp.example"));
+    let connect = "connect-src 'self' http://127.0.0.1:9 http://127.0.0.1:45123";
+    assert_eq!(csp, helix_core::console::CSP.replace("connect-src 'self'", connect));
 }
 
 /// Who read what on AWS: the fetch binary answers reads with no audit write of its own and logs one

@@ -28,6 +28,7 @@ async fn aws_json(env: &TestEnv, service: &str, target: &str, body: Value) -> Va
     let endpoint = &env.aws.as_ref().expect("the emulator").endpoint;
     let (content_type, target) = match service {
         "events" => ("application/x-amz-json-1.1", format!("AWSEvents.{target}")),
+        "secretsmanager" => ("application/x-amz-json-1.1", format!("secretsmanager.{target}")),
         _ => ("application/x-amz-json-1.0", format!("AmazonSQS.{target}")),
     };
     let r = env
@@ -265,4 +266,82 @@ pub async fn notify_binary_puts_stream_records_on_eventbridge_and_signs_webhooks
         Outcome::Error(e) => assert!(e["errorMessage"].as_str().unwrap().contains("DynamoDB Streams"), "{e}"),
         Outcome::Response(r) => panic!("answered: {r}"),
     }
+}
+
+/// On AWS the webhook's key stays in Secrets Manager: the template gives notify the secret's ARN
+/// (HELIX_WEBHOOK_SECRET_ARN), notify reads it once at start (GetSecretValue) and signs every delivery
+/// with it; a secret it cannot read fails the start, naming the ARN.
+pub async fn notify_binary_reads_the_webhook_key_from_secrets_manager_and_signs_with_it(b: Backend) {
+    assert_eq!(b, Backend::Emulator, "the binary runs in Lambda mode: AWS adapters only");
+    let env = TestEnv::start(b).await;
+    let ada = env.token_of("ada", Role::Publisher, "team-a").await;
+    one_file_bundle(&env, &ada, "team-a", "1").await;
+    let event = stream_event(&env, "team-a").await;
+    assert_eq!(event["Records"].as_array().unwrap().len(), 1, "the registration");
+    let suffix = &env.aws.as_ref().unwrap().table;
+    let bus = format!("governance-sm-{suffix}");
+    aws_json(&env, "events", "CreateEventBus", json!({"Name": bus})).await;
+    let key = format!("sm-key-{suffix}-0123456789abcdef");
+    let created = aws_json(
+        &env,
+        "secretsmanager",
+        "CreateSecret",
+        json!({"Name": format!("hook-{suffix}"), "SecretString": key}),
+    )
+    .await;
+    let arn = created["ARN"].as_str().unwrap().to_owned();
+
+    let got: Arc<Mutex<Vec<(HeaderMap, String)>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let g = g.clone();
+            async move {
+                g.lock().unwrap().push((headers, body));
+                StatusCode::OK
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let bin = tokio::task::spawn_blocking(|| function_binaries().join("notify")).await.unwrap();
+    let with = |secret_arn: &str| {
+        let mut vars = env.lambda_env();
+        for (k, v) in [
+            ("HELIX_EVENT_BUS_NAME", bus.as_str()),
+            ("HELIX_WEBHOOK_URL", url.as_str()),
+            ("HELIX_WEBHOOK_SECRET_ARN", secret_arn),
+        ] {
+            vars.push((k.to_owned(), v.to_owned()));
+        }
+        vars
+    };
+    let api = RuntimeApi::start().await;
+    let p = FunctionProcess::spawn(&bin, &[], &api, &with(&arn));
+    assert!(api.first_poll(Duration::from_secs(20)).await.is_some(), "notify never polled:\n{}", p.output());
+    match api.invoke(&event, Duration::from_secs(60)).await {
+        Outcome::Response(r) => assert_eq!(r, json!({"batchItemFailures": []}), "{}", p.output()),
+        Outcome::Error(e) => panic!("notify reported an error: {e}\n{}", p.output()),
+    }
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "one delivery");
+    let (headers, body) = &got[0];
+    let h = |k: &str| headers[k].to_str().unwrap().to_owned();
+    let now = helix_core::domain::time::now_unix();
+    let (ts, sig) = (h("x-helix-timestamp"), h("x-helix-signature"));
+    verify(key.as_bytes(), &ts, &sig, body.as_bytes(), now).expect("signed with the secret's value");
+    assert!(verify(SECRET.as_bytes(), &ts, &sig, body.as_bytes(), now).is_err(), "and with no other key");
+    assert!(!p.output().contains(&key), "the key is never logged");
+
+    // A secret that is not there: the start fails, naming the variable and the ARN.
+    let missing = format!("{}-gone", &arn[..arn.len() - 7]);
+    let api = RuntimeApi::start().await;
+    let mut p = FunctionProcess::spawn(&bin, &[], &api, &with(&missing));
+    let status = p.exit(Duration::from_secs(20)).await.unwrap_or_else(|| panic!("still running:\n{}", p.output()));
+    assert!(!status.success() && api.first_poll(Duration::from_millis(1)).await.is_none(), "started without its key");
+    let out = p.output();
+    assert!(out.contains("HELIX_WEBHOOK_SECRET_ARN") && out.contains(&missing), "{out}");
 }

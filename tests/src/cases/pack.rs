@@ -184,3 +184,70 @@ pub async fn an_evidence_pack_verifies_offline_and_every_tampering_fails_with_it
         }
     }
 }
+
+/// `helix pack`: the pack of an export a partner already received (the latest, or a given seq), made
+/// later without exporting again; a seq that is not an export, or a version never exported, is a usage
+/// error naming what there is.
+pub async fn a_pack_of_an_earlier_export_covers_that_export_without_exporting_again(b: Backend) {
+    let env = TestEnv::start(b).await;
+    let ada = env.token_of("ada", Role::Publisher, "team-a").await;
+    let grace = env.token_of("grace", Role::Approver, "team-a").await;
+    let src = env.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("weights.bin"), vec![3u8; 5000]).unwrap();
+    let registry = Registry::new(&env.url(""), Some(ada.clone())).unwrap();
+    let opts = helix_cli::transfer::Options { jobs: 2, quiet: true, inline_max: None };
+    for version in ["1", "2"] {
+        let (ws, name, v) = (
+            WorkspaceId::parse("team-a").unwrap(),
+            BundleName::parse("model").unwrap(),
+            BundleName::parse(version).unwrap(),
+        );
+        helix_cli::transfer::push(&registry, &src, &ws, &name, &v, opts).await.unwrap();
+    }
+    let base = "/v1/workspaces/team-a/bundles/model/versions/1";
+    assert_eq!(post_json(&env, &grace, &format!("{base}/approve"), json!({})).await.status(), 201);
+    for _ in 0..2 {
+        let out = helix_cli::export::export(&registry, "team-a/model@1", Some(env.dir.path().join("r.json")), None);
+        assert!(matches!(out.await.unwrap(), Exported::Official { .. }));
+    }
+    let receipts = || async {
+        let ledger: Value = env
+            .http
+            .get(env.url(&format!("{base}/governance")))
+            .bearer_auth(&ada)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ledger["receipts"].as_array().unwrap().len()
+    };
+    assert_eq!(receipts().await, 3, "submitted→approved, two exports (seq 2, 3)");
+
+    let published: Value =
+        env.http.get(env.url("/v1/governance/public-key")).send().await.unwrap().json().await.unwrap();
+    let key = helix_core::keys::public_key_from_pem(published["pem"].as_str().unwrap()).unwrap();
+    let pinned = Pins { keys: vec![key], fingerprints: Vec::new() };
+    for (seq, want) in [(Some(2), 2), (None, 3)] {
+        let export = helix_cli::pack::earlier_export(&registry, "team-a/model@1", seq).await.unwrap();
+        assert_eq!(export["seq"], want);
+        let pack = env.dir.path().join(format!("earlier-{want}.tar"));
+        let made = helix_cli::pack::make(&registry, "team-a/model@1", &export, &pack).await.unwrap();
+        let summary = evidence_pack::verify(&pack, &pinned).unwrap();
+        assert_eq!((made.export_seq, summary.export_seq, summary.files, summary.receipts), (want, want, 1, 3));
+        let receipt = doc(&entries(&pack), evidence_pack::EXPORT_RECEIPT);
+        let statement: Value =
+            serde_json::from_slice(&B64.decode(receipt["payload"].as_str().unwrap()).unwrap()).unwrap();
+        assert_eq!((statement["kind"].as_str(), statement["seq"].as_u64()), (Some("export"), Some(want)));
+    }
+    assert_eq!(receipts().await, 3, "packing exported nothing");
+
+    let not_export = helix_cli::pack::earlier_export(&registry, "team-a/model@1", Some(1)).await.unwrap_err();
+    assert_eq!(not_export.exit_code(), 2, "{not_export}");
+    assert!(not_export.to_string().contains("its exports: 2, 3"), "{not_export}");
+    let never = helix_cli::pack::earlier_export(&registry, "team-a/model@2", None).await.unwrap_err();
+    assert_eq!(never.exit_code(), 2, "{never}");
+    assert!(never.to_string().contains("never exported"), "{never}");
+}
