@@ -168,7 +168,9 @@ def serve_env(functions_env, emulator_url, region):
     """The stack's HELIX_* settings of every function, the AWS adapters, the emulator's endpoint."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HELIX_", "AWS_"))}
     for variables in functions_env:
-        env.update({k: str(v) for k, v in variables.items() if k.startswith("HELIX_")})
+        # Not notify's delivery settings (a secret's ARN is for Lambda: `helix serve` refuses it).
+        env.update({k: str(v) for k, v in variables.items()
+                    if k.startswith("HELIX_") and not k.startswith(("HELIX_WEBHOOK", "HELIX_EVENT_BUS"))})
     env.update(HELIX_BLOB_BACKEND="s3", HELIX_META_BACKEND="dynamodb", HELIX_SIGNER_BACKEND="kms",
                HELIX_LOG_FORMAT="json", AWS_ENDPOINT_URL=emulator_url, AWS_REGION=region,
                AWS_ACCESS_KEY_ID="helix-serve", AWS_SECRET_ACCESS_KEY="rehearsal")
