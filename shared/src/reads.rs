@@ -245,12 +245,21 @@ fn give_up(counts: &Counts, record: &ReadRecord, why: &str) {
     tracing::error!(read = %record.log_line(), why, "read record not stored in the audit trail");
 }
 
-/// The queue's drain: take what waits (up to `BATCH`), append it all at once (the SQLite writer
-/// commits the batch in one transaction, in queue order), retry a failed record, count the rest.
+/// The queue's drain: take what waits (up to `BATCH`), append it all at once (`append_many`: the
+/// SQLite writer appends the batch in one step of one transaction, in queue order); when that fails,
+/// each record of it on its own, retried; count what could not be stored.
 async fn drain(mut rx: mpsc::Receiver<ReadRecord>, audit: Arc<dyn AuditLog>, counts: Arc<Counts>) {
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let appends = batch.drain(..).map(|r| {
+        let drafts = batch.iter().map(|r| r.clone().draft()).collect();
+        let (appended, stopped) = audit.append_many(drafts).await;
+        counts.done.fetch_add(appended.len() as u64, Ordering::SeqCst);
+        if stopped.is_none() {
+            batch.clear();
+            counts.progress.notify_waiters();
+            continue;
+        }
+        let appends = batch.drain(appended.len()..).map(|r| {
             let audit = audit.clone();
             async move {
                 for attempt in 0..APPEND_ATTEMPTS {

@@ -51,6 +51,21 @@ pub trait AuditLog: Send + Sync {
     /// Logs subscription delivers at least once) is appended once, keyed by each log event's id.
     async fn append_once(&self, draft: AuditDraft, key: &str) -> Result<Option<AuditEvent>>;
 
+    /// Several standalone events, appended in order, each as `append` would: the events appended
+    /// (the first drafts, in order) and the error that stopped the rest, if one did. The embedded
+    /// store writes them all in one step of its writer (one head read per stream, the counters moved
+    /// once), or none; other stores append them one by one and stop at the first failure.
+    async fn append_many(&self, drafts: Vec<AuditDraft>) -> (Vec<AuditEvent>, Option<crate::error::Error>) {
+        let mut out = Vec::with_capacity(drafts.len());
+        for d in drafts {
+            match self.append(d).await {
+                Ok(e) => out.push(e),
+                Err(e) => return (out, Some(e)),
+            }
+        }
+        (out, None)
+    }
+
     async fn head(&self, stream: &str) -> Result<Option<AuditEvent>>;
 
     /// One event, read consistently (the export checks a day's boundaries with it).

@@ -11,7 +11,7 @@ use super::{SqliteStore, audit_err};
 use crate::domain::audit::{day_bounds, parse_at_key, parse_ord_key};
 use crate::domain::notification::NOTIFIED_ACTIONS;
 use crate::domain::time::now_rfc3339_ms;
-use crate::domain::{AuditDraft, AuditEvent};
+use crate::domain::{AuditDraft, AuditEvent, ChainHead};
 use crate::error::{Error, Result};
 use crate::ports::{AuditLog, AuditQuery, AuditSearch, BUSINESS_COUNTERS, Change, SearchPage, counter_deltas};
 
@@ -32,16 +32,48 @@ pub(super) fn append_in(conn: &Connection, draft: AuditDraft, change: Option<&Ch
     let to_sql = |e: Error| rusqlite::Error::InvalidParameterName(e.to_string());
     let event = draft.seal(head.as_ref(), now_rfc3339_ms()).map_err(to_sql)?;
     let line = event.canonical().map_err(to_sql)?;
-    conn.execute(
+    insert_event(conn, &event, &line)?;
+    Ok(event)
+}
+
+fn insert_event(conn: &Connection, event: &AuditEvent, line: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(
         "INSERT INTO audit_events (stream, seq, ts, event, hash, action, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![event.stream, event.seq as i64, event.ts, line, event.hash, event.action, event.actor],
-    )?;
+    )?
+    .execute(params![event.stream, event.seq as i64, event.ts, line, event.hash, event.action, event.actor])?;
     if NOTIFIED_ACTIONS.contains(&event.action.as_str()) {
         // The notification outbox, in the event's own transaction (docs/notifications.md).
         conn.prepare_cached("INSERT INTO notify_outbox (stream, seq) VALUES (?1, ?2)")?
             .execute(params![event.stream, event.seq as i64])?;
     }
-    Ok(event)
+    Ok(())
+}
+
+/// `append_in` for several standalone events, in order, in one step: each stream's head read once
+/// and carried from event to event, the business counters moved once by the sum.
+fn append_many_in(conn: &Connection, drafts: Vec<AuditDraft>) -> rusqlite::Result<Vec<AuditEvent>> {
+    let mut sums: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+    for d in &drafts {
+        for (name, delta) in counter_deltas(None, d) {
+            *sums.entry(name).or_default() += delta;
+        }
+    }
+    add_counters_in(conn, BUSINESS_COUNTERS, &sums.into_iter().collect::<Vec<_>>())?;
+    let to_sql = |e: Error| rusqlite::Error::InvalidParameterName(e.to_string());
+    let mut heads: std::collections::HashMap<String, Option<ChainHead>> = std::collections::HashMap::new();
+    let mut out = Vec::with_capacity(drafts.len());
+    for draft in drafts {
+        let head = match heads.get(&draft.stream) {
+            Some(h) => h.clone(),
+            None => head_in(conn, &draft.stream)?.as_ref().map(ChainHead::from),
+        };
+        let event = draft.seal_after(head.as_ref(), now_rfc3339_ms()).map_err(to_sql)?;
+        let line = event.canonical().map_err(to_sql)?;
+        insert_event(conn, &event, &line)?;
+        heads.insert(event.stream.clone(), Some(ChainHead::from(&event)));
+        out.push(event);
+    }
+    Ok(out)
 }
 
 #[async_trait]
@@ -65,6 +97,13 @@ impl AuditLog for SqliteStore {
             Ok(Step::Keep(Some(append_in(c, draft, None)?)))
         })
         .await
+    }
+
+    async fn append_many(&self, drafts: Vec<AuditDraft>) -> (Vec<AuditEvent>, Option<Error>) {
+        match self.write(audit_err, move |c| Ok(Step::Keep(append_many_in(c, drafts)?))).await {
+            Ok(events) => (events, None),
+            Err(e) => (Vec::new(), Some(e)),
+        }
     }
 
     async fn head(&self, stream: &str) -> Result<Option<AuditEvent>> {

@@ -172,3 +172,38 @@ async fn the_writer_commits_with_a_full_fsync_in_wal_mode() {
     MetaStore::check(&store).await.unwrap();
     AuditLog::check(&store).await.unwrap();
 }
+
+/// `append_many` (the read records' drain): many events of two streams in one step, interleaved with
+/// single appends from another writer; each stream stays one chain in draft order, and the counter
+/// moves once per event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_events_appended_in_one_step_stay_one_chain_per_stream_beside_single_appends() {
+    let (dir, store) = open();
+    let single = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for n in 0..50 {
+                store.append(draft("team-a", 10_000 + n)).await.unwrap();
+            }
+        })
+    };
+    for round in 0..10 {
+        let drafts: Vec<AuditDraft> =
+            (0..20).map(|n| draft(if n % 2 == 0 { "team-a" } else { "team-b" }, round * 20 + n)).collect();
+        let (events, stopped) = store.append_many(drafts.clone()).await;
+        assert!(stopped.is_none(), "{stopped:?}");
+        let ids: Vec<_> = events.iter().map(|e| e.entity_id.clone()).collect();
+        assert_eq!(ids, drafts.iter().map(|d| d.entity_id.clone()).collect::<Vec<_>>(), "in draft order");
+    }
+    single.await.unwrap();
+    let a = stream(&store, "team-a").await;
+    let b = stream(&store, "team-b").await;
+    assert_eq!((a.len(), b.len()), (100 + 50, 100));
+    verify_chain(&a).expect("team-a: one chain");
+    verify_chain(&b).expect("team-b: one chain");
+    let order: Vec<_> = b.iter().map(|e| e.entity_id.clone()).collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(order, sorted, "team-b's events in the order they were drafted");
+    assert_eq!(audit_counter(&dir.path().join("helix.db")), 250, "the counter moved once per event");
+}
