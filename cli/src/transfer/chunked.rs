@@ -177,18 +177,5 @@ async fn send_part(
         .send()
         .await
         .map_err(|e| ClientError::Unreachable(format!("upload of part {number} of {}: {e}", file.path)))?;
-    if !resp.status().is_success() {
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        return Err(ClientError::Refused {
-            status,
-            reason: "upload_refused".into(),
-            detail: format!(
-                "the store refused part {number} of {}: {}",
-                file.path,
-                text.chars().take(300).collect::<String>()
-            ),
-        });
-    }
-    Ok(())
+    super::push::store_accepted(resp, &format!("part {number} of {}", file.path)).await
 }

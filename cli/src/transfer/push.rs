@@ -276,22 +276,25 @@ pub(super) async fn upload(
     let req = req.header("content-length", file.size).body(reqwest::Body::wrap_stream(body));
     let resp =
         req.send().await.map_err(|e| ClientError::Unreachable(format!("upload of {}: {}", file.path, chain(&e))))?;
-    if !resp.status().is_success() {
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        return Err(ClientError::Refused {
-            status,
-            reason: "upload_refused".into(),
-            detail: format!(
-                "the store refused the upload of {}: {}",
-                file.path,
-                text.chars().take(300).collect::<String>()
-            ),
-        });
-    }
+    store_accepted(resp, &format!("the upload of {}", file.path)).await?;
     let path = format!("/v1/workspaces/{ws}/uploads/{digest}/complete");
     registry.post(&path, &json!({"upload_id": upload_id})).await.map_err(|e| in_file(e, &file.path))?;
     Ok(())
+}
+
+/// A presigned upload's answer: success, or the store's refusal of `what` (`upload_refused`, with the
+/// first 300 characters of what the store said).
+pub(super) async fn store_accepted(resp: reqwest::Response, what: &str) -> Result<(), ClientError> {
+    if resp.status().is_success() {
+        return Ok(());
+    }
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    Err(ClientError::Refused {
+        status,
+        reason: "upload_refused".into(),
+        detail: format!("the store refused {what}: {}", text.chars().take(300).collect::<String>()),
+    })
 }
 
 #[cfg(test)]

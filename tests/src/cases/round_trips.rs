@@ -200,15 +200,7 @@ pub async fn a_batch_read_left_unprocessed_is_retried_and_never_read_as_absent(b
 /// cancelled transaction, the head's Query, the transaction again). A hint that names another audit
 /// table (written before a restore, so possibly ahead of the restored chain) is ignored.
 pub async fn appends_from_two_instances_to_one_stream_stay_one_chain(b: Backend) {
-    let proxy = match b {
-        Backend::Emulator => Some(FaultProxy::start(&emulator_endpoint(), "none", 0).await),
-        Backend::Embedded => None,
-    };
-    let mut overrides = vec![("HELIX_METRICS_FLUSH_SECONDS", "3600"), ("HELIX_AUDIT_READS", "off")];
-    if let Some(p) = &proxy {
-        overrides.push(("AWS_ENDPOINT_URL", p.url.as_str()));
-    }
-    let env = TestEnv::start_with(b, &overrides).await;
+    let (proxy, env) = counting_env(b).await;
     let other = super::serve_app(env.app_with(&[]).await.unwrap());
     let ada = env.token(Role::Publisher, "team-a").await;
     let put = |i: usize| {
@@ -253,6 +245,21 @@ pub async fn appends_from_two_instances_to_one_stream_stay_one_chain(b: Backend)
     }
 }
 
+/// A registry whose store requests can be counted: on the emulator, through a fault proxy (request
+/// counters flushed hourly and reads not recorded, so only the route's own calls are counted).
+async fn counting_env(b: Backend) -> (Option<FaultProxy>, TestEnv) {
+    let proxy = match b {
+        Backend::Emulator => Some(FaultProxy::start(&emulator_endpoint(), "none", 0).await),
+        Backend::Embedded => None,
+    };
+    let mut overrides = vec![("HELIX_METRICS_FLUSH_SECONDS", "3600"), ("HELIX_AUDIT_READS", "off")];
+    if let Some(p) = &proxy {
+        overrides.push(("AWS_ENDPOINT_URL", p.url.as_str()));
+    }
+    let env = TestEnv::start_with(b, &overrides).await;
+    (proxy, env)
+}
+
 /// The calls of `work` at the emulator (None on the embedded backend: nothing to count).
 async fn counted<F: std::future::Future<Output = reqwest::Response>>(
     proxy: Option<&FaultProxy>,
@@ -281,15 +288,7 @@ async fn refusal(resp: reqwest::Response, status: u16, reason: &str) -> Value {
 /// not; a batch read the store could not complete is a 503, never 404 `bundle_missing`.
 pub async fn a_decision_reads_its_version_with_the_credential_and_tells_an_outsider_nothing(b: Backend) {
     use std::sync::atomic::Ordering;
-    let proxy = match b {
-        Backend::Emulator => Some(FaultProxy::start(&emulator_endpoint(), "none", 0).await),
-        Backend::Embedded => None,
-    };
-    let mut overrides = vec![("HELIX_METRICS_FLUSH_SECONDS", "3600"), ("HELIX_AUDIT_READS", "off")];
-    if let Some(p) = &proxy {
-        overrides.push(("AWS_ENDPOINT_URL", p.url.as_str()));
-    }
-    let env = TestEnv::start_with(b, &overrides).await;
+    let (proxy, env) = counting_env(b).await;
     let proxy = proxy.as_ref();
     let ada = env.token_of("ada", Role::Publisher, "team-a").await;
     let grace = env.token_of("grace", Role::Approver, "team-a").await;
