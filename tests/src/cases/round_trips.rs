@@ -205,7 +205,7 @@ pub async fn appends_from_two_instances_to_one_stream_stay_one_chain(b: Backend)
     let ada = env.token(Role::Publisher, "team-a").await;
     let put = |i: usize| {
         let (bytes, d) = unique_blob(100);
-        let url = if i % 2 == 0 { env.url("") } else { other.url() };
+        let url = if i.is_multiple_of(2) { env.url("") } else { other.url() };
         env.http.put(format!("{url}/v1/workspaces/team-a/blobs/{d}")).bearer_auth(&ada).body(bytes).send()
     };
     for i in 0..8 {

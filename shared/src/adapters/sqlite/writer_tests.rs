@@ -188,8 +188,9 @@ async fn many_events_appended_in_one_step_stay_one_chain_per_stream_beside_singl
         })
     };
     for round in 0..10 {
-        let drafts: Vec<AuditDraft> =
-            (0..20).map(|n| draft(if n % 2 == 0 { "team-a" } else { "team-b" }, round * 20 + n)).collect();
+        let drafts: Vec<AuditDraft> = (0..20usize)
+            .map(|n| draft(if n.is_multiple_of(2) { "team-a" } else { "team-b" }, round * 20 + n))
+            .collect();
         let (events, stopped) = store.append_many(drafts.clone()).await;
         assert!(stopped.is_none(), "{stopped:?}");
         let ids: Vec<_> = events.iter().map(|e| e.entity_id.clone()).collect();
