@@ -10,9 +10,15 @@ use helix_core::console::Host;
 use helix_core::http::{Request, Response};
 use lambda_http::RequestExt;
 
-/// The console as configured by the process environment; a bad setting fails the start.
+/// The console as configured by the process environment.
 pub async fn from_env() -> Result<Host, helix_core::config::ConfigError> {
     Host::from_lookup(|k| std::env::var(k).ok()).await
+}
+
+/// The settings `from_env` reads, checked without building anything (a bad one fails the start).
+pub fn check_env() -> Result<(), helix_core::config::ConfigError> {
+    helix_core::config::sign_in_from_lookup(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))?;
+    Ok(())
 }
 
 pub async fn handle(console: &Host, req: &Request) -> Response {
