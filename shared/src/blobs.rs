@@ -437,18 +437,9 @@ fn check_size(link: &BlobLink, size: u64) -> Result<()> {
 
 /// POST uploads/{digest}/complete: verify the staged bytes of this workspace's upload, promote them
 /// to the blob's key (deduplicated: an existing correct object is reused), then link.
+///
+/// `read`: the link as the request already read it with its credential (`link_of`).
 pub async fn complete_upload(
-    app: &App,
-    caller: Caller<'_>,
-    ws: &WorkspaceId,
-    digest: &Digest,
-    upload_id: &str,
-) -> Result<Linked> {
-    complete_upload_with_link(app, caller, ws, digest, upload_id, None).await
-}
-
-/// `complete_upload`, with the link as the request already read it (`link_of`).
-pub async fn complete_upload_with_link(
     app: &App,
     caller: Caller<'_>,
     ws: &WorkspaceId,

@@ -78,7 +78,7 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
         Route::CompleteUpload { ws, digest } => {
             let body: CompleteRequest = http::json_body(req)?;
             let read = ctx.read_link(ws, digest);
-            Ok(linked(&blobs::complete_upload_with_link(app, caller, ws, digest, &body.upload_id, read).await?))
+            Ok(linked(&blobs::complete_upload(app, caller, ws, digest, &body.upload_id, read).await?))
         }
         _ => Err(helix_core::Error::NotFound),
     }

@@ -75,7 +75,7 @@ async fn decide_or_export(app: &App, ctx: &Ctx, route: Route, req: &Request) -> 
         Route::Reject { ws, name, version } => (ws, name, version, Decision::Reject),
         Route::Export { ws, name, version } => {
             let read = ctx.read_version(&ws, name.as_str(), version.as_str());
-            let mut exported = governance::export_with_version(app, caller, &ws, &name, &version, read).await?;
+            let mut exported = governance::export(app, caller, &ws, &name, &version, read).await?;
             exported.proof = exported.proof.absolute(&helix_core::proofs::base_url(app, req));
             return Ok(http::json(200, &exported));
         }
@@ -99,6 +99,6 @@ async fn decide_or_export(app: &App, ctx: &Ctx, route: Route, req: &Request) -> 
         _ => return Err(helix_core::Error::NotFound),
     };
     let read = ctx.read_version(&ws, name.as_str(), version.as_str());
-    let (made, created) = governance::decide_with_version(app, caller, &ws, &name, &version, decision, read).await?;
+    let (made, created) = governance::decide(app, caller, &ws, &name, &version, decision, read).await?;
     Ok(receipt(created, &made))
 }

@@ -38,19 +38,9 @@ pub enum Request {
 /// recorded and is still in force). The version's state is checked first: a decision it forbids is
 /// refused with the state's reason (409 `version_rejected`, `version_exported`), never answered with an
 /// earlier receipt.
+///
+/// `read`: the bundle version as the request already read it with its credential (`version_of`).
 pub async fn decide(
-    app: &App,
-    caller: Caller<'_>,
-    ws: &WorkspaceId,
-    name: &BundleName,
-    version: &BundleName,
-    request: Request,
-) -> Result<(LedgerReceipt, bool)> {
-    decide_with_version(app, caller, ws, name, version, request, None).await
-}
-
-/// `decide`, with the bundle version as the request already read it (`version_of`).
-pub async fn decide_with_version(
     app: &App,
     caller: Caller<'_>,
     ws: &WorkspaceId,

@@ -36,18 +36,9 @@ pub use crate::proofs::Proof;
 /// of HELIX_GOVERNANCE_MODE, a signed export receipt appended to the ledger, and proof URLs of the
 /// manifest and every file (`proofs`: registry-signed, never a presigned GET of a shared object). A
 /// refusal by governance is audited as a denial.
+///
+/// `read`: the bundle version as the request already read it with its credential (`version_of`).
 pub async fn export(
-    app: &App,
-    caller: Caller<'_>,
-    ws: &WorkspaceId,
-    name: &BundleName,
-    version: &BundleName,
-) -> Result<Exported> {
-    export_with_version(app, caller, ws, name, version, None).await
-}
-
-/// `export`, with the bundle version as the request already read it (`version_of`).
-pub async fn export_with_version(
     app: &App,
     caller: Caller<'_>,
     ws: &WorkspaceId,

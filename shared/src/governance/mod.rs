@@ -34,9 +34,9 @@ mod unregistered;
 mod verify;
 
 pub use decide::same_user;
-pub use decide::{Request, WaiverRequest, decide, decide_with_version};
+pub use decide::{Request, WaiverRequest, decide};
 pub use denials::{DenialTarget, audit_denial, is_denial};
-pub use export::{Exported, export, export_with_version};
+pub use export::{Exported, export};
 pub use unregistered::{UnregisteredExport, report_unregistered_export};
 pub use verify::{Verified, receipts_in, verify_receipts};
 

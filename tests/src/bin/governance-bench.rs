@@ -68,16 +68,17 @@ async fn main() {
         &name,
         &version,
         helix_core::governance::Request::Approve,
+        None,
     )
     .await
     .unwrap();
     let approve = t.elapsed();
     let t = Instant::now();
-    let exported = helix_core::governance::export(app, caller(&publisher), &ws, &name, &version).await.unwrap();
+    let exported = helix_core::governance::export(app, caller(&publisher), &ws, &name, &version, None).await.unwrap();
     let export = t.elapsed();
     assert_eq!(exported.proof.files.len(), files);
     let t = Instant::now();
-    helix_core::governance::export(app, caller(&publisher), &ws, &name, &version).await.unwrap();
+    helix_core::governance::export(app, caller(&publisher), &ws, &name, &version, None).await.unwrap();
     let reexport = t.elapsed();
     let ledger = helix_core::governance::view(app, &ws, &name, &version, None).await.unwrap();
     let document = serde_json::to_vec(&ledger).unwrap();
