@@ -259,18 +259,9 @@ async fn link_of(
 }
 
 /// PUT of a whole blob in the request body: the bytes are the proof of possession.
+///
+/// `read`: the link as the request already read it with its credential (`link_of`).
 pub async fn put_inline(
-    app: &App,
-    caller: Caller<'_>,
-    ws: &WorkspaceId,
-    digest: &Digest,
-    body: Bytes,
-) -> Result<Linked> {
-    put_inline_with_link(app, caller, ws, digest, body, None).await
-}
-
-/// `put_inline`, with the link as the request already read it (`link_of`).
-pub async fn put_inline_with_link(
     app: &App,
     caller: Caller<'_>,
     ws: &WorkspaceId,
@@ -493,17 +484,9 @@ pub enum Fetched {
 }
 
 /// HEAD: the link's metadata, without touching the bytes.
-pub async fn linked(app: &App, ws: &WorkspaceId, digest: &Digest) -> Result<BlobLink> {
-    linked_with_link(app, ws, digest, None).await
-}
-
-/// `linked`, with the link as the request already read it (`link_of`).
-pub async fn linked_with_link(
-    app: &App,
-    ws: &WorkspaceId,
-    digest: &Digest,
-    read: Option<Option<BlobLink>>,
-) -> Result<BlobLink> {
+///
+/// `read`: the link as the request already read it with its credential (`link_of`).
+pub async fn linked(app: &App, ws: &WorkspaceId, digest: &Digest, read: Option<Option<BlobLink>>) -> Result<BlobLink> {
     link_of(app, ws, digest, read).await?.ok_or_else(|| Error::BlobMissing(digest.to_string()))
 }
 
@@ -511,18 +494,10 @@ pub async fn linked_with_link(
 /// Small blobs are never redirected: the store's answer to a presigned GET carries the shared
 /// object's `Last-Modified` and version id, which would tell a workspace when some workspace first
 /// stored the same bytes (docs/decisions.md, "Proof of possession").
-pub async fn fetch(app: &App, ws: &WorkspaceId, digest: &Digest) -> Result<Fetched> {
-    fetch_with_link(app, ws, digest, None).await
-}
-
-/// `fetch`, with the link as the request already read it (`link_of`).
-pub async fn fetch_with_link(
-    app: &App,
-    ws: &WorkspaceId,
-    digest: &Digest,
-    read: Option<Option<BlobLink>>,
-) -> Result<Fetched> {
-    let link = linked_with_link(app, ws, digest, read).await?;
+///
+/// `read`: the link as the request already read it with its credential (`link_of`).
+pub async fn fetch(app: &App, ws: &WorkspaceId, digest: &Digest, read: Option<Option<BlobLink>>) -> Result<Fetched> {
+    let link = linked(app, ws, digest, read).await?;
     if link.size > app.config.inline_max {
         return Ok(Fetched::Redirect(app.blobs.presign_get(&link.key(), DOWNLOAD_URL_TTL).await?));
     }

@@ -68,7 +68,7 @@ pub async fn register(
     }
     check_files(app, ws, &manifest).await?;
     // The manifest is a blob of the workspace: the bytes are the registry's own, so no upload.
-    blobs::put_inline(app, caller, ws, &digest, canonical.clone()).await?;
+    blobs::put_inline(app, caller, ws, &digest, canonical.clone(), None).await?;
     let version_record = BundleVersion {
         workspace_id: ws.to_string(),
         name: name.to_string(),

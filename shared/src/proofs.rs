@@ -190,13 +190,13 @@ pub async fn serve_granted(app: &App, ws: &WorkspaceId, digest: &Digest, grant: 
     if digest != &grant.manifest && !manifest_files(app, ws, &grant.manifest).await?.contains(digest) {
         return Err(Error::ProofInvalid("this digest is not part of the granted manifest".into()));
     }
-    let link = crate::blobs::linked(app, ws, digest).await?;
+    let link = crate::blobs::linked(app, ws, digest, None).await?;
     if link.size > app.config.inline_max {
         // A large blob's store URL lives no longer than the grant it was reached through.
         let left = (grant.expires - now_unix()).clamp(1, DOWNLOAD_URL_TTL.as_secs() as i64) as u64;
         return Ok(Fetched::Redirect(app.blobs.presign_get(&link.key(), std::time::Duration::from_secs(left)).await?));
     }
-    crate::blobs::fetch(app, ws, digest).await
+    crate::blobs::fetch(app, ws, digest, None).await
 }
 
 /// Manifests whose file digests were read recently (by digest: a manifest is immutable).

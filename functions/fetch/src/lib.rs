@@ -89,7 +89,7 @@ async fn answer(app: &App, ctx: &Ctx, route: &Route, req: &Request) -> helix_cor
     let cursor = http::query_param(req, "cursor");
     match route {
         Route::HeadBlob { ws, digest } => {
-            let link = blobs::linked_with_link(app, ws, digest, ctx.read_link(ws, digest)).await?;
+            let link = blobs::linked(app, ws, digest, ctx.read_link(ws, digest)).await?;
             Ok(blob_response(200, &digest.to_string(), link.size, lambda_http::Body::Empty))
         }
         Route::MissingBlobs { ws } => {
@@ -107,7 +107,7 @@ async fn answer(app: &App, ctx: &Ctx, route: &Route, req: &Request) -> helix_cor
                 .expect("valid response"))
         }
         Route::GetBlob { ws, digest } => {
-            let got = blobs::fetch_with_link(app, ws, digest, ctx.read_link(ws, digest)).await?;
+            let got = blobs::fetch(app, ws, digest, ctx.read_link(ws, digest)).await?;
             fetched(req, &digest.to_string(), got)
         }
         Route::GetBundleVersion { ws, name, version } => {

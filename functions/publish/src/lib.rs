@@ -46,7 +46,7 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
         Route::PutBlob { ws, digest } => {
             let body = bytes::Bytes::copy_from_slice(http::body_bytes(req));
             let read = ctx.read_link(ws, digest);
-            Ok(linked(&blobs::put_inline_with_link(app, caller, ws, digest, body, read).await?))
+            Ok(linked(&blobs::put_inline(app, caller, ws, digest, body, read).await?))
         }
         Route::PublishBatch { ws } => {
             let body = bytes::Bytes::copy_from_slice(http::body_bytes(req));

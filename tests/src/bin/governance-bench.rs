@@ -49,7 +49,7 @@ async fn main() {
     for i in 0..files {
         let bytes: Vec<u8> = format!("file {i} ").bytes().cycle().take(size).collect();
         let digest = Digest::of(&bytes);
-        blobs::put_inline(app, caller(&publisher), &ws, &digest, bytes.into()).await.unwrap();
+        blobs::put_inline(app, caller(&publisher), &ws, &digest, bytes.into(), None).await.unwrap();
         entries.push(json!({"path": format!("data/{i:06}.bin"), "digest": digest.to_string(), "size": size}));
     }
     let linking = started.elapsed();
