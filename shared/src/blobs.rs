@@ -300,7 +300,7 @@ pub struct UploadPlan {
     pub upload_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upload: Option<Presigned>,
-    /// A chunked upload (`start_upload_in_parts`): the parts to send instead of `upload`.
+    /// A chunked upload (`start_upload` with parts): the parts to send instead of `upload`.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub chunked: Option<crate::chunked::PartsPlan>,
 }
@@ -308,7 +308,9 @@ pub struct UploadPlan {
 /// POST uploads. Proof of possession: `exists: true` only when the digest is linked in `ws`, or
 /// linked in `mount_from` and the caller's grant covers `mount_from` (the OCI cross-repository
 /// mount); otherwise a presigned upload of the bytes, bound to `ws` and a fresh upload id. What
-/// other workspaces hold never changes the answer.
+/// other workspaces hold never changes the answer. With `parts` (`part_sha256`): a chunked upload
+/// (`crate::chunked`), or with its `upload_id` the same one again: the parts the store holds and URLs
+/// for the rest.
 pub async fn start_upload(
     app: &App,
     caller: Caller<'_>,
@@ -316,38 +318,25 @@ pub async fn start_upload(
     digest: &Digest,
     size: u64,
     mount_from: Option<&WorkspaceId>,
+    parts: Option<crate::chunked::PartsRequest<'_>>,
 ) -> Result<UploadPlan> {
-    if size == 0 || size > MAX_UPLOAD_SIZE {
-        return Err(Error::BadRequest(format!(
-            "size must be an integer in 1..={MAX_UPLOAD_SIZE} (larger files: part_sha256, a chunked upload)"
-        )));
+    let max = if parts.is_some() { crate::chunked::MAX_CHUNKED_SIZE } else { MAX_UPLOAD_SIZE };
+    if size == 0 || size > max {
+        let larger = if parts.is_some() { "" } else { " (larger files: part_sha256, a chunked upload)" };
+        return Err(Error::BadRequest(format!("size must be an integer in 1..={max}{larger}")));
     }
     if let Some(done) = linked_or_mounted(app, caller, ws, digest, size, mount_from).await? {
         return Ok(done);
     }
-    let upload = UploadRef::new(ws);
-    let presigned = app.blobs.presign_upload(&upload, digest, size, UPLOAD_URL_TTL).await?;
-    Ok(UploadPlan { upload_id: Some(upload.id), upload: Some(presigned), ..empty_plan(digest, size, false, None) })
-}
-
-/// POST uploads with `part_sha256`: a chunked upload (`crate::chunked`), or with `upload_id` the
-/// same one again: the parts the store holds and URLs for the rest. The same proof of possession
-/// as `start_upload`.
-pub async fn start_upload_in_parts(
-    app: &App,
-    caller: Caller<'_>,
-    ws: &WorkspaceId,
-    digest: &Digest,
-    size: u64,
-    mount_from: Option<&WorkspaceId>,
-    parts: crate::chunked::PartsRequest<'_>,
-) -> Result<UploadPlan> {
-    if size == 0 || size > crate::chunked::MAX_CHUNKED_SIZE {
-        return Err(Error::BadRequest(format!("size must be an integer in 1..={}", crate::chunked::MAX_CHUNKED_SIZE)));
-    }
-    if let Some(done) = linked_or_mounted(app, caller, ws, digest, size, mount_from).await? {
-        return Ok(done);
-    }
+    let Some(parts) = parts else {
+        let upload = UploadRef::new(ws);
+        let presigned = app.blobs.presign_upload(&upload, digest, size, UPLOAD_URL_TTL).await?;
+        return Ok(UploadPlan {
+            upload_id: Some(upload.id),
+            upload: Some(presigned),
+            ..empty_plan(digest, size, false, None)
+        });
+    };
     let (upload, parts) = crate::chunked::plan(app, ws, digest, size, parts).await?;
     Ok(UploadPlan { upload_id: Some(upload.id), chunked: Some(parts), ..empty_plan(digest, size, false, None) })
 }

@@ -56,19 +56,20 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
             let body: UploadRequest = http::json_body(req)?;
             let digest = Digest::parse(&body.digest)?;
             let from = body.mount_from.as_deref().map(WorkspaceId::parse).transpose()?;
-            let plan = match body.part_sha256 {
-                Some(parts) => {
-                    let parts = parts.iter().map(|d| Digest::parse(d)).collect::<helix_core::Result<Vec<_>>>()?;
-                    let request = PartsRequest { part_sha256: &parts, upload_id: body.upload_id.as_deref() };
-                    blobs::start_upload_in_parts(app, caller, ws, &digest, body.size, from.as_ref(), request).await?
-                }
+            let parts = match &body.part_sha256 {
+                Some(parts) => parts.iter().map(|d| Digest::parse(d)).collect::<helix_core::Result<Vec<_>>>()?,
                 None if body.upload_id.is_some() => {
                     return Err(helix_core::Error::BadRequest(
                         "upload_id is given with part_sha256 (a chunked upload)".into(),
                     ));
                 }
-                None => blobs::start_upload(app, caller, ws, &digest, body.size, from.as_ref()).await?,
+                None => Vec::new(),
             };
+            let request = body
+                .part_sha256
+                .is_some()
+                .then(|| PartsRequest { part_sha256: &parts, upload_id: body.upload_id.as_deref() });
+            let plan = blobs::start_upload(app, caller, ws, &digest, body.size, from.as_ref(), request).await?;
             Ok(http::json(200, &plan))
         }
         Route::PutBundleVersion { ws, name, version } => {
