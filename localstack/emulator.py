@@ -203,16 +203,20 @@ class IsolatedDynamoDB:
                 answered.append((status, list(headers)))
                 return start_response(status, headers, exc_info)
 
-            result = self.app(environ, recording_start_response)
-            try:
-                body_out = b"".join(result)
-            finally:
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
+            body_out = _whole_body(self.app(environ, recording_start_response))
             if token is not None and answered and answered[0][0].startswith("200"):
                 self.transactions[token] = (time.monotonic(), digest, answered[0][0], answered[0][1], body_out)
         return [body_out]
+
+
+def _whole_body(result):
+    """A WSGI answer's bytes, all of them, with the answer closed as WSGI requires."""
+    try:
+        return b"".join(result)
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
 
 
 class ListPartsRoot:
@@ -230,13 +234,7 @@ class ListPartsRoot:
             answered.append((status, list(headers), exc_info))
             return lambda _data: None
 
-        result = self.app(environ, capture)
-        try:
-            body = b"".join(result)
-        finally:
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()
+        body = _whole_body(self.app(environ, capture))
         body = body.replace(b"<ListPartsResponse", b"<ListPartsResult", 1).replace(
             b"</ListPartsResponse>", b"</ListPartsResult>", 1)
         status, headers, exc_info = answered[0]
