@@ -145,6 +145,13 @@ pub enum Change {
 /// The counter group the store moves with every commit and append, exactly.
 pub const BUSINESS_COUNTERS: &str = "business";
 
+/// Sum the deltas of several changes, counter by counter (a batch moves each counter once).
+pub fn summed(into: &mut std::collections::BTreeMap<String, i64>, deltas: Vec<(String, i64)>) {
+    for (k, v) in deltas {
+        *into.entry(k).or_insert(0) += v;
+    }
+}
+
 /// The exact counters a committed change (None: a standalone event) and its event move: every event;
 /// governance denials; blob links and their bytes; enabled tokens; bundle versions; receipts by kind.
 pub fn counter_deltas(change: Option<&Change>, event: &AuditDraft) -> Vec<(String, i64)> {

@@ -12,7 +12,7 @@ use helix_core::evidence_pack::{self, Pins};
 use helix_core::ports::{PublicKeyInfo, Signer};
 use serde_json::{Value, json};
 
-use super::api::post_json;
+use super::api::{get, post_json};
 use crate::{Backend, TestEnv};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -212,16 +212,7 @@ pub async fn a_pack_of_an_earlier_export_covers_that_export_without_exporting_ag
         assert!(matches!(out.await.unwrap(), Exported::Official { .. }));
     }
     let receipts = || async {
-        let ledger: Value = env
-            .http
-            .get(env.url(&format!("{base}/governance")))
-            .bearer_auth(&ada)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let ledger: Value = get(&env, &ada, &format!("{base}/governance")).await.json().await.unwrap();
         ledger["receipts"].as_array().unwrap().len()
     };
     assert_eq!(receipts().await, 3, "submitted→approved, two exports (seq 2, 3)");

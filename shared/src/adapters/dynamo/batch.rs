@@ -33,13 +33,6 @@ fn link_from_item(ws: &WorkspaceId, item: &Item) -> Result<BlobLink> {
     })
 }
 
-/// Sum the deltas of several changes, counter by counter.
-fn summed(into: &mut BTreeMap<String, i64>, deltas: Vec<(String, i64)>) {
-    for (k, v) in deltas {
-        *into.entry(k).or_insert(0) += v;
-    }
-}
-
 impl DynamoStore {
     pub(super) async fn links_among(&self, ws: &WorkspaceId, digests: &[Digest]) -> Result<Vec<BlobLink>> {
         let mut unique: Vec<&Digest> = digests.iter().collect();
@@ -100,9 +93,9 @@ impl DynamoStore {
                 let change = Change::LinkBlob(link.clone());
                 links.push(self.put(&self.table, catalog::link_item(link), ABSENT)?);
                 events.extend(self.event_puts(&event)?);
-                summed(&mut business, counter_deltas(Some(&change), draft));
+                crate::ports::summed(&mut business, counter_deltas(Some(&change), draft));
                 if let Some((ws, deltas)) = workspace_deltas(&change) {
-                    summed(per_ws.entry(ws.to_owned()).or_default(), deltas);
+                    crate::ports::summed(per_ws.entry(ws.to_owned()).or_default(), deltas);
                 }
                 *head = Some(ChainHead::from(&event));
                 sealed.push(event);

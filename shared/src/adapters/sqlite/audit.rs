@@ -29,14 +29,14 @@ fn head_in(conn: &Connection, stream: &str) -> rusqlite::Result<Option<AuditEven
 pub(super) fn append_in(conn: &Connection, draft: AuditDraft, change: Option<&Change>) -> rusqlite::Result<AuditEvent> {
     add_counters_in(conn, BUSINESS_COUNTERS, &counter_deltas(change, &draft))?;
     let head = head_in(conn, &draft.stream)?;
-    let to_sql = |e: Error| rusqlite::Error::InvalidParameterName(e.to_string());
-    let event = draft.seal(head.as_ref(), now_rfc3339_ms()).map_err(to_sql)?;
-    let line = event.canonical().map_err(to_sql)?;
-    insert_event(conn, &event, &line)?;
-    Ok(event)
+    seal_and_insert(conn, draft, head.as_ref().map(ChainHead::from).as_ref())
 }
 
-fn insert_event(conn: &Connection, event: &AuditEvent, line: &str) -> rusqlite::Result<()> {
+/// Seal `draft` after `head` and insert it (with its notification, when it is one).
+fn seal_and_insert(conn: &Connection, draft: AuditDraft, head: Option<&ChainHead>) -> rusqlite::Result<AuditEvent> {
+    let to_sql = |e: Error| rusqlite::Error::InvalidParameterName(e.to_string());
+    let event = draft.seal_after(head, now_rfc3339_ms()).map_err(to_sql)?;
+    let line = event.canonical().map_err(to_sql)?;
     conn.prepare_cached(
         "INSERT INTO audit_events (stream, seq, ts, event, hash, action, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
@@ -46,20 +46,17 @@ fn insert_event(conn: &Connection, event: &AuditEvent, line: &str) -> rusqlite::
         conn.prepare_cached("INSERT INTO notify_outbox (stream, seq) VALUES (?1, ?2)")?
             .execute(params![event.stream, event.seq as i64])?;
     }
-    Ok(())
+    Ok(event)
 }
 
 /// `append_in` for several standalone events, in order, in one step: each stream's head read once
 /// and carried from event to event, the business counters moved once by the sum.
 fn append_many_in(conn: &Connection, drafts: Vec<AuditDraft>) -> rusqlite::Result<Vec<AuditEvent>> {
-    let mut sums: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+    let mut sums = std::collections::BTreeMap::new();
     for d in &drafts {
-        for (name, delta) in counter_deltas(None, d) {
-            *sums.entry(name).or_default() += delta;
-        }
+        crate::ports::summed(&mut sums, counter_deltas(None, d));
     }
     add_counters_in(conn, BUSINESS_COUNTERS, &sums.into_iter().collect::<Vec<_>>())?;
-    let to_sql = |e: Error| rusqlite::Error::InvalidParameterName(e.to_string());
     let mut heads: std::collections::HashMap<String, Option<ChainHead>> = std::collections::HashMap::new();
     let mut out = Vec::with_capacity(drafts.len());
     for draft in drafts {
@@ -67,9 +64,7 @@ fn append_many_in(conn: &Connection, drafts: Vec<AuditDraft>) -> rusqlite::Resul
             Some(h) => h.clone(),
             None => head_in(conn, &draft.stream)?.as_ref().map(ChainHead::from),
         };
-        let event = draft.seal_after(head.as_ref(), now_rfc3339_ms()).map_err(to_sql)?;
-        let line = event.canonical().map_err(to_sql)?;
-        insert_event(conn, &event, &line)?;
+        let event = seal_and_insert(conn, draft, head.as_ref())?;
         heads.insert(event.stream.clone(), Some(ChainHead::from(&event)));
         out.push(event);
     }
