@@ -30,7 +30,7 @@ help:
 	@echo "make watch          cargo lambda watch against a local emulator (moto)"
 	@echo "make bench          Lambda cold start and package size vs Python/boto3, governance, audit, reads, transfer, warm latency through the gateway, the console (docs/performance.md)"
 	@echo "make docs           regenerate the RBAC matrix in docs/security.md"
-	@echo "make release        release build of the Lambda functions and the CLI"
+	@echo "make release        the Lambda functions (lambda-release profile) and the CLI (release)"
 	@echo "make emulator-start / emulator-stop   a long-lived moto for manual use"
 
 run:
@@ -108,7 +108,8 @@ build-lambda:
 	scripts/venv.sh .venv infra/requirements-build.txt
 	rustup target list --installed | grep -q '^$(if $(filter arm64,$(ARCH)),aarch64,x86_64)-unknown-linux-gnu$$' || \
 	  rustup target add $(if $(filter arm64,$(ARCH)),aarch64,x86_64)-unknown-linux-gnu
-	PATH="$(VENV_BIN):$$PATH" $(CARGO) lambda build --release --$(ARCH) --output-format zip \
+	PATH="$(VENV_BIN):$$PATH" $(CARGO) lambda build --profile lambda-release --$(ARCH) --output-format zip \
+	  --config 'build.rustflags=["-C","target-cpu=$(if $(filter arm64,$(ARCH)),neoverse-n1,haswell)"]' \
 	  --lambda-dir infra/build $(addprefix -p ,$(FUNCTIONS))
 	@ls -l infra/build/*/bootstrap.zip
 
@@ -126,8 +127,8 @@ watch:
 	set -a && . localstack/.state/env && set +a && PATH="$(VENV_BIN):$$PATH" $(CARGO) lambda watch \
 	  --invoke-address 127.0.0.1 --invoke-port 9000
 
-# Cold start of each release binary under the Runtime API emulator, against moto, beside Python/boto3.
-# (The harness itself is the test build; only the functions it measures are release builds.)
+# Cold start of each function (the lambda-release profile, as deployed) under the Runtime API emulator, against moto, beside Python/boto3.
+# (The harness itself is the test build; only the functions it measures are lambda-release builds.)
 # Then governance on the embedded backend (a 10,000-file bundle: register, approve, export, verify),
 # and the audit trail (appends per second, a 1,000,000-event day exported and verified), in process, so
 # release builds of the harnesses. Then warm latency through the deploy rehearsal's gateway beside
@@ -135,10 +136,10 @@ watch:
 # against the release `helix serve` built for the transfer bench (tests/browser/console_bench.py).
 bench:
 	localstack/venv.sh
-	$(CARGO) build --release $(addprefix -p ,$(FUNCTIONS))
+	$(CARGO) build --profile lambda-release $(addprefix -p ,$(FUNCTIONS))
 	$(CARGO) build -p helix-tests --bin lambda-bench
 	localstack/with-emulator.sh $(or $(CARGO_TARGET_DIR),target)/debug/lambda-bench \
-	  --bin-dir $(or $(CARGO_TARGET_DIR),target)/release --python .venv/bin/python --runs 20 \
+	  --bin-dir $(or $(CARGO_TARGET_DIR),target)/lambda-release --python .venv/bin/python --runs 20 \
 	  --out target/bench/lambda.md
 	$(CARGO) build --release -p helix-tests --bin governance-bench
 	$(or $(CARGO_TARGET_DIR),target)/release/governance-bench --files 10000 --out target/bench/governance.md
@@ -151,14 +152,15 @@ bench:
 	  --out target/bench/transfer.md
 	scripts/venv.sh .venv-infra infra/requirements-lint.txt
 	scripts/venv.sh .venv-rehearse infra/rehearse/requirements.txt
-	.venv-rehearse/bin/python infra/rehearse/rehearse.py --target-dir $(or $(CARGO_TARGET_DIR),target) --profile release \
-	  --latency 200 --work target/bench/rehearse --latency-out target/bench/latency.md
+	.venv-rehearse/bin/python infra/rehearse/rehearse.py --target-dir $(or $(CARGO_TARGET_DIR),target) --profile lambda-release \
+	  --helix $(or $(CARGO_TARGET_DIR),target)/release/helix --latency 200 --work target/bench/rehearse --latency-out target/bench/latency.md
 	scripts/browser-env.sh
 	.venv-browser/bin/python tests/browser/console_bench.py --helix $(or $(CARGO_TARGET_DIR),target)/release/helix \
 	  --runs 15 --out target/bench/console.md
 
 release:
-	$(CARGO) build --release $(addprefix -p ,$(FUNCTIONS)) -p helix-cli
+	$(CARGO) build --profile lambda-release $(addprefix -p ,$(FUNCTIONS))
+	$(CARGO) build --release -p helix-cli
 
 # Regenerate the RBAC matrix in docs/security.md from the code (a test fails when they differ).
 docs:

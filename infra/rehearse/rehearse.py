@@ -427,7 +427,8 @@ def main():
     ap = argparse.ArgumentParser(description="offline deploy rehearsal")
     ap.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")))
     ap.add_argument("--work", default=os.path.join(ROOT, "target", "rehearse"))
-    ap.add_argument("--profile", default="debug", help="the functions' build: debug (make rehearse) or release (make bench)")
+    ap.add_argument("--profile", default="debug", help="the functions' build: debug (make rehearse) or lambda-release (make bench)")
+    ap.add_argument("--helix", help="the helix binary (operator commands, and helix serve for --latency); default: the --profile build's")
     ap.add_argument("--latency", type=int, metavar="N", help="instead of the checks: warm latency of N requests per kind (latency.py)")
     ap.add_argument("--latency-out", default=os.path.join(ROOT, "target", "bench", "latency.md"))
     args = ap.parse_args()
@@ -504,7 +505,7 @@ def main():
             time.sleep(0.1)
 
         # The first admin token, as docs/deploy.md bootstraps it (straight into the stack's tables).
-        helix = os.path.join(args.target_dir, args.profile, "helix")
+        helix = args.helix or os.path.join(args.target_dir, args.profile, "helix")
         env_tables = lam.get_function_configuration(FunctionName=physical["TokenFunction"])["Environment"]["Variables"]
         op_env = dict(os.environ, HELIX_META_BACKEND="dynamodb", HELIX_TABLE=env_tables["HELIX_TABLE"],
                       HELIX_AUDIT_TABLE=env_tables["HELIX_AUDIT_TABLE"], AWS_ENDPOINT_URL=emu.url, AWS_REGION=REGION,

@@ -1,7 +1,7 @@
 //! `make bench`: cold start of each function binary as a Lambda, against the Runtime API emulator
 //! and the AWS emulator (moto), beside a Python/boto3 function doing the same set-up.
 //!
-//!   lambda-bench --bin-dir target/release --python .venv/bin/python [--runs 20] [--out FILE]
+//!   lambda-bench --bin-dir target/lambda-release --python .venv/bin/python [--runs 20] [--out FILE]
 //!
 //! Per function and run: a new process; *init* is exec to the first `GET .../invocation/next` (every
 //! SDK client built), *first invocation* is the first event's round trip with real calls to the
@@ -23,7 +23,7 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args { bin_dir: "target/release".into(), python: ".venv/bin/python".into(), runs: 20, out: None };
+    let mut a = Args { bin_dir: "target/lambda-release".into(), python: ".venv/bin/python".into(), runs: 20, out: None };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
