@@ -106,7 +106,7 @@ pub async fn plan(
     let (upload, record, stored) = match upload_id {
         None => {
             let upload = UploadRef::new(ws);
-            let store_id = app.blobs.begin_parts(&upload).await?;
+            let store_id = app.blobs.begin_parts(&upload, part_size).await?;
             let record = PlanRecord { digest: digest.to_string(), size, part_size, part_count: count, store_id };
             let bytes = Bytes::from(serde_json::to_vec(&record).map_err(|e| Error::Internal(e.to_string()))?);
             if app.blobs.put_plan(&upload, bytes).await? != PutOutcome::Created {
