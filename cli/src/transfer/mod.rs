@@ -171,3 +171,28 @@ fn in_file(e: ClientError, path: &str) -> ClientError {
         e => e,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One read gives the file's SHA-256 and each part's (the last one shorter, or whole when the
+    /// size is a multiple of the part size); a file whose length is not the one its parts were sized
+    /// for gives no parts (the upload hashes them again).
+    #[test]
+    fn parts_are_hashed_in_the_same_read_as_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for (len, part) in [(10 * CHUNK + 5, 3 * CHUNK as u64 + 1), (8 * CHUNK, 2 * CHUNK as u64), (100, 7)] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 31 % 253) as u8).collect();
+            let path = dir.path().join("f");
+            std::fs::write(&path, &bytes).unwrap();
+            let done = AtomicU64::new(0);
+            let (digest, read, parts) = hash_file_parts(&path, &done, len as u64, Some(part)).unwrap();
+            assert_eq!((digest, read, done.load(Ordering::Relaxed)), (Digest::of(&bytes), len as u64, len as u64));
+            let want: Vec<Digest> = bytes.chunks(part as usize).map(Digest::of).collect();
+            assert_eq!(parts, Some(want), "{len} in parts of {part}");
+            let (_, _, grown) = hash_file_parts(&path, &done, len as u64 - 1, Some(part)).unwrap();
+            assert_eq!(grown, None);
+        }
+    }
+}

@@ -207,14 +207,21 @@ pub async fn chunked_uploads_of_wrong_bytes_are_refused_and_link_nothing(b: Back
     }
     assert!(!linked(&env, &publisher, "team-a", &d).await);
 
-    // Parts true to their SHA-256s, but of another file than the digest's.
+    // Parts true to their SHA-256s, but of another file than the digest's: nothing linked, and
+    // nothing placed under a blob key (the whole file is verified before it goes anywhere but staging).
     let (wrong, _) = unique_blob(bytes.len());
     let wrong_sha = part_digests(&wrong, part);
     let (_, plan) = plan_parts(&env, &publisher, "team-a", &d, bytes.len(), &wrong_sha, json!({})).await;
     send_parts(&env, &plan, &wrong, part, &[]).await;
+    let objects = env.stored_objects().await;
     let done = complete(&env, &publisher, "team-a", &d.to_string(), &plan).await;
     expect_problem(done, 400, "digest_mismatch").await;
     assert!(!linked(&env, &publisher, "team-a", &d).await);
+    assert_eq!(env.stored_objects().await, objects, "no blob object was written");
+    if b == Backend::Embedded {
+        let tmp = env.data_dir().join(helix_core::app::BLOB_DIR).join("tmp");
+        assert_eq!(std::fs::read_dir(tmp).unwrap().count(), 0, "the sealed parts are removed with the refusal");
+    }
     let id = plan["upload_id"].as_str().unwrap();
     let (status, gone) =
         plan_parts(&env, &publisher, "team-a", &d, bytes.len(), &wrong_sha, json!({"upload_id": id})).await;

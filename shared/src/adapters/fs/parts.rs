@@ -284,3 +284,92 @@ impl FsBlobStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::fs::LocalPresigner;
+    use crate::ports::BlobStore;
+
+    fn parts_of(bytes: &[u8], size: usize) -> Vec<(u32, Bytes, Digest)> {
+        bytes.chunks(size).enumerate().map(|(i, c)| (i as u32 + 1, Bytes::copy_from_slice(c), Digest::of(c))).collect()
+    }
+
+    async fn send(store: &FsBlobStore, upload: &UploadRef, part: &(u32, Bytes, Digest)) -> Result<()> {
+        let body = futures_util::stream::iter([Ok::<_, io::Error>(part.1.clone())]);
+        store.receive_part(upload, part.0, &part.2, part.1.len() as u64, body).await
+    }
+
+    /// The join copies nothing and trusts nothing it did not read: parts land at their offsets in one
+    /// file, a join refuses while a part is being written (and when a part was sent again since the
+    /// listing), the joined file's recorded SHA-256 is the one of what was read, and a part sent after
+    /// the join can neither reach the sealed file nor be stored.
+    #[tokio::test]
+    async fn parts_are_joined_in_place_and_a_part_in_flight_or_late_cannot_change_the_joined_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            FsBlobStore::open(dir.path(), LocalPresigner::new("http://127.0.0.1:1".into(), vec![7; 32])).unwrap();
+        let upload = UploadRef::new(&crate::domain::WorkspaceId::parse("demo").unwrap());
+        let file: Vec<u8> = (0..150u32).map(|i| (i * 7 % 251) as u8).collect();
+        let parts = parts_of(&file, 64);
+        store.begin_parts(&upload, 64).await.unwrap();
+        // Out of order, as concurrent parts arrive; a wrong part is not stored.
+        for n in [3, 1, 2] {
+            send(&store, &upload, &parts[n - 1]).await.unwrap();
+        }
+        let wrong = (2, Bytes::from(vec![0u8; 64]), parts[1].2.clone());
+        assert!(matches!(send(&store, &upload, &wrong).await, Err(Error::DigestMismatch { .. })));
+        let listed = store.list_part_files(&upload).await.unwrap().unwrap();
+        assert_eq!(
+            listed.iter().map(|p| p.number).collect::<Vec<_>>(),
+            [1, 3],
+            "part 2 was overwritten by wrong bytes"
+        );
+        send(&store, &upload, &parts[1]).await.unwrap();
+        let listed = store.list_part_files(&upload).await.unwrap().unwrap();
+        assert_eq!(listed.iter().map(|p| (p.number, p.size)).collect::<Vec<_>>(), [(1, 64), (2, 64), (3, 22)]);
+
+        // Part 3 sent again, its body hanging: the join refuses (409), then refuses the listing it
+        // was given (part 3 is not stored any more), until part 3 is stored again.
+        let (started, mut got_body) = tokio::sync::mpsc::channel::<()>(1);
+        let hanging = futures_util::stream::unfold(0u8, move |sent| {
+            let started = started.clone();
+            async move {
+                if sent == 0 {
+                    return Some((Ok::<_, io::Error>(Bytes::from_static(b"zz")), 1));
+                }
+                let _ = started.send(()).await;
+                futures_util::future::pending::<()>().await;
+                None
+            }
+        });
+        let mut resend = Box::pin(store.receive_part(&upload, 3, &parts[2].2, 22, Box::pin(hanging)));
+        tokio::select! {
+            r = &mut resend => panic!("a hanging body cannot end the part: {r:?}"),
+            _ = got_body.recv() => {}
+        }
+        match store.join_part_files(&upload, &listed).await {
+            Err(Error::UploadIncomplete(why)) => assert!(why.contains("being written"), "{why}"),
+            other => panic!("joined while a part was written: {other:?}"),
+        }
+        drop(resend);
+        match store.join_part_files(&upload, &listed).await {
+            Err(Error::UploadIncomplete(why)) => assert!(why.contains("part 3"), "{why}"),
+            other => panic!("joined a part that is no longer stored: {other:?}"),
+        }
+        send(&store, &upload, &parts[2]).await.unwrap();
+        assert_eq!(store.join_part_files(&upload, &listed).await.unwrap(), PutOutcome::Created);
+        let staged = store.staged(&upload).await.unwrap().unwrap();
+        assert_eq!((staged.size, staged.stored_sha256), (150, Some(Digest::of(&file))));
+        assert_eq!(std::fs::read(store.upload_path(&upload)).unwrap(), file);
+
+        // After the join: a part finds no upload, the joined file is untouched, nothing is left in tmp.
+        let late = (1, Bytes::from(vec![9u8; 64]), Digest::of(&[9u8; 64]));
+        assert!(matches!(send(&store, &upload, &late).await, Err(Error::UploadMissing)));
+        assert!(matches!(send(&store, &upload, &parts[0]).await, Err(Error::UploadMissing)));
+        assert_eq!(std::fs::read(store.upload_path(&upload)).unwrap(), file);
+        assert_eq!(store.join_part_files(&upload, &listed).await.unwrap(), PutOutcome::Existed);
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert!(store.list_part_files(&upload).await.unwrap().is_none(), "joined: nothing to resume");
+    }
+}
