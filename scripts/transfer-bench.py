@@ -3,9 +3,16 @@
 same bytes on the same machine: one large file (1 GiB by default) and many small ones (10,000 by
 default). Also a blob GET of the large file through `helix serve` (the 307 to its local presigned URL,
 with curl) and the server-side latency of the upload's `complete`. Peak RSS of each client run is the
-child's ru_maxrss. Writes a markdown table.
+child's (GNU time's maximum resident set); the server's is its VmHWM (/proc) before it stops. Writes a
+markdown table.
 
     scripts/transfer-bench.py --helix target/release/helix --out target/bench/transfer.md
+    # issue 19's large file: 6 GiB, no small files, the pulled bytes' SHA-256 checked against the source's
+    scripts/transfer-bench.py --helix target/release/helix --large-mib 6144 --small-files 0 --verify \
+      --out target/bench/transfer-6g.md
+
+A run needs about three times the large file's size on the disk of the temp folder (the source, the
+stored blob, the pulled copy): with less free space it is skipped (a line in --out says so).
 """
 
 import argparse
@@ -34,9 +41,21 @@ def main():
     p.add_argument("--large-mib", type=int, default=1024)
     p.add_argument("--small-files", type=int, default=10000)
     p.add_argument("--jobs", type=int, default=4)
+    p.add_argument("--verify", action="store_true",
+                   help="check the pulled large file's SHA-256 (sha256sum) against the source's")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     helix = os.path.abspath(args.helix)
+    needed = 3 * (args.large_mib << 20) + (1 << 30)
+    free = shutil.disk_usage(tempfile.gettempdir()).free
+    if free < needed:
+        line = "Skipped: %.1f GiB free in %s, a run of %d MiB needs %.1f GiB." % (
+            free / (1 << 30), tempfile.gettempdir(), args.large_mib, needed / (1 << 30))
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            f.write(line + "\n")
+        print(line)
+        return
     work = tempfile.mkdtemp(prefix="helix-transfer-bench-")
     try:
         data = os.path.join(work, "data")
@@ -68,14 +87,19 @@ def main():
                 break
         client = dict(os.environ, HELIX_URL=url, HELIX_TOKEN=admin, HELIX_STATE_DIR=os.path.join(work, "state"))
         rows = []
+        source_digest = "sha256:" + subprocess.run(["sha256sum", os.path.join(large, "model.bin")], check=True,
+                                                   stdout=subprocess.PIPE).stdout.decode().split()[0]
+        verified = None
 
         def sha256sum(path):
             cmd = ["sh", "-c", "find . -type f -print0 | xargs -0 sha256sum > /dev/null"]
             subprocess.run(["sync"])
             return peak_rss(cmd, cwd=path)[0]
 
-        for label, src, size, files in [("1 large file", large, args.large_mib << 20, 1),
-                                        ("%d small files" % args.small_files, small, small_bytes, args.small_files)]:
+        workloads = [("1 large file", large, args.large_mib << 20, 1)]
+        if args.small_files > 0:
+            workloads.append(("%d small files" % args.small_files, small, small_bytes, args.small_files))
+        for label, src, size, files in workloads:
             name = "large" if files == 1 else "small"
             base = sha256sum(src)
             push_s, push_rss, push_out = peak_rss(
@@ -88,13 +112,22 @@ def main():
             again_s, _, _ = peak_rss(
                 [helix, "push", src, "--workspace", "bench", "--name", name, "--version", "1", "--json"], env=client)
             rows.append((label, size, files, base, push_s, push_rss, pushed["upload_seconds"], pull_s, pull_rss, again_s))
+            if files == 1 and args.verify:
+                got = subprocess.run(["sha256sum", os.path.join(dest, "model.bin")], check=True,
+                                     stdout=subprocess.PIPE).stdout.decode().split()[0]
+                verified = "sha256:" + got == source_digest
+                if not verified:
+                    print("the pulled file's SHA-256 is sha256:%s, the source's %s" % (got, source_digest), file=sys.stderr)
             shutil.rmtree(dest)
 
         # A blob GET of the large file through helix serve: the 307, then the local presigned URL.
-        digest = "sha256:" + subprocess.run(["sha256sum", os.path.join(large, "model.bin")], check=True,
-                                            stdout=subprocess.PIPE).stdout.decode().split()[0]
         get_s, _, _ = peak_rss(["curl", "-sfL", "-o", "/dev/null", "-H", "Authorization: Bearer " + admin,
-                                url + "/v1/workspaces/bench/blobs/" + digest])
+                                url + "/v1/workspaces/bench/blobs/" + source_digest])
+        server_rss = None
+        with open("/proc/%d/status" % server.pid) as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    server_rss = int(line.split()[1]) / 1024.0
         server.terminate()
         server.wait()
         complete_ms = [json.loads(l)["fields"]["latency_ms"] for l in open(os.path.join(work, "serve.log"))
@@ -114,12 +147,19 @@ def main():
                      % (get_s, args.large_mib / get_s))
         if complete_ms:
             lines.append("`complete` of the large upload (server latency): %.0f ms." % max(complete_ms))
+        if server_rss is not None:
+            lines.append("`helix serve` peak RSS (VmHWM) over the whole run: %.0f MiB." % server_rss)
+        if verified is not None:
+            lines.append("Pulled large file's SHA-256 %s the source's (%s)." % ("equals" if verified else "DIFFERS FROM",
+                                                                              source_digest))
         lines.append("")
         lines.append("Machine: %d CPUs; `--jobs %d`; figures are one run each (`%s`)." % (os.cpu_count(), args.jobs, " ".join(sys.argv)))
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
             f.write("\n".join(lines) + "\n")
         print("\n".join(lines))
+        if verified is False:
+            sys.exit(1)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

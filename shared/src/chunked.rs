@@ -1,8 +1,9 @@
 //! Chunked uploads: a file of more than one part is uploaded part by part, each part's SHA-256 signed
 //! into its presigned URL so the store refuses other bytes (S3: UploadPart with
 //! `x-amz-checksum-sha256`; the embedded store: the local part route, hashed while written), then
-//! joined into the upload's staging object, re-hashed whole and linked by `blobs::complete_upload`
-//! with every rule of a single upload (docs/decisions.md, "Chunked uploads").
+//! joined into the upload's staging object (on disk without a copy: the parts' file sealed and
+//! hashed), re-hashed whole and linked by `blobs::complete_upload` with every rule of a single upload
+//! (docs/decisions.md, "Chunked uploads" and "Large pushes").
 //!
 //! The plan (digest, size, part size, the store's id of the upload) is a small document beside the
 //! staging key (`uploads/{ws}/{id}.plan`), written create-only by the registry and never by a client:
@@ -106,7 +107,7 @@ pub async fn plan(
     let (upload, record, stored) = match upload_id {
         None => {
             let upload = UploadRef::new(ws);
-            let store_id = app.blobs.begin_parts(&upload).await?;
+            let store_id = app.blobs.begin_parts(&upload, part_size).await?;
             let record = PlanRecord { digest: digest.to_string(), size, part_size, part_count: count, store_id };
             let bytes = Bytes::from(serde_json::to_vec(&record).map_err(|e| Error::Internal(e.to_string()))?);
             if app.blobs.put_plan(&upload, bytes).await? != PutOutcome::Created {

@@ -1,7 +1,9 @@
-//! `helix push` of a file above one part: a chunked upload (helix_core::chunked). The file is read
-//! once more for the SHA-256 of each part (the registry signs each into its part's URL, so the store
-//! refuses other bytes), then the parts the registry asks for are sent, each streamed from its range
-//! of the file, and the upload is completed (the registry re-hashes the whole file before linking).
+//! `helix push` of a file above one part: a chunked upload (helix_core::chunked). The SHA-256 of each
+//! part (the registry signs each into its part's URL, so the store refuses other bytes) is taken in
+//! the same read as the file's own (`hash_file_parts`; read again here only when the file changed in
+//! between), then the parts the registry asks for are sent, `PART_JOBS` at a time, each streamed from
+//! its range of the file, and the upload is completed (the registry verifies the whole file's SHA-256
+//! before linking).
 //!
 //! Resume inside a file: the upload id is kept in the client's state folder (`Registry::state_dir`,
 //! `uploads/` + 32 hex of SHA-256 of registry, workspace and digest) until the upload is complete.
@@ -12,7 +14,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use helix_core::chunked::{part_count, part_size_for};
 use helix_core::domain::{Digest, DigestWriter, WorkspaceId};
 use serde_json::{Value, json};
@@ -35,6 +37,10 @@ fn record_path(registry: &Registry, ws: &WorkspaceId, digest: &Digest) -> Option
     let name = Digest::of(format!("{}\n{ws}\n{digest}", registry.url).as_bytes()).hex()[..32].to_owned();
     registry.state_dir().map(|d| d.join("uploads").join(name))
 }
+
+/// Parts of one file in flight at once: enough to keep the store busy while one part waits for its
+/// answer (each is streamed in `CHUNK`s, so memory stays flat: docs/decisions.md, "Large pushes").
+pub(super) const PART_JOBS: usize = 4;
 
 /// SHA-256 of each part of `part_size` bytes of the file (on a blocking thread).
 async fn part_digests(file: &LocalFile, part_size: u64) -> Result<Vec<Digest>, ClientError> {
@@ -73,9 +79,14 @@ pub(super) async fn upload(
     digest: &Digest,
     file: &LocalFile,
     part_size: u64,
+    hashed: Option<&[Digest]>,
     progress: &Progress,
 ) -> Result<(), ClientError> {
-    let sha: Vec<String> = part_digests(file, part_size).await?.iter().map(ToString::to_string).collect();
+    let count = part_count(file.size, part_size) as usize;
+    let sha: Vec<String> = match hashed.filter(|h| h.len() == count) {
+        Some(hashed) => hashed.iter().map(ToString::to_string).collect(),
+        None => part_digests(file, part_size).await?.iter().map(ToString::to_string).collect(),
+    };
     let record = record_path(registry, ws, digest);
     let mut upload_id = match &record {
         Some(p) => tokio::fs::read_to_string(p).await.ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()),
@@ -122,13 +133,28 @@ pub(super) async fn upload(
         if parts.is_empty() {
             break;
         }
-        for part in &parts {
-            // A URL about to expire: ask again (the answer lists what was sent meanwhile).
-            if part["expires_at"].as_i64().is_some_and(|e| e - helix_core::domain::time::now_unix() < 60) {
-                break;
+        // A URL about to expire is not used: the next answer has a fresh one (and lists what was sent).
+        // After a failure no part is started, and the parts in flight are let finish (stored parts
+        // are what a resumed push does not send again); then the first failure is the answer.
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let usable = |part: &&Value| {
+            !failed.load(Ordering::Relaxed)
+                && part["expires_at"].as_i64().is_none_or(|e| e - helix_core::domain::time::now_unix() >= 60)
+        };
+        let sent: Vec<Result<(), ClientError>> = futures_util::stream::iter(parts.iter().filter(usable).map(|part| {
+            let failed = &failed;
+            async move {
+                let sent = send_part(registry, file, part, part_size, progress).await;
+                if sent.is_err() {
+                    failed.store(true, Ordering::Relaxed);
+                }
+                sent
             }
-            send_part(registry, file, part, part_size, progress).await?;
-        }
+        }))
+        .buffer_unordered(PART_JOBS)
+        .collect()
+        .await;
+        sent.into_iter().collect::<Result<Vec<()>, _>>()?;
     }
     let path = format!("/v1/workspaces/{ws}/uploads/{digest}/complete");
     registry.post(&path, &json!({"upload_id": upload_id})).await.map_err(|e| in_file(e, &file.path))?;

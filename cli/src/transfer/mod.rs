@@ -45,6 +45,81 @@ pub(crate) fn hash_file(path: &Path, done: &AtomicU64) -> Result<(Digest, u64), 
     hash_reader(file, path, done)
 }
 
+/// `hash_file` of a file that goes up in parts of `part_size` (`chunked::part_size_of`): the SHA-256 of
+/// each part too, taken in the same read of the file. The reading thread hashes the whole file; a
+/// second thread hashes the parts from the same buffers (a few MiB in flight, memory flat in the
+/// size), so the two hashes cost one read and, on two cores, about the time of one. The parts are
+/// None when the file's length at reading is not the one its parts were sized for (it changed since
+/// the walk): the upload hashes them again.
+pub(crate) fn hash_file_parts(
+    path: &Path,
+    done: &AtomicU64,
+    size: u64,
+    part_size: Option<u64>,
+) -> Result<(Digest, u64, Option<Vec<Digest>>), ClientError> {
+    let Some(part_size) = part_size.filter(|p| *p > 0) else {
+        let (digest, len) = hash_file(path, done)?;
+        return Ok((digest, len, None));
+    };
+    use std::io::Read;
+    let err = |e: std::io::Error| other(format!("{}: {e}", path.display()));
+    let mut file = std::fs::File::open(path).map_err(err)?;
+    // (bytes, whether they end a part); bounded: at most 4 buffers wait for the part hasher.
+    let (to_parts, from_reader) = std::sync::mpsc::sync_channel::<(Vec<u8>, bool)>(4);
+    // Hashed buffers come back to be read into again.
+    let (give_back, take_back) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::scope(|scope| {
+        let parts = scope.spawn(move || {
+            let mut digests = Vec::new();
+            let mut part = DigestWriter::default();
+            for (bytes, ends) in from_reader {
+                part.update(&bytes);
+                if ends {
+                    digests.push(std::mem::take(&mut part).finish());
+                }
+                let _ = give_back.send(bytes);
+            }
+            if !part.is_empty() {
+                // The last part, shorter than the others.
+                digests.push(part.finish());
+            }
+            digests
+        });
+        let mut whole = DigestWriter::default();
+        let mut in_part = 0u64;
+        let read = loop {
+            // Reads stop at each part's end, so every buffer lies within one part.
+            let want = (part_size - in_part).min(4 * CHUNK as u64) as usize;
+            let mut buf = take_back.try_recv().unwrap_or_default();
+            buf.resize(want, 0);
+            let n = match file.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => break Err(err(e)),
+            };
+            if n == 0 {
+                break Ok(());
+            }
+            buf.truncate(n);
+            whole.update(&buf);
+            done.fetch_add(n as u64, Ordering::Relaxed);
+            in_part += n as u64;
+            let ends = in_part == part_size;
+            if ends {
+                in_part = 0;
+            }
+            if to_parts.send((buf, ends)).is_err() {
+                break Err(other("the part hasher stopped"));
+            }
+        };
+        drop(to_parts);
+        let digests = parts.join().map_err(|_| other("the part hasher panicked"))?;
+        read?;
+        let len = whole.len();
+        Ok((whole.finish(), len, (len == size).then_some(digests)))
+    })
+}
+
 fn hash_reader(mut file: std::fs::File, path: &Path, done: &AtomicU64) -> Result<(Digest, u64), ClientError> {
     use std::io::Read;
     let mut digest = DigestWriter::default();
@@ -94,5 +169,30 @@ fn in_file(e: ClientError, path: &str) -> ClientError {
             ClientError::Refused { status, reason, detail: format!("{path}: {detail}") }
         }
         e => e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One read gives the file's SHA-256 and each part's (the last one shorter, or whole when the
+    /// size is a multiple of the part size); a file whose length is not the one its parts were sized
+    /// for gives no parts (the upload hashes them again).
+    #[test]
+    fn parts_are_hashed_in_the_same_read_as_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for (len, part) in [(10 * CHUNK + 5, 3 * CHUNK as u64 + 1), (8 * CHUNK, 2 * CHUNK as u64), (100, 7)] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 31 % 253) as u8).collect();
+            let path = dir.path().join("f");
+            std::fs::write(&path, &bytes).unwrap();
+            let done = AtomicU64::new(0);
+            let (digest, read, parts) = hash_file_parts(&path, &done, len as u64, Some(part)).unwrap();
+            assert_eq!((digest, read, done.load(Ordering::Relaxed)), (Digest::of(&bytes), len as u64, len as u64));
+            let want: Vec<Digest> = bytes.chunks(part as usize).map(Digest::of).collect();
+            assert_eq!(parts, Some(want), "{len} in parts of {part}");
+            let (_, _, grown) = hash_file_parts(&path, &done, len as u64 - 1, Some(part)).unwrap();
+            assert_eq!(grown, None);
+        }
     }
 }

@@ -12,7 +12,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::client::{ClientError, Registry, chain};
 
-use super::{CHUNK, Options, PARTIAL_PREFIX, Progress, blob_path, hash_file, in_file, inline_max_of, other};
+use super::{CHUNK, Options, PARTIAL_PREFIX, Progress, blob_path, hash_file_parts, in_file, inline_max_of, other};
 
 /// A regular file under the pushed directory.
 #[derive(Debug)]
@@ -112,11 +112,16 @@ pub async fn push(
     // The registry is asked first: nothing is hashed or uploaded for a push it would refuse.
     let (status, registered) = preflight(registry, ws, name, version).await?;
 
+    let inline_max = opts.inline_max.unwrap_or_else(|| inline_max_of(&status));
     let total: u64 = files.iter().map(|f| f.size).sum();
     let progress = Progress::start("hashing", total, opts.quiet);
-    let hashes: Vec<(Digest, u64)> = futures_util::stream::iter(files.iter().map(|f| {
-        let (path, done) = (f.abs.clone(), progress.done.clone());
-        async move { tokio::task::spawn_blocking(move || hash_file(&path, &done)).await.map_err(other)? }
+    // A file that goes up in parts has its parts hashed in the same read (`hash_file_parts`).
+    let hashes: Vec<(Digest, u64, Option<Vec<Digest>>)> = futures_util::stream::iter(files.iter().map(|f| {
+        let (path, done, size) = (f.abs.clone(), progress.done.clone(), f.size);
+        let part_size = (size > inline_max).then(|| super::chunked::part_size_of(&status, size)).flatten();
+        async move {
+            tokio::task::spawn_blocking(move || hash_file_parts(&path, &done, size, part_size)).await.map_err(other)?
+        }
     }))
     .buffered(opts.jobs.max(1))
     .try_collect()
@@ -124,10 +129,11 @@ pub async fn push(
     progress.finish();
     // The manifest names the bytes that were hashed (a file that grew since the walk is pushed as hashed;
     // if it changes again before its upload, the registry refuses the upload with digest_mismatch).
-    for (f, (_, len)) in files.iter_mut().zip(&hashes) {
+    for (f, (_, len, _)) in files.iter_mut().zip(&hashes) {
         f.size = *len;
     }
-    let digests: Vec<Digest> = hashes.into_iter().map(|(d, _)| d).collect();
+    let (digests, part_digests): (Vec<Digest>, Vec<Option<Vec<Digest>>>) =
+        hashes.into_iter().map(|(d, _, parts)| (d, parts)).unzip();
     let manifest = manifest(&files, &digests, name, version)?;
     if let Some(registered) = registered {
         // Registered already: the same content is an idempotent re-run (nothing to upload); other
@@ -147,12 +153,14 @@ pub async fn push(
         }
     }
 
-    let inline_max = opts.inline_max.unwrap_or_else(|| inline_max_of(&status));
-
     // One upload per distinct digest; one request per 1,000 digests says which the workspace lacks.
     let mut distinct: std::collections::BTreeMap<Digest, &LocalFile> = Default::default();
-    for (f, d) in files.iter().zip(&digests) {
+    let mut parts_of: std::collections::HashMap<&Digest, &[Digest]> = Default::default();
+    for ((f, d), parts) in files.iter().zip(&digests).zip(&part_digests) {
         distinct.entry(d.clone()).or_insert(f);
+        if let Some(parts) = parts {
+            parts_of.entry(d).or_insert(parts);
+        }
     }
     let asked: Vec<&Digest> = distinct.keys().collect();
     let lacking = super::batch::missing(registry, ws, &asked, opts.jobs).await?;
@@ -169,8 +177,8 @@ pub async fn push(
         .buffer_unordered(opts.jobs.max(1))
         .try_collect::<Vec<()>>();
     let single = futures_util::stream::iter(large.iter().map(|(d, f)| {
-        let part_size = super::chunked::part_size_of(&status, f.size);
-        upload(registry, ws, d, f, inline_max, part_size, &progress)
+        let parts = super::chunked::part_size_of(&status, f.size).map(|size| (size, parts_of.get(d).copied()));
+        upload(registry, ws, d, f, inline_max, parts, &progress)
     }))
     .buffer_unordered(opts.jobs.max(1))
     .try_collect::<Vec<()>>();
@@ -227,14 +235,15 @@ pub(super) async fn preflight(
 }
 
 /// Upload one blob the workspace lacks: inline up to `inline_max`, in parts above one part
-/// (`part_size`, as the registry's status says), else presigned PUT and complete.
+/// (`parts`: the part size, as the registry's status says, and the parts' SHA-256 when the hashing
+/// took them), else presigned PUT and complete.
 pub(super) async fn upload(
     registry: &Registry,
     ws: &WorkspaceId,
     digest: &Digest,
     file: &LocalFile,
     inline_max: u64,
-    part_size: Option<u64>,
+    parts: Option<(u64, Option<&[Digest]>)>,
     progress: &Progress,
 ) -> Result<(), ClientError> {
     let read_err = |e: std::io::Error| other(format!("{}: {e}", file.abs.display()));
@@ -245,8 +254,8 @@ pub(super) async fn upload(
         progress.add(file.size);
         return Ok(());
     }
-    if let Some(part_size) = part_size {
-        return super::chunked::upload(registry, ws, digest, file, part_size, progress).await;
+    if let Some((part_size, hashed)) = parts {
+        return super::chunked::upload(registry, ws, digest, file, part_size, hashed, progress).await;
     }
     let plan = registry
         .post(&format!("/v1/workspaces/{ws}/uploads"), &json!({"digest": digest.to_string(), "size": file.size}))

@@ -495,8 +495,8 @@ impl BlobStore for FsBlobStore {
         }
     }
 
-    async fn begin_parts(&self, upload: &UploadRef) -> Result<String> {
-        self.begin_parts_dir(upload).await
+    async fn begin_parts(&self, upload: &UploadRef, part_size: u64) -> Result<String> {
+        self.begin_parts_dir(upload, part_size).await
     }
 
     async fn presign_part(

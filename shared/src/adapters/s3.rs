@@ -331,7 +331,7 @@ impl BlobStore for S3BlobStore {
         Ok(())
     }
 
-    async fn begin_parts(&self, upload: &UploadRef) -> Result<String> {
+    async fn begin_parts(&self, upload: &UploadRef, _part_size: u64) -> Result<String> {
         self.create_parts(upload).await
     }
 

@@ -172,9 +172,10 @@ pub trait BlobStore: Send + Sync {
     /// Remove a staging object (done, or refused); a missing one is not an error.
     async fn discard(&self, upload: &UploadRef) -> Result<()>;
 
-    /// Begin a chunked upload whose parts join into `upload`'s staging object: the store's own id of
-    /// it (S3's UploadId), kept in the upload's plan (`put_plan`).
-    async fn begin_parts(&self, upload: &UploadRef) -> Result<String>;
+    /// Begin a chunked upload whose parts (of `part_size` bytes, the last one shorter) join into
+    /// `upload`'s staging object: the store's own id of it (S3's UploadId), kept in the upload's plan
+    /// (`put_plan`).
+    async fn begin_parts(&self, upload: &UploadRef, part_size: u64) -> Result<String>;
 
     /// A direct upload of part `number` of a chunked upload: `size` bytes that hash to `sha256`, both
     /// signed in, so the store refuses other bytes.

@@ -1,16 +1,24 @@
-//! The embedded store's chunked uploads (crate::chunked): parts are files `uploads/{ws}/{id}.parts/{n}`,
-//! each written through the signed local part route (`receive_part`: hashed while written, refused
-//! unless it has the signed size and SHA-256), with the SHA-256 it was checked against beside it
-//! (`{n}.sha256`). The plan is `uploads/{ws}/{id}.plan`. Joining concatenates the parts in order into
-//! a temp file while hashing it, and publishes it create-only at the staging key with the SHA-256 of
-//! what was written: `complete` compares that with the digest, as for a single upload.
+//! The embedded store's chunked uploads (crate::chunked). A chunked upload is a folder
+//! `uploads/{ws}/{id}.parts/` holding one file, `data`, into which every part is written at its own
+//! offset (`(n - 1) × part size`, the size kept in `part_size` beside it), and one record per stored
+//! part, `{n}.part` ("size digest"), written only after the part's bytes were hashed while written,
+//! matched the signed size and SHA-256 (`receive_part`) and were fsynced. The plan is
+//! `uploads/{ws}/{id}.plan`.
+//!
+//! Joining copies nothing: under an exclusive lock on `data` (part writers hold it shared, and a
+//! writer that finds `data` moved away writes nothing), the records are checked again and `data` is
+//! moved out of the folder, sealed; it is then hashed once and published create-only at the staging
+//! key with the SHA-256 of what was read, which `complete` compares with the digest, as for a single
+//! upload. So the bytes are written once (as they arrive) and read once (at the join), where a join by
+//! concatenation wrote them twice and read them twice (docs/decisions.md, "Large pushes").
 
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use futures_util::Stream;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use futures_util::{Stream, StreamExt};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use super::{FsBlobStore, RemoveOnDrop, checksum_record, io_err, random_suffix};
 use crate::domain::{Digest, DigestWriter};
@@ -33,23 +41,76 @@ fn sibling(staged: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// In a parts folder: the file the parts are written into.
+const DATA: &str = "data";
+/// In a parts folder: the part size (decimal), the unit of the parts' offsets.
+const PART_SIZE: &str = "part_size";
+
+fn record_name(number: u32) -> String {
+    format!("{number}.part")
+}
+
+/// A part's record: "size digest".
+fn parse_record(text: &str) -> Option<(u64, Digest)> {
+    let (size, digest) = text.trim().split_once(' ')?;
+    Some((size.parse().ok()?, Digest::parse(digest).ok()?))
+}
+
+/// True when `file` (opened at `path`) is still the file at `path`: not moved away by a join.
+fn still_at(file: &std::fs::File, path: &Path) -> io::Result<bool> {
+    let (open, named) = (file.metadata()?, std::fs::metadata(path));
+    match named {
+        Ok(named) => Ok(open.dev() == named.dev() && open.ino() == named.ino()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// `data` of a parts folder, opened for writing and locked (shared for a part, exclusive for the
+/// join) without waiting: None when the lock is held the other way (a join under way; a part still
+/// being written), or when the folder or its `data` is gone or was moved away by a join.
+fn open_locked(dir: &Path, exclusive: bool) -> Result<Option<std::fs::File>> {
+    let path = dir.join(DATA);
+    let file = match std::fs::OpenOptions::new().read(true).write(true).open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(e)),
+    };
+    let locked = if exclusive { file.try_lock() } else { file.try_lock_shared() };
+    match locked {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => return Err(io_err(e)),
+    }
+    // Locked after a join moved it away (the join's lock is released by then): not this upload's any more.
+    if !still_at(&file, &path).map_err(io_err)? {
+        return Ok(None);
+    }
+    Ok(Some(file))
+}
+
 impl FsBlobStore {
-    pub(super) async fn begin_parts_dir(&self, upload: &UploadRef) -> Result<String> {
-        tokio::fs::create_dir_all(parts_dir(&self.upload_path(upload))).await.map_err(io_err)?;
+    pub(super) async fn begin_parts_dir(&self, upload: &UploadRef, part_size: u64) -> Result<String> {
+        let dir = parts_dir(&self.upload_path(upload));
+        tokio::fs::create_dir_all(&dir).await.map_err(io_err)?;
+        tokio::fs::write(dir.join(PART_SIZE), part_size.to_string()).await.map_err(io_err)?;
+        tokio::fs::File::create_new(dir.join(DATA)).await.map_err(io_err)?;
+        std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err)?;
         Ok(upload.id.clone())
     }
 
     /// The local stand-in for a presigned UploadPart with a signed `x-amz-checksum-sha256`: stream
-    /// `body` to a file while hashing, and keep it as part `number` only if it has `size` bytes that
-    /// hash to `digest` (a mismatch is 400 `digest_mismatch`, and nothing is kept). A part sent again
-    /// replaces the one before, as on S3.
+    /// `body` into the upload's `data` at the part's offset while hashing, and record it as part
+    /// `number` only if it has `size` bytes that hash to `digest` (a mismatch is 400
+    /// `digest_mismatch`, and the part is not stored). A part sent again replaces the one before, as
+    /// on S3: its record is removed before its bytes change, and written again only once they match.
     pub async fn receive_part<S, E>(
         &self,
         upload: &UploadRef,
         number: u32,
         digest: &Digest,
         size: u64,
-        body: S,
+        mut body: S,
     ) -> Result<()>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
@@ -59,33 +120,66 @@ impl FsBlobStore {
             return Err(Error::BadRequest("a part number is from 1 to 10000".into()));
         }
         let dir = parts_dir(&self.upload_path(upload));
-        if !tokio::fs::try_exists(&dir).await.map_err(io_err)? {
-            return Err(Error::UploadMissing);
-        }
-        let incoming = dir.join(format!("{number}.incoming.{}", random_suffix()));
-        let _guard = RemoveOnDrop(incoming.clone());
-        if self.write_new(&incoming, Some(digest), Some(size), body).await? != PutOutcome::Created {
-            return Err(Error::Internal("a fresh part name was taken".into()));
-        }
-        let target = dir.join(number.to_string());
-        tokio::fs::rename(&incoming, &target).await.map_err(io_err)?;
-        // After the part: a record older than its part only makes a resumed push send the part again.
-        let record = dir.join(format!("{number}.sha256"));
-        let record_tmp = dir.join(format!("{number}.sha256.{}", random_suffix()));
-        let written = async {
-            tokio::fs::write(&record_tmp, digest.to_string()).await?;
-            tokio::fs::rename(&record_tmp, &record).await
+        let part_size = match tokio::fs::read_to_string(dir.join(PART_SIZE)).await {
+            Ok(text) => text.trim().parse::<u64>().map_err(|e| Error::Internal(format!("{}: {e}", dir.display())))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::UploadMissing),
+            Err(e) => return Err(io_err(e)),
         };
-        if let Err(e) = written.await {
-            let _ = tokio::fs::remove_file(&record_tmp).await;
-            tracing::warn!(error = %e, record = %record.display(), "could not record a part's checksum");
+        if size > part_size {
+            return Err(Error::BadRequest(format!("a part has at most {part_size} bytes")));
         }
+        // Held (shared) until the part is recorded: a join waits for no one, it refuses while a part is written.
+        let file = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || open_locked(&dir, false))
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))??
+                .ok_or(Error::UploadMissing)?
+        };
+        let record = dir.join(record_name(number));
+        match tokio::fs::remove_file(&record).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(e)),
+        }
+        let mut file = tokio::fs::File::from_std(file);
+        file.seek(io::SeekFrom::Start(u64::from(number - 1) * part_size)).await.map_err(io_err)?;
+        // Buffered: request bodies arrive in small chunks, and each write to a tokio file is a trip to
+        // the blocking pool.
+        let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
+        let mut hasher = DigestWriter::default();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| Error::BadRequest(format!("upload interrupted: {e}")))?;
+            if hasher.len() + chunk.len() as u64 > size {
+                return Err(Error::BadRequest("the part is longer than its declared size".into()));
+            }
+            hasher.update(&chunk);
+            out.write_all(&chunk).await.map_err(io_err)?;
+        }
+        if hasher.len() != size {
+            return Err(Error::BadRequest("the part is shorter than its declared size".into()));
+        }
+        let actual = hasher.finish();
+        if &actual != digest {
+            return Err(Error::DigestMismatch { expected: digest.to_string(), actual: actual.to_string() });
+        }
+        out.flush().await.map_err(io_err)?;
+        out.get_ref().sync_data().await.map_err(io_err)?;
+        let record_tmp = dir.join(format!("{number}.part.{}", random_suffix()));
+        let _guard = RemoveOnDrop(record_tmp.clone());
+        tokio::fs::write(&record_tmp, format!("{size} {digest}")).await.map_err(io_err)?;
+        tokio::fs::rename(&record_tmp, &record).await.map_err(io_err)?;
         std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err)?;
+        drop(out);
         Ok(())
     }
 
     pub(super) async fn list_part_files(&self, upload: &UploadRef) -> Result<Option<Vec<StoredPart>>> {
         let dir = parts_dir(&self.upload_path(upload));
+        // No `data`: never begun, joined (sealed), or a folder of another layout: nothing to resume.
+        if !tokio::fs::try_exists(dir.join(DATA)).await.map_err(io_err)? {
+            return Ok(None);
+        }
         let mut entries = match tokio::fs::read_dir(&dir).await {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -93,51 +187,83 @@ impl FsBlobStore {
         };
         let mut parts = Vec::new();
         while let Some(entry) = entries.next_entry().await.map_err(io_err)? {
-            let Some(number) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-            let size = entry.metadata().await.map_err(io_err)?.len();
-            let recorded = tokio::fs::read_to_string(dir.join(format!("{number}.sha256"))).await.ok();
-            let sha256 = recorded.and_then(|d| Digest::parse(d.trim()).ok());
-            parts.push(StoredPart { number, size, sha256, etag: None });
+            let name = entry.file_name();
+            let Some(number) = name.to_str().and_then(|n| n.strip_suffix(".part")).and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let text = match tokio::fs::read_to_string(entry.path()).await {
+                Ok(t) => t,
+                // Removed since the listing: a part being sent again.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(e)),
+            };
+            if let Some((size, sha256)) = parse_record(&text) {
+                parts.push(StoredPart { number, size, sha256: Some(sha256), etag: None });
+            }
         }
         parts.sort_by_key(|p| p.number);
         Ok(Some(parts))
     }
 
-    /// Concatenate `parts` into the staging file (create-only), hashing what is written.
+    /// Seal `data` (every part in `parts` still recorded as listed, none being written), hash it and
+    /// publish it create-only at the staging key with the SHA-256 that was read.
     pub(super) async fn join_part_files(&self, upload: &UploadRef, parts: &[StoredPart]) -> Result<PutOutcome> {
         let target = self.upload_path(upload);
         if tokio::fs::try_exists(&target).await.map_err(io_err)? {
             return Ok(PutOutcome::Existed);
         }
         let dir = parts_dir(&target);
-        let tmp_path = self.tmp.join(format!("join.{}", random_suffix()));
-        let _guard = RemoveOnDrop(tmp_path.clone());
-        let mut out =
-            tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create_new(&tmp_path).await.map_err(io_err)?);
-        let mut hasher = DigestWriter::default();
-        let mut buf = vec![0u8; 1 << 20];
-        for part in parts {
-            let mut file = match tokio::fs::File::open(dir.join(part.number.to_string())).await {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::UploadMissing),
-                Err(e) => return Err(io_err(e)),
-            };
-            loop {
-                let n = file.read(&mut buf).await.map_err(io_err)?;
-                if n == 0 {
-                    break;
+        let sealed = self.tmp.join(format!("join.{}", random_suffix()));
+        let _guard = RemoveOnDrop(sealed.clone());
+        let expected: Vec<StoredPart> = parts.to_vec();
+        let (dir2, sealed2) = (dir.clone(), sealed.clone());
+        let digest = tokio::task::spawn_blocking(move || -> Result<Digest> {
+            use std::io::Read;
+            let Some(mut file) = open_locked(&dir2, true)? else {
+                if std::fs::exists(dir2.join(DATA)).map_err(io_err)? {
+                    return Err(Error::UploadIncomplete("a part is still being written".into()));
                 }
-                hasher.update(&buf[..n]);
-                out.write_all(&buf[..n]).await.map_err(io_err)?;
+                return Err(Error::UploadMissing);
+            };
+            // Under the lock no part is being written: the records are the parts' bytes.
+            let mut total = 0u64;
+            for part in &expected {
+                let text = std::fs::read_to_string(dir2.join(record_name(part.number))).ok();
+                let same = text.as_deref().and_then(parse_record).is_some_and(|(size, sha256)| {
+                    size == part.size && part.sha256.as_ref().is_none_or(|listed| *listed == sha256)
+                });
+                if !same {
+                    return Err(Error::UploadIncomplete(format!("part {} was sent again meanwhile", part.number)));
+                }
+                total += part.size;
             }
-        }
-        out.flush().await.map_err(io_err)?;
-        out.get_ref().sync_all().await.map_err(io_err)?;
-        let outcome = self.publish(&tmp_path, &target).await?;
+            if file.metadata().map_err(io_err)?.len() != total {
+                file.set_len(total).map_err(io_err)?;
+                file.sync_all().map_err(io_err)?;
+            }
+            // Moved out of the folder while locked: no part can be written into it any more.
+            std::fs::rename(dir2.join(DATA), &sealed2).map_err(io_err)?;
+            let mut hasher = DigestWriter::default();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = match file.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(io_err(e)),
+                };
+                hasher.update(&buf[..n]);
+            }
+            Ok(hasher.finish())
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+        let outcome = self.publish(&sealed, &target).await?;
         if outcome == PutOutcome::Created {
-            // The SHA-256 of the bytes just written, for `complete` to compare with the digest.
+            // The SHA-256 of the bytes just read, for `complete` to compare with the digest.
             let record = checksum_record(&target);
-            if let Err(e) = tokio::fs::write(&record, hasher.finish().to_string()).await {
+            if let Err(e) = tokio::fs::write(&record, digest.to_string()).await {
                 tracing::warn!(error = %e, record = %record.display(), "could not record a joined upload's checksum");
             }
         }
@@ -156,5 +282,94 @@ impl FsBlobStore {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::fs::LocalPresigner;
+    use crate::ports::BlobStore;
+
+    fn parts_of(bytes: &[u8], size: usize) -> Vec<(u32, Bytes, Digest)> {
+        bytes.chunks(size).enumerate().map(|(i, c)| (i as u32 + 1, Bytes::copy_from_slice(c), Digest::of(c))).collect()
+    }
+
+    async fn send(store: &FsBlobStore, upload: &UploadRef, part: &(u32, Bytes, Digest)) -> Result<()> {
+        let body = futures_util::stream::iter([Ok::<_, io::Error>(part.1.clone())]);
+        store.receive_part(upload, part.0, &part.2, part.1.len() as u64, body).await
+    }
+
+    /// The join copies nothing and trusts nothing it did not read: parts land at their offsets in one
+    /// file, a join refuses while a part is being written (and when a part was sent again since the
+    /// listing), the joined file's recorded SHA-256 is the one of what was read, and a part sent after
+    /// the join can neither reach the sealed file nor be stored.
+    #[tokio::test]
+    async fn parts_are_joined_in_place_and_a_part_in_flight_or_late_cannot_change_the_joined_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            FsBlobStore::open(dir.path(), LocalPresigner::new("http://127.0.0.1:1".into(), vec![7; 32])).unwrap();
+        let upload = UploadRef::new(&crate::domain::WorkspaceId::parse("demo").unwrap());
+        let file: Vec<u8> = (0..150u32).map(|i| (i * 7 % 251) as u8).collect();
+        let parts = parts_of(&file, 64);
+        store.begin_parts(&upload, 64).await.unwrap();
+        // Out of order, as concurrent parts arrive; a wrong part is not stored.
+        for n in [3, 1, 2] {
+            send(&store, &upload, &parts[n - 1]).await.unwrap();
+        }
+        let wrong = (2, Bytes::from(vec![0u8; 64]), parts[1].2.clone());
+        assert!(matches!(send(&store, &upload, &wrong).await, Err(Error::DigestMismatch { .. })));
+        let listed = store.list_part_files(&upload).await.unwrap().unwrap();
+        assert_eq!(
+            listed.iter().map(|p| p.number).collect::<Vec<_>>(),
+            [1, 3],
+            "part 2 was overwritten by wrong bytes"
+        );
+        send(&store, &upload, &parts[1]).await.unwrap();
+        let listed = store.list_part_files(&upload).await.unwrap().unwrap();
+        assert_eq!(listed.iter().map(|p| (p.number, p.size)).collect::<Vec<_>>(), [(1, 64), (2, 64), (3, 22)]);
+
+        // Part 3 sent again, its body hanging: the join refuses (409), then refuses the listing it
+        // was given (part 3 is not stored any more), until part 3 is stored again.
+        let (started, mut got_body) = tokio::sync::mpsc::channel::<()>(1);
+        let hanging = futures_util::stream::unfold(0u8, move |sent| {
+            let started = started.clone();
+            async move {
+                if sent == 0 {
+                    return Some((Ok::<_, io::Error>(Bytes::from_static(b"zz")), 1));
+                }
+                let _ = started.send(()).await;
+                futures_util::future::pending::<()>().await;
+                None
+            }
+        });
+        let mut resend = Box::pin(store.receive_part(&upload, 3, &parts[2].2, 22, Box::pin(hanging)));
+        tokio::select! {
+            r = &mut resend => panic!("a hanging body cannot end the part: {r:?}"),
+            _ = got_body.recv() => {}
+        }
+        match store.join_part_files(&upload, &listed).await {
+            Err(Error::UploadIncomplete(why)) => assert!(why.contains("being written"), "{why}"),
+            other => panic!("joined while a part was written: {other:?}"),
+        }
+        drop(resend);
+        match store.join_part_files(&upload, &listed).await {
+            Err(Error::UploadIncomplete(why)) => assert!(why.contains("part 3"), "{why}"),
+            other => panic!("joined a part that is no longer stored: {other:?}"),
+        }
+        send(&store, &upload, &parts[2]).await.unwrap();
+        assert_eq!(store.join_part_files(&upload, &listed).await.unwrap(), PutOutcome::Created);
+        let staged = store.staged(&upload).await.unwrap().unwrap();
+        assert_eq!((staged.size, staged.stored_sha256), (150, Some(Digest::of(&file))));
+        assert_eq!(std::fs::read(store.upload_path(&upload)).unwrap(), file);
+
+        // After the join: a part finds no upload, the joined file is untouched, nothing is left in tmp.
+        let late = (1, Bytes::from(vec![9u8; 64]), Digest::of(&[9u8; 64]));
+        assert!(matches!(send(&store, &upload, &late).await, Err(Error::UploadMissing)));
+        assert!(matches!(send(&store, &upload, &parts[0]).await, Err(Error::UploadMissing)));
+        assert_eq!(std::fs::read(store.upload_path(&upload)).unwrap(), file);
+        assert_eq!(store.join_part_files(&upload, &listed).await.unwrap(), PutOutcome::Existed);
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert!(store.list_part_files(&upload).await.unwrap().is_none(), "joined: nothing to resume");
     }
 }
