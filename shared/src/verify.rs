@@ -282,7 +282,7 @@ async fn work(app: &App, upload: &UploadRef, mut job: VerifyJob, owner: &str, bu
     while job.state == VerifyState::Verifying {
         let room = budget.max_bytes.map(|m| m.saturating_sub(hashed));
         if Instant::now() >= budget.until || room == Some(0) {
-            return Ok(job);
+            break;
         }
         let before = job.verified_bytes;
         job = match hash_range(app, upload, job, owner, room).await? {
@@ -295,7 +295,14 @@ async fn work(app: &App, upload: &UploadRef, mut job: VerifyJob, owner: &str, bu
     if job.state == VerifyState::Verified && (hashed == 0 || Instant::now() < budget.until) {
         return link(app, upload, job, owner).await;
     }
-    Ok(job)
+    if is_over(&job) {
+        return Ok(job);
+    }
+    // The step's budget is spent: the lease is released for whoever steps next (a poll, the worker).
+    match save(app, job, None).await? {
+        Some(j) => Ok(j),
+        None => lost(app, upload).await,
+    }
 }
 
 /// The first step: a chunked upload joined, the staged object read and pinned. A store that verified
