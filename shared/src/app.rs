@@ -50,7 +50,7 @@ pub struct App {
     /// This process's notification deliveries (`notify::start`).
     pub notify_stats: Arc<crate::domain::notification::DeliveryStats>,
     /// `helix serve`'s background verification worker, once started (`verify::start_worker`).
-    pub verify_worker: crate::verify::WorkerQueue,
+    pub verify_worker: crate::ports::VerifyQueue,
 }
 
 /// File names inside HELIX_DATA_DIR.

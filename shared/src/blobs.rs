@@ -194,7 +194,7 @@ pub struct Linked {
 }
 
 impl Linked {
-    fn existing(link: BlobLink) -> Linked {
+    pub(crate) fn existing(link: BlobLink) -> Linked {
         Linked { digest: link.digest, workspace_id: link.workspace_id, size: link.size, created: false }
     }
 }
@@ -262,7 +262,7 @@ fn link_event(
 
 /// The link of `digest` in `ws`: as the request already read it (`read`: with its credential, in the
 /// same round trip: `Ctx::read_link`), else read now.
-async fn link_of(
+pub(crate) async fn link_of(
     app: &App,
     ws: &WorkspaceId,
     digest: &Digest,
@@ -431,69 +431,35 @@ fn check_size(link: &BlobLink, size: u64) -> Result<()> {
     Ok(())
 }
 
-/// What `complete` did: linked (201, or 200 when it was linked already), or, for an upload above
-/// HELIX_VERIFY_INLINE_MAX, a verification started (or already under way): 202 (`crate::verify`).
-#[derive(Debug)]
-pub enum Completion {
-    Linked(Linked),
-    Verifying(crate::ports::VerifyJob),
-}
-
-/// POST uploads/{digest}/complete: verify the staged bytes of this workspace's upload, promote them
-/// to the blob's key (deduplicated: an existing correct object is reused), then link. An upload above
-/// HELIX_VERIFY_INLINE_MAX is verified after the answer instead, in resumable steps (`crate::verify`).
-///
-/// `read`: the link as the request already read it with its credential (`link_of`).
-pub async fn complete_upload(
+/// POST uploads/{digest}/complete of an upload verified within the request (`verify::complete_upload`
+/// decides which): join a chunked upload (`ready`, checked by `chunked::ready`), verify the staged
+/// bytes of this workspace's upload (`staged`, when already read), promote them to the blob's key
+/// (deduplicated: an existing correct object is reused), then link.
+pub(crate) async fn complete_now(
     app: &App,
     caller: Caller<'_>,
-    ws: &WorkspaceId,
-    digest: &Digest,
-    upload_id: &str,
-    read: Option<Option<BlobLink>>,
-) -> Result<Completion> {
-    let upload = UploadRef::parse(ws, upload_id)?;
-    // Already linked (a retry): the staging object, if any, is left to expire.
-    if let Some(existing) = link_of(app, ws, digest, read).await? {
-        return Ok(Completion::Linked(Linked::existing(existing)));
-    }
-    // A verification under way (or ended) for this upload: its state, whatever the size.
-    if let Some(job) = crate::verify::job_of(app, ws, digest, &upload).await? {
-        return Ok(Completion::Verifying(job));
-    }
-    // A chunked upload: every part stored (else 409 now), then joined into the staging object.
-    let ready = crate::chunked::ready(app, &upload, digest).await?;
-    let large = |size: u64| size > app.config.verify_inline_max;
-    let (chunked, staged) = match ready {
-        Some(ready) if large(ready.size()) => {
-            let size = ready.size();
-            return crate::verify::start(app, caller, ws, digest, &upload, size, true).await.map(Completion::Verifying);
-        }
-        Some(ready) => {
-            let joined = crate::chunked::join_ready(app, &upload, ready).await?;
-            (Some(joined), app.blobs.staged(&upload).await?.ok_or(Error::UploadMissing)?)
-        }
-        None => {
-            let staged = app.blobs.staged(&upload).await?.ok_or(Error::UploadMissing)?;
-            if large(staged.size) {
-                let job = crate::verify::start(app, caller, ws, digest, &upload, staged.size, false).await?;
-                return Ok(Completion::Verifying(job));
-            }
-            (None, staged)
-        }
+    (upload, digest): (&UploadRef, &Digest),
+    ready: Option<crate::chunked::Ready>,
+    staged: Option<Staged>,
+) -> Result<Linked> {
+    let chunked = match ready {
+        Some(ready) => Some(crate::chunked::join_ready(app, upload, ready).await?),
+        None => None,
     };
-    let verified = match verify_staged(app.blobs.as_ref(), &upload, &staged, digest).await {
+    let staged = match staged {
+        Some(s) => s,
+        None => app.blobs.staged(upload).await?.ok_or(Error::UploadMissing)?,
+    };
+    let verified = match verify_staged(app.blobs.as_ref(), upload, &staged, digest).await {
         Ok(v) => v,
         Err(e @ Error::DigestMismatch { .. }) => {
-            refuse_staged(app, &upload, chunked.as_ref()).await;
+            refuse_staged(app, upload, chunked.as_ref()).await;
             return Err(e);
         }
         Err(e) => return Err(e),
     };
     let by = LinkBy { actor: caller.principal.actor(), request_id: caller.request_id.to_owned() };
-    promote_and_link(app, &by, (&upload, digest), &staged, verified, chunked.as_ref(), json!({}))
-        .await
-        .map(Completion::Linked)
+    promote_and_link(app, &by, (upload, digest), &staged, verified, chunked.as_ref(), json!({})).await
 }
 
 /// Who a link is made for, and in which request: a caller, or the caller a verification job recorded.

@@ -1,7 +1,7 @@
 //! Chunked uploads: a file of more than one part is uploaded part by part, each part's SHA-256 signed
 //! into its presigned URL so the store refuses other bytes (S3: UploadPart with
 //! `x-amz-checksum-sha256`; the embedded store: the local part route, hashed while written), then
-//! joined into the upload's staging object, re-hashed whole and linked by `blobs::complete_upload`
+//! joined into the upload's staging object, re-hashed whole and linked by `blobs::complete_now` (or, above HELIX_VERIFY_INLINE_MAX, by `crate::verify`)
 //! with every rule of a single upload (docs/decisions.md, "Chunked uploads").
 //!
 //! The plan (digest, size, part size, the store's id of the upload) is a small document beside the

@@ -16,7 +16,6 @@
 //!   promoted and linked by the same code as `complete` (`blobs::promote_and_link`: one `upload.complete`
 //!   event, no overwrite, the slots), after the freeze and the workspace's suspension are read again.
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -24,11 +23,11 @@ use serde_json::json;
 use tokio::io::AsyncReadExt;
 
 use crate::App;
-use crate::blobs::{Caller, LinkBy, Verified};
+use crate::blobs::{Caller, LinkBy, Linked, Verified};
 use crate::domain::time::now_unix;
 use crate::domain::{Digest, Sha256State, WorkspaceId};
 use crate::error::{Dependency, Error, Result};
-use crate::ports::{Staged, UploadRef, VerifyJob, VerifyState};
+use crate::ports::{BlobLink, Staged, UploadRef, VerifyJob, VerifyState};
 
 /// How long a step's lease holds without a save. Every save renews it; a worker that died leaves the
 /// job to whoever comes after this (a status poll, the next background pass).
@@ -84,6 +83,51 @@ pub fn status_url(job: &VerifyJob) -> String {
     format!("/v1/workspaces/{}/uploads/{}/status?upload_id={}", job.workspace_id, job.digest, job.upload_id)
 }
 
+/// What `complete` did: linked (201, or 200 when it was linked already), or, for an upload above
+/// HELIX_VERIFY_INLINE_MAX, a verification started (or already under way, or ended in a refusal): 202.
+#[derive(Debug)]
+pub enum Completion {
+    Linked(Linked),
+    Verifying(Box<VerifyJob>),
+}
+
+/// POST uploads/{digest}/complete: an upload up to HELIX_VERIFY_INLINE_MAX verified, promoted and linked
+/// within the request (`blobs::complete_now`); a larger one verified after the answer, in steps.
+///
+/// `read`: the link as the request already read it with its credential (`blobs::link_of`).
+pub async fn complete_upload(
+    app: &App,
+    caller: Caller<'_>,
+    ws: &WorkspaceId,
+    digest: &Digest,
+    upload_id: &str,
+    read: Option<Option<BlobLink>>,
+) -> Result<Completion> {
+    let upload = UploadRef::parse(ws, upload_id)?;
+    // Already linked (a retry): the staging object, if any, is left to expire.
+    if let Some(existing) = crate::blobs::link_of(app, ws, digest, read).await? {
+        return Ok(Completion::Linked(Linked::existing(existing)));
+    }
+    // A verification under way (or ended) for this upload: its state, whatever the size.
+    if let Some(job) = job_of(app, ws, digest, &upload).await? {
+        return Ok(Completion::Verifying(Box::new(job)));
+    }
+    // A chunked upload: every part stored (else 409 now); a single one: its staged object.
+    let ready = crate::chunked::ready(app, &upload, digest).await?;
+    let (size, staged) = match &ready {
+        Some(r) => (r.size(), None),
+        None => {
+            let staged = app.blobs.staged(&upload).await?.ok_or(Error::UploadMissing)?;
+            (staged.size, Some(staged))
+        }
+    };
+    if size > app.config.verify_inline_max {
+        let job = start(app, caller, ws, digest, &upload, size, ready.is_some()).await?;
+        return Ok(Completion::Verifying(Box::new(job)));
+    }
+    crate::blobs::complete_now(app, caller, (&upload, digest), ready, staged).await.map(Completion::Linked)
+}
+
 /// The job of `upload`, when there is one for this digest (another digest's job under the same id is
 /// not this upload's: 400, as `complete` answers for a plan of another digest).
 pub async fn job_of(app: &App, ws: &WorkspaceId, digest: &Digest, upload: &UploadRef) -> Result<Option<VerifyJob>> {
@@ -96,7 +140,7 @@ pub async fn job_of(app: &App, ws: &WorkspaceId, digest: &Digest, upload: &Uploa
 
 /// Record the job of a large upload (`complete`'s asynchronous branch) and hand it to the background
 /// worker when this process runs one. Two concurrent completes of one upload record it once.
-pub(crate) async fn start(
+async fn start(
     app: &App,
     caller: Caller<'_>,
     ws: &WorkspaceId,
@@ -449,9 +493,6 @@ async fn link(app: &App, upload: &UploadRef, mut job: VerifyJob, owner: &str) ->
     done.state = VerifyState::Linked;
     Ok(save(app, done, None).await?.unwrap_or(job))
 }
-
-/// Keys of jobs for `helix serve`'s background worker (`start_worker`).
-pub type WorkerQueue = OnceLock<tokio::sync::mpsc::UnboundedSender<(WorkspaceId, String)>>;
 
 /// `helix serve`: a task that drives each job `complete` starts to its end, step after step (each
 /// step within the configured budget, its state saved, so a restart loses at most one range), at most

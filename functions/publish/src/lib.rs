@@ -4,7 +4,7 @@
 //! manifests, audit) live in helix-core.
 
 use helix_core::App;
-use helix_core::blobs::{self, Caller, Completion, Linked};
+use helix_core::blobs::{self, Caller, Linked};
 use helix_core::bundles;
 use helix_core::chunked::PartsRequest;
 use helix_core::domain::{Digest, WorkspaceId};
@@ -93,12 +93,12 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
         Route::CompleteUpload { ws, digest } => {
             let body: CompleteRequest = http::json_body(req)?;
             let read = ctx.read_link(ws, digest);
-            match blobs::complete_upload(app, caller, ws, digest, &body.upload_id, read).await? {
-                Completion::Linked(l) => Ok(linked(&l)),
-                Completion::Verifying(job) if job.state == helix_core::ports::VerifyState::Failed => {
+            match verify::complete_upload(app, caller, ws, digest, &body.upload_id, read).await? {
+                verify::Completion::Linked(l) => Ok(linked(&l)),
+                verify::Completion::Verifying(job) if job.state == helix_core::ports::VerifyState::Failed => {
                     Err(verify::failure(&job))
                 }
-                Completion::Verifying(job) => Ok(verifying(&verify::Progress::of(&job))),
+                verify::Completion::Verifying(job) => Ok(verifying(&verify::Progress::of(&job))),
             }
         }
         Route::UploadStatus { ws, digest } => {

@@ -50,3 +50,7 @@ pub struct VerifyJob {
     pub created_at: i64,
     pub updated_at: i64,
 }
+
+/// Where `complete` hands new jobs to `helix serve`'s background worker, once it runs
+/// (`verify::start_worker`): workspace and upload id.
+pub type VerifyQueue = std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<(WorkspaceId, String)>>;
