@@ -51,6 +51,10 @@ pub struct Server {
 impl Server {
     pub fn start(app: Arc<App>, listener: TcpListener) -> Server {
         let addr = listener.local_addr().expect("bound listener");
+        if app.config.verify_background {
+            // Large uploads' verifications, driven to their end after `complete` answered 202.
+            helix_core::verify::start_worker(app.clone());
+        }
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, router(app)).await {
                 tracing::error!(error = %e, "server stopped");

@@ -49,6 +49,8 @@ pub struct App {
     pub outbox: Option<Arc<dyn NotificationOutbox>>,
     /// This process's notification deliveries (`notify::start`).
     pub notify_stats: Arc<crate::domain::notification::DeliveryStats>,
+    /// `helix serve`'s background verification worker, once started (`verify::start_worker`).
+    pub verify_worker: crate::ports::VerifyQueue,
 }
 
 /// File names inside HELIX_DATA_DIR.
@@ -151,6 +153,7 @@ impl App {
             sdk_clients,
             outbox,
             notify_stats: Default::default(),
+            verify_worker: Default::default(),
         })
     }
 }

@@ -41,7 +41,7 @@ pub struct Verified {
 }
 
 impl Verified {
-    fn method(&self) -> &'static str {
+    pub(crate) fn method(&self) -> &'static str {
         if self.by_store_checksum { "store_checksum" } else { "rehash" }
     }
 }
@@ -194,7 +194,7 @@ pub struct Linked {
 }
 
 impl Linked {
-    fn existing(link: BlobLink) -> Linked {
+    pub(crate) fn existing(link: BlobLink) -> Linked {
         Linked { digest: link.digest, workspace_id: link.workspace_id, size: link.size, created: false }
     }
 }
@@ -217,24 +217,9 @@ async fn link(
     action: &str,
     details: Value,
 ) -> Result<Linked> {
-    let change = Change::LinkBlob(BlobLink {
-        workspace_id: ws.to_string(),
-        digest: key.digest.clone(),
-        size,
-        linked_at: now_unix(),
-        linked_by: caller.principal.actor(),
-        slot: key.slot,
-    });
-    let event = AuditDraft {
-        stream: ws.to_string(),
-        actor: caller.principal.actor(),
-        action: action.into(),
-        entity_type: "blob".into(),
-        entity_id: key.digest.to_string(),
-        outcome: Outcome::Success,
-        request_id: caller.request_id.into(),
-        details,
-    };
+    let actor = caller.principal.actor();
+    let change = link_change(&actor, ws, key, size);
+    let event = link_event(&actor, caller.request_id, ws, key, action, details);
     let commit = app.meta.commit(change, event).await?;
     Ok(Linked {
         digest: key.digest.clone(),
@@ -244,9 +229,40 @@ async fn link(
     })
 }
 
+fn link_change(actor: &str, ws: &WorkspaceId, key: &BlobKey, size: u64) -> Change {
+    Change::LinkBlob(BlobLink {
+        workspace_id: ws.to_string(),
+        digest: key.digest.clone(),
+        size,
+        linked_at: now_unix(),
+        linked_by: actor.to_owned(),
+        slot: key.slot,
+    })
+}
+
+fn link_event(
+    actor: &str,
+    request_id: &str,
+    ws: &WorkspaceId,
+    key: &BlobKey,
+    action: &str,
+    details: Value,
+) -> AuditDraft {
+    AuditDraft {
+        stream: ws.to_string(),
+        actor: actor.to_owned(),
+        action: action.into(),
+        entity_type: "blob".into(),
+        entity_id: key.digest.to_string(),
+        outcome: Outcome::Success,
+        request_id: request_id.into(),
+        details,
+    }
+}
+
 /// The link of `digest` in `ws`: as the request already read it (`read`: with its credential, in the
 /// same round trip: `Ctx::read_link`), else read now.
-async fn link_of(
+pub(crate) async fn link_of(
     app: &App,
     ws: &WorkspaceId,
     digest: &Digest,
@@ -415,49 +431,84 @@ fn check_size(link: &BlobLink, size: u64) -> Result<()> {
     Ok(())
 }
 
-/// POST uploads/{digest}/complete: verify the staged bytes of this workspace's upload, promote them
-/// to the blob's key (deduplicated: an existing correct object is reused), then link.
-///
-/// `read`: the link as the request already read it with its credential (`link_of`).
-pub async fn complete_upload(
+/// POST uploads/{digest}/complete of an upload verified within the request (`verify::complete_upload`
+/// decides which): join a chunked upload (`ready`, checked by `chunked::ready`), verify the staged
+/// bytes of this workspace's upload (`staged`, when already read), promote them to the blob's key
+/// (deduplicated: an existing correct object is reused), then link.
+pub(crate) async fn complete_now(
     app: &App,
     caller: Caller<'_>,
-    ws: &WorkspaceId,
-    digest: &Digest,
-    upload_id: &str,
-    read: Option<Option<BlobLink>>,
+    (upload, digest): (&UploadRef, &Digest),
+    ready: Option<crate::chunked::Ready>,
+    staged: Option<Staged>,
 ) -> Result<Linked> {
-    let upload = UploadRef::parse(ws, upload_id)?;
-    // Already linked (a retry): the staging object, if any, is left to expire.
-    if let Some(existing) = link_of(app, ws, digest, read).await? {
-        return Ok(Linked::existing(existing));
-    }
-    // A chunked upload: every part stored, then joined into the staging object (crate::chunked).
-    let chunked = crate::chunked::join(app, &upload, digest).await?;
-    let staged = app.blobs.staged(&upload).await?.ok_or(Error::UploadMissing)?;
-    let verified = match verify_staged(app.blobs.as_ref(), &upload, &staged, digest).await {
+    let chunked = match ready {
+        Some(ready) => Some(crate::chunked::join_ready(app, upload, ready).await?),
+        None => None,
+    };
+    let staged = match staged {
+        Some(s) => s,
+        None => app.blobs.staged(upload).await?.ok_or(Error::UploadMissing)?,
+    };
+    let verified = match verify_staged(app.blobs.as_ref(), upload, &staged, digest).await {
         Ok(v) => v,
         Err(e @ Error::DigestMismatch { .. }) => {
-            discard(app, &upload).await;
-            if let Some(joined) = &chunked {
-                crate::chunked::discard(app, &upload, joined).await;
-            }
+            refuse_staged(app, upload, chunked.as_ref()).await;
             return Err(e);
         }
         Err(e) => return Err(e),
     };
-    let key =
-        place(app, caller.request_id, digest, Source::Staged(&upload, &staged, verified.by_store_checksum)).await?;
+    let by = LinkBy { actor: caller.principal.actor(), request_id: caller.request_id.to_owned() };
+    promote_and_link(app, &by, (upload, digest), &staged, verified, chunked.as_ref(), json!({})).await
+}
+
+/// Who a link is made for, and in which request: a caller, or the caller a verification job recorded.
+pub(crate) struct LinkBy {
+    pub actor: String,
+    pub request_id: String,
+}
+
+/// The end of every completion whose staged bytes hash to the digest: promote them to the blob's key,
+/// link with one `upload.complete` event (`extra` merged into its details), then remove the staging
+/// object and a chunked upload's plan and parts. The same code for `complete` and for a verification
+/// job (`crate::verify`), so the rules of a link are the same.
+pub(crate) async fn promote_and_link(
+    app: &App,
+    by: &LinkBy,
+    (upload, digest): (&UploadRef, &Digest),
+    staged: &Staged,
+    verified: Verified,
+    chunked: Option<&crate::chunked::Joined>,
+    extra: Value,
+) -> Result<Linked> {
+    let key = place(app, &by.request_id, digest, Source::Staged(upload, staged, verified.by_store_checksum)).await?;
     let mut details = json!({"size": verified.size, "verified_by": verified.method(), "upload_id": upload.id});
     if chunked.is_some() {
         details["chunked"] = json!(true);
     }
-    let linked = link(app, caller, ws, &key, verified.size, "upload.complete", details).await?;
-    discard(app, &upload).await;
-    if let Some(joined) = &chunked {
-        crate::chunked::discard(app, &upload, joined).await;
+    if let (Some(d), Value::Object(extra)) = (details.as_object_mut(), extra) {
+        d.extend(extra);
     }
+    let change = link_change(&by.actor, &upload.workspace, &key, verified.size);
+    let event = link_event(&by.actor, &by.request_id, &upload.workspace, &key, "upload.complete", details);
+    let commit = app.meta.commit(change, event).await?;
+    let linked = Linked {
+        digest: key.digest.clone(),
+        workspace_id: upload.workspace.to_string(),
+        size: verified.size,
+        created: matches!(commit, Commit::Applied(_)),
+    };
+    refuse_staged(app, upload, chunked).await;
     Ok(linked)
+}
+
+/// A staged upload whose bytes are not the digest's: the staging object, and a chunked upload's plan
+/// and parts, removed (best effort).
+pub(crate) async fn refuse_staged(app: &App, upload: &UploadRef, chunked: Option<&crate::chunked::Joined>) {
+    discard(app, upload).await;
+    if let Some(joined) = chunked {
+        crate::chunked::discard(app, upload, joined).await;
+    }
 }
 
 /// Staging objects are disposable (a lifecycle rule expires them too): a failed removal is logged.

@@ -2,8 +2,9 @@
 //! into its presigned URL so the store refuses other bytes (S3: UploadPart with
 //! `x-amz-checksum-sha256`; the embedded store: the local part route, hashed while written), then
 //! joined into the upload's staging object (on disk without a copy: the parts' file sealed and
-//! hashed), re-hashed whole and linked by `blobs::complete_upload` with every rule of a single upload
-//! (docs/decisions.md, "Chunked uploads" and "Large pushes").
+//! hashed), re-hashed whole and linked by `blobs::complete_now` (or, above HELIX_VERIFY_INLINE_MAX,
+//! by `crate::verify` in resumable steps) with every rule of a single upload (docs/decisions.md,
+//! "Chunked uploads" and "Large pushes").
 //!
 //! The plan (digest, size, part size, the store's id of the upload) is a small document beside the
 //! staging key (`uploads/{ws}/{id}.plan`), written create-only by the registry and never by a client:
@@ -179,10 +180,24 @@ pub(crate) struct Joined {
     store_id: String,
 }
 
-/// Before `complete` reads a staged upload: when `upload` is chunked, check every part is stored
-/// with its size and join them into the staging object (already joined: nothing to do). None for
-/// an upload that is not chunked.
-pub(crate) async fn join(app: &App, upload: &UploadRef, digest: &Digest) -> Result<Option<Joined>> {
+/// A chunked upload whose parts are all stored (or joined already): what `join_ready` joins.
+pub(crate) struct Ready {
+    record: PlanRecord,
+    /// The parts in order, or None when the staging object is there already.
+    parts: Option<Vec<StoredPart>>,
+}
+
+impl Ready {
+    /// The file's size, as planned.
+    pub(crate) fn size(&self) -> u64 {
+        self.record.size
+    }
+}
+
+/// Before `complete` reads a staged upload: when `upload` is chunked, check every part is stored with
+/// its size (else 409 `upload_incomplete`, naming the missing ones). None for an upload that is not
+/// chunked.
+pub(crate) async fn ready(app: &App, upload: &UploadRef, digest: &Digest) -> Result<Option<Ready>> {
     let Some(record) = read_plan(app, upload).await? else { return Ok(None) };
     if record.digest != digest.to_string() {
         return Err(Error::BadRequest(format!(
@@ -190,14 +205,13 @@ pub(crate) async fn join(app: &App, upload: &UploadRef, digest: &Digest) -> Resu
             upload.id, record.digest
         )));
     }
-    let joined = Joined { store_id: record.store_id.clone() };
     if app.blobs.staged(upload).await?.is_some() {
-        return Ok(Some(joined));
+        return Ok(Some(Ready { record, parts: None }));
     }
     let Some(parts) = app.blobs.stored_parts(upload, &record.store_id).await? else {
         // Joined by a concurrent complete since the look above, or gone.
         return match app.blobs.staged(upload).await? {
-            Some(_) => Ok(Some(joined)),
+            Some(_) => Ok(Some(Ready { record, parts: None })),
             None => Err(Error::UploadMissing),
         };
     };
@@ -218,8 +232,30 @@ pub(crate) async fn join(app: &App, upload: &UploadRef, digest: &Digest) -> Resu
             record.part_count
         )));
     }
-    app.blobs.join_parts(upload, &record.store_id, &ordered).await?;
-    Ok(Some(joined))
+    Ok(Some(Ready { record, parts: Some(ordered) }))
+}
+
+/// Join a ready chunked upload's parts into its staging object (already joined: nothing to do).
+pub(crate) async fn join_ready(app: &App, upload: &UploadRef, ready: Ready) -> Result<Joined> {
+    if let Some(parts) = &ready.parts {
+        app.blobs.join_parts(upload, &ready.record.store_id, parts).await?;
+    }
+    Ok(Joined { store_id: ready.record.store_id })
+}
+
+/// `ready`, then `join_ready`: a chunked upload's staging object, joined. None for an upload that is
+/// not chunked.
+pub(crate) async fn join(app: &App, upload: &UploadRef, digest: &Digest) -> Result<Option<Joined>> {
+    match ready(app, upload, digest).await? {
+        Some(r) => join_ready(app, upload, r).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// A chunked upload as joined (its plan read, nothing joined): what to discard with it. None when it
+/// has no plan (not chunked, or removed already).
+pub(crate) async fn joined(app: &App, upload: &UploadRef) -> Result<Option<Joined>> {
+    Ok(read_plan(app, upload).await?.map(|r| Joined { store_id: r.store_id }))
 }
 
 /// Remove a chunked upload's plan and parts (best effort: the lifecycle removes what is left).

@@ -89,6 +89,18 @@ pub struct Config {
     /// Part size of chunked uploads of large files (HELIX_UPLOAD_PART_SIZE, bytes; larger when a file
     /// needs more than 10,000 parts): a file of more than one part is uploaded in parts.
     pub upload_part_size: u64,
+    /// Uploads larger than this (HELIX_VERIFY_INLINE_MAX, bytes; default 2 GiB) are verified after
+    /// `complete` answered 202, in resumable steps (`crate::verify`).
+    pub verify_inline_max: u64,
+    /// The time one request spends advancing a verification (HELIX_VERIFY_STEP_SECONDS, 1 to 25;
+    /// default 20: inside API Gateway's 29 s).
+    pub verify_step_seconds: u64,
+    /// At most this many bytes hashed per step (HELIX_VERIFY_STEP_BYTES; default none: the time bounds
+    /// a step). Tests set it small to prove a verification resumes across steps.
+    pub verify_step_bytes: Option<u64>,
+    /// `helix serve` drives verifications in a background task (HELIX_VERIFY_BACKGROUND=on, the
+    /// default); `off` leaves them to the status polls, as on AWS.
+    pub verify_background: bool,
     pub dynamodb_endpoint_url: Option<String>,
     pub kms_endpoint_url: Option<String>,
     pub aws_region: Option<String>,
@@ -172,6 +184,9 @@ pub const MIN_S3_PART_SIZE: u64 = 5 * 1024 * 1024;
 pub const MAX_S3_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 /// Chunked uploads: 64 MiB parts by default (10,000 hold 625 GiB; a larger file gets larger parts).
 pub const DEFAULT_UPLOAD_PART_SIZE: u64 = 64 * 1024 * 1024;
+/// Uploads up to this size are verified within `complete` (well inside API Gateway's 29 s at the
+/// hashing speeds of docs/performance.md).
+pub const DEFAULT_VERIFY_INLINE_MAX: u64 = 2 * 1024 * 1024 * 1024;
 /// The smallest part of a chunked upload on the embedded store (S3's is `MIN_S3_PART_SIZE`): small
 /// parts let tests exercise many parts with little data.
 pub const MIN_FS_UPLOAD_PART_SIZE: u64 = 64 * 1024;
@@ -299,6 +314,24 @@ impl Config {
             }
         };
 
+        let number =
+            |var: &'static str, range: std::ops::RangeInclusive<u64>| -> Result<Option<u64>, ConfigError> {
+                match get(var) {
+                    None => Ok(None),
+                    Some(v) => v.parse::<u64>().ok().filter(|n| range.contains(n)).map(Some).ok_or_else(|| {
+                        err(var, format!("{v:?} is not a number in {}..={}", range.start(), range.end()))
+                    }),
+                }
+            };
+        let verify_inline_max = number("HELIX_VERIFY_INLINE_MAX", 0..=u64::MAX)?.unwrap_or(DEFAULT_VERIFY_INLINE_MAX);
+        let verify_step_seconds = number("HELIX_VERIFY_STEP_SECONDS", 1..=25)?.unwrap_or(20);
+        let verify_step_bytes = number("HELIX_VERIFY_STEP_BYTES", 64..=u64::MAX)?;
+        let verify_background = match get("HELIX_VERIFY_BACKGROUND").as_deref() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(other) => return Err(err("HELIX_VERIFY_BACKGROUND", format!("{other:?} is not on or off"))),
+        };
+
         let governance_mode = match get("HELIX_GOVERNANCE_MODE").as_deref() {
             None | Some("enforce") => GovernanceMode::Enforce,
             Some("warn") => GovernanceMode::Warn,
@@ -406,6 +439,10 @@ impl Config {
             s3_object_lock,
             s3_part_size,
             upload_part_size,
+            verify_inline_max,
+            verify_step_seconds,
+            verify_step_bytes,
+            verify_background,
             dynamodb_endpoint_url: get("AWS_ENDPOINT_URL_DYNAMODB").or_else(|| aws_endpoint.clone()),
             kms_endpoint_url: get("AWS_ENDPOINT_URL_KMS").or_else(|| aws_endpoint.clone()),
             aws_region: get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION")),

@@ -40,6 +40,7 @@ pub mod request_counts;
 pub mod suspension;
 pub mod telemetry;
 pub mod tokens;
+pub mod verify;
 pub mod workspaces;
 
 pub use app::App;

@@ -157,7 +157,8 @@ pub(super) async fn upload(
         sent.into_iter().collect::<Result<Vec<()>, _>>()?;
     }
     let path = format!("/v1/workspaces/{ws}/uploads/{digest}/complete");
-    registry.post(&path, &json!({"upload_id": upload_id})).await.map_err(|e| in_file(e, &file.path))?;
+    let answer = registry.post(&path, &json!({"upload_id": upload_id})).await.map_err(|e| in_file(e, &file.path))?;
+    super::verifying::follow(registry, answer, &file.path).await.map_err(|e| in_file(e, &file.path))?;
     forget(&record).await;
     Ok(())
 }

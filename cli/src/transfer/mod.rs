@@ -28,6 +28,7 @@ mod chunked;
 mod progress;
 mod pull;
 mod push;
+mod verifying;
 
 pub use progress::{Progress, bytes, progress_line};
 pub use pull::{PARTIAL_PREFIX, pull, resumable_name};

@@ -287,8 +287,8 @@ pub(super) async fn upload(
         req.send().await.map_err(|e| ClientError::Unreachable(format!("upload of {}: {}", file.path, chain(&e))))?;
     store_accepted(resp, &format!("the upload of {}", file.path)).await?;
     let path = format!("/v1/workspaces/{ws}/uploads/{digest}/complete");
-    registry.post(&path, &json!({"upload_id": upload_id})).await.map_err(|e| in_file(e, &file.path))?;
-    Ok(())
+    let answer = registry.post(&path, &json!({"upload_id": upload_id})).await.map_err(|e| in_file(e, &file.path))?;
+    super::verifying::follow(registry, answer, &file.path).await.map_err(|e| in_file(e, &file.path))
 }
 
 /// A presigned upload's answer: success, or the store's refusal of `what` (`upload_refused`, with the

@@ -1,5 +1,5 @@
-//! publish: PUT a blob inline, many small blobs in one batch, start a direct upload, complete it;
-//! register a bundle version.
+//! publish: PUT a blob inline, many small blobs in one batch, start a direct upload, complete it (and
+//! follow a large one's verification); register a bundle version.
 //! Parse → authorize → helix-core → response; the rules (digest checks, verification before linking,
 //! manifests, audit) live in helix-core.
 
@@ -9,6 +9,7 @@ use helix_core::bundles;
 use helix_core::chunked::PartsRequest;
 use helix_core::domain::{Digest, WorkspaceId};
 use helix_core::http::{self, Ctx, Function, Request, Response, Route};
+use helix_core::verify;
 use serde::Deserialize;
 
 pub async fn handle(app: &App, req: Request) -> Response {
@@ -37,6 +38,19 @@ struct CompleteRequest {
 
 fn linked(l: &Linked) -> Response {
     http::json(if l.created { 201 } else { 200 }, l)
+}
+
+/// A verification's state: 202 with the status URL (`Location` too) while it runs, 200 once linked
+/// (a failed one is the problem a synchronous `complete` answers: `verify::failure`).
+fn verifying(progress: &verify::Progress) -> Response {
+    if progress.state == helix_core::ports::VerifyState::Linked {
+        return http::json(200, progress);
+    }
+    let mut resp = http::json(202, progress);
+    if let Ok(v) = progress.status_url.parse() {
+        resp.headers_mut().insert("location", v);
+    }
+    resp
 }
 
 async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_core::Result<Response> {
@@ -79,7 +93,19 @@ async fn dispatch(app: &App, ctx: &Ctx, route: Route, req: &Request) -> helix_co
         Route::CompleteUpload { ws, digest } => {
             let body: CompleteRequest = http::json_body(req)?;
             let read = ctx.read_link(ws, digest);
-            Ok(linked(&blobs::complete_upload(app, caller, ws, digest, &body.upload_id, read).await?))
+            match verify::complete_upload(app, caller, ws, digest, &body.upload_id, read).await? {
+                verify::Completion::Linked(l) => Ok(linked(&l)),
+                verify::Completion::Verifying(job) if job.state == helix_core::ports::VerifyState::Failed => {
+                    Err(verify::failure(&job))
+                }
+                verify::Completion::Verifying(job) => Ok(verifying(&verify::Progress::of(&job))),
+            }
+        }
+        Route::UploadStatus { ws, digest } => {
+            let upload_id = http::query_param(req, "upload_id").ok_or_else(|| {
+                helix_core::Error::BadRequest("upload_id (as POST .../uploads returned) is required".into())
+            })?;
+            Ok(verifying(&verify::status(app, ws, digest, &upload_id).await?))
         }
         _ => Err(helix_core::Error::NotFound),
     }

@@ -488,6 +488,18 @@ impl BlobStore for FsBlobStore {
         self.open_file(&self.upload_path(upload)).await?.ok_or(Error::UploadMissing)
     }
 
+    async fn read_staged_range(
+        &self,
+        upload: &UploadRef,
+        _staged: &Staged,
+        start: u64,
+        end: u64,
+    ) -> Result<BlobReader> {
+        use tokio::io::AsyncReadExt;
+        let reader = self.open_file_at(&self.upload_path(upload), start).await?.ok_or(Error::UploadMissing)?;
+        Ok(BlobReader { size: reader.size, body: Box::pin(reader.body.take(end.saturating_sub(start))) })
+    }
+
     async fn promote(&self, upload: &UploadRef, _staged: &Staged, key: &BlobKey) -> Result<PutOutcome> {
         match self.publish(&self.upload_path(upload), &self.path_of(key)).await {
             Err(Error::Unavailable { .. }) if !self.upload_path(upload).exists() => Err(Error::UploadMissing),

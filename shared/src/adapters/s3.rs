@@ -296,6 +296,25 @@ impl BlobStore for S3BlobStore {
         }
     }
 
+    async fn read_staged_range(&self, upload: &UploadRef, staged: &Staged, start: u64, end: u64) -> Result<BlobReader> {
+        if start >= end {
+            return Ok(BlobReader { size: staged.size, body: Box::pin(tokio::io::empty()) });
+        }
+        let get = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.upload_key(upload))
+            .range(format!("bytes={start}-{}", end - 1))
+            .set_version_id(staged.version_id.clone())
+            .set_if_match(staged.etag.clone().filter(|_| staged.version_id.is_none()));
+        match get.send().await {
+            Ok(o) => Ok(Self::reader(o)),
+            Err(e) if matches!(status_of(&e), Some(404 | 412)) => Err(crate::Error::UploadMissing),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     /// A server-side multipart copy, not CopyObject: see `multipart`.
     async fn promote(&self, upload: &UploadRef, staged: &Staged, key: &BlobKey) -> Result<PutOutcome> {
         let blob_key = self.key_of(key);

@@ -9,6 +9,7 @@ pub mod manifest;
 pub mod notification;
 pub mod principal;
 pub mod role;
+pub mod sha_state;
 pub mod time;
 pub mod token;
 
@@ -17,6 +18,7 @@ pub use digest::{Digest, DigestWriter};
 pub use ids::{Scope, WorkspaceId, bundle_ref};
 pub use manifest::{BundleName, Manifest};
 pub use role::Role;
+pub use sha_state::Sha256State;
 pub use token::{BearerToken, TokenRecord};
 
 /// Free text a caller may put into the audit trail or the registry's state (a reason, a host name):

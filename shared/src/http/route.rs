@@ -218,6 +218,7 @@ routes! {
     PutBlob { ws: WorkspaceId, digest: Digest } = "PUT" "/v1/workspaces/{ws}/blobs/{digest}", Publish, Some(Role::Publisher);
     CreateUpload { ws: WorkspaceId } = "POST" "/v1/workspaces/{ws}/uploads", Publish, Some(Role::Publisher);
     CompleteUpload { ws: WorkspaceId, digest: Digest } = "POST" "/v1/workspaces/{ws}/uploads/{digest}/complete", Publish, Some(Role::Publisher);
+    UploadStatus { ws: WorkspaceId, digest: Digest } = "GET" "/v1/workspaces/{ws}/uploads/{digest}/status", Publish, Some(Role::Publisher);
     GetBlob { ws: WorkspaceId, digest: Digest } = "GET" "/v1/workspaces/{ws}/blobs/{digest}", Fetch, Some(Role::Viewer);
     HeadBlob { ws: WorkspaceId, digest: Digest } = "HEAD" "/v1/workspaces/{ws}/blobs/{digest}", Fetch, Some(Role::Viewer);
     MissingBlobs { ws: WorkspaceId } = "POST" "/v1/workspaces/{ws}/missing-blobs", Fetch, Some(Role::Viewer);

@@ -99,7 +99,7 @@ impl UploadRef {
 
 /// What the store holds for an upload, pinned: the version (or ETag) read here is the one verified
 /// and the one promoted, even if the client writes the staging key again in between.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Staged {
     pub size: u64,
     /// The store's own full-object SHA-256, when it has one (trusted only if the store verifies).
@@ -164,6 +164,18 @@ pub trait BlobStore: Send + Sync {
 
     /// The pinned bytes of a staged upload.
     async fn read_staged(&self, upload: &UploadRef, staged: &Staged) -> Result<BlobReader>;
+
+    /// Bytes `start..end` of the pinned staged upload (a step of an asynchronous verification,
+    /// `crate::verify`). The default reads from the start and skips; stores read the range.
+    async fn read_staged_range(&self, upload: &UploadRef, staged: &Staged, start: u64, end: u64) -> Result<BlobReader> {
+        use tokio::io::AsyncReadExt;
+        let mut reader = self.read_staged(upload, staged).await?;
+        let mut skip = (&mut reader.body).take(start);
+        tokio::io::copy(&mut skip, &mut tokio::io::sink())
+            .await
+            .map_err(|e| crate::Error::unavailable(crate::error::Dependency::BlobStore, e))?;
+        Ok(BlobReader { size: reader.size, body: Box::pin(reader.body.take(end - start)) })
+    }
 
     /// Copy the pinned, verified staging object to `key` unless an object is already there (the
     /// same contract as `put_if_absent`).

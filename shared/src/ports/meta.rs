@@ -326,5 +326,12 @@ pub trait MetaStore: Send + Sync {
     /// Every counter of a group, summed over its shards.
     async fn counters(&self, group: &str) -> Result<BTreeMap<String, i64>>;
 
+    /// The verification job of upload `upload_id` in `ws` (`crate::verify`), or None.
+    async fn verify_job(&self, ws: &WorkspaceId, upload_id: &str) -> Result<Option<VerifyJob>>;
+
+    /// Write `job`: create-only when `job.version` is 1, else only over the stored version
+    /// `job.version - 1`. False when that condition failed (another worker wrote first): nothing written.
+    async fn save_verify_job(&self, job: &VerifyJob) -> Result<bool>;
+
     async fn check(&self) -> Result<()>;
 }

@@ -26,9 +26,11 @@ mod blob;
 mod meta;
 mod notify;
 mod signer;
+mod verify;
 
 pub use audit::*;
 pub use blob::*;
 pub use meta::*;
 pub use notify::*;
 pub use signer::*;
+pub use verify::*;

@@ -11,7 +11,7 @@ use super::{expect_problem, unique_blob};
 use crate::fault_proxy::FaultProxy;
 use crate::{Backend, TestEnv, emulator_endpoint};
 
-fn part_size(b: Backend) -> usize {
+pub(crate) fn part_size(b: Backend) -> usize {
     match b {
         Backend::Embedded => 64 * 1024,
         Backend::Emulator => 5 * 1024 * 1024,
@@ -22,12 +22,12 @@ async fn env_for(b: Backend) -> TestEnv {
     TestEnv::start_with(b, &[("HELIX_INLINE_MAX", "1024"), ("HELIX_UPLOAD_PART_SIZE", &part_size(b).to_string())]).await
 }
 
-fn part_digests(bytes: &[u8], part: usize) -> Vec<String> {
+pub(crate) fn part_digests(bytes: &[u8], part: usize) -> Vec<String> {
     bytes.chunks(part).map(|c| Digest::of(c).to_string()).collect()
 }
 
 /// POST …/uploads with `part_sha256` (and `extra`): (status, answer).
-async fn plan_parts(
+pub(crate) async fn plan_parts(
     env: &TestEnv,
     token: &str,
     ws: &str,
@@ -58,7 +58,7 @@ fn part_of(plan: &Value, number: u64) -> &Value {
     plan["parts"].as_array().unwrap().iter().find(|p| p["number"] == number).expect("the part is planned")
 }
 
-async fn send_parts(env: &TestEnv, plan: &Value, bytes: &[u8], part: usize, skip: &[u64]) {
+pub(crate) async fn send_parts(env: &TestEnv, plan: &Value, bytes: &[u8], part: usize, skip: &[u64]) {
     for p in plan["parts"].as_array().unwrap() {
         let n = p["number"].as_u64().unwrap();
         if skip.contains(&n) {
@@ -70,7 +70,7 @@ async fn send_parts(env: &TestEnv, plan: &Value, bytes: &[u8], part: usize, skip
     }
 }
 
-async fn linked(env: &TestEnv, token: &str, ws: &str, d: &Digest) -> bool {
+pub(crate) async fn linked(env: &TestEnv, token: &str, ws: &str, d: &Digest) -> bool {
     let url = env.url(&format!("/v1/workspaces/{ws}/blobs/{d}"));
     env.http.head(url).header("authorization", bearer(token)).send().await.unwrap().status().is_success()
 }

@@ -27,6 +27,7 @@ mod s3_writes;
 mod smoke;
 mod suspension;
 mod tokens;
+mod verify_async;
 
 pub use crate::rbac::rbac_matrix_holds_over_http;
 pub use api::*;
@@ -54,6 +55,7 @@ pub use s3_writes::*;
 pub use smoke::*;
 pub use suspension::*;
 pub use tokens::*;
+pub use verify_async::*;
 
 use helix_core::domain::Digest;
 

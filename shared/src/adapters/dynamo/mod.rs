@@ -13,6 +13,7 @@ mod batch;
 mod catalog;
 mod switches;
 mod tokens;
+mod verify;
 
 use crate::adapters::lazy::LazyClient;
 use std::collections::{BTreeMap, HashMap};
@@ -31,7 +32,7 @@ use crate::domain::{AuditDraft, Digest, TokenRecord, WorkspaceId};
 use crate::error::{Dependency, Error, Result};
 use crate::ports::{
     BUSINESS_COUNTERS, BlobLink, BundleVersion, Change, Commit, Freeze, Gate, LedgerReceipt, LinksCommit, MetaStore,
-    Prefetch, SigningKeyRecord, Suspension, WorkspaceCounts, counter_deltas, workspace_deltas,
+    Prefetch, SigningKeyRecord, Suspension, VerifyJob, WorkspaceCounts, counter_deltas, workspace_deltas,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -433,6 +434,14 @@ impl MetaStore for DynamoStore {
 
     async fn counters(&self, group: &str) -> Result<BTreeMap<String, i64>> {
         self.counter_sums(group).await
+    }
+
+    async fn verify_job(&self, ws: &WorkspaceId, upload_id: &str) -> Result<Option<VerifyJob>> {
+        self.job(ws, upload_id).await
+    }
+
+    async fn save_verify_job(&self, job: &VerifyJob) -> Result<bool> {
+        self.save_job(job).await
     }
 
     async fn check(&self) -> Result<()> {

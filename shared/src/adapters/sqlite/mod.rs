@@ -19,6 +19,7 @@ mod outbox;
 mod schema;
 mod switches;
 mod tokens;
+mod verify;
 mod writer;
 #[cfg(test)]
 mod writer_tests;
@@ -38,7 +39,7 @@ use crate::domain::{AuditDraft, Digest, TokenRecord, WorkspaceId};
 use crate::error::{Dependency, Error, Result};
 use crate::ports::{
     BlobLink, BundleVersion, Change, Commit, Freeze, Gate, LedgerReceipt, LinksCommit, MetaStore, SigningKeyRecord,
-    Suspension, WorkspaceCounts, workspace_deltas,
+    Suspension, VerifyJob, WorkspaceCounts, workspace_deltas,
 };
 
 #[derive(Clone)]
@@ -252,6 +253,14 @@ impl MetaStore for SqliteStore {
 
     async fn counters(&self, group: &str) -> Result<BTreeMap<String, i64>> {
         self.counter_sums(group).await
+    }
+
+    async fn verify_job(&self, ws: &WorkspaceId, upload_id: &str) -> Result<Option<VerifyJob>> {
+        self.job(ws, upload_id).await
+    }
+
+    async fn save_verify_job(&self, job: &VerifyJob) -> Result<bool> {
+        self.save_job(job).await
     }
 
     async fn check(&self) -> Result<()> {

@@ -97,6 +97,14 @@ CREATE TABLE IF NOT EXISTS notify_outbox (
 CREATE TABLE IF NOT EXISTS notify_cursors (channel TEXT PRIMARY KEY, position INTEGER NOT NULL, at TEXT NOT NULL);
 ";
 
+/// Schema version 10: asynchronous verifications of large uploads (`crate::verify`): one row per job,
+/// its JSON beside the version every write is conditional on.
+const SCHEMA_V10_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS verify_jobs (
+  workspace_id TEXT NOT NULL, upload_id TEXT NOT NULL, version INTEGER NOT NULL, job TEXT NOT NULL,
+  PRIMARY KEY (workspace_id, upload_id));
+";
+
 /// The migrations, in order: entry i brings a database from version i to version i + 1. Each is
 /// additive (new tables, new columns with defaults) and idempotent, and runs in its own transaction
 /// with the new `user_version`.
@@ -122,6 +130,7 @@ const MIGRATIONS: &[fn(&Connection) -> rusqlite::Result<()>] = &[
     },
     |c| c.execute_batch(SCHEMA_V8_TABLES),
     |c| c.execute_batch(SCHEMA_V9_TABLES),
+    |c| c.execute_batch(SCHEMA_V10_TABLES),
 ];
 
 /// The schema version this build writes.

@@ -1,0 +1,56 @@
+//! A verification job (`crate::verify`): a large upload's whole-file SHA-256, computed in steps that
+//! may run in different processes, with its progress in the meta store. Staging state, like a chunked
+//! upload's plan: not a governed change (the link it ends in is one, with its audit event).
+
+use super::*;
+
+/// Where a job is: hashing, hashed and matching (the link is next), or ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyState {
+    Verifying,
+    /// The bytes hash to the digest; the promote and the link are next (a freeze or a suspension
+    /// holds the job here until it is lifted).
+    Verified,
+    Linked,
+    Failed,
+}
+
+/// One job, keyed by workspace and upload id. Every write is conditional on `version` (the version
+/// read, plus one), so of two workers only one advances a job; the lease says who may try.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct VerifyJob {
+    pub workspace_id: String,
+    pub upload_id: String,
+    pub digest: Digest,
+    /// The size declared at the upload's start (a chunked upload's plan).
+    pub size: u64,
+    pub chunked: bool,
+    /// Who completed the upload and in which request: the link's audit event names them.
+    pub actor: String,
+    pub request_id: String,
+    pub state: VerifyState,
+    /// Bytes hashed so far (a multiple of 64 until the end), and the SHA-256 state after them.
+    pub verified_bytes: u64,
+    pub sha_state: String,
+    /// True when the store's own checksum of the staged bytes settled it (nothing was re-read).
+    pub by_store_checksum: bool,
+    /// The staged object as first read, pinned (version id, else ETag): the bytes hashed in every step
+    /// and the bytes promoted are the same ones. None until the upload is joined.
+    pub staged: Option<Staged>,
+    /// Why a failed job failed: a problem reason (`digest_mismatch`, `upload_missing`) and its detail
+    /// (for `digest_mismatch`, what the bytes hash to).
+    pub reason: Option<String>,
+    pub detail: Option<String>,
+    /// The worker allowed to advance the job until `lease_until` (Unix seconds).
+    pub lease_owner: Option<String>,
+    pub lease_until: i64,
+    pub steps: u64,
+    pub version: u64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Where `complete` hands new jobs to `helix serve`'s background worker, once it runs
+/// (`verify::start_worker`): workspace and upload id.
+pub type VerifyQueue = std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<(WorkspaceId, String)>>;

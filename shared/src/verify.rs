@@ -1,0 +1,527 @@
+//! Asynchronous verification of large uploads (issue 19 §3; docs/decisions.md, "Asynchronous
+//! verification"). `complete` of an upload above HELIX_VERIFY_INLINE_MAX records a job (`VerifyJob`,
+//! in the meta store) and answers 202 with a status URL; the job is then advanced in steps, by
+//! `helix serve`'s background worker or by the status route itself (on AWS: each poll works for at
+//! most HELIX_VERIFY_STEP_SECONDS), each step:
+//!
+//! - takes the job's lease (a conditional write over the version it read: of two workers, one wins;
+//!   a lease still held by another worker is left alone);
+//! - joins a chunked upload first (idempotent) and pins the staged object (version id, else ETag), so
+//!   every step hashes, and the promote copies, the same bytes;
+//! - hashes the next ranges of the staged object (ranged reads), carrying the SHA-256 state at 64-byte
+//!   boundaries (`Sha256State`), and saves the state and offset after each range, each save conditional
+//!   on the version it read (a worker that lost its lease stops at its next save);
+//! - at the end: bytes that are not the digest's end the job `failed` (`digest_mismatch`), with the
+//!   staging object, the plan and the parts removed, as a synchronous `complete` does; matching bytes are
+//!   promoted and linked by the same code as `complete` (`blobs::promote_and_link`: one `upload.complete`
+//!   event, no overwrite, the slots), after the freeze and the workspace's suspension are read again.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::json;
+use tokio::io::AsyncReadExt;
+
+use crate::App;
+use crate::blobs::{Caller, LinkBy, Linked, Verified};
+use crate::domain::time::now_unix;
+use crate::domain::{Digest, Sha256State, WorkspaceId};
+use crate::error::{Dependency, Error, Result};
+use crate::ports::{BlobLink, Staged, UploadRef, VerifyJob, VerifyState};
+
+/// How long a step's lease holds without a save. Every save renews it; a worker that died leaves the
+/// job to whoever comes after this (a status poll, the next background pass).
+pub const LEASE: Duration = Duration::from_secs(60);
+/// The largest range read and hashed between two saves of the state.
+const RANGE: u64 = 256 * 1024 * 1024;
+const READ_CHUNK: usize = 1024 * 1024;
+
+/// What one step may do: work until `until`, hash at most `max_bytes` (None: no byte limit).
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub until: Instant,
+    pub max_bytes: Option<u64>,
+}
+
+impl Budget {
+    /// The configured budget of one step (HELIX_VERIFY_STEP_SECONDS, HELIX_VERIFY_STEP_BYTES).
+    pub fn of(app: &App) -> Budget {
+        Budget {
+            until: Instant::now() + Duration::from_secs(app.config.verify_step_seconds),
+            max_bytes: app.config.verify_step_bytes,
+        }
+    }
+}
+
+/// What the status route and a 202 `complete` answer (the problem of a failed job aside).
+#[derive(Debug, Serialize)]
+pub struct Progress {
+    pub state: VerifyState,
+    pub digest: Digest,
+    pub upload_id: String,
+    pub size: u64,
+    pub verified_bytes: u64,
+    /// Where to ask next: `GET` it with the same credential.
+    pub status_url: String,
+}
+
+impl Progress {
+    pub fn of(job: &VerifyJob) -> Progress {
+        Progress {
+            state: job.state,
+            digest: job.digest.clone(),
+            upload_id: job.upload_id.clone(),
+            size: job.size,
+            verified_bytes: job.verified_bytes,
+            status_url: status_url(job),
+        }
+    }
+}
+
+/// The status route of a job, relative to the API root.
+pub fn status_url(job: &VerifyJob) -> String {
+    format!("/v1/workspaces/{}/uploads/{}/status?upload_id={}", job.workspace_id, job.digest, job.upload_id)
+}
+
+/// What `complete` did: linked (201, or 200 when it was linked already), or, for an upload above
+/// HELIX_VERIFY_INLINE_MAX, a verification started (or already under way, or ended in a refusal): 202.
+#[derive(Debug)]
+pub enum Completion {
+    Linked(Linked),
+    Verifying(Box<VerifyJob>),
+}
+
+/// POST uploads/{digest}/complete: an upload up to HELIX_VERIFY_INLINE_MAX verified, promoted and linked
+/// within the request (`blobs::complete_now`); a larger one verified after the answer, in steps.
+///
+/// `read`: the link as the request already read it with its credential (`blobs::link_of`).
+pub async fn complete_upload(
+    app: &App,
+    caller: Caller<'_>,
+    ws: &WorkspaceId,
+    digest: &Digest,
+    upload_id: &str,
+    read: Option<Option<BlobLink>>,
+) -> Result<Completion> {
+    let upload = UploadRef::parse(ws, upload_id)?;
+    // Already linked (a retry): the staging object, if any, is left to expire.
+    if let Some(existing) = crate::blobs::link_of(app, ws, digest, read).await? {
+        return Ok(Completion::Linked(Linked::existing(existing)));
+    }
+    // A verification under way (or ended) for this upload: its state, whatever the size.
+    if let Some(job) = job_of(app, ws, digest, &upload).await? {
+        return Ok(Completion::Verifying(Box::new(job)));
+    }
+    // A chunked upload: every part stored (else 409 now); a single one: its staged object.
+    let ready = crate::chunked::ready(app, &upload, digest).await?;
+    let (size, staged) = match &ready {
+        Some(r) => (r.size(), None),
+        None => {
+            let staged = app.blobs.staged(&upload).await?.ok_or(Error::UploadMissing)?;
+            (staged.size, Some(staged))
+        }
+    };
+    if size > app.config.verify_inline_max {
+        let job = start(app, caller, ws, digest, &upload, size, ready.is_some()).await?;
+        return Ok(Completion::Verifying(Box::new(job)));
+    }
+    crate::blobs::complete_now(app, caller, (&upload, digest), ready, staged).await.map(Completion::Linked)
+}
+
+/// The job of `upload`, when there is one for this digest (another digest's job under the same id is
+/// not this upload's: 400, as `complete` answers for a plan of another digest).
+pub async fn job_of(app: &App, ws: &WorkspaceId, digest: &Digest, upload: &UploadRef) -> Result<Option<VerifyJob>> {
+    let Some(job) = app.meta.verify_job(ws, &upload.id).await? else { return Ok(None) };
+    if &job.digest != digest {
+        return Err(Error::BadRequest(format!("upload {} is an upload of {}, not of {digest}", upload.id, job.digest)));
+    }
+    Ok(Some(job))
+}
+
+/// Record the job of a large upload (`complete`'s asynchronous branch) and hand it to the background
+/// worker when this process runs one. Two concurrent completes of one upload record it once.
+async fn start(
+    app: &App,
+    caller: Caller<'_>,
+    ws: &WorkspaceId,
+    digest: &Digest,
+    upload: &UploadRef,
+    size: u64,
+    chunked: bool,
+) -> Result<VerifyJob> {
+    let now = now_unix();
+    let job = VerifyJob {
+        workspace_id: ws.to_string(),
+        upload_id: upload.id.clone(),
+        digest: digest.clone(),
+        size,
+        chunked,
+        actor: caller.principal.actor(),
+        request_id: caller.request_id.to_owned(),
+        state: VerifyState::Verifying,
+        verified_bytes: 0,
+        by_store_checksum: false,
+        sha_state: Sha256State::default().words_hex(),
+        staged: None,
+        reason: None,
+        detail: None,
+        lease_owner: None,
+        lease_until: 0,
+        steps: 0,
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    if !app.meta.save_verify_job(&job).await? {
+        // A concurrent complete recorded it first: its job is the answer.
+        return job_of(app, ws, digest, upload).await?.ok_or_else(|| Error::Internal("a job vanished".into()));
+    }
+    tracing::info!(request_id = caller.request_id, workspace = %ws, upload = %upload.id, %digest, size, "verification started");
+    if let Some(worker) = app.verify_worker.get() {
+        let _ = worker.send((ws.clone(), upload.id.clone()));
+    }
+    Ok(job)
+}
+
+/// GET …/uploads/{digest}/status: the job of the upload, advanced by one step within the configured
+/// budget when no other worker holds it (on AWS the polls are what drives a verification; a job whose
+/// worker died is taken up by the next poll after its lease). A failed job is its problem (`failure`).
+/// No job, but the digest linked in `ws` (a small upload completed at once, or a job's record gone):
+/// linked, as a repeated `complete` answers 200.
+pub async fn status(app: &App, ws: &WorkspaceId, digest: &Digest, upload_id: &str) -> Result<Progress> {
+    let upload = UploadRef::parse(ws, upload_id)?;
+    let job = match job_of(app, ws, digest, &upload).await? {
+        Some(job) => job,
+        None => {
+            let link = app.meta.blob_link(ws, digest).await?.ok_or(Error::UploadMissing)?;
+            let mut progress = Progress {
+                state: VerifyState::Linked,
+                digest: digest.clone(),
+                upload_id: upload.id,
+                size: link.size,
+                verified_bytes: link.size,
+                status_url: String::new(),
+            };
+            progress.status_url =
+                format!("/v1/workspaces/{ws}/uploads/{digest}/status?upload_id={}", progress.upload_id);
+            return Ok(progress);
+        }
+    };
+    let job =
+        if is_over(&job) { job } else { advance(app, ws, upload_id, &worker_name("poll"), Budget::of(app)).await? };
+    match job.state {
+        VerifyState::Failed => Err(failure(&job)),
+        _ => Ok(Progress::of(&job)),
+    }
+}
+
+/// A job that is over: linked or failed.
+pub fn is_over(job: &VerifyJob) -> bool {
+    matches!(job.state, VerifyState::Linked | VerifyState::Failed)
+}
+
+/// The error a failed job answers with: the same problem a synchronous `complete` would have.
+pub fn failure(job: &VerifyJob) -> Error {
+    let detail = job.detail.clone().unwrap_or_default();
+    match job.reason.as_deref() {
+        Some("digest_mismatch") => Error::DigestMismatch { expected: job.digest.to_string(), actual: detail },
+        Some("upload_incomplete") => Error::UploadIncomplete(detail),
+        _ => Error::UploadMissing,
+    }
+}
+
+/// A random name for one worker (a lease's owner).
+pub fn worker_name(kind: &str) -> String {
+    let mut raw = [0u8; 8];
+    getrandom::fill(&mut raw).expect("OS random source");
+    format!("{kind}-{}", hex::encode(raw))
+}
+
+/// Write `job` over the version it was read at, renewing `owner`'s lease (or releasing it): the job as
+/// written, or None when another worker wrote first (this one stops).
+async fn save(app: &App, mut job: VerifyJob, owner: Option<&str>) -> Result<Option<VerifyJob>> {
+    let now = now_unix();
+    job.version += 1;
+    job.updated_at = now;
+    job.lease_owner = owner.map(str::to_owned);
+    job.lease_until = if owner.is_some() { now + LEASE.as_secs() as i64 } else { 0 };
+    Ok(app.meta.save_verify_job(&job).await?.then_some(job))
+}
+
+/// Run `work` while renewing `owner`'s lease on `job` every third of `LEASE` (a join or a promote of a
+/// large file may outlast one lease): the job as last saved and what the work ended with; None when
+/// another worker took the job meanwhile (the work is dropped where it stood).
+async fn leased<T>(
+    app: &App,
+    mut job: VerifyJob,
+    owner: &str,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<Option<(VerifyJob, Result<T>)>> {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return Ok(Some((job, out))),
+            _ = tokio::time::sleep(LEASE / 3) => match save(app, job, Some(owner)).await? {
+                Some(j) => job = j,
+                None => return Ok(None),
+            },
+        }
+    }
+}
+
+/// End a job as failed (`reason`, `detail`), the staged bytes and a chunked upload's plan and parts
+/// removed as a refused `complete` removes them.
+async fn fail(app: &App, upload: &UploadRef, mut job: VerifyJob, reason: &str, detail: String) -> Result<VerifyJob> {
+    tracing::warn!(request_id = %job.request_id, workspace = %job.workspace_id, upload = %job.upload_id, digest = %job.digest, reason, detail, "verification failed");
+    let chunked = if job.chunked { crate::chunked::joined(app, upload).await.ok().flatten() } else { None };
+    crate::blobs::refuse_staged(app, upload, chunked.as_ref()).await;
+    job.state = VerifyState::Failed;
+    job.reason = Some(reason.to_owned());
+    job.detail = Some(detail);
+    Ok(save(app, job.clone(), None).await?.unwrap_or(job))
+}
+
+/// Advance the job of upload `upload_id` in `ws` as `owner`, within `budget`: the job as this step
+/// left it (unchanged when another worker holds its lease). An outage is an error and leaves the job
+/// where its last save put it, for the next step.
+pub async fn advance(app: &App, ws: &WorkspaceId, upload_id: &str, owner: &str, budget: Budget) -> Result<VerifyJob> {
+    let upload = UploadRef::parse(ws, upload_id)?;
+    let mut job = app.meta.verify_job(ws, upload_id).await?.ok_or(Error::UploadMissing)?;
+    if is_over(&job) {
+        return Ok(job);
+    }
+    let held = job.lease_owner.as_deref().is_some_and(|o| o != owner) && job.lease_until > now_unix();
+    if held {
+        return Ok(job);
+    }
+    job.steps += 1;
+    job = match save(app, job, Some(owner)).await? {
+        Some(j) => j,
+        None => return app.meta.verify_job(ws, upload_id).await?.ok_or(Error::UploadMissing),
+    };
+    let result = work(app, &upload, job.clone(), owner, budget).await;
+    match result {
+        Ok(j) => Ok(j),
+        Err(e) => {
+            // Leave the lease to expire rather than write again: the next step resumes from the last save.
+            tracing::warn!(error = %e, workspace = %ws, upload = upload_id, "a verification step stopped");
+            Err(e)
+        }
+    }
+}
+
+/// What `work` ended with when another worker took over: the job as stored.
+async fn lost(app: &App, upload: &UploadRef) -> Result<VerifyJob> {
+    app.meta.verify_job(&upload.workspace, &upload.id).await?.ok_or(Error::UploadMissing)
+}
+
+async fn work(app: &App, upload: &UploadRef, mut job: VerifyJob, owner: &str, budget: Budget) -> Result<VerifyJob> {
+    if job.staged.is_none() {
+        job = match pin(app, upload, job, owner).await? {
+            Some(j) => j,
+            None => return lost(app, upload).await,
+        };
+    }
+    let mut hashed = 0u64;
+    while job.state == VerifyState::Verifying {
+        let room = budget.max_bytes.map(|m| m.saturating_sub(hashed));
+        if Instant::now() >= budget.until || room == Some(0) {
+            break;
+        }
+        let before = job.verified_bytes;
+        job = match hash_range(app, upload, job, owner, room).await? {
+            Some(j) => j,
+            None => return lost(app, upload).await,
+        };
+        hashed += job.verified_bytes - before;
+    }
+    // The promote and link in this step only when it has time left (else the next step's own).
+    if job.state == VerifyState::Verified && (hashed == 0 || Instant::now() < budget.until) {
+        return link(app, upload, job, owner).await;
+    }
+    if is_over(&job) {
+        return Ok(job);
+    }
+    // The step's budget is spent: the lease is released for whoever steps next (a poll, the worker).
+    match save(app, job, None).await? {
+        Some(j) => Ok(j),
+        None => lost(app, upload).await,
+    }
+}
+
+/// The first step: a chunked upload joined, the staged object read and pinned. A store that verified
+/// the staged bytes' checksum itself (the embedded store's join hashes what it writes) settles the job
+/// here, as it settles a synchronous `complete`.
+async fn pin(app: &App, upload: &UploadRef, mut job: VerifyJob, owner: &str) -> Result<Option<VerifyJob>> {
+    if job.chunked {
+        let digest = job.digest.clone();
+        let joined = match leased(app, job, owner, crate::chunked::join(app, upload, &digest)).await? {
+            Some((j, joined)) => {
+                job = j;
+                joined
+            }
+            None => return Ok(None),
+        };
+        match joined {
+            Ok(_) => {}
+            Err(Error::UploadMissing) => {
+                return fail(app, upload, job, "upload_missing", String::new()).await.map(Some);
+            }
+            Err(Error::UploadIncomplete(d)) => return fail(app, upload, job, "upload_incomplete", d).await.map(Some),
+            Err(e) => return Err(e),
+        }
+    }
+    let Some(staged) = app.blobs.staged(upload).await? else {
+        return fail(app, upload, job, "upload_missing", "the staged upload is gone".into()).await.map(Some);
+    };
+    job.size = staged.size;
+    let trusted = staged.stored_sha256.clone().filter(|_| app.blobs.staged_checksums_verified());
+    if let Some(stored) = trusted {
+        if stored != job.digest {
+            return fail(app, upload, job, "digest_mismatch", stored.to_string()).await.map(Some);
+        }
+        job.state = VerifyState::Verified;
+        job.verified_bytes = staged.size;
+        job.by_store_checksum = true;
+    }
+    job.staged = Some(staged);
+    save(app, job, Some(owner)).await
+}
+
+/// Hash the next range of the pinned staged object (at most `room` bytes, rounded down to whole blocks
+/// unless it ends the file) and save the state after it; at the end of the file, compare.
+async fn hash_range(
+    app: &App,
+    upload: &UploadRef,
+    mut job: VerifyJob,
+    owner: &str,
+    room: Option<u64>,
+) -> Result<Option<VerifyJob>> {
+    let staged: Staged = job.staged.clone().ok_or_else(|| Error::Internal("hashing an unpinned upload".into()))?;
+    let start = job.verified_bytes;
+    let mut end = job.size.min(start + RANGE.min(room.unwrap_or(u64::MAX)));
+    if end < job.size {
+        end = (end - end % 64).max(start + 64).min(job.size);
+    }
+    let mut state = Sha256State::from_stored(&job.sha_state, start)?;
+    let reader = match app.blobs.read_staged_range(upload, &staged, start, end).await {
+        Ok(r) => r,
+        Err(Error::UploadMissing) => {
+            let detail = "the staged upload is gone or was replaced".to_owned();
+            return fail(app, upload, job, "upload_missing", detail).await.map(Some);
+        }
+        Err(e) => return Err(e),
+    };
+    let mut body = reader.body;
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut filled = 0usize;
+    let mut read = start;
+    loop {
+        let n = body.read(&mut buf[filled..]).await.map_err(|e| Error::unavailable(Dependency::BlobStore, e))?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+        read += n as u64;
+        if read > end {
+            return Err(Error::unavailable(Dependency::BlobStore, "a ranged read answered more bytes than asked"));
+        }
+        let whole = filled - filled % 64;
+        if filled == buf.len() || whole > 0 && filled > buf.len() / 2 {
+            state.update_blocks(&buf[..whole])?;
+            buf.copy_within(whole..filled, 0);
+            filled -= whole;
+        }
+    }
+    if read != end {
+        return Err(Error::unavailable(Dependency::BlobStore, format!("a ranged read ended at {read}, not {end}")));
+    }
+    if end == job.size {
+        let actual = Digest::from_raw(state.finish(&buf[..filled]));
+        if actual != job.digest {
+            return fail(app, upload, job, "digest_mismatch", actual.to_string()).await.map(Some);
+        }
+        job.state = VerifyState::Verified;
+        job.verified_bytes = end;
+    } else {
+        state.update_blocks(&buf[..filled])?;
+        job.verified_bytes = state.len();
+        job.sha_state = state.words_hex();
+    }
+    save(app, job, Some(owner)).await
+}
+
+/// Hashed and matching: promote and link with `complete`'s own code, after the freeze and the
+/// suspension are read again (a switch thrown during the verification holds the link: the job stays
+/// `verified` and is linked by a step after the switch is lifted).
+async fn link(app: &App, upload: &UploadRef, mut job: VerifyJob, owner: &str) -> Result<VerifyJob> {
+    let held = async {
+        crate::freeze::refuse_if_frozen(app.meta.as_ref(), None).await?;
+        crate::suspension::refuse_if_suspended(app.meta.as_ref(), &upload.workspace, None).await
+    };
+    if let Err(e) = held.await {
+        save(app, job, None).await?;
+        return Err(e);
+    }
+    let staged = job.staged.clone().ok_or_else(|| Error::Internal("linking an unpinned upload".into()))?;
+    let chunked = if job.chunked { crate::chunked::joined(app, upload).await? } else { None };
+    let verified = Verified { size: job.size, by_store_checksum: job.by_store_checksum };
+    let by = LinkBy { actor: job.actor.clone(), request_id: job.request_id.clone() };
+    let extra = json!({"verified_async": true, "verification_steps": job.steps});
+    let digest = job.digest.clone();
+    let linked = match app.meta.blob_link(&upload.workspace, &digest).await? {
+        Some(_) => None,
+        None => {
+            let promote =
+                crate::blobs::promote_and_link(app, &by, (upload, &digest), &staged, verified, chunked.as_ref(), extra);
+            let (j, done) = match leased(app, job, owner, promote).await? {
+                Some(out) => out,
+                None => return lost(app, upload).await,
+            };
+            job = j;
+            match done {
+                Ok(l) => Some(l),
+                Err(Error::UploadMissing) => {
+                    return fail(app, upload, job, "upload_missing", "the staged upload is gone".into()).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    tracing::info!(request_id = %job.request_id, workspace = %job.workspace_id, upload = %job.upload_id, digest = %job.digest, created = linked.is_some_and(|l| l.created), steps = job.steps, "verification linked");
+    let mut done = job.clone();
+    done.state = VerifyState::Linked;
+    Ok(save(app, done, None).await?.unwrap_or(job))
+}
+
+/// `helix serve`: a task that drives each job `complete` starts to its end, step after step (each
+/// step within the configured budget, its state saved, so a restart loses at most one range), at most
+/// two jobs at a time. A job it cannot finish (an outage, a switch thrown) is left to the status polls.
+pub fn start_worker(app: std::sync::Arc<App>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(WorkspaceId, String)>();
+    if app.verify_worker.set(tx).is_err() {
+        return;
+    }
+    let weak = std::sync::Arc::downgrade(&app);
+    drop(app);
+    tokio::spawn(async move {
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(2));
+        let owner = worker_name("serve");
+        while let Some((ws, id)) = rx.recv().await {
+            let Some(app) = weak.upgrade() else { return };
+            let permit = slots.clone().acquire_owned().await.expect("never closed");
+            let owner = owner.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                loop {
+                    match advance(&app, &ws, &id, &owner, Budget::of(&app)).await {
+                        Ok(job) if is_over(&job) => return,
+                        Ok(job) if job.lease_owner.as_deref().is_some_and(|o| o != owner) => return,
+                        Ok(_) => {}
+                        Err(_) => return,
+                    }
+                }
+            });
+        }
+    });
+}
