@@ -121,12 +121,20 @@ enum Source<'a> {
 /// operator to heal) and skipped, so it never blocks a correct upload. A copy of a staged upload is
 /// verified where it landed too: the pin (version id, else ETag) is only as good as the store's
 /// honouring of it, and bytes that were never checked at their key are never linked.
-async fn place(app: &App, request_id: &str, digest: &Digest, source: Source<'_>) -> Result<BlobKey> {
+/// `slot0` is the outcome of the write to the first slot when the caller made it already (a batch).
+async fn place(
+    app: &App,
+    request_id: &str,
+    digest: &Digest,
+    source: Source<'_>,
+    mut slot0: Option<PutOutcome>,
+) -> Result<BlobKey> {
     for slot in 0..BLOB_SLOTS {
         let key = BlobKey { digest: digest.clone(), slot };
-        let written = match source {
-            Source::Bytes(bytes) => app.blobs.put_if_absent(&key, bytes.clone()).await?,
-            Source::Staged(upload, staged, _) => app.blobs.promote(upload, staged, &key).await?,
+        let written = match (slot0.take(), &source) {
+            (Some(written), _) => written,
+            (None, Source::Bytes(bytes)) => app.blobs.put_if_absent(&key, (*bytes).clone()).await?,
+            (None, Source::Staged(upload, staged, _)) => app.blobs.promote(upload, staged, &key).await?,
         };
         // Bytes written now were checked by the write itself; staged bytes the store verified and
         // promoted as the same file (not a copy) need no second check either.
@@ -146,10 +154,17 @@ async fn place(app: &App, request_id: &str, digest: &Digest, source: Source<'_>)
     Err(Error::BlobIntegrity(format!("every slot of {digest} holds wrong bytes")))
 }
 
-/// Write bytes the caller delivered (already checked against `digest`) to the digest's first good
-/// slot: `place` for a batch's blobs (crate::batch), with the same rules as an inline PUT.
-pub(crate) async fn place_bytes(app: &App, request_id: &str, digest: &Digest, bytes: &Bytes) -> Result<BlobKey> {
-    place(app, request_id, digest, Source::Bytes(bytes)).await
+/// Place bytes the caller delivered (already checked against `digest`) at the digest's first good
+/// slot, after the caller's own write to the first slot ended in `slot0` (a batch writes its blobs'
+/// first slots together: crate::batch): `place`, with the same rules as an inline PUT.
+pub(crate) async fn place_bytes(
+    app: &App,
+    request_id: &str,
+    digest: &Digest,
+    bytes: &Bytes,
+    slot0: PutOutcome,
+) -> Result<BlobKey> {
+    place(app, request_id, digest, Source::Bytes(bytes), Some(slot0)).await
 }
 
 /// Log a wrong object under a blob key and audit it in the global stream, once per key per process
@@ -297,7 +312,7 @@ pub async fn put_inline(
     if let Some(existing) = link_of(app, ws, digest, read).await? {
         return Ok(Linked::existing(existing));
     }
-    let key = place(app, caller.request_id, digest, Source::Bytes(&body)).await?;
+    let key = place(app, caller.request_id, digest, Source::Bytes(&body), None).await?;
     link(app, caller, ws, &key, size, "blob.link", json!({"size": size, "via": "inline"})).await
 }
 
@@ -481,7 +496,8 @@ pub(crate) async fn promote_and_link(
     chunked: Option<&crate::chunked::Joined>,
     extra: Value,
 ) -> Result<Linked> {
-    let key = place(app, &by.request_id, digest, Source::Staged(upload, staged, verified.by_store_checksum)).await?;
+    let key =
+        place(app, &by.request_id, digest, Source::Staged(upload, staged, verified.by_store_checksum), None).await?;
     let mut details = json!({"size": verified.size, "verified_by": verified.method(), "upload_id": upload.id});
     if chunked.is_some() {
         details["chunked"] = json!(true);

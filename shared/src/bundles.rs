@@ -4,7 +4,6 @@
 //! size the manifest says; the registration and its audit event commit together.
 
 use bytes::Bytes;
-use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -16,8 +15,6 @@ use crate::domain::{AuditDraft, BundleName, Digest, Manifest, Outcome, Workspace
 use crate::error::{Error, Result};
 use crate::ports::{BundleVersion, Change, Commit};
 
-/// Link lookups in flight at once while a manifest is checked.
-const LOOKUP_PARALLELISM: usize = 32;
 /// Most missing digests a `blob_missing` answer lists.
 const MAX_LISTED_MISSING: usize = 1000;
 /// Page size of the bundle listing: default and most.
@@ -115,24 +112,23 @@ async fn same_or_conflict(app: &App, existing: BundleVersion, digest: &Digest) -
 
 /// Every file's blob is linked in `ws` with the manifest's size (lookups in parallel, bounded).
 async fn check_files(app: &App, ws: &WorkspaceId, manifest: &Manifest) -> Result<()> {
-    let wanted: Vec<(Digest, u64, String)> =
-        manifest.digests().into_iter().zip(&manifest.files).map(|(d, f)| (d, f.size, f.path.clone())).collect();
-    let found: Vec<_> = futures_util::stream::iter(wanted)
-        .map(|(digest, size, path)| async move {
-            let link = app.meta.blob_link(ws, &digest).await?;
-            Ok::<_, Error>((digest, size, path, link))
-        })
-        .buffered(LOOKUP_PARALLELISM)
-        .try_collect()
-        .await?;
+    let digests = manifest.digests();
+    let mut distinct = digests.clone();
+    distinct.sort();
+    distinct.dedup();
+    // The workspace's links of every distinct digest, many to a lookup (`blob_links`).
+    let mut linked = std::collections::BTreeMap::new();
+    for chunk in distinct.chunks(crate::batch::MAX_QUERY_DIGESTS) {
+        linked.extend(app.meta.blob_links(ws, chunk).await?.into_iter().map(|l| (l.digest, l.size)));
+    }
     let mut missing = Vec::new();
-    for (digest, size, path, link) in found {
-        match link {
+    for (digest, f) in digests.iter().zip(&manifest.files) {
+        match linked.get(digest) {
             None => missing.push(digest.to_string()),
-            Some(l) if l.size != size => {
+            Some(&size) if size != f.size => {
                 return Err(Error::InvalidManifest(format!(
-                    "{path:?}: size {size}, but its blob has {} bytes",
-                    l.size
+                    "{:?}: size {}, but its blob has {size} bytes",
+                    f.path, f.size
                 )));
             }
             Some(_) => {}

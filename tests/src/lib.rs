@@ -544,6 +544,7 @@ macro_rules! common_suite {
         $crate::cases!($backend;
             blob_store_put_if_absent_creates_once_then_reports_existing,
             blob_store_streams_exact_bytes_and_reports_missing_as_none,
+            blob_store_puts_and_gets_many_as_it_does_one_by_one,
             blob_store_reports_an_existing_object_for_the_core_to_verify,
             blob_store_concurrent_puts_create_exactly_one_object,
             blob_store_staged_upload_promotes_and_presigned_get_round_trips,
@@ -579,6 +580,7 @@ macro_rules! common_suite {
             a_batch_over_its_limits_or_malformed_is_refused_whole_and_changes_nothing,
             a_frozen_registry_or_a_suspended_workspace_refuses_a_batch_whole,
             push_and_pull_of_many_small_files_use_batches,
+            a_batch_skips_a_wrong_object_under_a_digest_key_and_pulls_write_every_copy,
             large_blob_is_fetched_through_a_presigned_redirect,
             ranges_of_a_blob_are_served_inline_and_through_the_presigned_get,
             a_pull_interrupted_inside_a_file_resumes_by_range_and_fetches_only_the_rest,

@@ -7,6 +7,7 @@ helix_tests::common_suite!(Backend::Embedded);
 helix_tests::cases!(Backend::Embedded;
     embedded_data_dir_is_private_and_its_secret_files_are_0600,
     an_empty_presign_secret_refuses_to_start,
+    a_batch_whose_links_do_not_commit_links_nothing_and_its_retry_links_each_once,
     governance_events_reach_a_webhook_that_is_down_slow_then_failing_and_no_decision_waits,
     a_notification_whose_attempts_are_spent_is_given_up_logged_counted_and_the_next_goes_on,
 );

@@ -66,10 +66,14 @@ pub async fn upload(
     files: &[(&Digest, &LocalFile)],
     progress: &Progress,
 ) -> Result<(), ClientError> {
-    let mut contents = Vec::with_capacity(files.len());
-    for (_, f) in files {
-        contents.push(tokio::fs::read(&f.abs).await.map_err(|e| other(format!("{}: {e}", f.abs.display())))?);
-    }
+    // Read in one trip off the runtime (not one per file).
+    let paths: Vec<std::path::PathBuf> = files.iter().map(|(_, f)| f.abs.clone()).collect();
+    let contents = tokio::task::spawn_blocking(move || {
+        let read = paths.iter().map(|p| std::fs::read(p).map_err(|e| other(format!("{}: {e}", p.display()))));
+        read.collect::<Result<Vec<Vec<u8>>, ClientError>>()
+    })
+    .await
+    .map_err(other)??;
     let blobs: Vec<(Digest, &[u8])> =
         files.iter().zip(&contents).map(|((d, _), c)| ((*d).clone(), c.as_slice())).collect();
     let body = frame::encode_publish(&blobs);

@@ -45,17 +45,28 @@ pub async fn pull(
     }
     let files: Vec<_> = manifest.files.iter().zip(manifest.digests()).collect();
     // Files already in place are hashed as push hashes: on blocking threads, `--jobs` at a time.
-    let held: Vec<bool> = futures_util::stream::iter(files.iter().map(|(f, digest)| {
-        let (size, digest) = (f.size, digest.clone());
-        let found = dest.folder(&f.path).map(|(folder, leaf)| (folder, leaf.to_owned()));
+    // A few files to a blocking trip: most are not there yet (one stat each).
+    let held: Vec<Vec<bool>> = futures_util::stream::iter(files.chunks(HOLDS_PER_TRIP).map(|chunk| {
+        let found: Result<Vec<_>, ClientError> = chunk
+            .iter()
+            .map(|(f, digest)| {
+                let (folder, leaf) = dest.folder(&f.path)?;
+                Ok((folder, leaf.to_owned(), f.size, digest.clone()))
+            })
+            .collect();
         async move {
-            let (folder, leaf) = found?;
-            tokio::task::spawn_blocking(move || folder.holds(&leaf, size, &digest)).await.map_err(other)?
+            let found = found?;
+            tokio::task::spawn_blocking(move || {
+                found.iter().map(|(folder, leaf, size, digest)| folder.holds(leaf, *size, digest)).collect()
+            })
+            .await
+            .map_err(other)?
         }
     }))
     .buffered(opts.jobs.max(1))
     .try_collect()
     .await?;
+    let held: Vec<bool> = held.into_iter().flatten().collect();
     let kept = held.iter().filter(|h| **h).count();
     let todo: Vec<_> = files.into_iter().zip(&held).filter(|(_, h)| !**h).map(|(p, _)| p).collect();
     let total: u64 = todo.iter().map(|(f, _)| f.size).sum();
@@ -75,19 +86,23 @@ pub async fn pull(
         async move {
             let digests: Vec<&Digest> = b.iter().map(|(d, _)| *d).collect();
             let (body, places) = super::batch::fetch(registry, ws, &digests).await?;
-            // Each file verified as it is written (write_file), `jobs` at a time.
-            let writes = places.iter().flat_map(|(d, range)| {
-                let chunk = body.slice(range.clone());
-                by_digest.get(d).into_iter().flatten().map(move |f| {
-                    let chunk = chunk.clone();
-                    async move {
+            // The batch's files written, verified and made durable `WRITE_GROUP` at a time, each group in
+            // one trip off the runtime (write_batch): the open files and folders stay bounded.
+            let targets: Vec<(&ManifestFile, bytes::Bytes)> = places
+                .iter()
+                .flat_map(|(d, range)| by_digest.get(d).into_iter().flatten().map(|f| (*f, body.slice(range.clone()))))
+                .collect();
+            for group in targets.chunks(WRITE_GROUP) {
+                let writes = group
+                    .iter()
+                    .map(|(f, bytes)| {
                         let (folder, leaf) = dest.folder(&f.path)?;
-                        let one = futures_util::stream::iter([Ok(chunk)]);
-                        write_file(f, d, &folder, leaf, progress, one).await
-                    }
-                })
-            });
-            futures_util::stream::iter(writes).buffer_unordered(opts.jobs.max(1)).try_collect::<Vec<()>>().await?;
+                        let (leaf, file, bytes) = (leaf.to_owned(), (*f).clone(), bytes.clone());
+                        Ok(BatchFile { folder, leaf, file, bytes })
+                    })
+                    .collect::<Result<Vec<_>, ClientError>>()?;
+                progress.add(tokio::task::spawn_blocking(move || write_batch(writes)).await.map_err(other)??);
+            }
             let done: Vec<Digest> = places.into_iter().map(|(d, _)| d).collect();
             Ok::<_, ClientError>(done)
         }
@@ -139,6 +154,16 @@ pub(super) struct Folder {
     fd: std::sync::Arc<rustix::fd::OwnedFd>,
     shown: PathBuf,
 }
+
+/// Files checked for being in place already in one blocking trip (a stat each; a hash when present;
+/// each holds its folder open meanwhile).
+const HOLDS_PER_TRIP: usize = 16;
+
+/// Files of a fetched batch written and made durable together (each holds a file and a folder open).
+const WRITE_GROUP: usize = 16;
+
+/// Threads that fsync a group's temporary files at once (the work waits on the disk).
+const SYNC_THREADS: usize = 8;
 
 /// Folder handles a pull keeps open between files (besides those of the files in flight).
 pub(super) const OPEN_FOLDERS: usize = 64;
@@ -278,8 +303,8 @@ impl Temp {
     }
 }
 
-/// A new temporary file with a random name beside `leaf`, removed unless it is placed.
-fn random_temp(folder: &Folder) -> Result<Temp, ClientError> {
+/// A new temporary file with a random name beside `leaf` (for a batch's files), removed unless it is placed.
+fn random_temp(folder: &Folder) -> Result<(std::fs::File, Partial), ClientError> {
     let mut rand = [0u8; 6];
     getrandom::fill(&mut rand).map_err(other)?;
     // A fixed-length name: a 255-byte file name still has room for its temporary file.
@@ -293,9 +318,8 @@ fn random_temp(folder: &Folder) -> Result<Temp, ClientError> {
         rustix::fs::Mode::from_raw_mode(0o644),
     )
     .map_err(|e| other(format!("{}: {}", shown.display(), std::io::Error::from(e))))?;
-    let out = tokio::fs::File::from_std(std::fs::File::from(fd));
     let partial = Partial { folder: folder.clone(), name: Some(temp), keep: false, resumable: false };
-    Ok(Temp { out, hash: DigestWriter::default(), partial })
+    Ok((std::fs::File::from(fd), partial))
 }
 
 /// The name of the temporary file of `leaf` with `digest`: the same on every run, so a pull that was
@@ -432,19 +456,6 @@ async fn get_blob(
     registry.answer(ranged(registry.presigned("GET", &location)?)).await.map_err(|e| in_file(e, path))
 }
 
-/// Write `chunks` into a new temporary file beside `leaf`, hashing as they come, and rename it into
-/// place only when its size and SHA-256 are the manifest's; nothing already there is replaced.
-pub(super) async fn write_file(
-    file: &ManifestFile,
-    digest: &Digest,
-    folder: &Folder,
-    leaf: &str,
-    progress: &Progress,
-    chunks: impl futures_util::Stream<Item = Result<bytes::Bytes, ClientError>>,
-) -> Result<(), ClientError> {
-    place(file, digest, random_temp(folder)?, leaf, progress, chunks).await
-}
-
 /// Append `chunks` to `temp`, then move it into place as `leaf` when the whole file (what it held
 /// before and what came now) has the manifest's size and SHA-256. An interrupted stream leaves a
 /// resumable temporary file as it is (flushed); wrong bytes remove it.
@@ -494,7 +505,12 @@ async fn place(
     }
     out.sync_all().await.map_err(write_err)?;
     drop(out);
-    // Into place without replacing anything: a file that appeared meanwhile is not overwritten.
+    into_place(partial, leaf)
+}
+
+/// Move a complete, fsynced temporary file into place as `leaf`, without replacing anything: a file
+/// that appeared meanwhile is not overwritten.
+fn into_place(mut partial: Partial, leaf: &str) -> Result<(), ClientError> {
     let folder = partial.folder.clone();
     let temp_name = partial.name.clone().expect("a temporary file not yet placed");
     // Whatever happens now, the temporary file is not kept: placed, or in the way of a file that appeared.
@@ -526,4 +542,63 @@ async fn place(
         }
         Err(e) => Err(other(format!("{}: {}", target.display(), std::io::Error::from(e)))),
     }
+}
+
+/// One file of a fetched batch: where it goes and the bytes served for it (not yet verified).
+pub(super) struct BatchFile {
+    folder: Folder,
+    leaf: String,
+    file: ManifestFile,
+    bytes: bytes::Bytes,
+}
+
+/// Write a fetched batch's files (blocking): each verified against the manifest (size and SHA-256,
+/// once per digest) and written to a temporary file; then every temporary file fsynced, a few at a
+/// time; then each moved into place as `write_file` does. Nothing is placed before all of the
+/// batch's files are durable; a failure removes every temporary file. The bytes written.
+fn write_batch(files: Vec<BatchFile>) -> Result<u64, ClientError> {
+    let mut checked: std::collections::BTreeMap<&str, bool> = Default::default();
+    for f in &files {
+        let ok = *checked.entry(f.file.digest.as_str()).or_insert_with(|| {
+            f.bytes.len() as u64 == f.file.size && Digest::of(&f.bytes).to_string() == f.file.digest
+        });
+        if !ok {
+            return Err(other(format!(
+                "digest_mismatch: {}: the registry served {} bytes hashing to {}, not {}; this file was not written",
+                f.file.path,
+                f.bytes.len(),
+                Digest::of(&f.bytes),
+                f.file.digest
+            )));
+        }
+    }
+    let mut temps = Vec::with_capacity(files.len());
+    for f in &files {
+        use std::io::Write;
+        let (mut out, partial) = random_temp(&f.folder)?;
+        let shown = partial.folder.shown.join(partial.name.as_deref().unwrap_or_default());
+        out.write_all(&f.bytes).map_err(|e| other(format!("{}: {e}", shown.display())))?;
+        temps.push((out, partial, shown));
+    }
+    let per_thread = temps.len().div_ceil(SYNC_THREADS).max(1);
+    std::thread::scope(|s| {
+        let threads: Vec<_> = temps
+            .chunks(per_thread)
+            .map(|chunk| {
+                s.spawn(move || {
+                    chunk.iter().try_for_each(|(out, _, shown)| {
+                        out.sync_all().map_err(|e| other(format!("{}: {e}", shown.display())))
+                    })
+                })
+            })
+            .collect();
+        threads.into_iter().try_for_each(|t| t.join().unwrap_or_else(|_| Err(other("an fsync thread panicked"))))
+    })?;
+    let mut written = 0;
+    for ((out, partial, _), f) in temps.into_iter().zip(&files) {
+        drop(out);
+        into_place(partial, &f.leaf)?;
+        written += f.file.size;
+    }
+    Ok(written)
 }

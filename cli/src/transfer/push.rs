@@ -72,6 +72,27 @@ pub fn walk(root: &Path) -> Result<Vec<LocalFile>, ClientError> {
     Ok(files)
 }
 
+/// Files hashed in one blocking trip: at most this many, and at most `HASH_GROUP_BYTES` after the first.
+const HASH_GROUP_FILES: usize = 64;
+const HASH_GROUP_BYTES: u64 = 4 * 1024 * 1024;
+
+/// `files` in order, cut into groups for hashing: many small files to a group, a large one alone.
+fn hash_groups(files: &[LocalFile]) -> impl Iterator<Item = &[LocalFile]> {
+    let mut groups = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (i, f) in files.iter().enumerate() {
+        if i > start && (i - start == HASH_GROUP_FILES || bytes + f.size > HASH_GROUP_BYTES) {
+            groups.push(&files[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += f.size;
+    }
+    if start < files.len() {
+        groups.push(&files[start..]);
+    }
+    groups.into_iter()
+}
+
 /// The manifest of `files` with these digests, checked by the registry's rules (paths, order,
 /// collisions, counts and sizes) here, before any upload.
 pub fn manifest(
@@ -115,17 +136,30 @@ pub async fn push(
     let inline_max = opts.inline_max.unwrap_or_else(|| inline_max_of(&status));
     let total: u64 = files.iter().map(|f| f.size).sum();
     let progress = Progress::start("hashing", total, opts.quiet);
-    // A file that goes up in parts has its parts hashed in the same read (`hash_file_parts`).
-    let hashes: Vec<(Digest, u64, Option<Vec<Digest>>)> = futures_util::stream::iter(files.iter().map(|f| {
-        let (path, done, size) = (f.abs.clone(), progress.done.clone(), f.size);
-        let part_size = (size > inline_max).then(|| super::chunked::part_size_of(&status, size)).flatten();
+    // Small files a few to a blocking trip (`hash_groups`), `jobs` trips at once. A file that goes up
+    // in parts is alone in its group and has its parts hashed in the same read (`hash_file_parts`).
+    type Hashed = (Digest, u64, Option<Vec<Digest>>);
+    let hashes: Vec<Vec<Hashed>> = futures_util::stream::iter(hash_groups(&files).map(|group| {
+        let done = progress.done.clone();
+        let work: Vec<(PathBuf, u64, Option<u64>)> = group
+            .iter()
+            .map(|f| {
+                let part_size = (f.size > inline_max).then(|| super::chunked::part_size_of(&status, f.size)).flatten();
+                (f.abs.clone(), f.size, part_size)
+            })
+            .collect();
         async move {
-            tokio::task::spawn_blocking(move || hash_file_parts(&path, &done, size, part_size)).await.map_err(other)?
+            tokio::task::spawn_blocking(move || {
+                work.iter().map(|(path, size, part_size)| hash_file_parts(path, &done, *size, *part_size)).collect()
+            })
+            .await
+            .map_err(other)?
         }
     }))
     .buffered(opts.jobs.max(1))
     .try_collect()
     .await?;
+    let hashes: Vec<Hashed> = hashes.into_iter().flatten().collect();
     progress.finish();
     // The manifest names the bytes that were hashed (a file that grew since the walk is pushed as hashed;
     // if it changes again before its upload, the registry refuses the upload with digest_mismatch).
@@ -309,6 +343,17 @@ pub(super) async fn store_accepted(resp: reqwest::Response, what: &str) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hashing_groups_many_small_files_and_leaves_a_large_one_alone() {
+        let file = |size| LocalFile { path: String::new(), abs: PathBuf::new(), size };
+        let mut files: Vec<LocalFile> = (0..130).map(|_| file(10)).collect();
+        files.insert(3, file(HASH_GROUP_BYTES * 2));
+        let sizes: Vec<usize> = hash_groups(&files).map(<[LocalFile]>::len).collect();
+        assert_eq!(sizes, [3, 1, 64, 63]);
+        assert_eq!(sizes.iter().sum::<usize>(), files.len(), "every file once, in order");
+        assert_eq!(hash_groups(&[]).count(), 0);
+    }
 
     #[test]
     fn walk_refuses_symlinks_and_special_files_all_at_once() {

@@ -23,6 +23,7 @@ use crate::ports::{
     BlobBackendInfo, BlobHead, BlobKey, BlobReader, BlobStore, Presigned, PutOutcome, Staged, StoredPart, UploadRef,
 };
 
+mod batch;
 mod parts;
 
 pub const LOCAL_BLOB_PATH: &str = "/_local/blobs/";
@@ -405,6 +406,16 @@ impl BlobStore for FsBlobStore {
         self.write_new(&self.path_of(key), Some(&key.digest), Some(size), body).await
     }
 
+    /// The batch is written, fsynced and published together (`batch`), on one blocking thread (its
+    /// fsyncs on a few): one trip off the runtime instead of several per blob.
+    async fn put_many_if_absent(&self, items: Vec<(BlobKey, Bytes)>) -> Vec<Result<PutOutcome>> {
+        let (root, tmp, n) = (self.root.clone(), self.tmp.clone(), items.len());
+        match tokio::task::spawn_blocking(move || batch::put_many(&root, &tmp, &items)).await {
+            Ok(outcomes) => outcomes,
+            Err(e) => (0..n).map(|_| Err(Error::Internal(e.to_string()))).collect(),
+        }
+    }
+
     async fn put_document_if_absent(&self, key: &str, bytes: Bytes) -> Result<PutOutcome> {
         let body = futures_util::stream::iter([Ok::<_, io::Error>(bytes)]);
         self.write_new(&self.document_path(key)?, None, None, body).await
@@ -450,6 +461,24 @@ impl BlobStore for FsBlobStore {
             }
             Err(e) => Err(io_err(e)),
         }
+    }
+
+    async fn get_many(&self, keys: Vec<(BlobKey, u64)>) -> Vec<Result<Option<Bytes>>> {
+        let paths: Vec<(PathBuf, u64)> = keys.iter().map(|(key, size)| (self.path_of(key), *size)).collect();
+        let n = paths.len();
+        let read =
+            tokio::task::spawn_blocking(move || paths.iter().map(|(p, size)| batch::read_small(p, *size)).collect())
+                .await
+                .unwrap_or_else(|e| (0..n).map(|_| Err(io::Error::other(e.to_string()))).collect::<Vec<_>>());
+        // A missing file is None only while the store's folders are there (as `get` says).
+        let absent = read.iter().any(|r| matches!(r, Ok(None)));
+        let reachable = if absent { self.check().await.err() } else { None };
+        read.into_iter()
+            .map(|r| match (r, &reachable) {
+                (Ok(None), Some(e)) => Err(Error::unavailable(Dependency::BlobStore, e)),
+                (r, _) => r.map_err(io_err),
+            })
+            .collect()
     }
 
     async fn get(&self, key: &BlobKey) -> Result<Option<BlobReader>> {

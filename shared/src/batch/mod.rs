@@ -17,15 +17,14 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::io::AsyncReadExt;
 
 use crate::App;
 use crate::blobs::{Caller, place_bytes};
 use crate::domain::time::now_unix;
 use crate::domain::{AuditDraft, Digest, Outcome, WorkspaceId};
-use crate::error::{Dependency, Error, Result};
+use crate::error::{Error, Result};
 use crate::http::problem::{classify, public_detail};
-use crate::ports::{BlobLink, Commit};
+use crate::ports::{BlobKey, BlobLink, Commit, PutOutcome};
 
 /// Digests one missing query or one batch fetch may name.
 pub const MAX_QUERY_DIGESTS: usize = 1000;
@@ -159,12 +158,25 @@ pub async fn publish(app: &App, caller: Caller<'_>, ws: &WorkspaceId, body: &Byt
             None => to_place.push(i),
         }
     }
-    let placing = to_place.into_iter().map(|i| {
+    // The first slots of all the batch's blobs written and made durable together; a blob whose first
+    // slot is taken already goes on as a single PUT would (that object verified, else the next slot).
+    let first: Vec<(BlobKey, Bytes)> =
+        to_place.iter().map(|&i| (BlobKey::primary(&blobs[i].0), blobs[i].1.clone())).collect();
+    let written = app.blobs.put_many_if_absent(first).await;
+    let mut placed: Vec<(usize, Result<BlobKey>)> = Vec::with_capacity(to_place.len());
+    let mut taken = Vec::new();
+    for (&i, outcome) in to_place.iter().zip(written) {
+        match outcome {
+            Ok(PutOutcome::Created) => placed.push((i, Ok(BlobKey::primary(&blobs[i].0)))),
+            Ok(PutOutcome::Existed) => taken.push(i),
+            Err(e) => placed.push((i, Err(e))),
+        }
+    }
+    let placing = taken.into_iter().map(|i| {
         let (digest, bytes) = &blobs[i];
-        async move { (i, place_bytes(app, caller.request_id, digest, bytes).await) }
+        async move { (i, place_bytes(app, caller.request_id, digest, bytes, PutOutcome::Existed).await) }
     });
-    let mut placed: Vec<(usize, Result<crate::ports::BlobKey>)> =
-        futures_util::stream::iter(placing).buffer_unordered(PLACE_CONCURRENCY).collect().await;
+    placed.extend(futures_util::stream::iter(placing).buffer_unordered(PLACE_CONCURRENCY).collect::<Vec<_>>().await);
     placed.sort_by_key(|(i, _)| *i);
     let mut to_link = Vec::new();
     for (i, key) in placed {
@@ -253,24 +265,15 @@ pub async fn fetch(app: &App, ws: &WorkspaceId, digests: &[Digest]) -> Result<Ve
             }
         }
     }
-    let reads = chosen.iter().cloned().map(|l| read_verified(app, l));
-    let bytes: Vec<Vec<u8>> = futures_util::stream::iter(reads)
-        .buffered(PLACE_CONCURRENCY)
-        .collect::<Vec<Result<Vec<u8>>>>()
-        .await
-        .into_iter()
-        .collect::<Result<_>>()?;
+    let read = app.blobs.get_many(chosen.iter().map(|l| (l.key(), l.size)).collect()).await;
+    let bytes: Vec<Bytes> = chosen.iter().zip(read).map(|(l, r)| verified(l, r)).collect::<Result<_>>()?;
     header.blobs = chosen.iter().map(|l| frame::Entry { digest: l.digest.to_string(), size: l.size }).collect();
-    Ok(frame::encode(&header, &bytes.iter().map(Vec::as_slice).collect::<Vec<_>>()))
+    Ok(frame::encode(&header, &bytes.iter().map(Bytes::as_ref).collect::<Vec<&[u8]>>()))
 }
 
-/// A linked blob's bytes, read whole and verified against its digest.
-async fn read_verified(app: &App, l: BlobLink) -> Result<Vec<u8>> {
-    let gone = || Error::BlobIntegrity(format!("{} is linked but its object is gone", l.digest));
-    let reader = app.blobs.get(&l.key()).await?.ok_or_else(gone)?;
-    let mut bytes = Vec::with_capacity(l.size as usize);
-    let mut body = reader.body.take(l.size + 1);
-    body.read_to_end(&mut bytes).await.map_err(|e| Error::unavailable(Dependency::BlobStore, e))?;
+/// A linked blob's bytes as the store read them, verified against its digest.
+fn verified(l: &BlobLink, read: Result<Option<Bytes>>) -> Result<Bytes> {
+    let bytes = read?.ok_or_else(|| Error::BlobIntegrity(format!("{} is linked but its object is gone", l.digest)))?;
     let actual = Digest::of(&bytes);
     if actual != l.digest {
         return Err(Error::BlobIntegrity(format!("{} holds bytes that hash to {actual}", l.key().storage_key())));

@@ -48,6 +48,9 @@ pub struct BlobKey {
     pub slot: u8,
 }
 
+/// Blobs `put_many_if_absent`'s default puts at once.
+pub const PUT_MANY_CONCURRENCY: usize = 16;
+
 /// Slots tried before a blob is refused as unstorable (each failed one is a poisoned object an
 /// operator must remove; docs/runbook.md).
 pub const BLOB_SLOTS: u8 = 4;
@@ -149,7 +152,34 @@ pub trait BlobStore: Send + Sync {
     /// the adapter never does). Two concurrent writers never both get `Created`.
     async fn put_if_absent(&self, key: &BlobKey, bytes: Bytes) -> Result<PutOutcome>;
 
+    /// `put_if_absent` for each of many small blobs (a batch publish): the outcomes in order. A
+    /// `Created` is as durable as `put_if_absent`'s before this returns. The filesystem store writes
+    /// the whole batch, then makes it durable together; the default puts a few at a time.
+    async fn put_many_if_absent(&self, items: Vec<(BlobKey, Bytes)>) -> Vec<Result<PutOutcome>> {
+        let puts = items.into_iter().map(|(key, bytes)| async move { self.put_if_absent(&key, bytes).await });
+        use futures_util::StreamExt;
+        futures_util::stream::iter(puts).buffered(PUT_MANY_CONCURRENCY).collect().await
+    }
+
     async fn head(&self, key: &BlobKey) -> Result<Option<BlobHead>>;
+
+    /// Many small objects whole (a batch fetch), in order: each `(key, size)` read up to one byte
+    /// more than `size` (the caller verifies it), None when there is no object at the key. The
+    /// filesystem store reads them in one trip off the runtime; the default gets a few at a time.
+    async fn get_many(&self, keys: Vec<(BlobKey, u64)>) -> Vec<Result<Option<Bytes>>> {
+        use futures_util::StreamExt;
+        use tokio::io::AsyncReadExt;
+        let reads = keys.into_iter().map(|(key, size)| async move {
+            let Some(reader) = self.get(&key).await? else { return Ok(None) };
+            let mut bytes = Vec::with_capacity(size as usize);
+            let mut body = reader.body.take(size + 1);
+            body.read_to_end(&mut bytes)
+                .await
+                .map_err(|e| crate::Error::unavailable(crate::error::Dependency::BlobStore, e))?;
+            Ok(Some(Bytes::from(bytes)))
+        });
+        futures_util::stream::iter(reads).buffered(PUT_MANY_CONCURRENCY).collect().await
+    }
 
     /// Streaming read; memory stays flat in the blob size.
     async fn get(&self, key: &BlobKey) -> Result<Option<BlobReader>>;

@@ -188,6 +188,96 @@ pub async fn a_frozen_registry_or_a_suspended_workspace_refuses_a_batch_whole(b:
     assert_eq!(answer["created"], 1, "{answer}");
 }
 
+/// A batch's bytes are made durable before the commit that links them: when that commit fails (here
+/// a trigger refuses the links, as a crash between the writes and the commit would leave them),
+/// the batch is a 503 with nothing linked and no event, the bytes written meanwhile are unlinked
+/// objects nothing serves, and the same batch sent again links every blob with one event each.
+pub async fn a_batch_whose_links_do_not_commit_links_nothing_and_its_retry_links_each_once(b: Backend) {
+    assert_eq!(b, Backend::Embedded, "the commit is failed through the SQLite file");
+    let env = TestEnv::start(b).await;
+    let publisher = env.token(Role::Publisher, "team-a").await;
+    let blobs: Vec<(Vec<u8>, Digest)> = (0..30).map(|i| unique_blob(300 + i * 101)).collect();
+    let items: Vec<(Digest, &[u8])> = blobs.iter().map(|(bytes, d)| (d.clone(), bytes.as_slice())).collect();
+    let body = frame::encode_publish(&items);
+    let db = rusqlite::Connection::open(env.data_dir().join(helix_core::app::SQLITE_FILE)).unwrap();
+    db.execute_batch("CREATE TRIGGER no_links BEFORE INSERT ON blob_links BEGIN SELECT RAISE(ABORT, 'crash'); END")
+        .unwrap();
+    let (events, stored) = (env.audit("team-a").await.len(), env.stored_objects().await);
+
+    expect_problem(publish_batch(&env, &publisher, "team-a", body.clone()).await, 503, "meta_store_unavailable").await;
+    assert_eq!(env.audit("team-a").await.len(), events, "no event for a link that was not committed");
+    assert_eq!(env.stored_objects().await, stored + 30, "the bytes were written (and made durable) first");
+    for (_, d) in &blobs {
+        let got = super::api::get_blob(&env, &publisher, "team-a", &d.to_string(), "").await;
+        assert_eq!(got.status(), 404, "an unlinked object is not served");
+    }
+    assert_eq!(env.temp_files(), 0);
+
+    db.execute_batch("DROP TRIGGER no_links").unwrap();
+    let answer: Value = publish_batch(&env, &publisher, "team-a", body).await.json().await.unwrap();
+    assert_eq!(answer["created"], 30, "{answer}");
+    assert_eq!(links_of(&env.blob_events("team-a").await), 30, "one event per link");
+    assert_eq!(env.stored_objects().await, stored + 30, "the objects written before were verified and reused");
+    for (bytes, d) in &blobs {
+        let got = super::api::get_blob(&env, &publisher, "team-a", &d.to_string(), "").await;
+        assert_eq!(got.bytes().await.unwrap().to_vec(), *bytes);
+    }
+}
+
+/// A batch's blob whose digest key already holds wrong bytes is placed in the next slot, as a single
+/// PUT's would be; the blobs beside it are written together as usual. A pull of several files with
+/// the same content writes each of them.
+pub async fn a_batch_skips_a_wrong_object_under_a_digest_key_and_pulls_write_every_copy(b: Backend) {
+    let env = TestEnv::start(b).await;
+    let publisher = env.token(Role::Publisher, "team-a").await;
+    let blobs: Vec<(Vec<u8>, Digest)> = (0..12).map(|i| unique_blob(200 + i * 50)).collect();
+    env.plant_object(&blobs[4].1, b"poison").await;
+    let items: Vec<(Digest, &[u8])> = blobs.iter().map(|(bytes, d)| (d.clone(), bytes.as_slice())).collect();
+    let answer: Value =
+        publish_batch(&env, &publisher, "team-a", frame::encode_publish(&items)).await.json().await.unwrap();
+    assert_eq!(answer["created"], 12, "{answer}");
+    let ws = WorkspaceId::parse("team-a").unwrap();
+    let link = env.app.meta.blob_link(&ws, &blobs[4].1).await.unwrap().unwrap();
+    assert_eq!(link.slot, 1, "the wrong object at slot 0 was skipped");
+    let fetched =
+        post_json(&env, &publisher, "/v1/workspaces/team-a/blob-fetches", json!({"digests": [blobs[4].1.to_string()]}));
+    let (_, served) = frame::decode_fetch(&fetched.await.bytes().await.unwrap()).unwrap();
+    assert_eq!(served, vec![(blobs[4].1.clone(), blobs[4].0.clone())], "the verified slot is served");
+
+    let src = env.dir.path().join("copies");
+    for i in 0..5 {
+        std::fs::create_dir_all(src.join(format!("d{i}"))).unwrap();
+        std::fs::write(src.join(format!("d{i}/same")), b"one content, five paths").unwrap();
+        std::fs::write(src.join(format!("d{i}/own")), format!("own {i}")).unwrap();
+    }
+    let registry = helix_cli::client::Registry::new(&env.url(""), Some(publisher.clone())).unwrap();
+    let (name, version) = (BundleName::parse("copies").unwrap(), BundleName::parse("1").unwrap());
+    let opts = helix_cli::transfer::Options { jobs: 2, quiet: true, inline_max: None };
+    helix_cli::transfer::push(&registry, &src, &ws, &name, &version, opts).await.unwrap();
+    let out = env.dir.path().join("copies-out");
+    let pulled = helix_cli::transfer::pull(&registry, &ws, &name, &version, &out, opts).await.unwrap();
+    assert_eq!(pulled["downloaded_files"], 10, "{pulled}");
+    for i in 0..5 {
+        assert_eq!(std::fs::read(out.join(format!("d{i}/same"))).unwrap(), b"one content, five paths");
+        assert_eq!(std::fs::read(out.join(format!("d{i}/own"))).unwrap(), format!("own {i}").as_bytes());
+    }
+    let leftovers: Vec<_> = walkdir(&out).into_iter().filter(|p| p.contains(".helix-part-")).collect();
+    assert!(leftovers.is_empty(), "no temporary file is left: {leftovers:?}");
+}
+
+fn walkdir(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walkdir(&p));
+        } else {
+            out.push(p.display().to_string());
+        }
+    }
+    out
+}
+
 pub async fn push_and_pull_of_many_small_files_use_batches(b: Backend) {
     let env = TestEnv::start(b).await;
     let publisher = env.token(Role::Publisher, "team-a").await;

@@ -26,6 +26,39 @@ pub async fn blob_store_put_if_absent_creates_once_then_reports_existing(b: Back
     assert_eq!(env.temp_files(), 0);
 }
 
+/// A batch's puts and gets (`put_many_if_absent`, `get_many`) mean what the single ones do, blob by
+/// blob and in order: a new key is `Created`, a taken one `Existed` and left alone (a planted wrong
+/// object included), an absent key reads as None, and no temp file is left.
+pub async fn blob_store_puts_and_gets_many_as_it_does_one_by_one(b: Backend) {
+    let env = TestEnv::start(b).await;
+    let store = env.app.blobs.as_ref();
+    let blobs: Vec<(Vec<u8>, Digest)> = (0..40).map(|i| unique_blob(1 + i * 211)).collect();
+    env.plant_object(&blobs[3].1, b"someone else's bytes").await;
+    store.put_if_absent(&BlobKey::primary(&blobs[7].1), Bytes::from(blobs[7].0.clone())).await.unwrap();
+    let items = blobs.iter().map(|(bytes, d)| (BlobKey::primary(d), Bytes::from(bytes.clone()))).collect();
+    let outcomes: Vec<PutOutcome> =
+        store.put_many_if_absent(items).await.into_iter().collect::<Result<_, _>>().unwrap();
+    let existed: Vec<usize> = (0..40).filter(|&i| outcomes[i] == PutOutcome::Existed).collect();
+    assert_eq!(existed, [3, 7], "{outcomes:?}");
+    assert_eq!(env.stored_objects().await, 40);
+    assert_eq!(env.temp_files(), 0);
+
+    let (_, absent) = unique_blob(10);
+    let mut keys: Vec<(BlobKey, u64)> = blobs.iter().map(|(b, d)| (BlobKey::primary(d), b.len() as u64)).collect();
+    keys.insert(5, (BlobKey::primary(&absent), 10));
+    let read = store.get_many(keys).await;
+    assert_eq!(read.len(), 41);
+    assert!(read[5].as_ref().unwrap().is_none(), "an absent key reads as None");
+    let back: Vec<Vec<u8>> = read.into_iter().filter_map(|r| r.unwrap()).map(|b| b.to_vec()).collect();
+    assert_eq!(back[3], b"someone else's bytes", "an existing object is never overwritten");
+    for (i, (bytes, _)) in blobs.iter().enumerate().filter(|(i, _)| *i != 3) {
+        assert_eq!(&back[i], bytes, "blob {i}");
+    }
+    // A read stops one byte past the size asked for (the caller's verification sees it is longer).
+    let short = store.get_many(vec![(BlobKey::primary(&blobs[39].1), 5)]).await;
+    assert_eq!(short[0].as_ref().unwrap().as_ref().unwrap().len(), 6);
+}
+
 pub async fn blob_store_streams_exact_bytes_and_reports_missing_as_none(b: Backend) {
     let env = TestEnv::start(b).await;
     let (bytes, d) = unique_blob(300_000);

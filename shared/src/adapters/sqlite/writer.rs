@@ -2,7 +2,7 @@
 //! together, so concurrent writes share one WAL fsync (`synchronous=FULL`).
 //!
 //! A write is a closure over the connection. The thread takes every write queued (up to
-//! `MAX_GROUP`), opens one `BEGIN IMMEDIATE` transaction, runs each write in its own `SAVEPOINT`
+//! `MAX_GROUP`; waiting up to `GATHER_WAIT` for as many as its last group had), opens one `BEGIN IMMEDIATE` transaction, runs each write in its own `SAVEPOINT`
 //! (a write that fails, or asks to undo, is rolled back to its savepoint and fails alone), then
 //! `COMMIT`s, and only after COMMIT has returned (its fsync done) answers every waiter. A write whose
 //! group does not commit (COMMIT fails, or SQLite rolled the whole transaction back after an I/O
@@ -14,6 +14,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -22,6 +23,12 @@ use crate::error::{Error, Result};
 
 /// The most writes one transaction takes; a longer queue is committed in several groups.
 const MAX_GROUP: usize = 512;
+
+/// How long the writer waits for the writes it expects before it commits fewer. Writers that await
+/// their answers come back one after the other once answered: without the wait, the first one back
+/// commits alone (a fsync for one write) while the others queue behind it. A lone writer (its last
+/// group was one write) never waits.
+const GATHER_WAIT: Duration = Duration::from_micros(300);
 
 /// What a write asks for its rows: keep them (committed with the group) or undo them (rolled back to
 /// its savepoint; the value is still its answer, e.g. a change already in effect).
@@ -110,14 +117,24 @@ impl Writer {
         let groups = Arc::new(AtomicU64::new(0));
         let counted = groups.clone();
         let thread = std::thread::Builder::new().name("helix-sqlite-writer".into()).spawn(move || {
+            // As many writes as the last group had: its writers, answered, are likely to write again.
+            let mut expected = 1;
             while let Ok(first) = rx.recv() {
                 let mut group = vec![first];
+                let until = Instant::now() + GATHER_WAIT;
                 while group.len() < MAX_GROUP {
                     match rx.try_recv() {
                         Ok(job) => group.push(job),
+                        Err(mpsc::TryRecvError::Empty) if group.len() < expected => {
+                            match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                                Ok(job) => group.push(job),
+                                Err(_) => break,
+                            }
+                        }
                         Err(_) => break,
                     }
                 }
+                expected = group.len();
                 commit_group(&conn, &mut group);
                 counted.fetch_add(1, Ordering::Relaxed);
                 for job in group {
