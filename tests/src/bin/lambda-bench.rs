@@ -23,7 +23,8 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args { bin_dir: "target/lambda-release".into(), python: ".venv/bin/python".into(), runs: 20, out: None };
+    let mut a =
+        Args { bin_dir: "target/lambda-release".into(), python: ".venv/bin/python".into(), runs: 20, out: None };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
