@@ -2,7 +2,9 @@
 """`helix push` and `helix pull` against `helix serve` on the embedded backend, beside `sha256sum` of the
 same bytes on the same machine: one large file (1 GiB by default) and many small ones (10,000 by
 default). Also a blob GET of the large file through `helix serve` (the 307 to its local presigned URL,
-with curl) and the server-side latency of the upload's `complete`. Peak RSS of each client run is the
+with curl) and the server-side latency of the upload's `complete`. The peer of the small files: the
+distribution registry (Debian's `docker-registry`, 2.8) receiving the same files as one tar layer (tar,
+SHA-256, one monolithic blob upload), when it is installed (`apt-get install docker-registry`). Peak RSS of each client run is the
 child's (GNU time's maximum resident set); the server's is its VmHWM (/proc) before it stops. Writes a
 markdown table.
 
@@ -16,13 +18,16 @@ stored blob, the pulled copy): with less free space it is skipped (a line in --o
 """
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import socket
 import time
+import urllib.request
 
 
 def peak_rss(cmd, env=None, cwd=None):
@@ -33,6 +38,55 @@ def peak_rss(cmd, env=None, cwd=None):
     seconds = time.monotonic() - started
     rss_kib = int(out.stderr.decode().strip().splitlines()[-1])
     return seconds, rss_kib / 1024.0, out.stdout.decode()
+
+
+def distribution_peer(src, work):
+    """Seconds the distribution registry takes to receive `src` as one tar layer (tar + SHA-256 + the
+    blob's monolithic upload: POST, then PUT with the digest), or None when it is not installed."""
+    registry = shutil.which("docker-registry")
+    if registry is None:
+        return None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = os.path.join(work, "distribution")
+    config = os.path.join(work, "distribution.yml")
+    with open(config, "w") as f:
+        f.write("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\n"
+                "http:\n  addr: 127.0.0.1:%d\n" % (root, port))
+    proc = subprocess.Popen([registry, "serve", config], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = "http://127.0.0.1:%d" % port
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(base + "/v2/", timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.1)
+        layer = os.path.join(work, "layer.tar")
+        subprocess.run(["sync"])
+        started = time.monotonic()
+        subprocess.run(["tar", "-cf", layer, "-C", src, "."], check=True)
+        h = hashlib.sha256()
+        with open(layer, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        post = urllib.request.Request(base + "/v2/bench/small/blobs/uploads/", method="POST", data=b"")
+        location = urllib.request.urlopen(post).headers["Location"]
+        location = location if location.startswith("http") else base + location
+        sep = "&" if "?" in location else "?"
+        with open(layer, "rb") as f:
+            put = urllib.request.Request(location + sep + "digest=sha256:" + h.hexdigest(), method="PUT", data=f,
+                                         headers={"Content-Type": "application/octet-stream",
+                                                  "Content-Length": str(os.path.getsize(layer))})
+            status = urllib.request.urlopen(put).status
+        seconds = time.monotonic() - started
+        if status != 201:
+            raise SystemExit("distribution answered %d to the layer's upload" % status)
+        return seconds
+    finally:
+        proc.terminate()
+        proc.wait()
 
 
 def main():
@@ -99,6 +153,7 @@ def main():
         workloads = [("1 large file", large, args.large_mib << 20, 1)]
         if args.small_files > 0:
             workloads.append(("%d small files" % args.small_files, small, small_bytes, args.small_files))
+        peer = distribution_peer(small, work) if args.small_files > 0 else None
         for label, src, size, files in workloads:
             name = "large" if files == 1 else "small"
             base = sha256sum(src)
@@ -143,6 +198,15 @@ def main():
                 label, mib(size), base, mib(size) / base, push_s, mib(size) / push_s, up_s, push_rss, base / push_s,
                 pull_s, mib(size) / pull_s, pull_rss, base / pull_s, again_s))
         lines.append("")
+        if args.small_files > 0:
+            small_push = [r[4] for r in rows if r[2] > 1][0]
+            if peer is None:
+                lines.append("Peer of the small files not measured: the distribution registry is not installed "
+                             "(`apt-get install docker-registry`).")
+            else:
+                lines.append("Peer, same run: the distribution registry (docker-registry 2.8) receiving the %d small "
+                             "files as one tar layer (tar, SHA-256, one blob upload): %.2f s; `helix push` took %.1f× that."
+                             % (args.small_files, peer, small_push / peer))
         lines.append("Blob GET of the large file through `helix serve` (307, then its local presigned URL; curl): %.2f s (%.0f MiB/s)."
                      % (get_s, args.large_mib / get_s))
         if complete_ms:

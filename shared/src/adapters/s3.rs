@@ -207,6 +207,24 @@ impl S3BlobStore {
         format!("{}{}", self.prefix, upload.storage_key())
     }
 
+    /// The staged object as it was pinned (its version, else its ETag), whole or a `range`.
+    async fn get_pinned(&self, upload: &UploadRef, staged: &Staged, range: Option<String>) -> Result<BlobReader> {
+        let get = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.upload_key(upload))
+            .set_range(range)
+            .set_version_id(staged.version_id.clone())
+            .set_if_match(staged.etag.clone().filter(|_| staged.version_id.is_none()));
+        match get.send().await {
+            Ok(o) => Ok(Self::reader(o)),
+            // Gone or replaced since it was pinned: the upload is no longer there to complete.
+            Err(e) if matches!(status_of(&e), Some(404 | 412)) => Err(crate::Error::UploadMissing),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     async fn head_key(&self, key: &str) -> Result<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>> {
         let out =
             self.client.head_object().bucket(&self.bucket).key(key).checksum_mode(ChecksumMode::Enabled).send().await;
@@ -281,38 +299,14 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn read_staged(&self, upload: &UploadRef, staged: &Staged) -> Result<BlobReader> {
-        let get = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.upload_key(upload))
-            .set_version_id(staged.version_id.clone())
-            .set_if_match(staged.etag.clone().filter(|_| staged.version_id.is_none()));
-        match get.send().await {
-            Ok(o) => Ok(Self::reader(o)),
-            // Gone or replaced since it was pinned: the upload is no longer there to complete.
-            Err(e) if matches!(status_of(&e), Some(404 | 412)) => Err(crate::Error::UploadMissing),
-            Err(e) => Err(unavailable(e)),
-        }
+        self.get_pinned(upload, staged, None).await
     }
 
     async fn read_staged_range(&self, upload: &UploadRef, staged: &Staged, start: u64, end: u64) -> Result<BlobReader> {
         if start >= end {
             return Ok(BlobReader { size: staged.size, body: Box::pin(tokio::io::empty()) });
         }
-        let get = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.upload_key(upload))
-            .range(format!("bytes={start}-{}", end - 1))
-            .set_version_id(staged.version_id.clone())
-            .set_if_match(staged.etag.clone().filter(|_| staged.version_id.is_none()));
-        match get.send().await {
-            Ok(o) => Ok(Self::reader(o)),
-            Err(e) if matches!(status_of(&e), Some(404 | 412)) => Err(crate::Error::UploadMissing),
-            Err(e) => Err(unavailable(e)),
-        }
+        self.get_pinned(upload, staged, Some(format!("bytes={start}-{}", end - 1))).await
     }
 
     /// A server-side multipart copy, not CopyObject: see `multipart`.
