@@ -33,8 +33,11 @@ import urllib.request
 def peak_rss(cmd, env=None, cwd=None):
     """Seconds and peak RSS (MiB) of `cmd` alone, measured by GNU time in its own process."""
     started = time.monotonic()
-    out = subprocess.run(["/usr/bin/time", "-f", "%M"] + cmd, env=env, cwd=cwd, check=True,
+    out = subprocess.run(["/usr/bin/time", "-f", "%M"] + cmd, env=env, cwd=cwd,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if out.returncode != 0:
+        sys.stderr.write(out.stderr.decode(errors="replace"))
+        raise SystemExit("%s: exit status %d" % (" ".join(cmd), out.returncode))
     seconds = time.monotonic() - started
     rss_kib = int(out.stderr.decode().strip().splitlines()[-1])
     return seconds, rss_kib / 1024.0, out.stdout.decode()

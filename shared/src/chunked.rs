@@ -23,7 +23,7 @@ use crate::ports::{Presigned, PutOutcome, StoredPart, UPLOAD_URL_TTL, UploadRef}
 
 pub use crate::ports::MAX_PARTS;
 /// The largest file of a chunked upload: S3's largest object, 5 TiB.
-pub const MAX_CHUNKED_SIZE: u64 = 5 * 1024 * 1024 * 1024 * 1024;
+pub const MAX_CHUNKED_SIZE: u64 = crate::domain::manifest::MAX_FILE_SIZE;
 /// Presigned part URLs in one answer, at most (10,000 would pass Lambda's 6 MB response): the client
 /// sends these, then asks again with its `upload_id` for the next ones.
 pub const PARTS_PER_PLAN: usize = 1000;

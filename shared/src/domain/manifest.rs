@@ -20,8 +20,9 @@ pub const MAX_PATH_LEN: usize = 1024;
 pub const MAX_ANNOTATIONS: usize = 64;
 pub const MAX_ANNOTATION_KEY: usize = 128;
 pub const MAX_ANNOTATION_VALUE: usize = 1024;
-/// Largest file a manifest may name (S3's single-request upload limit).
-pub const MAX_FILE_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+/// Largest file a manifest may name: 5 TiB, S3's largest object and a chunked upload's limit
+/// (`crate::chunked::MAX_CHUNKED_SIZE`); up to 5 GiB a file may also go up in one request.
+pub const MAX_FILE_SIZE: u64 = 5 * 1024 * 1024 * 1024 * 1024;
 
 /// A bundle name or version: `[A-Za-z0-9][A-Za-z0-9._-]{0,127}`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -199,6 +200,14 @@ mod tests {
     }
 
     #[test]
+    fn a_file_above_a_single_uploads_five_gib_can_be_named_up_to_five_tib() {
+        let gib = 1024 * 1024 * 1024;
+        for size in [5 * gib + 1, 6 * gib, 5 * 1024 * gib] {
+            assert_eq!(parse(&body(&[("model.bin", D, size)])).unwrap().files[0].size, size);
+        }
+    }
+
+    #[test]
     fn bad_manifests_are_refused_with_a_reason() {
         for (files, what) in [
             (vec![("../x", D, 1)], ".."),
@@ -215,6 +224,7 @@ mod tests {
             (vec![("a", D, 1), ("a", D, 1)], "duplicate"),
             (vec![("a", "md5:x", 1)], "bad digest"),
             (vec![("a", D, MAX_FILE_SIZE + 1)], "too large"),
+            (vec![("a", D, u64::MAX)], "too large"),
             (vec![], "no files"),
         ] {
             let files: Vec<(&str, &str, u64)> = files;
