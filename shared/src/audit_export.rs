@@ -249,9 +249,7 @@ pub struct TempFile {
 
 impl TempFile {
     pub fn create(prefix: &str) -> Result<(TempFile, std::fs::File)> {
-        let mut raw = [0u8; 8];
-        getrandom::fill(&mut raw).expect("OS random source");
-        let path = std::env::temp_dir().join(format!("{prefix}-{}", hex::encode(raw)));
+        let path = std::env::temp_dir().join(format!("{prefix}-{}", crate::domain::random_hex::<8>()));
         // Readable by this user only: a day of every workspace's events.
         let mut options = std::fs::OpenOptions::new();
         options.read(true).write(true).create_new(true);

@@ -232,9 +232,7 @@ pub fn failure(job: &VerifyJob) -> Error {
 
 /// A random name for one worker (a lease's owner).
 pub fn worker_name(kind: &str) -> String {
-    let mut raw = [0u8; 8];
-    getrandom::fill(&mut raw).expect("OS random source");
-    format!("{kind}-{}", hex::encode(raw))
+    format!("{kind}-{}", crate::domain::random_hex::<8>())
 }
 
 /// Write `job` over the version it was read at, renewing `owner`'s lease (or releasing it): the job as

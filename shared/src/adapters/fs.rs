@@ -92,9 +92,7 @@ impl LocalPresigner {
     /// key would let anyone sign local presigned URLs.
     pub fn load_or_create(base_url: String, path: &Path) -> io::Result<LocalPresigner> {
         let secret = crate::adapters::local_key::read_or_create_secret_file(path, || {
-            let mut raw = [0u8; 32];
-            getrandom::fill(&mut raw).expect("OS random source");
-            hex::encode(raw).into_bytes()
+            crate::domain::random_hex::<32>().into_bytes()
         })?;
         if secret.len() != 64 || !secret.iter().all(u8::is_ascii_hexdigit) {
             return Err(io::Error::new(
@@ -368,9 +366,7 @@ fn checksum_record(staged: &Path) -> PathBuf {
 }
 
 fn random_suffix() -> String {
-    let mut raw = [0u8; 8];
-    getrandom::fill(&mut raw).expect("OS random source");
-    hex::encode(raw)
+    crate::domain::random_hex::<8>()
 }
 
 #[async_trait]

@@ -21,6 +21,14 @@ pub use role::Role;
 pub use sha_state::Sha256State;
 pub use token::{BearerToken, TokenRecord};
 
+/// `N` bytes from the OS random source as lowercase hex (2·N characters): ids, lease owners, temp
+/// names. A machine without a random source cannot run the registry at all.
+pub fn random_hex<const N: usize>() -> String {
+    let mut raw = [0u8; N];
+    getrandom::fill(&mut raw).expect("OS random source");
+    hex::encode(raw)
+}
+
 /// Free text a caller may put into the audit trail or the registry's state (a reason, a host name):
 /// 1 to `max_chars` characters after trimming, none of them control, line-separator or invisible
 /// formatting characters (they would hide or reorder what an operator reads).

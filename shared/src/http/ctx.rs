@@ -55,9 +55,7 @@ impl Held {
 }
 
 pub fn new_request_id() -> String {
-    let mut raw = [0u8; 12];
-    getrandom::fill(&mut raw).expect("OS random source");
-    hex::encode(raw)
+    crate::domain::random_hex::<12>()
 }
 
 impl Ctx {

@@ -81,9 +81,7 @@ pub struct UploadRef {
 impl UploadRef {
     /// A new upload of `workspace` with a random id (32 lowercase hex).
     pub fn new(workspace: &WorkspaceId) -> UploadRef {
-        let mut raw = [0u8; 16];
-        getrandom::fill(&mut raw).expect("OS random source");
-        UploadRef { workspace: workspace.clone(), id: hex::encode(raw) }
+        UploadRef { workspace: workspace.clone(), id: crate::domain::random_hex::<16>() }
     }
 
     pub fn parse(workspace: &WorkspaceId, id: &str) -> Result<UploadRef> {
