@@ -295,17 +295,12 @@ pub async fn advance(app: &App, ws: &WorkspaceId, upload_id: &str, owner: &str, 
     job.steps += 1;
     job = match save(app, job, Some(owner)).await? {
         Some(j) => j,
-        None => return app.meta.verify_job(ws, upload_id).await?.ok_or(Error::UploadMissing),
+        None => return lost(app, &upload).await,
     };
-    let result = work(app, &upload, job.clone(), owner, budget).await;
-    match result {
-        Ok(j) => Ok(j),
-        Err(e) => {
-            // Leave the lease to expire rather than write again: the next step resumes from the last save.
-            tracing::warn!(error = %e, workspace = %ws, upload = upload_id, "a verification step stopped");
-            Err(e)
-        }
-    }
+    // An error leaves the lease to expire rather than write again: the next step resumes from the last save.
+    work(app, &upload, job, owner, budget).await.inspect_err(|e| {
+        tracing::warn!(error = %e, workspace = %ws, upload = upload_id, "a verification step stopped");
+    })
 }
 
 /// What `work` ended with when another worker took over: the job as stored.
@@ -426,7 +421,7 @@ async fn hash_range(
         }
         let whole = filled - filled % 64;
         if filled == buf.len() || whole > 0 && filled > buf.len() / 2 {
-            state.update_blocks(&buf[..whole])?;
+            (state, buf) = hash_off_executor(state, buf, whole).await?;
             buf.copy_within(whole..filled, 0);
             filled -= whole;
         }
@@ -447,6 +442,14 @@ async fn hash_range(
         job.sha_state = state.words_hex();
     }
     save(app, job, Some(owner)).await
+}
+
+/// `state` advanced by the first `n` bytes of `buf`, on a blocking thread: a step hashes up to 256 MiB,
+/// which on the executor would hold up every other request of `helix serve` sharing its thread.
+async fn hash_off_executor(mut state: Sha256State, buf: Vec<u8>, n: usize) -> Result<(Sha256State, Vec<u8>)> {
+    tokio::task::spawn_blocking(move || state.update_blocks(&buf[..n]).map(|()| (state, buf)))
+        .await
+        .map_err(|e| Error::Internal(format!("a hashing thread: {e}")))?
 }
 
 /// Hashed and matching: promote and link with `complete`'s own code, after the freeze and the
