@@ -18,6 +18,7 @@ pub mod config;
 pub mod console;
 pub mod domain;
 pub mod dsse;
+pub mod durable;
 pub mod error;
 #[cfg(feature = "pack")]
 pub mod evidence_pack;

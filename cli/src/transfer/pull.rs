@@ -159,11 +159,11 @@ pub(super) struct Folder {
 /// each holds its folder open meanwhile).
 const HOLDS_PER_TRIP: usize = 16;
 
-/// Files of a fetched batch written and made durable together (each holds a file and a folder open).
-const WRITE_GROUP: usize = 16;
-
-/// Threads that fsync a group's temporary files at once (the work waits on the disk).
-const SYNC_THREADS: usize = 8;
+/// Files of a fetched batch written and made durable together. Each holds its folder open until it
+/// is placed (its own file is closed once written). On Linux one `syncfs` covers the group
+/// (helix_core::durable), so the group is large; elsewhere each file is fsynced as it is written and
+/// the group stays small (macOS allows 256 open files by default).
+const WRITE_GROUP: usize = if cfg!(target_os = "linux") { 128 } else { 16 };
 
 /// Folder handles a pull keeps open between files (besides those of the files in flight).
 pub(super) const OPEN_FOLDERS: usize = 64;
@@ -553,9 +553,9 @@ pub(super) struct BatchFile {
 }
 
 /// Write a fetched batch's files (blocking): each verified against the manifest (size and SHA-256,
-/// once per digest) and written to a temporary file; then every temporary file fsynced, a few at a
-/// time; then each moved into place as `write_file` does. Nothing is placed before all of the
-/// batch's files are durable; a failure removes every temporary file. The bytes written.
+/// once per digest) and written to a temporary file; then every temporary file made durable (one
+/// `syncfs`, or an fsync each: helix_core::durable::Together); then each moved into place as
+/// `write_file` does. Nothing is placed before all of the batch's files are durable; a failure removes every temporary file. The bytes written.
 fn write_batch(files: Vec<BatchFile>) -> Result<u64, ClientError> {
     let mut checked: std::collections::BTreeMap<&str, bool> = Default::default();
     for f in &files {
@@ -572,31 +572,21 @@ fn write_batch(files: Vec<BatchFile>) -> Result<u64, ClientError> {
             )));
         }
     }
+    // Durable together (helix_core::durable): one syncfs for the group where it can, else an fsync each.
+    let mut together = helix_core::durable::Together::new(files.len());
     let mut temps = Vec::with_capacity(files.len());
     for f in &files {
         use std::io::Write;
         let (mut out, partial) = random_temp(&f.folder)?;
         let shown = partial.folder.shown.join(partial.name.as_deref().unwrap_or_default());
-        out.write_all(&f.bytes).map_err(|e| other(format!("{}: {e}", shown.display())))?;
-        temps.push((out, partial, shown));
+        out.write_all(&f.bytes)
+            .and_then(|()| together.add(out))
+            .map_err(|e| other(format!("{}: {e}", shown.display())))?;
+        temps.push(partial);
     }
-    let per_thread = temps.len().div_ceil(SYNC_THREADS).max(1);
-    std::thread::scope(|s| {
-        let threads: Vec<_> = temps
-            .chunks(per_thread)
-            .map(|chunk| {
-                s.spawn(move || {
-                    chunk.iter().try_for_each(|(out, _, shown)| {
-                        out.sync_all().map_err(|e| other(format!("{}: {e}", shown.display())))
-                    })
-                })
-            })
-            .collect();
-        threads.into_iter().try_for_each(|t| t.join().unwrap_or_else(|_| Err(other("an fsync thread panicked"))))
-    })?;
+    together.sync().map_err(|e| other(format!("{}: {e}", files[0].folder.shown.display())))?;
     let mut written = 0;
-    for ((out, partial, _), f) in temps.into_iter().zip(&files) {
-        drop(out);
+    for (partial, f) in temps.into_iter().zip(&files) {
         into_place(partial, &f.leaf)?;
         written += f.file.size;
     }

@@ -1,10 +1,10 @@
 //! Many small blobs made durable together (`BlobStore::put_many_if_absent`, a batch publish): each
 //! blob's bytes are checked against its digest and written to a temp file; then every temp file is
-//! fsynced (`SYNC_THREADS` at a time, so the filesystem's journal commits many of them at once);
-//! then each is published create-only with a hard link; then each folder that gained a name (and the
-//! parent of a folder created now) is fsynced once. A blob is `Created` only once its bytes and its
-//! name are durable, as `write_new` makes them one by one; the caller links it after that (the
-//! metadata commit comes last). A crash at any step leaves temp files (removed here, or swept at
+//! made durable (`crate::durable`: one `syncfs` of the filesystem for a batch of many, else an fsync
+//! each); then each is published create-only with a hard link; then each folder that gained a name
+//! (and the parent of a folder created now) is made durable (again one `syncfs`, or an fsync each).
+//! A blob is `Created` only once its bytes and its name are durable, as `write_new` makes them one
+//! by one; the caller links it after that (the metadata commit comes last). A crash at any step leaves temp files (removed here, or swept at
 //! the next start) and at worst published names no commit links: content-addressed, verified
 //! bytes, found and re-verified by the next upload of the digest (docs/decisions.md, "Batches on
 //! the filesystem").
@@ -17,17 +17,14 @@ use bytes::Bytes;
 
 use super::{RemoveOnDrop, io_err, random_suffix};
 use crate::domain::Digest;
+use crate::durable::Together;
 use crate::error::{Error, Result};
 use crate::ports::{BlobKey, PutOutcome};
-
-/// Threads that fsync at once (the work is waiting on the disk, not the CPU).
-const SYNC_THREADS: usize = 8;
 
 /// A blob of the batch on its way: its index, its temp file (removed when dropped) and where it goes.
 struct Pending {
     index: usize,
     temp: RemoveOnDrop,
-    file: std::fs::File,
     target: PathBuf,
 }
 
@@ -35,7 +32,7 @@ struct Pending {
 /// `put_if_absent`'s meaning (`DigestMismatch` for bytes that are not the key's digest's).
 pub(super) fn put_many(root: &Path, tmp: &Path, items: &[(BlobKey, Bytes)]) -> Vec<Result<PutOutcome>> {
     let mut out: Vec<Option<Result<PutOutcome>>> = items.iter().map(|_| None).collect();
-    let mut pending = Vec::new();
+    let mut to_write = Vec::new();
     for (index, (key, bytes)) in items.iter().enumerate() {
         let actual = Digest::of(bytes);
         if actual != key.digest {
@@ -47,20 +44,30 @@ pub(super) fn put_many(root: &Path, tmp: &Path, items: &[(BlobKey, Bytes)]) -> V
         match std::fs::symlink_metadata(&target) {
             // Taken already: nothing to write (the caller verifies what is there).
             Ok(_) => out[index] = Some(Ok(PutOutcome::Existed)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => match write_temp(tmp, bytes) {
-                Ok((temp, file)) => pending.push(Pending { index, temp, file, target }),
-                Err(e) => out[index] = Some(Err(io_err(e))),
-            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => to_write.push((index, target)),
             Err(e) => out[index] = Some(Err(io_err(e))),
         }
     }
 
     // Every file's bytes durable before any name points at it.
-    let synced = in_parallel(&pending, |p| p.file.sync_all());
+    let mut together = Together::new(to_write.len());
+    let mut pending = Vec::with_capacity(to_write.len());
+    for (index, target) in to_write {
+        let written = write_temp(tmp, &items[index].1).and_then(|(temp, file)| together.add(file).map(|()| temp));
+        match written {
+            Ok(temp) => pending.push(Pending { index, temp, target }),
+            Err(e) => out[index] = Some(Err(io_err(e))),
+        }
+    }
+    if let Err(e) = together.sync() {
+        for p in pending.drain(..) {
+            out[p.index] = Some(Err(io_err(io::Error::new(e.kind(), e.to_string()))));
+        }
+    }
     let mut folders = BTreeSet::new();
     let mut linked = Vec::new();
-    for (p, synced) in pending.iter().zip(synced) {
-        let published = synced.and_then(|()| {
+    for p in &pending {
+        let published = (|| {
             let folder = p.target.parent().expect("a blob path has a parent");
             if !folders.contains(folder) && !folder.is_dir() {
                 std::fs::create_dir_all(folder)?;
@@ -68,7 +75,7 @@ pub(super) fn put_many(root: &Path, tmp: &Path, items: &[(BlobKey, Bytes)]) -> V
                 folders.insert(folder.parent().expect("a blob folder has a parent").to_owned());
             }
             std::fs::hard_link(&p.temp.0, &p.target)
-        });
+        })();
         match published {
             Ok(()) => {
                 folders.insert(p.target.parent().expect("a blob path has a parent").to_owned());
@@ -81,11 +88,8 @@ pub(super) fn put_many(root: &Path, tmp: &Path, items: &[(BlobKey, Bytes)]) -> V
 
     // Each folder once, after all of its new names.
     let folders: Vec<PathBuf> = folders.into_iter().collect();
-    let failed: Vec<(&PathBuf, io::Error)> = folders
-        .iter()
-        .zip(in_parallel(&folders, |dir| std::fs::File::open(dir)?.sync_all()))
-        .filter_map(|(dir, r)| r.err().map(|e| (dir, e)))
-        .collect();
+    let failed: Vec<(&PathBuf, io::Error)> =
+        folders.iter().zip(together.sync_dirs(&folders)).filter_map(|(dir, r)| r.err().map(|e| (dir, e))).collect();
     for p in linked {
         let folder = p.target.parent().expect("a blob path has a parent");
         let grand = folder.parent();
@@ -102,34 +106,13 @@ pub(super) fn put_many(root: &Path, tmp: &Path, items: &[(BlobKey, Bytes)]) -> V
         .collect()
 }
 
-/// A new temp file under `tmp` holding `bytes` (not yet fsynced).
+/// A new temp file under `tmp` holding `bytes` (not yet durable).
 fn write_temp(tmp: &Path, bytes: &[u8]) -> io::Result<(RemoveOnDrop, std::fs::File)> {
     let path = tmp.join(format!("write.{}", random_suffix()));
     let mut file = std::fs::File::create_new(&path)?;
     let temp = RemoveOnDrop(path);
     file.write_all(bytes)?;
     Ok((temp, file))
-}
-
-/// `f` over `items` on up to `SYNC_THREADS` threads: the results in order.
-fn in_parallel<T: Sync>(items: &[T], f: impl Fn(&T) -> io::Result<()> + Sync) -> Vec<io::Result<()>> {
-    if items.is_empty() {
-        return Vec::new();
-    }
-    let per_thread = items.len().div_ceil(SYNC_THREADS);
-    std::thread::scope(|s| {
-        let f = &f;
-        let threads: Vec<_> = items
-            .chunks(per_thread)
-            .map(|chunk| (chunk.len(), s.spawn(move || chunk.iter().map(f).collect::<Vec<_>>())))
-            .collect();
-        threads
-            .into_iter()
-            .flat_map(|(n, t)| {
-                t.join().unwrap_or_else(|_| (0..n).map(|_| Err(io::Error::other("an fsync thread panicked"))).collect())
-            })
-            .collect()
-    })
 }
 
 /// A small object read whole, up to one byte more than `size` (None when there is none).

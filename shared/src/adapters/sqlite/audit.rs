@@ -25,11 +25,20 @@ fn head_in(conn: &Connection, stream: &str) -> rusqlite::Result<Option<AuditEven
         .transpose()
 }
 
+/// The place, time and hash of `stream`'s last event, from their columns (the event is not parsed).
+fn chain_head_in(conn: &Connection, stream: &str) -> rusqlite::Result<Option<ChainHead>> {
+    conn.prepare_cached("SELECT seq, ts, hash FROM audit_events WHERE stream = ?1 ORDER BY seq DESC LIMIT 1")?
+        .query_row(params![stream], |r| {
+            Ok(ChainHead { seq: r.get::<_, i64>(0)? as u64, ts: r.get(1)?, hash: r.get(2)? })
+        })
+        .optional()
+}
+
 /// Seal and insert an event after its stream's head, with the exact counters it moves.
 pub(super) fn append_in(conn: &Connection, draft: AuditDraft, change: Option<&Change>) -> rusqlite::Result<AuditEvent> {
     add_counters_in(conn, BUSINESS_COUNTERS, &counter_deltas(change, &draft))?;
-    let head = head_in(conn, &draft.stream)?;
-    seal_and_insert(conn, draft, head.as_ref().map(ChainHead::from).as_ref())
+    let head = chain_head_in(conn, &draft.stream)?;
+    seal_and_insert(conn, draft, head.as_ref())
 }
 
 /// Seal `draft` after `head` and insert it (with its notification, when it is one).
@@ -49,20 +58,24 @@ fn seal_and_insert(conn: &Connection, draft: AuditDraft, head: Option<&ChainHead
     Ok(event)
 }
 
-/// `append_in` for several standalone events, in order, in one step: each stream's head read once
-/// and carried from event to event, the business counters moved once by the sum.
-fn append_many_in(conn: &Connection, drafts: Vec<AuditDraft>) -> rusqlite::Result<Vec<AuditEvent>> {
+/// `append_in` for several events (each with the change it records, None for a standalone one), in
+/// order, in one step: each stream's head read once and carried from event to event, the business
+/// counters moved once by the sum.
+pub(super) fn append_many_in(
+    conn: &Connection,
+    drafts: Vec<(AuditDraft, Option<Change>)>,
+) -> rusqlite::Result<Vec<AuditEvent>> {
     let mut sums = std::collections::BTreeMap::new();
-    for d in &drafts {
-        crate::ports::summed(&mut sums, counter_deltas(None, d));
+    for (d, change) in &drafts {
+        crate::ports::summed(&mut sums, counter_deltas(change.as_ref(), d));
     }
     add_counters_in(conn, BUSINESS_COUNTERS, &sums.into_iter().collect::<Vec<_>>())?;
     let mut heads: std::collections::HashMap<String, Option<ChainHead>> = std::collections::HashMap::new();
     let mut out = Vec::with_capacity(drafts.len());
-    for draft in drafts {
+    for (draft, _) in drafts {
         let head = match heads.get(&draft.stream) {
             Some(h) => h.clone(),
-            None => head_in(conn, &draft.stream)?.as_ref().map(ChainHead::from),
+            None => chain_head_in(conn, &draft.stream)?,
         };
         let event = seal_and_insert(conn, draft, head.as_ref())?;
         heads.insert(event.stream.clone(), Some(ChainHead::from(&event)));
@@ -95,6 +108,7 @@ impl AuditLog for SqliteStore {
     }
 
     async fn append_many(&self, drafts: Vec<AuditDraft>) -> (Vec<AuditEvent>, Option<Error>) {
+        let drafts = drafts.into_iter().map(|d| (d, None)).collect();
         match self.write(audit_err, move |c| Ok(Step::Keep(append_many_in(c, drafts)?))).await {
             Ok(events) => (events, None),
             Err(e) => (Vec::new(), Some(e)),

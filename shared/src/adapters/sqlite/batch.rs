@@ -2,12 +2,14 @@
 //! links and their audit events in one write (one savepoint of the writer's transaction, so one
 //! COMMIT and one WAL fsync for the whole batch).
 
+use std::collections::BTreeMap;
+
 use rusqlite::params_from_iter;
 
 use super::{SqliteStore, audit, catalog, meta_err};
 use crate::domain::{AuditDraft, Digest, WorkspaceId};
 use crate::error::Result;
-use crate::ports::{BlobLink, Change, Commit, LinksCommit, workspace_deltas};
+use crate::ports::{BlobLink, Change, Commit, LinksCommit, summed, workspace_deltas};
 
 use super::writer::Step;
 
@@ -47,22 +49,36 @@ impl SqliteStore {
     }
 
     /// Every link with its event in one write: a link already present is `AlreadyDone` and writes
-    /// nothing (no event, no counter); the others are committed together or not at all.
+    /// nothing (no event, no counter); the others are committed together or not at all, their counters
+    /// moved once by the sums and their events sealed one after the other (`append_many_in`).
     pub(super) async fn link_many(&self, links: Vec<(BlobLink, AuditDraft)>) -> LinksCommit {
         let written = self
             .write(meta_err, move |tx| {
-                let mut done = Vec::with_capacity(links.len());
+                let mut applied = Vec::with_capacity(links.len());
+                let mut events = Vec::with_capacity(links.len());
+                let mut counts: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
                 for (link, event) in links {
-                    if catalog::link_blob(tx, &link)? == 0 {
-                        done.push(Commit::AlreadyDone);
-                        continue;
+                    let new = catalog::link_blob(tx, &link)? == 1;
+                    applied.push(new);
+                    if new {
+                        let change = Change::LinkBlob(link);
+                        if let Some((ws, deltas)) = workspace_deltas(&change) {
+                            summed(counts.entry(ws.to_owned()).or_default(), deltas);
+                        }
+                        events.push((event, Some(change)));
                     }
-                    let change = Change::LinkBlob(link);
-                    if let Some((ws, deltas)) = workspace_deltas(&change) {
-                        catalog::add_workspace_counts(tx, ws, &deltas)?;
-                    }
-                    done.push(Commit::Applied(Box::new(audit::append_in(tx, event, Some(&change))?)));
                 }
+                for (ws, sums) in counts {
+                    catalog::add_workspace_counts(tx, &ws, &sums.into_iter().collect::<Vec<_>>())?;
+                }
+                let mut sealed = audit::append_many_in(tx, events)?.into_iter();
+                let done = applied
+                    .into_iter()
+                    .map(|new| match new.then(|| sealed.next()).flatten() {
+                        Some(event) => Commit::Applied(Box::new(event)),
+                        None => Commit::AlreadyDone,
+                    })
+                    .collect();
                 Ok(Step::Keep(done))
             })
             .await;

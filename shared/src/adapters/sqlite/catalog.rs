@@ -27,10 +27,10 @@ fn bundle_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BundleVersion> {
 }
 
 pub(super) fn link_blob(conn: &Connection, l: &BlobLink) -> rusqlite::Result<usize> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT OR IGNORE INTO blob_links (workspace_id, digest, size, linked_at, linked_by, slot) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![l.workspace_id, l.digest.to_string(), l.size as i64, l.linked_at, l.linked_by, l.slot],
-    )
+    )?
+    .execute(params![l.workspace_id, l.digest.to_string(), l.size as i64, l.linked_at, l.linked_by, l.slot])
 }
 
 pub(super) fn register_bundle(conn: &Connection, b: &BundleVersion) -> rusqlite::Result<usize> {
@@ -114,12 +114,12 @@ pub(super) fn append_receipt(
 
 /// Add to one workspace's counters, inside the caller's transaction.
 pub(super) fn add_workspace_counts(conn: &Connection, ws: &str, deltas: &[(String, i64)]) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO workspace_counts (workspace_id, counter, value) VALUES (?1, ?2, ?3)
+         ON CONFLICT (workspace_id, counter) DO UPDATE SET value = value + excluded.value",
+    )?;
     for (counter, delta) in deltas {
-        conn.execute(
-            "INSERT INTO workspace_counts (workspace_id, counter, value) VALUES (?1, ?2, ?3)
-             ON CONFLICT (workspace_id, counter) DO UPDATE SET value = value + excluded.value",
-            params![ws, counter, delta],
-        )?;
+        stmt.execute(params![ws, counter, delta])?;
     }
     Ok(())
 }

@@ -80,11 +80,11 @@ pub(super) fn set_suspension(conn: &Connection, w: &Suspension) -> rusqlite::Res
 
 /// Add to counters of a group (rows `{group}|{name}`), inside the caller's transaction.
 pub(super) fn add_counters_in(conn: &Connection, group: &str, deltas: &[(String, i64)]) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO counters (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+    )?;
     for (name, delta) in deltas {
-        conn.execute(
-            "INSERT INTO counters (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-            params![format!("{group}|{name}"), delta],
-        )?;
+        stmt.execute(params![format!("{group}|{name}"), delta])?;
     }
     Ok(())
 }

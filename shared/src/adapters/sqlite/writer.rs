@@ -68,7 +68,9 @@ fn copy_err(e: &rusqlite::Error) -> rusqlite::Error {
 impl<T: Send> Pending for Job<T> {
     fn run(&mut self, conn: &Connection) {
         let Some(work) = self.work.take() else { return };
-        if let Err(e) = conn.execute_batch("SAVEPOINT helix_write") {
+        // Cached statements: a savepoint per write is parsed once per connection, not per write.
+        let exec = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(|_| ());
+        if let Err(e) = exec("SAVEPOINT helix_write") {
             self.outcome = Some(Err((self.on_err)(e)));
             return;
         }
@@ -84,7 +86,7 @@ impl<T: Send> Pending for Job<T> {
             Ok(Err(e)) => (Err((self.on_err)(e)), false),
             Err(_) => (Err(Error::Internal("a database write panicked; it was rolled back".into())), false),
         };
-        let closed = if keep { conn.execute_batch("RELEASE helix_write") } else { undo(conn) };
+        let closed = if keep { exec("RELEASE helix_write") } else { undo(conn) };
         self.outcome = Some(match closed {
             Ok(()) => outcome,
             Err(e) => Err((self.on_err)(e)),
