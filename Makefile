@@ -136,6 +136,9 @@ watch:
 # against the release `helix serve` built for the transfer bench (tests/browser/console_bench.py).
 # The transfer bench runs twice: 1 GiB and 10,000 small files, then issue 19's 6 GiB file alone, pulled
 # and checked by SHA-256, with client and server peak RSS (skipped, saying so, without 19 GiB free).
+# It runs before the benches that create and remove thousands of files: on an ext4 without a journal
+# (this repository's machines) new files are slow to create for up to 6 minutes after many were
+# removed, and the small files' push and pull would measure that (docs/performance.md).
 bench:
 	localstack/venv.sh
 	$(CARGO) build --profile lambda-release $(addprefix -p ,$(FUNCTIONS))
@@ -143,17 +146,17 @@ bench:
 	localstack/with-emulator.sh $(or $(CARGO_TARGET_DIR),target)/debug/lambda-bench \
 	  --bin-dir $(or $(CARGO_TARGET_DIR),target)/lambda-release --python .venv/bin/python --runs 20 \
 	  --out target/bench/lambda.md
+	$(CARGO) build --release -p helix-cli
+	scripts/transfer-bench.py --helix $(or $(CARGO_TARGET_DIR),target)/release/helix --large-mib 1024 --small-files 10000 \
+	  --out target/bench/transfer.md
+	scripts/transfer-bench.py --helix $(or $(CARGO_TARGET_DIR),target)/release/helix --large-mib 6144 --small-files 0 \
+	  --verify --out target/bench/transfer-6g.md
 	$(CARGO) build --release -p helix-tests --bin governance-bench
 	$(or $(CARGO_TARGET_DIR),target)/release/governance-bench --files 10000 --out target/bench/governance.md
 	$(CARGO) build --release -p helix-tests --bin audit-bench
 	$(or $(CARGO_TARGET_DIR),target)/release/audit-bench --appends 5000 --events 1000000 --out target/bench/audit.md
 	$(CARGO) build --release -p helix-tests --bin read-bench
 	$(or $(CARGO_TARGET_DIR),target)/release/read-bench --rounds 3 --seconds 5 --clients 16 --out target/bench/reads.md
-	$(CARGO) build --release -p helix-cli
-	scripts/transfer-bench.py --helix $(or $(CARGO_TARGET_DIR),target)/release/helix --large-mib 1024 --small-files 10000 \
-	  --out target/bench/transfer.md
-	scripts/transfer-bench.py --helix $(or $(CARGO_TARGET_DIR),target)/release/helix --large-mib 6144 --small-files 0 \
-	  --verify --out target/bench/transfer-6g.md
 	scripts/venv.sh .venv-infra infra/requirements-lint.txt
 	scripts/venv.sh .venv-rehearse infra/rehearse/requirements.txt
 	.venv-rehearse/bin/python infra/rehearse/rehearse.py --target-dir $(or $(CARGO_TARGET_DIR),target) --profile lambda-release \
