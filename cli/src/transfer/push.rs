@@ -134,56 +134,32 @@ pub async fn push(
     let (status, registered) = preflight(registry, ws, name, version).await?;
 
     let inline_max = opts.inline_max.unwrap_or_else(|| inline_max_of(&status));
-    let small_max = inline_max.min(super::batch::BATCH_FILE_MAX);
-    let jobs = opts.jobs.max(1);
     let total: u64 = files.iter().map(|f| f.size).sum();
     let progress = Progress::start("hashing", total, opts.quiet);
     // Small files a few to a blocking trip (`hash_groups`), `jobs` trips at once. A file that goes up
     // in parts is alone in its group and has its parts hashed in the same read (`hash_file_parts`).
-    // For a version not registered yet, small files go up while the rest is hashed (`early`); a
-    // registered one compares manifests before anything is uploaded.
-    let pipelined = registered.is_none();
-    let (early_tx, early_rx) = tokio::sync::mpsc::unbounded_channel::<(Digest, usize)>();
-    let hashing = async {
-        let mut start = 0;
-        let groups = hash_groups(&files).map(|group| {
-            let first = start;
-            start += group.len();
-            let done = progress.done.clone();
-            let work: Vec<(PathBuf, u64, Option<u64>)> = group
-                .iter()
-                .map(|f| {
-                    let part_size =
-                        (f.size > inline_max).then(|| super::chunked::part_size_of(&status, f.size)).flatten();
-                    (f.abs.clone(), f.size, part_size)
-                })
-                .collect();
-            async move {
-                let hashed: Vec<Hashed> = tokio::task::spawn_blocking(move || {
-                    work.iter()
-                        .map(|(path, size, part_size)| hash_file_parts(path, &done, *size, *part_size))
-                        .collect::<Result<Vec<Hashed>, ClientError>>()
-                })
-                .await
-                .map_err(other)??;
-                Ok::<_, ClientError>((first, hashed))
-            }
-        });
-        let mut groups = std::pin::pin!(futures_util::stream::iter(groups).buffered(jobs));
-        let mut hashes: Vec<Hashed> = Vec::with_capacity(files.len());
-        while let Some((first, group)) = groups.try_next().await? {
-            for (k, (digest, len, parts)) in group.iter().enumerate() {
-                if pipelined && parts.is_none() && *len <= small_max {
-                    let _ = early_tx.send((digest.clone(), first + k));
-                }
-            }
-            hashes.extend(group);
+    type Hashed = (Digest, u64, Option<Vec<Digest>>);
+    let hashes: Vec<Vec<Hashed>> = futures_util::stream::iter(hash_groups(&files).map(|group| {
+        let done = progress.done.clone();
+        let work: Vec<(PathBuf, u64, Option<u64>)> = group
+            .iter()
+            .map(|f| {
+                let part_size = (f.size > inline_max).then(|| super::chunked::part_size_of(&status, f.size)).flatten();
+                (f.abs.clone(), f.size, part_size)
+            })
+            .collect();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                work.iter().map(|(path, size, part_size)| hash_file_parts(path, &done, *size, *part_size)).collect()
+            })
+            .await
+            .map_err(other)?
         }
-        drop(early_tx);
-        Ok::<_, ClientError>(hashes)
-    };
-    let (hashes, early) =
-        futures_util::try_join!(hashing, early_uploads(registry, ws, &files, early_rx, inline_max, jobs))?;
+    }))
+    .buffered(opts.jobs.max(1))
+    .try_collect()
+    .await?;
+    let hashes: Vec<Hashed> = hashes.into_iter().flatten().collect();
     progress.finish();
     // The manifest names the bytes that were hashed (a file that grew since the walk is pushed as hashed;
     // if it changes again before its upload, the registry refuses the upload with digest_mismatch).
@@ -192,10 +168,7 @@ pub async fn push(
     }
     let (digests, part_digests): (Vec<Digest>, Vec<Option<Vec<Digest>>>) =
         hashes.into_iter().map(|(d, _, parts)| (d, parts)).unzip();
-    let manifest = manifest(&files, &digests, name, version).map_err(|e| match early.files {
-        0 => e,
-        n => other(format!("{e} (but {n} small files were uploaded while hashing: unlinked to any version)")),
-    })?;
+    let manifest = manifest(&files, &digests, name, version)?;
     if let Some(registered) = registered {
         // Registered already: the same content is an idempotent re-run (nothing to upload); other
         // content is refused before a byte is uploaded.
@@ -214,8 +187,7 @@ pub async fn push(
         }
     }
 
-    // One upload per distinct digest; one request per 1,000 digests says which the workspace lacks
-    // (those that went up while hashing were asked about then).
+    // One upload per distinct digest; one request per 1,000 digests says which the workspace lacks.
     let mut distinct: std::collections::BTreeMap<Digest, &LocalFile> = Default::default();
     let mut parts_of: std::collections::HashMap<&Digest, &[Digest]> = Default::default();
     for ((f, d), parts) in files.iter().zip(&digests).zip(&part_digests) {
@@ -224,114 +196,38 @@ pub async fn push(
             parts_of.entry(d).or_insert(parts);
         }
     }
-    let asked: Vec<&Digest> = distinct.keys().filter(|d| !early.asked.contains(*d)).collect();
-    let lacking = super::batch::missing(registry, ws, &asked, jobs).await?;
+    let asked: Vec<&Digest> = distinct.keys().collect();
+    let lacking = super::batch::missing(registry, ws, &asked, opts.jobs).await?;
     let missing: Vec<(&Digest, &LocalFile)> =
         distinct.iter().filter(|(d, _)| lacking.contains(*d)).map(|(d, f)| (d, *f)).collect();
 
     let upload_total: u64 = missing.iter().map(|(_, f)| f.size).sum();
     let progress = Progress::start("uploading", upload_total, opts.quiet);
     // Small files many to a request (no larger than the registry's inline body); larger ones each its own.
+    let small_max = inline_max.min(super::batch::BATCH_FILE_MAX);
     let (small, large): (Vec<_>, Vec<_>) = missing.iter().copied().partition(|(_, f)| f.size <= small_max);
     let batches = super::batch::plan(small, |(_, f)| f.size, inline_max);
     let batched = futures_util::stream::iter(batches.iter().map(|b| super::batch::upload(registry, ws, b, &progress)))
-        .buffer_unordered(jobs)
+        .buffer_unordered(opts.jobs.max(1))
         .try_collect::<Vec<()>>();
     let single = futures_util::stream::iter(large.iter().map(|(d, f)| {
         let parts = super::chunked::part_size_of(&status, f.size).map(|size| (size, parts_of.get(d).copied()));
         upload(registry, ws, d, f, inline_max, parts, &progress)
     }))
-    .buffer_unordered(jobs)
+    .buffer_unordered(opts.jobs.max(1))
     .try_collect::<Vec<()>>();
     futures_util::try_join!(batched, single)?;
-    // From the first upload, early or not.
-    let elapsed = early.started.map_or_else(|| progress.finish(), |s| s.elapsed());
-    let uploaded_files = early.files + missing.len();
+    let elapsed = progress.finish();
 
     let body = manifest.canonical().map_err(other)?;
     let path = crate::client::version_path_of(ws, name, version);
     let req = registry.request(reqwest::Method::PUT, &path).header("content-type", "application/json").body(body);
     let mut answer: Value = registry.answer(req).await?.json().await.map_err(other)?;
-    answer["uploaded_files"] = json!(uploaded_files);
-    answer["uploaded_bytes"] = json!(early.bytes + upload_total);
-    answer["present_files"] = json!(distinct.len() - uploaded_files);
+    answer["uploaded_files"] = json!(missing.len());
+    answer["uploaded_bytes"] = json!(upload_total);
+    answer["present_files"] = json!(distinct.len() - missing.len());
     answer["upload_seconds"] = json!((elapsed.as_secs_f64() * 1000.0).round() / 1000.0);
     Ok(answer)
-}
-
-/// A file's digest, its length as hashed, and its parts' digests when it goes up in parts.
-type Hashed = (Digest, u64, Option<Vec<Digest>>);
-
-/// What went up while the push was still hashing.
-#[derive(Default)]
-struct Early {
-    /// The digests asked about (sent, or present in the workspace already).
-    asked: std::collections::HashSet<Digest>,
-    files: usize,
-    bytes: u64,
-    /// When the first of them was asked about.
-    started: Option<std::time::Instant>,
-}
-
-/// Small files hashed so far (digest, index in `files`) go up in runs of `MAX_QUERY_DIGESTS` distinct
-/// digests: a missing query, then the batches of what the workspace lacks, at most two runs at once,
-/// while the hashing goes on. Ends when the hashing has sent its last file.
-async fn early_uploads(
-    registry: &Registry,
-    ws: &WorkspaceId,
-    files: &[LocalFile],
-    mut hashed: tokio::sync::mpsc::UnboundedReceiver<(Digest, usize)>,
-    inline_max: u64,
-    jobs: usize,
-) -> Result<Early, ClientError> {
-    use helix_core::batch::MAX_QUERY_DIGESTS;
-    // Counted, not drawn: the hashing's progress line is the one on screen.
-    let progress = Progress::start("uploading", 0, true);
-    let send = |run: Vec<(Digest, usize)>| {
-        let progress = &progress;
-        async move {
-            let digests: Vec<&Digest> = run.iter().map(|(d, _)| d).collect();
-            let lacking = super::batch::missing(registry, ws, &digests, jobs).await?;
-            let todo: Vec<(&Digest, &LocalFile)> =
-                run.iter().filter(|(d, _)| lacking.contains(d)).map(|(d, i)| (d, &files[*i])).collect();
-            let (files, bytes) = (todo.len(), todo.iter().map(|(_, f)| f.size).sum::<u64>());
-            let batches = super::batch::plan(todo, |(_, f)| f.size, inline_max);
-            futures_util::stream::iter(batches.iter().map(|b| super::batch::upload(registry, ws, b, progress)))
-                .buffer_unordered(jobs)
-                .try_collect::<Vec<()>>()
-                .await?;
-            Ok::<_, ClientError>((files, bytes))
-        }
-    };
-    let mut early = Early::default();
-    let mut run = Vec::new();
-    let mut running = futures_util::stream::FuturesUnordered::new();
-    let mut open = true;
-    loop {
-        tokio::select! {
-            Some(done) = running.next(), if !running.is_empty() => {
-                let (files, bytes) = done?;
-                early.files += files;
-                early.bytes += bytes;
-            }
-            next = hashed.recv(), if open && running.len() < 2 => {
-                match next {
-                    Some((digest, i)) => {
-                        if early.asked.insert(digest.clone()) {
-                            run.push((digest, i));
-                        }
-                    }
-                    None => open = false,
-                }
-                if run.len() == MAX_QUERY_DIGESTS || (!open && !run.is_empty()) {
-                    early.started.get_or_insert_with(std::time::Instant::now);
-                    running.push(send(std::mem::take(&mut run)));
-                }
-            }
-            else => break,
-        }
-    }
-    Ok(early)
 }
 
 /// What the registry would refuse, asked before a byte is hashed: reachable, the token valid, a
