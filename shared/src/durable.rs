@@ -13,6 +13,9 @@
 //!   Linux 5.8, `syncfs` reports a writeback error that happened on the filesystem since the
 //!   descriptor it is given was opened, so a failed write of any file of the batch fails the call;
 //! - for the files on the first file's filesystem (`fstat`): any other is fsynced as it is added;
+//! - on a kernel of 5.8 or later (older ones do not report writeback errors through `syncfs`) and a
+//!   local filesystem whose `syncfs` writes, waits for and flushes every dirty inode (`fstatfs`:
+//!   ext4, XFS, Btrfs, tmpfs); on any other (FUSE, NFS, overlayfs...) each file is fsynced;
 //! - a batch of fewer files, or another system, fsyncs each file as it is added.
 //!
 //! A file is closed as soon as it is added (but for the first): a batch of a thousand files does not
@@ -56,6 +59,11 @@ impl Together {
         }
         let dev = device(&file)?;
         match &self.anchor {
+            None if !syncfs_is_sound(&file) => {
+                // Not a filesystem (or kernel) whose syncfs stands for fsyncs: each file fsynced.
+                self.syncfs = false;
+                return file.sync_all();
+            }
             None => self.anchor = Some((file, dev)),
             Some((_, first)) if *first == dev => {}
             Some(_) => file.sync_all()?,
@@ -86,6 +94,35 @@ impl Together {
             }
         }
         in_parallel(dirs, |dir| File::open(dir)?.sync_all())
+    }
+}
+
+/// Filesystems whose `syncfs` writes every dirty inode, waits for it and flushes the disk's cache
+/// (their `sync_fs` commits and waits): ext4, XFS, Btrfs, and tmpfs (nothing reaches a disk).
+const SYNCFS_FILESYSTEMS: [u32; 4] = [0xEF53, 0x5846_5342, 0x9123_683E, 0x0102_1994];
+
+/// Whether one `syncfs` through `file` is as strong as an fsync of each file of its filesystem: a
+/// kernel that reports writeback errors through it (5.8 or later) and a filesystem of the list.
+#[cfg(target_os = "linux")]
+fn syncfs_is_sound(file: &File) -> bool {
+    static KERNEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let kernel = *KERNEL.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/osrelease").is_ok_and(|r| release_at_least(&r, (5, 8)))
+    });
+    kernel && rustix::fs::fstatfs(file).is_ok_and(|s| SYNCFS_FILESYSTEMS.contains(&((s.f_type as u64) as u32)))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn syncfs_is_sound(_file: &File) -> bool {
+    false
+}
+
+/// Whether a kernel release (`6.18.44-fc`, `4.18.0-348.el8`) is at least `(major, minor)`.
+fn release_at_least(release: &str, (major, minor): (u32, u32)) -> bool {
+    let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(a), Some(b)) => (a, b) >= (major, minor),
+        _ => false,
     }
 }
 
@@ -166,7 +203,8 @@ mod tests {
             for i in 0..n {
                 batch.add(write(&sub, i)).unwrap();
             }
-            assert_eq!(batch.anchor.is_some(), syncfs && n > 0, "{syncfs} {n}");
+            let sound = n > 0 && syncfs_is_sound(&File::open(&sub).unwrap());
+            assert_eq!(batch.anchor.is_some(), syncfs && sound, "{syncfs} {n}");
             batch.sync().unwrap();
             assert!(batch.sync_dirs(std::slice::from_ref(&sub)).iter().all(Result::is_ok));
             assert_eq!(std::fs::read_dir(&sub).unwrap().count(), n);
@@ -197,6 +235,21 @@ mod tests {
         // Not provably on the batch's filesystem: each folder fsynced, the missing one failing.
         let out = batch.sync_dirs(&dirs);
         assert_eq!(out.iter().map(Result::is_err).collect::<Vec<_>>(), [false, false, false, true]);
+    }
+
+    #[test]
+    fn syncfs_stands_for_fsyncs_only_from_kernel_5_8() {
+        for (release, sound) in [
+            ("6.18.44-fc-v1272", true),
+            ("5.8.0", true),
+            ("5.10.0-21-amd64\n", true),
+            ("5.7.19", false),
+            ("4.18.0-348.el8.x86_64", false),
+            ("", false),
+            ("linux", false),
+        ] {
+            assert_eq!(release_at_least(release, (5, 8)), sound, "{release:?}");
+        }
     }
 
     #[test]

@@ -92,7 +92,7 @@ pub async fn pull(
                 .iter()
                 .flat_map(|(d, range)| by_digest.get(d).into_iter().flatten().map(|f| (*f, body.slice(range.clone()))))
                 .collect();
-            for group in targets.chunks(WRITE_GROUP) {
+            for group in write_groups(&targets) {
                 let writes = group
                     .iter()
                     .map(|(f, bytes)| {
@@ -159,11 +159,35 @@ pub(super) struct Folder {
 /// each holds its folder open meanwhile).
 const HOLDS_PER_TRIP: usize = 16;
 
-/// Files of a fetched batch written and made durable together. Each holds its folder open until it
-/// is placed (its own file is closed once written). On Linux one `syncfs` covers the group
-/// (helix_core::durable), so the group is large; elsewhere each file is fsynced as it is written and
-/// the group stays small (macOS allows 256 open files by default).
+/// Files of a fetched batch written and made durable together. On Linux one `syncfs` covers the
+/// group (helix_core::durable), so the group is large; elsewhere each file is fsynced as it is
+/// written and the group stays small.
 const WRITE_GROUP: usize = if cfg!(target_os = "linux") { 128 } else { 16 };
+
+/// The most folders a group's files may be in: each file holds its folder open until it is placed
+/// (its own file is closed once written), and `--jobs` groups are written at once, so a bundle of one
+/// file per folder must not open `jobs × WRITE_GROUP` folders (macOS allows 256 open files by
+/// default, many Linux machines 1,024).
+const WRITE_GROUP_FOLDERS: usize = 16;
+
+/// `targets` cut into groups of at most `WRITE_GROUP` files in at most `WRITE_GROUP_FOLDERS` folders.
+fn write_groups<'t, T>(targets: &'t [(&ManifestFile, T)]) -> Vec<&'t [(&'t ManifestFile, T)]> {
+    let folder = |f: &ManifestFile| f.path.rsplit_once('/').map_or("", |(dir, _)| dir).to_owned();
+    let mut groups = Vec::new();
+    let (mut start, mut folders) = (0, std::collections::HashSet::new());
+    for (i, (f, _)) in targets.iter().enumerate() {
+        let new_folder = !folders.contains(&folder(f));
+        if i > start && (i - start == WRITE_GROUP || (new_folder && folders.len() == WRITE_GROUP_FOLDERS)) {
+            groups.push(&targets[start..i]);
+            (start, folders) = (i, std::collections::HashSet::new());
+        }
+        folders.insert(folder(f));
+    }
+    if start < targets.len() {
+        groups.push(&targets[start..]);
+    }
+    groups
+}
 
 /// Folder handles a pull keeps open between files (besides those of the files in flight).
 pub(super) const OPEN_FOLDERS: usize = 64;
@@ -591,4 +615,32 @@ fn write_batch(files: Vec<BatchFile>) -> Result<u64, ClientError> {
         written += f.file.size;
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(paths: &[String]) -> Vec<ManifestFile> {
+        paths.iter().map(|p| ManifestFile { path: p.clone(), digest: String::new(), size: 1 }).collect()
+    }
+
+    #[test]
+    fn a_write_group_holds_few_folders_open_and_many_files_of_one_folder() {
+        // One file per folder: 16 folders a group, however many files a group could hold.
+        let spread = files(&(0..100).map(|i| format!("d{i:03}/f")).collect::<Vec<_>>());
+        let targets: Vec<(&ManifestFile, ())> = spread.iter().map(|f| (f, ())).collect();
+        let sizes: Vec<usize> = write_groups(&targets).iter().map(|g| g.len()).collect();
+        assert_eq!(sizes, [16, 16, 16, 16, 16, 16, 4]);
+        // One folder: groups of WRITE_GROUP files; files at the top count as one folder.
+        let packed = files(&(0..300).map(|i| format!("data/f{i:03}")).collect::<Vec<_>>());
+        let targets: Vec<(&ManifestFile, ())> = packed.iter().map(|f| (f, ())).collect();
+        let groups = write_groups(&targets);
+        assert!(groups.iter().all(|g| g.len() <= WRITE_GROUP));
+        assert_eq!(groups.iter().map(|g| g.len()).sum::<usize>(), 300);
+        assert_eq!(groups.len(), 300usize.div_ceil(WRITE_GROUP));
+        let top = files(&["a".into(), "b".into(), "x/c".into()]);
+        let targets: Vec<(&ManifestFile, ())> = top.iter().map(|f| (f, ())).collect();
+        assert_eq!(write_groups(&targets).len(), 1);
+    }
 }
