@@ -88,10 +88,12 @@ pub async fn pull(
             let (body, places) = super::batch::fetch(registry, ws, &digests).await?;
             // The batch's files written, verified and made durable `WRITE_GROUP` at a time, each group in
             // one trip off the runtime (write_batch): the open files and folders stay bounded.
-            let targets: Vec<(&ManifestFile, bytes::Bytes)> = places
+            let mut targets: Vec<(&ManifestFile, bytes::Bytes)> = places
                 .iter()
                 .flat_map(|(d, range)| by_digest.get(d).into_iter().flatten().map(|f| (*f, body.slice(range.clone()))))
                 .collect();
+            // By folder, so that a group's files share few folders (`write_groups`).
+            targets.sort_by(|(a, _), (b, _)| folder_of(&a.path).cmp(folder_of(&b.path)));
             for group in write_groups(&targets) {
                 let writes = group
                     .iter()
@@ -170,9 +172,14 @@ const WRITE_GROUP: usize = if cfg!(target_os = "linux") { 128 } else { 16 };
 /// default, many Linux machines 1,024).
 const WRITE_GROUP_FOLDERS: usize = 16;
 
+/// The folder part of a manifest path ("" at the top).
+fn folder_of(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(dir, _)| dir)
+}
+
 /// `targets` cut into groups of at most `WRITE_GROUP` files in at most `WRITE_GROUP_FOLDERS` folders.
 fn write_groups<'t, T>(targets: &'t [(&ManifestFile, T)]) -> Vec<&'t [(&'t ManifestFile, T)]> {
-    let folder = |f: &ManifestFile| f.path.rsplit_once('/').map_or("", |(dir, _)| dir).to_owned();
+    let folder = |f: &ManifestFile| folder_of(&f.path).to_owned();
     let mut groups = Vec::new();
     let (mut start, mut folders) = (0, std::collections::HashSet::new());
     for (i, (f, _)) in targets.iter().enumerate() {
