@@ -179,16 +179,17 @@ fn folder_of(path: &str) -> &str {
 
 /// `targets` cut into groups of at most `WRITE_GROUP` files in at most `WRITE_GROUP_FOLDERS` folders.
 fn write_groups<'t, T>(targets: &'t [(&ManifestFile, T)]) -> Vec<&'t [(&'t ManifestFile, T)]> {
-    let folder = |f: &ManifestFile| folder_of(&f.path).to_owned();
     let mut groups = Vec::new();
-    let (mut start, mut folders) = (0, std::collections::HashSet::new());
+    let (mut start, mut folders) = (0, std::collections::HashSet::<&str>::new());
     for (i, (f, _)) in targets.iter().enumerate() {
-        let new_folder = !folders.contains(&folder(f));
-        if i > start && (i - start == WRITE_GROUP || (new_folder && folders.len() == WRITE_GROUP_FOLDERS)) {
+        let folder = folder_of(&f.path);
+        if i > start
+            && (i - start == WRITE_GROUP || (!folders.contains(folder) && folders.len() == WRITE_GROUP_FOLDERS))
+        {
             groups.push(&targets[start..i]);
-            (start, folders) = (i, std::collections::HashSet::new());
+            (start, folders) = (i, Default::default());
         }
-        folders.insert(folder(f));
+        folders.insert(folder);
     }
     if start < targets.len() {
         groups.push(&targets[start..]);

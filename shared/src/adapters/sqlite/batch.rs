@@ -72,13 +72,15 @@ impl SqliteStore {
                     catalog::add_workspace_counts(tx, &ws, &sums.into_iter().collect::<Vec<_>>())?;
                 }
                 let mut sealed = audit::append_many_in(tx, events)?.into_iter();
+                // One sealed event per new link, in order; a shortfall would be a bug: the write fails whole.
+                let short = || rusqlite::Error::InvalidParameterName("a new link without its event".into());
                 let done = applied
                     .into_iter()
-                    .map(|new| match new.then(|| sealed.next()).flatten() {
-                        Some(event) => Commit::Applied(Box::new(event)),
-                        None => Commit::AlreadyDone,
+                    .map(|new| match new {
+                        true => sealed.next().map(|e| Commit::Applied(Box::new(e))).ok_or_else(short),
+                        false => Ok(Commit::AlreadyDone),
                     })
-                    .collect();
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
                 Ok(Step::Keep(done))
             })
             .await;
