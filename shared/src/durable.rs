@@ -26,7 +26,7 @@ use std::io;
 use std::path::PathBuf;
 
 /// Threads that fsync at once when folders are synced one by one (the work is waiting on the disk).
-pub const SYNC_THREADS: usize = 8;
+const SYNC_THREADS: usize = 8;
 
 /// The fewest files of a batch that one `syncfs` stands for.
 pub const SYNCFS_MIN: usize = 16;
@@ -163,7 +163,7 @@ fn dev_of(_m: &std::fs::Metadata) -> Option<u64> {
 }
 
 /// `f` over `items` on up to `SYNC_THREADS` threads: the results in order.
-pub fn in_parallel<T: Sync>(items: &[T], f: impl Fn(&T) -> io::Result<()> + Sync) -> Vec<io::Result<()>> {
+fn in_parallel<T: Sync>(items: &[T], f: impl Fn(&T) -> io::Result<()> + Sync) -> Vec<io::Result<()>> {
     if items.is_empty() {
         return Vec::new();
     }
