@@ -3,7 +3,7 @@
 //! are sealed only by an AuditLog adapter, which knows the head of the stream.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::canonical;
 use super::digest::Digest;
@@ -72,6 +72,12 @@ impl AuditDraft {
 
     /// `seal` after a head known only by its place, time and hash.
     pub fn seal_after(self, head: Option<&ChainHead>, now: String) -> Result<AuditEvent> {
+        Ok(self.seal_after_with_line(head, now)?.0)
+    }
+
+    /// `seal_after`, with the event's canonical line (`AuditEvent::canonical`), both from one
+    /// serialization.
+    pub fn seal_after_with_line(self, head: Option<&ChainHead>, now: String) -> Result<(AuditEvent, String)> {
         let ts = match head {
             Some(h) if h.ts > now => h.ts.clone(),
             _ => now,
@@ -90,8 +96,10 @@ impl AuditDraft {
             prev: head.map(|h| h.hash.clone()),
             hash: String::new(),
         };
-        event.hash = event.compute_hash()?;
-        Ok(event)
+        let (unhashed, at) = event.unhashed_canonical()?;
+        event.hash = Digest::of(&unhashed).to_string();
+        let line = with_hash(&unhashed, at, &event.hash)?;
+        Ok((event, line))
     }
 }
 
@@ -153,25 +161,45 @@ impl AuditEvent {
         self.ts.get(..10).unwrap_or(&self.ts)
     }
 
-    fn unhashed_json(&self) -> Value {
-        json!({
-            "stream": self.stream, "seq": self.seq, "ts": self.ts, "actor": self.actor,
-            "action": self.action, "entity_type": self.entity_type, "entity_id": self.entity_id,
-            "outcome": self.outcome, "request_id": self.request_id, "details": self.details,
-            "prev": self.prev,
-        })
+    /// The canonical JSON of the event without `hash`, and the offset where `,"hash":…` goes in it:
+    /// the fields written in their sorted key order (`hash` sorts between `entity_type` and
+    /// `outcome`), the same bytes as `canonical::to_string` of the event as an object (a test holds
+    /// them equal), without building that object.
+    fn unhashed_canonical(&self) -> Result<(Vec<u8>, usize)> {
+        let mut out = Vec::with_capacity(320 + self.entity_id.len());
+        let text = |out: &mut Vec<u8>, key: &str, value: &str| {
+            out.extend_from_slice(key.as_bytes());
+            canonical::write_str(value, out);
+        };
+        text(&mut out, "{\"action\":", &self.action);
+        text(&mut out, ",\"actor\":", &self.actor);
+        out.extend_from_slice(b",\"details\":");
+        canonical::write(&self.details, &mut out)?;
+        text(&mut out, ",\"entity_id\":", &self.entity_id);
+        text(&mut out, ",\"entity_type\":", &self.entity_type);
+        let at = out.len();
+        out.extend_from_slice(b",\"outcome\":");
+        serde_json::to_writer(&mut out, &self.outcome).map_err(|e| Error::Internal(format!("audit outcome: {e}")))?;
+        match &self.prev {
+            Some(prev) => text(&mut out, ",\"prev\":", prev),
+            None => out.extend_from_slice(b",\"prev\":null"),
+        }
+        text(&mut out, ",\"request_id\":", &self.request_id);
+        out.extend_from_slice(format!(",\"seq\":{}", self.seq).as_bytes());
+        text(&mut out, ",\"stream\":", &self.stream);
+        text(&mut out, ",\"ts\":", &self.ts);
+        out.push(b'}');
+        Ok((out, at))
     }
 
     pub fn compute_hash(&self) -> Result<String> {
-        let canon = canonical::to_string(&self.unhashed_json())?;
-        Ok(Digest::of(canon.as_bytes()).to_string())
+        Ok(Digest::of(&self.unhashed_canonical()?.0).to_string())
     }
 
     /// The canonical line stored by adapters and written to exports.
     pub fn canonical(&self) -> Result<String> {
-        let mut v = self.unhashed_json();
-        v["hash"] = Value::String(self.hash.clone());
-        canonical::to_string(&v)
+        let (unhashed, at) = self.unhashed_canonical()?;
+        with_hash(&unhashed, at, &self.hash)
     }
 
     pub fn from_canonical(line: &str) -> Result<AuditEvent> {
@@ -192,6 +220,16 @@ impl AuditEvent {
     }
 }
 
+/// The canonical line: `unhashed` with `,"hash":"…"` at `at`.
+fn with_hash(unhashed: &[u8], at: usize, hash: &str) -> Result<String> {
+    let mut line = Vec::with_capacity(unhashed.len() + hash.len() + 12);
+    line.extend_from_slice(&unhashed[..at]);
+    line.extend_from_slice(b",\"hash\":");
+    canonical::write_str(hash, &mut line);
+    line.extend_from_slice(&unhashed[at..]);
+    canonical::into_string(line)
+}
+
 /// Checks a run of events of one stream, starting at seq 1.
 pub fn verify_chain(events: &[AuditEvent]) -> Result<()> {
     let mut prev = None;
@@ -204,6 +242,8 @@ pub fn verify_chain(events: &[AuditEvent]) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn draft(n: u32) -> AuditDraft {
@@ -250,6 +290,37 @@ mod tests {
         assert_eq!((shard_of("team-a"), shard_of("*"), shard_of("demo")), (6, 8, 10));
         assert!(shard_of("team-a") < AUDIT_SHARDS);
         assert_ne!((0..64).map(|i| shard_of(&format!("ws-{i}"))).collect::<std::collections::BTreeSet<_>>().len(), 1);
+    }
+
+    /// The field-by-field writer against the definition: canonical JSON of the event as an object.
+    #[test]
+    fn the_written_canonical_form_is_canonical_json_of_the_event() {
+        let by_value = |e: &AuditEvent, hashed: bool| {
+            let mut v = json!({
+                "stream": e.stream, "seq": e.seq, "ts": e.ts, "actor": e.actor, "action": e.action,
+                "entity_type": e.entity_type, "entity_id": e.entity_id, "outcome": e.outcome,
+                "request_id": e.request_id, "details": e.details, "prev": e.prev,
+            });
+            if hashed {
+                v["hash"] = json!(e.hash);
+            }
+            canonical::to_string(&v).unwrap()
+        };
+        let mut odd = draft(7);
+        odd.actor = "ünïcode \"quoted\" \\ 𝄞 \u{1}".into();
+        odd.details = json!({"z": [1, {"b": null, "a": "x\ny"}], "é": -3, "a": true});
+        odd.outcome = Outcome::Denied;
+        let a = draft(1).seal(None, "2026-11-23T00:00:00.000Z".into()).unwrap();
+        let (b, line) =
+            odd.seal_after_with_line(Some(&ChainHead::from(&a)), "2026-11-23T00:00:01.000Z".into()).unwrap();
+        for e in [&a, &b] {
+            assert_eq!(e.canonical().unwrap(), by_value(e, true));
+            assert_eq!(e.hash, Digest::of(by_value(e, false).as_bytes()).to_string());
+        }
+        assert_eq!(line, b.canonical().unwrap());
+        let mut float = draft(2);
+        float.details = json!({"x": 1.5});
+        assert!(float.seal(None, "t".into()).is_err(), "canonical JSON has integers only");
     }
 
     #[test]

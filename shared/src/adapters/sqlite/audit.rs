@@ -44,8 +44,7 @@ pub(super) fn append_in(conn: &Connection, draft: AuditDraft, change: Option<&Ch
 /// Seal `draft` after `head` and insert it (with its notification, when it is one).
 fn seal_and_insert(conn: &Connection, draft: AuditDraft, head: Option<&ChainHead>) -> rusqlite::Result<AuditEvent> {
     let to_sql = |e: Error| rusqlite::Error::InvalidParameterName(e.to_string());
-    let event = draft.seal_after(head, now_rfc3339_ms()).map_err(to_sql)?;
-    let line = event.canonical().map_err(to_sql)?;
+    let (event, line) = draft.seal_after_with_line(head, now_rfc3339_ms()).map_err(to_sql)?;
     conn.prepare_cached(
         "INSERT INTO audit_events (stream, seq, ts, event, hash, action, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?

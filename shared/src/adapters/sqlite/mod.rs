@@ -20,6 +20,7 @@ mod schema;
 mod switches;
 mod tokens;
 mod verify;
+mod wal_vfs;
 mod writer;
 #[cfg(test)]
 mod writer_tests;
@@ -72,7 +73,10 @@ fn steady_plans(c: &Connection) -> rusqlite::Result<()> {
 
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore> {
-        let mut conn = Connection::open(path).map_err(meta_err)?;
+        // The writer's connection writes each commit's WAL frames at once (wal_vfs.rs).
+        let vfs = wal_vfs::register().map_err(meta_err)?;
+        let mut conn =
+            Connection::open_with_flags_and_vfs(path, rusqlite::OpenFlags::default(), vfs).map_err(meta_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(meta_err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(meta_err)?;
         // Every COMMIT fsyncs the WAL: an acknowledged write survives power loss.
