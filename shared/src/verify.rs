@@ -217,7 +217,7 @@ pub async fn status(app: &App, ws: &WorkspaceId, digest: &Digest, upload_id: &st
 
 /// A job that is over: linked or failed.
 pub fn is_over(job: &VerifyJob) -> bool {
-    matches!(job.state, VerifyState::Linked | VerifyState::Failed)
+    job.is_over()
 }
 
 /// The error a failed job answers with: the same problem a synchronous `complete` would have.

@@ -590,6 +590,7 @@ macro_rules! common_suite {
             a_large_upload_is_verified_after_a_202_in_resumable_steps_and_linked_once,
             a_large_upload_of_wrong_bytes_ends_failed_with_digest_mismatch_and_links_nothing,
             a_verification_leased_to_another_worker_is_not_advanced_twice,
+            an_ended_verification_job_is_kept_seven_days_then_removed_and_a_running_one_never,
             helix_serve_verifies_in_the_background_and_push_follows_the_202,
             direct_upload_links_only_after_verification,
             tampered_upload_is_refused_at_complete_and_never_poisons_the_digest,

@@ -666,6 +666,10 @@ mod tests {
         }
         let audit = &t.resource("AuditTable")["Properties"];
         assert!(audit.get("TimeToLiveSpecification").is_none(), "audit events never expire");
+        // The meta table expires ended verification jobs only, by an attribute no token record has
+        // (token records outlive their `expires_at` on purpose).
+        let ttl = &t.resource("MetaTable")["Properties"]["TimeToLiveSpecification"];
+        assert_eq!((str_of(&ttl["AttributeName"]).as_str(), ttl["Enabled"].as_bool()), ("purge_at", Some(true)));
         let index = |name: &str| {
             let all = audit["GlobalSecondaryIndexes"].as_sequence().unwrap();
             let i = all.iter().find(|i| i["IndexName"].as_str() == Some(name)).unwrap_or_else(|| panic!("{name}"));

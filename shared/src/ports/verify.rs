@@ -51,6 +51,24 @@ pub struct VerifyJob {
     pub updated_at: i64,
 }
 
+/// How long a job that has ended (linked or failed) is kept for its status URL, after its last write:
+/// then it is removed (SQLite: when a later job ends; DynamoDB: the meta table's TTL on `purge_at`,
+/// which deletes an expired item within a few days of its time).
+pub const ENDED_JOB_KEPT_SECONDS: i64 = 7 * 24 * 3600;
+
+impl VerifyJob {
+    /// Linked or failed: nothing more happens to it.
+    pub fn is_over(&self) -> bool {
+        matches!(self.state, VerifyState::Linked | VerifyState::Failed)
+    }
+
+    /// When the job may be removed (Unix seconds): `ENDED_JOB_KEPT_SECONDS` after it ended; None while
+    /// it runs.
+    pub fn purge_at(&self) -> Option<i64> {
+        self.is_over().then_some(self.updated_at.saturating_add(ENDED_JOB_KEPT_SECONDS))
+    }
+}
+
 /// Where `complete` hands new jobs to `helix serve`'s background worker, once it runs
 /// (`verify::start_worker`): workspace and upload id.
 pub type VerifyQueue = std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<(WorkspaceId, String)>>;

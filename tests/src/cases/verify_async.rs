@@ -315,3 +315,85 @@ pub async fn helix_serve_verifies_in_the_background_and_push_follows_the_202(b: 
     helix_cli::transfer::pull(&registry, &ws, &name, &version, &out, opts).await.unwrap();
     assert_eq!(std::fs::read(out.join("big.bin")).unwrap(), big);
 }
+
+/// An ended job (linked or failed) is kept `ENDED_JOB_KEPT_SECONDS` for its status URL, then removed;
+/// a running one never is. SQLite deletes expired ones when another job ends; on DynamoDB an ended job
+/// carries `purge_at`, the meta table's TTL attribute, and AWS deletes it (moto does not expire items:
+/// the attribute is what is checked there).
+pub async fn an_ended_verification_job_is_kept_seven_days_then_removed_and_a_running_one_never(b: Backend) {
+    use helix_core::ports::{ENDED_JOB_KEPT_SECONDS, VerifyJob};
+    let env = env_for(b, false).await;
+    let ws = WorkspaceId::parse("team-a").unwrap();
+    let now = helix_core::domain::time::now_unix();
+    let job = |id: &str, state: VerifyState, age_days: i64| VerifyJob {
+        workspace_id: ws.to_string(),
+        upload_id: id.into(),
+        digest: unique_blob(10).1,
+        size: 10,
+        chunked: false,
+        actor: "test".into(),
+        request_id: "r".into(),
+        state,
+        verified_bytes: 0,
+        sha_state: String::new(),
+        by_store_checksum: false,
+        staged: None,
+        reason: None,
+        detail: None,
+        lease_owner: None,
+        lease_until: 0,
+        steps: 0,
+        version: 1,
+        created_at: now - age_days * 86400,
+        updated_at: now - age_days * 86400,
+    };
+    let jobs = [
+        job("ended-8-days-ago", VerifyState::Failed, 8),
+        job("linked-8-days-ago", VerifyState::Linked, 8),
+        job("ended-6-days-ago", VerifyState::Linked, 6),
+        job("running-30-days", VerifyState::Verifying, 30),
+        job("verified-30-days", VerifyState::Verified, 30),
+    ];
+    for j in &jobs {
+        assert!(env.app.meta.save_verify_job(j).await.unwrap(), "{}", j.upload_id);
+        assert_eq!(j.purge_at(), j.is_over().then_some(j.updated_at + ENDED_JOB_KEPT_SECONDS));
+    }
+    // A job ends now.
+    let mut ending = job("ending-now", VerifyState::Verifying, 0);
+    assert!(env.app.meta.save_verify_job(&ending).await.unwrap());
+    ending.version += 1;
+    ending.state = VerifyState::Linked;
+    assert!(env.app.meta.save_verify_job(&ending).await.unwrap());
+
+    let kept = |id: &'static str| {
+        let (app, ws) = (env.app.clone(), ws.clone());
+        async move { app.meta.verify_job(&ws, id).await.unwrap().is_some() }
+    };
+    for id in ["ended-6-days-ago", "running-30-days", "verified-30-days", "ending-now"] {
+        assert!(kept(id).await, "{id} is kept");
+    }
+    match &env.aws {
+        None => {
+            for id in ["ended-8-days-ago", "linked-8-days-ago"] {
+                assert!(!kept(id).await, "{id} was removed when another job ended");
+            }
+        }
+        Some(aws) => {
+            for j in &jobs {
+                let item = aws
+                    .ddb
+                    .get_item()
+                    .table_name(&aws.table)
+                    .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("VERIFY#{ws}")))
+                    .key("sk", aws_sdk_dynamodb::types::AttributeValue::S(format!("UPLOAD#{}", j.upload_id)))
+                    .send()
+                    .await
+                    .unwrap()
+                    .item
+                    .unwrap();
+                let purge_at = item.get("purge_at").map(|v| v.as_n().unwrap().parse::<i64>().unwrap());
+                assert_eq!(purge_at, j.purge_at(), "{}", j.upload_id);
+            }
+        }
+    }
+}

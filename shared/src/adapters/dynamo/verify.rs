@@ -1,6 +1,7 @@
 //! Verification jobs (`crate::verify`) in the meta table: `VERIFY#{ws}` / `UPLOAD#{id}`, the job as
 //! JSON beside its version, put only over the version it was read at (a conditional PutItem; IAM lets
-//! only the publish function write the `VERIFY#` partition).
+//! only the publish function write the `VERIFY#` partition). An ended job carries `purge_at`, the meta
+//! table's TTL attribute: DynamoDB deletes it some days after `ENDED_JOB_KEPT_SECONDS`.
 
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 
@@ -29,12 +30,16 @@ impl DynamoStore {
     pub(super) async fn save_job(&self, job: &VerifyJob) -> Result<bool> {
         let (pk, sk) = key(&job.workspace_id, &job.upload_id);
         let body = serde_json::to_string(job).map_err(|e| Error::Internal(e.to_string()))?;
-        let item = Item::from([
+        let mut item = Item::from([
             ("pk".into(), s(pk)),
             ("sk".into(), s(sk)),
             ("version".into(), n(job.version)),
             ("job".into(), s(body)),
         ]);
+        if let Some(at) = job.purge_at() {
+            // The table's TTL attribute (infra/template.yaml): only an ended job carries it.
+            item.insert("purge_at".into(), n(at));
+        }
         let put = self.client.put_item().table_name(&self.table).set_item(Some(item));
         let put = if job.version == 1 {
             put.condition_expression("attribute_not_exists(pk)")

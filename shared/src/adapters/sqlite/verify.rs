@@ -1,13 +1,15 @@
 //! Verification jobs (`crate::verify`) in the `verify_jobs` table: one row per workspace and upload
-//! id, the job as JSON beside its version, written only over the version it was read at.
+//! id, the job as JSON beside its version, written only over the version it was read at. Jobs that
+//! ended more than `ENDED_JOB_KEPT_SECONDS` ago are deleted when another job ends.
 
 use rusqlite::{OptionalExtension, params};
 
 use super::writer::Step;
 use super::{SqliteStore, meta_err};
 use crate::domain::WorkspaceId;
+use crate::domain::time::now_unix;
 use crate::error::{Error, Result};
-use crate::ports::VerifyJob;
+use crate::ports::{ENDED_JOB_KEPT_SECONDS, VerifyJob};
 
 impl SqliteStore {
     pub(super) async fn job(&self, ws: &WorkspaceId, upload_id: &str) -> Result<Option<VerifyJob>> {
@@ -29,6 +31,7 @@ impl SqliteStore {
     pub(super) async fn save_job(&self, job: &VerifyJob) -> Result<bool> {
         let body = serde_json::to_string(job).map_err(|e| Error::Internal(e.to_string()))?;
         let (ws, id, version) = (job.workspace_id.clone(), job.upload_id.clone(), job.version as i64);
+        let ended = job.is_over();
         self.write(meta_err, move |c| {
             let written = if version == 1 {
                 c.execute(
@@ -41,6 +44,14 @@ impl SqliteStore {
                     params![ws, id, version, body, version - 1],
                 )?
             };
+            if written == 1 && ended {
+                // Jobs that ended more than ENDED_JOB_KEPT_SECONDS ago go when another one ends.
+                c.prepare_cached(
+                    "DELETE FROM verify_jobs WHERE json_extract(job, '$.state') IN ('linked', 'failed')
+                       AND json_extract(job, '$.updated_at') < ?1",
+                )?
+                .execute(params![now_unix() - ENDED_JOB_KEPT_SECONDS])?;
+            }
             Ok(Step::Keep(written == 1))
         })
         .await
