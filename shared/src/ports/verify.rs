@@ -53,7 +53,7 @@ pub struct VerifyJob {
 
 /// How long a job that has ended (linked or failed) is kept for its status URL, after its last write:
 /// then it is removed (SQLite: when a later job ends; DynamoDB: the meta table's TTL on `purge_at`,
-/// which deletes an expired item within a few days of its time).
+/// which typically deletes an expired item within two days of its time).
 pub const ENDED_JOB_KEPT_SECONDS: i64 = 7 * 24 * 3600;
 
 impl VerifyJob {
