@@ -6,14 +6,22 @@
 //! - before the file is synced (a commit with `synchronous=FULL`): the fsync covers every frame, and a
 //!   failed write fails the sync, so the commit fails and SQLite publishes none of its frames;
 //! - right after a commit frame is buffered (its header names the database size after the commit),
-//!   so a committed transaction is in the file even when no sync follows;
+//!   and at once for a commit frame's header written alone (SQLite rewrites frame checksums after the
+//!   commit frame, the commit frame's header last), so a committed transaction is in the file when
+//!   COMMIT returns even when no sync follows;
 //! - before it is read (SQLite reads back frames it spilled), truncated, sized, file-controlled,
 //!   mapped or closed, and before a write that does not follow the buffered ones.
 //!
-//! The writes reach the file in SQLite's order, through the default VFS's own write (its error codes,
-//! short writes and full disk included); only their number changes. Other connections read a frame only
-//! once a commit has published it in the WAL index, after that commit's frames are written. Database,
-//! shared-memory and journal files are the default VFS's own, untouched.
+//! A buffered write that fails is reported as SQLITE_IOERR_WRITE, whatever the default VFS answered:
+//! bytes SQLite was told were written are lost, and on an I/O error SQLite rolls the whole transaction
+//! back (SQLITE_FULL from a read would roll back only the statement, and the transaction could go on to
+//! commit frames that were never written). A database opened with `psow=0` (SQLite then pads commits
+//! and splits a frame around a sync) is written through, nothing buffered.
+//!
+//! The writes reach the file in SQLite's order, through the default VFS's own write (short writes and
+//! full disk included); only their number changes. Other connections read a frame only once a commit
+//! has published it in the WAL index, after that commit's frames are written. Database, shared-memory
+//! and journal files are the default VFS's own, untouched.
 
 use std::ffi::{CStr, c_int, c_void};
 use std::sync::OnceLock;
@@ -49,6 +57,8 @@ struct Pending {
     bytes: Vec<u8>,
     /// A commit frame's header is buffered: write everything once its page follows.
     commit: bool,
+    /// Nothing waits (the database was opened with `psow=0`).
+    direct: bool,
 }
 
 /// The default VFS, which ours (registered once) passes everything on to.
@@ -132,7 +142,8 @@ unsafe extern "C" fn open(
             }
             return rc;
         }
-        let pending = Box::into_raw(Box::new(Pending { at: 0, bytes: Vec::new(), commit: false }));
+        let direct = ffi::sqlite3_uri_boolean(name, c"psow".as_ptr(), 1) == 0;
+        let pending = Box::into_raw(Box::new(Pending { at: 0, bytes: Vec::new(), commit: false, direct }));
         std::ptr::write(wal, WalFile { base: ffi::sqlite3_file { pMethods: &METHODS }, real: inner, pending });
         ffi::SQLITE_OK
     }
@@ -155,10 +166,20 @@ thread_local! {
     static WRITES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
-/// Write what is pending (one write through the default VFS); its result code.
+#[cfg(test)]
+thread_local! {
+    /// Tests: this many of the next flushes on this thread fail as a full disk would (nothing written).
+    static FAIL_FLUSHES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Write what is pending (writes of `MAX_WRITE` through the default VFS). Any failure is
+/// SQLITE_IOERR_WRITE (module doc); the pending bytes are dropped either way.
 unsafe fn flush(file: *mut ffi::sqlite3_file) -> c_int {
     // SAFETY: as `parts`; the buffer is not touched while the default VFS writes it.
     unsafe {
+        if (*file.cast::<WalFile>()).pending.is_null() {
+            return ffi::SQLITE_OK; // closed
+        }
         let (real, methods, pending) = parts(file);
         pending.commit = false;
         if pending.bytes.is_empty() {
@@ -166,18 +187,25 @@ unsafe fn flush(file: *mut ffi::sqlite3_file) -> c_int {
         }
         let Some(write) = methods.xWrite else { return ffi::SQLITE_IOERR_WRITE };
         let mut rc = ffi::SQLITE_OK;
-        for (i, piece) in pending.bytes.chunks(MAX_WRITE).enumerate() {
-            WRITES.set(WRITES.get() + 1);
-            rc = write(real, piece.as_ptr().cast(), piece.len() as c_int, pending.at + (i * MAX_WRITE) as i64);
-            if rc != ffi::SQLITE_OK {
-                break;
+        #[cfg(test)]
+        if FAIL_FLUSHES.get() > 0 {
+            FAIL_FLUSHES.set(FAIL_FLUSHES.get() - 1);
+            rc = ffi::SQLITE_FULL;
+        }
+        if rc == ffi::SQLITE_OK {
+            for (i, piece) in pending.bytes.chunks(MAX_WRITE).enumerate() {
+                WRITES.set(WRITES.get() + 1);
+                rc = write(real, piece.as_ptr().cast(), piece.len() as c_int, pending.at + (i * MAX_WRITE) as i64);
+                if rc != ffi::SQLITE_OK {
+                    break;
+                }
             }
         }
         pending.bytes.clear();
         if pending.bytes.capacity() > MAX_PENDING {
             pending.bytes.shrink_to(MAX_PENDING);
         }
-        rc
+        if rc == ffi::SQLITE_OK { rc } else { ffi::SQLITE_IOERR_WRITE }
     }
 }
 
@@ -186,25 +214,29 @@ unsafe extern "C" fn write(file: *mut ffi::sqlite3_file, data: *const c_void, am
     unsafe {
         let (_, _, pending) = parts(file);
         let follows = pending.bytes.is_empty() || pending.at + pending.bytes.len() as i64 == at;
-        if !follows || pending.bytes.len() + amt as usize > MAX_PENDING {
-            let rc = flush(file);
-            if rc != ffi::SQLITE_OK {
-                return rc;
-            }
+        if (!follows || pending.bytes.len() + amt as usize > MAX_PENDING) && flush(file) != ffi::SQLITE_OK {
+            return ffi::SQLITE_IOERR_WRITE;
         }
         let (_, _, pending) = parts(file);
         if pending.bytes.is_empty() {
             pending.at = at;
         }
         let bytes = std::slice::from_raw_parts(data.cast::<u8>(), amt as usize);
+        let commit_header = amt == FRAME_HEADER && at >= WAL_HEADER && bytes[4..8] != [0, 0, 0, 0];
+        let alone = pending.bytes.is_empty();
         pending.bytes.extend_from_slice(bytes);
-        if pending.commit {
-            // The commit frame's page: the whole transaction is in the buffer.
-            return flush(file);
+        // Written at once: anything when nothing may wait (psow=0); the commit frame's page (the whole
+        // transaction is in the buffer); a commit frame's header alone (the last of the checksums
+        // SQLite rewrites after the commit frame: nothing may follow it before COMMIT returns).
+        if pending.direct || pending.commit || (commit_header && alone) {
+            let rc = flush(file);
+            if commit_header {
+                // Its page, if one follows, ends the transaction.
+                parts(file).2.commit = true;
+            }
+            return rc;
         }
-        if amt == FRAME_HEADER && at >= WAL_HEADER && bytes[4..8] != [0, 0, 0, 0] {
-            pending.commit = true;
-        }
+        pending.commit = commit_header;
         ffi::SQLITE_OK
     }
 }
@@ -401,5 +433,88 @@ mod tests {
         w.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
         drop((w, r));
         expect(&Connection::open(dir.path().join("db")).unwrap());
+    }
+
+    /// What a kill -9 of the writer's process leaves: the files as they are (not the buffer).
+    fn crash_copy(dir: &std::path::Path) -> Connection {
+        let to = dir.join("crashed");
+        std::fs::create_dir_all(&to).unwrap();
+        for name in ["db", "db-wal"] {
+            std::fs::copy(dir.join(name), to.join(name)).unwrap();
+        }
+        Connection::open(to.join("db")).unwrap()
+    }
+
+    fn integrity(c: &Connection) -> String {
+        c.query_row("PRAGMA integrity_check", [], |row| row.get(0)).unwrap_or_else(|e| format!("error: {e}"))
+    }
+
+    /// A transaction spills pages (a cache of 8) and writes spilled ones again, so SQLite rewrites
+    /// frame checksums after the commit frame, its header last; COMMIT returns, the process dies.
+    #[test]
+    fn without_a_sync_a_commit_whose_checksums_were_rewritten_is_in_the_file_when_commit_returns() {
+        for sync in ["NORMAL", "OFF"] {
+            let dir = tempfile::tempdir().unwrap();
+            let (w, _r) = open(dir.path(), sync);
+            w.pragma_update(None, "cache_size", 8).unwrap();
+            let tx = w.unchecked_transaction().unwrap();
+            for k in 0..2000i64 {
+                tx.execute("INSERT INTO t (k, v) VALUES (?1, ?2)", rusqlite::params![k, format!("{k:0>300}")]).unwrap();
+            }
+            tx.execute("UPDATE t SET v = 'x' || v WHERE k % 3 = 0", []).unwrap();
+            tx.commit().unwrap();
+            let c = crash_copy(dir.path());
+            assert_eq!(rows(&c), (2000, 1999 * 1000), "synchronous={sync}: {}", integrity(&c));
+        }
+    }
+
+    /// psow=0: SQLite pads a commit to a sector and splits a frame around the sync; nothing waits.
+    #[test]
+    fn with_powersafe_overwrite_off_nothing_waits_and_a_reader_reads_every_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let uri = format!("file:{}?psow=0", path.display());
+        let flags = OpenFlags::default() | OpenFlags::SQLITE_OPEN_URI;
+        let w = Connection::open_with_flags_and_vfs(&uri, flags, register().unwrap()).unwrap();
+        w.pragma_update(None, "journal_mode", "WAL").unwrap();
+        w.pragma_update(None, "synchronous", "FULL").unwrap();
+        w.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        w.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL); CREATE INDEX t_v ON t (v);").unwrap();
+        let r = Connection::open(&path).unwrap();
+        for round in 0..5 {
+            insert(&w, round * 50, 50);
+            let n = (round + 1) * 50;
+            assert_eq!(rows(&r), (n, n * (n - 1) / 2), "round {round}: {}", integrity(&r));
+        }
+    }
+
+    /// A buffered write fails (a full disk) while a later statement of the transaction reads back a
+    /// spilled page: SQLite must roll the whole transaction back, never commit it without those frames
+    /// (with SQLITE_FULL it rolled back the statement only, and the commit left a corrupt database).
+    #[test]
+    fn a_buffered_write_that_fails_rolls_the_whole_transaction_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (w, r) = open(dir.path(), "FULL");
+        insert(&w, 0, 10);
+        w.pragma_update(None, "cache_size", 20).unwrap();
+        // The writer's pattern (writer.rs): one transaction, each write in its savepoint.
+        w.execute_batch("BEGIN IMMEDIATE; SAVEPOINT a").unwrap();
+        for k in 10..3000i64 {
+            w.execute("INSERT INTO t (k, v) VALUES (?1, ?2)", rusqlite::params![k, format!("{k:0>300}")]).unwrap();
+        }
+        w.execute_batch("RELEASE a; SAVEPOINT b").unwrap();
+        FAIL_FLUSHES.set(1);
+        let failed = w.execute("UPDATE t SET v = 'y' || v WHERE k % 2 = 0", []);
+        assert_eq!(FAIL_FLUSHES.get(), 0, "the statement flushed the buffer");
+        let code = failed.unwrap_err().sqlite_error_code();
+        assert_eq!(code, Some(rusqlite::ErrorCode::SystemIoFailure));
+        assert!(w.is_autocommit(), "the whole transaction was rolled back");
+        // What the writer does next: its savepoint is gone with the transaction; a new one commits.
+        assert!(w.execute_batch("ROLLBACK TO b; RELEASE b").is_err());
+        insert(&w, 10, 5);
+        for c in [&w, &r, &Connection::open(dir.path().join("db")).unwrap()] {
+            assert_eq!(integrity(c), "ok");
+            assert_eq!(rows(c), (15, 14 * 15 / 2));
+        }
     }
 }
