@@ -60,7 +60,10 @@ ARTIFACTS = "helix-rehearsal-artifacts"
 HTTP_INSTANCES = 2
 # The first stack, the one the functions run on, locks what the registry writes (per-object retention,
 # the PutObjectRetention grants); the second keeps every default.
-STACK_PARAMS = {"ObjectLockMode": "GOVERNANCE", "ObjectLockDays": "1", "ConsoleOrigin": "https://console.rehearsal.example"}
+# VerifyInlineMax below the chunked upload's size (one part and a byte): its `complete` answers 202 and the
+# status polls verify it, so the policy judge sees the asynchronous verification's calls (uploads.py).
+STACK_PARAMS = {"ObjectLockMode": "GOVERNANCE", "ObjectLockDays": "1", "ConsoleOrigin": "https://console.rehearsal.example",
+                "VerifyInlineMax": "5242880"}
 WORK = None
 
 

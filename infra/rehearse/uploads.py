@@ -48,4 +48,23 @@ def chunked_upload(api, ws, pub, want, report):
         return
     for p in again["parts"]:
         put_part(p)
-    want("POST complete (parts)", api.call("POST", f"{path}/{big_digest}/complete", {"upload_id": plan["upload_id"]}, token=pub), (201,))
+    # Above the stack's VerifyInlineMax: 202, then the status polls verify the file (ranged GetObjects of
+    # the joined upload, the job's state saved in the meta table's VERIFY# partition) and link it.
+    started = want("POST complete (parts)", api.call("POST", f"{path}/{big_digest}/complete", {"upload_id": plan["upload_id"]}, token=pub), (202,))
+    url = started.get("status_url") if isinstance(started, dict) else None
+    if not url:
+        report.fail(f"POST complete (parts): no status_url: {str(started)[:300]}")
+        return
+    for _ in range(30):
+        status, body = api.call("GET", url, token=pub)
+        if status == 200:
+            if not (isinstance(body, dict) and body.get("state") == "linked" and body.get("verified_bytes") == len(big)):
+                report.fail(f"GET status (verified): {str(body)[:300]}")
+            break
+        if status != 202:
+            report.fail(f"GET status: {status} {str(body)[:300]}")
+            return
+    else:
+        report.fail("GET status: still verifying after 30 polls")
+        return
+    want("GET the verified blob", api.call("GET", f"/v1/workspaces/{ws}/blobs/{big_digest}", token=pub, headers={"Range": "bytes=0-0"}), (200, 206, 307))
