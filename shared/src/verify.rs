@@ -149,29 +149,15 @@ async fn start(
     size: u64,
     chunked: bool,
 ) -> Result<VerifyJob> {
-    let now = now_unix();
-    let job = VerifyJob {
-        workspace_id: ws.to_string(),
-        upload_id: upload.id.clone(),
-        digest: digest.clone(),
+    let job = VerifyJob::started(
+        ws,
+        &upload.id,
+        digest,
         size,
         chunked,
-        actor: caller.principal.actor(),
-        request_id: caller.request_id.to_owned(),
-        state: VerifyState::Verifying,
-        verified_bytes: 0,
-        by_store_checksum: false,
-        sha_state: Sha256State::default().words_hex(),
-        staged: None,
-        reason: None,
-        detail: None,
-        lease_owner: None,
-        lease_until: 0,
-        steps: 0,
-        version: 1,
-        created_at: now,
-        updated_at: now,
-    };
+        caller.principal.actor(),
+        caller.request_id.to_owned(),
+    );
     if !app.meta.save_verify_job(&job).await? {
         // A concurrent complete recorded it first: its job is the answer.
         return job_of(app, ws, digest, upload).await?.ok_or_else(|| Error::Internal("a job vanished".into()));

@@ -57,6 +57,41 @@ pub struct VerifyJob {
 pub const ENDED_JOB_KEPT_SECONDS: i64 = 7 * 24 * 3600;
 
 impl VerifyJob {
+    /// A job as `complete` records it (version 1, nothing hashed, no lease), made now.
+    pub fn started(
+        ws: &WorkspaceId,
+        upload_id: &str,
+        digest: &Digest,
+        size: u64,
+        chunked: bool,
+        actor: String,
+        request_id: String,
+    ) -> VerifyJob {
+        let now = crate::domain::time::now_unix();
+        VerifyJob {
+            workspace_id: ws.to_string(),
+            upload_id: upload_id.to_owned(),
+            digest: digest.clone(),
+            size,
+            chunked,
+            actor,
+            request_id,
+            state: VerifyState::Verifying,
+            verified_bytes: 0,
+            by_store_checksum: false,
+            sha_state: crate::domain::Sha256State::default().words_hex(),
+            staged: None,
+            reason: None,
+            detail: None,
+            lease_owner: None,
+            lease_until: 0,
+            steps: 0,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
     /// Linked or failed: nothing more happens to it.
     pub fn is_over(&self) -> bool {
         matches!(self.state, VerifyState::Linked | VerifyState::Failed)

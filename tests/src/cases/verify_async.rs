@@ -326,26 +326,10 @@ pub async fn an_ended_verification_job_is_kept_seven_days_then_removed_and_a_run
     let ws = WorkspaceId::parse("team-a").unwrap();
     let now = helix_core::domain::time::now_unix();
     let job = |id: &str, state: VerifyState, age_days: i64| VerifyJob {
-        workspace_id: ws.to_string(),
-        upload_id: id.into(),
-        digest: unique_blob(10).1,
-        size: 10,
-        chunked: false,
-        actor: "test".into(),
-        request_id: "r".into(),
         state,
-        verified_bytes: 0,
-        sha_state: String::new(),
-        by_store_checksum: false,
-        staged: None,
-        reason: None,
-        detail: None,
-        lease_owner: None,
-        lease_until: 0,
-        steps: 0,
-        version: 1,
         created_at: now - age_days * 86400,
         updated_at: now - age_days * 86400,
+        ..VerifyJob::started(&ws, id, &unique_blob(10).1, 10, false, "test".into(), "r".into())
     };
     let jobs = [
         job("ended-8-days-ago", VerifyState::Failed, 8),
