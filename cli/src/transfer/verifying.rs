@@ -1,7 +1,9 @@
 //! A large upload's `complete` answers 202 while the registry verifies the whole file's SHA-256 after
 //! the answer (helix_core::verify): follow its status URL until it is linked (or refused), waiting a
-//! little longer between polls each time (250 ms doubling to 5 s). Giving up only when the registry
-//! has made no progress for `STALLED` (its verification stopped: an outage, a freeze that lasts).
+//! little longer between polls each time (250 ms doubling to 1 s: a poll is one small read for `helix
+//! serve`, and on AWS each poll works up to 20 s itself, so a longer wait only delays the answer).
+//! Giving up only when the registry has made no progress for `STALLED` (its verification stopped: an
+//! outage, a freeze that lasts).
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -11,7 +13,7 @@ use serde_json::Value;
 use crate::client::{ClientError, Registry};
 
 const STALLED: Duration = Duration::from_secs(15 * 60);
-const MAX_WAIT: Duration = Duration::from_secs(5);
+const MAX_WAIT: Duration = Duration::from_secs(1);
 
 fn pending(answer: &Value) -> bool {
     matches!(answer["state"].as_str(), Some("verifying" | "verified"))
