@@ -295,23 +295,32 @@ impl Config {
                 ));
             }
         };
-        let s3_part_size = match get("HELIX_S3_PART_SIZE").as_deref().map(str::parse::<u64>) {
+        let s3_part_size = match get("HELIX_S3_PART_SIZE") {
             None => DEFAULT_S3_PART_SIZE,
-            Some(Ok(n)) if (MIN_S3_PART_SIZE..=MAX_S3_PART_SIZE).contains(&n) => n,
-            Some(_) => {
-                return Err(err("HELIX_S3_PART_SIZE", "is not a number of bytes from 5 MiB (5242880) to 5 GiB"));
-            }
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if (MIN_S3_PART_SIZE..=MAX_S3_PART_SIZE).contains(&n) => n,
+                _ => {
+                    return Err(err(
+                        "HELIX_S3_PART_SIZE",
+                        format!("{v:?} is not a number of bytes from 5 MiB (5242880) to 5 GiB"),
+                    ));
+                }
+            },
         };
         let min_part = if blob_backend == BlobBackend::S3 { MIN_S3_PART_SIZE } else { MIN_FS_UPLOAD_PART_SIZE };
-        let upload_part_size = match get("HELIX_UPLOAD_PART_SIZE").as_deref().map(str::parse::<u64>) {
+        let upload_part_size = match get("HELIX_UPLOAD_PART_SIZE") {
             None => DEFAULT_UPLOAD_PART_SIZE,
-            Some(Ok(n)) if (min_part..=MAX_S3_PART_SIZE).contains(&n) => n,
-            Some(_) => {
-                return Err(err(
-                    "HELIX_UPLOAD_PART_SIZE",
-                    format!("is not a number of bytes from {min_part} to 5 GiB (5368709120) for this blob backend"),
-                ));
-            }
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if (min_part..=MAX_S3_PART_SIZE).contains(&n) => n,
+                _ => {
+                    return Err(err(
+                        "HELIX_UPLOAD_PART_SIZE",
+                        format!(
+                            "{v:?} is not a number of bytes from {min_part} to 5 GiB (5368709120) for this blob backend"
+                        ),
+                    ));
+                }
+            },
         };
 
         let number =
@@ -687,6 +696,9 @@ mod tests {
         for bad in ["65535", "6442450944", "64MiB"] {
             let e = cfg(Mode::Serve, &[("HELIX_UPLOAD_PART_SIZE", bad)]).unwrap_err();
             assert_eq!(e.var, "HELIX_UPLOAD_PART_SIZE", "{bad:?}");
+            assert!(e.to_string().contains(&format!("{bad:?}")), "the refusal quotes the value: {e}");
         }
+        let e = cfg(Mode::Serve, &[("HELIX_S3_PART_SIZE", "64MiB")]).unwrap_err();
+        assert!(e.to_string().contains("\"64MiB\""), "{e}");
     }
 }

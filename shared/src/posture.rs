@@ -74,6 +74,8 @@ pub async fn status(app: &App, principal: &crate::auth::Principal) -> Result<Val
         "inline_max": app.config.inline_max,
         // Files above one part are uploaded in parts of this size (larger for files of more than 10,000).
         "upload_part_size": app.config.upload_part_size,
+        // Uploads above this are answered 202 by `complete` and verified afterwards (a status URL).
+        "verify_inline_max": app.config.verify_inline_max,
         "oidc": app.config.oidc.as_ref().map(|o| o.issuer.clone()),
         // The freeze switch: while frozen, every change is refused (why, who and when it was last set).
         "frozen": freeze.frozen,

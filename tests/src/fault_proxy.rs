@@ -42,6 +42,9 @@ pub struct FaultProxy {
     /// Part uploads (a PUT to `uploads/`, of `/parts/` or with `partNumber=`) still to forward; then each is answered
     /// 503 without reaching the upstream (`usize::MAX`: every one is forwarded).
     pub part_uploads_left: Arc<AtomicUsize>,
+    /// When set: a part upload let through waits (up to 10 s) until one has been answered 503, so
+    /// the parts refused come back before any let through does.
+    pub hold_parts_until_one_refused: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -136,6 +139,8 @@ struct Faults {
     cut_next_long_response: Arc<AtomicUsize>,
     responses: Arc<Mutex<Vec<(String, usize)>>>,
     part_uploads_left: Arc<AtomicUsize>,
+    hold_parts_until_one_refused: Arc<std::sync::atomic::AtomicBool>,
+    part_uploads_refused: Arc<AtomicUsize>,
 }
 
 /// The first raw answer to each `ClientRequestToken`.
@@ -172,8 +177,11 @@ impl FaultProxy {
             cut_next_long_response: Arc::new(AtomicUsize::new(0)),
             responses: Arc::new(Mutex::new(Vec::new())),
             part_uploads_left: Arc::new(AtomicUsize::new(usize::MAX)),
+            hold_parts_until_one_refused: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            part_uploads_refused: Arc::new(AtomicUsize::new(0)),
         };
         let part_uploads_left = faults.part_uploads_left.clone();
+        let hold_parts_until_one_refused = faults.hold_parts_until_one_refused.clone();
         let (drops, seen, tokens) = (faults.drops.clone(), faults.seen.clone(), faults.tokens.clone());
         let (requests, hidden_blob_heads) = (faults.requests.clone(), faults.hidden_blob_heads.clone());
         let (calls, unprocessed_batch_reads) = (faults.calls.clone(), faults.unprocessed_batch_reads.clone());
@@ -198,6 +206,7 @@ impl FaultProxy {
             cut_next_long_response,
             responses,
             part_uploads_left,
+            hold_parts_until_one_refused,
             task,
         }
     }
@@ -254,7 +263,14 @@ async fn relay(mut client: TcpStream, upstream: &str, faults: &Faults) -> std::i
         && (first_line.contains("/parts/") || first_line.contains("partnumber="));
     if part_put && faults.part_uploads_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, countdown).is_err() {
         client.write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await?;
+        faults.part_uploads_refused.fetch_add(1, Ordering::SeqCst);
         return client.shutdown().await;
+    }
+    if part_put && faults.hold_parts_until_one_refused.load(Ordering::SeqCst) {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while faults.part_uploads_refused.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
     }
     if first_line.starts_with("head ")
         && first_line.contains("/blobs/")

@@ -86,6 +86,8 @@ pub async fn status_needs_a_viewer_token_and_shows_no_secret(b: Backend) {
     assert_eq!(status["governance_mode"], "enforce");
     assert_eq!(status["strict_no_overwrite"], true);
     assert!(status["signer_key_id"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(status["verify_inline_max"].as_u64(), Some(env.app.config.verify_inline_max));
+    assert_eq!(status["upload_part_size"].as_u64(), Some(env.app.config.upload_part_size));
     assert!(!text.contains(&token) && !text.contains("hlx_"), "{text}");
     if b == Backend::Embedded {
         let presign_secret =

@@ -294,12 +294,16 @@ pub async fn a_push_interrupted_inside_a_file_resumes_and_sends_only_the_remaini
     let opts = helix_cli::transfer::Options { jobs: 2, quiet: true, inline_max: None };
 
     // Two parts go up, then the store stops answering part uploads: the push fails, the id is kept.
-    // Parts go up a few at a time: after the first refusal no part is started, those in flight finish.
+    // Parts go up 4 at a time: after the first refusal no part is started, those in flight finish. The
+    // two let through are held until a refusal has been answered, so no slot frees before it (else a
+    // fifth part could start, rightly, before any refusal came back).
     watched.part_uploads_left.store(2, std::sync::atomic::Ordering::SeqCst);
+    watched.hold_parts_until_one_refused.store(true, std::sync::atomic::Ordering::SeqCst);
     let failed = helix_cli::transfer::push(&registry, &src, &ws, &name, &version, opts).await;
+    watched.hold_parts_until_one_refused.store(false, std::sync::atomic::Ordering::SeqCst);
     assert!(failed.is_err(), "the third part was refused: {failed:?}");
     let first = part_puts(0).len();
-    assert!((3..=4.min(parts)).contains(&first), "two parts sent, one or two refused: {first}");
+    assert_eq!(first, 4.min(parts), "4 parts in flight (two let through, the rest refused), none after");
     let kept: Vec<_> = std::fs::read_dir(state.join("uploads")).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(kept.len(), 1, "the upload id is kept to resume");
     // Which two the store holds (the ones the proxy let through, whichever arrived first).
