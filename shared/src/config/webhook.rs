@@ -105,3 +105,76 @@ pub(super) fn webhook(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<Web
         timeout: std::time::Duration::from_millis(number("HELIX_WEBHOOK_TIMEOUT_MS", 5000, 100..=60_000)?),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Mode, from_pairs};
+
+    #[test]
+    fn a_webhook_needs_its_secret_and_an_https_or_loopback_url_and_never_shows_the_secret() {
+        let secret = ("HELIX_WEBHOOK_SECRET", "0123456789abcdef-secret");
+        let c = from_pairs(Mode::Serve, &[("HELIX_WEBHOOK_URL", "https://hooks.example/helix"), secret]).unwrap();
+        let w = c.webhook.expect("configured");
+        assert_eq!((w.attempts, w.backoff.as_millis(), w.timeout.as_millis()), (10, 1000, 5000));
+        assert!(
+            !format!(
+                "{:?}",
+                from_pairs(Mode::Serve, &[("HELIX_WEBHOOK_URL", "http://127.0.0.1:9/h"), secret]).unwrap()
+            )
+            .contains("0123456789abcdef")
+        );
+        assert!(from_pairs(Mode::Serve, &[]).unwrap().webhook.is_none());
+        for (vars, var) in [
+            (vec![("HELIX_WEBHOOK_URL", "http://hooks.example/helix"), secret], "HELIX_WEBHOOK_URL"),
+            (vec![("HELIX_WEBHOOK_URL", "https://hooks.example/helix")], "HELIX_WEBHOOK_SECRET"),
+            (vec![secret], "HELIX_WEBHOOK_URL"),
+            (
+                vec![("HELIX_WEBHOOK_URL", "https://h.example/"), ("HELIX_WEBHOOK_SECRET", "short")],
+                "HELIX_WEBHOOK_SECRET",
+            ),
+            (
+                vec![("HELIX_WEBHOOK_URL", "https://h.example/"), secret, ("HELIX_WEBHOOK_ATTEMPTS", "0")],
+                "HELIX_WEBHOOK_ATTEMPTS",
+            ),
+        ] {
+            let e = from_pairs(Mode::Serve, &vars).unwrap_err();
+            assert_eq!(e.var, var, "{vars:?}");
+            assert!(!e.to_string().contains("0123456789abcdef"), "{e}");
+        }
+    }
+
+    /// On AWS the key stays in Secrets Manager: the notify function gets its ARN and reads it at start.
+    #[test]
+    fn on_aws_the_webhook_secret_may_be_a_secrets_manager_arn_read_at_start() {
+        let aws = [
+            ("HELIX_TABLE", "t"),
+            ("HELIX_AUDIT_TABLE", "a"),
+            ("HELIX_S3_BUCKET", "b"),
+            ("HELIX_KMS_KEY_ID", "k"),
+            ("HELIX_WEBHOOK_URL", "https://hooks.example/helix"),
+        ];
+        let arn =
+            ("HELIX_WEBHOOK_SECRET_ARN", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:helix-hook-AbC123");
+        let with = |extra: &[(&'static str, &'static str)]| [&aws[..], extra].concat();
+        let w = from_pairs(Mode::Lambda, &with(&[arn])).unwrap().webhook.expect("configured");
+        assert_eq!(w.secret_arn.as_deref(), Some(arn.1));
+        assert_eq!(w.secret.expose(), "", "not read yet");
+        assert_eq!(
+            w.clone().with_secret("0123456789abcdef-from-sm".into()).unwrap().secret.expose(),
+            "0123456789abcdef-from-sm"
+        );
+        assert_eq!(w.with_secret("short".into()).unwrap_err().var, "HELIX_WEBHOOK_SECRET_ARN");
+        for (vars, var) in [
+            (with(&[arn, ("HELIX_WEBHOOK_SECRET", "0123456789abcdef-secret")]), "HELIX_WEBHOOK_SECRET_ARN"),
+            (with(&[("HELIX_WEBHOOK_SECRET_ARN", "helix-hook")]), "HELIX_WEBHOOK_SECRET_ARN"),
+            (with(&[("HELIX_WEBHOOK_SECRET_ARN", "arn:aws:ssm:eu-west-1:1:parameter/x")]), "HELIX_WEBHOOK_SECRET_ARN"),
+            ([&aws[..4], &[arn]].concat(), "HELIX_WEBHOOK_URL"),
+        ] {
+            assert_eq!(from_pairs(Mode::Lambda, &vars).unwrap_err().var, var, "{vars:?}");
+        }
+        let backends =
+            [("HELIX_META_BACKEND", "dynamodb"), ("HELIX_SIGNER_BACKEND", "kms"), ("HELIX_BLOB_BACKEND", "s3")];
+        let serve = from_pairs(Mode::Serve, &with(&[&backends[..], &[arn]].concat())).unwrap_err();
+        assert_eq!(serve.var, "HELIX_WEBHOOK_SECRET_ARN", "helix serve takes the secret itself");
+    }
+}
