@@ -245,11 +245,12 @@ pub async fn verify(evidence: &dyn Evidence, keys: &[PublicKeyInfo]) -> Result<S
                 return Err(format!("{day_s}: events.jsonl does not end with a newline (truncated?)"));
             };
             let e = AuditEvent::from_canonical(line).map_err(|_| format!("{}: not an audit event", at()))?;
-            if e.canonical().ok().as_deref() != Some(line) {
+            let (canonical, hash) = e.canonical_and_hash().map_err(|_| format!("{}: not an audit event", at()))?;
+            if canonical != line {
                 return Err(format!("{}: not the canonical form of its event", at()));
             }
             let name = format!("{}#{}", e.stream, e.seq);
-            if e.compute_hash().ok().as_deref() != Some(e.hash.as_str()) {
+            if hash != e.hash {
                 return Err(format!("{}: event {name} does not hash to its hash (changed)", at()));
             }
             if e.day() != day_s {

@@ -194,16 +194,11 @@ pub async fn status(app: &App, ws: &WorkspaceId, digest: &Digest, upload_id: &st
         }
     };
     let job =
-        if is_over(&job) { job } else { advance(app, ws, upload_id, &worker_name("poll"), Budget::of(app)).await? };
+        if job.is_over() { job } else { advance(app, ws, upload_id, &worker_name("poll"), Budget::of(app)).await? };
     match job.state {
         VerifyState::Failed => Err(failure(&job)),
         _ => Ok(Progress::of(&job)),
     }
-}
-
-/// A job that is over: linked or failed.
-pub fn is_over(job: &VerifyJob) -> bool {
-    job.is_over()
 }
 
 /// The error a failed job answers with: the same problem a synchronous `complete` would have.
@@ -271,7 +266,7 @@ async fn fail(app: &App, upload: &UploadRef, mut job: VerifyJob, reason: &str, d
 pub async fn advance(app: &App, ws: &WorkspaceId, upload_id: &str, owner: &str, budget: Budget) -> Result<VerifyJob> {
     let upload = UploadRef::parse(ws, upload_id)?;
     let mut job = app.meta.verify_job(ws, upload_id).await?.ok_or(Error::UploadMissing)?;
-    if is_over(&job) {
+    if job.is_over() {
         return Ok(job);
     }
     let held = job.lease_owner.as_deref().is_some_and(|o| o != owner) && job.lease_until > now_unix();
@@ -318,7 +313,7 @@ async fn work(app: &App, upload: &UploadRef, mut job: VerifyJob, owner: &str, bu
     if job.state == VerifyState::Verified && (hashed == 0 || Instant::now() < budget.until) {
         return link(app, upload, job, owner).await;
     }
-    if is_over(&job) {
+    if job.is_over() {
         return Ok(job);
     }
     // The step's budget is spent: the lease is released for whoever steps next (a poll, the worker).
@@ -502,7 +497,7 @@ pub fn start_worker(app: std::sync::Arc<App>) {
                 let _permit = permit;
                 loop {
                     match advance(&app, &ws, &id, &owner, Budget::of(&app)).await {
-                        Ok(job) if is_over(&job) => return,
+                        Ok(job) if job.is_over() => return,
                         Ok(job) if job.lease_owner.as_deref().is_some_and(|o| o != owner) => return,
                         Ok(_) => {}
                         Err(_) => return,

@@ -23,6 +23,7 @@ pub const DEFAULT_S3_PART_SIZE: u64 = 64 * 1024 * 1024;
 /// S3's smallest part (all but the last) and largest part.
 pub const MIN_S3_PART_SIZE: u64 = 5 * 1024 * 1024;
 pub const MAX_S3_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+
 /// The S3 store's settings, as read (`Config`'s `s3_*` fields).
 pub(super) struct S3Settings {
     pub prefix: String,

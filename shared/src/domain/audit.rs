@@ -196,6 +196,13 @@ impl AuditEvent {
         Ok(Digest::of(&self.unhashed_canonical()?.0).to_string())
     }
 
+    /// `canonical()` and `compute_hash()` from one serialization: the line (with the stored hash) and
+    /// the hash its fields give (what a verifier compares with the stored one).
+    pub fn canonical_and_hash(&self) -> Result<(String, String)> {
+        let (unhashed, at) = self.unhashed_canonical()?;
+        Ok((with_hash(&unhashed, at, &self.hash)?, Digest::of(&unhashed).to_string()))
+    }
+
     /// The canonical line stored by adapters and written to exports.
     pub fn canonical(&self) -> Result<String> {
         let (unhashed, at) = self.unhashed_canonical()?;
@@ -318,6 +325,7 @@ mod tests {
             assert_eq!(e.hash, Digest::of(by_value(e, false).as_bytes()).to_string());
         }
         assert_eq!(line, b.canonical().unwrap());
+        assert_eq!(b.canonical_and_hash().unwrap(), (line, b.compute_hash().unwrap()));
         let mut float = draft(2);
         float.details = json!({"x": 1.5});
         assert!(float.seal(None, "t".into()).is_err(), "canonical JSON has integers only");

@@ -86,9 +86,9 @@ async fn serve_receiver(port: u16, receiver: Arc<Receiver>) -> tokio::task::Join
 }
 
 /// Wait (bounded) until `done` holds; the bound is a hang guard, not a timing assertion.
-async fn until(what: &str, done: impl Fn() -> bool) {
+async fn until(what: &str, done: impl AsyncFn() -> bool) {
     for _ in 0..600 {
-        if done() {
+        if done().await {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -141,7 +141,8 @@ pub async fn governance_events_reach_a_webhook_that_is_down_slow_then_failing_an
     assert_eq!(post_json(&env, &admin, "/v1/admin/unfreeze", json!({"reason": "drill over"})).await.status(), 200);
     let suspend = post_json(&env, &admin, "/v1/admin/workspaces/team-b/suspend", json!({"reason": "INC-8"})).await;
     assert_eq!(suspend.status(), 200);
-    until("an attempt failed against the closed port", || stats.failed_attempts.load(Ordering::SeqCst) >= 1).await;
+    until("an attempt failed against the closed port", async || stats.failed_attempts.load(Ordering::SeqCst) >= 1)
+        .await;
     assert_eq!(stats.delivered.load(Ordering::SeqCst), 0);
 
     // It comes up slow: while it holds the first delivery unanswered, a decision is made and answered.
@@ -154,7 +155,7 @@ pub async fn governance_events_reach_a_webhook_that_is_down_slow_then_failing_an
     let answered: Vec<Option<u16>> = receiver.received().iter().map(|r| r.answered).collect();
     assert!(!answered.contains(&Some(200)), "nothing was delivered yet: {answered:?}");
     // The held attempt times out (a failure), then the receiver lets go; a 500 follows, then 200s.
-    until("the slow attempt timed out", || stats.failed_attempts.load(Ordering::SeqCst) > failed_before).await;
+    until("the slow attempt timed out", async || stats.failed_attempts.load(Ordering::SeqCst) > failed_before).await;
     receiver.release.notify_one();
 
     let want = expected(&env, &["team-a", "team-b", "*"]).await;
@@ -172,7 +173,7 @@ pub async fn governance_events_reach_a_webhook_that_is_down_slow_then_failing_an
     ] {
         assert!(kinds.contains(kind), "{kind} is in the audit trail: {kinds:?}");
     }
-    until("every governance event was delivered", || {
+    until("every governance event was delivered", async || {
         let got = receiver.delivered();
         want.iter().all(|n| got.contains(&n.id))
     })
@@ -214,14 +215,8 @@ pub async fn governance_events_reach_a_webhook_that_is_down_slow_then_failing_an
     // The sender counts a delivery after the receiver's 200 (its own write to the store): the
     // counter catches up with the receiver within moments, and never passes it.
     let counted = format!("helix_notifications_total{{channel=\"webhook\",outcome=\"delivered\"}} {}", want.len());
-    let mut text = metrics_text(&env).await;
-    for _ in 0..100 {
-        if text.contains(&counted) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        text = metrics_text(&env).await;
-    }
+    until("the sender counted every delivery", async || metrics_text(&env).await.contains(&counted)).await;
+    let text = metrics_text(&env).await;
     assert!(text.contains(&counted), "{text}");
     assert!(!text.contains("outcome=\"given_up\"} 1"), "{text}");
     assert!(!crate::captured_logs().contains(SECRET), "the secret is never logged");
@@ -238,7 +233,7 @@ pub async fn a_notification_whose_attempts_are_spent_is_given_up_logged_counted_
     let stats = env.app.notify_stats.clone();
     let admin = env.token(Role::Admin, "*").await;
     assert_eq!(post_json(&env, &admin, "/v1/admin/freeze", json!({"reason": "INC-9"})).await.status(), 200);
-    until("the freeze was given up", || stats.given_up.load(Ordering::SeqCst) == 1).await;
+    until("the freeze was given up", async || stats.given_up.load(Ordering::SeqCst) == 1).await;
     assert_eq!(stats.failed_attempts.load(Ordering::SeqCst), 3, "exactly its attempts, no more");
 
     // The receiver is up now (it answers 200 from its third request): the next event is delivered,
@@ -247,7 +242,7 @@ pub async fn a_notification_whose_attempts_are_spent_is_given_up_logged_counted_
     receiver.calls.store(2, Ordering::SeqCst);
     let _server = serve_receiver(port, receiver.clone()).await;
     assert_eq!(post_json(&env, &admin, "/v1/admin/unfreeze", json!({"reason": "over"})).await.status(), 200);
-    until("the unfreeze was delivered", || stats.delivered.load(Ordering::SeqCst) == 1).await;
+    until("the unfreeze was delivered", async || stats.delivered.load(Ordering::SeqCst) == 1).await;
     let kinds: Vec<String> = receiver
         .received()
         .iter()

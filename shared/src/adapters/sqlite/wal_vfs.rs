@@ -160,6 +160,7 @@ unsafe fn parts(
     }
 }
 
+#[cfg(test)]
 thread_local! {
     /// Writes made to WAL files from this thread (SQLite calls a connection's VFS on the thread that
     /// runs its statement): what the tests count.
@@ -194,6 +195,7 @@ unsafe fn flush(file: *mut ffi::sqlite3_file) -> c_int {
         }
         if rc == ffi::SQLITE_OK {
             for (i, piece) in pending.bytes.chunks(MAX_WRITE).enumerate() {
+                #[cfg(test)]
                 WRITES.set(WRITES.get() + 1);
                 rc = write(real, piece.as_ptr().cast(), piece.len() as c_int, pending.at + (i * MAX_WRITE) as i64);
                 if rc != ffi::SQLITE_OK {
