@@ -25,6 +25,7 @@ use crate::ports::{
 
 mod batch;
 mod parts;
+mod prefix;
 
 pub const LOCAL_BLOB_PATH: &str = "/_local/blobs/";
 pub const LOCAL_UPLOAD_PATH: &str = "/_local/uploads/";
@@ -157,6 +158,13 @@ pub struct FsBlobStore {
     root: PathBuf,
     tmp: PathBuf,
     presigner: LocalPresigner,
+    /// This store's name in the parts folders it writes (`prefix`).
+    id: String,
+    /// Chunked uploads whose whole-file hash is begun as their parts arrive.
+    prefixes: prefix::Prefixes,
+    /// Where the last join started hashing (tests).
+    #[cfg(test)]
+    joined_from: std::sync::atomic::AtomicU64,
 }
 
 impl FsBlobStore {
@@ -170,7 +178,15 @@ impl FsBlobStore {
         // A write in progress touches its temp file at least every megabyte; one untouched for an hour
         // belongs to a process that died mid-write (SIGKILL, power loss): nothing will ever publish it.
         sweep(&tmp, TEMP_IDLE);
-        Ok(FsBlobStore { root: dir.to_owned(), tmp, presigner })
+        Ok(FsBlobStore {
+            root: dir.to_owned(),
+            tmp,
+            presigner,
+            id: random_suffix(),
+            prefixes: prefix::Prefixes::default(),
+            #[cfg(test)]
+            joined_from: Default::default(),
+        })
     }
 
     pub fn presigner(&self) -> &LocalPresigner {

@@ -98,7 +98,7 @@ impl<'de> serde::Deserialize<'de> for Digest {
 }
 
 /// Incremental SHA-256 over a stream, counting bytes as it goes.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct DigestWriter {
     hasher: Sha256,
     len: u64,

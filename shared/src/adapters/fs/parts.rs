@@ -7,10 +7,12 @@
 //!
 //! Joining copies nothing: under an exclusive lock on `data` (part writers hold it shared, and a
 //! writer that finds `data` moved away writes nothing), the records are checked again and `data` is
-//! moved out of the folder, sealed; it is then hashed once and published create-only at the staging
-//! key with the SHA-256 of what was read, which `complete` compares with the digest, as for a single
-//! upload. So the bytes are written once (as they arrive) and read once (at the join), where a join by
-//! concatenation wrote them twice and read them twice (docs/decisions.md, "Large pushes").
+//! moved out of the folder, sealed; it is then hashed from where the hash begun while the parts arrived
+//! stopped (`prefix`; from the start when that hash cannot be trusted) and published create-only at the
+//! staging key with the SHA-256 of the sealed bytes, which `complete` compares with the digest, as for a
+//! single upload. So the bytes are written once (as they arrive) and read once (mostly as they arrive),
+//! where a join by concatenation wrote them twice and read them twice (docs/decisions.md, "Large
+//! pushes" and "Hashing a chunked upload while it arrives").
 
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -18,8 +20,8 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
+use super::prefix::{self, WRITER_MARK};
 use super::{FsBlobStore, RemoveOnDrop, checksum_record, io_err, random_suffix};
 use crate::domain::{Digest, DigestWriter};
 use crate::error::{Error, Result};
@@ -45,6 +47,9 @@ fn sibling(staged: &Path, suffix: &str) -> PathBuf {
 const DATA: &str = "data";
 /// In a parts folder: the part size (decimal), the unit of the parts' offsets.
 const PART_SIZE: &str = "part_size";
+
+/// The bytes of a part handed to its writer at a time.
+const BATCH: usize = 256 * 1024;
 
 fn record_name(number: u32) -> String {
     format!("{number}.part")
@@ -89,6 +94,117 @@ fn open_locked(dir: &Path, exclusive: bool) -> Result<Option<std::fs::File>> {
     Ok(Some(file))
 }
 
+async fn read_part_size(dir: &Path) -> Result<u64> {
+    match tokio::fs::read_to_string(dir.join(PART_SIZE)).await {
+        Ok(text) => text.trim().parse::<u64>().map_err(|e| Error::Internal(format!("{}: {e}", dir.display()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::UploadMissing),
+        Err(e) => Err(io_err(e)),
+    }
+}
+
+/// True when part `number` is recorded at a full part's size (what the prefix hash may read).
+fn recorded_whole(dir: &Path, number: u32, part_size: u64) -> bool {
+    std::fs::read_to_string(dir.join(record_name(number)))
+        .ok()
+        .and_then(|text| parse_record(&text))
+        .is_some_and(|(size, _)| size == part_size)
+}
+
+/// One part's bytes, hashed and written at their offset by a blocking task that owns the locked
+/// file, so no write of the part can land after the task ended (a tokio file would finish a write
+/// in flight after the request was dropped).
+struct PartWriter {
+    dir: PathBuf,
+    /// `writer.{store id}`, left in the folder before any byte is written (`prefix`).
+    mark: String,
+    number: u32,
+    offset: u64,
+    size: u64,
+    digest: Digest,
+    file: std::fs::File,
+    /// Registered with the upload's prefix hash until the last write (dropped after `file`'s writes).
+    writing: Option<prefix::Writing>,
+}
+
+impl PartWriter {
+    fn run(mut self, mut batches: tokio::sync::mpsc::Receiver<Vec<Bytes>>) -> Result<()> {
+        use std::io::{Seek, Write};
+        let result = (|| {
+            let mark = self.dir.join(&self.mark);
+            if !mark.exists() {
+                std::fs::write(&mark, b"").map_err(io_err)?;
+            }
+            match std::fs::remove_file(self.dir.join(record_name(self.number))) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(e)),
+            }
+            self.file.seek(io::SeekFrom::Start(self.offset)).map_err(io_err)?;
+            let mut hasher = DigestWriter::default();
+            loop {
+                let Some(batch) = batches.blocking_recv() else {
+                    return Err(Error::BadRequest("upload interrupted".into()));
+                };
+                if batch.is_empty() {
+                    break;
+                }
+                for chunk in &batch {
+                    if hasher.len() + chunk.len() as u64 > self.size {
+                        return Err(Error::BadRequest("the part is longer than its declared size".into()));
+                    }
+                    hasher.update(chunk);
+                }
+                write_all_vectored(&mut self.file, &batch).map_err(io_err)?;
+            }
+            if hasher.len() != self.size {
+                return Err(Error::BadRequest("the part is shorter than its declared size".into()));
+            }
+            let actual = hasher.finish();
+            if actual != self.digest {
+                return Err(Error::DigestMismatch { expected: self.digest.to_string(), actual: actual.to_string() });
+            }
+            self.file.flush().map_err(io_err)?;
+            self.file.sync_data().map_err(io_err)?;
+            let record_tmp = self.dir.join(format!("{}.part.{}", self.number, random_suffix()));
+            let _guard = RemoveOnDrop(record_tmp.clone());
+            std::fs::write(&record_tmp, format!("{} {}", self.size, self.digest)).map_err(io_err)?;
+            std::fs::rename(&record_tmp, self.dir.join(record_name(self.number))).map_err(io_err)?;
+            std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io_err)
+        })();
+        // Every write has returned: only now may the prefix hash read this part again.
+        drop(self.writing.take());
+        result
+    }
+}
+
+/// `write_all` over a batch of chunks, one `writev` for as many as it takes.
+fn write_all_vectored(file: &mut std::fs::File, chunks: &[Bytes]) -> io::Result<()> {
+    use std::io::{IoSlice, Write};
+    let mut slices: Vec<IoSlice<'_>> = chunks.iter().map(|c| IoSlice::new(c)).collect();
+    let mut slices = &mut slices[..];
+    while !slices.is_empty() {
+        match file.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// True when the only writer's mark in `dir` is `own` (or there is none): no other store wrote a part.
+fn only_mark(dir: &Path, own: &str) -> io::Result<bool> {
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(WRITER_MARK) && name != own {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 impl FsBlobStore {
     pub(super) async fn begin_parts_dir(&self, upload: &UploadRef, part_size: u64) -> Result<String> {
         let dir = parts_dir(&self.upload_path(upload));
@@ -96,6 +212,7 @@ impl FsBlobStore {
         tokio::fs::write(dir.join(PART_SIZE), part_size.to_string()).await.map_err(io_err)?;
         tokio::fs::File::create_new(dir.join(DATA)).await.map_err(io_err)?;
         std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err)?;
+        self.prefixes.follow(&dir, dir.join(DATA), part_size);
         Ok(upload.id.clone())
     }
 
@@ -104,6 +221,10 @@ impl FsBlobStore {
     /// `number` only if it has `size` bytes that hash to `digest` (a mismatch is 400
     /// `digest_mismatch`, and the part is not stored). A part sent again replaces the one before, as
     /// on S3: its record is removed before its bytes change, and written again only once they match.
+    ///
+    /// The bytes are hashed and written by one blocking task that owns the file (`PartWriter`): when
+    /// the request is dropped mid-body, that task still ends every write before it unregisters from
+    /// the upload's prefix hash (`prefix::Writing`) and releases the lock.
     pub async fn receive_part<S, E>(
         &self,
         upload: &UploadRef,
@@ -120,11 +241,7 @@ impl FsBlobStore {
             return Err(Error::BadRequest("a part number is from 1 to 10000".into()));
         }
         let dir = parts_dir(&self.upload_path(upload));
-        let part_size = match tokio::fs::read_to_string(dir.join(PART_SIZE)).await {
-            Ok(text) => text.trim().parse::<u64>().map_err(|e| Error::Internal(format!("{}: {e}", dir.display())))?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::UploadMissing),
-            Err(e) => return Err(io_err(e)),
-        };
+        let part_size = read_part_size(&dir).await?;
         if size > part_size {
             return Err(Error::BadRequest(format!("a part has at most {part_size} bytes")));
         }
@@ -136,41 +253,60 @@ impl FsBlobStore {
                 .map_err(|e| Error::Internal(e.to_string()))??
                 .ok_or(Error::UploadMissing)?
         };
-        let record = dir.join(record_name(number));
-        match tokio::fs::remove_file(&record).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err(e)),
-        }
-        let mut file = tokio::fs::File::from_std(file);
-        file.seek(io::SeekFrom::Start(u64::from(number - 1) * part_size)).await.map_err(io_err)?;
-        // Buffered: request bodies arrive in small chunks, and each write to a tokio file is a trip to
-        // the blocking pool.
-        let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
-        let mut hasher = DigestWriter::default();
+        let prefix = self.prefixes.get(&dir);
+        let writer = PartWriter {
+            dir: dir.clone(),
+            mark: format!("{WRITER_MARK}{}", self.id),
+            number,
+            offset: u64::from(number - 1) * part_size,
+            size,
+            digest: digest.clone(),
+            file,
+            writing: prefix.as_ref().map(|p| p.writing(number)),
+        };
+        // Batches of about `BATCH` bytes, the body's chunks as they came (no copy), at most two queued
+        // (memory per part in flight: ~4 batches); an empty batch ends the part.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(2);
+        let task = tokio::task::spawn_blocking(move || writer.run(rx));
+        let (mut batch, mut batched, mut received) = (Vec::new(), 0usize, 0u64);
+        let mut refused = None;
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| Error::BadRequest(format!("upload interrupted: {e}")))?;
-            if hasher.len() + chunk.len() as u64 > size {
-                return Err(Error::BadRequest("the part is longer than its declared size".into()));
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    refused = Some(Error::BadRequest(format!("upload interrupted: {e}")));
+                    break;
+                }
+            };
+            received += chunk.len() as u64;
+            if received > size {
+                refused = Some(Error::BadRequest("the part is longer than its declared size".into()));
+                break;
             }
-            hasher.update(&chunk);
-            out.write_all(&chunk).await.map_err(io_err)?;
+            batched += chunk.len();
+            batch.push(chunk);
+            if batched >= BATCH {
+                batched = 0;
+                if tx.send(std::mem::take(&mut batch)).await.is_err() {
+                    break; // the writer failed: its error is the answer
+                }
+            }
         }
-        if hasher.len() != size {
-            return Err(Error::BadRequest("the part is shorter than its declared size".into()));
+        if refused.is_none() {
+            if !batch.is_empty() {
+                let _ = tx.send(batch).await;
+            }
+            let _ = tx.send(Vec::new()).await;
         }
-        let actual = hasher.finish();
-        if &actual != digest {
-            return Err(Error::DigestMismatch { expected: digest.to_string(), actual: actual.to_string() });
+        drop(tx);
+        let written = task.await.map_err(|e| Error::Internal(e.to_string()))?;
+        if let Some(e) = refused {
+            return Err(e);
         }
-        out.flush().await.map_err(io_err)?;
-        out.get_ref().sync_data().await.map_err(io_err)?;
-        let record_tmp = dir.join(format!("{number}.part.{}", random_suffix()));
-        let _guard = RemoveOnDrop(record_tmp.clone());
-        tokio::fs::write(&record_tmp, format!("{size} {digest}")).await.map_err(io_err)?;
-        tokio::fs::rename(&record_tmp, &record).await.map_err(io_err)?;
-        std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err)?;
-        drop(out);
+        written?;
+        if let Some(prefix) = prefix {
+            prefix.advance_later(move |n| recorded_whole(&dir, n, part_size));
+        }
         Ok(())
     }
 
@@ -218,8 +354,10 @@ impl FsBlobStore {
         let _guard = RemoveOnDrop(sealed.clone());
         let expected: Vec<StoredPart> = parts.to_vec();
         let (dir2, sealed2) = (dir.clone(), sealed.clone());
-        let digest = tokio::task::spawn_blocking(move || -> Result<Digest> {
-            use std::io::Read;
+        let prefix = self.prefixes.get(&dir);
+        let own_mark = format!("{WRITER_MARK}{}", self.id);
+        let digest = tokio::task::spawn_blocking(move || -> Result<(Digest, u64)> {
+            use std::io::{Read, Seek};
             let Some(mut file) = open_locked(&dir2, true)? else {
                 if std::fs::exists(dir2.join(DATA)).map_err(io_err)? {
                     return Err(Error::UploadIncomplete("a part is still being written".into()));
@@ -244,7 +382,19 @@ impl FsBlobStore {
             }
             // Moved out of the folder while locked: no part can be written into it any more.
             std::fs::rename(dir2.join(DATA), &sealed2).map_err(io_err)?;
-            let mut hasher = DigestWriter::default();
+            // What was hashed while the parts arrived, if it can be trusted (`prefix`); the rest is read now.
+            let (start, mut hasher) = match prefix.map(|p| p.seal()) {
+                Some((start, hasher))
+                    if start > 0
+                        && start <= total
+                        && only_mark(&dir2, &own_mark).map_err(io_err)?
+                        && hasher.len() == start =>
+                {
+                    (start, hasher)
+                }
+                _ => (0, DigestWriter::default()),
+            };
+            file.seek(io::SeekFrom::Start(start)).map_err(io_err)?;
             let mut buf = vec![0u8; 1 << 20];
             loop {
                 let n = match file.read(&mut buf) {
@@ -255,10 +405,15 @@ impl FsBlobStore {
                 };
                 hasher.update(&buf[..n]);
             }
-            Ok(hasher.finish())
+            Ok((hasher.finish(), start))
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
+        self.prefixes.take(&dir);
+        let (digest, hashed_before) = digest;
+        tracing::debug!(upload = %upload.id, hashed_before, "joined");
+        #[cfg(test)]
+        self.joined_from.store(hashed_before, std::sync::atomic::Ordering::SeqCst);
         let outcome = self.publish(&sealed, &target).await?;
         if outcome == PutOutcome::Created {
             // The SHA-256 of the bytes just read, for `complete` to compare with the digest.
@@ -272,6 +427,7 @@ impl FsBlobStore {
 
     pub(super) async fn remove_parts(&self, upload: &UploadRef) -> Result<()> {
         let staged = self.upload_path(upload);
+        self.prefixes.take(&parts_dir(&staged));
         for result in
             [tokio::fs::remove_dir_all(parts_dir(&staged)).await, tokio::fs::remove_file(plan_path(&staged)).await]
         {
@@ -289,7 +445,7 @@ impl FsBlobStore {
 mod tests {
     use super::*;
     use crate::adapters::fs::LocalPresigner;
-    use crate::ports::BlobStore;
+    use crate::ports::{BlobStore, Staged};
 
     fn parts_of(bytes: &[u8], size: usize) -> Vec<(u32, Bytes, Digest)> {
         bytes.chunks(size).enumerate().map(|(i, c)| (i as u32 + 1, Bytes::copy_from_slice(c), Digest::of(c))).collect()
@@ -353,7 +509,16 @@ mod tests {
             other => panic!("joined while a part was written: {other:?}"),
         }
         drop(resend);
-        match store.join_part_files(&upload, &listed).await {
+        // The dropped part's writer ends its writes, then lets go of the lock.
+        let refused = loop {
+            match store.join_part_files(&upload, &listed).await {
+                Err(Error::UploadIncomplete(why)) if why.contains("being written") => {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await
+                }
+                other => break other,
+            }
+        };
+        match refused {
             Err(Error::UploadIncomplete(why)) => assert!(why.contains("part 3"), "{why}"),
             other => panic!("joined a part that is no longer stored: {other:?}"),
         }
@@ -371,5 +536,135 @@ mod tests {
         assert_eq!(store.join_part_files(&upload, &listed).await.unwrap(), PutOutcome::Existed);
         assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
         assert!(store.list_part_files(&upload).await.unwrap().is_none(), "joined: nothing to resume");
+    }
+
+    fn store_at(dir: &Path) -> std::sync::Arc<FsBlobStore> {
+        std::sync::Arc::new(
+            FsBlobStore::open(dir, LocalPresigner::new("http://127.0.0.1:1".into(), vec![7; 32])).unwrap(),
+        )
+    }
+
+    /// Part `number` sent with `bytes` (declared as `declared`), its body held until the sender fires:
+    /// the writer is at work (registered, the part's record removed) and writes nothing before.
+    fn held(
+        store: &std::sync::Arc<FsBlobStore>,
+        upload: &UploadRef,
+        number: u32,
+        bytes: Bytes,
+        declared: &Digest,
+    ) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Result<()>>) {
+        let (go, wait) = tokio::sync::oneshot::channel::<()>();
+        let body = Box::pin(futures_util::stream::once(async move {
+            let _ = wait.await;
+            Ok::<_, io::Error>(bytes)
+        }));
+        let (store, upload, declared) = (store.clone(), upload.clone(), declared.clone());
+        let size = 64;
+        let task = tokio::spawn(async move { store.receive_part(&upload, number, &declared, size, body).await });
+        (go, task)
+    }
+
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        for _ in 0..2000 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    /// Four full parts and a short one, 64 bytes a part.
+    fn five_parts() -> (Vec<u8>, Vec<(u32, Bytes, Digest)>) {
+        let file: Vec<u8> = (0..278u32).map(|i| (i * 13 % 251) as u8).collect();
+        let parts = parts_of(&file, 64);
+        (file, parts)
+    }
+
+    /// The join's recorded SHA-256 is the one of the bytes it sealed, whatever the prefix hash did.
+    fn assert_sealed_hash_is_of_the_bytes(store: &FsBlobStore, upload: &UploadRef, staged: &Staged) {
+        let on_disk = std::fs::read(store.upload_path(upload)).unwrap();
+        assert_eq!(staged.stored_sha256, Some(Digest::of(&on_disk)), "the recorded SHA-256 is not of the sealed bytes");
+    }
+
+    /// Parts stored in order are hashed as they arrive: the join reads only what follows the last
+    /// full part the prefix reached, and the result is the SHA-256 of the whole file.
+    #[tokio::test]
+    async fn a_join_reads_only_what_the_hash_of_arriving_parts_did_not_reach() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_at(dir.path());
+        let upload = UploadRef::new(&crate::domain::WorkspaceId::parse("demo").unwrap());
+        let (file, parts) = five_parts();
+        store.begin_parts(&upload, 64).await.unwrap();
+        let folder = parts_dir(&store.upload_path(&upload));
+        for part in &parts {
+            send(&store, &upload, part).await.unwrap();
+        }
+        store.prefixes.get(&folder).unwrap().settled().await;
+        let listed = store.list_part_files(&upload).await.unwrap().unwrap();
+        assert_eq!(store.join_part_files(&upload, &listed).await.unwrap(), PutOutcome::Created);
+        assert_eq!(store.joined_from.load(std::sync::atomic::Ordering::SeqCst), 256, "the four full parts were hashed");
+        let staged = store.staged(&upload).await.unwrap().unwrap();
+        assert_eq!(staged.stored_sha256, Some(Digest::of(&file)));
+        assert!(store.prefixes.get(&folder).is_none(), "a joined upload is not followed");
+    }
+
+    /// Wrong bytes can reach a recorded part when two writers of it overlap: the second removes the
+    /// record, the first records its right bytes, then the second writes wrong ones and is refused.
+    /// The prefix hash must never have read the part before those bytes: a part with a writer at work
+    /// is not read (1), a writer on a part already read voids the hash (2), and a part written by
+    /// another store on the same folder voids it too (3). Each join records the SHA-256 of the bytes
+    /// it sealed, which is not the file's.
+    #[tokio::test]
+    async fn bytes_written_after_the_prefix_hash_read_them_are_never_taken_for_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_at(dir.path());
+        let ws = crate::domain::WorkspaceId::parse("demo").unwrap();
+        let (file, parts) = five_parts();
+        let wrong = Bytes::from(vec![0u8; 64]);
+        for case in 1..=3 {
+            let upload = UploadRef::new(&ws);
+            store.begin_parts(&upload, 64).await.unwrap();
+            let folder = parts_dir(&store.upload_path(&upload));
+            let prefix = store.prefixes.get(&folder).unwrap();
+            let other = store_at(dir.path());
+            let (late, writer) = match case {
+                // (1) The late writer starts before part 2 was ever stored, so before it could be read.
+                1 => {
+                    send(&store, &upload, &parts[0]).await.unwrap();
+                    let late = held(&store, &upload, 2, wrong.clone(), &parts[1].2);
+                    until("the writer's registration", || prefix.writers(2) == 1).await;
+                    (late, &store)
+                }
+                // (2) and (3): every part stored and read, then the late writer starts on part 2.
+                _ => {
+                    for part in &parts {
+                        send(&store, &upload, part).await.unwrap();
+                    }
+                    prefix.settled().await;
+                    let writer = if case == 2 { &store } else { &other };
+                    let late = held(writer, &upload, 2, wrong.clone(), &parts[1].2);
+                    let record = folder.join(record_name(2));
+                    until("the record's removal", || !record.exists()).await;
+                    (late, writer)
+                }
+            };
+            // The first writer stores the right bytes of part 2 (and the rest) while the late one waits.
+            for part in &parts[1..] {
+                send(writer, &upload, part).await.unwrap();
+            }
+            prefix.settled().await;
+            let (go, task) = late;
+            go.send(()).unwrap();
+            assert!(matches!(task.await.unwrap(), Err(Error::DigestMismatch { .. })), "case {case}");
+            let listed = store.list_part_files(&upload).await.unwrap().unwrap();
+            assert_eq!(listed.len(), 5, "case {case}: the first writer's record stands");
+            assert_eq!(store.join_part_files(&upload, &listed).await.unwrap(), PutOutcome::Created);
+            let staged = store.staged(&upload).await.unwrap().unwrap();
+            assert_sealed_hash_is_of_the_bytes(&store, &upload, &staged);
+            assert_ne!(staged.stored_sha256, Some(Digest::of(&file)), "case {case}: wrong bytes passed for the file");
+            let joined_from = store.joined_from.load(std::sync::atomic::Ordering::SeqCst);
+            assert_eq!(joined_from, if case == 1 { 64 } else { 0 }, "case {case}");
+        }
     }
 }
