@@ -244,3 +244,55 @@ pub async fn the_verify_entry_takes_over_a_dead_workers_lease_and_fails_when_the
     assert!(matches!(started, helix_core::verify::Completion::Verifying(_)), "{started:?}");
     assert!(env.app.meta.verify_job(&ws, &id2).await.unwrap().is_some(), "the job is recorded");
 }
+
+/// The publish *binary* with HELIX_ENTRY=verify, under the Runtime API emulator, as VerifyFunction runs
+/// it: each step event it is given (complete's, then its own) advances the job within the invocation's
+/// deadline until linked; a malformed event is a function error naming what it expected; without the
+/// bus the entry refuses to start, naming the variable.
+pub async fn the_publish_binary_with_the_verify_entry_answers_step_events_until_linked(b: Backend) {
+    use crate::runtime_api::{FunctionProcess, Outcome, RuntimeApi, function_binaries};
+    let (env, queue) = env_with_bus(b).await;
+    let publisher = env.token(Role::Publisher, "team-a").await;
+    let (d, id, _) = completed(&env, &publisher).await;
+    let dir = tokio::task::spawn_blocking(|| function_binaries().clone()).await.unwrap();
+    let api = RuntimeApi::start().await;
+    let mut vars = env.lambda_env();
+    vars.push(("HELIX_ENTRY".into(), "verify".into()));
+    let process = FunctionProcess::spawn(&dir.join("publish"), &[], &api, &vars);
+    assert!(api.first_poll(Duration::from_secs(20)).await.is_some(), "never polled:\n{}", process.output());
+
+    let mut invocations = 0;
+    let mut pending = step_events(&env, &queue).await;
+    let last = loop {
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        invocations += 1;
+        assert!(invocations < 40, "the verification ends");
+        let answer = match api.invoke(&pending.remove(0), Duration::from_secs(60)).await {
+            Outcome::Response(r) => r,
+            Outcome::Error(e) => panic!("the step failed: {e}\n{}", process.output()),
+        };
+        pending = step_events(&env, &queue).await;
+        if answer["state"] == "linked" {
+            break answer;
+        }
+    };
+    assert!(invocations >= 3, "{invocations} invocations: {last}");
+    assert!(pending.is_empty());
+    assert!(linked(&env, &publisher, "team-a", &d).await);
+    let job = env.app.meta.verify_job(&WorkspaceId::parse("team-a").unwrap(), &id).await.unwrap().unwrap();
+    assert_eq!((job.state, job.steps), (VerifyState::Linked, invocations));
+    match api.invoke(&json!({"detail": {"workspace": "team-a"}}), Duration::from_secs(30)).await {
+        Outcome::Error(e) => {
+            assert!(e["errorMessage"].as_str().unwrap_or_default().contains("verification.step"), "{e}")
+        }
+        Outcome::Response(r) => panic!("a malformed event was answered: {r}"),
+    }
+
+    let api = RuntimeApi::start().await;
+    let vars: Vec<(String, String)> = vars.into_iter().filter(|(k, _)| k != "HELIX_VERIFY_BUS_NAME").collect();
+    let mut process = FunctionProcess::spawn(&dir.join("publish"), &[], &api, &vars);
+    let status = process.exit(Duration::from_secs(20)).await.expect("the verify entry without a bus exits");
+    assert!(!status.success());
+    let out = process.output();
+    assert!(out.contains("init failed") && out.contains("HELIX_VERIFY_BUS_NAME"), "{out}");
+}
