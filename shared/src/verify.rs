@@ -598,13 +598,12 @@ pub async fn drive(app: &App, event: &serde_json::Value, deadline: Instant) -> R
         waited_seconds: 0,
         next_step_put: false,
     };
-    let mut stepped = false;
     let job = loop {
         let Some(job) = app.meta.verify_job(&ws, &id).await? else {
             tracing::warn!(workspace = %ws, upload = %id, "a step event for a job that is not (or no longer) recorded");
             return Ok(out);
         };
-        if job.is_over() || stepped {
+        if job.is_over() {
             break job;
         }
         let held_by = job.lease_owner.as_deref().filter(|o| *o != owner && job.lease_until > now_unix());
@@ -622,8 +621,7 @@ pub async fn drive(app: &App, event: &serde_json::Value, deadline: Instant) -> R
         }
         let job = advance(app, &ws, &id, &owner, Budget { until, max_bytes: app.config.verify_step_bytes }).await?;
         // Taken by another worker between the read and this step's lease: wait for it (next turn).
-        stepped = job.lease_owner.as_deref().is_none_or(|o| o == owner) || job.is_over();
-        if stepped {
+        if job.is_over() || job.lease_owner.as_deref().is_none_or(|o| o == owner) {
             break job;
         }
     };
