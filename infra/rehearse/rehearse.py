@@ -238,6 +238,65 @@ def probe_routes(api, routes, label="route"):
     return wrong
 
 
+# The rehearsal's VerifyFunction hashes at most this much per step (HELIX_VERIFY_STEP_BYTES, added to the
+# environment the stack resolved): the rehearsal's file (one 64 MiB part and a byte) takes several invocations, each putting the
+# next step's event on the bus, as a file of many gigabytes does on AWS.
+VERIFY_STEP_BYTES = 16 * 1024 * 1024
+VERIFY = {}
+
+
+def verify_bus_queue(emu, physical):
+    """The verify bus's events, also routed to a queue the rehearsal reads (moto sends no event to a
+    Lambda target): the stack's own rule (VerifyFunction's Step event) holds the pattern used here."""
+    events, sqs, lam = emu.client("events"), emu.client("sqs"), emu.client("lambda")
+    bus = lam.get_function_configuration(FunctionName=physical["VerifyFunction"])["Environment"]["Variables"]["HELIX_VERIFY_BUS_NAME"]
+    rules = events.list_rules(EventBusName=bus)["Rules"]
+    if len(rules) != 1:
+        raise stackmod.Failure(f"the verify bus {bus} has {len(rules)} rules, not the stack's one: {rules}")
+    stack_rule = stackmod.RULE_TARGETS.get("VerifyFunctionStep", {})
+    targets = [x["Arn"] for x in stack_rule.get("targets", [])]
+    want = physical.get("VerifyFunctionAliaslive")
+    if stack_rule.get("bus") != bus or targets != [want]:
+        raise stackmod.Failure(f"the verify bus's rule {stack_rule} does not target VerifyFunction's live alias {want} on {bus}")
+    queue = sqs.create_queue(QueueName="rehearsal-verify-steps")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="rehearsal-verify-steps", EventBusName=bus, EventPattern=rules[0]["EventPattern"])
+    events.put_targets(Rule="rehearsal-verify-steps", EventBusName=bus, Targets=[{"Id": "q", "Arn": queue_arn}])
+    VERIFY.update(queue=queue, bus=bus, sqs=sqs, emu=emu)
+    return bus
+
+
+def drive_verify(report, functions):
+    """What the verify bus's rule does on AWS: each event put on the bus (by complete, then by each step)
+    to an invocation of VerifyFunction, until no event is left; the last step's answer."""
+    sqs, queue = VERIFY["sqs"], VERIFY["queue"]
+    last, invocations = None, 0
+    while invocations < 50:
+        msgs = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        if not msgs:
+            break
+        for m in msgs:
+            sqs.delete_message(QueueUrl=queue, ReceiptHandle=m["ReceiptHandle"])
+            event = json.loads(m["Body"])
+            try:
+                last = json.loads(functions["VerifyFunction"].api.invoke(event, 900))
+            except Exception as e:  # noqa: BLE001
+                report.fail(f"VerifyFunction: {e}")
+                return None
+            invocations += 1
+    VERIFY["invocations"] = invocations
+    if invocations < 2:
+        report.fail(f"VerifyFunction ran {invocations} times: the file was to take several steps")
+    # Every event came from complete (publish) or a step that left the job running (verify): one each.
+    put = {who: sum(len(c.body.get("Entries", [])) for c in VERIFY["emu"].recorder.calls
+                    if c.akid == who and c.target == "AWSEvents.PutEvents" and c.body)
+           for who in ("PublishFunction", "VerifyFunction")}
+    if put != {"PublishFunction": 1, "VerifyFunction": invocations - 1}:
+        report.fail(f"verify bus events put {put}, for {invocations} invocations")
+    report.phase("unattended verification", f"{invocations} VerifyFunction invocations, one per event on {VERIFY['bus']}: {last}")
+    return last
+
+
 def drive(api, helix, env, report, functions):
     """helix smoke, then every other route, then the scheduled export."""
     out = subprocess.run([helix, "smoke", "--url", api.url], env=dict(env, HELIX_TOKEN=api.token),
@@ -264,7 +323,7 @@ def drive(api, helix, env, report, functions):
     digest = "sha256:" + hashlib.sha256(blob).hexdigest()
     want("PUT blob", api.call("PUT", f"/v1/workspaces/{ws}/blobs/{digest}", raw=blob, token=pub, headers={"Content-Type": "application/octet-stream"}), (200, 201))
     want("HEAD blob", api.call("HEAD", f"/v1/workspaces/{ws}/blobs/{digest}", token=pub))
-    chunked_upload(api, ws, pub, want, report)
+    chunked_upload(api, ws, pub, want, report, lambda: drive_verify(report, functions))
     # Batches: which digests the workspace lacks (BatchGetItem of links), many blobs in one request
     # (TransactWriteItems of links and events), many blobs in one framed answer.
     batch_blob = b"rehearsal batch blob"
@@ -492,11 +551,13 @@ def main():
             os.chmod(bootstrap, 0o755)
             conf = lam.get_function_configuration(FunctionName=physical[logical])
             arns[conf["FunctionArn"]] = logical
-            instances = 1 if logical in ("AuditExportFunction", "AuditIngestFunction", "NotifyFunction") else HTTP_INSTANCES
+            instances = 1 if logical in ("AuditExportFunction", "AuditIngestFunction", "NotifyFunction", "VerifyFunction") else HTTP_INSTANCES
+            extra = {"AWS_ENDPOINT_URL": emu.url, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION}
+            if logical == "VerifyFunction":
+                extra["HELIX_VERIFY_STEP_BYTES"] = str(VERIFY_STEP_BYTES)
             functions[logical] = gw.Function(logical, physical[logical], conf["FunctionArn"], bootstrap,
                                              {k: str(v) for k, v in conf["Environment"]["Variables"].items()}, conf["Timeout"], instances,
-                                             os.path.join(work, "logs"),
-                                             {"AWS_ENDPOINT_URL": emu.url, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION})
+                                             os.path.join(work, "logs"), extra)
             started.append(functions[logical])
         routes = stackmod.routes(emu, api_id, arns)
         gateway = gw.Gateway(routes, functions, api_id)
@@ -529,6 +590,7 @@ def main():
         for w in probe_routes(api, routes):
             report.fail(w)
         report.phase("every route reaches a function that serves it", f"{len(routes)} routes")
+        verify_bus_queue(emu, physical)
         client_env = {k: v for k, v in os.environ.items() if not k.startswith(("HELIX_", "AWS_"))}
         drive(api, helix, client_env, report, functions)
         answered = {k for k, _, _ in gateway.answers}

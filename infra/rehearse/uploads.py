@@ -1,5 +1,7 @@
 """The rehearsal's chunked upload (docs/decisions.md, "Chunked uploads"): the publish function's
-multipart calls on `uploads/`, made as `helix push` makes them, for the policy judge to see."""
+multipart calls on `uploads/`, made as `helix push` makes them, for the policy judge to see; then its
+verification, unattended (docs/decisions.md, "Unattended verification on AWS"): the verify bus's events
+delivered to VerifyFunction, no status poll advancing the job."""
 
 import hashlib
 import os
@@ -7,10 +9,12 @@ import urllib.error
 import urllib.request
 
 
-def chunked_upload(api, ws, pub, want, report):
+def chunked_upload(api, ws, pub, want, report, verify_steps):
     """A file of two parts (one of `upload_part_size`, one byte): CreateMultipartUpload, a presigned
-    UploadPart with its SHA-256, ListParts when the plan is asked again, CompleteMultipartUpload, the
-    whole re-hash and the promote at complete, then the plan's removal (AbortMultipartUpload, DeleteObject)."""
+    UploadPart with its SHA-256, ListParts when the plan is asked again; `complete` answers 202 and puts
+    the first step event on the verify bus; `verify_steps()` delivers the bus's events to VerifyFunction
+    until the job ends (CompleteMultipartUpload, the ranged re-hash, the promote, the plan's removal,
+    each step putting the next one's event) and returns the last step's answer."""
     status = want("GET /v1/status (part size)", api.call("GET", "/v1/status"))
     part = int(status.get("upload_part_size", 0)) if isinstance(status, dict) else 0
     if part <= 0:
@@ -48,23 +52,19 @@ def chunked_upload(api, ws, pub, want, report):
         return
     for p in again["parts"]:
         put_part(p)
-    # Above the stack's VerifyInlineMax: 202, then the status polls verify the file (ranged GetObjects of
-    # the joined upload, the job's state saved in the meta table's VERIFY# partition) and link it.
+    # Above the stack's VerifyInlineMax: 202 and the first step's event on the verify bus; VerifyFunction
+    # verifies the file (ranged GetObjects of the joined upload, the job's state in the meta table's
+    # VERIFY# partition) and links it, one invocation per event. No status poll is made until it ended.
     started = want("POST complete (parts)", api.call("POST", f"{path}/{big_digest}/complete", {"upload_id": plan["upload_id"]}, token=pub), (202,))
     url = started.get("status_url") if isinstance(started, dict) else None
     if not url:
         report.fail(f"POST complete (parts): no status_url: {str(started)[:300]}")
         return
-    for _ in range(30):
-        status, body = api.call("GET", url, token=pub)
-        if status == 200:
-            if not (isinstance(body, dict) and body.get("state") == "linked" and body.get("verified_bytes") == len(big)):
-                report.fail(f"GET status (verified): {str(body)[:300]}")
-            break
-        if status != 202:
-            report.fail(f"GET status: {status} {str(body)[:300]}")
-            return
-    else:
-        report.fail("GET status: still verifying after 30 polls")
+    last = verify_steps()
+    if not (isinstance(last, dict) and last.get("state") == "linked" and last.get("verified_bytes") == len(big)):
+        report.fail(f"VerifyFunction: the job did not end linked: {str(last)[:300]}")
         return
+    status, body = api.call("GET", url, token=pub)
+    if status != 200 or not (isinstance(body, dict) and body.get("state") == "linked" and body.get("verified_bytes") == len(big)):
+        report.fail(f"GET status (after the unattended verification): {status} {str(body)[:300]}")
     want("GET the verified blob", api.call("GET", f"/v1/workspaces/{ws}/blobs/{big_digest}", token=pub, headers={"Range": "bytes=0-0"}), (200, 206, 307))

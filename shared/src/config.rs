@@ -92,6 +92,12 @@ pub struct Config {
     /// `helix serve` drives verifications in a background task (HELIX_VERIFY_BACKGROUND=on, the
     /// default); `off` leaves them to the status polls, as on AWS.
     pub verify_background: bool,
+    /// On AWS, the EventBridge bus (HELIX_VERIFY_BUS_NAME) a `verification.step` event is put on when
+    /// `complete` records a job and when a step ends with the job still running: its rule invokes the
+    /// verify function, which drives the job unattended. None: no event (the polls drive the job).
+    pub verify_bus: Option<String>,
+    /// Where EventBridge is reached (AWS_ENDPOINT_URL_EVENTS or AWS_ENDPOINT_URL; the emulator).
+    pub events_endpoint_url: Option<String>,
     pub dynamodb_endpoint_url: Option<String>,
     pub kms_endpoint_url: Option<String>,
     pub aws_region: Option<String>,
@@ -267,6 +273,8 @@ impl Config {
             verify_step_seconds: uploads.verify_step_seconds,
             verify_step_bytes: uploads.verify_step_bytes,
             verify_background: uploads.verify_background,
+            verify_bus: uploads.verify_bus,
+            events_endpoint_url: get("AWS_ENDPOINT_URL_EVENTS").or_else(|| aws_endpoint.clone()),
             dynamodb_endpoint_url: get("AWS_ENDPOINT_URL_DYNAMODB").or_else(|| aws_endpoint.clone()),
             kms_endpoint_url: get("AWS_ENDPOINT_URL_KMS").or_else(|| aws_endpoint.clone()),
             aws_region: get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION")),

@@ -27,7 +27,7 @@ use crate::blobs::{Caller, LinkBy, Linked, Verified};
 use crate::domain::time::now_unix;
 use crate::domain::{Digest, Sha256State, WorkspaceId};
 use crate::error::{Dependency, Error, Result};
-use crate::ports::{BlobLink, Staged, UploadRef, VerifyJob, VerifyState};
+use crate::ports::{BlobLink, Staged, UploadRef, VerifyDriver, VerifyJob, VerifyState};
 
 /// How long a step's lease holds without a save. Every save renews it; a worker that died leaves the
 /// job to whoever comes after this (a status poll, the next background pass).
@@ -163,10 +163,25 @@ async fn start(
         return job_of(app, ws, digest, upload).await?.ok_or_else(|| Error::Internal("a job vanished".into()));
     }
     tracing::info!(request_id = caller.request_id, workspace = %ws, upload = %upload.id, %digest, size, "verification started");
-    if let Some(worker) = app.verify_worker.get() {
-        let _ = worker.send((ws.clone(), upload.id.clone()));
+    // The job is recorded: a bus that refuses the event fails nothing (the polls still drive the job).
+    if let Err(e) = kick(app, ws, &upload.id).await {
+        tracing::warn!(request_id = caller.request_id, workspace = %ws, upload = %upload.id, error = %e,
+            "the verification's first event was not put on the verify bus; the status polls drive it");
     }
     Ok(job)
+}
+
+/// Hand the job of `upload_id` in `ws` to the App's driver (`VerifyDriver`): `helix serve`'s worker, or
+/// a `verification.step` event on the verify bus (AWS). Ok(false): no driver (the polls drive the job).
+pub async fn kick(app: &App, ws: &WorkspaceId, upload_id: &str) -> std::result::Result<bool, String> {
+    match app.verify_worker.get() {
+        None => Ok(false),
+        Some(VerifyDriver::Local(worker)) => {
+            worker.send((ws.clone(), upload_id.to_owned())).map_err(|_| "the background worker stopped".to_owned())?;
+            Ok(true)
+        }
+        Some(VerifyDriver::Bus(bus)) => bus.kick(ws, upload_id).await.map(|()| true),
+    }
 }
 
 /// GET …/uploads/{digest}/status: the job of the upload, advanced by one step within the configured
@@ -481,7 +496,7 @@ async fn link(app: &App, upload: &UploadRef, mut job: VerifyJob, owner: &str) ->
 /// two jobs at a time. A job it cannot finish (an outage, a switch thrown) is left to the status polls.
 pub fn start_worker(app: std::sync::Arc<App>) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(WorkspaceId, String)>();
-    if app.verify_worker.set(tx).is_err() {
+    if app.verify_worker.set(VerifyDriver::Local(tx)).is_err() {
         return;
     }
     let weak = std::sync::Arc::downgrade(&app);
@@ -506,4 +521,152 @@ pub fn start_worker(app: std::sync::Arc<App>) {
             });
         }
     });
+}
+
+/// EventBridge's `source` and `detail-type` of the event that asks for a job's next step.
+pub const EVENT_SOURCE: &str = "helix.verify";
+pub const EVENT_DETAIL_TYPE: &str = "verification.step";
+/// How long before an invocation's deadline its step's budget ends, at most: the step's last range
+/// (at most 256 MiB read and hashed), the lease's release and the next step's event fit in it, so a
+/// step never outlives its invocation holding the lease. A third of the invocation when it is short.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(60);
+
+/// The `detail` of a step event: the job's workspace and upload id.
+pub fn event_detail(ws: &WorkspaceId, upload_id: &str) -> serde_json::Value {
+    json!({"workspace": ws.as_str(), "upload_id": upload_id})
+}
+
+/// The job a step event names: EventBridge's envelope (`source` helix.verify, `detail`), or its
+/// `detail` alone (an operator's `aws lambda invoke`). Anything else is refused, never guessed.
+pub fn parse_event(event: &serde_json::Value) -> Result<(WorkspaceId, String)> {
+    let bad = |m: String| Error::BadRequest(format!("not a {EVENT_DETAIL_TYPE} event: {m}"));
+    let detail = match event.get("detail") {
+        Some(detail) => {
+            if let Some(source) = event.get("source")
+                && source.as_str() != Some(EVENT_SOURCE)
+            {
+                return Err(bad(format!("source {source}, not {EVENT_SOURCE}")));
+            }
+            detail
+        }
+        None => event,
+    };
+    let field = |name: &str| detail.get(name).and_then(serde_json::Value::as_str);
+    let ws = field("workspace").ok_or_else(|| bad("detail.workspace is not a string".into()))?;
+    let ws = WorkspaceId::parse(ws).map_err(|e| bad(e.to_string()))?;
+    let id = field("upload_id").ok_or_else(|| bad("detail.upload_id is not a string".into()))?;
+    let upload = UploadRef::parse(&ws, id).map_err(|e| bad(e.to_string()))?;
+    Ok((ws, upload.id))
+}
+
+/// What one invocation of the verify function did (its answer, and its log line).
+#[derive(Debug, Serialize)]
+pub struct Driven {
+    pub workspace: String,
+    pub upload_id: String,
+    /// The job as the invocation left it; None: no such job (ended long ago and removed).
+    pub state: Option<VerifyState>,
+    pub verified_bytes: u64,
+    pub size: u64,
+    pub steps: u64,
+    /// Seconds spent waiting for another worker's lease to lapse.
+    pub waited_seconds: u64,
+    /// The next step's event was put (the job still runs).
+    pub next_step_put: bool,
+}
+
+/// The verify function's invocation (a `verification.step` event; docs/decisions.md, "Unattended
+/// verification on AWS"): the job named, when it runs, advanced by one step whose budget ends
+/// `DEADLINE_MARGIN` before `deadline` (and after HELIX_VERIFY_STEP_BYTES, when set). A lease another
+/// worker holds is waited out (a dead worker's lapses within `LEASE`); a live holder that outlasts
+/// this invocation's budget is left to the next one. Still running after the step: the next step's
+/// event is put on the bus, and a bus that refuses it fails the invocation (Lambda's asynchronous retry
+/// runs it again: nothing is lost, the step's progress is saved). An outage fails it the same way.
+pub async fn drive(app: &App, event: &serde_json::Value, deadline: Instant) -> Result<Driven> {
+    let (ws, id) = parse_event(event)?;
+    let now = Instant::now();
+    let left = deadline.saturating_duration_since(now);
+    let until = now + left - DEADLINE_MARGIN.min(left / 3);
+    let owner = worker_name("verify");
+    let mut out = Driven {
+        workspace: ws.to_string(),
+        upload_id: id.clone(),
+        state: None,
+        verified_bytes: 0,
+        size: 0,
+        steps: 0,
+        waited_seconds: 0,
+        next_step_put: false,
+    };
+    let job = loop {
+        let Some(job) = app.meta.verify_job(&ws, &id).await? else {
+            tracing::warn!(workspace = %ws, upload = %id, "a step event for a job that is not (or no longer) recorded");
+            return Ok(out);
+        };
+        if job.is_over() {
+            break job;
+        }
+        let held_by = job.lease_owner.as_deref().filter(|o| *o != owner && job.lease_until > now_unix());
+        if let Some(holder) = held_by {
+            let wait = Duration::from_secs((job.lease_until - now_unix()).max(0) as u64 + 1);
+            if Instant::now() + wait >= until {
+                // A live holder (its lease renewed) outlasts this budget: the next invocation waits on.
+                tracing::info!(workspace = %ws, upload = %id, holder, "the job's lease outlasts this invocation");
+                break job;
+            }
+            tracing::info!(workspace = %ws, upload = %id, holder, wait_seconds = wait.as_secs(), "waiting for another worker's lease");
+            tokio::time::sleep(wait).await;
+            out.waited_seconds += wait.as_secs();
+            continue;
+        }
+        let job = advance(app, &ws, &id, &owner, Budget { until, max_bytes: app.config.verify_step_bytes }).await?;
+        // Taken by another worker between the read and this step's lease: wait for it (next turn).
+        if job.is_over() || job.lease_owner.as_deref().is_none_or(|o| o == owner) {
+            break job;
+        }
+    };
+    out.state = Some(job.state);
+    out.verified_bytes = job.verified_bytes;
+    out.size = job.size;
+    out.steps = job.steps;
+    if !job.is_over() {
+        kick(app, &ws, &id)
+            .await
+            .map_err(|e| Error::Internal(format!("the next verification step was not put on the verify bus: {e}")))?;
+        out.next_step_put = true;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod event_tests {
+    use super::*;
+
+    #[test]
+    fn a_step_event_names_its_job_and_anything_else_is_refused_not_guessed() {
+        let id = "0123456789abcdef0123456789abcdef";
+        let envelope = json!({"version": "0", "id": "e", "detail-type": EVENT_DETAIL_TYPE, "source": EVENT_SOURCE,
+            "account": "123456789012", "time": "2026-12-04T10:00:00Z", "region": "us-east-1", "resources": [],
+            "detail": {"workspace": "team-a", "upload_id": id}});
+        let (ws, upload) = parse_event(&envelope).unwrap();
+        assert_eq!((ws.as_str(), upload.as_str()), ("team-a", id));
+        let detail = event_detail(&ws, id);
+        assert_eq!(parse_event(&detail).unwrap().1, id, "an operator's invoke with the detail alone");
+        for bad in [
+            json!({}),
+            json!(null),
+            json!("team-a"),
+            json!({"detail": "team-a"}),
+            json!({"detail": {"workspace": "team-a"}}),
+            json!({"detail": {"workspace": 7, "upload_id": id}}),
+            json!({"detail": {"workspace": "Team A/..", "upload_id": id}}),
+            json!({"detail": {"workspace": "team-a", "upload_id": "../../blobs/x"}}),
+            json!({"source": "helix.registry", "detail": {"workspace": "team-a", "upload_id": id}}),
+        ] {
+            match parse_event(&bad) {
+                Err(Error::BadRequest(m)) => assert!(m.contains(EVENT_DETAIL_TYPE), "{m}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
 }

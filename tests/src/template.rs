@@ -406,11 +406,78 @@ mod tests {
             (puts[0].actions.clone(), puts[0].resources.clone()),
             (vec!["events:PutEvents".to_owned()], vec!["!GetAtt NotifyBus.Arn".to_owned()])
         );
+        // Besides notify, only the publish binary (PublishFunction, VerifyFunction) puts events, and only
+        // on the verify bus.
         for f in t.functions().into_iter().filter(|f| f.name != "notify") {
-            assert!(!f.statements.iter().any(|s| s.actions.iter().any(|a| a.starts_with("events:"))), "{}", f.name);
+            for s in f.statements.iter().filter(|s| s.actions.iter().any(|a| a.starts_with("events:"))) {
+                assert_eq!(f.name, "publish", "{}: an events grant", f.logical_id);
+                assert_eq!(
+                    (s.actions.clone(), s.resources.clone()),
+                    (vec!["events:PutEvents".to_owned()], vec!["!GetAtt VerifyBus.Arn".to_owned()]),
+                    "{}",
+                    f.logical_id
+                );
+            }
         }
         let alarms = &t.resource(&notify.logical_id)["Properties"]["DeploymentPreference"]["Alarms"];
         assert_eq!(strings(alarms), ["!Ref NotifyErrorsAlarm"]);
+    }
+
+    /// Unattended verification (docs/decisions.md, "Unattended verification on AWS"): a bus of its own,
+    /// whose rule sends exactly the step events to VerifyFunction, the publish binary's event entry with
+    /// the longest timeout; complete (PublishFunction) and each step (VerifyFunction) may put on that bus
+    /// only; a step that fails Lambda's retries is kept in a queue and raises the function's alarm.
+    #[test]
+    fn verification_steps_run_unattended_on_their_own_bus_with_bounded_retries() {
+        let t = Template::load();
+        let bus = &t.resource("VerifyBus");
+        assert_eq!(bus["Type"].as_str(), Some("AWS::Events::EventBus"));
+        assert_eq!(bus["Properties"]["Name"].as_str(), Some("!Sub ${AWS::StackName}-verify"));
+        let functions = t.functions();
+        let verify = functions.iter().find(|f| f.logical_id == "VerifyFunction").expect("VerifyFunction");
+        let publish = functions.iter().find(|f| f.logical_id == "PublishFunction").expect("PublishFunction");
+        assert_eq!(verify.name, "publish", "the publish binary, no crate of its own");
+        assert!(verify.routes.is_empty(), "no route: the bus invokes it");
+        assert_eq!(verify.env.get("HELIX_ENTRY").map(String::as_str), Some("verify"));
+        assert_eq!(publish.env.get("HELIX_ENTRY"), None, "publish serves HTTP (the default entry)");
+        for f in [verify, publish] {
+            assert_eq!(f.env.get("HELIX_VERIFY_BUS_NAME").map(String::as_str), Some("!GetAtt VerifyBus.Name"));
+            let puts: Vec<&Statement> =
+                f.statements.iter().filter(|s| s.actions.iter().any(|a| a.starts_with("events:"))).collect();
+            assert_eq!(puts.len(), 1, "{}", f.logical_id);
+        }
+        // The entry parses what the template sets, and refuses the verify entry without a bus.
+        let env = t.resolved_env(verify);
+        let config = Config::from_lookup(Mode::Lambda, |k| env.get(k).cloned()).unwrap();
+        assert_eq!(
+            publish::Entry::parse(env.get("HELIX_ENTRY").map(String::as_str), &config),
+            Ok(publish::Entry::Verify)
+        );
+        let mut no_bus = config.clone();
+        no_bus.verify_bus = None;
+        assert!(publish::Entry::parse(Some("verify"), &no_bus).unwrap_err().contains("HELIX_VERIFY_BUS_NAME"));
+        assert!(publish::Entry::parse(Some("sideways"), &config).unwrap_err().contains("HELIX_ENTRY"));
+
+        let p = &t.resource("VerifyFunction")["Properties"];
+        let timeout = p["Timeout"].as_u64().expect("Timeout");
+        assert!(
+            timeout >= 3 * helix_core::verify::DEADLINE_MARGIN.as_secs() && timeout <= 900,
+            "a step works until DEADLINE_MARGIN before the deadline: {timeout} s"
+        );
+        let step = &p["Events"]["Step"];
+        assert_eq!(step["Type"].as_str(), Some("EventBridgeRule"));
+        assert_eq!(step["Properties"]["EventBusName"].as_str(), Some("!GetAtt VerifyBus.Name"));
+        assert_eq!(strings(&step["Properties"]["Pattern"]["source"]), [helix_core::verify::EVENT_SOURCE]);
+        assert_eq!(strings(&step["Properties"]["Pattern"]["detail-type"]), [helix_core::verify::EVENT_DETAIL_TYPE]);
+        let invoke = &p["EventInvokeConfig"];
+        assert_eq!(invoke["MaximumRetryAttempts"].as_u64(), Some(2));
+        assert_eq!(invoke["DestinationConfig"]["OnFailure"]["Type"].as_str(), Some("SQS"));
+        assert_eq!(
+            invoke["DestinationConfig"]["OnFailure"]["Destination"].as_str(),
+            Some("!GetAtt VerifyFailures.Arn")
+        );
+        assert_eq!(t.resource("VerifyFailures")["Type"].as_str(), Some("AWS::SQS::Queue"));
+        assert_eq!(strings(&p["DeploymentPreference"]["Alarms"]), ["!Ref VerifyErrorsAlarm"]);
     }
 
     /// A point-in-time restore creates new tables; pointing the stack at them is a parameter change:

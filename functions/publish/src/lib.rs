@@ -2,6 +2,11 @@
 //! follow a large one's verification); register a bundle version.
 //! Parse → authorize → helix-core → response; the rules (digest checks, verification before linking,
 //! manifests, audit) live in helix-core.
+//! The same binary is the verify function (HELIX_ENTRY=verify): one step of a large upload's
+//! verification per `verification.step` event (`verify_step`), the next step's event put on the verify
+//! bus (`bus`).
+
+pub mod bus;
 
 use helix_core::App;
 use helix_core::blobs::{self, Caller, Linked};
@@ -11,6 +16,47 @@ use helix_core::domain::{Digest, WorkspaceId};
 use helix_core::http::{self, Ctx, Function, Request, Response, Route};
 use helix_core::verify;
 use serde::Deserialize;
+
+/// What this binary serves (HELIX_ENTRY): API Gateway requests, or the verify bus's step events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    Http,
+    Verify,
+}
+
+impl Entry {
+    /// HELIX_ENTRY: `http` (default) or `verify`, which needs HELIX_VERIFY_BUS_NAME (the next step's
+    /// event goes there). A bad value fails the start naming the variable.
+    pub fn from_env(config: &helix_core::Config) -> Result<Entry, String> {
+        Entry::parse(std::env::var("HELIX_ENTRY").ok().as_deref(), config)
+    }
+
+    pub fn parse(value: Option<&str>, config: &helix_core::Config) -> Result<Entry, String> {
+        match value.map(str::trim) {
+            None | Some("" | "http") => Ok(Entry::Http),
+            Some("verify") if config.verify_bus.is_some() => Ok(Entry::Verify),
+            Some("verify") => Err("configuration error: HELIX_VERIFY_BUS_NAME: must be set with HELIX_ENTRY=verify \
+                 (the verify bus, where the next step's event is put)"
+                .into()),
+            Some(other) => Err(format!("configuration error: HELIX_ENTRY: {other:?} is not http or verify")),
+        }
+    }
+}
+
+/// The verify function's invocation: one step of the job the event names, within the invocation's
+/// `deadline` (helix_core::verify::drive). An error fails the invocation: Lambda retries it (twice),
+/// then hands the event to the on-failure queue.
+pub async fn verify_step(
+    app: &App,
+    event: &serde_json::Value,
+    deadline: std::time::Instant,
+) -> helix_core::Result<serde_json::Value> {
+    let driven = verify::drive(app, event, deadline).await?;
+    tracing::info!(workspace = %driven.workspace, upload = %driven.upload_id, state = ?driven.state,
+        verified_bytes = driven.verified_bytes, size = driven.size, steps = driven.steps,
+        waited_seconds = driven.waited_seconds, next_step_put = driven.next_step_put, "verification step");
+    serde_json::to_value(&driven).map_err(|e| helix_core::Error::Internal(e.to_string()))
+}
 
 pub async fn handle(app: &App, req: Request) -> Response {
     http::serve(app, req, Function::Publish, dispatch).await

@@ -23,6 +23,7 @@ pub(super) struct Uploads {
     pub verify_step_seconds: u64,
     pub verify_step_bytes: Option<u64>,
     pub verify_background: bool,
+    pub verify_bus: Option<String>,
 }
 
 pub(super) fn uploads(get: &dyn Fn(&str) -> Option<String>, blob_backend: BlobBackend) -> Result<Uploads, ConfigError> {
@@ -41,6 +42,9 @@ pub(super) fn uploads(get: &dyn Fn(&str) -> Option<String>, blob_backend: BlobBa
         Some("off") => false,
         Some(other) => return Err(err("HELIX_VERIFY_BACKGROUND", format!("{other:?} is not on or off"))),
     };
+    // On AWS: the EventBridge bus whose rule invokes the verify function (unset: no event is put; the
+    // status polls still advance a job).
+    let verify_bus = get("HELIX_VERIFY_BUS_NAME").map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
     Ok(Uploads {
         inline_max,
         upload_part_size,
@@ -48,6 +52,7 @@ pub(super) fn uploads(get: &dyn Fn(&str) -> Option<String>, blob_backend: BlobBa
         verify_step_seconds,
         verify_step_bytes,
         verify_background,
+        verify_bus,
     })
 }
 

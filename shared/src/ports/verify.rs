@@ -104,6 +104,23 @@ impl VerifyJob {
     }
 }
 
-/// Where `complete` hands new jobs to `helix serve`'s background worker, once it runs
-/// (`verify::start_worker`): workspace and upload id.
-pub type VerifyQueue = std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<(WorkspaceId, String)>>;
+/// A bus that carries `verification.step` events to whatever drives a job unattended (on AWS: an
+/// EventBridge bus whose rule invokes the verify function; `verify::drive`).
+#[async_trait::async_trait]
+pub trait VerifyBus: Send + Sync {
+    /// Put one event naming the job of `upload_id` in `ws`. An error is the bus's refusal or an outage.
+    async fn kick(&self, ws: &WorkspaceId, upload_id: &str) -> std::result::Result<(), String>;
+}
+
+/// What drives a job once `complete` recorded it, besides the status polls (`verify::start`,
+/// `verify::drive`): `helix serve`'s background worker, reached by a channel in this process, or an
+/// event bus (AWS: the verify function, one invocation per step).
+#[derive(Clone)]
+pub enum VerifyDriver {
+    Local(tokio::sync::mpsc::UnboundedSender<(WorkspaceId, String)>),
+    Bus(std::sync::Arc<dyn VerifyBus>),
+}
+
+/// The App's driver, set once (`verify::start_worker` in `helix serve`; the publish function on AWS
+/// when HELIX_VERIFY_BUS_NAME is set). Unset: the polls alone advance a job.
+pub type VerifyQueue = std::sync::OnceLock<VerifyDriver>;

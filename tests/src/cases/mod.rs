@@ -28,6 +28,7 @@ mod smoke;
 mod suspension;
 mod tokens;
 mod verify_async;
+mod verify_aws;
 
 pub use crate::rbac::rbac_matrix_holds_over_http;
 pub use api::*;
@@ -56,6 +57,7 @@ pub use smoke::*;
 pub use suspension::*;
 pub use tokens::*;
 pub use verify_async::*;
+pub use verify_aws::*;
 
 use helix_core::domain::Digest;
 

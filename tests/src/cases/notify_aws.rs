@@ -24,7 +24,7 @@ const SECRET: &str = "test-webhook-secret-aws-0123456789";
 const BASE: &str = "/v1/workspaces/team-a/bundles/model/versions";
 
 /// A call to the emulator in the JSON protocol (EventBridge, SQS): the test's own setup and reads.
-async fn aws_json(env: &TestEnv, service: &str, target: &str, body: Value) -> Value {
+pub(crate) async fn aws_json(env: &TestEnv, service: &str, target: &str, body: Value) -> Value {
     let endpoint = &env.aws.as_ref().expect("the emulator").endpoint;
     let (content_type, target) = match service {
         "events" => ("application/x-amz-json-1.1", format!("AWSEvents.{target}")),
