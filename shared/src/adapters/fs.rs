@@ -361,14 +361,26 @@ impl Drop for RemoveOnDrop {
 /// Remove files older than `max_age` under `dir` (staging files at start, and in a workspace's
 /// folder whenever it plans an upload; temp files at start), so abandoned uploads do not fill the
 /// disk for good.
+///
+/// A chunked upload's writer marks (`writer.{store id}`, parts::prefix) are never removed on their own:
+/// while a part that store wrote may be joined, its mark must be there. A parts folder left with
+/// nothing but marks (its `data` and records swept: no part can be written or joined), and whose
+/// entries had not changed for `max_age` (not a folder being created), is removed whole.
 fn sweep(dir: &Path, max_age: Duration) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let old =
+        |meta: &std::fs::Metadata| meta.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age > max_age);
     for entry in entries.flatten() {
         let path = entry.path();
         let Ok(meta) = entry.metadata() else { continue };
         if meta.is_dir() {
             sweep(&path, max_age);
-        } else if meta.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age > max_age) {
+            if old(&meta) && parts::only_marks_left(&path) {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+        } else if entry.file_name().to_string_lossy().starts_with(prefix::WRITER_MARK) {
+            continue;
+        } else if old(&meta) {
             let _ = std::fs::remove_file(&path);
         }
     }

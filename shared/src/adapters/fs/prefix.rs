@@ -30,12 +30,20 @@ use crate::domain::DigestWriter;
 pub(super) const WRITER_MARK: &str = "writer.";
 /// Uploads followed at once, at most; the rest are hashed whole at their join.
 const MAX_FOLLOWED: usize = 256;
-const READ_CHUNK: usize = 1 << 20;
+const READ_CHUNK: usize = 256 * 1024;
 
 /// The uploads of one store whose prefix is being hashed, by parts folder.
-#[derive(Default)]
 pub(super) struct Prefixes {
     followed: Mutex<HashMap<PathBuf, Arc<Prefix>>>,
+    /// Hashing tasks at work at once, across uploads: one per core.
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Prefixes {
+    fn default() -> Prefixes {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Prefixes { followed: Mutex::default(), permits: Arc::new(tokio::sync::Semaphore::new(cores)) }
+    }
 }
 
 impl Prefixes {
@@ -44,12 +52,19 @@ impl Prefixes {
     }
 
     /// Follow a new upload (before any part can be written to it: a writer not registered from the
-    /// start could be writing a part the prefix reads). Abandoned uploads are forgotten once their
-    /// folder is gone; past `MAX_FOLLOWED`, a new upload is not followed.
+    /// start could be writing a part the prefix reads). Uploads whose `data` is gone (joined, or swept
+    /// as abandoned: no part can be written nor joined any more) are forgotten, their state voided;
+    /// past `MAX_FOLLOWED` uploads in progress, a new one is not followed.
     pub(super) fn follow(&self, dir: &Path, data: PathBuf, part_size: u64) {
         let mut map = self.map();
         if map.len() >= MAX_FOLLOWED {
-            map.retain(|dir, _| dir.exists());
+            map.retain(|_, prefix| {
+                let alive = prefix.data.exists();
+                if !alive {
+                    prefix.state().spoiled = true;
+                }
+                alive
+            });
         }
         if map.len() < MAX_FOLLOWED {
             map.insert(dir.to_owned(), Arc::new(Prefix::new(data, part_size)));
@@ -63,6 +78,34 @@ impl Prefixes {
     /// Stop following (the join, or the upload removed).
     pub(super) fn take(&self, dir: &Path) -> Option<Arc<Prefix>> {
         self.map().remove(dir)
+    }
+
+    /// A part of `prefix`'s upload was stored: hash what can be hashed now, on a blocking thread (one
+    /// task per upload, and at most one per core across uploads). `recorded(n)` answers whether part n
+    /// is recorded at a full part's size.
+    pub(super) fn advance_later(&self, prefix: &Arc<Prefix>, recorded: impl Fn(u32) -> bool + Send + Sync + 'static) {
+        prefix.pending.store(true, Ordering::SeqCst);
+        if prefix.running.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (me, permits) = (prefix.clone(), self.permits.clone());
+        tokio::spawn(async move {
+            let permit = permits.acquire_owned().await;
+            let _ = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                loop {
+                    while me.pending.swap(false, Ordering::SeqCst) {
+                        me.advance(&recorded);
+                    }
+                    me.running.store(false, Ordering::SeqCst);
+                    // A part stored after the last look, and no other task started for it: look again.
+                    if !me.pending.load(Ordering::SeqCst) || me.running.swap(true, Ordering::SeqCst) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        });
     }
 }
 
@@ -131,28 +174,6 @@ impl Prefix {
         }
         *state.writers.entry(number).or_default() += 1;
         Writing { prefix: self.clone(), number }
-    }
-
-    /// A part was stored: hash what can be hashed now, on a blocking thread (one at a time).
-    /// `recorded(n)` answers whether part n is recorded at a full part's size.
-    pub(super) fn advance_later(self: &Arc<Self>, recorded: impl Fn(u32) -> bool + Send + Sync + 'static) {
-        self.pending.store(true, Ordering::SeqCst);
-        if self.running.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let me = self.clone();
-        tokio::task::spawn_blocking(move || {
-            loop {
-                while me.pending.swap(false, Ordering::SeqCst) {
-                    me.advance(&recorded);
-                }
-                me.running.store(false, Ordering::SeqCst);
-                // A part stored after the last look, and no other task started for it: look again.
-                if !me.pending.load(Ordering::SeqCst) || me.running.swap(true, Ordering::SeqCst) {
-                    break;
-                }
-            }
-        });
     }
 
     /// Hash the next parts while each is recorded, whole and not being written.
