@@ -573,6 +573,9 @@ pub struct Driven {
     pub waited_seconds: u64,
     /// The next step's event was put (the job still runs).
     pub next_step_put: bool,
+    /// The freeze or the workspace's suspension holds the link: no next event (the refusal).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 /// The verify function's invocation (a `verification.step` event; docs/decisions.md, "Unattended
@@ -597,6 +600,7 @@ pub async fn drive(app: &App, event: &serde_json::Value, deadline: Instant) -> R
         steps: 0,
         waited_seconds: 0,
         next_step_put: false,
+        held: None,
     };
     let job = loop {
         let Some(job) = app.meta.verify_job(&ws, &id).await? else {
@@ -619,7 +623,23 @@ pub async fn drive(app: &App, event: &serde_json::Value, deadline: Instant) -> R
             out.waited_seconds += wait.as_secs();
             continue;
         }
-        let job = advance(app, &ws, &id, &owner, Budget { until, max_bytes: app.config.verify_step_bytes }).await?;
+        let job = match advance(app, &ws, &id, &owner, Budget { until, max_bytes: app.config.verify_step_bytes }).await
+        {
+            Ok(job) => job,
+            // An operator's switch holds the link: no retry and no next event would change that (and
+            // failing would raise the function's alarm, a deployment's rollback alarm). The job stays
+            // `verified`; the first status poll after the switch is lifted links it, or the operator
+            // re-sends this event (docs/runbook.md, "A verification is stuck").
+            Err(e @ (Error::RegistryFrozen(_) | Error::WorkspaceSuspended { .. })) => {
+                tracing::warn!(workspace = %ws, upload = %id, error = %e, "verification held by a switch: left to the next poll or a re-sent event");
+                out.held = Some(e.to_string());
+                match app.meta.verify_job(&ws, &id).await? {
+                    Some(job) => break job,
+                    None => return Ok(out),
+                }
+            }
+            Err(e) => return Err(e),
+        };
         // Taken by another worker between the read and this step's lease: wait for it (next turn).
         if job.is_over() || job.lease_owner.as_deref().is_none_or(|o| o == owner) {
             break job;
@@ -629,7 +649,7 @@ pub async fn drive(app: &App, event: &serde_json::Value, deadline: Instant) -> R
     out.verified_bytes = job.verified_bytes;
     out.size = job.size;
     out.steps = job.steps;
-    if !job.is_over() {
+    if !job.is_over() && out.held.is_none() {
         kick(app, &ws, &id)
             .await
             .map_err(|e| Error::Internal(format!("the next verification step was not put on the verify bus: {e}")))?;

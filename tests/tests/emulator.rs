@@ -33,5 +33,6 @@ helix_tests::cases!(Backend::Emulator;
     appends_from_two_instances_to_one_stream_stay_one_chain,
     the_verify_entry_alone_links_a_large_upload_step_after_step_each_next_step_put_on_the_bus,
     the_verify_entry_takes_over_a_dead_workers_lease_and_fails_when_the_bus_refuses_the_next_step,
+    a_freeze_holds_an_unattended_verification_without_failing_and_a_resent_event_links_it,
     the_publish_binary_with_the_verify_entry_answers_step_events_until_linked,
 );

@@ -325,19 +325,21 @@ pub(super) async fn upload(
     super::verifying::follow(registry, answer, &file.path).await.map_err(|e| in_file(e, &file.path))
 }
 
-/// A presigned upload's answer: success, or the store's refusal of `what` (`upload_refused`, with the
-/// first 300 characters of what the store said).
+/// A presigned upload's answer: success, or the store's refusal of `what`: the reason and detail of a
+/// problem+json answer (the embedded store's: `registry_frozen`, `digest_mismatch`…), else
+/// `upload_refused` with the first 300 characters of what the store said (S3's XML).
 pub(super) async fn store_accepted(resp: reqwest::Response, what: &str) -> Result<(), ClientError> {
     if resp.status().is_success() {
         return Ok(());
     }
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap_or_default();
-    Err(ClientError::Refused {
-        status,
-        reason: "upload_refused".into(),
-        detail: format!("the store refused {what}: {}", text.chars().take(300).collect::<String>()),
-    })
+    // The embedded store's part route answers problem+json (its reason: `registry_frozen`, …); S3 XML.
+    let problem: Option<(String, String)> = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|p| Some((p["reason"].as_str()?.to_owned(), p["detail"].as_str().unwrap_or_default().to_owned())));
+    let (reason, said) = problem.unwrap_or_else(|| ("upload_refused".into(), text.chars().take(300).collect()));
+    Err(ClientError::Refused { status, reason, detail: format!("the store refused {what}: {said}") })
 }
 
 #[cfg(test)]

@@ -165,6 +165,46 @@ pub async fn the_verify_entry_alone_links_a_large_upload_step_after_step_each_ne
     assert!(step_events(&env, &queue).await.is_empty());
 }
 
+/// The freeze thrown while a job runs holds its link: the step that reaches the link ends the
+/// invocation without an error (no retry, no alarm) and without a next event; the job stays `verified`
+/// and nothing is linked. After the freeze is lifted, the event re-sent (the runbook's way) links it.
+pub async fn a_freeze_holds_an_unattended_verification_without_failing_and_a_resent_event_links_it(b: Backend) {
+    let (env, queue) = env_with_bus(b).await;
+    let publisher = env.token(Role::Publisher, "team-a").await;
+    let admin = env.token(Role::Admin, "*").await;
+    let (d, id, _) = completed(&env, &publisher).await;
+    let ws = WorkspaceId::parse("team-a").unwrap();
+    let mut pending = step_events(&env, &queue).await;
+    assert_eq!(post_json(&env, &admin, "/v1/admin/freeze", json!({"reason": "drill"})).await.status(), 200);
+    let mut invocations = 0;
+    let held = loop {
+        invocations += 1;
+        assert!(invocations < 40, "the verification reaches the link");
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        let event = pending.remove(0);
+        let instance = verify_instance(&env).await;
+        let answer = publish::verify_step(&instance, &event, Instant::now() + Duration::from_secs(120)).await.unwrap();
+        pending = step_events(&env, &queue).await;
+        if answer.get("held").is_some() {
+            break answer;
+        }
+        assert_eq!(answer["next_step_put"], true, "{answer}");
+    };
+    assert_eq!((held["state"].as_str(), held["next_step_put"].as_bool()), (Some("verified"), Some(false)), "{held}");
+    assert!(held["held"].as_str().unwrap().contains("frozen"), "{held}");
+    assert!(pending.is_empty(), "no event while held: {pending:?}");
+    assert_eq!(env.app.meta.verify_job(&ws, &id).await.unwrap().unwrap().state, VerifyState::Verified);
+    assert!(!linked(&env, &publisher, "team-a", &d).await, "nothing linked while frozen");
+
+    assert_eq!(post_json(&env, &admin, "/v1/admin/unfreeze", json!({"reason": "drill over"})).await.status(), 200);
+    let resent = json!({"workspace": "team-a", "upload_id": id});
+    let answer = publish::verify_step(&verify_instance(&env).await, &resent, Instant::now() + Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_eq!(answer["state"], "linked", "{answer}");
+    assert!(linked(&env, &publisher, "team-a", &d).await);
+}
+
 pub async fn the_verify_entry_takes_over_a_dead_workers_lease_and_fails_when_the_bus_refuses_the_next_step(b: Backend) {
     let (env, queue) = env_with_bus(b).await;
     let publisher = env.token(Role::Publisher, "team-a").await;

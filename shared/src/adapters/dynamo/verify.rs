@@ -1,8 +1,8 @@
 //! Verification jobs (`crate::verify`) in the meta table: `VERIFY#{ws}` / `UPLOAD#{id}`, the job as
 //! JSON beside its version, put only over the version it was read at (a conditional PutItem; IAM lets
-//! only the publish function write the `VERIFY#` partition). An ended job carries `purge_at`, the meta
-//! table's TTL attribute: DynamoDB deletes it (typically within two
-//! days) after `ENDED_JOB_KEPT_SECONDS`.
+//! only the publish and verify functions write the `VERIFY#` partition). An ended job carries
+//! `purge_at`, the meta table's TTL attribute: DynamoDB deletes it (typically within two days) after
+//! `ENDED_JOB_KEPT_SECONDS`.
 
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 
