@@ -73,8 +73,10 @@ pub(super) async fn follow(registry: &Registry, mut answer: Value, path: &str) -
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use serde_json::json;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
 
     /// A registry that answers each poll with the next of `answers` (status, content type, body).
     async fn answering(answers: Vec<(u16, &'static str, String)>) -> (String, tokio::task::JoinHandle<usize>) {
@@ -103,8 +105,6 @@ mod tests {
         json!({"state": state, "status_url": "/v1/workspaces/w/uploads/d/status?upload_id=u", "size": 10, "verified_bytes": 10})
             .to_string()
     }
-
-    use serde_json::json;
 
     /// The freeze holding the link answers 503 `registry_frozen`: push asks again until the link,
     /// where it used to give up at the first 503. Other refusals still end it at once.
