@@ -124,7 +124,7 @@ async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
             return into_axum(ctx.finish(Err(e)));
         }
     };
-    let body = if bytes.is_empty() { lambda_http::Body::Empty } else { lambda_http::Body::Binary(bytes.to_vec()) };
+    let body = if bytes.is_empty() { lambda_http::Body::Empty } else { lambda_http::Body::Binary(Vec::from(bytes)) };
     let req = lambda_http::Request::from_parts(parts, body);
     let function = Route::parse(req.method(), req.uri().path()).map(|r| r.function()).unwrap_or(Function::Health);
     let resp = match function {

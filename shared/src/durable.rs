@@ -54,21 +54,32 @@ impl Together {
     /// `file` (created after the files added before it, and written) now holds all its bytes. It is
     /// closed, fsynced first unless `sync` will cover it.
     pub fn add(&mut self, file: File) -> io::Result<()> {
+        self.add_open(&file)
+    }
+
+    /// `add` for a file that stays open (an unnamed file, given its name after `sync`).
+    pub fn add_open(&mut self, file: &File) -> io::Result<()> {
         if !self.syncfs {
             return file.sync_all();
         }
-        let dev = device(&file)?;
+        let dev = device(file)?;
         match &self.anchor {
-            None if !syncfs_is_sound(&file) => {
+            None if !syncfs_is_sound(file) => {
                 // Not a filesystem (or kernel) whose syncfs stands for fsyncs: each file fsynced.
                 self.syncfs = false;
                 return file.sync_all();
             }
-            None => self.anchor = Some((file, dev)),
+            None => self.anchor = Some((file.try_clone()?, dev)),
             Some((_, first)) if *first == dev => {}
             Some(_) => file.sync_all()?,
         }
         Ok(())
+    }
+
+    /// Whether one `syncfs` stands for this batch's fsyncs (so far: the first file may still find its
+    /// filesystem unsound, and then each file is fsynced).
+    pub fn one_sync(&self) -> bool {
+        self.syncfs
     }
 
     /// Every file added so far durable, with its size and its inode (not its name: `sync_dirs`).

@@ -12,6 +12,7 @@ use helix_core::{App, Config};
 use super::Res;
 
 pub async fn run(mut config: Config, listen: Option<SocketAddr>) -> Res {
+    raise_open_files();
     let listener = tokio::net::TcpListener::bind(listen.unwrap_or(config.listen))
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", listen.unwrap_or(config.listen)))?;
@@ -60,6 +61,21 @@ pub async fn run(mut config: Config, listen: Option<SocketAddr>) -> Res {
     // This process's request counts since its last flush (docs/architecture.md, "Metrics").
     app.metrics.flush(app.meta.as_ref()).await;
     Ok(())
+}
+
+/// The soft limit of open files raised to the hard one (as Go's runtime does): a batch publish on the
+/// filesystem store keeps a blob's unnamed temp file open until it is named (up to 1,000 a batch,
+/// a few batches at once), and many shells start at 1,024. Where it cannot be raised, a blob that
+/// finds no descriptor is written through a named temp file instead (helix_core::adapters::fs).
+fn raise_open_files() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::info!(error = %e, "the limit of open files could not be raised");
+        }
+    }
 }
 
 fn print_first_start(url: &str, token: &str, id: &str, data_dir: &str) {

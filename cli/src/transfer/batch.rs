@@ -6,7 +6,7 @@ use helix_core::batch::{MAX_BATCH_BLOBS, MAX_BATCH_BYTES, MAX_QUERY_DIGESTS, fra
 use helix_core::domain::{Digest, WorkspaceId};
 use serde_json::json;
 
-use super::push::LocalFile;
+use super::push::{Kept, LocalFile};
 use super::{Progress, in_file, other};
 use crate::client::{ClientError, Registry};
 
@@ -58,31 +58,36 @@ pub fn plan<T>(items: Vec<T>, size: impl Fn(&T) -> u64, budget: u64) -> Vec<Vec<
     batches
 }
 
-/// Publish one batch of small files (each a distinct digest): the first refused blob is the error,
-/// naming its file; the others of the batch are linked (a re-run sends only what is still missing).
+/// Publish one batch of small files (each a distinct digest, with the bytes kept from its hashing, or
+/// None to read it now): the first refused blob is the error, naming its file; the others of the
+/// batch are linked (a re-run sends only what is still missing).
 pub async fn upload(
     registry: &Registry,
     ws: &WorkspaceId,
-    files: &[(&Digest, &LocalFile)],
+    files: Vec<(Digest, LocalFile, Option<Kept>)>,
     progress: &Progress,
 ) -> Result<(), ClientError> {
-    // Read in one trip off the runtime (not one per file).
-    let paths: Vec<std::path::PathBuf> = files.iter().map(|(_, f)| f.abs.clone()).collect();
-    let contents = tokio::task::spawn_blocking(move || {
-        let read = paths.iter().map(|p| std::fs::read(p).map_err(|e| other(format!("{}: {e}", p.display()))));
-        read.collect::<Result<Vec<Vec<u8>>, ClientError>>()
+    // Those not kept, read in one trip off the runtime (not one per file).
+    let files = tokio::task::spawn_blocking(move || {
+        let read = |(d, f, kept): (Digest, LocalFile, Option<Kept>)| -> Result<_, ClientError> {
+            let bytes = match kept {
+                Some(k) => k,
+                None => std::fs::read(&f.abs).map_err(|e| other(format!("{}: {e}", f.abs.display())))?.into(),
+            };
+            Ok((d, f, bytes))
+        };
+        files.into_iter().map(read).collect::<Result<Vec<_>, ClientError>>()
     })
     .await
     .map_err(other)??;
-    let blobs: Vec<(Digest, &[u8])> =
-        files.iter().zip(&contents).map(|((d, _), c)| ((*d).clone(), c.as_slice())).collect();
+    let blobs: Vec<(Digest, &[u8])> = files.iter().map(|(d, _, c)| (d.clone(), c.as_ref())).collect();
     let body = frame::encode_publish(&blobs);
     let req = registry
         .request(reqwest::Method::POST, &format!("/v1/workspaces/{ws}/blob-batches"))
         .header("content-type", frame::CONTENT_TYPE)
         .body(body);
     let answer: serde_json::Value = registry.answer(req).await?.json().await.map_err(other)?;
-    for (r, (_, f)) in answer["results"].as_array().into_iter().flatten().zip(files) {
+    for (r, (_, f, _)) in answer["results"].as_array().into_iter().flatten().zip(&files) {
         if r["status"] == "refused" {
             let refused = ClientError::Refused {
                 status: 400,
@@ -92,7 +97,7 @@ pub async fn upload(
             return Err(in_file(refused, &f.path));
         }
     }
-    progress.add(files.iter().map(|(_, f)| f.size).sum());
+    progress.add(files.iter().map(|(_, f, _)| f.size).sum());
     Ok(())
 }
 

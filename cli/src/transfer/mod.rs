@@ -1,11 +1,12 @@
 //! `helix push` and `helix pull`: a directory to a bundle version and back.
 //!
 //! Push: every regular file under DIR is hashed as a stream; the manifest is built and checked by the
-//! registry's own rules (`Manifest::parse`) before a byte leaves the machine; symlinks, special files
-//! and names that are not UTF-8 are refused up front, all of them listed at once. Then one request per 1,000
-//! digests asks which the workspace lacks, and those are uploaded, a few requests at a time: files up
-//! to 1 MiB (and `inline_max`) many to a batch request (up to 1,000 files or 4 MiB), larger ones inline
-//! up to the registry's `inline_max`, through a presigned PUT and `complete` above it. A re-run after an interrupt
+//! registry's own rules (`Manifest::parse`; its paths before anything is hashed); symlinks, special
+//! files and names that are not UTF-8 are refused up front, all of them listed at once. While files
+//! hash, one request per 1,000 new digests asks which the workspace lacks, and those are uploaded, a
+//! few requests at a time: files up to 1 MiB (and `inline_max`) many to a batch request (up to 1,000
+//! files or 4 MiB, their bytes kept from the hashing), larger ones inline up to the registry's
+//! `inline_max`, through a presigned PUT and `complete` above it (`push`: waves). A re-run after an interrupt
 //! re-hashes, finds what is already linked and uploads only the rest. Last, the manifest is registered.
 //!
 //! Pull: the manifest is fetched and its digest checked against the version's record; small files

@@ -1,34 +1,46 @@
 //! The progress line of a transfer: bytes, rate and ETA on stderr while a terminal watches.
 
 use std::io::IsTerminal;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Bytes done of a total, drawn on stderr while a terminal watches (bytes, rate, ETA); silent otherwise.
 pub struct Progress {
     pub(super) done: Arc<AtomicU64>,
     started: Instant,
-    ticker: Option<tokio::task::JoinHandle<()>>,
+    quiet: bool,
+    ticker: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Progress {
     pub fn start(label: &'static str, total: u64, quiet: bool) -> Progress {
-        let done = Arc::new(AtomicU64::new(0));
-        let started = Instant::now();
-        let ticker = (!quiet && std::io::stderr().is_terminal()).then(|| {
-            let done = done.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                    eprint!(
-                        "\r{label}: {}\x1b[K",
-                        progress_line(done.load(Ordering::Relaxed), total, started.elapsed())
-                    );
-                }
-            })
+        let progress = Progress::hidden(quiet);
+        progress.show(label, total);
+        progress
+    }
+
+    /// Counting from now, drawn only from `show` on (a push uploads while it still hashes, and the
+    /// upload's line follows the hashing's).
+    pub fn hidden(quiet: bool) -> Progress {
+        Progress { done: Arc::new(AtomicU64::new(0)), started: Instant::now(), quiet, ticker: Mutex::new(None) }
+    }
+
+    /// Draw `label` and the bytes done of `total` from now on (the rate counts from the start).
+    pub fn show(&self, label: &'static str, total: u64) {
+        if self.quiet || !std::io::stderr().is_terminal() {
+            return;
+        }
+        let (done, started) = (self.done.clone(), self.started);
+        let ticker = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                eprint!("\r{label}: {}\x1b[K", progress_line(done.load(Ordering::Relaxed), total, started.elapsed()));
+            }
         });
-        Progress { done, started, ticker }
+        if let Some(old) = self.ticker.lock().unwrap_or_else(|p| p.into_inner()).replace(ticker) {
+            old.abort();
+        }
     }
 
     pub fn add(&self, n: u64) {
@@ -36,22 +48,23 @@ impl Progress {
     }
 
     /// Stop drawing; the elapsed time.
-    pub fn finish(mut self) -> Duration {
-        if let Some(t) = self.ticker.take() {
+    pub fn finish(self) -> Duration {
+        self.stop();
+        self.started.elapsed()
+    }
+
+    /// The line cleared, not left dangling (also when dropped unfinished: an error, Ctrl-C).
+    fn stop(&self) {
+        if let Some(t) = self.ticker.lock().unwrap_or_else(|p| p.into_inner()).take() {
             t.abort();
             eprint!("\r\x1b[K");
         }
-        self.started.elapsed()
     }
 }
 
 impl Drop for Progress {
     fn drop(&mut self) {
-        // Dropped unfinished (an error, Ctrl-C): the line is cleared, not left dangling.
-        if let Some(t) = self.ticker.take() {
-            t.abort();
-            eprint!("\r\x1b[K");
-        }
+        self.stop();
     }
 }
 

@@ -2,7 +2,7 @@
 //! what the workspace lacks, register the manifest last.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::{StreamExt, TryStreamExt};
 use helix_core::domain::manifest::ManifestFile;
@@ -15,7 +15,7 @@ use crate::client::{ClientError, Registry, chain};
 use super::{CHUNK, Options, PARTIAL_PREFIX, Progress, blob_path, hash_file_parts, in_file, inline_max_of, other};
 
 /// A regular file under the pushed directory.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LocalFile {
     pub path: String,
     pub abs: PathBuf,
@@ -94,7 +94,7 @@ fn hash_groups(files: &[LocalFile]) -> impl Iterator<Item = &[LocalFile]> {
 }
 
 /// The manifest of `files` with these digests, checked by the registry's rules (paths, order,
-/// collisions, counts and sizes) here, before any upload.
+/// collisions, counts and sizes).
 pub fn manifest(
     files: &[LocalFile],
     digests: &[Digest],
@@ -113,11 +113,35 @@ pub fn manifest(
         annotations: Default::default(),
     };
     let body = serde_json::to_vec(&m).map_err(other)?;
-    Manifest::parse(&body, name, version).map_err(|e| other(format!("nothing was uploaded; {e}")))
+    Manifest::parse(&body, name, version).map_err(|e| other(e.to_string()))
+}
+
+/// A file hashed: its digest, the bytes hashed, its parts' digests when it goes up in parts, and its
+/// bytes when it goes up in a batch (`Kept`).
+type Hashed = (Digest, u64, Option<Vec<Digest>>, Option<Kept>);
+
+/// A small file's bytes, read once to hash them and kept for its batch (not read a second time).
+pub(super) type Kept = bytes::Bytes;
+
+/// A file of a wave: its digest, the file as hashed, its parts' digests, its kept bytes.
+type Waved = (Digest, LocalFile, Option<Vec<Digest>>, Option<Kept>);
+
+/// A wave is asked about when it holds this many new digests, or this many bytes kept.
+const WAVE_KEPT_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Uploads queued while the push still hashes: many small files in one batch request, or one file.
+enum Upload {
+    Batch(Vec<(Digest, LocalFile, Option<Kept>)>),
+    One(Digest, LocalFile, Option<Vec<Digest>>),
 }
 
 /// Push `dir` as `ws`/`name`@`version`: the registry's answer to the registration, with what was
 /// uploaded added (`uploaded_files`, `uploaded_bytes`, `present_files`).
+///
+/// Hashing, asking and uploading overlap: files are hashed in path order, a few groups at a time, and
+/// each wave of up to `MAX_QUERY_DIGESTS` new digests is asked about (one request) and its uploads
+/// queued while the next files hash. A version registered already holds every wave back until the
+/// whole folder is hashed and its manifest compared: other content is refused before a byte is sent.
 pub async fn push(
     registry: &Registry,
     dir: &Path,
@@ -126,108 +150,197 @@ pub async fn push(
     version: &BundleName,
     opts: Options,
 ) -> Result<Value, ClientError> {
-    let mut files = walk(dir)?;
+    let files = walk(dir)?;
     // The paths are checked before anything is hashed: a refused name fails at once.
-    manifest(&files, &vec![Digest::of(b""); files.len()], name, version)?;
+    manifest(&files, &vec![Digest::of(b""); files.len()], name, version)
+        .map_err(|e| other(format!("nothing was uploaded; {e}")))?;
 
     // The registry is asked first: nothing is hashed or uploaded for a push it would refuse.
     let (status, registered) = preflight(registry, ws, name, version).await?;
 
     let inline_max = opts.inline_max.unwrap_or_else(|| inline_max_of(&status));
-    let total: u64 = files.iter().map(|f| f.size).sum();
-    let progress = Progress::start("hashing", total, opts.quiet);
-    // Small files a few to a blocking trip (`hash_groups`), `jobs` trips at once. A file that goes up
-    // in parts is alone in its group and has its parts hashed in the same read (`hash_file_parts`).
-    type Hashed = (Digest, u64, Option<Vec<Digest>>);
-    let hashes: Vec<Vec<Hashed>> = futures_util::stream::iter(hash_groups(&files).map(|group| {
-        let done = progress.done.clone();
-        let work: Vec<(PathBuf, u64, Option<u64>)> = group
-            .iter()
-            .map(|f| {
-                let part_size = (f.size > inline_max).then(|| super::chunked::part_size_of(&status, f.size)).flatten();
-                (f.abs.clone(), f.size, part_size)
-            })
-            .collect();
-        async move {
-            tokio::task::spawn_blocking(move || {
-                work.iter().map(|(path, size, part_size)| hash_file_parts(path, &done, *size, *part_size)).collect()
-            })
-            .await
-            .map_err(other)?
-        }
-    }))
-    .buffered(opts.jobs.max(1))
-    .try_collect()
-    .await?;
-    let hashes: Vec<Hashed> = hashes.into_iter().flatten().collect();
-    progress.finish();
-    // The manifest names the bytes that were hashed (a file that grew since the walk is pushed as hashed;
-    // if it changes again before its upload, the registry refuses the upload with digest_mismatch).
-    for (f, (_, len, _)) in files.iter_mut().zip(&hashes) {
-        f.size = *len;
-    }
-    let (digests, part_digests): (Vec<Digest>, Vec<Option<Vec<Digest>>>) =
-        hashes.into_iter().map(|(d, _, parts)| (d, parts)).unzip();
-    let manifest = manifest(&files, &digests, name, version)?;
-    if let Some(registered) = registered {
-        // Registered already: the same content is an idempotent re-run (nothing to upload); other
-        // content is refused before a byte is uploaded.
-        let local = Digest::of(manifest.canonical().map_err(other)?.as_bytes());
-        if local.to_string() != registered {
-            return Err(ClientError::Refused {
-                status: 409,
-                reason: "version_exists".into(),
-                detail: format!(
-                    "{ws}/{}@{} is registered with manifest {registered}; this folder's is {local}: push a new \
-                     version (nothing was uploaded)",
-                    name.as_str(),
-                    version.as_str()
-                ),
-            });
-        }
-    }
-
-    // One upload per distinct digest; one request per 1,000 digests says which the workspace lacks.
-    let mut distinct: std::collections::BTreeMap<Digest, &LocalFile> = Default::default();
-    let mut parts_of: std::collections::HashMap<&Digest, &[Digest]> = Default::default();
-    for ((f, d), parts) in files.iter().zip(&digests).zip(&part_digests) {
-        distinct.entry(d.clone()).or_insert(f);
-        if let Some(parts) = parts {
-            parts_of.entry(d).or_insert(parts);
-        }
-    }
-    let asked: Vec<&Digest> = distinct.keys().collect();
-    let lacking = super::batch::missing(registry, ws, &asked, opts.jobs).await?;
-    let missing: Vec<(&Digest, &LocalFile)> =
-        distinct.iter().filter(|(d, _)| lacking.contains(*d)).map(|(d, f)| (d, *f)).collect();
-
-    let upload_total: u64 = missing.iter().map(|(_, f)| f.size).sum();
-    let progress = Progress::start("uploading", upload_total, opts.quiet);
-    // Small files many to a request (no larger than the registry's inline body); larger ones each its own.
+    let jobs = opts.jobs.max(1);
     let small_max = inline_max.min(super::batch::BATCH_FILE_MAX);
-    let (small, large): (Vec<_>, Vec<_>) = missing.iter().copied().partition(|(_, f)| f.size <= small_max);
-    let batches = super::batch::plan(small, |(_, f)| f.size, inline_max);
-    let batched = futures_util::stream::iter(batches.iter().map(|b| super::batch::upload(registry, ws, b, &progress)))
-        .buffer_unordered(opts.jobs.max(1))
+    let total: u64 = files.iter().map(|f| f.size).sum();
+    let hashing = Progress::start("hashing", total, opts.quiet);
+    let uploading = Progress::hidden(opts.quiet);
+    let first_upload = std::sync::OnceLock::new();
+    let (to, queued) = tokio::sync::mpsc::channel::<Upload>(jobs);
+    let mut queue = Queue { registry, ws, inline_max, to, small: Vec::new(), files: 0, bytes: 0 };
+    let mut distinct = 0;
+
+    let produce = async {
+        // Small files a few to a blocking trip (`hash_groups`), `jobs` trips at once. A file that goes
+        // up in parts is alone in its group and has its parts hashed in the same read (`hash_file_parts`).
+        // A file that goes up in a batch keeps the bytes read to hash it (unless every wave is held back
+        // until the whole folder is hashed: a version registered already).
+        let keep_max = if registered.is_none() { small_max } else { 0 };
+        let mut groups = futures_util::stream::iter(hash_groups(&files).map(|group| {
+            let done = hashing.done.clone();
+            let work: Vec<(PathBuf, u64, Option<u64>)> = group
+                .iter()
+                .map(|f| {
+                    let part_size =
+                        (f.size > inline_max).then(|| super::chunked::part_size_of(&status, f.size)).flatten();
+                    (f.abs.clone(), f.size, part_size)
+                })
+                .collect();
+            async move {
+                tokio::task::spawn_blocking(move || -> Result<Vec<Hashed>, ClientError> {
+                    let hash = |(path, size, part_size): &(PathBuf, u64, Option<u64>)| match *size <= keep_max {
+                        true => read_small(path, &done, *size, keep_max).map(|(d, len, kept)| (d, len, None, kept)),
+                        false => hash_file_parts(path, &done, *size, *part_size).map(|(d, len, p)| (d, len, p, None)),
+                    };
+                    work.iter().map(hash).collect()
+                })
+                .await
+                .map_err(other)?
+            }
+        }))
+        .buffered(jobs);
+        // The manifest names the bytes that were hashed (a file that grew since the walk is pushed as
+        // hashed; if it changes again before its upload, the registry refuses it: digest_mismatch).
+        let mut hashed: Vec<LocalFile> = Vec::with_capacity(files.len());
+        let mut digests: Vec<Digest> = Vec::with_capacity(files.len());
+        let mut seen = std::collections::HashSet::new();
+        let mut wave: Vec<Waved> = Vec::new();
+        let mut wave_kept = 0u64;
+        let mut held = Vec::new();
+        while let Some(group) = groups.try_next().await? {
+            for (digest, len, parts, kept) in group {
+                let f = &files[hashed.len()];
+                let file = LocalFile { path: f.path.clone(), abs: f.abs.clone(), size: len };
+                if seen.insert(digest.clone()) {
+                    wave_kept += kept.as_ref().map_or(0, |k| k.len() as u64);
+                    wave.push((digest.clone(), file.clone(), parts, kept));
+                }
+                hashed.push(file);
+                digests.push(digest);
+                if wave.len() == helix_core::batch::MAX_QUERY_DIGESTS || wave_kept >= WAVE_KEPT_BYTES {
+                    wave_kept = 0;
+                    match registered {
+                        Some(_) => held.push(std::mem::take(&mut wave)),
+                        None => queue.wave(std::mem::take(&mut wave), false).await?,
+                    }
+                }
+            }
+        }
+        drop(groups);
+        hashing.finish();
+        held.push(wave);
+        let manifest = manifest(&hashed, &digests, name, version)
+            .map_err(|e| other(format!("a file changed while it was hashed; the version was not registered: {e}")))?;
+        if let Some(registered) = &registered {
+            // Registered already: the same content is an idempotent re-run (nothing to upload); other
+            // content is refused before a byte is uploaded.
+            let local = Digest::of(manifest.canonical().map_err(other)?.as_bytes());
+            if local.to_string() != *registered {
+                return Err(ClientError::Refused {
+                    status: 409,
+                    reason: "version_exists".into(),
+                    detail: format!(
+                        "{ws}/{}@{} is registered with manifest {registered}; this folder's is {local}: push a new \
+                         version (nothing was uploaded)",
+                        name.as_str(),
+                        version.as_str()
+                    ),
+                });
+            }
+        }
+        let waves = held.len();
+        for (n, wave) in held.into_iter().enumerate() {
+            queue.wave(wave, n + 1 == waves).await?;
+        }
+        distinct = seen.len();
+        uploading.show("uploading", queue.bytes);
+        // The last upload queued: the uploads end when they are done.
+        let (queued_files, queued_bytes) = (queue.files, queue.bytes);
+        drop(queue);
+        Ok::<_, ClientError>((manifest, queued_files, queued_bytes))
+    };
+    let queued = futures_util::stream::unfold(queued, |mut q| async move { q.recv().await.map(|up| (up, q)) });
+    let consume = queued
+        .map(|up| {
+            let uploading = &uploading;
+            let status = &status;
+            let first = &first_upload;
+            async move {
+                first.get_or_init(std::time::Instant::now);
+                match up {
+                    Upload::Batch(files) => super::batch::upload(registry, ws, files, uploading).await,
+                    Upload::One(d, f, parts) => {
+                        let parts = super::chunked::part_size_of(status, f.size).map(|size| (size, parts.as_deref()));
+                        upload(registry, ws, &d, &f, inline_max, parts, uploading).await
+                    }
+                }
+            }
+        })
+        .buffer_unordered(jobs)
         .try_collect::<Vec<()>>();
-    let single = futures_util::stream::iter(large.iter().map(|(d, f)| {
-        let parts = super::chunked::part_size_of(&status, f.size).map(|size| (size, parts_of.get(d).copied()));
-        upload(registry, ws, d, f, inline_max, parts, &progress)
-    }))
-    .buffer_unordered(opts.jobs.max(1))
-    .try_collect::<Vec<()>>();
-    futures_util::try_join!(batched, single)?;
-    let elapsed = progress.finish();
+    let ((manifest, uploads, upload_total), _) = futures_util::try_join!(produce, consume)?;
+    uploading.finish();
+    // From the first upload on (uploads overlap the hashing); none when nothing was sent.
+    let elapsed = first_upload.get().map(|t| t.elapsed()).unwrap_or_default();
 
     let body = manifest.canonical().map_err(other)?;
     let path = crate::client::version_path_of(ws, name, version);
     let req = registry.request(reqwest::Method::PUT, &path).header("content-type", "application/json").body(body);
     let mut answer: Value = registry.answer(req).await?.json().await.map_err(other)?;
-    answer["uploaded_files"] = json!(missing.len());
+    answer["uploaded_files"] = json!(uploads);
     answer["uploaded_bytes"] = json!(upload_total);
-    answer["present_files"] = json!(distinct.len() - missing.len());
+    answer["present_files"] = json!(distinct - uploads);
     answer["upload_seconds"] = json!((elapsed.as_secs_f64() * 1000.0).round() / 1000.0);
     Ok(answer)
+}
+
+/// What a push queues for upload as its waves are asked about.
+struct Queue<'a> {
+    registry: &'a Registry,
+    ws: &'a WorkspaceId,
+    inline_max: u64,
+    to: tokio::sync::mpsc::Sender<Upload>,
+    /// Small files not yet in a full batch: the next wave's join them.
+    small: Vec<(Digest, LocalFile, Option<Kept>)>,
+    /// Files queued and their bytes.
+    files: usize,
+    bytes: u64,
+}
+
+impl Queue<'_> {
+    /// Ask which digests of `wave` (distinct, new to this push) the workspace lacks, and queue their
+    /// uploads: files up to `BATCH_FILE_MAX` (and `inline_max`) many to a batch request, each larger
+    /// one alone. The last batch waits for the next wave's small files unless this is the `last` wave.
+    async fn wave(&mut self, wave: Vec<Waved>, last: bool) -> Result<(), ClientError> {
+        let lacking = match wave.is_empty() {
+            true => Default::default(),
+            false => {
+                let asked: Vec<&Digest> = wave.iter().map(|(d, _, _, _)| d).collect();
+                super::batch::missing(self.registry, self.ws, &asked, 1).await?
+            }
+        };
+        let small_max = self.inline_max.min(super::batch::BATCH_FILE_MAX);
+        let mut ups = Vec::new();
+        for (digest, file, parts, kept) in wave.into_iter().filter(|(d, _, _, _)| lacking.contains(d)) {
+            self.files += 1;
+            self.bytes += file.size;
+            if file.size <= small_max {
+                self.small.push((digest, file, kept));
+            } else {
+                ups.push(Upload::One(digest, file, parts));
+            }
+        }
+        let mut batches = super::batch::plan(std::mem::take(&mut self.small), |(_, f, _)| f.size, self.inline_max);
+        if !last && let Some(open) = batches.pop() {
+            self.small = open;
+        }
+        for up in batches.into_iter().map(Upload::Batch).chain(ups) {
+            // The uploads stopped (one failed): its error is the push's.
+            if self.to.send(up).await.is_err() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What the registry would refuse, asked before a byte is hashed: reachable, the token valid, a
@@ -340,6 +453,24 @@ pub(super) async fn store_accepted(resp: reqwest::Response, what: &str) -> Resul
         .and_then(|p| Some((p["reason"].as_str()?.to_owned(), p["detail"].as_str().unwrap_or_default().to_owned())));
     let (reason, said) = problem.unwrap_or_else(|| ("upload_refused".into(), text.chars().take(300).collect()));
     Err(ClientError::Refused { status, reason, detail: format!("the store refused {what}: {said}") })
+}
+
+/// A small file (`size` bytes at the walk) read whole, up to one byte more than `max` (a file that
+/// grew past it is hashed as a stream and read again for its upload), hashed, and its bytes kept.
+fn read_small(path: &Path, done: &AtomicU64, size: u64, max: u64) -> Result<(Digest, u64, Option<Kept>), ClientError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| other(format!("{}: {e}", path.display())))?;
+    // Room for the whole file and the read that finds its end: no buffer grown along the way.
+    let mut bytes = Vec::with_capacity(size.min(max) as usize + 1);
+    file.take(max + 1).read_to_end(&mut bytes).map_err(|e| other(format!("{}: {e}", path.display())))?;
+    if bytes.len() as u64 > max {
+        // Grown since the walk: hashed as a stream, like any larger file.
+        let (digest, len) = super::hash_file(path, done)?;
+        return Ok((digest, len, None));
+    }
+    done.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    let len = bytes.len() as u64;
+    Ok((Digest::of(&bytes), len, Some(Kept::from(bytes))))
 }
 
 #[cfg(test)]

@@ -232,9 +232,18 @@ pub const TEMP_IDLE: Duration = Duration::from_secs(3_600);
 /// at any await: a synchronous remove, not a task that would never run).
 struct RemoveOnDrop(PathBuf);
 
+impl RemoveOnDrop {
+    /// The file was removed (or renamed away) already: nothing is left to remove.
+    fn disarm(&mut self) {
+        self.0 = PathBuf::new();
+    }
+}
+
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        if !self.0.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.0);
+        }
     }
 }
 
@@ -308,6 +317,11 @@ impl BlobStore for FsBlobStore {
         let size = bytes.len() as u64;
         let body = futures_util::stream::iter([Ok::<_, io::Error>(bytes)]);
         self.write_new(&self.path_of(key), Some(&key.digest), Some(size), body).await
+    }
+
+    /// `batch::put_many` hashes every blob before it looks for its key.
+    fn put_many_verifies(&self) -> bool {
+        true
     }
 
     /// The batch is written, fsynced and published together (`batch`), on one blocking thread (its

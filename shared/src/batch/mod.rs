@@ -135,14 +135,18 @@ pub async fn publish(app: &App, caller: Caller<'_>, ws: &WorkspaceId, body: &Byt
     let blobs = frame::decode_publish(body)?;
     let mut results: Vec<Option<BlobResult>> = vec![None; blobs.len()];
     let limit = app.config.inline_max;
+    // Each blob's bytes are hashed once: here, or by a store that hashes them as it stores them.
+    let store_hashes = app.blobs.put_many_verifies();
+    let mismatch = |digest: &Digest, bytes: &Bytes| {
+        let actual = Digest::of(bytes);
+        (&actual != digest).then(|| Error::DigestMismatch { expected: digest.to_string(), actual: actual.to_string() })
+    };
     let mut candidates = Vec::new();
     for (i, (digest, bytes)) in blobs.iter().enumerate() {
         let size = bytes.len() as u64;
-        let actual = Digest::of(bytes);
         if size > limit {
             results[i] = Some(BlobResult::refused(digest, size, &Error::PayloadTooLarge { limit }));
-        } else if &actual != digest {
-            let e = Error::DigestMismatch { expected: digest.to_string(), actual: actual.to_string() };
+        } else if let Some(e) = (!store_hashes).then(|| mismatch(digest, bytes)).flatten() {
             results[i] = Some(BlobResult::refused(digest, size, &e));
         } else {
             candidates.push(i);
@@ -153,8 +157,13 @@ pub async fn publish(app: &App, caller: Caller<'_>, ws: &WorkspaceId, body: &Byt
         app.meta.blob_links(ws, &asked).await?.into_iter().map(|l| (l.digest.clone(), l)).collect();
     let mut to_place = Vec::new();
     for i in candidates {
-        match linked.get(&blobs[i].0) {
-            Some(l) => results[i] = Some(BlobResult::new(&l.digest, l.size, "exists")),
+        let (digest, bytes) = &blobs[i];
+        match linked.get(digest) {
+            // Linked already: `exists`, for bytes that are the digest's (the store did not see them).
+            Some(l) => match store_hashes.then(|| mismatch(digest, bytes)).flatten() {
+                Some(e) => results[i] = Some(BlobResult::refused(digest, bytes.len() as u64, &e)),
+                None => results[i] = Some(BlobResult::new(&l.digest, l.size, "exists")),
+            },
             None => to_place.push(i),
         }
     }
@@ -168,7 +177,11 @@ pub async fn publish(app: &App, caller: Caller<'_>, ws: &WorkspaceId, body: &Byt
     for (&i, outcome) in to_place.iter().zip(written) {
         match outcome {
             Ok(PutOutcome::Created) => placed.push((i, Ok(BlobKey::primary(&blobs[i].0)))),
+            // Bytes checked (here, or by the store before it looked for the key): placed as a PUT's.
             Ok(PutOutcome::Existed) => taken.push(i),
+            Err(e @ Error::DigestMismatch { .. }) => {
+                results[i] = Some(BlobResult::refused(&blobs[i].0, blobs[i].1.len() as u64, &e))
+            }
             Err(e) => placed.push((i, Err(e))),
         }
     }

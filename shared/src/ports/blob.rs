@@ -150,6 +150,13 @@ pub trait BlobStore: Send + Sync {
     /// the adapter never does). Two concurrent writers never both get `Created`.
     async fn put_if_absent(&self, key: &BlobKey, bytes: Bytes) -> Result<PutOutcome>;
 
+    /// True when `put_many_if_absent` hashes each blob's bytes itself before it stores them or reports
+    /// `Existed` (`DigestMismatch` otherwise): a batch publish then hashes them once, there (the
+    /// filesystem store). Otherwise the batch hashes them before calling it.
+    fn put_many_verifies(&self) -> bool {
+        false
+    }
+
     /// `put_if_absent` for each of many small blobs (a batch publish): the outcomes in order. A
     /// `Created` is as durable as `put_if_absent`'s before this returns. The filesystem store writes
     /// the whole batch, then makes it durable together; the default puts a few at a time.

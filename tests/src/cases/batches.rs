@@ -126,6 +126,21 @@ pub async fn a_batch_links_each_blob_with_its_event_refuses_a_bad_one_alone_and_
     let counts: Value =
         env.http.get(env.url("/v1/workspaces")).bearer_auth(&publisher).send().await.unwrap().json().await.unwrap();
     assert_eq!(counts["workspaces"][0]["blob_links"], 60, "the exact link counter: {counts}");
+
+    // Wrong bytes under a digest team-a links already, or one only team-b's blob holds (where the
+    // filesystem store hashes the bytes it is given, not the batch route): refused, nothing linked.
+    let (b_only, b_only_d) = unique_blob(900);
+    assert_eq!(put_blob(&env, &other, "team-b", &b_only_d.to_string(), b_only.clone()).await.status(), 201);
+    let junk = vec![7u8; 900];
+    let body = frame::encode_publish(&[(blobs[0].1.clone(), junk.as_slice()), (b_only_d.clone(), junk.as_slice())]);
+    let wrong: Value = publish_batch(&env, &publisher, "team-a", body).await.json().await.unwrap();
+    assert_eq!(
+        statuses(&wrong),
+        [("refused".into(), "digest_mismatch".into()), ("refused".into(), "digest_mismatch".into())]
+    );
+    let b_only_there = super::api::get_blob(&env, &publisher, "team-a", &b_only_d.to_string(), "").await;
+    assert_eq!(b_only_there.status(), 404, "bytes that are not the digest's link nothing");
+    assert_eq!(links_of(&env.blob_events("team-a").await) - before_events, 59);
 }
 
 pub async fn a_batch_over_its_limits_or_malformed_is_refused_whole_and_changes_nothing(b: Backend) {

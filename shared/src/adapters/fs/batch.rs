@@ -4,16 +4,27 @@
 //! each); then each is published create-only with a hard link; then each folder that gained a name
 //! (and the parent of a folder created now) is made durable (again one `syncfs`, or an fsync each).
 //! A blob is `Created` only once its bytes and its name are durable, as `write_new` makes them one
-//! by one; the caller links it after that (the metadata commit comes last). A crash at any step leaves temp files (removed here, or swept at
-//! the next start) and at worst published names no commit links: content-addressed, verified
+//! by one; the caller links it after that (the metadata commit comes last). A crash at any step
+//! leaves temp files (removed here, or swept at the next start; an unnamed one the filesystem
+//! removes itself) and at worst published names no commit links: content-addressed, verified
 //! bytes, found and re-verified by the next upload of the digest (docs/decisions.md, "Batches on
 //! the filesystem").
+//!
+//! Where one `syncfs` covers the batch (Linux), a temp file is unnamed (`O_TMPFILE`), kept open and
+//! given its one name by `linkat` through `/proc/self/fd`: no name is made in the temp folder and
+//! none removed, a third of the filesystem's work per blob on this repository's machines. Each
+//! blob falls back to a named temp file when that is not possible (another filesystem, no /proc,
+//! no descriptor left).
 
 use std::collections::BTreeSet;
+use std::fs::File;
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use bytes::Bytes;
+use rustix::fs::{AtFlags, Mode, OFlags};
 
 use super::{RemoveOnDrop, io_err, random_suffix};
 use crate::domain::Digest;
@@ -21,16 +32,56 @@ use crate::durable::Together;
 use crate::error::{Error, Result};
 use crate::ports::{BlobKey, PutOutcome};
 
-/// A blob of the batch on its way: its index, its temp file (removed when dropped) and where it goes.
+/// A blob's bytes on their way to their name.
+enum Temp {
+    /// An unnamed file in the temp folder, open until it is linked.
+    Unnamed(Unnamed),
+    /// A named temp file (its name in the temp folder), removed when dropped.
+    Named(RemoveOnDrop, String),
+}
+
+/// A blob of the batch on its way: its index, its temp file, and where it goes (relative to the
+/// store's root, and whole).
 struct Pending {
     index: usize,
-    temp: RemoveOnDrop,
+    temp: Temp,
+    key: String,
     target: PathBuf,
 }
 
+/// Cleared for good when this system or filesystem cannot make and link unnamed files.
+static UNNAMED: AtomicBool = AtomicBool::new(true);
+
+/// Unnamed temp files open in this process, and the most it keeps open: half the descriptors its
+/// limit leaves after 256 (a batch never takes the descriptors the rest of the server needs; past
+/// the budget a blob goes through a named temp file, which is closed as soon as it is written).
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+
+fn budget() -> usize {
+    static BUDGET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX);
+        (soft.saturating_sub(256) / 2).min(1 << 20) as usize
+    })
+}
+
+/// An unnamed temp file, counted in `OPEN` while it is open.
+struct Unnamed(File);
+
+impl Drop for Unnamed {
+    fn drop(&mut self) {
+        OPEN.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Store each `(key, bytes)` unless an object is already at its key: the outcomes in order, with
-/// `put_if_absent`'s meaning (`DigestMismatch` for bytes that are not the key's digest's).
+/// `put_if_absent`'s meaning (`DigestMismatch` for bytes that are not the key's digest's). Names are
+/// resolved from the store's root and temp folders opened once (not walked from `/` for each file).
 pub(super) fn put_many(root: &Path, tmp: &Path, items: &[(BlobKey, Bytes)]) -> Vec<Result<PutOutcome>> {
+    let (root_dir, tmp_dir) = match (open_dir(root), open_dir(tmp)) {
+        (Ok(r), Ok(t)) => (r, t),
+        (Err(e), _) | (_, Err(e)) => return items.iter().map(|_| Err(io_err(io::Error::from(e)))).collect(),
+    };
     let mut out: Vec<Option<Result<PutOutcome>>> = items.iter().map(|_| None).collect();
     let mut to_write = Vec::new();
     for (index, (key, bytes)) in items.iter().enumerate() {
@@ -40,22 +91,37 @@ pub(super) fn put_many(root: &Path, tmp: &Path, items: &[(BlobKey, Bytes)]) -> V
             out[index] = Some(Err(e));
             continue;
         }
-        let target = root.join(key.storage_key());
-        match std::fs::symlink_metadata(&target) {
+        let key = key.storage_key();
+        match rustix::fs::statat(&root_dir, key.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
             // Taken already: nothing to write (the caller verifies what is there).
             Ok(_) => out[index] = Some(Ok(PutOutcome::Existed)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => to_write.push((index, target)),
-            Err(e) => out[index] = Some(Err(io_err(e))),
+            Err(rustix::io::Errno::NOENT) => to_write.push((index, key)),
+            Err(e) => out[index] = Some(Err(io_err(e.into()))),
         }
     }
 
-    // Every file's bytes durable before any name points at it.
+    // Every file's bytes durable before any name points at it. Named temp files share one random
+    // part, drawn once for the batch.
     let mut together = Together::new(to_write.len());
     let mut pending = Vec::with_capacity(to_write.len());
-    for (index, target) in to_write {
-        let written = write_temp(tmp, &items[index].1).and_then(|(temp, file)| together.add(file).map(|()| temp));
+    let batch = random_suffix();
+    for (index, key) in to_write {
+        let bytes = &items[index].1;
+        let written = match together.one_sync() && UNNAMED.load(Ordering::Relaxed) {
+            true => write_unnamed(&tmp_dir, bytes),
+            false => None,
+        };
+        let written = match written {
+            Some(Ok(file)) => together.add_open(&file.0).map(|()| Temp::Unnamed(file)),
+            Some(Err(e)) => Err(e),
+            None => {
+                let name = format!("write.{batch}.{index}");
+                write_named(&tmp_dir, tmp, &name, bytes)
+                    .and_then(|(temp, file)| together.add(file).map(|()| Temp::Named(temp, name)))
+            }
+        };
         match written {
-            Ok(temp) => pending.push(Pending { index, temp, target }),
+            Ok(temp) => pending.push(Pending { index, temp, target: root.join(&key), key }),
             Err(e) => out[index] = Some(Err(io_err(e))),
         }
     }
@@ -74,12 +140,20 @@ pub(super) fn put_many(root: &Path, tmp: &Path, items: &[(BlobKey, Bytes)]) -> V
                 // The new folder's own name must be durable too.
                 folders.insert(folder.parent().expect("a blob folder has a parent").to_owned());
             }
-            std::fs::hard_link(&p.temp.0, &p.target)
+            // A hard link, not a rename: a rename across folders takes the filesystem's rename lock
+            // (Linux), and the batches of concurrent requests would wait on each other.
+            match &p.temp {
+                Temp::Unnamed(file) => link_unnamed(&file.0, &root_dir, &p.key, together.one_sync()),
+                Temp::Named(_, name) => {
+                    rustix::fs::linkat(&tmp_dir, name.as_str(), &root_dir, p.key.as_str(), AtFlags::empty())
+                        .map_err(io::Error::from)
+                }
+            }
         })();
         match published {
             Ok(()) => {
                 folders.insert(p.target.parent().expect("a blob path has a parent").to_owned());
-                linked.push(p);
+                linked.push((p.index, p.target.clone()));
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => out[p.index] = Some(Ok(PutOutcome::Existed)),
             Err(e) => out[p.index] = Some(Err(io_err(e))),
@@ -90,30 +164,115 @@ pub(super) fn put_many(root: &Path, tmp: &Path, items: &[(BlobKey, Bytes)]) -> V
     let folders: Vec<PathBuf> = folders.into_iter().collect();
     let failed: Vec<(&PathBuf, io::Error)> =
         folders.iter().zip(together.sync_dirs(&folders)).filter_map(|(dir, r)| r.err().map(|e| (dir, e))).collect();
-    for p in linked {
-        let folder = p.target.parent().expect("a blob path has a parent");
+    for (index, target) in linked {
+        let folder = target.parent().expect("a blob path has a parent");
         let grand = folder.parent();
-        out[p.index] =
+        out[index] =
             Some(match failed.iter().find(|(dir, _)| dir.as_path() == folder || Some(dir.as_path()) == grand) {
                 Some((_, e)) => Err(io_err(io::Error::new(e.kind(), e.to_string()))),
                 None => Ok(PutOutcome::Created),
             });
     }
-    // The temp names go with `pending` (the published files keep their own names).
-    drop(pending);
+    // The named temp files go (the published files keep their own names), from the open temp folder;
+    // one that cannot be removed now is left to its guard, then to the sweep at start. The unnamed
+    // ones close.
+    for p in pending {
+        if let Temp::Named(mut temp, name) = p.temp
+            && rustix::fs::unlinkat(&tmp_dir, name.as_str(), AtFlags::empty()).is_ok()
+        {
+            temp.disarm();
+        }
+    }
     out.into_iter()
         .map(|o| o.unwrap_or_else(|| Err(Error::Internal("a blob of the batch had no outcome".into()))))
         .collect()
 }
 
-/// A new temp file under `tmp` holding `bytes` (not yet durable).
-fn write_temp(tmp: &Path, bytes: &[u8]) -> io::Result<(RemoveOnDrop, std::fs::File)> {
-    let path = tmp.join(format!("write.{}", random_suffix()));
-    let mut file = std::fs::File::create_new(&path)?;
-    let temp = RemoveOnDrop(path);
+fn open_dir(path: &Path) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+}
+
+/// A new temp file `name` in the temp folder `dir` (at `path`) holding `bytes` (not yet durable).
+fn write_named(dir: &OwnedFd, path: &Path, name: &str, bytes: &[u8]) -> io::Result<(RemoveOnDrop, File)> {
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+    let mut file = File::from(rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o666))?);
+    let temp = RemoveOnDrop(path.join(name));
     file.write_all(bytes)?;
     Ok((temp, file))
 }
+
+/// A new unnamed file in the temp folder `dir` holding `bytes` (not yet durable); None when one
+/// cannot be made: unnamed files switched off for good where the system or the filesystem has none,
+/// or for this file when the budget of open ones is spent or no descriptor is left (a named temp
+/// file keeps none open).
+#[cfg(target_os = "linux")]
+fn write_unnamed(dir: &OwnedFd, bytes: &[u8]) -> Option<io::Result<Unnamed>> {
+    use rustix::io::Errno;
+    static PROC: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if !*PROC.get_or_init(|| Path::new("/proc/self/fd").is_dir()) {
+        UNNAMED.store(false, Ordering::Relaxed);
+        return None;
+    }
+    if OPEN.fetch_add(1, Ordering::Relaxed) >= budget() {
+        OPEN.fetch_sub(1, Ordering::Relaxed);
+        return None;
+    }
+    let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
+    let mut file = match rustix::fs::openat(dir, ".", flags, Mode::from_raw_mode(0o666)) {
+        Ok(fd) => Unnamed(File::from(fd)),
+        Err(Errno::MFILE | Errno::NFILE) => {
+            OPEN.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Err(e) => {
+            // EOPNOTSUPP, EISDIR (a kernel without O_TMPFILE), EINVAL...: never again in this process.
+            tracing::info!(error = %e, "unnamed temp files are not available here; batches use named ones");
+            UNNAMED.store(false, Ordering::Relaxed);
+            OPEN.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+    };
+    Some(file.0.write_all(bytes).map(|()| file))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn write_unnamed(_dir: &OwnedFd, _bytes: &[u8]) -> Option<io::Result<Unnamed>> {
+    None
+}
+
+/// Give an unnamed file its name `key` under `root` (`AlreadyExists` when taken): `linkat` of the
+/// descriptor itself (`AT_EMPTY_PATH`, which needs `CAP_DAC_READ_SEARCH` on older kernels), else
+/// through its `/proc/self/fd` entry (a lookup in /proc for each file, which any process may do). When one `syncfs` will not cover the batch after all (the first file found
+/// its filesystem unsound), the file is fsynced again once named, so its link count is durable with
+/// its name.
+fn link_unnamed(file: &File, root: &OwnedFd, key: &str, one_sync: bool) -> io::Result<()> {
+    use rustix::io::Errno;
+    // Whether `AT_EMPTY_PATH` was refused here once: then every file goes through /proc.
+    static THROUGH_PROC: AtomicBool = AtomicBool::new(false);
+    let direct = match THROUGH_PROC.load(Ordering::Relaxed) {
+        true => Err(Errno::NOENT),
+        false => rustix::fs::linkat(file, "", root, key, AtFlags::EMPTY_PATH),
+    };
+    match direct {
+        Ok(()) => {}
+        // Refused (ENOENT without the right to link a descriptor) or not known: through /proc.
+        Err(Errno::NOENT | Errno::PERM | Errno::INVAL) => {
+            let proc = format!("/proc/self/fd/{}", file.as_raw_fd());
+            rustix::fs::linkat(rustix::fs::CWD, proc.as_str(), root, key, AtFlags::SYMLINK_FOLLOW)?;
+            THROUGH_PROC.store(true, Ordering::Relaxed);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    if !one_sync {
+        file.sync_all()?;
+    }
+    #[cfg(test)]
+    LINKED_UNNAMED.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+#[cfg(test)]
+static LINKED_UNNAMED: AtomicUsize = AtomicUsize::new(0);
 
 /// A small object read whole, up to one byte more than `size` (None when there is none).
 pub(super) fn read_small(path: &Path, size: u64) -> io::Result<Option<Bytes>> {
@@ -126,4 +285,89 @@ pub(super) fn read_small(path: &Path, size: u64) -> io::Result<Option<Bytes>> {
     let mut bytes = Vec::with_capacity(size as usize + 1);
     file.take(size + 1).read_to_end(&mut bytes)?;
     Ok(Some(Bytes::from(bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tests that read or move the process's count of open unnamed files, one at a time.
+    static COUNTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn blobs(n: usize, salt: u8) -> Vec<(BlobKey, Bytes)> {
+        (0..n)
+            .map(|i| {
+                let bytes: Vec<u8> =
+                    (0..(300 + i * 97)).map(|j| (j as u8).wrapping_mul(31).wrapping_add(salt ^ i as u8)).collect();
+                (BlobKey::primary(&Digest::of(&bytes)), Bytes::from(bytes))
+            })
+            .collect()
+    }
+
+    fn store() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        (dir, tmp)
+    }
+
+    fn check(root: &Path, tmp: &Path, items: &[(BlobKey, Bytes)], got: Vec<Result<PutOutcome>>, want: PutOutcome) {
+        assert!(got.iter().all(|o| matches!(o, Ok(w) if *w == want)), "{got:?}");
+        for (key, bytes) in items {
+            assert_eq!(std::fs::read(root.join(key.storage_key())).unwrap(), bytes.as_ref());
+        }
+        assert_eq!(std::fs::read_dir(tmp).unwrap().count(), 0, "no temp file is left, named or not");
+    }
+
+    /// A batch of many (one `syncfs`) gives each blob its name from an unnamed file where this system
+    /// has them, a batch of few from named temp files; either way every blob is stored with its
+    /// bytes, nothing is left in the temp folder, and the same batch again finds every key taken.
+    #[test]
+    fn many_blobs_are_named_from_unnamed_files_few_from_named_ones_and_no_temp_file_stays() {
+        let _one = COUNTS.lock().unwrap_or_else(|p| p.into_inner());
+        for (n, salt) in [(40, 1u8), (3, 2)] {
+            let (dir, tmp) = store();
+            let items = blobs(n, salt);
+            let unnamed_before = LINKED_UNNAMED.load(Ordering::Relaxed);
+            let many = Together::new(n).one_sync();
+            check(dir.path(), &tmp, &items, put_many(dir.path(), &tmp, &items), PutOutcome::Created);
+            if cfg!(target_os = "linux") && many && UNNAMED.load(Ordering::Relaxed) {
+                assert!(
+                    LINKED_UNNAMED.load(Ordering::Relaxed) >= unnamed_before + n,
+                    "{n} blobs through unnamed files"
+                );
+            }
+            check(dir.path(), &tmp, &items, put_many(dir.path(), &tmp, &items), PutOutcome::Existed);
+        }
+    }
+
+    /// Past the budget of unnamed files open in the process, blobs go through named temp files: the
+    /// batch is stored all the same (a batch never takes the descriptors the server needs).
+    #[test]
+    fn past_the_budget_of_open_unnamed_files_a_batch_uses_named_ones() {
+        let _one = COUNTS.lock().unwrap_or_else(|p| p.into_inner());
+        let (dir, tmp) = store();
+        let items = blobs(40, 3);
+        let budget = budget();
+        OPEN.fetch_add(budget, Ordering::Relaxed);
+        let got = put_many(dir.path(), &tmp, &items);
+        OPEN.fetch_sub(budget, Ordering::Relaxed);
+        check(dir.path(), &tmp, &items, got, PutOutcome::Created);
+    }
+
+    /// Bytes that are not their key's digest's are refused before anything is written (the batch
+    /// route leaves this check to the store: `put_many_verifies`), the others stored.
+    #[test]
+    fn bytes_that_are_not_the_digest_s_are_refused_and_the_rest_stored() {
+        let (dir, tmp) = store();
+        let mut items = blobs(20, 4);
+        let wrong = Digest::of(b"something else");
+        items[7].0 = BlobKey::primary(&wrong);
+        let got = put_many(dir.path(), &tmp, &items);
+        assert!(matches!(&got[7], Err(Error::DigestMismatch { .. })), "{:?}", got[7]);
+        assert!(!dir.path().join(BlobKey::primary(&wrong).storage_key()).exists());
+        let (good, got): (Vec<_>, Vec<_>) =
+            items.into_iter().zip(got).enumerate().filter(|(i, _)| *i != 7).map(|(_, pair)| pair).unzip();
+        check(dir.path(), &tmp, &good, got, PutOutcome::Created);
+    }
 }
