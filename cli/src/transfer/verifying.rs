@@ -41,7 +41,8 @@ pub(super) async fn follow(registry: &Registry, mut answer: Value, path: &str) -
         };
         let (done, size) = (answer["verified_bytes"].as_u64().unwrap_or(0), answer["size"].as_u64().unwrap_or(0));
         if tell {
-            eprint!("\r{path}: waiting for the registry to verify the file's SHA-256 ({done} of {size} bytes)\x1b[K");
+            let (done, size) = (super::bytes(done), super::bytes(size));
+            eprint!("\r{path}: waiting for the registry to verify the file's SHA-256 ({done} of {size})\x1b[K");
         }
         if done > last.0 {
             last = (done, Instant::now());
