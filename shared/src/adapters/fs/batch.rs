@@ -103,62 +103,39 @@ pub(super) fn put_many(root: &Path, tmp: &Path, items: &[(BlobKey, Bytes)]) -> V
     // Every file's bytes durable before any name points at it. Named temp files share one random
     // part, drawn once for the batch.
     let mut together = Together::new(to_write.len());
+    let mut naming = Naming { root_dir: &root_dir, tmp_dir: &tmp_dir, folders: BTreeSet::new(), linked: Vec::new() };
     let mut pending = Vec::with_capacity(to_write.len());
+    let mut unnamed = UNNAMED.load(Ordering::Relaxed);
     let batch = random_suffix();
     for (index, key) in to_write {
         let bytes = &items[index].1;
-        let written = match together.one_sync() && UNNAMED.load(Ordering::Relaxed) {
-            true => write_unnamed(&tmp_dir, bytes),
-            false => None,
-        };
-        let written = match written {
-            Some(Ok(file)) => together.add_open(&file.0).map(|()| Temp::Unnamed(file)),
-            Some(Err(e)) => Err(e),
-            None => {
-                let name = format!("write.{batch}.{index}");
-                write_named(&tmp_dir, tmp, &name, bytes)
-                    .and_then(|(temp, file)| together.add(file).map(|()| Temp::Named(temp, name)))
+        let mut written = None;
+        if unnamed && together.one_sync() {
+            match write_unnamed(&tmp_dir, bytes) {
+                Made::File(file) => {
+                    written = Some(file.and_then(|f| together.add_open(&f.0).map(|()| Temp::Unnamed(f))))
+                }
+                // No descriptor (or none of the budget) left: the files so far are made durable and
+                // named now, which closes them, and the rest of the batch goes through named files.
+                Made::Spent => {
+                    unnamed = false;
+                    naming.name(&together, std::mem::take(&mut pending), &mut out);
+                }
+                Made::Named => {}
             }
-        };
+        }
+        let written = written.unwrap_or_else(|| {
+            let name = format!("write.{batch}.{index}");
+            write_named(&tmp_dir, tmp, &name, bytes)
+                .and_then(|(temp, file)| together.add(file).map(|()| Temp::Named(temp, name)))
+        });
         match written {
             Ok(temp) => pending.push(Pending { index, temp, target: root.join(&key), key }),
             Err(e) => out[index] = Some(Err(io_err(e))),
         }
     }
-    if let Err(e) = together.sync() {
-        for p in pending.drain(..) {
-            out[p.index] = Some(Err(io_err(io::Error::new(e.kind(), e.to_string()))));
-        }
-    }
-    let mut folders = BTreeSet::new();
-    let mut linked = Vec::new();
-    for p in &pending {
-        let published = (|| {
-            let folder = p.target.parent().expect("a blob path has a parent");
-            if !folders.contains(folder) && !folder.is_dir() {
-                std::fs::create_dir_all(folder)?;
-                // The new folder's own name must be durable too.
-                folders.insert(folder.parent().expect("a blob folder has a parent").to_owned());
-            }
-            // A hard link, not a rename: a rename across folders takes the filesystem's rename lock
-            // (Linux), and the batches of concurrent requests would wait on each other.
-            match &p.temp {
-                Temp::Unnamed(file) => link_unnamed(&file.0, &root_dir, &p.key, together.one_sync()),
-                Temp::Named(_, name) => {
-                    rustix::fs::linkat(&tmp_dir, name.as_str(), &root_dir, p.key.as_str(), AtFlags::empty())
-                        .map_err(io::Error::from)
-                }
-            }
-        })();
-        match published {
-            Ok(()) => {
-                folders.insert(p.target.parent().expect("a blob path has a parent").to_owned());
-                linked.push((p.index, p.target.clone()));
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => out[p.index] = Some(Ok(PutOutcome::Existed)),
-            Err(e) => out[p.index] = Some(Err(io_err(e))),
-        }
-    }
+    naming.name(&together, pending, &mut out);
+    let Naming { folders, linked, .. } = naming;
 
     // Each folder once, after all of its new names.
     let folders: Vec<PathBuf> = folders.into_iter().collect();
@@ -173,19 +150,70 @@ pub(super) fn put_many(root: &Path, tmp: &Path, items: &[(BlobKey, Bytes)]) -> V
                 None => Ok(PutOutcome::Created),
             });
     }
-    // The named temp files go (the published files keep their own names), from the open temp folder;
-    // one that cannot be removed now is left to its guard, then to the sweep at start. The unnamed
-    // ones close.
-    for p in pending {
-        if let Temp::Named(mut temp, name) = p.temp
-            && rustix::fs::unlinkat(&tmp_dir, name.as_str(), AtFlags::empty()).is_ok()
-        {
-            temp.disarm();
-        }
-    }
     out.into_iter()
         .map(|o| o.unwrap_or_else(|| Err(Error::Internal("a blob of the batch had no outcome".into()))))
         .collect()
+}
+
+/// The names a batch gives its blobs: the folders that gained one (made durable at the end) and the
+/// blobs named, with their paths.
+struct Naming<'a> {
+    root_dir: &'a OwnedFd,
+    tmp_dir: &'a OwnedFd,
+    folders: BTreeSet<PathBuf>,
+    linked: Vec<(usize, PathBuf)>,
+}
+
+impl Naming<'_> {
+    /// Make `pending`'s bytes durable (`together.sync()`), then give each blob its name, create-only
+    /// (`AlreadyExists` is `Existed`); then the named temp files go, from the open temp folder (one
+    /// that cannot be removed now is left to its guard, then to the sweep at start), and the unnamed
+    /// ones close. The names are made durable by the caller, once for the batch.
+    fn name(&mut self, together: &Together, pending: Vec<Pending>, out: &mut [Option<Result<PutOutcome>>]) {
+        if pending.is_empty() {
+            return;
+        }
+        if let Err(e) = together.sync() {
+            for p in pending {
+                out[p.index] = Some(Err(io_err(io::Error::new(e.kind(), e.to_string()))));
+            }
+            return;
+        }
+        for p in &pending {
+            let published = (|| {
+                let folder = p.target.parent().expect("a blob path has a parent");
+                if !self.folders.contains(folder) && !folder.is_dir() {
+                    std::fs::create_dir_all(folder)?;
+                    // The new folder's own name must be durable too.
+                    self.folders.insert(folder.parent().expect("a blob folder has a parent").to_owned());
+                }
+                // A hard link, not a rename: a rename across folders takes the filesystem's rename
+                // lock (Linux), and the batches of concurrent requests would wait on each other.
+                match &p.temp {
+                    Temp::Unnamed(file) => link_unnamed(&file.0, self.root_dir, &p.key, together.one_sync()),
+                    Temp::Named(_, name) => {
+                        rustix::fs::linkat(self.tmp_dir, name.as_str(), self.root_dir, p.key.as_str(), AtFlags::empty())
+                            .map_err(io::Error::from)
+                    }
+                }
+            })();
+            match published {
+                Ok(()) => {
+                    self.folders.insert(p.target.parent().expect("a blob path has a parent").to_owned());
+                    self.linked.push((p.index, p.target.clone()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => out[p.index] = Some(Ok(PutOutcome::Existed)),
+                Err(e) => out[p.index] = Some(Err(io_err(e))),
+            }
+        }
+        for p in pending {
+            if let Temp::Named(mut temp, name) = p.temp
+                && rustix::fs::unlinkat(self.tmp_dir, name.as_str(), AtFlags::empty()).is_ok()
+            {
+                temp.disarm();
+            }
+        }
+    }
 }
 
 fn open_dir(path: &Path) -> rustix::io::Result<OwnedFd> {
@@ -201,43 +229,56 @@ fn write_named(dir: &OwnedFd, path: &Path, name: &str, bytes: &[u8]) -> io::Resu
     Ok((temp, file))
 }
 
-/// A new unnamed file in the temp folder `dir` holding `bytes` (not yet durable); None when one
-/// cannot be made: unnamed files switched off for good where the system or the filesystem has none,
-/// or for this file when the budget of open ones is spent or no descriptor is left (a named temp
-/// file keeps none open).
+/// What `write_unnamed` made.
+enum Made {
+    /// An unnamed file holding the bytes (not yet durable), or the error that writing them met.
+    File(io::Result<Unnamed>),
+    /// No descriptor left, or none of the budget of open unnamed files: the files this batch holds
+    /// open should be named (and closed) before it goes on with named files.
+    Spent,
+    /// This file through a named temp file (unnamed files are off for good where the system or the
+    /// filesystem has none, logged once, or this one met another error).
+    Named,
+}
+
+/// A new unnamed file in the temp folder `dir` holding `bytes`.
 #[cfg(target_os = "linux")]
-fn write_unnamed(dir: &OwnedFd, bytes: &[u8]) -> Option<io::Result<Unnamed>> {
+fn write_unnamed(dir: &OwnedFd, bytes: &[u8]) -> Made {
     use rustix::io::Errno;
     static PROC: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     if !*PROC.get_or_init(|| Path::new("/proc/self/fd").is_dir()) {
         UNNAMED.store(false, Ordering::Relaxed);
-        return None;
+        return Made::Named;
     }
     if OPEN.fetch_add(1, Ordering::Relaxed) >= budget() {
         OPEN.fetch_sub(1, Ordering::Relaxed);
-        return None;
+        return Made::Spent;
     }
     let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
     let mut file = match rustix::fs::openat(dir, ".", flags, Mode::from_raw_mode(0o666)) {
         Ok(fd) => Unnamed(File::from(fd)),
-        Err(Errno::MFILE | Errno::NFILE) => {
-            OPEN.fetch_sub(1, Ordering::Relaxed);
-            return None;
-        }
         Err(e) => {
-            // EOPNOTSUPP, EISDIR (a kernel without O_TMPFILE), EINVAL...: never again in this process.
-            tracing::info!(error = %e, "unnamed temp files are not available here; batches use named ones");
-            UNNAMED.store(false, Ordering::Relaxed);
             OPEN.fetch_sub(1, Ordering::Relaxed);
-            return None;
+            return match e {
+                Errno::MFILE | Errno::NFILE => Made::Spent,
+                // Not supported (EISDIR: a kernel without O_TMPFILE): never again in this process.
+                Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL => {
+                    tracing::info!(error = %e, "unnamed temp files are not available here; batches use named ones");
+                    UNNAMED.store(false, Ordering::Relaxed);
+                    Made::Named
+                }
+                // Anything else (no space, a quota...) for this file only: the named file meets it too.
+                _ => Made::Named,
+            };
         }
     };
-    Some(file.0.write_all(bytes).map(|()| file))
+    Made::File(file.0.write_all(bytes).map(|()| file))
 }
 
 #[cfg(not(target_os = "linux"))]
-fn write_unnamed(_dir: &OwnedFd, _bytes: &[u8]) -> Option<io::Result<Unnamed>> {
-    None
+fn write_unnamed(_dir: &OwnedFd, _bytes: &[u8]) -> Made {
+    UNNAMED.store(false, Ordering::Relaxed);
+    Made::Named
 }
 
 /// Give an unnamed file its name `key` under `root` (`AlreadyExists` when taken): `linkat` of the
