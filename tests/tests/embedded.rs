@@ -10,4 +10,11 @@ helix_tests::cases!(Backend::Embedded;
     a_batch_whose_links_do_not_commit_links_nothing_and_its_retry_links_each_once,
     governance_events_reach_a_webhook_that_is_down_slow_then_failing_and_no_decision_waits,
     a_notification_whose_attempts_are_spent_is_given_up_logged_counted_and_the_next_goes_on,
+    breaker_concurrent_batches_of_the_same_digests_link_each_once_and_leave_nothing,
+    breaker_forged_bytes_racing_the_true_ones_link_nothing,
+    breaker_a_batch_with_few_descriptors_left_is_still_stored,
+    breaker_files_rewritten_during_a_push_register_consistent_content_or_fail_naming_them,
+    breaker_batches_cut_off_or_starved_of_descriptors_leave_nothing_and_retry_cleanly,
+    breaker_a_push_onto_a_version_registered_with_other_content_sends_nothing,
+    breaker_a_batch_refused_in_the_middle_of_a_push_stops_it,
 );

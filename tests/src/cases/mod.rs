@@ -5,6 +5,7 @@
 pub mod api;
 mod audit;
 mod batches;
+mod breaker;
 mod bundles;
 mod chunked;
 mod conformance;
@@ -34,6 +35,7 @@ pub use crate::rbac::rbac_matrix_holds_over_http;
 pub use api::*;
 pub use audit::*;
 pub use batches::*;
+pub use breaker::*;
 pub use bundles::*;
 pub use chunked::*;
 pub use conformance::*;
