@@ -12,7 +12,7 @@ use super::{expect_problem, unique_blob};
 use crate::fault_proxy::FaultProxy;
 use crate::{Backend, TestEnv};
 
-async fn publish_batch(env: &TestEnv, token: &str, ws: &str, body: Vec<u8>) -> reqwest::Response {
+pub(super) async fn publish_batch(env: &TestEnv, token: &str, ws: &str, body: Vec<u8>) -> reqwest::Response {
     env.http
         .post(env.url(&format!("/v1/workspaces/{ws}/blob-batches")))
         .bearer_auth(token)

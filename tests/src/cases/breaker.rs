@@ -14,15 +14,7 @@ use crate::fault_proxy::FaultProxy;
 use crate::{Backend, TestEnv};
 
 async fn publish(env: &TestEnv, token: &str, ws: &str, body: Vec<u8>) -> (u16, Value) {
-    let resp = env
-        .http
-        .post(env.url(&format!("/v1/workspaces/{ws}/blob-batches")))
-        .bearer_auth(token)
-        .header("content-type", frame::CONTENT_TYPE)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let resp = super::batches::publish_batch(env, token, ws, body).await;
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
 }
