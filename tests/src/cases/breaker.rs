@@ -305,7 +305,7 @@ pub async fn files_rewritten_during_a_push_register_consistent_content_or_fail_n
                 let big = vec![b'x'; 2 << 20];
                 let mut i = 0u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let _ = std::fs::write(&flip, if i % 2 == 0 { &big[..] } else { &b"tiny flip!"[..] });
+                    let _ = std::fs::write(&flip, if i.is_multiple_of(2) { &big[..] } else { &b"tiny flip!"[..] });
                     let _ = std::fs::write(&small, format!("small {i} ").repeat(1 + (i % 5) as usize));
                     i += 1;
                 }
