@@ -201,6 +201,24 @@ fn a_bad_helix_url_is_a_usage_error_in_one_line() {
     }
 }
 
+/// A malformed `WS/N@V` of `helix pull` is a usage error (exit 2, one line saying what is expected),
+/// refused before the registry is asked (no registry answers at this URL).
+#[test]
+fn a_malformed_bundle_of_pull_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for bundle in ["demo/bad-ref", "no-workspace@1", "demo/Bad Name@1"] {
+        let out = helix(dir.path())
+            .env("HELIX_URL", "http://127.0.0.1:9")
+            .env("HELIX_TOKEN", "x")
+            .args(["pull", bundle, "x"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bundle:?}: {err}");
+        assert!(err.contains("expected WORKSPACE/NAME@VERSION") && err.lines().count() == 1, "{bundle:?}: {err}");
+    }
+}
+
 /// `helix --help` lists the commands in the order a newcomer meets them: the server, the registry's
 /// posture, publish and fetch, decide, export and check, the trail; the operator's commands last.
 #[test]

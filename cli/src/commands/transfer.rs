@@ -33,7 +33,7 @@ pub struct PullArgs {
 
 #[derive(clap::Args)]
 struct TransferArgs {
-    /// Files transferred at once.
+    /// Requests at a time (a batch request carries up to 1,000 small files; a large file goes 4 parts at a time).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     jobs: u16,
     /// No progress bar (it is drawn only on a terminal anyway).
@@ -89,7 +89,8 @@ pub async fn push(args: PushArgs) -> Res {
 
 pub async fn pull(args: PullArgs) -> Res {
     let PullArgs { bundle, dir, transfer } = args;
-    let (ws, name, version) = helix_cli::client::bundle_parts(&bundle)?;
+    // A malformed WORKSPACE/NAME@VERSION is a usage error (exit 2), as a malformed --workspace is.
+    let (ws, name, version) = helix_cli::client::bundle_parts(&bundle).map_err(|e| Usage(e.to_string()))?;
     let registry = helix_cli::export::connect().await?;
     // Ctrl-C or SIGTERM drops the downloads in flight, so their temporary files are removed.
     let pulled = helix_cli::transfer::pull(&registry, &ws, &name, &version, &dir, transfer.options());
