@@ -81,11 +81,7 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(meta_err)?;
         // Every COMMIT fsyncs the WAL: an acknowledged write survives power loss.
         conn.pragma_update(None, "synchronous", "FULL").map_err(meta_err)?;
-        schema::migrate(&mut conn).map_err(|e| match e {
-            // A database of a newer build: not an outage, and not to be retried (the message says what to do).
-            rusqlite::Error::InvalidParameterName(newer) => Error::Internal(newer),
-            e => meta_err(e),
-        })?;
+        schema::migrate(&mut conn)?;
         let reader = Connection::open(path).map_err(meta_err)?;
         reader.busy_timeout(std::time::Duration::from_secs(10)).map_err(meta_err)?;
         for c in [&conn, &reader] {

@@ -137,14 +137,21 @@ const MIGRATIONS: &[fn(&Connection) -> rusqlite::Result<()>] = &[
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
 /// Bring the database to `SCHEMA_VERSION` (`PRAGMA user_version`), one migration per transaction.
-/// A database written by a newer build is refused: this build does not know what it holds.
-pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
-    let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+/// A database written by a newer build is refused: this build does not know what it holds. That is
+/// an internal error naming the upgrade (not an outage, and not to be retried); a failing statement is
+/// the meta store's.
+pub(super) fn migrate(conn: &mut Connection) -> crate::Result<()> {
+    let version: usize =
+        conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).map_err(super::meta_err)? as usize;
     if version > SCHEMA_VERSION {
-        return Err(rusqlite::Error::InvalidParameterName(format!(
+        return Err(crate::Error::Internal(format!(
             "the data dir's database is schema version {version}, newer than this build's {SCHEMA_VERSION}: upgrade helix"
         )));
     }
+    apply(conn, version).map_err(super::meta_err)
+}
+
+fn apply(conn: &mut Connection, version: usize) -> rusqlite::Result<()> {
     for (i, migration) in MIGRATIONS.iter().enumerate().skip(version) {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         migration(&tx)?;
@@ -249,7 +256,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("helix.db");
         Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
-        let err = SqliteStore::open(&path).err().expect("refused").to_string();
+        let refused = SqliteStore::open(&path).err().expect("refused");
+        // An internal error naming the upgrade, not a meta store outage (a 503 a client would retry).
+        assert!(matches!(refused, crate::Error::Internal(_)), "{refused:?}");
+        let err = refused.to_string();
         assert!(err.contains("newer than this build"), "{err}");
     }
 }
