@@ -51,6 +51,13 @@ impl Together {
         Together { syncfs, anchor: None }
     }
 
+    /// A batch that plans one `syncfs` (`true`) or an fsync per file whatever the machine holds (tests
+    /// that must take one path).
+    #[cfg(test)]
+    pub(crate) fn planned(syncfs: bool) -> Together {
+        Together { syncfs, anchor: None }
+    }
+
     /// `file` (created after the files added before it, and written) now holds all its bytes. It is
     /// closed, fsynced first unless `sync` will cover it.
     pub fn add(&mut self, file: File) -> io::Result<()> {
@@ -115,7 +122,7 @@ const SYNCFS_FILESYSTEMS: [u32; 4] = [0xEF53, 0x5846_5342, 0x9123_683E, 0x0102_1
 /// Whether one `syncfs` through `file` is as strong as an fsync of each file of its filesystem: a
 /// kernel that reports writeback errors through it (5.8 or later) and a filesystem of the list.
 #[cfg(target_os = "linux")]
-fn syncfs_is_sound(file: &File) -> bool {
+pub fn syncfs_is_sound(file: &File) -> bool {
     static KERNEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let kernel = *KERNEL.get_or_init(|| {
         std::fs::read_to_string("/proc/sys/kernel/osrelease").is_ok_and(|r| release_at_least(&r, (5, 8)))
@@ -124,7 +131,7 @@ fn syncfs_is_sound(file: &File) -> bool {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn syncfs_is_sound(_file: &File) -> bool {
+pub fn syncfs_is_sound(_file: &File) -> bool {
     false
 }
 
@@ -138,7 +145,7 @@ fn release_at_least(release: &str, (major, minor): (u32, u32)) -> bool {
 }
 
 /// Bytes the kernel holds to write (`Dirty` + `Writeback` in /proc/meminfo); None when unknown.
-fn unwritten_bytes() -> Option<u64> {
+pub fn unwritten_bytes() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
     let kib = |key: &str| -> Option<u64> {
         let line = meminfo.lines().find(|l| l.starts_with(key))?;

@@ -20,8 +20,21 @@ async fn a_batch_that_runs_out_of_descriptors_midway_is_stored_whole() {
             (BlobKey::primary(&Digest::of(&bytes)), Bytes::from(bytes))
         })
         .collect();
-    // A batch of many uses one syncfs (and unnamed files) only with little unwritten on the machine.
-    rustix::fs::sync();
+    // A batch of many uses one syncfs (and unnamed files) only on a filesystem where it stands for
+    // fsyncs, and with little unwritten on the machine: both checked, so the test cannot pass by
+    // taking the named files' path (one descriptor at a time) without saying so.
+    if cfg!(target_os = "linux") {
+        let tmp = std::fs::File::open(dir.path().join("tmp")).unwrap();
+        assert!(
+            helix_core::durable::syncfs_is_sound(&tmp),
+            "the temp dir's filesystem: unnamed files would not be used"
+        );
+    }
+    let quiet = (0..20).any(|_| {
+        rustix::fs::sync();
+        helix_core::durable::unwritten_bytes().is_none_or(|b| b <= helix_core::durable::SYNCFS_DIRTY_MAX)
+    });
+    assert!(quiet, "more than SYNCFS_DIRTY_MAX unwritten after 20 syncs: the batch would not use unnamed files");
     // Every descriptor taken, then 40 given back: fewer than the batch would keep open.
     let mut held = Vec::new();
     while let Ok(f) = std::fs::File::open("/dev/null") {

@@ -40,13 +40,11 @@ enum Temp {
     Named(RemoveOnDrop, String),
 }
 
-/// A blob of the batch on its way: its index, its temp file, and where it goes (relative to the
-/// store's root, and whole).
+/// A blob of the batch on its way: its index, its temp file, and its key (relative to the store's root).
 struct Pending {
     index: usize,
     temp: Temp,
     key: String,
-    target: PathBuf,
 }
 
 /// Cleared for good when this system or filesystem cannot make and link unnamed files.
@@ -78,6 +76,16 @@ impl Drop for Unnamed {
 /// `put_if_absent`'s meaning (`DigestMismatch` for bytes that are not the key's digest's). Names are
 /// resolved from the store's root and temp folders opened once (not walked from `/` for each file).
 pub(super) fn put_many(root: &Path, tmp: &Path, items: &[(BlobKey, Bytes)]) -> Vec<Result<PutOutcome>> {
+    put_many_with(root, tmp, items, Together::new)
+}
+
+/// `put_many`, its files made durable by `together(files to write)`.
+fn put_many_with(
+    root: &Path,
+    tmp: &Path,
+    items: &[(BlobKey, Bytes)],
+    together: impl FnOnce(usize) -> Together,
+) -> Vec<Result<PutOutcome>> {
     let (root_dir, tmp_dir) = match (open_dir(root), open_dir(tmp)) {
         (Ok(r), Ok(t)) => (r, t),
         (Err(e), _) | (_, Err(e)) => return items.iter().map(|_| Err(io_err(io::Error::from(e)))).collect(),
@@ -102,8 +110,9 @@ pub(super) fn put_many(root: &Path, tmp: &Path, items: &[(BlobKey, Bytes)]) -> V
 
     // Every file's bytes durable before any name points at it. Named temp files share one random
     // part, drawn once for the batch.
-    let mut together = Together::new(to_write.len());
-    let mut naming = Naming { root_dir: &root_dir, tmp_dir: &tmp_dir, folders: BTreeSet::new(), linked: Vec::new() };
+    let mut together = together(to_write.len());
+    let mut naming =
+        Naming { root, root_dir: &root_dir, tmp_dir: &tmp_dir, folders: BTreeSet::new(), linked: Vec::new() };
     let mut pending = Vec::with_capacity(to_write.len());
     let mut unnamed = UNNAMED.load(Ordering::Relaxed);
     let batch = random_suffix();
@@ -130,7 +139,7 @@ pub(super) fn put_many(root: &Path, tmp: &Path, items: &[(BlobKey, Bytes)]) -> V
                 .and_then(|(temp, file)| together.add(file).map(|()| Temp::Named(temp, name)))
         });
         match written {
-            Ok(temp) => pending.push(Pending { index, temp, target: root.join(&key), key }),
+            Ok(temp) => pending.push(Pending { index, temp, key }),
             Err(e) => out[index] = Some(Err(io_err(e))),
         }
     }
@@ -158,6 +167,7 @@ pub(super) fn put_many(root: &Path, tmp: &Path, items: &[(BlobKey, Bytes)]) -> V
 /// The names a batch gives its blobs: the folders that gained one (made durable at the end) and the
 /// blobs named, with their paths.
 struct Naming<'a> {
+    root: &'a Path,
     root_dir: &'a OwnedFd,
     tmp_dir: &'a OwnedFd,
     folders: BTreeSet<PathBuf>,
@@ -180,8 +190,9 @@ impl Naming<'_> {
             return;
         }
         for p in &pending {
+            let target = self.root.join(&p.key);
             let published = (|| {
-                let folder = p.target.parent().expect("a blob path has a parent");
+                let folder = target.parent().expect("a blob path has a parent");
                 if !self.folders.contains(folder) && !folder.is_dir() {
                     std::fs::create_dir_all(folder)?;
                     // The new folder's own name must be durable too.
@@ -199,8 +210,8 @@ impl Naming<'_> {
             })();
             match published {
                 Ok(()) => {
-                    self.folders.insert(p.target.parent().expect("a blob path has a parent").to_owned());
-                    self.linked.push((p.index, p.target.clone()));
+                    self.folders.insert(target.parent().expect("a blob path has a parent").to_owned());
+                    self.linked.push((p.index, target));
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => out[p.index] = Some(Ok(PutOutcome::Existed)),
                 Err(e) => out[p.index] = Some(Err(io_err(e))),
@@ -308,12 +319,16 @@ fn link_unnamed(file: &File, root: &OwnedFd, key: &str, one_sync: bool) -> io::R
         file.sync_all()?;
     }
     #[cfg(test)]
-    LINKED_UNNAMED.fetch_add(1, Ordering::Relaxed);
+    LINKED_UNNAMED.with(|n| n.set(n.get() + 1));
     Ok(())
 }
 
 #[cfg(test)]
-static LINKED_UNNAMED: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    /// Blobs this thread named from unnamed files (a test calls `put_many` on its own thread, so other
+    /// tests' batches are not counted).
+    static LINKED_UNNAMED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
 
 /// A small object read whole, up to one byte more than `size` (None when there is none).
 pub(super) fn read_small(path: &Path, size: u64) -> io::Result<Option<Bytes>> {
@@ -361,23 +376,29 @@ mod tests {
     }
 
     /// A batch of many (one `syncfs`) gives each blob its name from an unnamed file where this system
-    /// has them, a batch of few from named temp files; either way every blob is stored with its
-    /// bytes, nothing is left in the temp folder, and the same batch again finds every key taken.
+    /// has them (Linux, a filesystem whose `syncfs` stands for fsyncs), a batch that fsyncs each file
+    /// from named temp files; either way every blob is stored with its bytes, nothing is left in the
+    /// temp folder, and the same batch again finds every key taken. The path is chosen here, not by
+    /// what the machine holds unwritten at the time (`Together::new`), so every run takes both.
     #[test]
     fn many_blobs_are_named_from_unnamed_files_few_from_named_ones_and_no_temp_file_stays() {
         let _one = COUNTS.lock().unwrap_or_else(|p| p.into_inner());
-        for (n, salt) in [(40, 1u8), (3, 2)] {
+        for (n, salt, syncfs) in [(40, 1u8, true), (3, 2, false)] {
             let (dir, tmp) = store();
             let items = blobs(n, salt);
-            let unnamed_before = LINKED_UNNAMED.load(Ordering::Relaxed);
-            let many = Together::new(n).one_sync();
-            check(dir.path(), &tmp, &items, put_many(dir.path(), &tmp, &items), PutOutcome::Created);
-            if cfg!(target_os = "linux") && many && UNNAMED.load(Ordering::Relaxed) {
+            let unnamed_before = LINKED_UNNAMED.with(std::cell::Cell::get);
+            let got = put_many_with(dir.path(), &tmp, &items, |_| Together::planned(syncfs));
+            check(dir.path(), &tmp, &items, got, PutOutcome::Created);
+            let sound = crate::durable::syncfs_is_sound(&File::open(&tmp).unwrap());
+            let unnamed = cfg!(target_os = "linux") && syncfs && sound;
+            if unnamed {
                 assert!(
-                    LINKED_UNNAMED.load(Ordering::Relaxed) >= unnamed_before + n,
+                    LINKED_UNNAMED.with(std::cell::Cell::get) >= unnamed_before + n,
                     "{n} blobs through unnamed files"
                 );
             }
+            let linked = LINKED_UNNAMED.with(std::cell::Cell::get) - unnamed_before;
+            assert_eq!(linked, if unnamed { n } else { 0 }, "{n} blobs, syncfs {syncfs}");
             check(dir.path(), &tmp, &items, put_many(dir.path(), &tmp, &items), PutOutcome::Existed);
         }
     }

@@ -146,13 +146,9 @@ impl PartWriter {
         Ok(())
     }
 
+    /// More of the part's bytes (`receive_part` refused the body before it grew past `size`).
     fn write(&mut self, chunks: &[Bytes]) -> Result<()> {
-        for chunk in chunks {
-            if self.hasher.len() + chunk.len() as u64 > self.size {
-                return Err(Error::BadRequest("the part is longer than its declared size".into()));
-            }
-            self.hasher.update(chunk);
-        }
+        chunks.iter().for_each(|c| self.hasher.update(c));
         write_all_vectored(&mut self.file, chunks).map_err(io_err)
     }
 
