@@ -166,8 +166,7 @@ pub async fn push(
     let uploading = Progress::hidden(opts.quiet);
     let first_upload = std::sync::OnceLock::new();
     let (to, queued) = tokio::sync::mpsc::channel::<Upload>(jobs);
-    let mut queue = Queue { registry, ws, inline_max, to, small: Vec::new(), files: 0, bytes: 0 };
-    let mut distinct = 0;
+    let mut queue = Queue { registry, ws, inline_max, small_max, to, small: Vec::new(), files: 0, bytes: 0 };
 
     let produce = async {
         // Small files a few to a blocking trip (`hash_groups`), `jobs` trips at once. A file that goes
@@ -200,22 +199,19 @@ pub async fn push(
         .buffered(jobs);
         // The manifest names the bytes that were hashed (a file that grew since the walk is pushed as
         // hashed; if it changes again before its upload, the registry refuses it: digest_mismatch).
-        let mut hashed: Vec<LocalFile> = Vec::with_capacity(files.len());
-        let mut digests: Vec<Digest> = Vec::with_capacity(files.len());
+        let mut hashed: Vec<(Digest, u64)> = Vec::with_capacity(files.len());
         let mut seen = std::collections::HashSet::new();
         let mut wave: Vec<Waved> = Vec::new();
         let mut wave_kept = 0u64;
         let mut held = Vec::new();
         while let Some(group) = groups.try_next().await? {
             for (digest, len, parts, kept) in group {
-                let f = &files[hashed.len()];
-                let file = LocalFile { path: f.path.clone(), abs: f.abs.clone(), size: len };
                 if seen.insert(digest.clone()) {
+                    let f = &files[hashed.len()];
                     wave_kept += kept.as_ref().map_or(0, |k| k.len() as u64);
-                    wave.push((digest.clone(), file.clone(), parts, kept));
+                    wave.push((digest.clone(), LocalFile { size: len, ..f.clone() }, parts, kept));
                 }
-                hashed.push(file);
-                digests.push(digest);
+                hashed.push((digest, len));
                 if wave.len() == helix_core::batch::MAX_QUERY_DIGESTS || wave_kept >= WAVE_KEPT_BYTES {
                     wave_kept = 0;
                     match registered {
@@ -228,7 +224,10 @@ pub async fn push(
         drop(groups);
         hashing.finish();
         held.push(wave);
-        let manifest = manifest(&hashed, &digests, name, version)
+        let (digests, sizes): (Vec<Digest>, Vec<u64>) = hashed.into_iter().unzip();
+        let as_hashed: Vec<LocalFile> =
+            files.iter().zip(sizes).map(|(f, size)| LocalFile { size, ..f.clone() }).collect();
+        let manifest = manifest(&as_hashed, &digests, name, version)
             .map_err(|e| other(format!("a file changed while it was hashed; the version was not registered: {e}")))?;
         if let Some(registered) = &registered {
             // Registered already: the same content is an idempotent re-run (nothing to upload); other
@@ -251,12 +250,11 @@ pub async fn push(
         for (n, wave) in held.into_iter().enumerate() {
             queue.wave(wave, n + 1 == waves).await?;
         }
-        distinct = seen.len();
         uploading.show("uploading", queue.bytes);
         // The last upload queued: the uploads end when they are done.
         let (queued_files, queued_bytes) = (queue.files, queue.bytes);
         drop(queue);
-        Ok::<_, ClientError>((manifest, queued_files, queued_bytes))
+        Ok::<_, ClientError>((manifest, seen.len(), queued_files, queued_bytes))
     };
     let queued = futures_util::stream::unfold(queued, |mut q| async move { q.recv().await.map(|up| (up, q)) });
     let consume = queued
@@ -277,7 +275,7 @@ pub async fn push(
         })
         .buffer_unordered(jobs)
         .try_collect::<Vec<()>>();
-    let ((manifest, uploads, upload_total), _) = futures_util::try_join!(produce, consume)?;
+    let ((manifest, distinct, uploads, upload_total), _) = futures_util::try_join!(produce, consume)?;
     uploading.finish();
     // From the first upload on (uploads overlap the hashing); none when nothing was sent.
     let elapsed = first_upload.get().map(|t| t.elapsed()).unwrap_or_default();
@@ -298,6 +296,8 @@ struct Queue<'a> {
     registry: &'a Registry,
     ws: &'a WorkspaceId,
     inline_max: u64,
+    /// Files up to this size go in batches.
+    small_max: u64,
     to: tokio::sync::mpsc::Sender<Upload>,
     /// Small files not yet in a full batch: the next wave's join them.
     small: Vec<(Digest, LocalFile, Option<Kept>)>,
@@ -318,12 +318,11 @@ impl Queue<'_> {
                 super::batch::missing(self.registry, self.ws, &asked, 1).await?
             }
         };
-        let small_max = self.inline_max.min(super::batch::BATCH_FILE_MAX);
         let mut ups = Vec::new();
         for (digest, file, parts, kept) in wave.into_iter().filter(|(d, _, _, _)| lacking.contains(d)) {
             self.files += 1;
             self.bytes += file.size;
-            if file.size <= small_max {
+            if file.size <= self.small_max {
                 self.small.push((digest, file, kept));
             } else {
                 ups.push(Upload::One(digest, file, parts));
